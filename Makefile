@@ -1,0 +1,62 @@
+# vpcnet — two commands for a fresh Debian 12 machine, as root:  make demo  and  make test
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMPS := .make
+APT_PACKAGES := iproute2 iptables ipset nftables etcd-server containerd runc containernetworking-plugins \
+	busybox-static bird2 tcpdump procps python3-venv kmod
+PYTEST_ARGS ?=
+
+.PHONY: all deps system venv lint format typecheck test unit demo bench clean
+
+all: test
+
+deps: system venv
+
+# System packages: installed only when one is missing, so repeated runs cost nothing.
+system: $(STAMPS)/system
+$(STAMPS)/system: Makefile
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages: $$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@touch $@
+
+venv: $(STAMPS)/venv
+$(STAMPS)/venv: requirements.lock pyproject.toml
+	@mkdir -p $(STAMPS)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -r requirements.lock
+	@$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+lint: venv
+	$(VENV)/bin/ruff check vpcnet tests bench scripts
+	$(VENV)/bin/ruff format --check vpcnet tests bench scripts
+
+format: venv
+	$(VENV)/bin/ruff format vpcnet tests bench scripts
+	$(VENV)/bin/ruff check --fix vpcnet tests bench scripts
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: deps lint typecheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -m 'not root' $(PYTEST_ARGS)
+
+demo: deps
+	$(VENV)/bin/vpcnet demo
+
+bench: deps
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	-$(VENV)/bin/vpcnet lab down 2>/dev/null
+	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""vpcnet: Kubernetes pod networking for AWS VPCs."""
+
+__version__ = "0.1.0"

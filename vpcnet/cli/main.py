@@ -1,0 +1,52 @@
+"""The `vpcnet` command: one typer app; each concern registers its commands from its own module.
+
+Command modules live beside this file and expose `register(app)`. Heavy imports (boto3, pyroute2,
+etcd) stay inside the command functions so that `vpcnet --help` and the light commands start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import typer
+
+app = typer.Typer(
+    name="vpcnet",
+    help="Kubernetes pod networking for AWS VPCs, and a local VPC lab to run it in.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Order is the order of `vpcnet --help`.
+COMMAND_MODULES = (
+    "lab",
+    "demo",
+    "agent",
+    "resources",
+    "policy",
+    "ipam",
+    "maxpods",
+    "cni",
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Kubernetes pod networking for AWS VPCs, and a local VPC lab to run it in."""
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        module_name = f"vpcnet.cli.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue  # a concern not built yet registers nothing
+        importlib.import_module(module_name).register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""vpcnet.policy"""
