@@ -1,0 +1,53 @@
+"""The allocation interface between the CNI server and an address manager (VPC warm pool or Calico pool)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Protocol
+
+MAIN_ROUTE_TABLE = 254
+
+
+@dataclass(frozen=True, order=True)
+class IpamKey:
+    """What identifies one pod interface, as in the VPC CNI: (network name, container ID, interface name)."""
+
+    network: str
+    container_id: str
+    ifname: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    address: IPv4Address
+    # 0 for the primary ENI; the ENI's device index otherwise (-1 where ENIs do not apply: Calico pools).
+    device_number: int
+    # Route table for egress from this address: 254 (main) on the primary ENI, device index + 1 otherwise.
+    route_table: int
+    eni_id: str  # empty in Calico mode
+    subnet: IPv4Network  # the subnet (or block) the address came from
+    pod_namespace: str
+    pod_name: str
+
+
+class AddressExhausted(Exception):
+    """No address can be had now; the message names the limit that was reached."""
+
+
+class AddressManagerNotReady(Exception):
+    """The manager is starting (no pool yet); the caller should try again later."""
+
+
+class Allocator(Protocol):
+    async def assign(self, key: IpamKey, pod_namespace: str, pod_name: str) -> Assignment:
+        """Assign an address to key; the same key gets the same answer again (idempotent)."""
+        ...
+
+    async def release(self, key: IpamKey) -> Assignment | None:
+        """Release key's address; None when key holds nothing (idempotent)."""
+        ...
+
+    async def lookup(self, key: IpamKey) -> Assignment | None: ...
+
+    def ready(self) -> bool: ...
