@@ -1,6 +1,8 @@
 """The `vpcnet` command: one typer app; each concern registers its commands from its own module.
 
-Command modules live beside this file and expose `register(app)`. Heavy imports (boto3, pyroute2,
+Command modules live beside this file, are listed in COMMAND_MODULES, and expose
+`register(app, groups)`: `app` is the top level, `groups` holds the shared sub-command groups
+(`vpcnet lab ...`, `vpcnet ipam ...`) that several modules add to. Heavy imports (boto3, pyroute2,
 etcd) stay inside the command functions so that `vpcnet --help` and the light commands start fast.
 """
 
@@ -11,6 +13,8 @@ import importlib.util
 
 import typer
 
+from vpcnet.cli.groups import make_groups
+
 app = typer.Typer(
     name="vpcnet",
     help="Kubernetes pod networking for AWS VPCs, and a local VPC lab to run it in.",
@@ -19,14 +23,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+groups = make_groups()
+app.add_typer(groups.lab, name="lab")
+app.add_typer(groups.ipam, name="ipam")
+
 # Order is the order of `vpcnet --help`.
 COMMAND_MODULES = (
     "lab",
+    "labpods",
+    "labprobe",
     "demo",
     "agent",
     "resources",
     "policy",
     "ipam",
+    "poolipam",
     "maxpods",
     "cni",
 )
@@ -42,7 +54,7 @@ def _register_all() -> None:
         module_name = f"vpcnet.cli.{name}"
         if importlib.util.find_spec(module_name) is None:
             continue  # a concern not built yet registers nothing
-        importlib.import_module(module_name).register(app)
+        importlib.import_module(module_name).register(app, groups)
 
 
 _register_all()

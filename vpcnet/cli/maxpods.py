@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from vpcnet.cli.groups import Groups
 from vpcnet.ipam.limits import UnknownInstanceType, instance_limits
 from vpcnet.ipam.maxpods import MaxPodsError, max_pods
 
 
-def register(app: typer.Typer) -> None:
+def register(app: typer.Typer, groups: Groups) -> None:
     @app.command("max-pods")
     def max_pods_command(
         instance_type: str = typer.Argument(..., help="EC2 instance type, for example m5.large"),
