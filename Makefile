@@ -6,6 +6,7 @@ STAMPS := .make
 APT_PACKAGES := iproute2 iptables ipset nftables etcd-server containerd runc containernetworking-plugins \
 	busybox-static bird2 tcpdump procps python3-venv kmod
 PYTEST_ARGS ?=
+LINT_PATHS = $(wildcard vpcnet tests bench scripts)
 
 .PHONY: all deps system venv lint format typecheck test unit demo bench clean
 
@@ -35,12 +36,12 @@ $(STAMPS)/venv: requirements.lock pyproject.toml
 	@touch $@
 
 lint: venv
-	$(VENV)/bin/ruff check vpcnet tests bench scripts
-	$(VENV)/bin/ruff format --check vpcnet tests bench scripts
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 format: venv
-	$(VENV)/bin/ruff format vpcnet tests bench scripts
-	$(VENV)/bin/ruff check --fix vpcnet tests bench scripts
+	$(VENV)/bin/ruff format $(LINT_PATHS)
+	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 
 typecheck: venv
 	$(VENV)/bin/mypy
