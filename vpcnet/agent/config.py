@@ -1,0 +1,275 @@
+"""Agent configuration from the environment, with the VPC CNI's variable names where they mean the same.
+
+Every bad value is a `ConfigError` naming the variable, what it holds and what was expected; nothing
+starts then.
+vpcnet's own settings use the VPCNET_ prefix.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any, TypeVar
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+DEFAULT_RUN_DIR = Path("/var/run/vpcnet")
+RESERVED_VETH_PREFIXES = ("eth", "lo", "vlan")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class Mode(enum.StrEnum):
+    VPC = "vpc"  # addresses from ENIs (the VPC CNI design)
+    CALICO = "calico"  # addresses from Calico-style pools (IP-in-IP across subnets)
+
+
+class WarmMode(enum.StrEnum):
+    STATIC = "static"  # the VPC CNI's knobs exactly (WARM_ENI_TARGET / WARM_IP_TARGET / ...)
+    ADAPTIVE = "adaptive"  # free addresses sized from the recent arrival rate (knobs become floors)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    # --- the VPC CNI's knobs ---
+    warm_eni_target: int = 1
+    warm_ip_target: int = 0  # 0 = unset
+    minimum_ip_target: int = 0  # 0 = unset
+    warm_prefix_target: int = 1  # the VPC CNI manifest's default
+    enable_prefix_delegation: bool = False
+    max_eni: int | None = None
+    ip_cooldown_period: float = 30.0
+    external_snat: bool = False
+    exclude_snat_cidrs: tuple[IPv4Network, ...] = ()
+    veth_prefix: str = "eni"
+    eni_mtu: int = 9001
+    custom_network_cfg: bool = False
+    eni_config_name: str = ""  # ENIConfig to use; empty = the availability zone's name, then "default"
+    eni_config_file: Path | None = None  # ENIConfig objects (YAML/JSON) when there is no API server
+    cluster_name: str = ""
+    max_pods: int | None = None  # the node's max pods; None = the EKS AMI calculator's number
+    metrics_port: int | None = 61678  # None = DISABLE_METRICS
+    introspection_address: str | None = "127.0.0.1:61679"  # None = DISABLE_INTROSPECTION
+    log_level: str = "INFO"
+    log_file: Path | None = None
+    # --- vpcnet's own ---
+    mode: Mode = Mode.VPC
+    warm_mode: WarmMode = WarmMode.STATIC
+    ec2_endpoint: str | None = None  # None = the region's public endpoint
+    imds_endpoint: str = "http://169.254.169.254"
+    region: str | None = None  # None = from IMDS
+    agent_socket: Path = DEFAULT_RUN_DIR / "agent.sock"
+    checkpoint_path: Path = DEFAULT_RUN_DIR / "ipam.json"
+    datastore_endpoints: tuple[str, ...] = ()
+    ec2_rate_limit: float = 10.0  # EC2 requests per second this agent allows itself (burst = 2x)
+    ec2_max_attempts: int = 8
+    leaked_eni_grace: float = 300.0  # our ENIs left unattached this long are deleted
+    release_delay: float = 60.0  # a surplus must last this long before addresses are given back
+    pool_interval: float = 5.0  # the warm-pool loop's period (it also wakes on every assign/release)
+    reconcile_interval: float = 60.0
+    adaptive_window: float = 900.0  # arrival history the adaptive mode sizes the pool from
+    assign_wait: float = 30.0  # how long an assignment may wait for EC2 when the pool is empty
+    node_name: str = ""
+
+    def env_settings(self) -> dict[str, Any]:
+        """The settings as JSON-able values (for /v1/ipamd-env-settings)."""
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            if isinstance(v, Path):
+                v = str(v)
+            elif isinstance(v, tuple):
+                v = [str(x) for x in v]
+            elif isinstance(v, enum.Enum):
+                v = v.value
+            out[k] = v
+        return out
+
+
+@dataclass
+class _Env:
+    env: Mapping[str, str]
+    used: list[str] = field(default_factory=list)
+
+    def raw(self, name: str) -> str | None:
+        v = self.env.get(name)
+        if v is None or v.strip() == "":
+            return None
+        self.used.append(name)
+        return v.strip()
+
+    def int(self, name: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
+        v = self.raw(name)
+        if v is None:
+            return default
+        try:
+            n = int(v, 10)
+        except ValueError:
+            raise ConfigError(f"{name}={v!r}: expected an integer") from None
+        if lo is not None and n < lo:
+            raise ConfigError(f"{name}={v!r}: must be at least {lo}")
+        if hi is not None and n > hi:
+            raise ConfigError(f"{name}={v!r}: must be at most {hi}")
+        return n
+
+    def float(self, name: str, default: float, *, lo: float = 0.0) -> float:
+        v = self.raw(name)
+        if v is None:
+            return default
+        try:
+            x = float(v)
+        except ValueError:
+            raise ConfigError(f"{name}={v!r}: expected a number of seconds") from None
+        if not x >= lo or x == float("inf"):
+            raise ConfigError(f"{name}={v!r}: must be a finite number >= {lo:g}")
+        return x
+
+    def bool(self, name: str, default: bool) -> bool:
+        v = self.raw(name)
+        if v is None:
+            return default
+        low = v.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={v!r}: expected true or false")
+
+    def choice(self, name: str, enum_type: type[E], default: E) -> E:
+        v = self.raw(name)
+        if v is None:
+            return default
+        try:
+            return enum_type(v.lower())
+        except ValueError:
+            allowed = ", ".join(m.value for m in enum_type)
+            raise ConfigError(f"{name}={v!r}: expected one of {allowed}") from None
+
+
+def _cidrs(name: str, value: str | None) -> tuple[IPv4Network, ...]:
+    if value is None:
+        return ()
+    out = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            out.append(IPv4Network(part, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not an IPv4 CIDR") from None
+    return tuple(out)
+
+
+def _address(name: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if value.startswith("unix:"):
+        return value
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{name}={value!r}: expected HOST:PORT or unix:PATH")
+    return value
+
+
+def _url(name: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{name}={value!r}: expected an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read the configuration from env (default os.environ); raises ConfigError naming the bad variable."""
+    e = _Env(os.environ if env is None else env)
+    cfg: dict[str, Any] = {}
+
+    warm_eni = e.int("WARM_ENI_TARGET", 1)
+    if warm_eni < 0:
+        raise ConfigError(f"WARM_ENI_TARGET={warm_eni}: must be 0 or more")
+    cfg["warm_eni_target"] = warm_eni
+    cfg["warm_ip_target"] = e.int("WARM_IP_TARGET", 0, lo=0)
+    cfg["minimum_ip_target"] = e.int("MINIMUM_IP_TARGET", 0, lo=0)
+    cfg["warm_prefix_target"] = e.int("WARM_PREFIX_TARGET", 1, lo=0)
+    cfg["enable_prefix_delegation"] = e.bool("ENABLE_PREFIX_DELEGATION", False)
+    max_eni = e.int("MAX_ENI", -1)
+    cfg["max_eni"] = max_eni if max_eni > 0 else None
+    cfg["ip_cooldown_period"] = e.float("IP_COOLDOWN_PERIOD", 30.0)
+    cfg["external_snat"] = e.bool("AWS_VPC_K8S_CNI_EXTERNALSNAT", False)
+    cfg["exclude_snat_cidrs"] = _cidrs(
+        "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", e.raw("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS")
+    )
+    prefix = e.raw("AWS_VPC_K8S_CNI_VETHPREFIX") or "eni"
+    if len(prefix) > 4 or not prefix.isalnum() or prefix in RESERVED_VETH_PREFIXES:
+        raise ConfigError(
+            f"AWS_VPC_K8S_CNI_VETHPREFIX={prefix!r}: expected 1-4 letters or digits, not eth, lo or vlan"
+        )
+    cfg["veth_prefix"] = prefix
+    cfg["eni_mtu"] = e.int("AWS_VPC_ENI_MTU", 9001, lo=576, hi=9001)
+    cfg["custom_network_cfg"] = e.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", False)
+    cfg["eni_config_name"] = e.raw("ENI_CONFIG_NAME") or ""
+    eni_file = e.raw("VPCNET_ENI_CONFIG_FILE")
+    cfg["eni_config_file"] = Path(eni_file) if eni_file else None
+    if cfg["custom_network_cfg"] and cfg["eni_config_file"] is None:
+        raise ConfigError(
+            "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs VPCNET_ENI_CONFIG_FILE (the ENIConfig objects)"
+        )
+    cfg["cluster_name"] = e.raw("CLUSTER_NAME") or ""
+    max_pods = e.int("VPCNET_MAX_PODS", 0, lo=0)
+    cfg["max_pods"] = max_pods or None
+    cfg["metrics_port"] = (
+        None if e.bool("DISABLE_METRICS", False) else e.int("VPCNET_METRICS_PORT", 61678, lo=1, hi=65535)
+    )
+    cfg["introspection_address"] = (
+        None
+        if e.bool("DISABLE_INTROSPECTION", False)
+        else _address("INTROSPECTION_BIND_ADDRESS", e.raw("INTROSPECTION_BIND_ADDRESS") or "127.0.0.1:61679")
+    )
+    level = (e.raw("AWS_VPC_K8S_CNI_LOGLEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR"):
+        raise ConfigError(f"AWS_VPC_K8S_CNI_LOGLEVEL={level!r}: expected DEBUG, INFO, WARN or ERROR")
+    cfg["log_level"] = "WARNING" if level == "WARN" else level
+    log_file = e.raw("AWS_VPC_K8S_CNI_LOG_FILE")
+    cfg["log_file"] = None if log_file in (None, "stderr", "stdout") else Path(str(log_file))
+
+    cfg["mode"] = e.choice("VPCNET_MODE", Mode, Mode.VPC)
+    cfg["warm_mode"] = e.choice("VPCNET_WARM_MODE", WarmMode, WarmMode.STATIC)
+    cfg["ec2_endpoint"] = _url("AWS_EC2_ENDPOINT", e.raw("AWS_EC2_ENDPOINT")) or _url(
+        "VPCNET_EC2_ENDPOINT", e.raw("VPCNET_EC2_ENDPOINT")
+    )
+    cfg["imds_endpoint"] = (
+        _url("AWS_EC2_METADATA_SERVICE_ENDPOINT", e.raw("AWS_EC2_METADATA_SERVICE_ENDPOINT"))
+        or "http://169.254.169.254"
+    )
+    cfg["region"] = e.raw("AWS_REGION") or e.raw("AWS_DEFAULT_REGION")
+    sock = e.raw("VPCNET_AGENT_SOCKET")
+    cfg["agent_socket"] = Path(sock) if sock else DEFAULT_RUN_DIR / "agent.sock"
+    store = e.raw("AWS_VPC_K8S_CNI_BACKING_STORE")
+    cfg["checkpoint_path"] = Path(store) if store else DEFAULT_RUN_DIR / "ipam.json"
+    ds = e.raw("VPCNET_DATASTORE_ENDPOINTS")
+    cfg["datastore_endpoints"] = tuple(p.strip() for p in ds.split(",") if p.strip()) if ds else ()
+    rate = e.float("VPCNET_EC2_RATE_LIMIT", 10.0)
+    if rate <= 0:
+        raise ConfigError(f"VPCNET_EC2_RATE_LIMIT={rate}: must be more than 0")
+    cfg["ec2_rate_limit"] = rate
+    cfg["ec2_max_attempts"] = e.int("VPCNET_EC2_MAX_ATTEMPTS", 8, lo=1, hi=50)
+    cfg["leaked_eni_grace"] = e.float("VPCNET_LEAKED_ENI_GRACE", 300.0)
+    cfg["release_delay"] = e.float("VPCNET_RELEASE_DELAY", 60.0)
+    cfg["pool_interval"] = e.float("VPCNET_POOL_INTERVAL", 5.0, lo=0.05)
+    cfg["reconcile_interval"] = e.float("VPCNET_RECONCILE_INTERVAL", 60.0, lo=1.0)
+    cfg["adaptive_window"] = e.float("VPCNET_ADAPTIVE_WINDOW", 900.0, lo=1.0)
+    cfg["assign_wait"] = e.float("VPCNET_ASSIGN_WAIT", 30.0)
+    cfg["node_name"] = e.raw("VPCNET_NODE_NAME") or e.raw("MY_NODE_NAME") or ""
+
+    if cfg["enable_prefix_delegation"] and not (
+        cfg["warm_prefix_target"] or cfg["warm_ip_target"] or cfg["minimum_ip_target"]
+    ):
+        raise ConfigError(
+            "ENABLE_PREFIX_DELEGATION=true needs WARM_PREFIX_TARGET, WARM_IP_TARGET or MINIMUM_IP_TARGET"
+            " above 0"
+        )
+    return AgentConfig(**cfg)

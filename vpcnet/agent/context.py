@@ -1,0 +1,55 @@
+"""What components share: the configuration, the node, the allocator, metrics and introspection routes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from vpcnet.agent.config import AgentConfig
+from vpcnet.agent.http import HttpServer
+from vpcnet.cloud.node import NodeInfo
+from vpcnet.ipam.types import Allocator
+
+
+class NotStarted(RuntimeError):
+    pass
+
+
+@dataclass
+class AgentContext:
+    config: AgentConfig
+    # Prometheus registry served on :61678/metrics; components register their collectors here.
+    metrics: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    # Introspection server (127.0.0.1:61679); components add read-only JSON routes with .route(path, handler).
+    introspection: HttpServer = field(default_factory=lambda: HttpServer("introspection"))
+    # Set once the agent is asked to stop (SIGTERM); long loops may watch it.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Anything else one component offers to others, by a documented name.
+    shared: dict[str, Any] = field(default_factory=dict)
+    _allocator: Allocator | None = None
+    _node: NodeInfo | None = None
+
+    @property
+    def allocator(self) -> Allocator:
+        """The address manager (set by the ipam component's start(), which runs before every other start)."""
+        if self._allocator is None:
+            raise NotStarted("the ipam component has not started: no allocator yet")
+        return self._allocator
+
+    @allocator.setter
+    def allocator(self, value: Allocator) -> None:
+        self._allocator = value
+
+    @property
+    def node(self) -> NodeInfo:
+        """The instance this agent runs on (set by the ipam component's start())."""
+        if self._node is None:
+            raise NotStarted("the ipam component has not started: node unknown")
+        return self._node
+
+    @node.setter
+    def node(self, value: NodeInfo) -> None:
+        self._node = value

@@ -1,0 +1,89 @@
+"""A small asyncio HTTP/1.1 server for the agent's read-only endpoints (/metrics, introspection).
+
+One task per connection on the agent's loop; no threads. Handlers are registered by path and return
+(status, content type, body). Only GET is served; anything else is 405.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+Response = tuple[int, str, bytes]
+Handler = Callable[[str], Awaitable[Response]]  # receives the query string
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Error"}
+
+
+class HttpServer:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.routes: dict[str, Handler] = {}
+        self._server: asyncio.AbstractServer | None = None
+
+    def route(self, path: str, handler: Handler) -> None:
+        if path in self.routes:
+            raise ValueError(f"{self.name}: path {path} is registered twice")
+        self.routes[path] = handler
+
+    async def start(self, address: str) -> None:
+        """address is HOST:PORT or unix:PATH."""
+        if address.startswith("unix:"):
+            path = Path(address[5:])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self._server = await asyncio.start_unix_server(self._serve, path=str(path))
+        else:
+            host, _, port = address.rpartition(":")
+            self._server = await asyncio.start_server(
+                self._serve, host=host, port=int(port), reuse_address=True
+            )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5)
+            while True:  # skip the headers
+                line = await asyncio.wait_for(reader.readline(), 5)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            parts = request.decode("latin-1").split()
+            if len(parts) < 2:
+                status, ctype, body = 400, "text/plain", b"bad request\n"
+            elif parts[0] != "GET":
+                status, ctype, body = 405, "text/plain", b"only GET\n"
+            else:
+                path, _, query = parts[1].partition("?")
+                handler = self.routes.get(path)
+                if handler is None:
+                    status, ctype, body = 404, "text/plain", f"no such path {path}\n".encode()
+                else:
+                    try:
+                        status, ctype, body = await handler(query)
+                    except Exception as exc:
+                        log.exception("%s: handler for %s failed", self.name, path)
+                        status, ctype, body = 500, "text/plain", f"{exc}\n".encode()
+            head = (
+                f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
