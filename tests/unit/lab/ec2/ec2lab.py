@@ -1,0 +1,20 @@
+"""Shared helpers of the EC2 endpoint tests."""
+
+from __future__ import annotations
+
+from vpcnet.lab.ec2.state import Cloud
+
+AZ_A = "us-west-2a"
+AZ_B = "us-west-2b"
+
+
+class Lab:
+    """A small cloud: one VPC 10.0.0.0/16, subnet A 10.0.0.0/24 (us-west-2a), B 10.0.1.0/24 (us-west-2b)."""
+
+    def __init__(self, cloud: Cloud) -> None:
+        self.cloud = cloud
+        self.vpc = cloud.create_vpc("10.0.0.0/16")
+        self.subnet_a = cloud.create_subnet(
+            self.vpc.id, "10.0.0.0/24", AZ_A, tags={"kubernetes.io/role/cni": "1"}
+        )
+        self.subnet_b = cloud.create_subnet(self.vpc.id, "10.0.1.0/24", AZ_B)
