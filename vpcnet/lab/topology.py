@@ -1,0 +1,135 @@
+"""The lab's topology as data: a VPC, its subnets per availability zone and its nodes.
+
+Pure: nothing here touches the kernel or the cloud. `lab up` turns a LabTopology into namespaces and
+EC2 objects (mininet's Topo vs Mininet split), and the unit tests check the carving without root.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from vpcnet.lab.layout import EC2_ENDPOINT_ADDRESS, ETCD_ENDPOINT_ADDRESS, INTERNET_CIDR
+
+DEFAULT_VPC_CIDR = "10.0.0.0/16"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_INSTANCE_TYPE = "t3.medium"
+DEFAULT_NODES = 3
+DEFAULT_AZS = 2
+SUBNET_PREFIX_LEN = 20  # 4,091 usable addresses per subnet, as EKS guides suggest for node subnets
+MAX_AZS = 6  # us-east-1 has six zones (a-f)
+MAX_NODES = 64
+
+
+class TopologyError(ValueError):
+    """The topology asked for cannot be built; the message names the parameter."""
+
+
+@dataclass(frozen=True)
+class SubnetSpec:
+    name: str  # e.g. "node-us-east-1a"
+    cidr: str
+    az: str
+    role: str  # "node" (nodes' primary ENIs) or "pod" (custom networking)
+
+    @property
+    def gateway(self) -> str:
+        """The VPC router's address in the subnet: the first host, as on EC2 (base + 1)."""
+        return str(ipaddress.ip_network(self.cidr).network_address + 1)
+
+    @property
+    def prefix_len(self) -> int:
+        return ipaddress.ip_network(self.cidr).prefixlen
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str  # e.g. "node1"; the namespace is layout.node_netns(name)
+    az: str
+    subnet: str  # SubnetSpec.name of its node subnet
+    instance_type: str
+
+
+@dataclass(frozen=True)
+class LabTopology:
+    vpc_cidr: str
+    region: str
+    subnets: tuple[SubnetSpec, ...]
+    nodes: tuple[NodeSpec, ...]
+
+    @property
+    def azs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.az for s in self.subnets))
+
+    def subnet(self, name: str) -> SubnetSpec:
+        for s in self.subnets:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def node_subnet(self, az: str) -> SubnetSpec:
+        return next(s for s in self.subnets if s.az == az and s.role == "node")
+
+    def pod_subnet(self, az: str) -> SubnetSpec | None:
+        return next((s for s in self.subnets if s.az == az and s.role == "pod"), None)
+
+
+def az_names(region: str, count: int) -> list[str]:
+    return [f"{region}{chr(ord('a') + i)}" for i in range(count)]
+
+
+def build_topology(
+    *,
+    nodes: int = DEFAULT_NODES,
+    azs: int = DEFAULT_AZS,
+    instance_type: str = DEFAULT_INSTANCE_TYPE,
+    vpc_cidr: str = DEFAULT_VPC_CIDR,
+    region: str = DEFAULT_REGION,
+    pod_subnets: bool = False,
+) -> LabTopology:
+    """Carve the VPC into /20s: one node subnet per AZ first, then (optionally) one pod subnet per AZ for
+    custom networking. Nodes go round-robin over the AZs: node1 in the first AZ, node2 in the second..."""
+    if not 1 <= nodes <= MAX_NODES:
+        raise TopologyError(f"--nodes must be between 1 and {MAX_NODES}, got {nodes}")
+    if not 1 <= azs <= MAX_AZS:
+        raise TopologyError(f"--azs must be between 1 and {MAX_AZS}, got {azs}")
+    if not instance_type or "." not in instance_type:
+        raise TopologyError(f"--instance-type {instance_type!r} is not an EC2 instance type (like t3.medium)")
+    try:
+        vpc = ipaddress.IPv4Network(vpc_cidr)
+    except ValueError as e:
+        raise TopologyError(f"VPC CIDR {vpc_cidr!r} is not an IPv4 network: {e}") from None
+    if not 16 <= vpc.prefixlen <= SUBNET_PREFIX_LEN:
+        raise TopologyError(f"VPC CIDR {vpc_cidr} must be between /16 and /{SUBNET_PREFIX_LEN}")
+    if not vpc.is_private:
+        raise TopologyError(f"VPC CIDR {vpc_cidr} must be a private (RFC 1918) range")
+    if vpc.overlaps(ipaddress.IPv4Network(INTERNET_CIDR)):
+        raise TopologyError(f"VPC CIDR {vpc_cidr} overlaps the lab's internet {INTERNET_CIDR}")
+
+    zones = az_names(region, azs)
+    wanted = len(zones) * (2 if pod_subnets else 1)
+    blocks = list(vpc.subnets(new_prefix=SUBNET_PREFIX_LEN))
+    # The control-plane endpoints sit at the top of the default VPC; keep subnets off them.
+    reserved = [ipaddress.IPv4Address(a) for a in (EC2_ENDPOINT_ADDRESS, ETCD_ENDPOINT_ADDRESS)]
+    blocks = [b for b in blocks if not any(a in b for a in reserved)]
+    if len(blocks) < wanted:
+        raise TopologyError(
+            f"VPC CIDR {vpc_cidr} has room for {len(blocks)} /{SUBNET_PREFIX_LEN} subnets, "
+            f"{wanted} are needed ({azs} AZs{' with pod subnets' if pod_subnets else ''})"
+        )
+    subnets = [SubnetSpec(f"node-{az}", str(blocks[i]), az, "node") for i, az in enumerate(zones)]
+    if pod_subnets:
+        subnets += [
+            SubnetSpec(f"pod-{az}", str(blocks[len(zones) + i]), az, "pod") for i, az in enumerate(zones)
+        ]
+    node_specs = tuple(
+        NodeSpec(f"node{i + 1}", zones[i % len(zones)], f"node-{zones[i % len(zones)]}", instance_type)
+        for i in range(nodes)
+    )
+    return LabTopology(vpc_cidr=str(vpc), region=region, subnets=tuple(subnets), nodes=node_specs)
