@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -300,6 +301,8 @@ async def run(socket_path: Path) -> None:
     pods = PodServer()
     control = ControlServer(pods)
     socket_path.parent.mkdir(parents=True, exist_ok=True)
+    if PodServerClient(socket_path, timeout=2.0).alive():
+        raise SystemExit(f"a pod server already answers on {socket_path}")
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
     old_umask = os.umask(0o077)  # the control socket is root's only
@@ -377,14 +380,31 @@ class PodServerClient:
 
 
 def start_pod_server(
-    socket_path: Path, log_path: Path, netns: str | None = None, timeout: float = 10.0
+    socket_path: Path,
+    log_path: Path,
+    netns: str | None = None,
+    timeout: float = 10.0,
+    pid_path: Path | None = None,
 ) -> PodServerClient:
     """Start a pod server (inside network namespace `netns`, a name under /run/netns, when given) unless one
-    already answers on `socket_path`; returns its client once it answers."""
+    already answers on `socket_path`; returns its client once it answers. Its pid goes to `pid_path`, and its
+    command line names `socket_path` (so a pid file check can tell it is still ours)."""
     client = PodServerClient(socket_path)
     if client.alive():
         return client
     socket_path.parent.mkdir(parents=True, exist_ok=True)
+    # One starter at a time (threads of one kubelet, or two kubelets): the others find it running.
+    with open(socket_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if client.alive():
+            return client
+        return _spawn(client, log_path, netns, timeout, pid_path)
+
+
+def _spawn(
+    client: PodServerClient, log_path: Path, netns: str | None, timeout: float, pid_path: Path | None
+) -> PodServerClient:
+    socket_path = client.socket_path
     command = [sys.executable, "-m", "vpcnet.lab.podserver", "--socket", str(socket_path)]
     if netns is not None:
         command = ["ip", "netns", "exec", netns, *command]
@@ -392,6 +412,8 @@ def start_pod_server(
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
         )
+    if pid_path is not None:
+        pid_path.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if client.alive():
@@ -400,6 +422,7 @@ def start_pod_server(
             raise PodServerError(f"pod server exited with {process.returncode}; see {log_path}")
         time.sleep(0.02)
     process.kill()
+    process.wait()
     raise PodServerError(f"pod server did not answer on {socket_path} within {timeout} s; see {log_path}")
 
 
