@@ -1,0 +1,249 @@
+"""`vpcnet lab up|down|status|exec|logs`: the local VPC lab. The lab's prefix comes from --prefix, else the
+VPCNET_LAB environment variable, else "vpcl"."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import typer
+
+from vpcnet.cli.groups import Groups
+
+_PREFIX_HELP = "the lab's name prefix (env VPCNET_LAB, default vpcl)"
+
+
+def _layout(prefix: str | None) -> Any:
+    from vpcnet.lab.labctl import layout_for
+
+    try:
+        return layout_for(prefix)
+    except ValueError as e:
+        typer.echo(f"error: --prefix: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        typer.echo("error: the lab needs root (network namespaces); run as root", err=True)
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer, groups: Groups) -> None:
+    lab = groups.lab
+
+    @lab.command("up")
+    def up_command(
+        nodes: int = typer.Option(3, "--nodes", "-n", help="number of nodes (instances)"),
+        instance_type: str = typer.Option(
+            "t3.medium", "--instance-type", "-t", help="the nodes' instance type"
+        ),
+        azs: int = typer.Option(2, "--azs", help="availability zones (one node subnet each)"),
+        prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+        agents: bool = typer.Option(True, "--agents/--no-agents", help="start `vpcnet agent` on every node"),
+    ) -> None:
+        """Bring the lab up: a VPC with a subnet per AZ, nodes as namespaces, the EC2 endpoint, IMDS and etcd.
+        Running it again with the lab up changes nothing."""
+        from rich.console import Console
+
+        from vpcnet.ipam.limits import UnknownInstanceType, instance_limits
+        from vpcnet.lab.labctl import LabError, up
+        from vpcnet.lab.topology import TopologyError, build_topology
+
+        _need_root()
+        layout = _layout(prefix)
+        try:
+            topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type)
+            instance_limits(instance_type)
+        except TopologyError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+        except UnknownInstanceType as e:
+            typer.echo(f"error: --instance-type {instance_type!r} is not a known EC2 instance type", err=True)
+            raise typer.Exit(2) from e
+        console = Console(stderr=True)
+        start = time.monotonic()
+        with console.status(f"lab {layout.prefix}: starting", spinner="dots") as spinner:
+
+            def progress(msg: str) -> None:
+                console.print(f"[dim]{time.monotonic() - start:5.2f}s[/dim] {msg}", highlight=False)
+                spinner.update(f"lab {layout.prefix}: {msg}")
+
+            try:
+                result = up(topo, layout, agents=agents, progress=progress)
+            except LabError as e:
+                typer.echo(f"error: {e}", err=True)
+                raise typer.Exit(1) from e
+        took = time.monotonic() - start
+        info = result.info
+        if result.already_up:
+            typer.echo(f"lab {layout.prefix} is already up ({len(info.nodes)} nodes); nothing changed")
+            return
+        if result.changed != ["created"]:
+            typer.echo(f"lab {layout.prefix} repaired: {'; '.join(result.changed)} ({took:.2f} s)")
+            return
+        typer.echo(
+            f"lab {layout.prefix} is up in {took:.2f} s: VPC {info.vpc_cidr}, {len(info.nodes)} nodes "
+            f"({', '.join(f'{n.name} {n.primary_ip}' for n in info.nodes)}); EC2 endpoint "
+            f"{info.endpoints['ec2_host']}; see `vpcnet lab status`"
+        )
+
+    @lab.command("down")
+    def down_command(prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP)) -> None:
+        """Remove every namespace, process and file of the lab (also a half-made one)."""
+        from vpcnet.lab.labctl import LabError, down
+
+        _need_root()
+        layout = _layout(prefix)
+        try:
+            result = down(layout)
+        except LabError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
+        if not result.namespaces and not result.processes and not result.run_dir_removed:
+            typer.echo(f"lab {layout.prefix} is not up; nothing to remove")
+            return
+        typer.echo(
+            f"lab {layout.prefix} removed: {len(result.namespaces)} namespaces, "
+            f"{result.processes} processes, "
+            f"{layout.run_dir}"
+        )
+
+    @lab.command("status")
+    def status_command(
+        prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+        output: str = typer.Option("table", "--output", "-o", help="table or json"),
+    ) -> None:
+        """The lab's nodes (instance, AZ, subnet, ENIs with addresses and prefixes) and endpoints."""
+        from vpcnet.lab.labctl import LabError, status
+
+        if output not in ("table", "json"):
+            typer.echo(f"error: --output must be table or json, not {output!r}", err=True)
+            raise typer.Exit(2)
+        layout = _layout(prefix)
+        try:
+            doc = status(layout)
+        except LabError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
+        if output == "json":
+            typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        else:
+            _print_status(doc)
+        if not doc["up"]:
+            raise typer.Exit(3)
+
+    @lab.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def exec_command(
+        ctx: typer.Context,
+        node: str = typer.Argument(..., help="node name (node1, ...), or vpc / inet"),
+        prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+    ) -> None:
+        """Run a command in a node's namespace: `vpcnet lab exec node1 -- ip addr`."""
+        from vpcnet.lab.labctl import LabError, exec_in_node
+
+        _need_root()
+        layout = _layout(prefix)
+        try:
+            code = exec_in_node(layout, node, list(ctx.args))
+        except LabError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+        raise typer.Exit(code)
+
+    @lab.command("logs")
+    def logs_command(
+        node: str = typer.Argument(..., help="node name, or `cloud` / `etcd` for the lab's own daemons"),
+        follow: bool = typer.Option(False, "--follow", "-f", help="keep printing as the log grows"),
+        prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+    ) -> None:
+        """Print a node agent's log (or the lab daemon's, or etcd's)."""
+        from vpcnet.lab import labetcd
+        from vpcnet.lab.labctl import daemon_log, read_info
+
+        layout = _layout(prefix)
+        if node == "cloud":
+            path = daemon_log(layout)
+        elif node == "etcd":
+            path = labetcd.log_file(layout)
+        else:
+            info = read_info(layout)
+            if info is None:
+                typer.echo(f"error: lab {layout.prefix} is not up", err=True)
+                raise typer.Exit(2)
+            if node not in {n.name for n in info.nodes}:
+                known = ", ".join(n.name for n in info.nodes)
+                typer.echo(f"error: no node {node!r} in lab {layout.prefix} (nodes: {known})", err=True)
+                raise typer.Exit(2)
+            path = layout.agent_log(node)
+        if not path.exists():
+            typer.echo(f"error: no log yet at {path}", err=True)
+            raise typer.Exit(1)
+        _cat(path, follow)
+
+    @lab.command("serve-cloud", hidden=True)
+    def serve_cloud_command(
+        prefix: str = typer.Option(..., "--prefix"), etcd: str = typer.Option(..., "--etcd")
+    ) -> None:
+        """Run the lab daemon in the foreground (`lab up` starts it in the background)."""
+        from vpcnet.lab.cloudd import main
+
+        raise typer.Exit(main(["--prefix", prefix, "--etcd", etcd]))
+
+
+def _cat(path: Any, follow: bool) -> None:
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+                continue
+            if not follow:
+                return
+            try:
+                time.sleep(0.25)
+            except KeyboardInterrupt:
+                return
+
+
+def _print_status(doc: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    if not doc["up"]:
+        left = doc.get("leftover_namespaces") or []
+        console.print(
+            f"lab {doc['prefix']} is not up" + (f" (leftover namespaces: {', '.join(left)})" if left else "")
+        )
+        return
+    vpc = doc["vpc"]
+    console.print(f"lab [bold]{doc['prefix']}[/bold]: VPC {vpc['id']} {vpc['cidr']} ({vpc['region']})")
+    table = Table("node", "namespace", "instance", "type", "AZ", "subnet", "primary IP", "ENIs", "agent")
+    for n in doc["nodes"]:
+        enis = []
+        for e in n["enis"]:
+            extra = e["secondary_ips"] + e["prefixes"]
+            sdc = "" if e["source_dest_check"] else " (no src/dst check)"
+            enis.append(
+                f"eth{e['device_index']} {e['id']} {e['primary_ip']}"
+                + (f" +{', '.join(extra)}" if extra else "")
+                + sdc
+            )
+        table.add_row(
+            n["name"], n["netns"], n["instance_id"], n["instance_type"], n["az"],
+            f"{n['subnet_id']} {n['subnet_cidr']}", n["primary_ip"], "\n".join(enis), n["agent"],
+        )  # fmt: skip
+    console.print(table)
+    ep = doc["endpoints"]
+    console.print(
+        f"EC2 {ep['ec2']} (host: {ep['ec2_host']})   IMDS {ep['imds']}   "
+        f"etcd {ep['etcd']} (host: {ep['etcd_host']})   internet host {doc['internet_host']}"
+    )
+    procs = doc["processes"]
+    console.print("processes: " + ", ".join(f"{k} {'running' if v else 'STOPPED'}" for k, v in procs.items()))
+    console.print(f"CNI dirs per node: {doc['run_dir']}/nodes/<node>/cni/{{net.d,bin}}")

@@ -1,0 +1,143 @@
+"""The lab daemon: the emulated EC2 (with the namespace fabric as its hooks), IMDS and the etcd relay.
+
+Runs in the host namespace (started in the background by `vpcnet lab up`, logging to run_dir/cloudd.log),
+but its listening sockets are bound inside the VPC namespace by short-lived threads that setns there:
+    10.0.255.254:80      EC2 endpoint (nodes, as the VPC interface endpoint for EC2)
+    169.254.169.254:80   IMDS (identifies the calling instance by its source address)
+    10.0.255.253:2379    etcd, relayed to the lab's etcd on the host loopback
+plus the EC2 endpoint on 127.0.0.1:<free port> in the host namespace for the CLI and tests: a listening
+socket, not a link, so the lab stays sealed. Once every socket is bound it writes run_dir/cloudd.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from vpcnet.lab import netns
+from vpcnet.lab.fabric import Fabric
+from vpcnet.lab.layout import (
+    EC2_ENDPOINT_ADDRESS,
+    ETCD_ENDPOINT_ADDRESS,
+    IMDS_ADDRESS,
+    LabLayout,
+    check_prefix,
+)
+from vpcnet.lab.tcpproxy import serve_proxy
+
+log = logging.getLogger("vpcnet.lab.cloudd")
+
+ETCD_VPC_PORT = 2379
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+def bind_in_netns(netns_name: str, host: str, port: int) -> socket.socket:
+    return netns.run_in_netns(netns_name, lambda: bind_tcp(host, port))
+
+
+def _imds_server(cloud: Any, sock: socket.socket) -> Any:
+    """IMDS ships with the EC2 emulator (vpcnet.lab.imds); without it the daemon serves no metadata."""
+    if importlib.util.find_spec("vpcnet.lab.imds") is None:
+        sock.close()
+        return None
+    from vpcnet.lab.imds import ImdsService
+
+    return ImdsService(cloud).make_server(sock)
+
+
+def serve(layout: LabLayout, etcd_url: str) -> None:
+    from vpcnet.lab.ec2.httpserve import RunningServer
+    from vpcnet.lab.ec2.server import Ec2Service
+    from vpcnet.lab.ec2.state import Cloud
+
+    fabric = Fabric(layout)
+    cloud = Cloud(layout.ec2_state_file)
+    fabric.set_subnet_lookup(lambda sid: cloud.subnet(sid).cidr)
+    # The kernel may have drifted from the state (a daemon restart, a veth deleted by hand): repair it
+    # before answering anything, then follow every change through the hooks.
+    fabric.reconcile_cloud(cloud.enis(), cloud.instances())
+    cloud.hooks = fabric
+    log.info("state %s loaded and reconciled: %d ENIs plugged", layout.ec2_state_file, len(fabric.plugged()))
+
+    vpc = layout.vpc_netns
+    ec2 = Ec2Service(cloud)
+    servers = [
+        RunningServer(ec2.make_server(bind_in_netns(vpc, EC2_ENDPOINT_ADDRESS, 80))),
+        RunningServer(ec2.make_server(bind_tcp("127.0.0.1", 0))),
+    ]
+    imds_server = _imds_server(cloud, bind_in_netns(vpc, IMDS_ADDRESS, 80))
+    if imds_server is not None:
+        servers.append(RunningServer(imds_server))
+    else:
+        log.warning("vpcnet.lab.imds is not available: no instance metadata at %s", IMDS_ADDRESS)
+    etcd_sock = bind_in_netns(vpc, ETCD_ENDPOINT_ADDRESS, ETCD_VPC_PORT)
+    upstream = urlsplit(etcd_url)
+    if upstream.hostname is None or upstream.port is None:
+        raise ValueError(f"--etcd {etcd_url!r} must be a URL with host and port")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        proxy = await serve_proxy(etcd_sock, upstream.hostname or "", upstream.port or 0)
+        ready = {
+            "pid": os.getpid(),
+            "ec2_host": servers[1].url,
+            "ec2": f"http://{EC2_ENDPOINT_ADDRESS}",
+            "imds": f"http://{IMDS_ADDRESS}" if imds_server is not None else None,
+            "etcd": f"http://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
+            "etcd_upstream": etcd_url,
+        }
+        ready_file = layout.run_dir / "cloudd.json"
+        tmp = ready_file.with_name(".cloudd.json.tmp")
+        tmp.write_text(json.dumps(ready, indent=2) + "\n")
+        os.replace(tmp, ready_file)
+        log.info("ready: %s", ready)
+        await stop.wait()
+        log.info("stopping")
+        proxy.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        for s in servers:
+            threading.Thread(target=s.close, daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vpcnet.lab.cloudd", description=__doc__)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--etcd", required=True, help="the lab etcd's client URL on the host")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    layout = LabLayout(check_prefix(args.prefix))
+    try:
+        serve(layout, args.etcd)
+    except Exception:
+        log.exception("lab daemon failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,494 @@
+"""Bringing a lab up and down, and describing it: the steps behind `vpcnet lab up/down/status/exec/logs`.
+
+`up` is idempotent: with the lab up and healthy it changes nothing and says so; with pieces missing (a
+process died) it restarts just those. `down` works from names alone (the prefix), so it also removes a
+half-made lab: processes of its pid files and any process living in its namespaces, every namespace named
+`{prefix}-*` (nodes, VPC, internet, pods), then its run dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from vpcnet.lab import labetcd, netns, procs
+from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric
+from vpcnet.lab.layout import (
+    DEFAULT_PREFIX,
+    EC2_ENDPOINT_ADDRESS,
+    ETCD_ENDPOINT_ADDRESS,
+    IMDS_ADDRESS,
+    INTERNET_CIDR,
+    LabLayout,
+    check_prefix,
+)
+from vpcnet.lab.topology import LabTopology, NodeSpec, SubnetSpec
+
+STATE_VERSION = 1
+PREFIX_ENV = "VPCNET_LAB"
+ETCD_VPC_PORT = 2379
+READY_TIMEOUT = 30.0
+# The lab's EC2 endpoint does not check signatures; boto3 just needs some credentials to sign with.
+LAB_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAVPCNETLAB0000000", "AWS_SECRET_ACCESS_KEY": "vpcnet-lab-secret"}
+
+Progress = Callable[[str], None]
+
+
+class LabError(RuntimeError):
+    """The lab cannot do what was asked; the message says why and what to do."""
+
+
+def layout_for(prefix: str | None = None) -> LabLayout:
+    return LabLayout(check_prefix(prefix or os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX))
+
+
+# ------------------------------------------------------------------ the lab's description (lab.json)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    netns: str
+    instance_id: str
+    instance_type: str
+    az: str
+    subnet: str
+    subnet_id: str
+    subnet_cidr: str
+    primary_ip: str
+    cni_conf_dir: str
+    cni_bin_dir: str
+    agent_socket: str
+    agent_log: str
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    prefix: str
+    vpc_id: str
+    vpc_cidr: str
+    region: str
+    subnets: dict[str, dict[str, str]]  # name -> {id, cidr, az, role}
+    nodes: list[NodeInfo]
+    endpoints: dict[str, str]
+    internet_host: str
+    agents: bool
+
+    def node(self, name: str) -> NodeInfo:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        known = ", ".join(n.name for n in self.nodes)
+        raise LabError(f"lab {self.prefix} has no node {name!r} (nodes: {known})")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": STATE_VERSION, **asdict(self)}
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> LabInfo:
+        data = {k: v for k, v in raw.items() if k != "version"}
+        data["nodes"] = [NodeInfo(**n) for n in data["nodes"]]
+        return LabInfo(**data)
+
+
+def read_info(layout: LabLayout) -> LabInfo | None:
+    try:
+        raw = json.loads(layout.state_file.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise LabError(f"{layout.state_file} is not valid JSON ({e}); `vpcnet lab down` removes it") from e
+    if raw.get("version") != STATE_VERSION:
+        raise LabError(f"{layout.state_file}: version {raw.get('version')!r}, expected {STATE_VERSION}")
+    return LabInfo.from_json(raw)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ processes
+
+
+def daemon_pid_file(layout: LabLayout) -> Path:
+    return layout.run_dir / "cloudd.pid"
+
+
+def daemon_log(layout: LabLayout) -> Path:
+    return layout.run_dir / "cloudd.log"
+
+
+def daemon_ready_file(layout: LabLayout) -> Path:
+    return layout.run_dir / "cloudd.json"
+
+
+def daemon_marker(layout: LabLayout) -> str:
+    return f"vpcnet.lab.cloudd --prefix {layout.prefix} "
+
+
+def agent_pid_file(layout: LabLayout, node: str) -> Path:
+    return layout.node_dir(node) / "agent.pid"
+
+
+def agent_marker(layout: LabLayout, node: str) -> str:
+    return str(layout.agent_socket(node))
+
+
+def agents_available() -> bool:
+    """The node agent ships from issue 3 on; until `vpcnet agent` exists the lab runs without agents."""
+    return importlib.util.find_spec("vpcnet.cli.agent") is not None
+
+
+def start_daemon(layout: LabLayout, etcd_url: str) -> None:
+    daemon_ready_file(layout).unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "vpcnet.lab.cloudd", "--prefix", layout.prefix, "--etcd", etcd_url]
+    procs.spawn(argv, log_file=daemon_log(layout), pid_file=daemon_pid_file(layout))
+
+
+def wait_daemon(layout: LabLayout, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+    """Wait for the daemon's ready file (written once every socket is bound)."""
+    deadline = time.monotonic() + timeout
+    ready = daemon_ready_file(layout)
+    while time.monotonic() < deadline:
+        if ready.exists():
+            data: dict[str, Any] = json.loads(ready.read_text())
+            return data
+        if not procs.alive(daemon_pid_file(layout), daemon_marker(layout)):
+            log = daemon_log(layout)
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise LabError(f"the lab daemon exited during start-up; {log} ends with:\n{tail}")
+        time.sleep(0.02)
+    raise LabError(f"the lab daemon did not get ready in {timeout:.0f} s (log: {daemon_log(layout)})")
+
+
+def agent_env(layout: LabLayout, node: str, info: LabInfo) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VPCNET_"))}
+    env.update(LAB_CREDENTIALS)
+    env.update(
+        {
+            "AWS_EC2_ENDPOINT": info.endpoints["ec2"],
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": info.endpoints["imds"],
+            "VPCNET_AGENT_SOCKET": str(layout.agent_socket(node)),
+            "AWS_VPC_K8S_CNI_BACKING_STORE": str(layout.checkpoint_file(node)),
+            "VPCNET_NODE_NAME": node,
+            "VPCNET_DATASTORE_ENDPOINTS": info.endpoints["etcd"],
+        }
+    )
+    # Settings meant for the agents (VPC CNI knobs like WARM_IP_TARGET) pass through from the caller's env.
+    return env
+
+
+def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
+    argv = [
+        sys.executable,
+        "-c",
+        "from vpcnet.cli.main import main; main()",
+        "agent",
+        "--socket",
+        str(layout.agent_socket(node)),
+    ]
+    procs.spawn(
+        argv,
+        log_file=layout.agent_log(node),
+        pid_file=agent_pid_file(layout, node),
+        in_netns=layout.node_netns(node),
+        env=agent_env(layout, node, info),
+    )
+
+
+# ------------------------------------------------------------------ up
+
+
+@dataclass(frozen=True)
+class UpResult:
+    info: LabInfo
+    changed: list[str]  # what this run did; empty when the lab was already up
+
+    @property
+    def already_up(self) -> bool:
+        return not self.changed
+
+
+def _same_shape(info: LabInfo, topo: LabTopology) -> str | None:
+    """None if the running lab is the one asked for, else what differs."""
+    if len(info.nodes) != len(topo.nodes):
+        return f"it has {len(info.nodes)} nodes, {len(topo.nodes)} were asked for"
+    types = {n.instance_type for n in info.nodes}
+    wanted = {n.instance_type for n in topo.nodes}
+    if types != wanted:
+        return f"its instance type is {', '.join(sorted(types))}, {', '.join(sorted(wanted))} was asked for"
+    azs = {n["az"] for n in info.subnets.values()}
+    if len(azs) != len(topo.azs):
+        return f"it spans {len(azs)} AZs, {len(topo.azs)} were asked for"
+    if info.vpc_cidr != topo.vpc_cidr:
+        return f"its VPC is {info.vpc_cidr}, {topo.vpc_cidr} was asked for"
+    return None
+
+
+def up(
+    topo: LabTopology,
+    layout: LabLayout,
+    *,
+    agents: bool = True,
+    progress: Progress = lambda _msg: None,
+) -> UpResult:
+    info = read_info(layout)
+    if info is not None:
+        differs = _same_shape(info, topo)
+        if differs:
+            raise LabError(
+                f"lab {layout.prefix} is already up and {differs}; run `vpcnet lab down` first "
+                f"(or use another --prefix)"
+            )
+        return _repair(layout, info, agents=agents, progress=progress)
+    leftovers = [n for n in netns.list_netns() if layout.owns_netns(n)]
+    if leftovers or layout.run_dir.exists():
+        progress(f"removing a half-made lab {layout.prefix}")
+        down(layout)
+    return _create(topo, layout, agents=agents, progress=progress)
+
+
+def _create(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Progress) -> UpResult:
+    from vpcnet.lab.ec2.state import Cloud  # the EC2 emulator (imported here: it loads the instance table)
+
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        progress("starting etcd")
+        etcd_url = labetcd.start(layout)
+        progress(f"creating namespaces: VPC, internet and {len(topo.nodes)} nodes")
+        fabric = Fabric(layout)
+        fabric.create_base(topo.vpc_cidr, [n.name for n in topo.nodes])
+        progress("creating the VPC, subnets and instances")
+        cloud = Cloud(layout.ec2_state_file, hooks=fabric, region=topo.region)
+        fabric.set_subnet_lookup(lambda sid: cloud.subnet(sid).cidr)
+        vpc = cloud.create_vpc(topo.vpc_cidr, tags={"Name": f"{layout.prefix}-vpc"})
+        subnet_ids: dict[str, str] = {}
+        for s in topo.subnets:
+            subnet_ids[s.name] = cloud.create_subnet(vpc.id, s.cidr, s.az, tags={"Name": s.name}).id
+        nodes = [_launch(cloud, layout, topo, n, subnet_ids) for n in topo.nodes]
+        progress("starting the lab daemon (EC2 endpoint, IMDS, etcd proxy)")
+        start_daemon(layout, etcd_url)
+        ready = wait_daemon(layout)
+        labetcd.wait_healthy(layout, etcd_url)
+        info = LabInfo(
+            prefix=layout.prefix,
+            vpc_id=vpc.id,
+            vpc_cidr=topo.vpc_cidr,
+            region=topo.region,
+            subnets={s.name: _subnet_json(s, subnet_ids[s.name]) for s in topo.subnets},
+            nodes=nodes,
+            endpoints=_endpoints(ready["ec2_host"], etcd_url),
+            internet_host=INTERNET_HOST_ADDRESS,
+            agents=agents and agents_available(),
+        )
+        _write_json(layout.state_file, info.to_json())
+        if info.agents:
+            progress(f"starting node agents on {len(nodes)} nodes")
+            for n in nodes:
+                start_agent(layout, n.name, info)
+    except BaseException:
+        down(layout)  # never leave a half-made lab behind
+        raise
+    return UpResult(info, ["created"])
+
+
+def _subnet_json(s: SubnetSpec, subnet_id: str) -> dict[str, str]:
+    return {"id": subnet_id, "cidr": s.cidr, "az": s.az, "role": s.role}
+
+
+def _endpoints(ec2_host: str, etcd_host: str) -> dict[str, str]:
+    return {
+        "ec2": f"http://{EC2_ENDPOINT_ADDRESS}",
+        "imds": f"http://{IMDS_ADDRESS}",
+        "etcd": f"http://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
+        "ec2_host": ec2_host,
+        "etcd_host": etcd_host,
+        "internet": INTERNET_CIDR,
+    }
+
+
+def _launch(
+    cloud: Any, layout: LabLayout, topo: LabTopology, node: NodeSpec, subnet_ids: dict[str, str]
+) -> NodeInfo:
+    subnet = topo.subnet(node.subnet)
+    inst = cloud.launch_instance(
+        node.instance_type,
+        subnet_ids[node.subnet],
+        tags={NODE_TAG: node.name, "Name": f"{layout.prefix}-{node.name}"},
+    )
+    eni = cloud.eni(inst.primary_eni_id)
+    for d in (layout.cni_conf_dir(node.name), layout.cni_bin_dir(node.name)):
+        d.mkdir(parents=True, exist_ok=True)
+    return NodeInfo(
+        name=node.name,
+        netns=layout.node_netns(node.name),
+        instance_id=inst.id,
+        instance_type=node.instance_type,
+        az=node.az,
+        subnet=node.subnet,
+        subnet_id=subnet_ids[node.subnet],
+        subnet_cidr=subnet.cidr,
+        primary_ip=eni.primary_ip,
+        cni_conf_dir=str(layout.cni_conf_dir(node.name)),
+        cni_bin_dir=str(layout.cni_bin_dir(node.name)),
+        agent_socket=str(layout.agent_socket(node.name)),
+        agent_log=str(layout.agent_log(node.name)),
+    )
+
+
+def _repair(layout: LabLayout, info: LabInfo, *, agents: bool, progress: Progress) -> UpResult:
+    """The lab exists: restart whatever is missing, change nothing that is there."""
+    changed: list[str] = []
+    missing_ns = [
+        n
+        for n in [layout.vpc_netns, layout.internet_netns, *(x.netns for x in info.nodes)]
+        if not netns.netns_exists(n)
+    ]
+    if missing_ns:
+        raise LabError(
+            f"lab {layout.prefix} lost namespaces {', '.join(missing_ns)}; run `vpcnet lab down` and up again"
+        )
+    etcd_url = info.endpoints["etcd_host"]
+    if not labetcd.running(layout):
+        progress("restarting etcd")
+        procs.stop(labetcd.pid_file(layout), str(labetcd.data_dir(layout)))
+        etcd_url = labetcd.start(layout)
+        changed.append("etcd restarted")
+    daemon_up = procs.alive(daemon_pid_file(layout), daemon_marker(layout))
+    if not daemon_up or "etcd restarted" in changed:
+        progress("restarting the lab daemon")
+        procs.stop(daemon_pid_file(layout), daemon_marker(layout))
+        start_daemon(layout, etcd_url)
+        changed.append("lab daemon restarted")
+    if changed:
+        ready = wait_daemon(layout)
+        labetcd.wait_healthy(layout, etcd_url)
+        info = dataclasses.replace(info, endpoints=_endpoints(ready["ec2_host"], etcd_url))
+        _write_json(layout.state_file, info.to_json())
+    if info.agents:
+        for n in info.nodes:
+            if not procs.alive(agent_pid_file(layout, n.name), agent_marker(layout, n.name)):
+                progress(f"restarting the agent on {n.name}")
+                start_agent(layout, n.name, info)
+                changed.append(f"agent on {n.name} restarted")
+    return UpResult(info, changed)
+
+
+# ------------------------------------------------------------------ down
+
+
+@dataclass(frozen=True)
+class DownResult:
+    namespaces: list[str]
+    processes: int
+    run_dir_removed: bool
+
+
+def down(layout: LabLayout) -> DownResult:
+    stopped = 0
+    nodes_dir = layout.run_dir / "nodes"
+    if nodes_dir.is_dir():
+        for node_dir in sorted(nodes_dir.iterdir()):
+            stopped += procs.stop(agent_pid_file(layout, node_dir.name), agent_marker(layout, node_dir.name))
+    stopped += procs.stop(daemon_pid_file(layout), daemon_marker(layout))
+    stopped += labetcd.stop(layout)
+    names = [n for n in netns.list_netns() if layout.owns_netns(n)]
+    stray = netns.pids_in_netns(names)  # anything else living in the lab (servers tests started in pods...)
+    procs.kill_pids(stray, timeout=1.0)
+    stopped += len(stray)
+    netns.ip_batch([f"netns del {n}" for n in names], force=True)
+    left = [n for n in names if netns.netns_exists(n)]
+    if left:
+        raise LabError(f"could not remove namespaces {', '.join(left)}")
+    existed = layout.run_dir.exists()
+    shutil.rmtree(layout.run_dir, ignore_errors=True)
+    return DownResult(names, stopped, existed)
+
+
+# ------------------------------------------------------------------ status, exec
+
+
+def eni_table(layout: LabLayout) -> dict[str, list[dict[str, Any]]]:
+    """Per instance id, its attached ENIs (device order) with addresses and prefixes, read from the EC2
+    state file (written atomically after every change, so it is what the endpoint answers)."""
+    try:
+        raw = json.loads(layout.ec2_state_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in raw.get("network_interfaces", []):
+        att = e.get("attachment")
+        if not att:
+            continue
+        out.setdefault(att["instance_id"], []).append(
+            {
+                "id": e["id"],
+                "device_index": att["device_index"],
+                "mac": e["mac"],
+                "subnet_id": e["subnet_id"],
+                "primary_ip": e["primary_ip"],
+                "secondary_ips": list(e.get("secondary_ips", [])),
+                "prefixes": list(e.get("prefixes", [])),
+                "source_dest_check": e.get("source_dest_check", True),
+            }
+        )
+    for enis in out.values():
+        enis.sort(key=lambda x: int(x["device_index"]))
+    return out
+
+
+def status(layout: LabLayout) -> dict[str, Any]:
+    info = read_info(layout)
+    if info is None:
+        leftovers = [n for n in netns.list_netns() if layout.owns_netns(n)]
+        return {"prefix": layout.prefix, "up": False, "leftover_namespaces": leftovers}
+    enis = eni_table(layout)
+    nodes = []
+    for n in info.nodes:
+        node = asdict(n)
+        node["enis"] = enis.get(n.instance_id, [])
+        node["agent"] = (
+            "running"
+            if procs.alive(agent_pid_file(layout, n.name), agent_marker(layout, n.name))
+            else ("stopped" if info.agents else "disabled")
+        )
+        nodes.append(node)
+    return {
+        "prefix": layout.prefix,
+        "up": True,
+        "vpc": {"id": info.vpc_id, "cidr": info.vpc_cidr, "region": info.region},
+        "subnets": info.subnets,
+        "nodes": nodes,
+        "endpoints": info.endpoints,
+        "internet_host": info.internet_host,
+        "processes": {
+            "etcd": labetcd.running(layout),
+            "cloudd": procs.alive(daemon_pid_file(layout), daemon_marker(layout)),
+        },
+        "run_dir": str(layout.run_dir),
+    }
+
+
+def exec_in_node(layout: LabLayout, node: str, argv: Sequence[str]) -> int:
+    """Run argv in the node's namespace (in the foreground), returning its exit code. The names `vpc` and
+    `inet` stand for the VPC router's and the internet's namespaces."""
+    info = read_info(layout)
+    if info is None:
+        raise LabError(f"lab {layout.prefix} is not up (`vpcnet lab up`)")
+    if not argv:
+        raise LabError("nothing to run: give a command after --")
+    special = {"vpc": layout.vpc_netns, "inet": layout.internet_netns}
+    target = special.get(node) or info.node(node).netns
+    return subprocess.call(["ip", "netns", "exec", target, *argv])
