@@ -1,0 +1,172 @@
+"""projectcalico.org/v3 IPPool and IPAMConfiguration: the address pools of the Calico networking mode.
+
+Validation follows Calico's: cidr strictly masked (host bits set is an error), IPv4 only here, not
+link-local and not smaller than a block; blockSize 20-32 (default 26); ipipMode and vxlanMode each
+Never, Always or CrossSubnet and not both enabled; nodeSelector a Calico selector (default all()).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from typing import Any, ClassVar, Self
+
+from vpcnet.api.base import ObjectMeta, Resource, register_kind, spec_of
+from vpcnet.api.fields import Ctx, check_known, opt_bool, opt_int, opt_str
+from vpcnet.api.selector import SelectorError, parse_selector
+
+API_VERSION = "projectcalico.org/v3"
+ENCAP_MODES = ("Never", "Always", "CrossSubnet")
+LINK_LOCAL = IPv4Network("169.254.0.0/16")
+DEFAULT_BLOCK_SIZE = 26
+
+
+@register_kind
+@dataclass
+class IPPool(Resource):
+    API_VERSION: ClassVar[str] = API_VERSION
+    KIND: ClassVar[str] = "IPPool"
+    NAMESPACED: ClassVar[bool] = False
+
+    metadata: ObjectMeta
+    cidr: IPv4Network
+    block_size: int = DEFAULT_BLOCK_SIZE
+    ipip_mode: str = "Never"
+    vxlan_mode: str = "Never"
+    nat_outgoing: bool = False
+    node_selector: str = "all()"
+    disabled: bool = False
+
+    SPEC_FIELDS: ClassVar[tuple[str, ...]] = (
+        "cidr",
+        "blockSize",
+        "ipipMode",
+        "vxlanMode",
+        "natOutgoing",
+        "nodeSelector",
+        "disabled",
+    )
+
+    @property
+    def encapsulation(self) -> str:
+        """ "vxlan", "ipip" or "none"."""
+        if self.vxlan_mode != "Never":
+            return "vxlan"
+        if self.ipip_mode != "Never":
+            return "ipip"
+        return "none"
+
+    @property
+    def encap_mode(self) -> str:
+        """Never, Always or CrossSubnet, for whichever encapsulation is on."""
+        return self.vxlan_mode if self.vxlan_mode != "Never" else self.ipip_mode
+
+    @classmethod
+    def parse(cls, ctx: Ctx, doc: dict[str, Any], metadata: ObjectMeta) -> Self:
+        spec = spec_of(ctx, doc)
+        check_known(ctx, spec, "spec", cls.SPEC_FIELDS)
+        cidr = _pool_cidr(ctx, spec.get("cidr"))
+        block_size = opt_int(ctx, spec, "blockSize", "spec", 20, 32)
+        if block_size is None:
+            block_size = DEFAULT_BLOCK_SIZE
+        if cidr is not None and cidr.prefixlen > block_size:
+            ctx.fault(
+                "spec.blockSize", f"the pool /{cidr.prefixlen} is smaller than one block (/{block_size})"
+            )
+        modes = {}
+        for key in ("ipipMode", "vxlanMode"):
+            mode = opt_str(ctx, spec, key, "spec") or "Never"
+            if mode not in ENCAP_MODES:
+                ctx.fault(f"spec.{key}", f"must be one of {', '.join(ENCAP_MODES)}, got {mode!r}")
+                mode = "Never"
+            modes[key] = mode
+        if modes["ipipMode"] != "Never" and modes["vxlanMode"] != "Never":
+            ctx.fault("spec.vxlanMode", "ipipMode and vxlanMode cannot both be enabled")
+        selector = opt_str(ctx, spec, "nodeSelector", "spec") or "all()"
+        try:
+            parse_selector(selector)
+        except SelectorError as exc:
+            ctx.fault("spec.nodeSelector", f"invalid selector {selector!r}: {exc}")
+        return cls(
+            metadata,
+            cidr or IPv4Network("0.0.0.0/32"),
+            block_size,
+            modes["ipipMode"],
+            modes["vxlanMode"],
+            bool(opt_bool(ctx, spec, "natOutgoing", "spec")),
+            selector,
+            bool(opt_bool(ctx, spec, "disabled", "spec")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self._header()
+        out["spec"] = {
+            "cidr": str(self.cidr),
+            "blockSize": self.block_size,
+            "ipipMode": self.ipip_mode,
+            "vxlanMode": self.vxlan_mode,
+            "natOutgoing": self.nat_outgoing,
+            "nodeSelector": self.node_selector,
+            "disabled": self.disabled,
+        }
+        return out
+
+
+def _pool_cidr(ctx: Ctx, value: Any) -> IPv4Network | None:
+    if value is None:
+        ctx.fault("spec.cidr", "required")
+        return None
+    if not isinstance(value, str) or "/" not in value:
+        ctx.fault("spec.cidr", f"must be a CIDR like 10.244.0.0/16, got {value!r}")
+        return None
+    try:
+        network = ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        ctx.fault("spec.cidr", f"invalid CIDR {value!r}: {exc}")
+        return None
+    if not isinstance(network, IPv4Network):
+        ctx.fault("spec.cidr", "IPv6 pools are not supported by vpcnet")
+        return None
+    if str(network) != value:
+        ctx.fault("spec.cidr", f"{value!r} has host bits set (did you mean {network}?)")
+        return None
+    if network.overlaps(LINK_LOCAL):
+        ctx.fault("spec.cidr", f"{value} overlaps the link-local range {LINK_LOCAL}")
+        return None
+    return network
+
+
+@register_kind
+@dataclass
+class IPAMConfiguration(Resource):
+    """The cluster's IPAM settings (one object, named "default")."""
+
+    API_VERSION: ClassVar[str] = API_VERSION
+    KIND: ClassVar[str] = "IPAMConfiguration"
+    NAMESPACED: ClassVar[bool] = False
+
+    metadata: ObjectMeta
+    strict_affinity: bool = False
+    max_blocks_per_host: int = 0  # 0: no limit
+
+    @classmethod
+    def parse(cls, ctx: Ctx, doc: dict[str, Any], metadata: ObjectMeta) -> Self:
+        spec = spec_of(ctx, doc)
+        check_known(ctx, spec, "spec", ("strictAffinity", "maxBlocksPerHost"))
+        if metadata.name and metadata.name != "default":
+            ctx.fault(
+                "metadata.name", f"must be 'default' (there is one IPAMConfiguration), got {metadata.name!r}"
+            )
+        strict = bool(opt_bool(ctx, spec, "strictAffinity", "spec"))
+        max_blocks = opt_int(ctx, spec, "maxBlocksPerHost", "spec", 0, 1 << 20) or 0
+        if max_blocks and not strict:
+            ctx.fault(
+                "spec.maxBlocksPerHost", "needs strictAffinity: true (borrowing would bypass the limit)"
+            )
+        return cls(metadata, strict, max_blocks)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self._header()
+        out["spec"] = {"strictAffinity": self.strict_affinity, "maxBlocksPerHost": self.max_blocks_per_host}
+        return out

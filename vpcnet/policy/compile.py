@@ -1,0 +1,247 @@
+"""Kubernetes and Calico policy resources -> the rule model (vpcnet.policy.model).
+
+Kubernetes NetworkPolicy, as Calico converts it: tier "default", order 1000, every rule Allow,
+one model rule per (peer x protocol) with that protocol's ports merged; the policy selector is
+``projectcalico.org/namespace == "<ns>" && projectcalico.org/orchestrator == "k8s" && <podSelector>``;
+a podSelector peer is scoped to the policy's namespace, a namespaceSelector peer becomes a selector
+over ``pcns.`` labels, an ipBlock becomes nets/notNets. Ingress peers go to the source, egress peers
+to the destination; ports always to the destination.
+
+Calico policies: a rule's selector is scoped to the policy's namespace (namespaced policy) or to the
+rule's namespaceSelector (rewritten onto ``pcns.`` labels; all() = any namespace, global() = no
+namespace, i.e. global network sets), only when the rule gives a selector or namespaceSelector;
+notSelector is not scoped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from vpcnet.api.calico import (
+    CalicoNetworkPolicy,
+    CalicoRule,
+    EntityRule,
+    GlobalNetworkPolicy,
+    PortSpec,
+)
+from vpcnet.api.networking import K8sNetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicyRule
+from vpcnet.api.selector import All, Compare, Global, Has, Node, Not, Selector, and_all, parse_selector
+from vpcnet.policy.model import (
+    DEFAULT_TIER,
+    K8S_POLICY_ORDER,
+    NAMESPACE_LABEL,
+    NAMESPACE_LABEL_PREFIX,
+    ORCHESTRATOR_LABEL,
+    Action,
+    Direction,
+    EndpointMatch,
+    IPNetwork,
+    NamedPort,
+    Policy,
+    PolicyKind,
+    PortMatch,
+    PortRange,
+    Rule,
+)
+
+_K8S_PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+_IS_K8S_POD = Compare(ORCHESTRATOR_LABEL, "==", "k8s")
+
+PolicyResource = K8sNetworkPolicy | CalicoNetworkPolicy | GlobalNetworkPolicy
+
+
+def compile_policy(resource: PolicyResource) -> Policy:
+    if isinstance(resource, K8sNetworkPolicy):
+        return compile_k8s(resource)
+    return compile_calico(resource)
+
+
+def _in_namespace(namespace: str) -> Node:
+    return Compare(NAMESPACE_LABEL, "==", namespace)
+
+
+def namespace_selector_node(root: Node) -> Node:
+    """A namespace selector rewritten onto endpoint labels: label -> pcns.label, all() -> in some
+    namespace, global() -> in no namespace."""
+    if isinstance(root, All):
+        return Has(NAMESPACE_LABEL)
+    if isinstance(root, Global):
+        return Not(Has(NAMESPACE_LABEL))
+    rewritten = root.map_labels(lambda label: NAMESPACE_LABEL_PREFIX + label)
+    return _replace_all_global(rewritten)
+
+
+def _replace_all_global(node: Node) -> Node:
+    # all()/global() nested inside a larger namespace selector keep the same meaning as alone.
+    if isinstance(node, All):
+        return Has(NAMESPACE_LABEL)
+    if isinstance(node, Global):
+        return Not(Has(NAMESPACE_LABEL))
+    operand = getattr(node, "operand", None)
+    if isinstance(operand, Node) and isinstance(node, Not):
+        return Not(_replace_all_global(operand))
+    operands = getattr(node, "operands", None)
+    if isinstance(operands, tuple):
+        return type(node)(tuple(_replace_all_global(op) for op in operands))  # type: ignore[call-arg]
+    return node
+
+
+# --------------------------------------------------------------------------------------------------
+# Kubernetes
+
+
+def compile_k8s(policy: K8sNetworkPolicy) -> Policy:
+    ns = policy.metadata.namespace or "default"
+    selector = Selector(and_all(_in_namespace(ns), _IS_K8S_POD, policy.pod_selector.to_node()))
+    types = frozenset(Direction(t) for t in policy.policy_types)
+    ingress = tuple(r for rule in policy.ingress for r in _k8s_rule(rule, ns, Direction.INGRESS))
+    egress = tuple(r for rule in policy.egress for r in _k8s_rule(rule, ns, Direction.EGRESS))
+    return Policy(
+        kind=PolicyKind.KUBERNETES,
+        namespace=ns,
+        name=policy.metadata.name,
+        tier=DEFAULT_TIER,
+        order=K8S_POLICY_ORDER,
+        selector=selector,
+        ingress=ingress if Direction.INGRESS in types else (),
+        egress=egress if Direction.EGRESS in types else (),
+        types=types,
+    )
+
+
+def _k8s_peer(peer: NetworkPolicyPeer, ns: str) -> EndpointMatch:
+    if peer.ip_block is not None:
+        return EndpointMatch(nets=(peer.ip_block.network,), not_nets=peer.ip_block.except_networks)
+    terms: list[Node] = [_IS_K8S_POD]
+    if peer.namespace_selector is None:
+        terms.append(_in_namespace(ns))
+    elif peer.namespace_selector.is_empty:
+        terms.append(Has(NAMESPACE_LABEL))
+    else:
+        terms.append(namespace_selector_node(peer.namespace_selector.to_node()))
+    if peer.pod_selector is not None:
+        terms.append(peer.pod_selector.to_node())
+    return EndpointMatch(selector=Selector(and_all(*terms)))
+
+
+def _k8s_port_groups(ports: Iterable[NetworkPolicyPort]) -> list[tuple[int | None, tuple[PortMatch, ...]]]:
+    """[(protocol, ports)]: one entry per protocol, ports () = every port; [(None, ())] if no ports."""
+    by_protocol: dict[int, list[PortMatch] | None] = {}
+    for port in ports:
+        proto = _K8S_PROTOCOLS[port.protocol]
+        current = by_protocol.setdefault(proto, [])
+        if port.port is None:
+            by_protocol[proto] = None  # this protocol on every port
+            continue
+        if current is None:
+            continue
+        if isinstance(port.port, str):
+            match: PortMatch = NamedPort(port.port)
+        else:
+            match = PortRange(port.port, port.end_port if port.end_port is not None else port.port)
+        if match not in current:
+            current.append(match)
+    if not by_protocol:
+        return [(None, ())]
+    return [(proto, tuple(matches) if matches is not None else ()) for proto, matches in by_protocol.items()]
+
+
+def _k8s_rule(rule: NetworkPolicyRule, ns: str, direction: Direction) -> list[Rule]:
+    peers = [_k8s_peer(p, ns) for p in rule.peers] or [EndpointMatch()]
+    out: list[Rule] = []
+    for peer in peers:
+        for proto, ports in _k8s_port_groups(rule.ports):
+            if direction is Direction.INGRESS:
+                src, dst = peer, EndpointMatch(ports=ports)
+            else:
+                src, dst = (
+                    EndpointMatch(),
+                    EndpointMatch(
+                        selector=peer.selector, nets=peer.nets, not_nets=peer.not_nets, ports=ports
+                    ),
+                )
+            out.append(Rule(Action.ALLOW, protocol=proto, source=src, destination=dst))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Calico
+
+
+def compile_calico(policy: CalicoNetworkPolicy | GlobalNetworkPolicy) -> Policy:
+    namespaced = isinstance(policy, CalicoNetworkPolicy)
+    ns = policy.metadata.namespace if namespaced else None
+    own = parse_selector(policy.selector).root
+    if ns is not None:
+        root = and_all(_in_namespace(ns), own)
+    else:
+        assert isinstance(policy, GlobalNetworkPolicy)
+        ns_sel = (
+            namespace_selector_node(parse_selector(policy.namespace_selector).root)
+            if policy.namespace_selector.strip()
+            else All()
+        )
+        root = and_all(ns_sel, own)
+    types = frozenset(Direction(t) for t in policy.types)
+    host_only = isinstance(policy, GlobalNetworkPolicy) and (policy.do_not_track or policy.pre_dnat)
+    return Policy(
+        kind=PolicyKind.CALICO if namespaced else PolicyKind.GLOBAL,
+        namespace=ns,
+        name=policy.metadata.name,
+        tier=policy.tier,
+        order=policy.order,
+        selector=Selector(root),
+        ingress=tuple(_calico_rule(r, ns) for r in policy.ingress) if Direction.INGRESS in types else (),
+        egress=tuple(_calico_rule(r, ns) for r in policy.egress) if Direction.EGRESS in types else (),
+        types=types,
+        applies_to_pods=not host_only,
+    )
+
+
+def _calico_rule(rule: CalicoRule, ns: str | None) -> Rule:
+    return Rule(
+        action=Action(rule.action),
+        protocol=rule.protocol,
+        not_protocol=rule.not_protocol,
+        ip_version=rule.ip_version,
+        icmp=rule.icmp,
+        not_icmp=rule.not_icmp,
+        source=_calico_entity(rule.source, ns),
+        destination=_calico_entity(rule.destination, ns),
+    )
+
+
+def _calico_entity(entity: EntityRule, ns: str | None) -> EndpointMatch:
+    scope: Node | None = None
+    if entity.namespace_selector is not None:
+        scope = namespace_selector_node(parse_selector(entity.namespace_selector).root)
+    elif ns is not None:
+        scope = _in_namespace(ns)
+    selector: Selector | None = None
+    if entity.selector is not None or entity.namespace_selector is not None:
+        own = parse_selector(entity.selector or "").root
+        selector = Selector(and_all(scope, own) if scope is not None else own)
+    not_selector = (
+        Selector(parse_selector(entity.not_selector).root) if entity.not_selector is not None else None
+    )
+    return EndpointMatch(
+        selector=selector,
+        not_selector=not_selector,
+        nets=tuple(_net(n) for n in entity.nets),
+        not_nets=tuple(_net(n) for n in entity.not_nets),
+        ports=tuple(_calico_port(p) for p in entity.ports),
+        not_ports=tuple(_calico_port(p) for p in entity.not_ports),
+    )
+
+
+def _net(text: str) -> IPNetwork:
+    return ipaddress.ip_network(text, strict=False)
+
+
+def _calico_port(port: PortSpec) -> PortMatch:
+    if isinstance(port, str):
+        return NamedPort(port)
+    if isinstance(port, tuple):
+        return PortRange(port[0], port[1])
+    return PortRange(port, port)
