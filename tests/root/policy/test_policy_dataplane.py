@@ -1,0 +1,292 @@
+"""Kernel tests of the policy data plane, the same for both back ends (iptables+ipset and nftables).
+
+Each test builds a node netns with pod netns on CNI-named veths, programs it, and sends real packets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+
+import policy_netkit as netkit
+import pytest
+
+from vpcnet.dataplane import names
+from vpcnet.dataplane.kernel_cmd import CommandResult, DataplaneError, SubprocessRunner
+from vpcnet.dataplane.policy_backend import BACKENDS, PolicyDataplane, make_dataplane
+from vpcnet.dataplane.policy_state import (
+    DesiredState,
+    EndpointSpec,
+    IpSetSpec,
+    PolicyChainSpec,
+    PolicyRule,
+    PortMatch,
+    PortRange,
+    TierPolicies,
+)
+
+pytestmark = pytest.mark.root
+
+ALLOW_FROM = names.ipset_name("s", "role == 'client'")
+
+
+@pytest.fixture
+def node() -> Iterator[netkit.Node]:
+    with netkit.node() as made:
+        yield made
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def endpoint(pod: netkit.Pod, ingress: Sequence[str] = (), egress: Sequence[str] = ()) -> EndpointSpec:
+    return EndpointSpec(
+        iface=pod.veth,
+        addresses=(f"{pod.ip}/32",),
+        ingress=(TierPolicies("default", tuple(ingress)),) if ingress else (),
+        egress=(TierPolicies("default", tuple(egress)),) if egress else (),
+    )
+
+
+def state(
+    pods: Sequence[netkit.Pod],
+    ingress: dict[str, Sequence[str]] | None = None,
+    clients: Sequence[netkit.Pod] = (),
+) -> DesiredState:
+    """Pods on the node; ingress maps a pod name to policy ids selecting it; "web" allows clients on TCP 80
+    and UDP 53 only; "deny-81" denies TCP 81 and passes nothing else."""
+    ingress = ingress or {}
+    policies = {
+        ("np/t/web", "ingress"): PolicyChainSpec(
+            "np/t/web",
+            "ingress",
+            (
+                PolicyRule(
+                    "allow", "tcp", src_sets=(ALLOW_FROM,), dst_ports=PortMatch((PortRange.single(80),))
+                ),
+                PolicyRule(
+                    "allow", "udp", src_sets=(ALLOW_FROM,), dst_ports=PortMatch((PortRange.single(53),))
+                ),
+            ),
+        ),
+    }
+    sets = {ALLOW_FROM: IpSetSpec(ALLOW_FROM, "hash:net", frozenset(f"{p.ip}/32" for p in clients))}
+    return DesiredState(
+        ("eni",),
+        {p.veth: endpoint(p, ingress.get(p.name, ())) for p in pods},
+        policies,
+        sets,
+    )
+
+
+def kernel_text(node: netkit.Node, backend: str) -> str:
+    if backend == "iptables":
+        rules = netkit.sh("ip", "netns", "exec", node.netns, "iptables-save", "-t", "filter")
+        sets = netkit.sh("ip", "netns", "exec", node.netns, "ipset", "save")
+        body = [line for line in rules.splitlines() if not line.startswith("#")]
+        return "\n".join(body) + sets
+    return netkit.sh("ip", "netns", "exec", node.netns, "nft", "list", "ruleset")
+
+
+def test_dispatch_default_allow_and_unknown_veth_dropped(node: netkit.Node, backend: str) -> None:
+    a, b, stranger = node.add_pod("a"), node.add_pod("b"), node.add_pod("stranger")
+    assert netkit.tcp_connects(stranger, b, 80), "no rules yet: the plain node forwards"
+    dp = make_dataplane(backend, SubprocessRunner(node.netns))
+    run(dp.apply(state([a, b])))
+    assert netkit.tcp_connects(a, b, 80)
+    assert netkit.tcp_connects(b, a, 8080)
+    assert netkit.udp_round_trip(a, b, 5353)
+    # A veth of our prefix that the agent does not know is dropped both ways (fail closed).
+    assert not netkit.tcp_connects(stranger, b, 80)
+    assert not netkit.tcp_connects(a, stranger, 80)
+
+
+def test_policy_allows_selected_sources_and_ports_only(node: netkit.Node, backend: str) -> None:
+    client, other, web = node.add_pod("client"), node.add_pod("other"), node.add_pod("web")
+    dp = make_dataplane(backend, SubprocessRunner(node.netns))
+    run(dp.apply(state([client, other, web], {"web": ["np/t/web"]}, clients=[client])))
+    assert netkit.tcp_connects(client, web, 80)
+    assert not netkit.tcp_connects(client, web, 81), "port not allowed: end of tier drops"
+    assert netkit.udp_round_trip(client, web, 53)
+    assert not netkit.udp_round_trip(client, web, 54)
+    assert not netkit.tcp_connects(other, web, 80), "source not in the selector's set"
+    assert netkit.tcp_connects(web, other, 80), "egress of web is not selected: allowed"
+    # The set changes (a label change): only the set is rewritten, and it takes effect.
+    stats = run(dp.apply(state([client, other, web], {"web": ["np/t/web"]}, clients=[client, other])))
+    assert stats.total > 0
+    assert netkit.tcp_connects(other, web, 80)
+
+
+def test_anti_spoofing(node: netkit.Node, backend: str) -> None:
+    a, b = node.add_pod("a"), node.add_pod("b")
+    netkit.sh("ip", "-n", a.netns, "addr", "add", "10.77.0.250/32", "dev", "eth0")
+    dp = make_dataplane(backend, SubprocessRunner(node.netns))
+    run(dp.apply(state([a, b])))
+    assert netkit.tcp_connects(a, b, 80, source_ip=a.ip)
+    assert not netkit.tcp_connects(a, b, 80, source_ip="10.77.0.250"), "a pod sends only from its own address"
+
+
+def test_second_apply_changes_nothing_and_sends_nothing(node: netkit.Node, backend: str) -> None:
+    a, b = node.add_pod("a"), node.add_pod("b")
+    runner = SubprocessRunner(node.netns)
+    dp = make_dataplane(backend, runner)
+    desired = state([a, b], {"b": ["np/t/web"]}, clients=[a])
+    first = run(dp.apply(desired))
+    assert first.total > 0
+    before = kernel_text(node, backend)
+    calls = runner.calls
+    second = run(dp.apply(desired))
+    assert second.total == 0 and runner.calls == calls, "an idle apply runs no command"
+    # A resync reads the kernel, finds it equal, and writes nothing either.
+    dp.resync()
+    third = run(dp.apply(state([a, b], {"b": ["np/t/web"]}, clients=[a])))
+    assert third.total == 0
+    assert kernel_text(node, backend) == before
+
+
+def _delete_end_of_tier_drop(node: netkit.Node, backend: str, web: netkit.Pod) -> None:
+    chain = names.to_workload_chain(web.veth)
+    if backend == "iptables":
+        save = netkit.sh("ip", "netns", "exec", node.netns, "iptables-save", "-t", "filter")
+        rules = [line for line in save.splitlines() if line.startswith(f"-A {chain} ")]
+        index = next(i for i, line in enumerate(rules, 1) if "end of tier" in line)
+        netkit.sh("ip", "netns", "exec", node.netns, "iptables", "-D", chain, str(index))
+    else:
+        listing = netkit.sh(
+            "ip", "netns", "exec", node.netns, "nft", "-a", "list", "chain", "ip", "vpcnet", chain
+        )
+        line = next(line for line in listing.splitlines() if "end of tier" in line)
+        handle = line.rsplit("# handle ", 1)[1].strip()
+        netkit.sh(
+            "ip",
+            "netns",
+            "exec",
+            node.netns,
+            "nft",
+            "delete",
+            "rule",
+            "ip",
+            "vpcnet",
+            chain,
+            "handle",
+            handle,
+        )
+
+
+def test_resync_repairs_a_rule_deleted_by_hand(node: netkit.Node, backend: str) -> None:
+    client, other, web = node.add_pod("client"), node.add_pod("other"), node.add_pod("web")
+    dp = make_dataplane(backend, SubprocessRunner(node.netns))
+    desired = state([client, other, web], {"web": ["np/t/web"]}, clients=[client])
+    run(dp.apply(desired))
+    assert not netkit.tcp_connects(other, web, 80)
+    _delete_end_of_tier_drop(node, backend, web)
+    assert netkit.tcp_connects(other, web, 80), "someone opened the pod by deleting our drop"
+    assert run(dp.apply(desired)).total == 0, "without a resync we trust what we applied"
+    dp.resync()
+    assert run(dp.apply(desired)).total > 0
+    assert not netkit.tcp_connects(other, web, 80), "the resync put the drop back"
+
+
+class FailingRunner:
+    """Fails every write (iptables-restore, ipset restore, nft -f) while failing is set."""
+
+    def __init__(self, inner: SubprocessRunner) -> None:
+        self.inner = inner
+        self.failing = False
+
+    async def run(self, argv: Sequence[str], stdin: bytes | None = None) -> CommandResult:
+        if self.failing and stdin is not None:
+            return CommandResult(tuple(argv), 1, b"", b"injected failure")
+        return await self.inner.run(argv, stdin)
+
+
+def test_fail_closed_when_programming_fails(node: netkit.Node, backend: str) -> None:
+    a, b = node.add_pod("a"), node.add_pod("b")
+    runner = FailingRunner(SubprocessRunner(node.netns))
+    dp: PolicyDataplane = make_dataplane(backend, runner)
+    run(dp.apply(state([a, b])))
+    late = node.add_pod("late")
+    runner.failing = True
+    with pytest.raises(DataplaneError, match="injected failure"):
+        run(dp.apply(state([a, b, late])))
+    assert not netkit.tcp_connects(late, b, 80), "a pod we failed to program stays dropped"
+    assert not netkit.tcp_connects(a, late, 80)
+    assert netkit.tcp_connects(a, b, 80), "the pods programmed before keep working"
+    runner.failing = False
+    run(dp.apply(state([a, b, late])))
+    assert netkit.tcp_connects(late, b, 80)
+
+
+def test_rules_of_others_are_never_flushed(node: netkit.Node, backend: str) -> None:
+    a, b = node.add_pod("a"), node.add_pod("b")
+    ns = node.netns
+    netkit.sh(
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "10.77.0.0/16",
+        "-m",
+        "comment",
+        "--comment",
+        "cni snat",
+        "-j",
+        "SNAT",
+        "--to-source",
+        "10.77.255.1",
+    )
+    netkit.sh(
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "PREROUTING",
+        "-i",
+        "eni+",
+        "-j",
+        "CONNMARK",
+        "--restore-mark",
+        "--mask",
+        "0x80",
+    )
+    netkit.sh(
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "iptables",
+        "-A",
+        "FORWARD",
+        "-m",
+        "comment",
+        "--comment",
+        "theirs",
+        "-j",
+        "RETURN",
+    )
+    dp = make_dataplane(backend, SubprocessRunner(ns))
+    run(dp.apply(state([a, b])))
+    dp.resync()
+    run(dp.apply(state([b])))
+    run(dp.remove_all())
+    save = netkit.sh("ip", "netns", "exec", ns, "iptables-save")
+    assert "cni snat" in save and "--restore-mark" in save and "theirs" in save
+    assert "vpcn" not in save
+    assert "vpcnet" not in netkit.sh("ip", "netns", "exec", ns, "nft", "list", "tables")
+    assert "vpcn" not in netkit.sh("ip", "netns", "exec", ns, "ipset", "list", "-n")

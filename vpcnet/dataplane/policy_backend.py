@@ -1,0 +1,94 @@
+"""The two policy back ends behind one interface: iptables + ipset, or nftables (chosen by a setting).
+
+Order inside one apply (both back ends): sets are created and filled before rules refer to them; sets no
+longer referred to are removed after the rules. A failure leaves the previous state in place (each step
+is atomic or idempotent) and makes the next apply re-read the kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from vpcnet.dataplane import iptables_render, nft_render
+from vpcnet.dataplane.ipset_apply import IpsetApplier
+from vpcnet.dataplane.iptables_apply import IptablesApplier
+from vpcnet.dataplane.kernel_cmd import CommandRunner
+from vpcnet.dataplane.nft_apply import NftApplier
+from vpcnet.dataplane.policy_state import DesiredState
+
+BackendName = Literal["iptables", "nftables"]
+BACKENDS: tuple[BackendName, ...] = ("iptables", "nftables")
+
+
+@dataclass(frozen=True)
+class ApplyStats:
+    set_bytes: int
+    rule_bytes: int
+
+    @property
+    def total(self) -> int:
+        return self.set_bytes + self.rule_bytes
+
+
+class PolicyDataplane(Protocol):
+    name: BackendName
+
+    async def apply(self, state: DesiredState) -> ApplyStats:
+        """Make the kernel match state, sending only what differs; 0 bytes when it already does."""
+        ...
+
+    def resync(self) -> None:
+        """Distrust what was last applied: the next apply compares against the kernel itself."""
+        ...
+
+    async def remove_all(self) -> None:
+        """Remove everything this back end owns (hooks, chains, sets, or its table)."""
+        ...
+
+
+class IptablesDataplane:
+    name: BackendName = "iptables"
+
+    def __init__(self, runner: CommandRunner) -> None:
+        self.ipsets = IpsetApplier(runner)
+        self.tables = IptablesApplier(runner)
+
+    async def apply(self, state: DesiredState) -> ApplyStats:
+        set_bytes = await self.ipsets.apply_updates(state.ipsets)
+        rule_bytes = await self.tables.apply(iptables_render.render(state))
+        set_bytes += await self.ipsets.apply_deletes(state.ipsets)
+        return ApplyStats(set_bytes, rule_bytes)
+
+    def resync(self) -> None:
+        self.ipsets.forget()
+        self.tables.forget()
+
+    async def remove_all(self) -> None:
+        await self.tables.remove_all()
+        await self.ipsets.apply_deletes({})
+
+
+class NftDataplane:
+    name: BackendName = "nftables"
+
+    def __init__(self, runner: CommandRunner) -> None:
+        self.table = NftApplier(runner)
+
+    async def apply(self, state: DesiredState) -> ApplyStats:
+        sent = await self.table.apply(nft_render.render(state))
+        return ApplyStats(0, sent)
+
+    def resync(self) -> None:
+        self.table.forget()
+
+    async def remove_all(self) -> None:
+        await self.table.remove_all()
+
+
+def make_dataplane(backend: str, runner: CommandRunner) -> PolicyDataplane:
+    if backend == "iptables":
+        return IptablesDataplane(runner)
+    if backend == "nftables":
+        return NftDataplane(runner)
+    raise ValueError(f"policy back end {backend!r} must be one of {list(BACKENDS)}")
