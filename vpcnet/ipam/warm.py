@@ -1,0 +1,104 @@
+"""How many addresses the pool should hold: the VPC CNI's warm targets, and vpcnet's adaptive mode.
+
+Pure functions of the pool's numbers. `used` = assigned + cooling: a cooling address cannot be handed out, so
+it never counts as warm (the VPC CNI counts it as available, and a churning node then never grows: #2896).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass
+
+HOST_NETWORK_PODS = 2  # aws-node and kube-proxy: counted in max pods, need no VPC address
+
+
+def ceil_to(n: int, unit: int) -> int:
+    return -(-n // unit) * unit
+
+
+@dataclass(frozen=True)
+class Capacity:
+    instance_type: str
+    max_enis: int  # ENIs this node may have: min(MAX_ENI, the type's limit on network card 0)
+    slots_per_eni: int  # address slots per ENI for pods: IPv4 per ENI - 1 (the primary address)
+    unit: int  # addresses per slot: 1 (secondary IPs) or 16 (/28 prefixes)
+    pod_enis: int  # ENIs that carry pods (one fewer with custom networking)
+    max_pods: int  # the node's max pods (host-network pods included)
+    max_eni_setting: int | None = None
+
+    @property
+    def per_eni(self) -> int:
+        return self.slots_per_eni * self.unit
+
+    @property
+    def address_ceiling(self) -> int:
+        return self.pod_enis * self.per_eni
+
+    @property
+    def pod_limit(self) -> int:
+        """Pods that can hold a VPC address at once on this node."""
+        return max(0, min(self.address_ceiling, self.max_pods - HOST_NETWORK_PODS))
+
+
+@dataclass(frozen=True)
+class WarmTargets:
+    warm_eni: int = 1
+    warm_ip: int = 0
+    minimum_ip: int = 0
+    warm_prefix: int = 1
+    adaptive: bool = False
+
+
+def desired_total(used: int, targets: WarmTargets, cap: Capacity, forecast: int = 0) -> int:
+    """Addresses the pool should hold with `used` addresses assigned or cooling."""
+    unit = cap.unit
+    if targets.adaptive:
+        want = max(used + max(targets.warm_ip, forecast), targets.minimum_ip)
+    elif targets.warm_ip or targets.minimum_ip:
+        want = max(used + targets.warm_ip, targets.minimum_ip)
+    elif unit > 1:
+        want = ceil_to(used, unit) + unit * targets.warm_prefix
+    else:
+        per = cap.per_eni
+        enis = max(-(-used // per) + targets.warm_eni, -(-(used + 1) // per))
+        want = enis * per
+    # A warm target of 0 must never leave a pod waiting with nothing in the pool to give (VPC CNI #2482).
+    want = max(want, used + 1)
+    want = ceil_to(want, unit)
+    return min(want, cap.address_ceiling, ceil_to(cap.pod_limit, unit))
+
+
+class ArrivalForecast:
+    """Pod arrivals of the recent past, to size the pool for the next burst.
+
+    The forecast is the most arrivals seen within any `lead` seconds (the time a refill from
+    EC2 takes) over the last `history` seconds: a pool that holds that many free addresses rides
+    out the worst burst of the window while EC2 refills it. Until `history` has been observed it
+    holds at least `cold_floor` (one ENI's worth, as WARM_ENI_TARGET=1 would): it knows nothing yet.
+    """
+
+    def __init__(self, history: float, cold_floor: int, started: float) -> None:
+        self.history = history
+        self.cold_floor = cold_floor
+        self.started = started
+        self.arrivals: deque[float] = deque()
+
+    def record(self, now: float) -> None:
+        self.arrivals.append(now)
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self.arrivals and self.arrivals[0] < now - self.history:
+            self.arrivals.popleft()
+
+    def forecast(self, now: float, lead: float) -> int:
+        self._trim(now)
+        times = list(self.arrivals)
+        peak = 0
+        for i, t in enumerate(times):
+            j = bisect.bisect_right(times, t + lead, lo=i)
+            peak = max(peak, j - i)
+        if now - self.started < self.history:
+            peak = max(peak, self.cold_floor)
+        return peak
