@@ -211,3 +211,69 @@ def test_a_failing_add_leaves_nothing(env: Env) -> None:
     ipam = env.tmp / "ipam-n2" / "vt"
     assert not [p for p in ipam.iterdir() if p.name.startswith("10.")]  # the address went back
     assert not list(env.layout.node_dir("n2").joinpath("pods").glob("*.json"))
+
+
+MANIFEST = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec:
+  nodeName: n1
+  containers:
+  - name: c
+    image: busybox
+    ports: [{containerPort: 80}]
+"""
+
+
+def test_cli_apply_get_delete(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from vpcnet.cli.main import app
+
+    monkeypatch.delenv("VPCNET_ETCD_ENDPOINTS", raising=False)
+    env.layout.run_dir.mkdir(parents=True, exist_ok=True)
+    state = {
+        "nodes": [{"name": n.name, "az": n.az, "primary_ip": n.primary_ip} for n in env.all_nodes[:1]],
+        "endpoints": {"etcd_host": env.settings.endpoints[0].target},
+    }
+    env.layout.state_file.write_text(json.dumps(state))
+    manifest = tmp_path / "pods.yaml"
+    manifest.write_text(MANIFEST)
+    runner = CliRunner()
+    prefix = ["--prefix", env.layout.prefix]
+
+    result = runner.invoke(app, ["apply", "-f", str(manifest), *prefix])
+    assert result.exit_code == 0, result.output
+    assert "namespace/x created" in result.output
+    assert "pod/x/a created" in result.output
+    assert "pod/x/a started" in result.output
+    result = runner.invoke(app, ["apply", "-f", str(manifest), *prefix])
+    assert result.exit_code == 0, result.output
+    assert "pod/x/a unchanged" in result.output  # the kubelet's status survives a re-apply
+
+    ip = env.stored("a")["status"]["podIP"]
+    result = runner.invoke(app, ["get", "pods", "-n", "x", "-o", "wide", *prefix])
+    assert result.exit_code == 0, result.output
+    assert ip in result.output and "n1" in result.output and "Running" in result.output
+    result = runner.invoke(app, ["get", "pod", "x/a", "-o", "json", *prefix])
+    assert json.loads(result.output)["status"]["podIP"] == ip
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MANIFEST.replace("nodeName: n1", "nodeName: n9").replace("name: a,", "name: b,"))
+    result = runner.invoke(app, ["apply", "-f", str(bad), *prefix])
+    assert result.exit_code == 2
+    assert "spec.nodeName: 'n9' is not a lab node" in result.output
+    result = runner.invoke(app, ["get", "pod", "x/b", *prefix])
+    assert result.exit_code == 1  # nothing of the bad file was stored (not even its namespace change)
+
+    result = runner.invoke(app, ["delete", "pod", "x/a", *prefix])
+    assert result.exit_code == 0, result.output
+    assert "pod/x/a deleted" in result.output and "pod/x/a stopped" in result.output
+    assert env.netns() == []
+    result = runner.invoke(app, ["delete", "pod", "x/a", *prefix])
+    assert result.exit_code == 1 and "not found" in result.output

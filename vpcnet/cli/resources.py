@@ -1,0 +1,421 @@
+"""`vpcnet apply`, `vpcnet get`, `vpcnet delete`: resources in the datastore, run by the lab kubelet.
+
+The datastore is the lab's etcd (its host URL in the lab state file) unless VPCNET_ETCD_ENDPOINTS names one.
+`apply` validates every document first (nothing is stored if one is bad), stores them in one transaction,
+then, when a lab is up, lets the lab kubelet start the pods; `delete` removes objects (a Namespace with
+everything in it) and lets the kubelet stop the pods (CNI DEL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import typer
+
+from vpcnet.cli.groups import Groups
+
+T = TypeVar("T")
+PREFIX_ENV = "VPCNET_LAB"
+PREFIX_HELP = "the lab's name prefix (env VPCNET_LAB, default vpcl)"
+
+# Short names, as kubectl knows them; the Kubernetes NetworkPolicy wins the plain name, as in kubectl.
+_SHORT_NAMES = {
+    "po": "pod",
+    "ns": "namespace",
+    "netpol": "networkpolicy.networking.k8s.io",
+    "networkpolicy": "networkpolicy.networking.k8s.io",
+    "networkpolicies": "networkpolicy.networking.k8s.io",
+    "gnp": "globalnetworkpolicy.projectcalico.org",
+    "cnp": "networkpolicy.projectcalico.org",
+    "caliconetworkpolicy": "networkpolicy.projectcalico.org",
+    "caliconetworkpolicies": "networkpolicy.projectcalico.org",
+}
+
+
+class CliError(Exception):
+    """Printed as `error: ...` with exit status `code`."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def lab_layout(prefix: str | None) -> Any:
+    from vpcnet.lab.layout import DEFAULT_PREFIX, LabLayout, check_prefix
+
+    try:
+        return LabLayout(check_prefix(prefix or os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX))
+    except ValueError as exc:
+        raise CliError(f"--prefix: {exc}") from exc
+
+
+def etcd_settings(layout: Any) -> Any:
+    """VPCNET_ETCD_ENDPOINTS when set, else the running lab's etcd, else the local default."""
+    from vpcnet.datastore.settings import ENDPOINTS_ENV, EtcdSettings
+
+    if os.environ.get(ENDPOINTS_ENV):
+        return EtcdSettings.from_env()
+    try:
+        state = json.loads(layout.state_file.read_text())
+        url = state["endpoints"]["etcd_host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return EtcdSettings.from_env()
+    return EtcdSettings.from_strings([url])
+
+
+def with_store(layout: Any, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Run fn(ResourceStore) on a fresh event loop with the datastore open."""
+    from vpcnet.datastore.etcd import open_etcd
+    from vpcnet.datastore.resources import ResourceStore
+    from vpcnet.datastore.types import DatastoreError
+
+    async def go() -> T:
+        datastore = await open_etcd(etcd_settings(layout))
+        try:
+            return await fn(ResourceStore(datastore))
+        finally:
+            await datastore.close()
+
+    try:
+        return asyncio.run(go())
+    except DatastoreError as exc:
+        raise CliError(f"datastore: {exc}", 1) from exc
+
+
+def kind_paths() -> dict[str, str]:
+    """Every name a kind is known by (kind, plural, short name, kind.group) -> its datastore kind path."""
+    from vpcnet.api import known_kinds
+    from vpcnet.datastore.resources import kind_path
+
+    names: dict[str, str] = {}
+    for api_version, kind in known_kinds():
+        path = kind_path(api_version, kind)
+        plural = kind.lower() + ("es" if kind.lower().endswith("s") else "s")
+        group = path.partition(".")[2]
+        names[path] = path
+        if group:
+            names[f"{plural}.{group}"] = path
+        names.setdefault(kind.lower(), path)
+        names.setdefault(plural, path)
+    names.update(_SHORT_NAMES)
+    return names
+
+
+def resolve_kind(name: str) -> str:
+    names = kind_paths()
+    path = names.get(name.lower())
+    if path is None:
+        known = ", ".join(sorted({n for n in names if "." not in n}))
+        raise CliError(f"unknown resource type {name!r}; known: {known}")
+    return path
+
+
+def kind_is_namespaced(path: str) -> bool:
+    from vpcnet.api import known_kinds
+    from vpcnet.api.base import kind_class
+    from vpcnet.datastore.resources import kind_path
+
+    for api_version, kind in known_kinds():
+        if kind_path(api_version, kind) == path:
+            cls = kind_class(api_version, kind)
+            return bool(cls and cls.NAMESPACED)
+    return True
+
+
+def resource_ref(resource: Any) -> Any:
+    from vpcnet.datastore.resources import ResourceRef, kind_path
+
+    return ResourceRef(
+        kind_path(resource.API_VERSION, resource.KIND), resource.metadata.namespace, resource.name
+    )
+
+
+def load_resources(files: Sequence[str]) -> list[Any]:
+    from vpcnet.api import ValidationError, load_documents, load_files
+
+    try:
+        if list(files) == ["-"]:
+            return load_documents(sys.stdin.read(), "<stdin>")
+        return load_files(files)
+    except ValidationError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def merge_pod(new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A Pod document as apply stores it: what the kubelet wrote (uid, nodeName, status, its annotations)
+    survives a re-apply. Pods are immutable apart from labels and annotations, as in Kubernetes."""
+    from vpcnet.lab.kubelet import KUBELET_ANNOTATIONS
+
+    if stored is None:
+        return new
+    out: dict[str, Any] = json.loads(json.dumps(new))
+    old_spec, new_spec = stored.get("spec", {}), out.setdefault("spec", {})
+    if old_spec.get("containers") != new_spec.get("containers"):
+        raise ValueError(
+            "spec.containers: a pod's containers cannot change; delete the pod and apply it again"
+        )
+    node = old_spec.get("nodeName")
+    if node and new_spec.get("nodeName", node) != node:
+        raise ValueError(f"spec.nodeName: the pod runs on {node}; delete it to move it")
+    if node:
+        new_spec["nodeName"] = node
+    meta, old_meta = out.setdefault("metadata", {}), stored.get("metadata", {})
+    if "uid" in old_meta:
+        meta["uid"] = old_meta["uid"]
+    old_annotations = old_meta.get("annotations", {})
+    kept = {k: v for k, v in old_annotations.items() if k in KUBELET_ANNOTATIONS}
+    if kept:
+        meta.setdefault("annotations", {}).update(kept)
+    if "status" in stored:
+        out["status"] = stored["status"]
+    return out
+
+
+async def apply_resources(store: Any, resources: Sequence[Any], node_names: Sequence[str]) -> Any:
+    """Check what validation of one document cannot (namespaces exist, nodes exist, pods unchanged), then
+    store everything in one transaction. Raises CliError naming the document and field (nothing stored)."""
+    from vpcnet.api import Namespace, Pod
+
+    docs: list[dict[str, Any]] = []
+    faults: list[str] = []
+    new_namespaces = {r.name for r in resources if isinstance(r, Namespace)}
+    known_namespaces: set[str] | None = None
+    for resource in resources:
+        ref = resource_ref(resource)
+        doc = resource.to_dict()
+        where = f"{resource.KIND} {resource.metadata.namespace + '/' if resource.metadata.namespace else ''}"
+        where += resource.name
+        namespace = resource.metadata.namespace
+        if namespace is not None and namespace not in new_namespaces:
+            if known_namespaces is None:
+                listed, _ = await store.list("namespace")
+                known_namespaces = {item.ref.name for item in listed}
+            if namespace not in known_namespaces:
+                faults.append(
+                    f"{where}: metadata.namespace: namespace {namespace!r} does not exist (apply it first)"
+                )
+        if isinstance(resource, Pod):
+            if resource.host_network:
+                faults.append(f"{where}: spec.hostNetwork: the lab kubelet runs only pod-network pods")
+            if node_names and resource.node_name is not None and resource.node_name not in node_names:
+                faults.append(
+                    f"{where}: spec.nodeName: {resource.node_name!r} is not a lab node "
+                    f"({', '.join(node_names)})"
+                )
+            stored = await store.get(ref)
+            try:
+                doc = merge_pod(doc, stored.body if stored else None)
+            except ValueError as exc:
+                faults.append(f"{where}: {exc}")
+        docs.append(doc)
+    if faults:
+        raise CliError(
+            "\n".join(faults) if len(faults) == 1 else f"{len(faults)} problems:\n  " + "\n  ".join(faults)
+        )
+    try:
+        return await store.apply(docs)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def run_kubelet(layout: Any, store: Any) -> Awaitable[Any] | None:
+    """The kubelet's sync, when a lab is up (None otherwise)."""
+    from vpcnet.lab.kubelet import Kubelet, lab_nodes
+
+    nodes = lab_nodes(layout)
+    if not nodes:
+        return None
+    return Kubelet(layout, store, nodes).sync()
+
+
+def report_sync(report: Any) -> int:
+    for ref in report.started:
+        typer.echo(f"pod/{ref} started")
+    for ref in report.stopped:
+        typer.echo(f"pod/{ref} stopped")
+    for ref, message in sorted(report.failed.items()):
+        typer.echo(f"error: pod/{ref}: {message}", err=True)
+    return 0 if report.ok else 1
+
+
+def _short(kind_path: str) -> str:
+    return kind_path.split(".", 1)[0] if kind_path in ("pod", "namespace") else kind_path
+
+
+def fail(exc: CliError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(exc.code)
+
+
+def register(app: typer.Typer, groups: Groups) -> None:
+    @app.command("apply")
+    def apply_command(
+        files: list[str] = typer.Option(..., "--filename", "-f", help="YAML file(s) to apply; - for stdin"),  # noqa: B008
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
+    ) -> None:
+        """Validate and store resources (all or nothing); the lab kubelet starts the pods."""
+        from vpcnet.lab.kubelet import lab_nodes
+
+        try:
+            layout = lab_layout(prefix)
+            resources = load_resources(files)
+            node_names = [n.name for n in lab_nodes(layout)]
+
+            async def go(store: Any) -> tuple[Any, Any]:
+                result = await apply_resources(store, resources, node_names)
+                sync = run_kubelet(layout, store)
+                return result, (await sync if sync is not None else None)
+
+            result, report = with_store(layout, go)
+        except CliError as exc:
+            raise fail(exc) from exc
+        for verb, refs in (("created", result.created), ("configured", result.configured)):
+            for ref in refs:
+                typer.echo(
+                    f"{_short(ref.kind)}/{ref.namespace + '/' if ref.namespace else ''}{ref.name} {verb}"
+                )
+        for ref in result.unchanged:
+            typer.echo(
+                f"{_short(ref.kind)}/{ref.namespace + '/' if ref.namespace else ''}{ref.name} unchanged"
+            )
+        if report is not None and report_sync(report):
+            raise typer.Exit(1)
+
+    @app.command("get")
+    def get_command(
+        kind: str = typer.Argument(..., help="pods, namespaces, networkpolicies, globalnetworkpolicies, ..."),
+        name: str | None = typer.Argument(None, help="one object's name (NS/NAME also works)"),
+        namespace: str | None = typer.Option(None, "--namespace", "-n", help="only this namespace"),
+        all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="every namespace"),
+        output: str = typer.Option("table", "--output", "-o", help="table, wide, yaml or json"),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
+    ) -> None:
+        """List stored resources (with -o wide, pods show node, IP and ENI)."""
+        from vpcnet.datastore.resources import ResourceRef
+
+        try:
+            if output not in ("table", "wide", "yaml", "json"):
+                raise CliError(f"--output {output!r}: expected table, wide, yaml or json")
+            path = resolve_kind(kind)
+            namespaced = kind_is_namespaced(path)
+            layout = lab_layout(prefix)
+            if name is not None and "/" in name and namespaced:
+                namespace, name = name.split("/", 1)
+            ns = None if all_namespaces or not namespaced else (namespace or "default")
+
+            async def go(store: Any) -> list[Any]:
+                if name is not None:
+                    item = await store.get(ResourceRef(path, ns, name))
+                    if item is None:
+                        where = f" in namespace {ns}" if ns else ""
+                        raise CliError(f"{path} {name!r} not found{where}", 1)
+                    return [item]
+                items, _ = await store.list(path, ns)
+                return list(items)
+
+            items = with_store(layout, go)
+        except CliError as exc:
+            raise fail(exc) from exc
+        bodies = [item.body for item in items]
+        if output == "json":
+            typer.echo(json.dumps(bodies[0] if name else {"kind": "List", "items": bodies}, indent=2))
+        elif output == "yaml":
+            import yaml
+
+            typer.echo(yaml.safe_dump_all(bodies, sort_keys=False).rstrip())
+        else:
+            print_table(path, bodies, wide=output == "wide", show_namespace=namespaced and ns is None)
+
+    @app.command("delete")
+    def delete_command(
+        args: list[str] | None = typer.Argument(None, help="KIND NAME..., or pod NS/NAME"),  # noqa: B008
+        files: list[str] = typer.Option([], "--filename", "-f", help="delete what these files describe"),  # noqa: B008
+        namespace: str | None = typer.Option(None, "--namespace", "-n", help="namespace of NAME"),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
+    ) -> None:
+        """Delete resources (a Namespace takes everything in it along); the kubelet stops deleted pods."""
+        from vpcnet.datastore.resources import ResourceRef
+
+        try:
+            layout = lab_layout(prefix)
+            refs: list[Any] = []
+            if files:
+                if args:
+                    raise CliError("give either -f FILE or KIND NAME, not both")
+                refs = [resource_ref(r) for r in load_resources(files)]
+            else:
+                if not args or len(args) < 2:
+                    raise CliError("usage: vpcnet delete KIND NAME... | vpcnet delete pod NS/NAME | -f FILE")
+                path = resolve_kind(args[0])
+                namespaced = kind_is_namespaced(path)
+                for raw in args[1:]:
+                    ns, _, obj = raw.rpartition("/") if "/" in raw else (namespace or "default", "", raw)
+                    refs.append(ResourceRef(path, ns if namespaced else None, obj))
+
+            async def go(store: Any) -> tuple[list[Any], Any]:
+                targets = list(refs)
+                gone_namespaces = {r.name for r in refs if r.kind == "namespace"}
+                if gone_namespaces:
+                    everything, _ = await store.snapshot(set(kind_paths().values()))
+                    targets += [i.ref for i in everything if i.ref.namespace in gone_namespaces]
+                deleted = await store.delete(sorted(set(targets)))
+                sync = run_kubelet(layout, store)
+                return deleted, (await sync if sync is not None else None)
+
+            deleted, report = with_store(layout, go)
+        except CliError as exc:
+            raise fail(exc) from exc
+        deleted_set = set(deleted)
+        for ref in deleted:
+            typer.echo(f"{_short(ref.kind)}/{ref.namespace + '/' if ref.namespace else ''}{ref.name} deleted")
+        missing = [r for r in refs if r not in deleted_set]
+        for ref in missing:
+            typer.echo(
+                f"{_short(ref.kind)}/{ref.namespace + '/' if ref.namespace else ''}{ref.name} not found"
+            )
+        failed = report is not None and report_sync(report)
+        if failed or (missing and not files):
+            raise typer.Exit(1)
+
+
+def print_table(path: str, bodies: Sequence[dict[str, Any]], *, wide: bool, show_namespace: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from vpcnet.lab.kubelet import ANNOTATION_ENI, ANNOTATION_INTERFACE
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    columns = (["NAMESPACE"] if show_namespace else []) + ["NAME"]
+    if path == "pod":
+        columns += ["STATUS", "IP", "NODE"] + (["ENI", "INTERFACE"] if wide else [])
+    elif path == "namespace":
+        columns += ["LABELS"] if wide else []
+    for column in columns:
+        table.add_column(column)
+    for body in bodies:
+        meta = body.get("metadata", {})
+        row = ([meta.get("namespace", "")] if show_namespace else []) + [meta.get("name", "")]
+        if path == "pod":
+            status, annotations = body.get("status", {}), meta.get("annotations", {})
+            row += [
+                status.get("phase", "Pending"),
+                status.get("podIP", "<none>"),
+                body.get("spec", {}).get("nodeName", "<none>"),
+            ]
+            if wide:
+                row += [
+                    annotations.get(ANNOTATION_ENI, "<none>"),
+                    annotations.get(ANNOTATION_INTERFACE, "<none>"),
+                ]
+        elif path == "namespace" and wide:
+            row.append(",".join(f"{k}={v}" for k, v in sorted(meta.get("labels", {}).items())))
+        table.add_row(*row)
+    if not bodies:
+        typer.echo("No resources found.", err=True)
+        return
+    Console(width=200, soft_wrap=True).print(table)
