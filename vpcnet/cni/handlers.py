@@ -1,0 +1,226 @@
+"""The agent's side of the CNI commands: address from the allocator, wiring from the pod data plane.
+
+ADD assigns (idempotent per key), wires, and on any failure undoes the wiring and releases the address.
+DEL releases by key and removes the host side by the address the allocator gives back; a key the
+allocator no longer knows (agent restarted without it, ADD never finished) falls back on prevResult's
+address, and a missing namespace or container is not an error: DEL always converges to "nothing left".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vpcnet.cni.spec import (
+    ERR_CHECK_FAILED,
+    ERR_INTERNAL,
+    ERR_INVALID_ENV,
+    ERR_NO_ADDRESS,
+    ERR_NOT_AVAILABLE,
+    ERR_TRY_AGAIN_LATER,
+    ERR_WIRING_FAILED,
+    LATEST_VERSION,
+    CniError,
+    CniRequest,
+    Interface,
+    add_result,
+    answer,
+    error_answer,
+    parse_request,
+    prev_result_addresses,
+)
+from vpcnet.dataplane.podnet import PodNamespaceGone, PodNetwork, PodSpec, WiringError, host_veth_name
+from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Allocator, Assignment, IpamKey
+
+log = logging.getLogger("vpcnet.cni")
+
+
+@dataclass(frozen=True)
+class CniSettings:
+    veth_prefix: str = "eni"  # AWS_VPC_K8S_CNI_VETHPREFIX
+    mtu: int = 9001  # AWS_VPC_ENI_MTU
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    key: IpamKey
+    assignment: Assignment
+    host_veth: str
+    netns: str
+
+
+class CniHandler:
+    def __init__(
+        self, allocator: Callable[[], Allocator], podnet: PodNetwork, settings: CniSettings | None = None
+    ) -> None:
+        self._allocator = allocator
+        self.podnet = podnet
+        self.settings = settings or CniSettings()
+        # Pods wired since the agent started (GC and DEL's fallback consult it).
+        self.endpoints: dict[IpamKey, Endpoint] = {}
+        self._locks: dict[IpamKey, asyncio.Lock] = {}
+
+    def allocator(self) -> Allocator:
+        try:
+            return self._allocator()
+        except Exception as exc:
+            raise CniError(ERR_TRY_AGAIN_LATER, "the address manager is starting", str(exc)) from None
+
+    async def handle(self, data: bytes) -> bytes:
+        """One request from the shim to one answer; never raises."""
+        version = LATEST_VERSION
+        try:
+            request = parse_request(data)
+            version = request.conf.cni_version
+            return await self._dispatch(request)
+        except CniError as err:
+            return error_answer(err, version)
+        except Exception as exc:
+            log.exception("CNI request failed")
+            return error_answer(CniError(ERR_INTERNAL, "vpcnet agent error", f"{type(exc).__name__}: {exc}"))
+
+    async def _dispatch(self, request: CniRequest) -> bytes:
+        command = request.env.command
+        if command == "STATUS":
+            return await self.status(request)
+        if command == "GC":
+            await self.gc(request)
+            return answer(0, None)
+        key = IpamKey(request.conf.name, request.env.container_id, request.env.ifname)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                if command == "ADD":
+                    return await self.add(request, key)
+                if command == "DEL":
+                    await self.delete(request, key)
+                    return answer(0, None)
+                await self.check(request, key)
+                return answer(0, None)
+        finally:
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]
+
+    def _veth(self, request: CniRequest, namespace: str, pod: str) -> str:
+        return host_veth_name(request.conf.veth_prefix or self.settings.veth_prefix, namespace, pod)
+
+    async def add(self, request: CniRequest, key: IpamKey) -> bytes:
+        env, conf = request.env, request.conf
+        allocator = self.allocator()
+        if not allocator.ready():
+            raise CniError(ERR_TRY_AGAIN_LATER, "the address manager is starting (no pool yet)")
+        try:
+            assignment = await allocator.assign(key, env.pod_namespace, env.pod_name)
+        except AddressManagerNotReady as exc:
+            raise CniError(ERR_TRY_AGAIN_LATER, "the address manager is starting", str(exc)) from None
+        except AddressExhausted as exc:
+            raise CniError(
+                ERR_NO_ADDRESS, "add cmd: failed to assign an IP address to container", str(exc)
+            ) from None
+        spec = PodSpec(
+            netns=env.netns,
+            ifname=env.ifname,
+            host_veth=self._veth(request, assignment.pod_namespace, assignment.pod_name),
+            address=assignment.address,
+            route_table=assignment.route_table,
+            mtu=conf.mtu or self.settings.mtu,
+        )
+        try:
+            wired = await self.podnet.wire(spec)
+        except BaseException as exc:
+            await self._release_quietly(allocator, key)
+            if isinstance(exc, PodNamespaceGone):
+                raise CniError(ERR_INVALID_ENV, "CNI_NETNS does not exist", env.netns) from None
+            if isinstance(exc, WiringError):
+                raise CniError(ERR_WIRING_FAILED, "wiring the pod failed (undone)", str(exc)) from None
+            raise
+        self.endpoints[key] = Endpoint(key, assignment, spec.host_veth, env.netns)
+        result = add_result(
+            conf.cni_version,
+            [
+                Interface(wired.host_veth, wired.host_mac),
+                Interface(env.ifname, wired.pod_mac, sandbox=env.netns),
+            ],
+            assignment.address,
+            conf.prev_result,
+        )
+        return answer(0, result)
+
+    async def _release_quietly(self, allocator: Allocator, key: IpamKey) -> None:
+        try:
+            await allocator.release(key)
+        except Exception:
+            log.exception("releasing %s after a failed ADD failed", key)
+
+    async def delete(self, request: CniRequest, key: IpamKey) -> None:
+        allocator = self.allocator()
+        if not allocator.ready():
+            # The address can only be released by the address manager: let the runtime retry.
+            raise CniError(ERR_TRY_AGAIN_LATER, "the address manager is starting (DEL will be retried)")
+        assignment = await allocator.release(key)
+        known = self.endpoints.pop(key, None)
+        if assignment is not None:
+            veth = self._veth(request, assignment.pod_namespace, assignment.pod_name)
+            await self.podnet.unwire(assignment.address, veth)
+            return
+        if known is not None:
+            await self.podnet.unwire(known.assignment.address, known.host_veth)
+            return
+        # Unknown key: clean up from prevResult, unless the address now belongs to another pod.
+        env = request.env
+        veth = self._veth(request, env.pod_namespace, env.pod_name)
+        in_use = {e.assignment.address for e in self.endpoints.values()}
+        addresses = prev_result_addresses(request.conf.prev_result)
+        for address in addresses:
+            if address not in in_use:
+                await self.podnet.unwire(address, veth)
+        if not addresses:
+            self.podnet.delete_veth_later(veth)
+
+    async def check(self, request: CniRequest, key: IpamKey) -> None:
+        assignment = await self.allocator().lookup(key)
+        if assignment is None:
+            raise CniError(ERR_CHECK_FAILED, "CHECK: the agent holds no address for this container", str(key))
+        expected = prev_result_addresses(request.conf.prev_result)
+        if expected and assignment.address not in expected:
+            raise CniError(
+                ERR_CHECK_FAILED,
+                "CHECK: prevResult's address differs from the assigned one",
+                f"{[str(a) for a in expected]} != {assignment.address}",
+            )
+        spec = PodSpec(
+            netns=request.env.netns,
+            ifname=request.env.ifname,
+            host_veth=self._veth(request, assignment.pod_namespace, assignment.pod_name),
+            address=assignment.address,
+            route_table=assignment.route_table,
+            mtu=request.conf.mtu or self.settings.mtu,
+        )
+        problems = await self.podnet.check(spec)
+        if problems:
+            raise CniError(
+                ERR_CHECK_FAILED, "CHECK: the pod's wiring differs from what ADD made", "; ".join(problems)
+            )
+
+    async def status(self, request: CniRequest) -> bytes:
+        try:
+            ready = self._allocator().ready()
+        except Exception:
+            ready = False
+        if not ready:
+            raise CniError(ERR_NOT_AVAILABLE, "the plugin is not available: the address manager is not ready")
+        return answer(0, None)
+
+    async def gc(self, request: CniRequest) -> None:
+        """Release every attachment of this network the runtime no longer lists."""
+        valid = set(request.conf.valid_attachments or ())
+        allocator = self.allocator()
+        for key, endpoint in list(self.endpoints.items()):
+            if key.network != request.conf.name or (key.container_id, key.ifname) in valid:
+                continue
+            log.info("GC releases %s", key)
+            await allocator.release(key)
+            del self.endpoints[key]
+            await self.podnet.unwire(endpoint.assignment.address, endpoint.host_veth)

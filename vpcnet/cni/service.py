@@ -1,0 +1,64 @@
+"""The CNI part of the node agent: the pod data plane, the node's SNAT/connmark rules, and the socket server.
+
+It has the agent's Component shape (name, async start/stop, ready) without importing the agent: the agent's
+adapter (vpcnet/agent/cni_component.py) builds it from the agent's context.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from vpcnet.cni.handlers import CniHandler, CniSettings
+from vpcnet.cni.server import CniServer
+from vpcnet.dataplane.hostnet import HostNetConfig, apply_host_network
+from vpcnet.dataplane.podnet import PodNetwork
+from vpcnet.ipam.types import Allocator
+
+log = logging.getLogger("vpcnet.cni")
+
+
+class CniService:
+    name = "cni"
+
+    def __init__(
+        self,
+        socket_path: Path,
+        allocator: Callable[[], Allocator],
+        settings: CniSettings | None = None,
+        host: Callable[[], HostNetConfig] | None = None,
+        node_netns: str | None = None,
+    ) -> None:
+        """allocator and host are read at start() (the ipam component sets them up first); node_netns is
+        the node's namespace path, None when the agent runs inside it (always, outside tests)."""
+        self.socket_path = socket_path
+        self.podnet = PodNetwork(node_netns)
+        self.handler = CniHandler(allocator, self.podnet, settings)
+        self.server = CniServer(socket_path, self.handler.handle)
+        self._host = host
+        self._allocator = allocator
+        self.node_netns = node_netns
+
+    async def start(self) -> None:
+        await self.podnet.open()
+        try:
+            if self._host is not None:
+                await apply_host_network(self._host(), self.node_netns)
+            await self.server.start()
+        except BaseException:
+            await self.podnet.close()
+            raise
+        log.info("CNI server listening", extra={"socket": str(self.socket_path)})
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.podnet.close()
+
+    def ready(self) -> bool:
+        if not self.server.serving():
+            return False
+        try:
+            return self._allocator().ready()
+        except Exception:
+            return False
