@@ -323,5 +323,5 @@ class EtcdDatastore:
 
 
 async def open_etcd(settings: EtcdSettings | None = None) -> EtcdDatastore:
-    """A datastore for the configured endpoints (VPCNET_ETCD_ENDPOINTS by default); no I/O until first use."""
+    """A datastore for the configured endpoints (default: VPCNET_ETCD_ENDPOINTS); no I/O yet."""
     return EtcdDatastore(settings or EtcdSettings.from_env())

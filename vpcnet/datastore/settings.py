@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 ENDPOINTS_ENV = "VPCNET_ETCD_ENDPOINTS"
+AGENT_ENDPOINTS_ENV = "VPCNET_DATASTORE_ENDPOINTS"  # the agent's setting (vpcnet/agent/config.py)
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 
 
@@ -39,8 +40,10 @@ class EtcdSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EtcdSettings:
-        """Endpoints from VPCNET_ETCD_ENDPOINTS (comma-separated), else the local default."""
-        raw = (env if env is not None else os.environ).get(ENDPOINTS_ENV, DEFAULT_ENDPOINT)
+        """Endpoints from VPCNET_ETCD_ENDPOINTS or VPCNET_DATASTORE_ENDPOINTS (comma-separated), else the
+        local default."""
+        source = env if env is not None else os.environ
+        raw = source.get(ENDPOINTS_ENV) or source.get(AGENT_ENDPOINTS_ENV) or DEFAULT_ENDPOINT
         return cls.from_strings([part.strip() for part in raw.split(",") if part.strip()])
 
 

@@ -1,0 +1,158 @@
+"""Calico-style address blocks: the unit of affinity and of compare-and-swap (pure; no I/O).
+
+A block is a small CIDR (a /26 by default) carved from an IPPool. It may be affine to one node, which
+then allocates from it first and routes it. Inside a block, each address (ordinal) is free or held by
+one allocation. Free ordinals form a FIFO: allocation takes the head, release appends to the tail, so
+the address free the longest is reused first. Every allocation gets the block's next sequence number;
+a release names the sequence number it means to free, so a late release (after the address was freed
+and handed to someone else) frees nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Allocation:
+    handle: str
+    sequence: int
+    node: str  # the node the address is used on (differs from the block's affinity when borrowed)
+    namespace: str = ""
+    pod: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "handle": self.handle,
+            "seq": self.sequence,
+            "node": self.node,
+            "ns": self.namespace,
+            "pod": self.pod,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Allocation:
+        return cls(
+            str(data["handle"]), int(data["seq"]), str(data["node"]), str(data["ns"]), str(data["pod"])
+        )
+
+
+@dataclass
+class Block:
+    cidr: IPv4Network
+    affinity: str | None  # node name, or None for a block whose node is gone
+    allocations: dict[int, Allocation] = field(default_factory=dict)
+    unallocated: list[int] = field(default_factory=list)
+    sequence: int = 0  # the sequence number the next allocation gets
+
+    @classmethod
+    def new(cls, cidr: IPv4Network, affinity: str | None) -> Block:
+        return cls(cidr, affinity, {}, list(range(cidr.num_addresses)), 0)
+
+    @property
+    def size(self) -> int:
+        return self.cidr.num_addresses
+
+    @property
+    def free(self) -> int:
+        return len(self.unallocated)
+
+    @property
+    def empty(self) -> bool:
+        return not self.allocations
+
+    def address(self, ordinal: int) -> IPv4Address:
+        return self.cidr.network_address + ordinal
+
+    def ordinal(self, address: IPv4Address) -> int:
+        if address not in self.cidr:
+            raise ValueError(f"{address} is not in block {self.cidr}")
+        return int(address) - int(self.cidr.network_address)
+
+    def allocate(self, handle: str, node: str, namespace: str = "", pod: str = "") -> tuple[int, int] | None:
+        """Take the free ordinal free the longest; (ordinal, sequence), or None when the block is full."""
+        if not self.unallocated:
+            return None
+        ordinal = self.unallocated.pop(0)
+        sequence = self.sequence
+        self.sequence += 1
+        self.allocations[ordinal] = Allocation(handle, sequence, node, namespace, pod)
+        return ordinal, sequence
+
+    def release(self, ordinal: int, sequence: int | None = None, handle: str | None = None) -> bool:
+        """Free ordinal if it is held (by that sequence number and handle, when given); False otherwise."""
+        held = self.allocations.get(ordinal)
+        if held is None:
+            return False
+        if sequence is not None and held.sequence != sequence:
+            return False
+        if handle is not None and held.handle != handle:
+            return False
+        del self.allocations[ordinal]
+        self.unallocated.append(ordinal)
+        return True
+
+    def check(self) -> list[str]:
+        """Internal consistency problems (every ordinal exactly once, free or held)."""
+        problems = []
+        held, free = set(self.allocations), self.unallocated
+        if len(set(free)) != len(free):
+            problems.append(f"block {self.cidr}: an ordinal is free twice")
+        if held & set(free):
+            problems.append(f"block {self.cidr}: ordinals both free and held: {sorted(held & set(free))}")
+        if held | set(free) != set(range(self.size)):
+            problems.append(f"block {self.cidr}: ordinals neither free nor held")
+        return problems
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "cidr": str(self.cidr),
+                "affinity": self.affinity,
+                "allocations": {str(o): a.to_json() for o, a in sorted(self.allocations.items())},
+                "unallocated": self.unallocated,
+                "sequence": self.sequence,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Block:
+        data = json.loads(raw)
+        return cls(
+            cidr=IPv4Network(data["cidr"]),
+            affinity=data["affinity"],
+            allocations={int(o): Allocation.from_json(a) for o, a in data["allocations"].items()},
+            unallocated=[int(o) for o in data["unallocated"]],
+            sequence=int(data["sequence"]),
+        )
+
+
+def block_cidrs(pool: IPv4Network, block_size: int, start_hint: str = "") -> list[IPv4Network]:
+    """The pool's blocks, rotated to start at a place derived from start_hint (the node's name), so that
+    nodes claiming blocks at the same time mostly try different ones instead of fighting over the first."""
+    count = 1 << (block_size - pool.prefixlen)
+    step = 1 << (32 - block_size)
+    start = _stable_hash(start_hint) % count if start_hint else 0
+    base = int(pool.network_address)
+    return [IPv4Network((base + ((start + i) % count) * step, block_size)) for i in range(count)]
+
+
+def _stable_hash(text: str) -> int:
+    # FNV-1a: stable across processes (Python's hash() is salted per process).
+    value = 0xCBF29CE484222325
+    for byte in text.encode():
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def block_key_name(cidr: IPv4Network) -> str:
+    """The key segment of a block: 10.244.0.0/26 -> 10.244.0.0-26 (as Calico names them)."""
+    return str(cidr).replace("/", "-")
+
+
+def block_from_key_name(name: str) -> IPv4Network:
+    return IPv4Network(name.replace("-", "/"))
