@@ -1,0 +1,200 @@
+"""`vpcnet lab probe` (reachability measured with packets) and `vpcnet lab wait` (agents caught up)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import typer
+
+from vpcnet.cli.groups import Groups
+from vpcnet.cli.resources import PREFIX_HELP, CliError, fail, lab_layout, load_resources, with_store
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+def probe_endpoints(layout: Any) -> list[Any]:
+    """Every running pod of the lab, from the kubelet's records (the kernel's truth, no datastore needed)."""
+    from vpcnet.lab.kubelet import PodRuntime, lab_nodes
+    from vpcnet.lab.probe import ProbeEndpoint
+
+    nodes = [n.name for n in lab_nodes(layout)]
+    if not nodes:
+        raise CliError(f"lab {layout.prefix} is not up", 1)
+    records = PodRuntime(layout).records(nodes)
+    return [ProbeEndpoint(r.ref, r.netns_path, r.ip) for r in sorted(records, key=lambda r: r.ref) if r.ip]
+
+
+def expected_matrix(
+    resources: list[Any], refs: list[str], port: int, protocol: str
+) -> dict[str, dict[str, bool]]:
+    """What the policy engine says for every pair of `refs`; a target that does not serve the port (no such
+    containerPort) is expected unreachable, since its pod server does not answer there."""
+    from vpcnet.api import Pod
+    from vpcnet.policy.evaluate import Flow, endpoint, evaluate
+    from vpcnet.policy.model import protocol_from_text
+    from vpcnet.policy.state import ClusterState
+
+    state = ClusterState.from_resources(resources)
+    number = protocol_from_text(protocol)
+    serving = {
+        r.ref
+        for r in resources
+        if isinstance(r, Pod)
+        and any(p.container_port == port and p.protocol == protocol for c in r.containers for p in c.ports)
+    }
+    out: dict[str, dict[str, bool]] = {}
+    for src in refs:
+        row = out.setdefault(src, {})
+        for dst in refs:
+            flow = Flow(endpoint(state, src), endpoint(state, dst), number, port)
+            row[dst] = dst in serving and evaluate(state, flow).allowed
+    return out
+
+
+def disagreements(
+    measured: dict[str, dict[str, bool]], expected: dict[str, dict[str, bool]]
+) -> list[tuple[str, str, bool, bool]]:
+    out = []
+    for src, row in measured.items():
+        for dst, got in row.items():
+            want = expected.get(src, {}).get(dst)
+            if want is not None and want != got:
+                out.append((src, dst, got, want))
+    return out
+
+
+def render_table(matrix: dict[str, dict[str, bool]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    refs = list(matrix)
+    table = Table(title=title, box=None, header_style="bold")
+    table.add_column("from \\ to")
+    for i, _ in enumerate(refs):
+        table.add_column(str(i), justify="center")
+    for i, src in enumerate(refs):
+        table.add_row(f"{i} {src}", *("." if matrix[src].get(dst) else "X" for dst in refs))
+    console = Console(width=200, soft_wrap=True)
+    console.print(table)
+    console.print(". reachable   X unreachable; columns are numbered as the rows")
+
+
+def register(app: typer.Typer, groups: Groups) -> None:
+    @groups.lab.command("probe")
+    def probe_command(
+        port: int = typer.Option(80, "--port", min=1, max=65535, help="destination port"),
+        protocol: str = typer.Option("TCP", "--protocol", help="TCP, UDP or SCTP"),
+        output: str = typer.Option("json", "--output", "-o", help="json or table"),
+        compare: bool = typer.Option(
+            False, "--compare", help="list where the kernel and the policy engine differ"
+        ),
+        files: list[str] = typer.Option(  # noqa: B008
+            [], "--filename", "-f", help="with --compare: policies to evaluate instead of the stored ones"
+        ),
+        timeout: float = typer.Option(1.0, "--timeout", min=0.05, help="seconds per attempt"),
+        attempts: int = typer.Option(
+            2, "--attempts", min=1, help="tries before a pair counts as unreachable"
+        ),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
+    ) -> None:
+        """Probe every pod pair with real packets; print the matrix as `vpcnet policy matrix` does."""
+        from vpcnet.lab.probe import probe_matrix
+
+        protocol = protocol.upper()
+        try:
+            if protocol not in PROTOCOLS:
+                raise CliError(f"--protocol {protocol!r}: expected TCP, UDP or SCTP")
+            if output not in ("json", "table"):
+                raise CliError(f"--output {output!r}: expected json or table")
+            if files and not compare:
+                raise CliError("-f POLICIES goes with --compare")
+            layout = lab_layout(prefix)
+            pods = probe_endpoints(layout)
+            if not pods:
+                raise CliError(f"lab {layout.prefix} runs no pods; `vpcnet apply -f` some first", 1)
+            file_resources = load_resources(files) if files else []
+            report = asyncio.run(probe_matrix(pods, pods, port, protocol, timeout=timeout, attempts=attempts))
+            measured = report.matrix()
+            diffs: list[tuple[str, str, bool, bool]] = []
+            if compare:
+                diffs = disagreements(
+                    measured, _expected(layout, file_resources, list(measured), port, protocol)
+                )
+        except CliError as exc:
+            raise fail(exc) from exc
+        if output == "json" and not compare:
+            typer.echo(json.dumps(measured, indent=2))
+        elif output == "json":
+            body = {
+                "measured": measured,
+                "disagreements": [{"from": s, "to": d, "measured": g, "expected": w} for s, d, g, w in diffs],
+            }
+            typer.echo(json.dumps(body, indent=2))
+        else:
+            render_table(measured, f"{protocol}/{port}, measured with real packets")
+            if compare:
+                for src, dst, got, want in diffs:
+                    typer.echo(
+                        f"{src} -> {dst}: kernel {'allows' if got else 'blocks'}, "
+                        f"policy engine says {'allow' if want else 'block'}"
+                    )
+                typer.echo(f"{len(diffs)} disagreement(s)")
+        if diffs:
+            raise typer.Exit(1)
+
+    @groups.lab.command("wait")
+    def wait_command(
+        timeout: float = typer.Option(30.0, "--timeout", min=0.0, help="give up after this many seconds"),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
+    ) -> None:
+        """Return once every node's agent has enforced the datastore as it is now."""
+        from vpcnet.lab.converge import status_path, wait_for_revision
+        from vpcnet.lab.kubelet import lab_nodes
+
+        try:
+            layout = lab_layout(prefix)
+            nodes = [n.name for n in lab_nodes(layout)]
+            if not nodes:
+                raise CliError(f"lab {layout.prefix} is not up", 1)
+
+            async def revision(store: Any) -> int:
+                return int(await store.datastore.current_revision())
+
+            target = with_store(layout, revision)
+        except CliError as exc:
+            raise fail(exc) from exc
+        result = wait_for_revision(layout, nodes, target, timeout)
+        if result.converged:
+            typer.echo(f"all {len(nodes)} agents at revision {target} or later ({result.seconds:.2f} s)")
+            return
+        for node, rev in result.lagging().items():
+            where = status_path(layout, node)
+            seen = f"at revision {rev}" if rev is not None else f"no status in {where}: is its agent running?"
+            typer.echo(f"error: node {node}: {seen}, waiting for {target}", err=True)
+        raise typer.Exit(1)
+
+
+def _expected(
+    layout: Any, file_resources: list[Any], refs: list[str], port: int, protocol: str
+) -> dict[str, dict[str, bool]]:
+    from vpcnet.api import ValidationError, parse_resource
+    from vpcnet.cli.resources import kind_paths
+
+    async def snapshot(store: Any) -> list[Any]:
+        items, _ = await store.snapshot(set(kind_paths().values()))
+        return list(items)
+
+    stored = with_store(layout, snapshot)
+    try:
+        resources = [parse_resource(item.body, str(item.ref)) for item in stored]
+    except ValidationError as exc:
+        raise CliError(f"a stored resource no longer validates: {exc}", 1) from exc
+    if file_resources:
+        policy_kinds = ("NetworkPolicy", "GlobalNetworkPolicy")
+        resources = [r for r in resources if r.KIND not in policy_kinds] + file_resources
+    try:
+        return expected_matrix(resources, refs, port, protocol)
+    except ValidationError as exc:
+        raise CliError(str(exc)) from exc

@@ -1,0 +1,71 @@
+"""How `vpcnet lab wait` knows that the node agents have caught up with the datastore.
+
+Contract with the policy agent: after each apply to the kernel, the agent of node N writes
+`layout.node_dir(N)/policy-status.json` (atomically: write a temporary file, then rename) holding
+{"revision": R, ...}, meaning "every datastore change up to revision R is enforced in this node's kernel".
+(The agent learns R from its watch: the revision of the last event it applied, or, once its queue is
+empty, the store revision its watch stream reports — etcd's progress notifications move it forward even
+when nothing under the agent's prefix changed.)
+
+`wait` reads the store revision once, when it starts, and returns when every node's agent has reported
+a revision at least that high.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vpcnet.lab.layout import LabLayout
+
+STATUS_FILE = "policy-status.json"
+
+
+def status_path(layout: LabLayout, node: str) -> Path:
+    return layout.node_dir(node) / STATUS_FILE
+
+
+def applied_revision(layout: LabLayout, node: str) -> int | None:
+    """The revision node's agent reported, or None when it has reported nothing (readable) yet."""
+    try:
+        data = json.loads(status_path(layout, node).read_text())
+    except (OSError, ValueError):
+        return None
+    revision = data.get("revision") if isinstance(data, dict) else None
+    return revision if isinstance(revision, int) and not isinstance(revision, bool) else None
+
+
+def write_status(layout: LabLayout, node: str, revision: int, **extra: object) -> None:
+    """What an agent calls (the writer's side of the contract)."""
+    path = status_path(layout, node)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"revision": revision, **extra}))
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    target: int
+    converged: bool
+    revisions: dict[str, int | None]
+    seconds: float
+
+    def lagging(self) -> dict[str, int | None]:
+        return {n: r for n, r in self.revisions.items() if r is None or r < self.target}
+
+
+def wait_for_revision(
+    layout: LabLayout, nodes: Sequence[str], target: int, timeout: float, interval: float = 0.05
+) -> WaitResult:
+    start = time.monotonic()
+    while True:
+        revisions = {node: applied_revision(layout, node) for node in nodes}
+        done = all(r is not None and r >= target for r in revisions.values())
+        elapsed = time.monotonic() - start
+        if done or elapsed >= timeout:
+            return WaitResult(target, done, revisions, elapsed)
+        time.sleep(interval)
