@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
 from vpcnet.lab.ec2.state import Cloud
 
 AZ_A = "us-west-2a"
@@ -18,3 +23,12 @@ class Lab:
             self.vpc.id, "10.0.0.0/24", AZ_A, tags={"kubernetes.io/role/cni": "1"}
         )
         self.subnet_b = cloud.create_subnet(self.vpc.id, "10.0.1.0/24", AZ_B)
+
+
+def error_code(call: Callable[..., Any], **kwargs: Any) -> str:
+    """Call a boto3 method that must fail; return EC2's error code."""
+    try:
+        call(**kwargs)
+    except ClientError as e:
+        return str(e.response["Error"]["Code"])
+    raise AssertionError(f"{call.__name__}({kwargs}) succeeded; an error was expected")
