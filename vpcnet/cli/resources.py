@@ -95,7 +95,8 @@ def kind_paths() -> dict[str, str]:
     names: dict[str, str] = {}
     for api_version, kind in known_kinds():
         path = kind_path(api_version, kind)
-        plural = kind.lower() + ("es" if kind.lower().endswith("s") else "s")
+        lower = kind.lower()
+        plural = lower[:-1] + "ies" if lower.endswith("y") else lower + ("es" if lower.endswith("s") else "s")
         group = path.partition(".")[2]
         names[path] = path
         if group:

@@ -1,0 +1,102 @@
+"""`vpcnet apply` merging, kind names, and the probe's comparison with the policy engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from vpcnet.api import load_documents
+from vpcnet.cli.labprobe import disagreements, expected_matrix
+from vpcnet.cli.resources import CliError, merge_pod, resolve_kind
+from vpcnet.lab.kubelet import ANNOTATION_CONTAINER_ID
+
+
+def pod_doc(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "a", "namespace": "x", "labels": {"v": "1"}},
+        "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 80, "protocol": "TCP"}]}], **spec},
+    }
+
+
+def test_merge_keeps_what_the_kubelet_wrote() -> None:
+    stored = pod_doc(nodeName="n1")
+    stored["metadata"].update(uid="u1", annotations={ANNOTATION_CONTAINER_ID: "c", "mine": "old"})
+    stored["status"] = {"phase": "Running", "podIP": "10.0.0.5"}
+    new = pod_doc()
+    new["metadata"]["labels"] = {"v": "2"}
+    new["metadata"]["annotations"] = {"mine": "new"}
+    merged = merge_pod(new, stored)
+    assert merged["spec"]["nodeName"] == "n1"
+    assert merged["metadata"]["uid"] == "u1"
+    assert merged["metadata"]["labels"] == {"v": "2"}
+    assert merged["metadata"]["annotations"] == {"mine": "new", ANNOTATION_CONTAINER_ID: "c"}
+    assert merged["status"]["podIP"] == "10.0.0.5"
+    assert merge_pod(new, None) is new
+
+
+def test_merge_refuses_changes_kubernetes_refuses() -> None:
+    stored = pod_doc(nodeName="n1")
+    with pytest.raises(ValueError, match=r"spec.nodeName: the pod runs on n1"):
+        merge_pod(pod_doc(nodeName="n2"), stored)
+    changed = pod_doc()
+    changed["spec"]["containers"][0]["ports"][0]["containerPort"] = 81
+    with pytest.raises(ValueError, match=r"spec\.containers"):
+        merge_pod(changed, stored)
+
+
+def test_kind_names() -> None:
+    assert resolve_kind("pods") == resolve_kind("po") == resolve_kind("Pod") == "pod"
+    assert resolve_kind("ns") == "namespace"
+    assert resolve_kind("netpol") == resolve_kind("networkpolicies") == "networkpolicy.networking.k8s.io"
+    assert resolve_kind("networkpolicies.projectcalico.org") == "networkpolicy.projectcalico.org"
+    assert resolve_kind("globalnetworkpolicies") == "globalnetworkpolicy.projectcalico.org"
+    with pytest.raises(CliError, match="unknown resource type 'gadgets'"):
+        resolve_kind("gadgets")
+
+
+CLUSTER = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {pod: b}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}, {containerPort: 80, protocol: UDP}]}]}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b-from-b, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
+"""
+
+
+def test_expected_matrix_uses_the_policy_engine_and_the_served_ports() -> None:
+    resources = load_documents(CLUSTER)
+    refs = ["x/a", "x/b"]
+    assert expected_matrix(resources, refs, 80, "TCP") == {
+        "x/a": {"x/a": True, "x/b": False},
+        "x/b": {"x/a": True, "x/b": True},
+    }
+    assert expected_matrix(resources, refs, 80, "UDP") == {
+        "x/a": {"x/a": False, "x/b": False},
+        "x/b": {"x/a": False, "x/b": True},
+    }
+
+
+def test_disagreements() -> None:
+    measured = {"x/a": {"x/a": True, "x/b": True}, "x/b": {"x/a": False, "x/b": True}}
+    expected = {"x/a": {"x/a": True, "x/b": False}, "x/b": {"x/a": False}}
+    assert disagreements(measured, expected) == [("x/a", "x/b", True, False)]
