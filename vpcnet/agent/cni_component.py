@@ -1,0 +1,36 @@
+"""The agent's CNI component: vpcnet.cni's service built from the agent's context."""
+
+from __future__ import annotations
+
+from vpcnet.agent.config import Mode
+from vpcnet.agent.context import AgentContext
+from vpcnet.cni.handlers import CniSettings
+from vpcnet.cni.service import CniService
+from vpcnet.dataplane.hostnet import HostNetConfig
+
+PRIMARY_INTERFACE = "eth0"
+
+
+def make_component(ctx: AgentContext) -> CniService:
+    cfg = ctx.config
+
+    def host() -> HostNetConfig:
+        node = ctx.node  # set by the ipam component's start(), which runs first
+        return HostNetConfig(
+            primary_ip=node.primary_ip,
+            vpc_cidrs=node.vpc_cidrs,
+            excluded_snat_cidrs=cfg.exclude_snat_cidrs,
+            external_snat=cfg.external_snat,
+            primary_interface=PRIMARY_INTERFACE,
+            veth_prefix=cfg.veth_prefix,
+        )
+
+    service = CniService(
+        cfg.agent_socket,
+        lambda: ctx.allocator,
+        CniSettings(veth_prefix=cfg.veth_prefix, mtu=cfg.eni_mtu),
+        # Calico mode has its own outgoing NAT (the pool's natOutgoing); the VPC SNAT chain is VPC mode's.
+        host=host if cfg.mode == Mode.VPC else None,
+    )
+    ctx.shared["cni"] = service
+    return service

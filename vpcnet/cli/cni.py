@@ -1,0 +1,54 @@
+"""`vpcnet install-cni`: the shim into the CNI bin dir, then (once the agent is ready) the conflist."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from vpcnet.cli.groups import Groups
+
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
+
+
+def register(app: typer.Typer, groups: Groups) -> None:
+    @app.command("install-cni")
+    def install_cni(
+        bin_dir: str = typer.Option(DEFAULT_BIN_DIR, "--bin-dir", help="where runtimes find plugins"),
+        conf_dir: str = typer.Option(DEFAULT_CONF_DIR, "--conf-dir", help="where runtimes read configs"),
+        socket: str = typer.Option(
+            os.environ.get("VPCNET_AGENT_SOCKET", "/var/run/vpcnet/agent.sock"),
+            "--socket",
+            help="the agent's unix socket (VPCNET_AGENT_SOCKET)",
+        ),
+        timeout: float = typer.Option(300.0, "--timeout", min=0, help="seconds to wait for the agent"),
+        mtu: int = typer.Option(
+            int(os.environ.get("AWS_VPC_ENI_MTU", "9001")), "--mtu", min=576, max=9001, help="pod MTU"
+        ),
+        veth_prefix: str = typer.Option(
+            os.environ.get("AWS_VPC_K8S_CNI_VETHPREFIX", "eni"), "--veth-prefix", help="host veth prefix"
+        ),
+        no_portmap: bool = typer.Option(False, "--no-portmap", help="do not chain portmap (hostPort)"),
+    ) -> None:
+        """Install vpcnet-cni and, once the agent answers STATUS ready, its network config (last)."""
+        from vpcnet.cni.install import AgentNotReady, install
+
+        try:
+            target = install(
+                Path(bin_dir),
+                Path(conf_dir),
+                socket,
+                timeout=timeout,
+                mtu=mtu,
+                veth_prefix=veth_prefix,
+                portmap=not no_portmap,
+            )
+        except AgentNotReady as exc:
+            typer.echo(f"error: {exc}; the plugin is in {bin_dir}, the config was not written", err=True)
+            raise typer.Exit(1) from exc
+        except OSError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(f"installed {Path(bin_dir) / 'vpcnet-cni'} and {target}")

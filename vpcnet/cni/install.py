@@ -1,0 +1,119 @@
+"""`vpcnet install-cni`: put the shim where runtimes look, and the network config last.
+
+As aws-node does, the config is written only once the agent answers STATUS ready: a runtime (kubelet)
+marks the node's network Ready when a config appears, so it must not appear before pods can be wired.
+Both files are written atomically (temporary file, then rename), so a runtime never reads half a file.
+
+The executable is a launcher: `#!<python> -I -S`, the shim's directory on sys.path, then the shim. -I -S
+skips site-packages, .pth files and importlib.metadata (pip's console-script wrapper costs ~15 ms more).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vpcnet.cni import shim
+
+PLUGIN_TYPE = "vpcnet-cni"
+NETWORK_NAME = "vpcnet"
+CONFLIST_NAME = "10-vpcnet.conflist"
+CONFLIST_VERSION = "1.0.0"
+
+
+def interpreter() -> str:
+    """The real interpreter behind this venv (the shim needs only the standard library)."""
+    base = getattr(sys, "_base_executable", "") or sys.executable
+    return os.path.realpath(base)
+
+
+def launcher_text(socket_path: str, python: str | None = None) -> str:
+    shim_dir = os.path.dirname(os.path.abspath(shim.__file__))
+    return (
+        f"#!{python or interpreter()} -IS\n"  # one token: the kernel passes the rest as one argument
+        "# vpcnet-cni launcher (written by `vpcnet install-cni`): vpcnet/cni/shim.py without site.\n"
+        "import sys\n"
+        f"sys.path.insert(0, {shim_dir!r})\n"
+        "from shim import main\n"
+        f"main({socket_path!r})\n"
+    )
+
+
+def conflist(
+    *,
+    mtu: int = 9001,
+    veth_prefix: str = "eni",
+    portmap: bool = True,
+    name: str = NETWORK_NAME,
+) -> dict[str, Any]:
+    """The network config list, shaped like the VPC CNI's 10-aws.conflist (portmap chained, snat on)."""
+    plugins: list[dict[str, Any]] = [{"type": PLUGIN_TYPE, "vethPrefix": veth_prefix, "mtu": mtu}]
+    if portmap:
+        plugins.append({"type": "portmap", "capabilities": {"portMappings": True}, "snat": True})
+    return {"cniVersion": CONFLIST_VERSION, "name": name, "plugins": plugins}
+
+
+def write_atomically(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(temp, mode)
+    os.replace(temp, path)
+
+
+def agent_status(socket_path: str) -> tuple[bool, str]:
+    """Ask the agent STATUS through the shim's own code path: (ready, why not)."""
+    conf = json.dumps({"cniVersion": "1.1.0", "name": NETWORK_NAME, "type": PLUGIN_TYPE}).encode()
+    code, out = shim.run({b"CNI_COMMAND": b"STATUS"}, conf, socket_path)
+    if code == 0:
+        return True, ""
+    try:
+        return False, str(json.loads(out).get("msg", out))
+    except ValueError:
+        return False, out.decode(errors="replace")
+
+
+class AgentNotReady(RuntimeError):
+    pass
+
+
+def install_binary(bin_dir: Path, socket_path: str) -> Path:
+    py_compile.compile(shim.__file__, doraise=True)  # so the launcher loads cached bytecode
+    target = bin_dir / PLUGIN_TYPE
+    write_atomically(target, launcher_text(socket_path), 0o755)
+    return target
+
+
+def install(
+    bin_dir: Path,
+    conf_dir: Path,
+    socket_path: str,
+    *,
+    timeout: float = 300.0,
+    interval: float = 0.5,
+    mtu: int = 9001,
+    veth_prefix: str = "eni",
+    portmap: bool = True,
+) -> Path:
+    """Install the launcher, wait until the agent is ready, then write the conflist; returns its path."""
+    install_binary(bin_dir, socket_path)
+    deadline = time.monotonic() + timeout
+    while True:
+        ready, why = agent_status(socket_path)
+        if ready:
+            break
+        if time.monotonic() >= deadline:
+            raise AgentNotReady(f"the agent at {socket_path} is not ready after {timeout:g} s: {why}")
+        time.sleep(interval)
+    target = conf_dir / CONFLIST_NAME
+    text = json.dumps(conflist(mtu=mtu, veth_prefix=veth_prefix, portmap=portmap), indent=2) + "\n"
+    write_atomically(target, text, 0o644)
+    return target
