@@ -30,7 +30,7 @@ COMPONENTS: tuple[Entry, ...] = (
     Entry("ipam", "vpcnet.agent.vpc_ipam:make_component", (Mode.VPC,)),
     Entry("ipam", "vpcnet.agent.pool_ipam:make_component", (Mode.CALICO,)),
     Entry("cni", "vpcnet.agent.cni_component:make_component"),
-    Entry("policy", "vpcnet.agent.policy_component:make_component"),
+    Entry("policy", "vpcnet.agent.policy:make_component"),
 )
 
 

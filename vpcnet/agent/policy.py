@@ -1,0 +1,304 @@
+"""The policy part of the node agent: datastore watch -> calculation -> kernel (Calico felix's job).
+
+One loop: take every datastore event that is waiting (a batch), feed the calculation, apply the new
+desired state (only what changed is sent), report the datastore revision now enforced. Failures are
+retried with exponential backoff against the newest state; nothing is opened while they last (new veths
+stay behind the dispatch chains' drop). Every `resync_interval` seconds the applier re-reads the kernel
+and repairs what someone changed by hand.
+
+Settings (environment): VPCNET_POLICY_BACKEND = iptables (default) | nftables;
+VPCNET_POLICY_RESYNC_SECONDS (default 90). The enforced revision is written to
+`<node dir>/policy-status.json` ({"revision": R, ...}; the contract `vpcnet lab wait` reads) and served
+on the introspection server at /v1/policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from vpcnet.agent.config import Mode
+from vpcnet.agent.context import AgentContext
+from vpcnet.agent.http import Response
+from vpcnet.api.calico import CalicoNetworkPolicy, GlobalNetworkPolicy, Tier
+from vpcnet.api.core import Namespace, Pod
+from vpcnet.api.loader import parse_resource
+from vpcnet.api.networking import K8sNetworkPolicy
+from vpcnet.dataplane.kernel_cmd import SubprocessRunner
+from vpcnet.dataplane.policy_backend import BACKENDS, PolicyDataplane, make_dataplane
+from vpcnet.dataplane.policy_calc import PolicyCalculator
+from vpcnet.datastore.resources import ResourceEvent, ResourceRef, ResourceStore, StoredResource
+from vpcnet.datastore.types import EventType
+from vpcnet.policy.compile import compile_policy
+from vpcnet.policy.model import DEFAULT_TIER_SPEC, Action, TierSpec
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "policy-status.json"  # read by vpcnet.lab.converge
+POD = "pod"
+NAMESPACE = "namespace"
+K8S_POLICY = "networkpolicy.networking.k8s.io"
+CALICO_POLICY = "networkpolicy.projectcalico.org"
+GLOBAL_POLICY = "globalnetworkpolicy.projectcalico.org"
+TIER = "tier.projectcalico.org"
+KINDS = frozenset({POD, NAMESPACE, K8S_POLICY, CALICO_POLICY, GLOBAL_POLICY, TIER})
+_POLICY_ID_KIND = {K8S_POLICY: "knp", CALICO_POLICY: "np", GLOBAL_POLICY: "gnp"}
+IDLE_SETTLE = 0.1  # quiet seconds after which the store's current revision counts as enforced
+
+
+def policy_id(ref: ResourceRef) -> str:
+    short = _POLICY_ID_KIND[ref.kind]
+    return f"{short}/{ref.namespace}/{ref.name}" if ref.namespace else f"{short}/{ref.name}"
+
+
+class PolicyAgent:
+    """Drives one node's policy data plane from a ResourceStore; usable without the daemon (tests, bench)."""
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        calculator: PolicyCalculator,
+        dataplane: PolicyDataplane,
+        *,
+        status_path: Path | None = None,
+        resync_interval: float = 90.0,
+        max_backoff: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.calc = calculator
+        self.dataplane = dataplane
+        self.status_path = status_path
+        self.resync_interval = resync_interval
+        self.max_backoff = max_backoff
+        self.clock = clock
+        self.applied_revision = 0  # every change up to this revision is enforced
+        self.seen_revision = 0
+        self.applies = 0
+        self.failures = 0
+        self.last_error = ""
+        self.last_apply_seconds = 0.0
+        self.synced = asyncio.Event()
+        self._events: asyncio.Queue[ResourceEvent] = asyncio.Queue()
+        self._bad: dict[ResourceRef, str] = {}
+
+    # ------------------------------------------------------------------ feeding the calculation
+
+    def handle(self, ref: ResourceRef, resource: StoredResource | None) -> None:
+        """One resource put (resource given) or deleted (None). A resource that does not parse is
+        logged and ignored (the datastore validates on write; this guards against old or foreign data)."""
+        try:
+            self._handle(ref, resource)
+            self._bad.pop(ref, None)
+        except (ValueError, KeyError) as exc:
+            self._bad[ref] = str(exc)
+            log.warning("policy: ignoring %s: %s", ref, exc)
+
+    def _handle(self, ref: ResourceRef, stored: StoredResource | None) -> None:
+        if stored is None:
+            if ref.kind == POD:
+                self.calc.delete_pod(f"{ref.namespace}/{ref.name}")
+            elif ref.kind == NAMESPACE:
+                self.calc.delete_namespace(ref.name)
+            elif ref.kind in _POLICY_ID_KIND:
+                self.calc.delete_policy(policy_id(ref))
+            elif ref.kind == TIER:
+                self.calc.delete_tier(ref.name)
+            return
+        resource = parse_resource(stored.body, str(ref))
+        if isinstance(resource, Pod):
+            self.calc.upsert_pod(resource)
+        elif isinstance(resource, Namespace):
+            self.calc.upsert_namespace(resource)
+        elif isinstance(resource, K8sNetworkPolicy | CalicoNetworkPolicy | GlobalNetworkPolicy):
+            self.calc.upsert_policy(compile_policy(resource))
+        elif isinstance(resource, Tier):
+            order = resource.order
+            if resource.metadata.name == DEFAULT_TIER_SPEC.name and order is None:
+                order = DEFAULT_TIER_SPEC.order
+            self.calc.upsert_tier(TierSpec(resource.metadata.name, order, Action(resource.default_action)))
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        items, revision = await self.store.snapshot(KINDS)
+        for item in items:
+            self.handle(item.ref, item)
+        self.seen_revision = revision
+        watcher = asyncio.create_task(self._watch(revision + 1))
+        try:
+            await self._apply_with_retry(revision)
+            self.synced.set()
+            next_resync = self.clock() + self.resync_interval
+            while True:
+                timeout = max(0.0, next_resync - self.clock())
+                batch = await self._next_batch(timeout)
+                if batch is None:  # quiet: resync or report the store's revision
+                    if self.clock() >= next_resync:
+                        self.dataplane.resync()
+                        await self._apply_with_retry(self.applied_revision)
+                        next_resync = self.clock() + self.resync_interval
+                    continue
+                for event in batch:
+                    self.handle(event.ref, event.resource if event.type is EventType.PUT else None)
+                    self.seen_revision = max(self.seen_revision, event.revision)
+                await self._apply_with_retry(self.seen_revision)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _watch(self, start: int) -> None:
+        async for event in self.store.watch(KINDS, start):
+            self._events.put_nowait(event)
+
+    async def _next_batch(self, timeout: float) -> list[ResourceEvent] | None:
+        """Everything queued (waiting up to timeout for the first); on a quiet spell, move the reported
+        revision up to the store's (changes to other keys need no work)."""
+        try:
+            first = await asyncio.wait_for(self._events.get(), timeout=min(timeout, IDLE_SETTLE))
+        except TimeoutError:
+            await self._report_quiet()
+            try:
+                first = await asyncio.wait_for(self._events.get(), timeout=max(0.0, timeout - IDLE_SETTLE))
+            except TimeoutError:
+                return None
+        batch = [first]
+        while not self._events.empty():
+            batch.append(self._events.get_nowait())
+        return batch
+
+    async def _report_quiet(self) -> None:
+        if self.applied_revision < self.seen_revision or not self._events.empty():
+            return
+        try:
+            current = await self.store.datastore.current_revision()
+        except Exception as exc:  # the store is away: keep the last report
+            log.debug("policy: current revision unavailable: %s", exc)
+            return
+        await asyncio.sleep(IDLE_SETTLE)  # let the watch deliver anything up to `current`
+        if self._events.empty() and current > self.applied_revision:
+            self.seen_revision = max(self.seen_revision, current)
+            self.applied_revision = self.seen_revision
+            self._write_status()
+
+    async def _apply_with_retry(self, revision: int) -> None:
+        backoff = 0.05
+        while True:
+            started = time.perf_counter()
+            try:
+                await self.dataplane.apply(self.calc.desired())
+            except Exception as exc:
+                self.failures += 1
+                self.last_error = str(exc)
+                log.error("policy: programming the kernel failed (retrying in %.2fs): %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                # Fold in whatever arrived meanwhile, so the retry applies the newest state.
+                while not self._events.empty():
+                    event = self._events.get_nowait()
+                    self.handle(event.ref, event.resource if event.type is EventType.PUT else None)
+                    self.seen_revision = max(self.seen_revision, event.revision)
+                    revision = self.seen_revision
+                continue
+            self.last_apply_seconds = time.perf_counter() - started
+            self.applies += 1
+            self.last_error = ""
+            self.applied_revision = max(self.applied_revision, revision)
+            self._write_status()
+            return
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "revision": self.applied_revision,
+            "backend": self.dataplane.name,
+            "endpoints": len(self.calc.local_endpoints),
+            "applies": self.applies,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_apply_seconds": round(self.last_apply_seconds, 6),
+            "ignored_resources": {str(ref): why for ref, why in self._bad.items()},
+        }
+
+    def _write_status(self) -> None:
+        if self.status_path is None:
+            return
+        self.status_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.status_path.with_name(f".{self.status_path.name}.tmp")
+        tmp.write_text(json.dumps(self.status()))
+        tmp.replace(self.status_path)
+
+
+class PolicyComponent:
+    name = "policy"
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        self.agent: PolicyAgent | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._datastore: Any = None
+
+    async def start(self) -> None:
+        from vpcnet.datastore.etcd import EtcdDatastore
+        from vpcnet.datastore.settings import EtcdSettings
+
+        cfg = self.ctx.config
+        backend = os.environ.get("VPCNET_POLICY_BACKEND", "iptables")
+        if backend not in BACKENDS:
+            raise ValueError(f"VPCNET_POLICY_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
+        resync = float(os.environ.get("VPCNET_POLICY_RESYNC_SECONDS", "90"))
+        if resync <= 0:
+            raise ValueError(f"VPCNET_POLICY_RESYNC_SECONDS={resync}: must be more than 0")
+        node = cfg.node_name or socket.gethostname()
+        prefixes = ("cali",) if cfg.mode is Mode.CALICO else (cfg.veth_prefix,)
+        settings = (
+            EtcdSettings.from_strings(cfg.datastore_endpoints)
+            if cfg.datastore_endpoints
+            else EtcdSettings.from_env()
+        )
+        self._datastore = EtcdDatastore(settings)
+        runner = SubprocessRunner()
+        dataplane = make_dataplane(backend, runner)
+        # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.
+        other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner)
+        with contextlib.suppress(Exception):
+            await other.remove_all()
+        self.agent = PolicyAgent(
+            ResourceStore(self._datastore),
+            PolicyCalculator(node, prefixes),
+            dataplane,
+            status_path=cfg.agent_socket.parent / STATUS_FILE,
+            resync_interval=resync,
+        )
+        self.ctx.introspection.route("/v1/policy", self._introspect)
+        self._task = asyncio.create_task(self.agent.run(), name="policy")
+
+    async def _introspect(self, query: str) -> Response:
+        body = self.agent.status() if self.agent else {"started": False}
+        return 200, "application/json", json.dumps(body, indent=2).encode()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        if self._datastore is not None:
+            with contextlib.suppress(Exception):
+                await self._datastore.close()
+            self._datastore = None
+
+    def ready(self) -> bool:
+        return self.agent is not None and self.agent.synced.is_set()
+
+
+def make_component(ctx: AgentContext) -> PolicyComponent:
+    return PolicyComponent(ctx)
