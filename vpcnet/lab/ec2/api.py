@@ -8,12 +8,16 @@ import base64
 import binascii
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
+from functools import cache
 from typing import Any, ClassVar, TypeVar
 
 from vpcnet.ipam.limits import UnknownInstanceType, all_instance_types, instance_limits
 from vpcnet.lab.ec2.errors import Ec2Error, invalid_value, not_found
 from vpcnet.lab.ec2.model import Eni, Instance, Subnet, Vpc
 from vpcnet.lab.ec2.state import Cloud
+
+# The instance-type table is static: remember each row once (DescribeInstanceTypes walks all of them).
+_limits = cache(instance_limits)
 
 Params = dict[str, Any]
 Answer = dict[str, Any]
@@ -524,7 +528,7 @@ class Ec2Api:
         names: list[str] = p.get("InstanceTypes", [])
         for n in names:
             try:
-                instance_limits(n)
+                _limits(n)
             except UnknownInstanceType:
                 raise Ec2Error(
                     "InvalidInstanceType", f"The following supplied instance types do not exist: [{n}]"
@@ -534,7 +538,7 @@ class Ec2Api:
         chosen = sorted(set(names)) if names else all_instance_types()
         numbered = []
         for number, name in enumerate(chosen, 1):
-            lim = instance_limits(name)
+            lim = _limits(name)
             fields: Fields = {
                 "instance-type": [name],
                 "hypervisor": [lim.hypervisor] if lim.hypervisor else [],
@@ -657,7 +661,7 @@ class Ec2Api:
 
 
 def _instance_type_out(name: str) -> Answer:
-    lim = instance_limits(name)
+    lim = _limits(name)
     cards = lim.enis_per_card or (lim.max_enis,)
     out: Answer = {
         "InstanceType": name,

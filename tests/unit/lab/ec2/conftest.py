@@ -9,6 +9,7 @@ import pytest
 from botocore.config import Config
 from ec2lab import Lab
 
+from vpcnet.lab.ec2.api import Ec2Api
 from vpcnet.lab.ec2.faults import Faults
 from vpcnet.lab.ec2.server import Ec2Service
 from vpcnet.lab.ec2.state import Cloud
@@ -32,23 +33,40 @@ def state_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def lab(state_file: Path) -> Iterator[Lab]:
-    yield Lab(Cloud(state_file))
+def lab() -> Lab:
+    """In memory (no fsync per change): the persistence tests make their own Cloud with a file."""
+    return Lab(Cloud())
 
 
 class Endpoint:
-    def __init__(self, lab: Lab, service: Ec2Service, url: str, client: Any) -> None:
+    def __init__(self, lab: Lab, service: Ec2Service, url: str, client: Any, unchecked: Any) -> None:
         self.lab = lab
         self.cloud = lab.cloud
         self.service = service
         self.url = url
         self.client = client
+        self.unchecked = unchecked  # no client-side validation: reaches the endpoint's own checks
+
+
+@pytest.fixture(scope="session")
+def shared_server(boto_session: boto3.session.Session) -> Iterator[tuple[Ec2Service, str, Any, Any]]:
+    """One server and two clients for the whole session (client creation is the slow part); each test
+    swaps its own cloud and faults in."""
+    service = Ec2Service(Cloud(), Faults())
+    with service.start_local() as running:
+        client = boto_session.client("ec2", endpoint_url=running.url, config=CLIENT_CONFIG)
+        unchecked = boto_session.client(
+            "ec2", endpoint_url=running.url, config=CLIENT_CONFIG.merge(Config(parameter_validation=False))
+        )
+        yield service, running.url, client, unchecked
+        client.close()
+        unchecked.close()
 
 
 @pytest.fixture
-def endpoint(lab: Lab, boto_session: boto3.session.Session) -> Iterator[Endpoint]:
-    service = Ec2Service(lab.cloud, Faults())
-    with service.start_local() as running:
-        client = boto_session.client("ec2", endpoint_url=running.url, config=CLIENT_CONFIG)
-        yield Endpoint(lab, service, running.url, client)
-        client.close()
+def endpoint(lab: Lab, shared_server: tuple[Ec2Service, str, Any, Any]) -> Endpoint:
+    service, url, client, unchecked = shared_server
+    service.cloud = lab.cloud
+    service.api = Ec2Api(lab.cloud)
+    service.faults = Faults()
+    return Endpoint(lab, service, url, client, unchecked)

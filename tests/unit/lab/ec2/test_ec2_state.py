@@ -23,7 +23,8 @@ def test_launch_creates_primary_eni(lab: Lab) -> None:
     assert lab.cloud.instance_by_address("10.0.0.5") is None
 
 
-def test_state_survives_restart_and_ids_stay_unique(lab: Lab, state_file: Path) -> None:
+def test_state_survives_restart_and_ids_stay_unique(state_file: Path) -> None:
+    lab = Lab(Cloud(state_file))
     inst = lab.cloud.launch_instance("m5.large", lab.subnet_a.id, tags={"Name": "n1"})
     eni = lab.cloud.create_network_interface(lab.subnet_a.id, secondary_count=3)
     again = Cloud(state_file)
