@@ -1,0 +1,206 @@
+"""Applying a PoolDataplane in a node's network namespace: tunnels, routes, neighbours, FDB, NAT.
+
+Only what is ours is read and changed: routes with protocol ROUTE_PROTOCOL, permanent neighbours and FDB
+entries on our VXLAN device, and our NAT chain (plus one jump to it). The current state is read back
+(`ip -j`, `bridge -j`, `iptables-save`), compared, and only the differences are sent, in one `ip -batch`,
+one `bridge -batch` and one `iptables-restore --noflush`: a second apply of the same state sends nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from vpcnet.dataplane.kernel_cmd import CommandRunner, DataplaneError, SubprocessRunner
+from vpcnet.dataplane.poolroutes import (
+    NAT_CHAIN,
+    NAT_JUMP_COMMENT,
+    ROUTE_PROTOCOL,
+    FdbEntry,
+    Neighbor,
+    PoolDataplane,
+    Route,
+    Tunnel,
+    nat_jump,
+    render_fdb_batch,
+    render_ip_batch,
+    render_nat_restore,
+)
+
+
+class IpipUnsupported(DataplaneError):
+    """The kernel has no IP-in-IP (ipip module): pools with ipipMode cannot be programmed here."""
+
+
+@dataclass
+class ApplyStats:
+    ip_lines: int = 0
+    fdb_lines: int = 0
+    nat_changed: bool = False
+    tunnels_created: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.ip_lines or self.fdb_lines or self.nat_changed or self.tunnels_created)
+
+
+async def _json(runner: CommandRunner, argv: list[str]) -> Any:
+    result = (await runner.run(argv)).check()
+    text = result.stdout.decode().strip()
+    return json.loads(text) if text else []
+
+
+async def current_routes(runner: CommandRunner) -> set[Route]:
+    routes = set()
+    for entry in await _json(
+        runner, ["ip", "-j", "-4", "route", "show", "table", "main", "proto", str(ROUTE_PROTOCOL)]
+    ):
+        dst = IPv4Network(entry["dst"])
+        if entry.get("type") == "blackhole":
+            routes.add(Route(dst, "blackhole"))
+        elif "gateway" in entry:
+            onlink = "onlink" in entry.get("flags", [])
+            routes.add(Route(dst, "unicast", IPv4Address(entry["gateway"]), entry["dev"], onlink))
+        else:
+            routes.add(Route(dst, "other", None, entry.get("dev")))  # not one we make: replaced
+    return routes
+
+
+async def _link(runner: CommandRunner, name: str) -> dict[str, Any] | None:
+    result = await runner.run(["ip", "-j", "-d", "link", "show", "dev", name])
+    if result.returncode != 0:
+        return None
+    links = json.loads(result.stdout.decode() or "[]")
+    return links[0] if links else None
+
+
+async def current_neighbors(runner: CommandRunner, dev: str) -> set[Neighbor]:
+    out = set()
+    for entry in await _json(runner, ["ip", "-j", "-4", "neigh", "show", "dev", dev, "nud", "permanent"]):
+        if "lladdr" in entry:
+            out.add(Neighbor(dev, IPv4Address(entry["dst"]), entry["lladdr"]))
+    return out
+
+
+async def current_fdb(runner: CommandRunner, dev: str) -> set[FdbEntry]:
+    out = set()
+    for entry in await _json(runner, ["bridge", "-j", "fdb", "show", "dev", dev]):
+        if "dst" in entry and entry.get("state") == "permanent":
+            out.add(FdbEntry(dev, entry["mac"], IPv4Address(entry["dst"])))
+    return out
+
+
+async def ensure_tunnel(runner: CommandRunner, tunnel: Tunnel) -> bool:
+    """Create (or re-create, if its parameters changed) the tunnel device; True when something changed."""
+    link = await _link(runner, tunnel.name)
+    if tunnel.kind == "ipip":
+        if link is None:
+            result = await runner.run(["ip", "link", "add", tunnel.name, "type", "ipip"])
+            if result.returncode != 0:
+                raise IpipUnsupported(
+                    "IP-in-IP pools need the kernel's ipip module, which this kernel lacks "
+                    f"({result.stderr.decode().strip()}); use vxlanMode instead of ipipMode"
+                )
+        (await runner.run(["ip", "link", "set", tunnel.name, "mtu", str(tunnel.mtu), "up"])).check()
+        return link is None
+    data = ((link or {}).get("linkinfo") or {}).get("info_data") or {}
+    wanted = (tunnel.vni, str(tunnel.local), tunnel.port)
+    if link is not None and (data.get("id"), data.get("local"), data.get("port")) == wanted:
+        if (
+            link.get("address") == tunnel.mac
+            and link.get("mtu") == tunnel.mtu
+            and "UP" in link.get("flags", [])
+        ):
+            return False
+        (
+            await runner.run(
+                ["ip", "link", "set", tunnel.name, "address", tunnel.mac, "mtu", str(tunnel.mtu), "up"]
+            )
+        ).check()
+        return True
+    if link is not None:
+        (await runner.run(["ip", "link", "del", tunnel.name])).check()
+    add = ["ip", "link", "add", tunnel.name, "address", tunnel.mac, "mtu", str(tunnel.mtu), "type", "vxlan"]
+    add += [
+        "id",
+        str(tunnel.vni),
+        "local",
+        str(tunnel.local),
+        "dev",
+        tunnel.parent,
+        "dstport",
+        str(tunnel.port),
+    ]
+    (await runner.run([*add, "nolearning"])).check()
+    (await runner.run(["ip", "link", "set", tunnel.name, "up"])).check()
+    return True
+
+
+async def _nat_state(runner: CommandRunner) -> tuple[bool, bool, tuple[str, ...]]:
+    """(chain exists, jump exists, the chain's rules)."""
+    text = (await runner.run(["iptables-save", "-t", "nat"])).check().stdout.decode()
+    chain = jump = False
+    rules = []
+    for line in text.splitlines():
+        if line.startswith(f":{NAT_CHAIN} "):
+            chain = True
+        elif line.startswith(f"-A {NAT_CHAIN} "):
+            rules.append(line)
+        elif line.startswith("-A POSTROUTING") and NAT_JUMP_COMMENT in line and f"-j {NAT_CHAIN}" in line:
+            jump = True
+    return chain, jump, tuple(rules)
+
+
+async def apply_nat(runner: CommandRunner, rules: tuple[str, ...]) -> bool:
+    chain, jump, present = await _nat_state(runner)
+    if rules:
+        if chain and jump and present == rules:
+            return False
+        text = render_nat_restore(rules, jump_present=jump)
+    else:
+        if not chain:
+            return False
+        text = (
+            "*nat\n"
+            + (f"-D {nat_jump()[3:]}\n" if jump else "")
+            + f"-F {NAT_CHAIN}\n-X {NAT_CHAIN}\nCOMMIT\n"
+        )
+    (await runner.run(["iptables-restore", "--noflush", "-w", "5"], text.encode())).check(text.encode())
+    return True
+
+
+async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | None = None) -> ApplyStats:
+    """Make the namespace match desired (routes, neighbours, FDB, tunnels, NAT); idempotent."""
+    runner = runner or SubprocessRunner()
+    stats = ApplyStats()
+    for tunnel in desired.tunnels:
+        if await ensure_tunnel(runner, tunnel):
+            stats.tunnels_created += 1
+    vxlan_devs = {t.name for t in desired.tunnels if t.kind == "vxlan"}
+    neighbors: set[Neighbor] = set()
+    fdb: set[FdbEntry] = set()
+    for dev in vxlan_devs:
+        neighbors |= await current_neighbors(runner, dev)
+        fdb |= await current_fdb(runner, dev)
+    fdb_lines = render_fdb_batch(fdb, desired)
+    if fdb_lines:
+        stdin = ("\n".join(fdb_lines) + "\n").encode()
+        (await runner.run(["bridge", "-batch", "-"], stdin)).check(stdin)
+    ip_lines = render_ip_batch(await current_routes(runner), desired, neighbors)
+    if ip_lines:
+        stdin = ("\n".join(ip_lines) + "\n").encode()
+        (await runner.run(["ip", "-batch", "-"], stdin)).check(stdin)
+    stats.ip_lines, stats.fdb_lines = len(ip_lines), len(fdb_lines)
+    stats.nat_changed = await apply_nat(runner, desired.nat_rules)
+    return stats
+
+
+async def remove_pool_dataplane(runner: CommandRunner | None = None) -> None:
+    """Take out everything apply_pool_dataplane made (the agent stopping for good)."""
+    runner = runner or SubprocessRunner()
+    await apply_pool_dataplane(PoolDataplane(), runner)
+    for name in ("vxlan.calico",):
+        if await _link(runner, name) is not None:
+            (await runner.run(["ip", "link", "del", name])).check()
