@@ -62,7 +62,17 @@ def _imds_server(cloud: Any, sock: socket.socket) -> Any:
     return ImdsService(cloud).make_server(sock)
 
 
-def serve(layout: LabLayout, etcd_url: str) -> None:
+def bind_host_endpoint(port: int) -> socket.socket:
+    """The host-side EC2 endpoint: the port it had before a restart if it is still free, else any."""
+    if port:
+        try:
+            return bind_tcp("127.0.0.1", port)
+        except OSError:
+            log.warning("host port %d is taken; the host-side EC2 endpoint moves", port)
+    return bind_tcp("127.0.0.1", 0)
+
+
+def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0) -> None:
     from vpcnet.lab.ec2.httpserve import RunningServer
     from vpcnet.lab.ec2.server import Ec2Service
     from vpcnet.lab.ec2.state import Cloud
@@ -80,7 +90,7 @@ def serve(layout: LabLayout, etcd_url: str) -> None:
     ec2 = Ec2Service(cloud)
     servers = [
         RunningServer(ec2.make_server(bind_in_netns(vpc, EC2_ENDPOINT_ADDRESS, 80))),
-        RunningServer(ec2.make_server(bind_tcp("127.0.0.1", 0))),
+        RunningServer(ec2.make_server(bind_host_endpoint(ec2_host_port))),
     ]
     imds_server = _imds_server(cloud, bind_in_netns(vpc, IMDS_ADDRESS, 80))
     if imds_server is not None:
@@ -126,13 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpcnet.lab.cloudd", description=__doc__)
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--etcd", required=True, help="the lab etcd's client URL on the host")
+    parser.add_argument("--ec2-host-port", type=int, default=0, help="port of the host-side EC2 endpoint")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     layout = LabLayout(check_prefix(args.prefix))
     try:
-        serve(layout, args.etcd)
+        serve(layout, args.etcd, args.ec2_host_port)
     except Exception:
         log.exception("lab daemon failed")
         return 1

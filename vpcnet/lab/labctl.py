@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vpcnet.lab import labetcd, netns, procs
 from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric
@@ -151,9 +152,11 @@ def agents_available() -> bool:
     return importlib.util.find_spec("vpcnet.cli.agent") is not None
 
 
-def start_daemon(layout: LabLayout, etcd_url: str) -> None:
+def start_daemon(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0) -> None:
     daemon_ready_file(layout).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "vpcnet.lab.cloudd", "--prefix", layout.prefix, "--etcd", etcd_url]
+    if ec2_host_port:
+        argv += ["--ec2-host-port", str(ec2_host_port)]
     procs.spawn(argv, log_file=daemon_log(layout), pid_file=daemon_pid_file(layout))
 
 
@@ -370,7 +373,7 @@ def _repair(layout: LabLayout, info: LabInfo, *, agents: bool, progress: Progres
     if not daemon_up or "etcd restarted" in changed:
         progress("restarting the lab daemon")
         procs.stop(daemon_pid_file(layout), daemon_marker(layout))
-        start_daemon(layout, etcd_url)
+        start_daemon(layout, etcd_url, urlsplit(info.endpoints["ec2_host"]).port or 0)
         changed.append("lab daemon restarted")
     if changed:
         ready = wait_daemon(layout)
@@ -397,13 +400,17 @@ class DownResult:
 
 
 def down(layout: LabLayout) -> DownResult:
-    stopped = 0
+    # Our processes, each by its pid file (checked against its command line), all stopped at once.
+    owned: list[tuple[Path, str]] = [
+        (daemon_pid_file(layout), daemon_marker(layout)),
+        (labetcd.pid_file(layout), str(labetcd.data_dir(layout))),
+    ]
     nodes_dir = layout.run_dir / "nodes"
     if nodes_dir.is_dir():
-        for node_dir in sorted(nodes_dir.iterdir()):
-            stopped += procs.stop(agent_pid_file(layout, node_dir.name), agent_marker(layout, node_dir.name))
-    stopped += procs.stop(daemon_pid_file(layout), daemon_marker(layout))
-    stopped += labetcd.stop(layout)
+        owned += [(agent_pid_file(layout, d.name), agent_marker(layout, d.name)) for d in nodes_dir.iterdir()]
+    pids = [pid for pid in (procs.read_pid(f, marker) for f, marker in owned) if pid is not None]
+    procs.kill_pids(pids)
+    stopped = len(pids)
     names = [n for n in netns.list_netns() if layout.owns_netns(n)]
     stray = netns.pids_in_netns(names)  # anything else living in the lab (servers tests started in pods...)
     procs.kill_pids(stray, timeout=1.0)

@@ -1,0 +1,180 @@
+"""`vpcnet lab up/status/exec/down` through the CLI: idempotent up, clear errors, a down that leaves nothing
+(also of a half-made lab), and a lab daemon that repairs the kernel from the state when it restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lab_fixture import LabHandle, random_prefix, recv_or_none
+
+from vpcnet.lab import labctl, netns, procs
+from vpcnet.lab.layout import LabLayout
+from vpcnet.lab.topology import LabTopology, build_topology
+
+pytestmark = pytest.mark.root
+
+VPCNET = [sys.executable, "-c", "from vpcnet.cli.main import main; main()"]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*VPCNET, *args], capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vpcnet {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def leftovers(layout: LabLayout) -> list[str]:
+    """Everything of the lab that still exists: namespaces, processes naming its run dir, files."""
+    found = [f"netns {n}" for n in netns.list_netns() if layout.owns_netns(n)]
+    marker = str(layout.run_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline or f"--prefix\0{layout.prefix}\0".encode() in cmdline:
+                found.append(f"process {entry.name}: {cmdline!r}")
+    if layout.run_dir.exists():
+        found.append(f"dir {layout.run_dir}")
+    return found
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    p = random_prefix()
+    try:
+        yield p
+    finally:
+        labctl.down(LabLayout(p))
+
+
+def test_up_is_idempotent_status_exec_and_down_leaves_nothing(prefix: str) -> None:
+    layout = LabLayout(prefix)
+    first = cli("lab", "up", "--nodes", "2", "--no-agents", "--prefix", prefix)
+    assert f"lab {prefix} is up" in first.stdout
+    again = cli("lab", "up", "--nodes", "2", "--no-agents", "--prefix", prefix)
+    assert "already up" in again.stdout and "nothing changed" in again.stdout
+
+    doc = json.loads(cli("lab", "status", "-o", "json", "--prefix", prefix).stdout)
+    assert doc["up"] and doc["processes"] == {"etcd": True, "cloudd": True}
+    assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
+    n1, n2 = doc["nodes"]
+    assert (n1["az"], n2["az"]) == ("us-east-1a", "us-east-1b")
+    assert n1["netns"] == f"{prefix}-node1" and n1["instance_type"] == "t3.medium"
+    assert n1["instance_id"].startswith("i-") and n1["subnet_cidr"] == "10.0.0.0/20"
+    assert n1["enis"][0]["device_index"] == 0 and n1["enis"][0]["primary_ip"] == n1["primary_ip"]
+    assert n1["cni_conf_dir"] == str(layout.cni_conf_dir("node1"))
+    assert set(doc["endpoints"]) >= {"ec2", "ec2_host", "imds", "etcd", "etcd_host"}
+    assert cli("lab", "status", "--prefix", prefix).stdout.count(f"{prefix}-node") == 2
+
+    addr = cli(
+        "lab", "exec", "node2", "--prefix", prefix, "--", "ip", "-4", "-o", "addr", "show", "eth0"
+    ).stdout
+    assert n2["primary_ip"] + "/20" in addr
+    assert cli("lab", "exec", "node2", "--prefix", prefix, "--", "false", check=False).returncode == 1
+
+    down = cli("lab", "down", "--prefix", prefix)
+    assert "removed" in down.stdout
+    assert leftovers(layout) == []
+    assert "not up" in cli("lab", "down", "--prefix", prefix).stdout
+    assert cli("lab", "status", "--prefix", prefix, check=False).returncode == 3
+
+
+def test_bad_input_is_refused_and_changes_nothing(prefix: str) -> None:
+    layout = LabLayout(prefix)
+    bad = cli("lab", "up", "--nodes", "0", "--prefix", prefix, check=False)
+    assert bad.returncode == 2 and "--nodes" in bad.stderr
+    bad = cli("lab", "up", "--instance-type", "z9.huge", "--prefix", prefix, check=False)
+    assert bad.returncode == 2 and "z9.huge" in bad.stderr
+    bad = cli("lab", "up", "--prefix", "Bad-Prefix", check=False)
+    assert bad.returncode == 2 and "prefix" in bad.stderr
+    assert leftovers(layout) == []
+    bad = cli("lab", "exec", "node1", "--prefix", prefix, "--", "true", check=False)
+    assert bad.returncode == 2 and "not up" in bad.stderr
+
+    cli("lab", "up", "--nodes", "1", "--azs", "1", "--no-agents", "--prefix", prefix)
+    before = json.loads(cli("lab", "status", "-o", "json", "--prefix", prefix).stdout)
+    other = cli("lab", "up", "--nodes", "3", "--no-agents", "--prefix", prefix, check=False)
+    assert other.returncode == 1 and "lab down" in other.stderr
+    assert json.loads(cli("lab", "status", "-o", "json", "--prefix", prefix).stdout) == before
+    bad = cli("lab", "exec", "node7", "--prefix", prefix, "--", "true", check=False)
+    assert bad.returncode == 2 and "node7" in bad.stderr
+
+
+def test_down_removes_a_half_made_lab(prefix: str) -> None:
+    layout = LabLayout(prefix)
+    pod_ns = layout.pod_netns("default", "web")
+    netns.ip_batch([f"netns add {layout.vpc_netns}", f"netns add {pod_ns}", f"netns add {prefix}-node1"])
+    layout.node_dir("node1").mkdir(parents=True)
+    (layout.run_dir / "lab.json.partial").write_text("{")
+    sleeper = subprocess.Popen(["ip", "netns", "exec", pod_ns, "sleep", "300"])
+    try:
+        for _ in range(200):  # until the sleeper has entered the namespace
+            if netns.pids_in_netns([pod_ns]):
+                break
+            time.sleep(0.01)
+        result = labctl.down(layout)
+        assert sorted(result.namespaces) == sorted([layout.vpc_netns, pod_ns, f"{prefix}-node1"])
+        sleeper.wait(timeout=5)  # it was living in the lab, so down ended it
+        assert leftovers(layout) == []
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+
+
+def test_daemon_restart_repairs_the_kernel_from_the_state(lab_factory: Any) -> None:
+    with lab_factory(nodes=2) as lab:
+        ec2 = lab.ec2()
+        node = lab.node("node1")
+        eni = ec2.create_network_interface(SubnetId=node.subnet_id)["NetworkInterface"]
+        ec2.attach_network_interface(
+            NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=node.instance_id, DeviceIndex=1
+        )
+        # Kill the daemon hard, and break the kernel behind its back: node1's eth1 is gone.
+        pid = procs.read_pid(labctl.daemon_pid_file(lab.layout), labctl.daemon_marker(lab.layout))
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        lab.exec("node1", "ip", "link", "del", "eth1")
+        result = labctl.up(_same_topology(lab), lab.layout, agents=False)
+        assert result.changed == ["lab daemon restarted"]
+        assert result.info.endpoints == lab.info.endpoints  # the host-side endpoint keeps its port
+        lab = LabHandle(lab.layout, result.info)
+        # The state survived, and the fabric put eth1 back with the ENI's MAC.
+        link = json.loads(lab.exec("node1", "ip", "-json", "link", "show", "eth1").stdout)[0]
+        assert link["address"] == eni["MacAddress"]
+        assert [e["id"] for e in _enis(lab, "node1")][1] == eni["NetworkInterfaceId"]
+        listener = lab.udp_listen("node1")
+        try:
+            lab.udp_send("node2", node.primary_ip, listener.getsockname()[1], b"hi")
+            assert recv_or_none(listener) == (b"hi", lab.node("node2").primary_ip)
+        finally:
+            listener.close()
+        # And it follows the API again.
+        ec2.detach_network_interface(AttachmentId=_attachment(ec2, eni["NetworkInterfaceId"]))
+        assert lab.exec("node1", "ip", "link", "show", "eth1", check=False).returncode != 0
+
+
+def _same_topology(lab: LabHandle) -> LabTopology:
+    azs = len({n["az"] for n in lab.info.subnets.values()})
+    return build_topology(nodes=len(lab.info.nodes), azs=azs, instance_type=lab.info.nodes[0].instance_type)
+
+
+def _attachment(ec2: Any, eni_id: str) -> str:
+    desc = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])
+    return str(desc["NetworkInterfaces"][0]["Attachment"]["AttachmentId"])
+
+
+def _enis(lab: LabHandle, node: str) -> list[dict[str, object]]:
+    status = lab.status()
+    found: list[dict[str, object]] = next(n["enis"] for n in status["nodes"] if n["name"] == node)
+    return found

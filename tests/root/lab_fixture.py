@@ -1,0 +1,176 @@
+"""A real lab for root tests: `vpcnet lab up` in-process with a random prefix, torn down in finally.
+
+Fixtures (made available under tests/root by tests/root/conftest.py):
+- `lab`: one lab per test module (3 nodes over 2 AZs, t3.medium, no node agents). Share it only for tests
+  that leave it as they found it (or that only add things of their own).
+- `lab_factory`: a context-manager factory for a lab of another shape, e.g.
+      with lab_factory(nodes=2, agents=True, instance_type="m5.large") as lab: ...
+
+The handle (`LabHandle`) offers:
+    lab.prefix, lab.layout, lab.info (LabInfo: nodes with instance ids, IPs, subnets; endpoints)
+    lab.node_names, lab.node(name) -> NodeInfo, lab.netns(name)
+    lab.ec2()                 boto3 EC2 client on the host-side endpoint
+    lab.exec(node, *argv)     subprocess.CompletedProcess (text), in the node's namespace ("vpc"/"inet" too)
+    lab.in_netns(node, fn)    call fn in a thread inside the node's namespace (sockets made there stay there)
+    lab.udp_listen(node, ip, port) / lab.udp_send(node, dst, port, payload, src_ip=None)
+    lab.imds_get(node, path)  IMDSv2 GET from the node (token first), returns (status, body)
+    lab.status()              the `vpcnet lab status -o json` document
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import secrets
+import socket
+import string
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from vpcnet.lab import labctl, netns
+from vpcnet.lab.labctl import LabInfo, NodeInfo
+from vpcnet.lab.layout import IMDS_ADDRESS, LabLayout
+from vpcnet.lab.topology import build_topology
+
+T = TypeVar("T")
+IP_TRANSPARENT = 19  # linux/in.h
+
+
+def random_prefix() -> str:
+    return "vt" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4))
+
+
+class LabHandle:
+    def __init__(self, layout: LabLayout, info: LabInfo) -> None:
+        self.layout = layout
+        self.info = info
+
+    @property
+    def prefix(self) -> str:
+        return self.layout.prefix
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.info.nodes]
+
+    def node(self, name: str) -> NodeInfo:
+        return self.info.node(name)
+
+    def netns(self, name: str) -> str:
+        special = {"vpc": self.layout.vpc_netns, "inet": self.layout.internet_netns}
+        return special.get(name) or self.node(name).netns
+
+    def ec2(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "ec2",
+            endpoint_url=self.info.endpoints["ec2_host"],
+            region_name=self.info.region,
+            aws_access_key_id=labctl.LAB_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=labctl.LAB_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def exec(
+        self, node: str, *argv: str, check: bool = True, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns(node), *argv],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def in_netns(self, node: str, fn: Callable[[], T]) -> T:
+        return netns.run_in_netns(self.netns(node), fn)
+
+    def udp_listen(self, node: str, ip: str = "0.0.0.0", port: int = 0) -> socket.socket:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((ip, port))
+            return s
+
+        return self.in_netns(node, make)
+
+    def udp_send(self, node: str, dst: str, port: int, payload: bytes, src_ip: str | None = None) -> None:
+        def send() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                if src_ip is not None:
+                    # IP_TRANSPARENT lets root send from an address the node does not hold (a spoof).
+                    s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+                    s.bind((src_ip, 0))
+                s.sendto(payload, (dst, port))
+
+        self.in_netns(node, send)
+
+    def imds_get(self, node: str, path: str, token_ttl: int = 60) -> tuple[int, str]:
+        def get() -> tuple[int, str]:
+            conn = http.client.HTTPConnection(IMDS_ADDRESS, 80, timeout=5)
+            try:
+                conn.request(
+                    "PUT",
+                    "/latest/api/token",
+                    headers={"X-aws-ec2-metadata-token-ttl-seconds": str(token_ttl)},
+                )
+                resp = conn.getresponse()
+                token = resp.read().decode()
+                if resp.status != 200:
+                    return resp.status, token
+                conn.request("GET", path, headers={"X-aws-ec2-metadata-token": token})
+                resp = conn.getresponse()
+                return resp.status, resp.read().decode()
+            finally:
+                conn.close()
+
+        return self.in_netns(node, get)
+
+    def status(self) -> dict[str, Any]:
+        return labctl.status(self.layout)
+
+
+def recv_or_none(sock: socket.socket, timeout: float = 1.0) -> tuple[bytes, str] | None:
+    """One datagram and its source address, or None if nothing came within timeout."""
+    sock.settimeout(timeout)
+    try:
+        data, addr = sock.recvfrom(65536)
+    except TimeoutError:
+        return None
+    return data, str(addr[0])
+
+
+@contextlib.contextmanager
+def running_lab(
+    *,
+    nodes: int = 3,
+    azs: int = 2,
+    instance_type: str = "t3.medium",
+    agents: bool = False,
+    prefix: str | None = None,
+) -> Iterator[LabHandle]:
+    layout = LabLayout(prefix or random_prefix())
+    try:
+        topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type)
+        result = labctl.up(topo, layout, agents=agents)
+        yield LabHandle(layout, result.info)
+    finally:
+        labctl.down(layout)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabHandle]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    with running_lab() as handle:
+        yield handle
+
+
+@pytest.fixture
+def lab_factory() -> Callable[..., contextlib.AbstractContextManager[LabHandle]]:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    return running_lab
