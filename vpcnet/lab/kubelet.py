@@ -245,6 +245,11 @@ class PodRuntime:
             return existing
         if existing is not None:
             self.stop(existing)  # a different incarnation (or half-started): clear it first
+        elif Path(f"/run/netns/{self.layout.pod_netns(namespace, name)}").exists():
+            # Ours by name, but without a record (a record removed by hand): nothing can be using it.
+            subprocess.run(
+                ["ip", "netns", "del", self.layout.pod_netns(namespace, name)], capture_output=True
+            )
         record = PodRecord(
             namespace=namespace,
             name=name,
