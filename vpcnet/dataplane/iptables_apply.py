@@ -17,7 +17,7 @@ from vpcnet.dataplane import names
 from vpcnet.dataplane.iptables_render import FilterRender, Hook
 from vpcnet.dataplane.kernel_cmd import CommandRunner
 
-_ID_RE = re.compile(r'--comment "?(' + re.escape(names.RULE_COMMENT_PREFIX) + r"[a-z2-7]{16})")
+_ID_RE = re.compile(r'--comment "?(' + re.escape(names.RULE_COMMENT_PREFIX) + r"[0-9a-f]{16})")
 _ID_START = len('-m comment --comment "')
 _ID_END = _ID_START + len(names.RULE_COMMENT_PREFIX) + 16
 RESTORE_ARGV = ["iptables-restore", "--noflush", "--wait", "10", "--wait-interval", "50000"]

@@ -150,10 +150,17 @@ def dispatch_chains(
             continue
         child = names.dispatch_child_chain(root, stem)
         root_rules.append((f"{flag} {stem}+ -g {child}", ""))
-        child_rules = [(f"{flag} {iface} -g {target(iface)}", "") for iface in members]
-        chains[child] = _finish(child, [*child_rules, unknown])
+        chains[child] = _child_dispatch(child, flag, target, tuple(members))
     chains[root] = _finish(root, [*root_rules, unknown])
     return chains
+
+
+@functools.lru_cache(maxsize=4096)
+def _child_dispatch(
+    child: str, flag: str, target: Callable[[str], str], members: tuple[str, ...]
+) -> tuple[str, ...]:
+    rules = [(f"{flag} {iface} -g {target(iface)}", "") for iface in members]
+    return _finish(child, [*rules, ("-j DROP", "unknown interface")])
 
 
 @functools.lru_cache(maxsize=65536)

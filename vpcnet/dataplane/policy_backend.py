@@ -53,18 +53,25 @@ class IptablesDataplane:
     def __init__(self, runner: CommandRunner) -> None:
         self.ipsets = IpsetApplier(runner)
         self.tables = IptablesApplier(runner)
+        self._applied: DesiredState | None = None
 
     async def apply(self, state: DesiredState) -> ApplyStats:
+        if state is self._applied:  # the calculation hands out the same object while nothing changed
+            return ApplyStats(0, 0)
+        self._applied = None
         set_bytes = await self.ipsets.apply_updates(state.ipsets)
         rule_bytes = await self.tables.apply(iptables_render.render(state))
         set_bytes += await self.ipsets.apply_deletes(state.ipsets)
+        self._applied = state
         return ApplyStats(set_bytes, rule_bytes)
 
     def resync(self) -> None:
+        self._applied = None
         self.ipsets.forget()
         self.tables.forget()
 
     async def remove_all(self) -> None:
+        self._applied = None
         await self.tables.remove_all()
         await self.ipsets.apply_deletes({})
 
@@ -74,15 +81,22 @@ class NftDataplane:
 
     def __init__(self, runner: CommandRunner) -> None:
         self.table = NftApplier(runner)
+        self._applied: DesiredState | None = None
 
     async def apply(self, state: DesiredState) -> ApplyStats:
+        if state is self._applied:
+            return ApplyStats(0, 0)
+        self._applied = None
         sent = await self.table.apply(nft_render.render(state))
+        self._applied = state
         return ApplyStats(0, sent)
 
     def resync(self) -> None:
+        self._applied = None
         self.table.forget()
 
     async def remove_all(self) -> None:
+        self._applied = None
         await self.table.remove_all()
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vpcnet.api.core import Namespace, Pod
-from vpcnet.api.selector import Selector
+from vpcnet.api.selector import And, Compare, Selector
 from vpcnet.dataplane import names
 from vpcnet.dataplane.policy_state import (
     DesiredState,
@@ -100,6 +100,7 @@ class PolicyCalculator:
         self._named_port_of_set: dict[str, tuple[Selector | None, int, str]] = {}
         self._policy_sets: dict[str, tuple[str, ...]] = {}  # active policy id -> set names it uses
         self._ip_owners: dict[str, set[str]] = {}  # address -> refs of the pods that have it
+        self._by_namespace: dict[str, set[str]] = {}  # namespace -> refs of its pods
         self._dirty = True
         self._state: DesiredState | None = None
 
@@ -392,12 +393,20 @@ class PolicyCalculator:
         used.append(name)
         return name not in self._sets
 
+    def _candidates(self, selector: Selector | None) -> Iterable[_PodEntry]:
+        """The pods a selector can match: one namespace's when it pins the namespace (every namespaced
+        policy's rule selectors do), else all of them."""
+        pinned = _pinned_namespace(selector.root) if selector is not None else None
+        if pinned is None:
+            return self._pods.values()
+        return [self._pods[ref] for ref in self._by_namespace.get(pinned, ())]
+
     def _selector_set(self, selector: Selector, used: list[str]) -> str:
         name = names.ipset_name("s", selector.canonical)
         if self._register(name, used):
             self._selector_of_set[name] = selector
             members = frozenset(
-                f"{ip}/32" for e in self._pods.values() if selector.matches(e.labels) for ip in e.ips
+                f"{ip}/32" for e in self._candidates(selector) if selector.matches(e.labels) for ip in e.ips
             )
             self._sets[name] = IpSetSpec(name, "hash:net", members)
         return name
@@ -415,7 +424,7 @@ class PolicyCalculator:
         if self._register(name, used):
             self._named_port_of_set[name] = (selector, protocol, port)
             members = frozenset(
-                m for e in self._pods.values() for m in _named_members(e, selector, protocol, port)
+                m for e in self._candidates(selector) for m in _named_members(e, selector, protocol, port)
             )
             self._sets[name] = IpSetSpec(name, "hash:ip,port", members)
         return name
@@ -434,6 +443,11 @@ class PolicyCalculator:
                 self._change_members(name, ref, before, after)
 
     def _own(self, ref: str, old: _PodEntry | None, new: _PodEntry | None) -> None:
+        namespace = ref.split("/", 1)[0]
+        if new is None:
+            self._by_namespace.get(namespace, set()).discard(ref)
+        else:
+            self._by_namespace.setdefault(namespace, set()).add(ref)
         for ip in old.ips if old else ():
             owners = self._ip_owners.get(ip)
             if owners is not None:
@@ -466,6 +480,18 @@ class PolicyCalculator:
                     if member in _named_members(entry, port_sel, protocol, port):
                         still.add(member)
         return frozenset(still)
+
+
+def _pinned_namespace(node: object) -> str | None:
+    """The namespace a selector requires (projectcalico.org/namespace == 'x', alone or AND-ed), if any."""
+    if isinstance(node, Compare) and node.label == NAMESPACE_LABEL and node.op == "==":
+        return node.value
+    if isinstance(node, And):
+        for operand in node.operands:
+            found = _pinned_namespace(operand)
+            if found is not None:
+                return found
+    return None
 
 
 def _selects(policy: Policy, direction: Direction, labels: dict[str, str]) -> bool:
