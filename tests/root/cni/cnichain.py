@@ -34,6 +34,7 @@ class Attachment:
     # Capability arguments, e.g.
     # {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
     capabilities: Mapping[str, Any] = field(default_factory=dict)
+    run_in: str = ""  # the named network namespace the plugins run in (the node's); "" = ours
 
 
 def find_plugin(plugin_type: str, bin_dirs: Sequence[str]) -> str:
@@ -62,6 +63,7 @@ def plugin_config(
 async def exec_plugin(
     path: str, command: str, att: Attachment, conf: Mapping[str, Any], bin_dirs: Sequence[str]
 ) -> dict[str, Any] | None:
+    """Run one plugin, in the namespace att.run_in names (the node's) as a runtime there would."""
     env = {
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": att.container_id,
@@ -72,6 +74,7 @@ async def exec_plugin(
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
     }
     proc = await asyncio.create_subprocess_exec(
+        *(["ip", "netns", "exec", att.run_in] if att.run_in else []),
         path,
         env=env,
         stdin=asyncio.subprocess.PIPE,
