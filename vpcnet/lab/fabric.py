@@ -245,6 +245,7 @@ class Fabric:
         self._subnet_cidr = subnet_cidr
         self._state = _State()
         self._lock = threading.RLock()
+        self._nft: netns.Nft | None = None  # opened on first use, inside the VPC namespace
 
     @property
     def nft_table(self) -> str:
@@ -338,7 +339,16 @@ class Fabric:
             return dict(self._state.enis)
 
     def _apply_nft(self) -> None:
-        netns.nft_apply(render_nft(self.nft_table, self._state.enis.values()), self.layout.vpc_netns)
+        if self._nft is None:
+            self._nft = netns.Nft(self.layout.vpc_netns)
+        self._nft.apply(render_nft(self.nft_table, self._state.enis.values()))
+
+    def close(self) -> None:
+        """Release the nft context (and its thread in the VPC namespace)."""
+        with self._lock:
+            if self._nft is not None:
+                self._nft.close()
+                self._nft = None
 
     # ---- FabricHooks (the EC2 emulator calls these before an action answers)
 

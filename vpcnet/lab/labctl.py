@@ -281,6 +281,7 @@ def _create(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Pro
         for s in topo.subnets:
             subnet_ids[s.name] = cloud.create_subnet(vpc.id, s.cidr, s.az, tags={"Name": s.name}).id
         nodes = [_launch(cloud, layout, topo, n, subnet_ids) for n in topo.nodes]
+        fabric.close()  # from here on the lab daemon's fabric follows the cloud
         progress("starting the lab daemon (EC2 endpoint, IMDS, etcd proxy)")
         start_daemon(layout, etcd_url)
         ready = wait_daemon(layout)
