@@ -106,10 +106,16 @@ def _convert(node: Any, shape: Shape, path: str) -> Any:
                 raise Ec2Error("UnknownParameter", f"The parameter {path}{key} is not recognized")
         return out
     if kind == "list":
-        if not isinstance(node, dict) or not all(k.isdigit() and int(k) >= 1 for k in node):
+        if not isinstance(node, dict):
             raise Ec2Error(
                 "InvalidParameterValue", f"The parameter {path} must be a list ({path}.1, {path}.2, ...)"
             )
+        for k in node:
+            if not (k.isdigit() and int(k) >= 1):
+                raise Ec2Error(
+                    "InvalidParameterValue",
+                    f"The parameter {path}.{k} is not a list item ({path}.1, {path}.2, ...)",
+                )
         return [_convert(node[k], shape.member, f"{path}.{k}.") for k in sorted(node, key=int)]
     if isinstance(node, dict):
         raise Ec2Error("InvalidParameterValue", f"The parameter {path.rstrip('.')} takes a single value")
