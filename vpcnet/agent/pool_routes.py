@@ -1,0 +1,146 @@
+"""Calico mode: keep this node's routes, tunnel and NAT in step with the datastore (Felix's route manager).
+
+Routes are computed from block affinities, not learned over BGP: the datastore already holds who owns
+which block and it is watched anyway, so one watch replaces a BIRD process per node and its N-1 BGP
+sessions, a node that dies is withdrawn when its lease expires, and borrowed addresses get their /32s
+from the same data. The loop: read blocks, nodes and pools at one revision, render, apply only the
+difference; then watch from that revision, and on any relevant change do it again (changes that arrive
+together are handled together). A periodic resync re-applies even without events (repairs manual edits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from vpcnet.dataplane.kernel_cmd import CommandRunner, SubprocessRunner
+from vpcnet.dataplane.poolroutes import PoolDataplane, render
+from vpcnet.dataplane.poolroutes_apply import ApplyStats, apply_pool_dataplane
+from vpcnet.datastore.resources import ROOT, ResourceStore
+from vpcnet.datastore.types import Datastore, DatastoreError, WatchCompacted
+from vpcnet.ipam.blocks import Block
+from vpcnet.ipam.poolstore import (
+    BLOCKS,
+    IPAMCONFIG_KIND,
+    IPPOOL_KIND,
+    NODES,
+    NodeRecord,
+    read_pool_config,
+)
+
+log = logging.getLogger(__name__)
+
+_RELEVANT = (BLOCKS, NODES, f"{ROOT}{IPPOOL_KIND}/", f"{ROOT}{IPAMCONFIG_KIND}/")
+
+
+class PoolRouteSync:
+    def __init__(
+        self,
+        datastore: Datastore,
+        local: NodeRecord,
+        *,
+        runner: CommandRunner | None = None,
+        uplink: str = "eth0",
+        uplink_mtu: int = 1500,
+        resync_interval: float = 60.0,
+    ) -> None:
+        self.datastore = datastore
+        self.local = local
+        self.runner = runner or SubprocessRunner()
+        self.uplink = uplink
+        self.uplink_mtu = uplink_mtu
+        self.resync_interval = resync_interval
+        self.revision = 0  # the datastore revision the kernel reflects
+        self.applies = 0
+        self.last: PoolDataplane | None = None
+        self.last_stats: ApplyStats | None = None
+        self.last_error = ""
+        self.synced = asyncio.Event()
+        self._dirty = asyncio.Event()
+
+    async def sync_once(self) -> int:
+        """Read, render, apply; the revision read. Raises on failure (the caller retries)."""
+        blocks_listing = await self.datastore.list(BLOCKS)
+        nodes_listing = await self.datastore.list(NODES)
+        config = await read_pool_config(ResourceStore(self.datastore))
+        blocks = [Block.from_bytes(kv.value) for kv in blocks_listing.items]
+        nodes = {}
+        for kv in nodes_listing.items:
+            record = NodeRecord.from_kv(kv)
+            nodes[record.name] = record
+        nodes[self.local.name] = self.local  # route as ourselves even before our record shows up
+        desired = render(
+            self.local, nodes, blocks, config.pools, uplink=self.uplink, uplink_mtu=self.uplink_mtu
+        )
+        for note in desired.notes:
+            log.info("routes: %s", note)
+        self.last_stats = await apply_pool_dataplane(desired, self.runner)
+        self.last = desired
+        self.applies += 1
+        return min(blocks_listing.revision, nodes_listing.revision)
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self.revision = await self.sync_once()
+                self.synced.set()
+                self.last_error = ""
+                delay = 0.1
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except WatchCompacted as err:
+                log.info("routes: %s; reading everything again", err)
+            except Exception as err:  # a failed apply or datastore outage: retry with backoff
+                self.last_error = str(err)
+                log.warning("routes: sync failed (%s); retrying in %.1f s", err, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _follow(self) -> None:
+        """Watch from the revision applied; re-sync on relevant changes (batched) and periodically."""
+        watcher = asyncio.create_task(self._watch(self.revision + 1))
+        try:
+            next_resync = time.monotonic() + self.resync_interval
+            while True:
+                timeout = max(0.0, next_resync - time.monotonic())
+                dirty = asyncio.create_task(self._dirty.wait())
+                await asyncio.wait({dirty, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                dirty.cancel()
+                if watcher.done():
+                    watcher.result()  # re-raise what stopped the watch
+                    raise DatastoreError("the route watch ended")
+                self._dirty.clear()
+                await asyncio.sleep(0.02)  # let a burst of changes (one pod start) land together
+                self._dirty.clear()
+                await self.sync_once()
+                if time.monotonic() >= next_resync:
+                    next_resync = time.monotonic() + self.resync_interval
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await watcher
+
+    async def _watch(self, start: int) -> None:
+        async for event in self.datastore.watch("/vpcnet/", start):
+            if event.key.startswith(_RELEVANT):
+                self.revision = max(self.revision, event.revision)
+                self._dirty.set()
+        raise DatastoreError("the route watch ended")
+
+    def status(self) -> dict[str, Any]:
+        routes = sorted(r.ip_args() for r in self.last.routes) if self.last else []
+        return {
+            "node": self.local.name,
+            "synced": self.synced.is_set(),
+            "revision": self.revision,
+            "applies": self.applies,
+            "routes": routes,
+            "tunnels": [t.name for t in self.last.tunnels] if self.last else [],
+            "notes": list(self.last.notes) if self.last else [],
+            "lastError": self.last_error,
+        }
