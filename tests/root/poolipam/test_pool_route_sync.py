@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-
 from etcd_fixture import EtcdServer
+
 from vpcnet.agent.pool_routes import PoolRouteSync
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.poolroutes import vtep_mac
