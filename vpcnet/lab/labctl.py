@@ -8,7 +8,9 @@ half-made lab: processes of its pid files and any process living in its namespac
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib.util
 import json
 import os
@@ -16,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from vpcnet.lab.layout import (
     ETCD_ENDPOINT_ADDRESS,
     IMDS_ADDRESS,
     INTERNET_CIDR,
+    RUN_ROOT,
     LabLayout,
     check_prefix,
 )
@@ -240,6 +243,18 @@ def _same_shape(info: LabInfo, topo: LabTopology) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """One `lab up`/`lab down` at a time on this machine (two runs for one prefix would race)."""
+    RUN_ROOT.mkdir(parents=True, exist_ok=True)
+    fd = os.open(RUN_ROOT, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def up(
     topo: LabTopology,
     layout: LabLayout,
@@ -247,6 +262,11 @@ def up(
     agents: bool = True,
     progress: Progress = lambda _msg: None,
 ) -> UpResult:
+    with _locked():
+        return _up(topo, layout, agents=agents, progress=progress)
+
+
+def _up(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Progress) -> UpResult:
     info = read_info(layout)
     if info is not None:
         differs = _same_shape(info, topo)
@@ -259,7 +279,7 @@ def up(
     leftovers = [n for n in netns.list_netns() if layout.owns_netns(n)]
     if leftovers or layout.run_dir.exists():
         progress(f"removing a half-made lab {layout.prefix}")
-        down(layout)
+        _down(layout)
     return _create(topo, layout, agents=agents, progress=progress)
 
 
@@ -303,7 +323,7 @@ def _create(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Pro
             for n in nodes:
                 start_agent(layout, n.name, info)
     except BaseException:
-        down(layout)  # never leave a half-made lab behind
+        _down(layout)  # never leave a half-made lab behind
         raise
     return UpResult(info, ["created"])
 
@@ -401,6 +421,11 @@ class DownResult:
 
 
 def down(layout: LabLayout) -> DownResult:
+    with _locked():
+        return _down(layout)
+
+
+def _down(layout: LabLayout) -> DownResult:
     # Our processes, each by its pid file (checked against its command line), all stopped at once.
     owned: list[tuple[Path, str]] = [
         (daemon_pid_file(layout), daemon_marker(layout)),

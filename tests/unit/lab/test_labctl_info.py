@@ -1,0 +1,66 @@
+"""lab.json round trip and the checks `lab up` makes against a running lab (pure parts of labctl)."""
+
+from __future__ import annotations
+
+import pytest
+
+from vpcnet.lab.labctl import LabError, LabInfo, NodeInfo, _same_shape, layout_for
+from vpcnet.lab.topology import build_topology
+
+
+def info_for(nodes: int = 3, azs: int = 2, instance_type: str = "t3.medium") -> LabInfo:
+    topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type)
+    return LabInfo(
+        prefix="vt01",
+        vpc_id="vpc-1",
+        vpc_cidr=topo.vpc_cidr,
+        region=topo.region,
+        subnets={s.name: {"id": f"subnet-{i}", "cidr": s.cidr, "az": s.az, "role": s.role}
+                 for i, s in enumerate(topo.subnets)},
+        nodes=[
+            NodeInfo(n.name, f"vt01-{n.name}", f"i-{i}", n.instance_type, n.az, n.subnet, "subnet-x",
+                     topo.subnet(n.subnet).cidr, f"10.0.0.{4 + i}", "/c", "/b", "/s", "/l")
+            for i, n in enumerate(topo.nodes)
+        ],
+        endpoints={"ec2": "http://10.0.255.254"},
+        internet_host="198.51.100.100",
+        agents=False,
+    )  # fmt: skip
+
+
+def test_info_round_trips_through_json() -> None:
+    info = info_for()
+    assert LabInfo.from_json(info.to_json()) == info
+    assert info.to_json()["version"] == 1
+
+
+def test_unknown_node_names_the_known_ones() -> None:
+    with pytest.raises(LabError, match="node1, node2, node3"):
+        info_for().node("node9")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"nodes": 2}, "3 nodes, 2 were asked"),
+        ({"instance_type": "m5.large"}, "m5.large was asked"),
+        ({"azs": 3}, "2 AZs, 3 were asked"),
+    ],
+)
+def test_a_running_lab_of_another_shape_is_reported(kwargs: dict[str, object], needle: str) -> None:
+    assert _same_shape(info_for(), build_topology(**kwargs)) is not None  # type: ignore[arg-type]
+    assert needle in (_same_shape(info_for(), build_topology(**kwargs)) or "")  # type: ignore[arg-type]
+
+
+def test_same_shape_is_none() -> None:
+    assert _same_shape(info_for(), build_topology()) is None
+
+
+def test_prefix_from_env_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VPCNET_LAB", "vtenv")
+    assert layout_for().prefix == "vtenv"
+    assert layout_for("vtarg").prefix == "vtarg"
+    monkeypatch.delenv("VPCNET_LAB")
+    assert layout_for().prefix == "vpcl"
+    with pytest.raises(ValueError, match="lowercase"):
+        layout_for("No-Good")
