@@ -49,7 +49,7 @@ def _check_invariants(cloud: Cloud, subnet_id: str) -> None:
     assert cloud.available_ip_count(subnet_id) == 59 - len(seen)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(op_strategy, min_size=1, max_size=40))
 def test_random_actions_keep_addresses_unique(ops: list[tuple[str, int, int]]) -> None:
     cloud = Cloud()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +19,7 @@ from conftest import CLIENT_CONFIG, Endpoint
 from ec2lab import AZ_A, Lab, error_code
 
 from vpcnet.lab.ec2.faults import Faults
+from vpcnet.lab.ec2.local import LocalCloud
 from vpcnet.lab.ec2.model import Eni, Instance
 from vpcnet.lab.ec2.server import Ec2Service
 from vpcnet.lab.ec2.state import Cloud
@@ -89,9 +91,9 @@ def test_throttling_reaches_boto3_as_request_limit_exceeded(endpoint: Endpoint) 
 
 def test_boto3_retries_through_throttling(endpoint: Endpoint, boto_session: boto3.session.Session) -> None:
     """With retries on (as ipamd runs), a briefly empty bucket costs a retry, not an error."""
-    ticks = iter(range(1000))  # a clock that moves 0.4 s per request, whatever the wall clock does
+    ticks = iter(range(1000))  # a clock that moves 0.6 s per request, whatever the wall clock does
     endpoint.service.faults = Faults(
-        {"throttle": {"describe": {"capacity": 1, "refill_per_second": 1}}}, clock=lambda: 0.4 * next(ticks)
+        {"throttle": {"describe": {"capacity": 1, "refill_per_second": 1}}}, clock=lambda: 0.6 * next(ticks)
     )
     retrying = boto_session.client(
         "ec2",
@@ -100,8 +102,8 @@ def test_boto3_retries_through_throttling(endpoint: Endpoint, boto_session: boto
     )
     try:
         retrying.describe_vpcs()
-        r = retrying.describe_vpcs()  # the bucket is empty: throttled twice, then a token is back
-        assert r["ResponseMetadata"]["RetryAttempts"] == 2
+        r = retrying.describe_vpcs()  # the bucket is empty: throttled once, then a token is back
+        assert r["ResponseMetadata"]["RetryAttempts"] == 1
     finally:
         retrying.close()
 
@@ -289,3 +291,59 @@ def test_unknown_subnet_az_mismatch_is_refused(endpoint: Endpoint) -> None:
     with pytest.raises(Exception, match="not in region"):
         endpoint.cloud.create_subnet(endpoint.lab.vpc.id, "10.0.9.0/24", "eu-west-1a")
     assert endpoint.cloud.create_subnet(endpoint.lab.vpc.id, "10.0.9.0/24", AZ_A).az == AZ_A
+
+
+def test_concurrent_clients_never_get_the_same_address(
+    endpoint: Endpoint, boto_session: boto3.session.Session
+) -> None:
+    """Many threads creating and growing ENIs at once through HTTP: one lock, no double assignment."""
+    cloud, subnet = endpoint.cloud, endpoint.lab.subnet_a.id
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        client = boto_session.client("ec2", endpoint_url=endpoint.url, config=CLIENT_CONFIG)
+        try:
+            for _ in range(3):
+                eni = client.create_network_interface(SubnetId=subnet, SecondaryPrivateIpAddressCount=2)
+                client.assign_private_ip_addresses(
+                    NetworkInterfaceId=eni["NetworkInterface"]["NetworkInterfaceId"],
+                    SecondaryPrivateIpAddressCount=3,
+                )
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    addresses = [a for e in cloud.enis() for a in e.private_ips]
+    assert len(addresses) == 6 * 3 * 6 and len(set(addresses)) == len(addresses)
+    assert cloud.available_ip_count(subnet) == 251 - len(addresses)
+
+
+def test_local_cloud_serves_ec2_and_imds(boto_session: boto3.session.Session, tmp_path: Path) -> None:
+    with LocalCloud(tmp_path / "s.json") as lc:
+        inst = lc.launch("t3.medium", az_index=1)
+        c = boto_session.client("ec2", endpoint_url=lc.ec2_url, config=CLIENT_CONFIG)
+        assert [s["AvailabilityZone"] for s in c.describe_subnets()["Subnets"]] == [
+            "us-west-2a",
+            "us-west-2b",
+        ]
+        put = urllib.request.Request(
+            lc.imds_url(inst.id) + "/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )
+        token = urllib.request.urlopen(put, timeout=5).read().decode()
+        get = urllib.request.Request(
+            lc.imds_url(inst.id) + "/latest/meta-data/placement/availability-zone",
+            headers={"X-aws-ec2-metadata-token": token},
+        )
+        assert urllib.request.urlopen(get, timeout=5).read() == b"us-west-2b"
+        c.close()
+    with LocalCloud(tmp_path / "s.json") as again:  # reloaded, not rebuilt
+        assert [i.id for i in again.cloud.instances()] == [inst.id] and len(again.cloud.vpcs()) == 1
