@@ -77,7 +77,10 @@ class ImdsApp:
         prefix = "/latest/meta-data"
         if request.path != prefix and not request.path.startswith(prefix + "/"):
             return _not_found()
-        return self._lookup(self.metadata_tree(instance), request.path[len(prefix) :])
+        tree = self.metadata_tree(instance)
+        if tree is None:  # terminated since the address was looked up
+            return _not_found()
+        return self._lookup(tree, request.path[len(prefix) :])
 
     def _issue_token(self, request: Request, instance: Instance | None) -> Response:
         if "x-forwarded-for" in request.headers:
@@ -126,10 +129,12 @@ class ImdsApp:
             "version": "2017-09-30",
         }
 
-    def metadata_tree(self, inst: Instance) -> Tree:
-        """/latest/meta-data/ of one instance, read from the state now."""
+    def metadata_tree(self, inst: Instance) -> Tree | None:
+        """/latest/meta-data/ of one instance, read from the state now (None once it is terminated)."""
         enis = self.cloud.enis_of(inst.id)
-        primary = next(e for e in enis if e.id == inst.primary_eni_id)  # running: it is attached
+        primary = next((e for e in enis if e.id == inst.primary_eni_id), None)
+        if primary is None:
+            return None
         hostname = f"ip-{primary.primary_ip.replace('.', '-')}.{self.cloud.region}.compute.internal"
         macs: Tree = {e.mac: self._mac_tree(e) for e in enis}
         return {

@@ -90,7 +90,10 @@ class Cloud:
         self._instances: dict[str, Instance] = {}
         self._enis: dict[str, Eni] = {}
         if self._file is not None and self._file.exists():
-            self._restore(json.loads(self._file.read_text()))
+            try:
+                self._restore(json.loads(self._file.read_text()))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{self._file}: not a usable EC2 lab state ({type(e).__name__}: {e})") from e
 
     @property
     def hooks(self) -> FabricHooks:

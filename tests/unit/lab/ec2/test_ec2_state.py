@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,29 @@ def test_bad_subnet_is_refused_and_changes_nothing(lab: Lab) -> None:
         lab.cloud.launch_instance("t9.nope", lab.subnet_a.id)
     assert e.value.code == "InvalidInstanceType"
     assert lab.cloud.snapshot() == before
+
+
+def test_a_corrupt_state_file_is_named(state_file: Path) -> None:
+    state_file.write_text('{"version": 1, "region": "us-west-2"}')
+    with pytest.raises(ValueError, match=str(state_file)):
+        Cloud(state_file)
+    state_file.write_text("not json")
+    with pytest.raises(ValueError, match="not a usable EC2 lab state"):
+        Cloud(state_file)
+
+
+def test_enis_of_and_lookups(lab: Lab) -> None:
+    inst = lab.cloud.launch_instance("c6in.32xlarge", lab.subnet_a.id)
+    e1 = lab.cloud.create_network_interface(lab.subnet_a.id, prefix_count=1)
+    e2 = lab.cloud.create_network_interface(lab.subnet_a.id)
+    lab.cloud.attach_network_interface(e1.id, inst.id, 0, network_card_index=1)
+    lab.cloud.attach_network_interface(e2.id, inst.id, 1)
+    assert [e.id for e in lab.cloud.enis_of(inst.id)] == [inst.primary_eni_id, e2.id, e1.id]
+    inside_prefix = str(IPv4Network(e1.prefixes[0])[3])
+    assert lab.cloud.instance_by_address(inside_prefix) == inst
+    assert lab.cloud.instance_by_address("not an address") is None
+    with pytest.raises(Ec2Error) as e:
+        lab.cloud.eni("eni-0nope")
+    assert e.value.code == "InvalidNetworkInterfaceID.NotFound"
+    lab.cloud.terminate_instance(inst.id)
+    assert lab.cloud.instance_by_address(inside_prefix) is None
