@@ -1,7 +1,7 @@
 """The lab's EC2-compatible endpoint.
 
 - `state.Cloud`: the whole emulated EC2 state and every rule EC2 enforces on it; thread-safe, persisted
-  atomically to JSON after each change and reloaded on start; all-or-nothing actions raising `errors.Ec2Error`.
+  atomically to JSON after each change and reloaded on start; all-or-nothing actions (`errors.Ec2Error`).
   Lab-side API: create_vpc, create_security_group, create_subnet, launch_instance, terminate_instance; lookups
   vpc/subnet/instance/eni/security_group, vpcs/subnets/instances/enis, enis_of, instance_by_address,
   available_ip_count, snapshot. EC2 actions: create/attach/detach/delete_network_interface,
