@@ -126,7 +126,9 @@ class Prober:
             if self.protocol == "SCTP":
                 for source in sources:
                     if source.netns not in self.sctp_listeners:
-                        self.sctp_listeners[source.netns] = _SctpListener(source.netns)
+                        # A source whose namespace is gone gets no listener; its probes report why.
+                        with contextlib.suppress(OSError):
+                            self.sctp_listeners[source.netns] = _SctpListener(source.netns)
             results = await asyncio.gather(*(self.probe(s, t) for s in sources for t in targets))
         finally:
             for listener in self.sctp_listeners.values():
@@ -187,7 +189,9 @@ class Prober:
             return await loop.sock_recv(sock, 512)
 
     async def _sctp(self, source: ProbeEndpoint, target: ProbeEndpoint) -> bytes:
-        listener = self.sctp_listeners[source.netns]
+        listener = self.sctp_listeners.get(source.netns)
+        if listener is None:
+            raise OSError(f"no raw SCTP socket in {source.netns}")
         local_port = next(self.sctp_ports)
         tag = random.randint(1, 2**32 - 1)
         key = (target.ip, self.port, local_port, tag)

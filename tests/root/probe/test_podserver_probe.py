@@ -147,3 +147,14 @@ def test_sctp_passes_stateful_netfilter_in_one_direction_only(two_pods: TwoPods)
     assert matrix["x/a"]["y/b"] is True
     assert matrix["y/b"]["x/a"] is False
     assert matrix["y/b"]["y/b"] is True  # loopback: lo traffic also passes conntrack as NEW then reply
+
+
+@pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])
+def test_a_source_without_namespace_reports_instead_of_crashing(two_pods: TwoPods, protocol: str) -> None:
+    ghost = ProbeEndpoint("z/ghost", "/run/netns/vt-does-not-exist", "10.251.0.9")
+    report = asyncio.run(
+        probe_matrix([ghost, two_pods.a], [two_pods.a], 80, protocol, timeout=0.5, attempts=1)
+    )
+    assert report.matrix() == {"x/a": {"x/a": True}, "z/ghost": {"x/a": False}}
+    (failed,) = [r for r in report.results if r.source == "z/ghost"]
+    assert "No such file" in failed.detail or "no raw SCTP socket" in failed.detail
