@@ -6,7 +6,8 @@ JSON form (POST /lab/faults replaces the sections it names; GET /lab/faults show
     {
       "latency":  {"AttachNetworkInterface": 2.0, "*": 0.05},          # seconds before the action runs
       "throttle": {"mutating": {"capacity": 20, "refill_per_second": 5},  # null: that class is unthrottled
-                   "describe": {"capacity": 100, "refill_per_second": 20}},
+                   "describe": {"capacity": 100, "refill_per_second": 20},
+                   "AttachNetworkInterface": {"capacity": 5, "refill_per_second": 1}},  # an action's own
       "failures": {"AssignPrivateIpAddresses": {"code": "InsufficientFreeAddressesInSubnet",
                                                 "count": 2, "probability": 0.0,
                                                 "message": "injected", "status": 400}},
@@ -14,16 +15,20 @@ JSON form (POST /lab/faults replaces the sections it names; GET /lab/faults show
     }
 
 "*" in latency and failures means every action (a specific entry wins). A failure fails the next `count`
-calls, then each call with `probability`. An empty throttle bucket answers RequestLimitExceeded (HTTP 503).
+calls, then each call with `probability`. Throttling, as EC2 does it, takes a token from the action's class
+bucket (Describe* are "describe", the rest "mutating") and from the action's own bucket if it has one; an
+empty bucket answers RequestLimitExceeded (HTTP 503). `load_faults(path)` reads such a document from a file.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vpcnet.lab.ec2.api import ACTIONS, is_mutating
@@ -49,10 +54,13 @@ class _Bucket:
     tokens: float
     stamp: float
 
-    def take(self, now: float) -> bool:
+    def can_take(self, now: float) -> bool:
         self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.refill_per_second)
         self.stamp = now
-        if self.tokens >= 1.0:
+        return self.tokens >= 1.0
+
+    def take(self, now: float) -> bool:
+        if self.can_take(now):
             self.tokens -= 1.0
             return True
         return False
@@ -130,8 +138,10 @@ class Faults:
         buckets: dict[str, _Bucket] = {}
         now = self._clock()
         for cls, spec in raw.items():
-            if cls not in CLASSES:
-                raise FaultsError(f"throttle.{cls}: unknown action class (one of {', '.join(CLASSES)})")
+            if cls not in CLASSES and cls not in ACTIONS:
+                raise FaultsError(
+                    f"throttle.{cls}: neither an action class ({', '.join(CLASSES)}) nor an action"
+                )
             if spec is None:
                 continue
             if not isinstance(spec, Mapping) or set(spec) != {"capacity", "refill_per_second"}:
@@ -201,9 +211,12 @@ class Faults:
         injected failure if one is due. The sleep happens outside every lock."""
         cls = "mutating" if is_mutating(action) else "describe"
         with self._lock:
-            bucket = self._buckets.get(cls)
-            if bucket is not None and not bucket.take(self._clock()):
+            now = self._clock()
+            buckets = [b for b in (self._buckets.get(cls), self._buckets.get(action)) if b is not None]
+            if not all(b.can_take(now) for b in buckets):
                 raise Ec2Error("RequestLimitExceeded", "Request limit exceeded.", status=503)
+            for b in buckets:  # every bucket had a token: take them together (a refused call costs none)
+                b.take(now)
             delay = self._latency.get(action, self._latency.get("*", 0.0))
         if delay > 0:
             self._sleep(delay)
@@ -216,3 +229,18 @@ class Faults:
             elif not (failure.probability > 0 and self._rng.random() < failure.probability):
                 return
             raise Ec2Error(failure.code, failure.message, status=failure.status)
+
+
+def load_faults(path: str | Path) -> dict[str, Any]:
+    """A faults document from a JSON file (for a lab started with faults); errors name the file."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise FaultsError(f"{path}: cannot read a faults document: {e}") from e
+    if not isinstance(doc, dict):
+        raise FaultsError(f"{path}: the faults document must be a JSON object")
+    try:
+        Faults(doc)  # validated now: a bad file is refused before anything starts
+    except FaultsError as e:
+        raise FaultsError(f"{path}: {e}") from e
+    return doc

@@ -580,6 +580,11 @@ class Cloud:
             raise Ec2Error(
                 "InvalidParameterCombination", "Ipv4PrefixCount cannot be combined with Ipv4Prefixes"
             )
+        if (prefixes or prefix_count) and (secondary_ips or secondary_count):
+            raise Ec2Error(
+                "InvalidParameterCombination",
+                "IPv4 prefixes cannot be combined with secondary private IPv4 addresses or their count",
+            )
         groups = self._check_groups(
             subnet.vpc_id, security_group_ids or [self.default_security_group(subnet.vpc_id).id]
         )

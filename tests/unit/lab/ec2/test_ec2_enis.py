@@ -75,6 +75,9 @@ def test_create_refuses_bad_addresses_and_ids(endpoint: Endpoint) -> None:
     assert error_code(c.create_network_interface, SubnetId=sub, SecondaryPrivateIpAddressCount=64) == (
         "PrivateIpAddressLimitExceeded"
     )
+    assert error_code(
+        c.create_network_interface, SubnetId=sub, SecondaryPrivateIpAddressCount=1, Ipv4PrefixCount=1
+    ) == ("InvalidParameterCombination")
     assert endpoint.cloud.snapshot() == before
     _eni(endpoint, PrivateIpAddress="10.0.0.9")
     assert (

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 from conftest import CLIENT_CONFIG, Endpoint
 from ec2lab import AZ_A, Lab, error_code
 
-from vpcnet.lab.ec2.faults import Faults
+from vpcnet.lab.ec2.faults import Faults, load_faults
 from vpcnet.lab.ec2.local import LocalCloud
 from vpcnet.lab.ec2.model import Eni, Instance
 from vpcnet.lab.ec2.server import Ec2Service
@@ -347,3 +347,30 @@ def test_local_cloud_serves_ec2_and_imds(boto_session: boto3.session.Session, tm
         c.close()
     with LocalCloud(tmp_path / "s.json") as again:  # reloaded, not rebuilt
         assert [i.id for i in again.cloud.instances()] == [inst.id] and len(again.cloud.vpcs()) == 1
+
+
+def test_an_actions_own_bucket_and_faults_files(tmp_path: Path) -> None:
+    now = [0.0]
+    faults = Faults(
+        {
+            "throttle": {
+                "mutating": {"capacity": 3, "refill_per_second": 0},
+                "AttachNetworkInterface": {"capacity": 1, "refill_per_second": 0},
+            }
+        },
+        clock=lambda: now[0],
+    )
+    faults.before("AttachNetworkInterface")
+    with pytest.raises(Exception, match="RequestLimitExceeded"):
+        faults.before("AttachNetworkInterface")  # its own bucket is empty ...
+    faults.before("CreateTags")  # ... the class bucket still had two tokens: the refused call took none
+    faults.before("CreateTags")
+    with pytest.raises(Exception, match="RequestLimitExceeded"):
+        faults.before("CreateTags")
+    good = tmp_path / "faults.json"
+    good.write_text('{"latency": {"AttachNetworkInterface": 2}}')
+    assert load_faults(good) == {"latency": {"AttachNetworkInterface": 2}}
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"latency": {"Attach": 2}}')
+    with pytest.raises(ValueError, match=r"bad\.json: latency\.Attach"):
+        load_faults(bad)
