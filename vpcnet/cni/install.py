@@ -24,10 +24,15 @@ PLUGIN_TYPE = "vpcnet-cni"
 NETWORK_NAME = "vpcnet"
 CONFLIST_NAME = "10-vpcnet.conflist"
 CONFLIST_VERSION = "1.0.0"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 def interpreter() -> str:
-    """The real interpreter behind this venv (the shim needs only the standard library)."""
+    """The interpreter for the launcher. The shim needs only the standard library (any Python 3.8+), so
+    the system's /usr/bin/python3 is preferred: Debian's build (static libpython) starts ~3 ms faster than
+    a shared-libpython one such as pyenv's; else the real interpreter behind this venv."""
+    if os.access(SYSTEM_PYTHON, os.X_OK):
+        return os.path.realpath(SYSTEM_PYTHON)
     base = getattr(sys, "_base_executable", "") or sys.executable
     return os.path.realpath(base)
 

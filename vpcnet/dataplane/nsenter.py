@@ -73,6 +73,17 @@ def write_sysctl(name: str, value: str, netns: str | None = None) -> None:
         f.write(value)
 
 
+def write_sysctls(settings: list[tuple[str, str]], netns: str | None = None) -> None:
+    """Several writes with one namespace switch; a missing entry (IPv6 off) is skipped."""
+    with entered(netns):
+        for name, value in settings:
+            try:
+                with open(f"/proc/sys/{name}", "w") as f:
+                    f.write(value)
+            except FileNotFoundError:
+                continue
+
+
 def read_sysctl(name: str, netns: str | None = None) -> str:
     with entered(netns), open(f"/proc/sys/{name}") as f:
         return f.read().strip()

@@ -1,4 +1,4 @@
-"""Wire a pod as the VPC CNI does, in the node's network namespace, with pyroute2.
+"""Wire a pod as the VPC CNI does, in the node's network namespace.
 
 Pod side: `eth0` (the CNI_IFNAME) with <ip>/32, a scope-link route to 169.254.1.1, the default route via it,
 and a permanent neighbour entry 169.254.1.1 -> the host veth's MAC. Host side: a veth named
@@ -6,8 +6,9 @@ prefix + sha1("<namespace>.<pod>")[:11] (created with its peer directly in the p
 call, no move), a /32 route to the pod through it, `to <ip> lookup main` at priority 512 and, for an
 address of a secondary ENI, `from <ip> lookup <ENI table>` at 1536.
 
-One AsyncIPRoute stays open on the node's namespace for the agent's life. A pod's namespace is new each
-time, so its socket is opened per ADD, through setns (see nsenter.py), not pyroute2's forked helper.
+The node's netlink sockets stay open for the agent's life: a batched rtnetlink socket for ADD and DEL
+(rtnl.py: three sends per ADD) and a pyroute2 AsyncIPRoute for the rest (CHECK). A pod's namespace is new
+each time, so its socket is opened per ADD, through setns (see nsenter.py), not pyroute2's forked helper.
 
 The kernel spends ~25 ms destroying a veth, inside the sending syscall: done on the event loop that would
 stall every other request. Deleting veths is therefore handed to one reaper thread with its own netlink
@@ -25,7 +26,6 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -34,7 +34,7 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from vpcnet.dataplane import nsenter
+from vpcnet.dataplane import nsenter, rtnl
 
 log = logging.getLogger("vpcnet.dataplane.podnet")
 
@@ -90,10 +90,6 @@ class WiredPod:
     host_index: int
 
 
-def _ignore(*codes: int) -> Callable[[NetlinkError], bool]:
-    return lambda exc: exc.code in codes
-
-
 class _Reaper:
     """Deletes links by name on one worker thread, with a plain netlink socket in the node's namespace."""
 
@@ -135,12 +131,14 @@ class PodNetwork:
     def __init__(self, node_netns: str | None = None) -> None:
         self.node_netns = node_netns
         self._node: AsyncIPRoute | None = None
+        self._rtnl: rtnl.Rtnl | None = None
         self._reaper: _Reaper | None = None
         self._pending: dict[str, asyncio.Future[None]] = {}
         self._ipv6 = os.path.isdir("/proc/sys/net/ipv6")
 
     async def open(self) -> None:
-        self._node = AsyncIPRoute(use_socket=nsenter.netlink_socket(self.node_netns), nlm_echo=True)
+        self._node = AsyncIPRoute(use_socket=nsenter.netlink_socket(self.node_netns))
+        self._rtnl = rtnl.Rtnl(nsenter.netlink_socket(self.node_netns))
         self._reaper = _Reaper(self.node_netns)
 
     async def close(self) -> None:
@@ -148,9 +146,18 @@ class PodNetwork:
         if self._node is not None:
             self._node.close()
             self._node = None
+        if self._rtnl is not None:
+            self._rtnl.close()
+            self._rtnl = None
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None
+
+    @property
+    def netlink(self) -> rtnl.Rtnl:
+        if self._rtnl is None:
+            raise RuntimeError("PodNetwork.open() has not been called")
+        return self._rtnl
 
     @property
     def node(self) -> AsyncIPRoute:
@@ -182,146 +189,111 @@ class PodNetwork:
         if future is not None:
             await asyncio.gather(future, return_exceptions=True)
 
-    async def _create_veth(self, spec: PodSpec, host_mac: str, pod_mac: str) -> int:
+    def _create_veth(self, spec: PodSpec, host_mac: str, pod_mac: str) -> rtnl.Link:
         pod_fd = nsenter.open_netns(spec.netns)
         try:
-            for attempt in (1, 2):
-                try:
-                    reply = await self.node.link(
-                        "add",
-                        ifname=spec.host_veth,
-                        kind="veth",
-                        address=host_mac,
-                        mtu=spec.mtu,
-                        state="up",
-                        peer={
-                            "ifname": spec.ifname,
-                            "net_ns_fd": pod_fd,
-                            "address": pod_mac,
-                            "mtu": spec.mtu,
-                        },
-                    )
-                except NetlinkError as exc:
-                    if exc.code != errno.EEXIST or attempt == 2:
-                        raise
-                    # A stale veth of this name (pod re-created, ADD retried): the VPC CNI replaces it too.
-                    log.info("replacing stale veth %s", spec.host_veth)
-                    await self.delete_veth_later(spec.host_veth)
-                    continue
-                for msg in reply:
-                    if msg.get_attr("IFLA_IFNAME") == spec.host_veth:
-                        return int(msg["index"])
-                break
+            message = rtnl.new_veth(spec.host_veth, host_mac, spec.ifname, pod_mac, pod_fd, spec.mtu)
+            links = self.netlink.run([message])
         finally:
             os.close(pod_fd)
-        links = await self.node.link("get", ifname=spec.host_veth)
-        return int(links[0]["index"])
+        for link in links:
+            if link.name == spec.host_veth:
+                return link
+        found = self.netlink.find_link(spec.host_veth)
+        if found is None:
+            raise WiringError(f"veth {spec.host_veth} vanished after creation")
+        return found
 
     def _host_sysctls(self, name: str) -> None:
-        if not self._ipv6:
-            return
-        for key, value in HOST_VETH_SYSCTLS:
-            try:
-                nsenter.write_sysctl(f"net/ipv6/conf/{name}/{key}", value, self.node_netns)
-            except FileNotFoundError:
-                return  # IPv6 disabled in this namespace
+        if self._ipv6:
+            nsenter.write_sysctls(
+                [(f"net/ipv6/conf/{name}/{key}", value) for key, value in HOST_VETH_SYSCTLS], self.node_netns
+            )
+
+    def _host_side_messages(self, spec: PodSpec, host_index: int) -> list[rtnl.Message]:
+        ip = str(spec.address)
+        messages = [
+            rtnl.replace_route(ip, 32, host_index),
+            rtnl.add_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip),
+        ]
+        if spec.route_table != MAIN_TABLE:
+            messages.append(rtnl.add_rule(FROM_POD_PRIORITY, spec.route_table, src=ip))
+        return messages
 
     async def wire(self, spec: PodSpec) -> WiredPod:
         """Make the pod's interface and the host's routes and rules; on failure undo everything and raise."""
         await self._wait_pending(spec.host_veth)
         if not os.path.exists(spec.netns):
             raise PodNamespaceGone(f"network namespace {spec.netns} does not exist")
-        undo: list[Callable[[], Awaitable[Any]]] = []
         host_mac, pod_mac = random_mac(), random_mac()
-        ip = str(spec.address)
+        created: rtnl.Link | None = None
         try:
-            host_index = await self._create_veth(spec, host_mac, pod_mac)
-            undo.append(lambda: self.delete_veth_later(spec.host_veth))
+            try:
+                created = self._create_veth(spec, host_mac, pod_mac)
+            except rtnl.RtnlError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+                # A stale veth of this name (pod re-created, ADD retried): the VPC CNI replaces it too.
+                log.info("replacing stale veth %s", spec.host_veth)
+                await self.delete_veth_later(spec.host_veth)
+                created = self._create_veth(spec, host_mac, pod_mac)
             self._host_sysctls(spec.host_veth)
-            await self._wire_pod_side(spec, host_mac)
-            await self.node.route("replace", dst=f"{ip}/32", oif=host_index, scope=SCOPE_LINK)
-            undo.append(lambda: self._quiet(self.node.route("del", dst=f"{ip}/32", table=MAIN_TABLE)))
-            await self._add_rule(dst=ip, dst_len=32, table=MAIN_TABLE, priority=TO_POD_PRIORITY)
-            undo.append(lambda: self._del_to_rule(ip))
-            if spec.route_table != MAIN_TABLE:
-                await self._add_rule(src=ip, src_len=32, table=spec.route_table, priority=FROM_POD_PRIORITY)
-                undo.append(lambda: self._del_from_rules(ip))
+            self._wire_pod_side(spec, created.peer_index, host_mac)
+            self.netlink.run(self._host_side_messages(spec, created.index))
         except BaseException as exc:
-            for step in reversed(undo):
+            if created is not None:
                 try:
-                    await step()
+                    self._unwire_host(spec.address, created.index)
                 except Exception:
-                    log.exception("rollback step failed for %s", spec.host_veth)
-            if isinstance(exc, (NetlinkError, OSError)):
-                raise WiringError(f"wiring {spec.host_veth} ({ip}) failed: {exc}") from exc
+                    log.exception("rollback of %s failed", spec.host_veth)
+                self.delete_veth_later(spec.host_veth)
+            if isinstance(exc, OSError):
+                raise WiringError(f"wiring {spec.host_veth} ({spec.address}) failed: {exc}") from exc
             raise
-        return WiredPod(host_veth=spec.host_veth, host_mac=host_mac, pod_mac=pod_mac, host_index=host_index)
+        return WiredPod(
+            host_veth=spec.host_veth, host_mac=host_mac, pod_mac=pod_mac, host_index=created.index
+        )
 
-    async def _wire_pod_side(self, spec: PodSpec, host_mac: str) -> None:
-        pod = AsyncIPRoute(use_socket=nsenter.netlink_socket(spec.netns))
+    def _wire_pod_side(self, spec: PodSpec, index: int, host_mac: str) -> None:
+        pod = rtnl.Rtnl(nsenter.netlink_socket(spec.netns))
         try:
-            links = await pod.link("get", ifname=spec.ifname)
-            index = int(links[0]["index"])
-            await pod.link("set", index=index, state="up")
-            await pod.addr("add", index=index, address=str(spec.address), prefixlen=32)
-            await pod.route("replace", dst=f"{GATEWAY}/32", oif=index, scope=SCOPE_LINK)
-            await pod.route("replace", dst="0.0.0.0/0", gateway=GATEWAY, oif=index)
-            await pod.neigh("replace", dst=GATEWAY, lladdr=host_mac, ifindex=index, state=NUD_PERMANENT)
+            if not index:
+                link = pod.find_link(spec.ifname)
+                if link is None:
+                    raise WiringError(f"{spec.ifname} is missing in {spec.netns}")
+                index = link.index
+            pod.run(
+                [
+                    rtnl.set_up(index),
+                    rtnl.add_address(index, spec.address),
+                    rtnl.replace_route(GATEWAY, 32, index),
+                    rtnl.replace_route(None, 0, index, gateway=GATEWAY),
+                    rtnl.permanent_neighbour(index, GATEWAY, host_mac),
+                ]
+            )
         finally:
             pod.close()
 
-    async def _add_rule(self, **rule: Any) -> None:
-        try:
-            await self.node.rule("add", **rule)
-        except NetlinkError as exc:
-            if exc.code != errno.EEXIST:  # the same rule for the same address: what we want already
-                raise
-
-    async def _quiet(self, request: Awaitable[Any]) -> None:
-        try:
-            await request
-        except NetlinkError as exc:
-            if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-                raise
-
-    async def _del_to_rule(self, ip: str) -> None:
-        await self._quiet(
-            self.node.rule("del", dst=ip, dst_len=32, table=MAIN_TABLE, priority=TO_POD_PRIORITY)
-        )
-
-    async def _del_from_rules(self, ip: str) -> None:
-        # Whatever table they point at (the VPC CNI loops too: older versions left several).
-        for _ in range(8):
-            try:
-                await self.node.rule("del", src=ip, src_len=32, priority=FROM_POD_PRIORITY)
-            except NetlinkError as exc:
-                if exc.code in (errno.ENOENT, errno.ESRCH):
-                    return
-                raise
+    def _unwire_host(self, address: IPv4Address, host_index: int | None) -> None:
+        ip = str(address)
+        messages = [
+            rtnl.delete_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip),
+            # Whatever table it points at (table 0 matches any).
+            rtnl.delete_rule(FROM_POD_PRIORITY, 0, src=ip),
+        ]
+        if host_index is not None:
+            # Only through this pod's veth: a new pod may own the address by now.
+            messages.append(rtnl.delete_route(ip, 32, host_index))
+        self.netlink.run(messages)
 
     async def unwire(self, address: IPv4Address, host_veth: str | None) -> None:
         """Remove the host side of a pod by its address (and veth name, when known): rules and route now,
-        the veth by the reaper. Idempotent: what is already gone is skipped."""
-        ip = str(address)
-        await self._del_to_rule(ip)
-        await self._del_from_rules(ip)
-        if host_veth is not None:
-            await self._quiet(self._del_route_via(ip, host_veth))
+        the veth by the reaper. Idempotent: what is already gone is skipped. When the veth is gone (its
+        namespace was removed) the kernel took the route with it."""
+        link = self.netlink.find_link(host_veth) if host_veth is not None else None
+        self._unwire_host(address, link.index if link is not None else None)
+        if link is not None and host_veth is not None:
             self.delete_veth_later(host_veth)
-        else:
-            await self._quiet(self.node.route("del", dst=f"{ip}/32", table=MAIN_TABLE))
-
-    async def _del_route_via(self, ip: str, host_veth: str) -> None:
-        """Delete the /32 only through this pod's veth (a new pod may own the address by now); when the
-        veth is gone (its namespace was removed) the kernel took the route with it."""
-        try:
-            links = await self.node.link("get", ifname=host_veth)
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return
-            raise
-        oif = int(links[0]["index"])
-        await self.node.route("del", dst=f"{ip}/32", oif=oif, table=MAIN_TABLE)
 
     async def check(self, spec: PodSpec) -> list[str]:
         """What differs from the wiring ADD makes (empty: all present)."""

@@ -3,7 +3,6 @@ pod on the primary ENI (table main) and one on a secondary ENI (table 2), in nam
 
 from __future__ import annotations
 
-import errno
 import json
 import stat
 import subprocess
@@ -14,11 +13,10 @@ from typing import Any
 
 import pytest
 from cnienv import ENI_TABLE, INTERNET_IP, NODE_IP, VPC_ROUTER, Node, sh, unique_prefix
-from pyroute2.netlink.exceptions import NetlinkError
 
-from vpcnet.dataplane import nsenter
+from vpcnet.dataplane import nsenter, rtnl
 from vpcnet.dataplane.hostnet import apply_host_network, remove_host_network
-from vpcnet.dataplane.podnet import PodNetwork, host_veth_name
+from vpcnet.dataplane.podnet import PodNetwork, PodSpec, host_veth_name
 
 pytestmark = pytest.mark.root
 
@@ -230,29 +228,26 @@ def test_agent_down_is_try_again_later(node: Node) -> None:
 
 
 def test_failure_part_way_rolls_back_everything(node: Node) -> None:
-    """The kernel refuses the last step (the secondary ENI's rule): veth, route, rule and address go."""
+    """The kernel refuses the last message of ADD (a route through an interface that does not exist): the
+    veth, the pod's route and rules and the address all go."""
     assert node.service is not None
-    podnet = node.service.podnet
-    original = PodNetwork._add_rule
+    original = PodNetwork._host_side_messages
 
-    async def refuse_from_rule(self: PodNetwork, **rule: Any) -> None:
-        if rule.get("priority") == 1536:
-            raise NetlinkError(errno.EPERM, "refused by the test")
-        await original(self, **rule)
+    def with_refused_route(self: PodNetwork, spec: PodSpec, host_index: int) -> list[rtnl.Message]:
+        return [*original(self, spec, host_index), rtnl.replace_route("10.255.255.254", 32, 0x7FFFFFF0)]
 
     for i in range(4):
         node.loop.run(node.allocator.assign(_key(f"filler{i}"), "default", f"filler{i}"))
     ns = node.new_pod_netns()
-    PodNetwork._add_rule = refuse_from_rule  # type: ignore[method-assign]
+    PodNetwork._host_side_messages = with_refused_route  # type: ignore[method-assign]
     try:
         code, err = node.cni("ADD", "c1", ns, "web")
     finally:
-        PodNetwork._add_rule = original  # type: ignore[method-assign]
+        PodNetwork._host_side_messages = original  # type: ignore[method-assign]
     assert code == 1 and err is not None and err["code"] == 102, err
-    assert podnet is node.service.podnet
+    assert "No such device" in err["details"]
     assert len(node.allocator.assigned) == 4  # the pod's address was released
-    ip = "10.0.2.10"
-    assert_gone(node, ip, "web")
+    assert_gone(node, "10.0.2.10", "web")
     assert "eth0" not in links(ns)
 
 

@@ -1,0 +1,228 @@
+"""CNI ADD/DEL latency: vpcnet-cni (installed launcher -> agent CNI service) against the reference Go plugins
+ptp + host-local (containernetworking-plugins, /usr/lib/cni), measured in the same run, in the same node
+namespace, interleaved pod by pod so both see the same noise. Then 50 concurrent ADDs on one node.
+
+Each sample is the wall time of one plugin process as a runtime sees it: exec, env + stdin, exit.
+Warm path: the agent's allocator has free addresses in memory (no cloud call), as on a node with a warm pool.
+Run as root: `python bench/cni_latency.py [--pods 100] [--concurrent 50]`. Creates namespaces "vb<4>node"
+and "vb<4>p<N>" / "vb<4>g<N>" only, and removes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Coroutine
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vpcnet.cni.handlers import CniSettings
+from vpcnet.cni.install import install_binary
+from vpcnet.cni.memalloc import MemoryAllocator
+from vpcnet.cni.service import CniService
+from vpcnet.dataplane import nsenter
+from vpcnet.dataplane.hostnet import HostNetConfig
+
+T = TypeVar("T")
+GO_PLUGINS = "/usr/lib/cni"
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(300)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def run_plugin(path: str, command: str, cid: str, netns: str, conf: bytes, args: str = "") -> float:
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": args,
+        "CNI_PATH": GO_PLUGINS,
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    start = time.perf_counter()
+    proc = subprocess.run([path], input=conf, env=env, capture_output=True, check=False)
+    elapsed = (time.perf_counter() - start) * 1000
+    if proc.returncode != 0:
+        raise RuntimeError(f"{path} {command} {cid}: {proc.stdout!r} {proc.stderr!r}")
+    return elapsed
+
+
+async def run_plugin_async(path: str, command: str, cid: str, netns: str, conf: bytes, args: str) -> float:
+    env = {
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_ARGS": args,
+        "CNI_PATH": GO_PLUGINS,
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    }
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await proc.communicate(conf)
+    elapsed = (time.perf_counter() - start) * 1000
+    if proc.returncode != 0:
+        raise RuntimeError(f"{path} {command} {cid}: {out!r} {err!r}")
+    return elapsed
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def line(label: str, ours: list[float], ref: list[float]) -> str:
+    o50, r50, o99, r99 = pct(ours, 0.5), pct(ref, 0.5), pct(ours, 0.99), pct(ref, 0.99)
+    return (
+        f"{label:<24} vpcnet p50 {o50:7.2f} ms p99 {o99:7.2f} ms | ptp+host-local p50 {r50:7.2f} ms "
+        f"p99 {r99:7.2f} ms | ratio p50 {o50 / r50:5.2f}x p99 {o99 / r99:5.2f}x"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--concurrent", type=int, default=50)
+    opts = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    prefix = "vb" + "".join(random.choices(string.ascii_lowercase, k=4))
+    node = f"{prefix}node"
+    tmp = Path(tempfile.mkdtemp(prefix="vpcnet-bench-"))
+    made: list[str] = []
+    loop = LoopThread()
+    service: CniService | None = None
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        subprocess.run(["ip", "netns", "add", node], check=True)
+        made.append(node)
+        subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
+        count = opts.pods + opts.concurrent + 10
+        allocator = MemoryAllocator.from_ranges([("10.0.0.0/16", count, 0)])
+        service = CniService(
+            tmp / "agent.sock",
+            lambda: allocator,
+            CniSettings(mtu=1500),
+            host=lambda: HostNetConfig(
+                IPv4Address("10.0.0.5"), (IPv4Network("10.0.0.0/16"),), primary_interface="lo"
+            ),
+            node_netns=f"/run/netns/{node}",
+        )
+        loop.run(service.start())
+        ours = str(install_binary(tmp / "bin", str(tmp / "agent.sock")))
+        ptp = os.path.join(GO_PLUGINS, "ptp")
+        our_conf = json.dumps(
+            {"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni", "mtu": 1500}
+        ).encode()
+        go_conf = json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "benchptp",
+                "type": "ptp",
+                "ipMasq": False,
+                "mtu": 1500,
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": "10.244.0.0/16",
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(tmp / "host-local"),
+                },
+            }
+        ).encode()
+
+        def netns(kind: str, i: int) -> str:
+            name = f"{prefix}{kind}{i}"
+            subprocess.run(["ip", "netns", "add", name], check=True)
+            made.append(name)
+            return f"/run/netns/{name}"
+
+        pods = [(netns("p", i), netns("g", i)) for i in range(opts.pods)]
+        # Plugins run in the node's namespace, as the runtime there would run them.
+        fd = nsenter.open_netns(f"/run/netns/{node}")
+        nsenter._setns(fd)
+        os.close(fd)
+        for _ in range(3):  # warm-up: page cache, bytecode
+            run_plugin(ours, "VERSION", "w", "", our_conf)
+        add_ours: list[float] = []
+        add_go: list[float] = []
+        for i, (ns_ours, ns_go) in enumerate(pods):
+            args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-{i}"
+            add_ours.append(run_plugin(ours, "ADD", f"c{i}", ns_ours, our_conf, args))
+            add_go.append(run_plugin(ptp, "ADD", f"c{i}", ns_go, go_conf, args))
+        del_ours: list[float] = []
+        del_go: list[float] = []
+        for i, (ns_ours, ns_go) in enumerate(pods):
+            args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-{i}"
+            del_ours.append(run_plugin(ours, "DEL", f"c{i}", ns_ours, our_conf, args))
+            del_go.append(run_plugin(ptp, "DEL", f"c{i}", ns_go, go_conf, args))
+        loop.run(service.podnet.drain())
+
+        async def burst(path: str, kind: str, conf: bytes) -> tuple[float, list[float]]:
+            spaces = [netns(kind + "c", i) for i in range(opts.concurrent)]
+            start = time.perf_counter()
+            samples = await asyncio.gather(
+                *(
+                    run_plugin_async(
+                        path,
+                        "ADD",
+                        f"{kind}x{i}",
+                        ns,
+                        conf,
+                        f"IgnoreUnknown=1;K8S_POD_NAMESPACE=b;K8S_POD_NAME=x-{i}",
+                    )
+                    for i, ns in enumerate(spaces)
+                )
+            )
+            return (time.perf_counter() - start) * 1000, list(samples)
+
+        wall_ours, conc_ours = asyncio.run(burst(ours, "p", our_conf))
+        wall_go, conc_go = asyncio.run(burst(ptp, "g", go_conf))
+        nsenter._setns(home)
+
+        print(f"CNI latency, {opts.pods} pods each, warm path, same node namespace, interleaved")
+        print(line("ADD", add_ours, add_go))
+        print(line("DEL (netns kept)", del_ours, del_go))
+        print(line(f"{opts.concurrent} concurrent ADDs", conc_ours, conc_go))
+        print(
+            f"{opts.concurrent} concurrent ADDs wall: vpcnet {wall_ours:.0f} ms, "
+            f"ptp+host-local {wall_go:.0f} ms, ratio {wall_ours / wall_go:.2f}x"
+        )
+        return 0
+    finally:
+        nsenter._setns(home)
+        if service is not None:
+            loop.run(service.stop())
+        loop.close()
+        for name in reversed(made):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
