@@ -62,7 +62,7 @@ class Flow:
 def endpoint(state: ClusterState, ref: str | Pod | IPAddress) -> Endpoint:
     """A pod (object, or "<ns>/<name>") or an address; an address that is a pod's becomes that pod."""
     if isinstance(ref, Pod):
-        return Endpoint(ref, state.pod_addresses.get(id(ref)))
+        return Endpoint(ref, ipaddress.ip_address(ref.pod_ip) if ref.pod_ip else None)
     if isinstance(ref, str) and "/" in ref and not _looks_like_ip(ref):
         pod = state.pod(ref)
         return Endpoint(pod, state.pod_addresses.get(id(pod)))

@@ -102,25 +102,34 @@ class ClusterState:
     # ----------------------------------------------------------------------------------------------
 
     def endpoint_labels(self, pod: Pod) -> dict[str, str]:
-        return self._endpoint_labels[id(pod)]
+        """The labels selectors see for `pod` (see vpcnet.policy.model); cached for the state's pods."""
+        labels = self._endpoint_labels.get(id(pod))
+        if labels is None or self._pods_by_id.get(id(pod)) is not pod:
+            return self._labels_of(pod)
+        return labels
+
+    def _labels_of(self, pod: Pod) -> dict[str, str]:
+        ns = pod.metadata.namespace or "default"
+        labels = dict(pod.metadata.labels)
+        namespace = self.namespaces.get(ns)
+        if namespace is not None:
+            for k, v in namespace.metadata.labels.items():
+                labels[NAMESPACE_LABEL_PREFIX + k] = v
+        else:
+            labels[NAMESPACE_LABEL_PREFIX + "kubernetes.io/metadata.name"] = ns
+        labels[NAMESPACE_LABEL] = ns
+        labels[ORCHESTRATOR_LABEL] = "k8s"
+        if pod.service_account_name:
+            labels["projectcalico.org/serviceaccount"] = pod.service_account_name
+        return labels
+
+    @cached_property
+    def _pods_by_id(self) -> dict[int, Pod]:
+        return {id(p): p for p in self.pods}
 
     @cached_property
     def _endpoint_labels(self) -> dict[int, dict[str, str]]:
-        ns_labels = {
-            name: {NAMESPACE_LABEL_PREFIX + k: v for k, v in ns.metadata.labels.items()}
-            for name, ns in self.namespaces.items()
-        }
-        out: dict[int, dict[str, str]] = {}
-        for pod in self.pods:
-            ns = pod.metadata.namespace or "default"
-            labels = dict(pod.metadata.labels)
-            labels.update(ns_labels.get(ns, {}))
-            labels[NAMESPACE_LABEL] = ns
-            labels[ORCHESTRATOR_LABEL] = "k8s"
-            if pod.service_account_name:
-                labels["projectcalico.org/serviceaccount"] = pod.service_account_name
-            out[id(pod)] = labels
-        return out
+        return {id(pod): self._labels_of(pod) for pod in self.pods}
 
     @cached_property
     def pods_by_ref(self) -> dict[str, Pod]:
