@@ -213,12 +213,14 @@ def render_nft(table: str, enis: Iterable[EniWire]) -> str:
         if eni.source_dest_check:
             lines.append(f'    iifname "{eni.port}" ip saddr != @{set_name(eni.port)} drop')
     lines.append("  }")
-    # Delivery: only to the ENI that owns the destination, whether bridged (forward) or routed (output).
+    # Delivery: only to the ENI that owns the destination, whether bridged (forward) or routed (output);
+    # with SourceDestCheck off an ENI also takes traffic for other addresses (as on EC2: Calico, NAT).
     for chain, hook in (("deliver_bridged", "forward"), ("deliver_routed", "output")):
         lines.append(f"  chain {chain} {{")
         lines.append(f"    type filter hook {hook} priority filter; policy accept;")
         for eni in enis:
-            lines.append(f'    oifname "{eni.port}" ip daddr != @{set_name(eni.port)} drop')
+            if eni.source_dest_check:
+                lines.append(f'    oifname "{eni.port}" ip daddr != @{set_name(eni.port)} drop')
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
