@@ -8,6 +8,9 @@ gone-node cleanup as tasks.
 Settings (environment): VPCNET_IPAM_NODE_GRACE_SECONDS (900: how long a node must be gone before its
 blocks are released; Calico's LeakGracePeriod), VPCNET_IPAM_NODE_TTL_SECONDS (15: the node record's
 lease), VPCNET_ROUTE_RESYNC_SECONDS (60), VPCNET_SOURCE_DEST_CHECK (false: leave it alone when true).
+With no IPPool in the datastore, the first agent creates one as calico-node does, from CALICO_IPV4POOL_CIDR
+(10.244.0.0/16), CALICO_IPV4POOL_BLOCK_SIZE (26), CALICO_IPV4POOL_VXLAN (CrossSubnet), CALICO_IPV4POOL_IPIP
+(Never) and CALICO_IPV4POOL_NAT_OUTGOING (true).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from vpcnet.ipam.poolstore import NodeRecord
 
 log = logging.getLogger(__name__)
 UPLINK = "eth0"
+DEFAULT_POOL_NAME = "default-ipv4-ippool"
 
 
 def _env_float(name: str, default: float) -> float:
@@ -70,6 +74,56 @@ async def disable_source_dest_check(ctx: AgentContext, node: NodeInfo) -> None:
     log.info("source/dest check off on %s (pod addresses come from the pool)", node.primary_eni_id)
 
 
+def default_pool_document(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The pool calico-node creates when there is none, from the same environment variables."""
+    source = os.environ if env is None else env
+
+    def get(name: str, default: str) -> str:
+        return source.get(name, "").strip() or default
+
+    block = get("CALICO_IPV4POOL_BLOCK_SIZE", "26")
+    if not block.isdigit():
+        raise ValueError(f"CALICO_IPV4POOL_BLOCK_SIZE={block!r}: expected a number")
+    nat = get("CALICO_IPV4POOL_NAT_OUTGOING", "true").lower()
+    if nat not in ("true", "false"):
+        raise ValueError(f"CALICO_IPV4POOL_NAT_OUTGOING={nat!r}: expected true or false")
+    document = {
+        "apiVersion": "projectcalico.org/v3",
+        "kind": "IPPool",
+        "metadata": {"name": DEFAULT_POOL_NAME},
+        "spec": {
+            "cidr": get("CALICO_IPV4POOL_CIDR", "10.244.0.0/16"),
+            "blockSize": int(block),
+            # This kernel family has VXLAN but often no ipip module: VXLAN across subnets by default.
+            "vxlanMode": get("CALICO_IPV4POOL_VXLAN", "CrossSubnet"),
+            "ipipMode": get("CALICO_IPV4POOL_IPIP", "Never"),
+            "natOutgoing": nat == "true",
+        },
+    }
+    from vpcnet.api.loader import parse_resource
+
+    parse_resource(document, "the default IPPool (CALICO_IPV4POOL_* environment)")  # raises naming the field
+    return document
+
+
+async def ensure_default_pool(datastore: Any) -> bool:
+    """Create the default pool when no IPPool exists (first agent wins); True when this one created it."""
+    from vpcnet.datastore.resources import ResourceRef, ResourceStore
+    from vpcnet.ipam.poolstore import IPPOOL_KIND
+
+    pools, _ = await ResourceStore(datastore).list(IPPOOL_KIND)
+    if pools:
+        return False
+    document = default_pool_document()
+    key = ResourceRef(IPPOOL_KIND, None, DEFAULT_POOL_NAME).key
+    created = await datastore.create(
+        key, json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    )
+    if created is not None:
+        log.info("created the default IPPool %s", document["spec"])
+    return created is not None
+
+
 class PoolIpamComponent:
     name = "ipam"
 
@@ -106,6 +160,7 @@ class PoolIpamComponent:
         )
         if not self.keep_sdc:
             await disable_source_dest_check(self.ctx, node)
+        await ensure_default_pool(self.datastore)
         self.registration = NodeRegistration(self.datastore, record, self.ttl)
         await self.registration.start()
         self.allocator = PoolAllocator(PoolIpam(self.datastore, name, labels))

@@ -40,10 +40,17 @@ class ApplyStats:
     fdb_lines: int = 0
     nat_changed: bool = False
     tunnels_created: int = 0
+    forwarding_enabled: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.ip_lines or self.fdb_lines or self.nat_changed or self.tunnels_created)
+        return bool(
+            self.ip_lines
+            or self.fdb_lines
+            or self.nat_changed
+            or self.tunnels_created
+            or self.forwarding_enabled
+        )
 
 
 async def _json(runner: CommandRunner, argv: list[str]) -> Any:
@@ -171,10 +178,21 @@ async def apply_nat(runner: CommandRunner, rules: tuple[str, ...]) -> bool:
     return True
 
 
+async def ensure_forwarding(runner: CommandRunner) -> bool:
+    """The node routes pod traffic: IPv4 forwarding on (VPC mode's host network setup does it there)."""
+    current = (await runner.run(["sysctl", "-n", "net.ipv4.ip_forward"])).check().stdout.decode().strip()
+    if current == "1":
+        return False
+    (await runner.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])).check()
+    return True
+
+
 async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | None = None) -> ApplyStats:
     """Make the namespace match desired (routes, neighbours, FDB, tunnels, NAT); idempotent."""
     runner = runner or SubprocessRunner()
     stats = ApplyStats()
+    if desired.routes or desired.tunnels:
+        stats.forwarding_enabled = await ensure_forwarding(runner)
     for tunnel in desired.tunnels:
         if await ensure_tunnel(runner, tunnel):
             stats.tunnels_created += 1
