@@ -135,6 +135,18 @@ def main() -> int:
             node_netns=f"/run/netns/{node}",
         )
         loop.run(service.start())
+        agent_ms: dict[str, list[float]] = {"ADD": [], "DEL": []}
+        handle = service.handler.handle
+
+        async def timed(data: bytes) -> bytes:
+            # The agent's share of a request (parse, allocate, kernel work), for the breakdown.
+            start = time.perf_counter()
+            reply = await handle(data)
+            command = data.split(b"CNI_COMMAND=", 1)[-1][:3].decode(errors="replace")
+            agent_ms.setdefault(command, []).append((time.perf_counter() - start) * 1000)
+            return reply
+
+        service.server.handler = timed
         ours = str(install_binary(tmp / "bin", str(tmp / "agent.sock")))
         ptp = os.path.join(GO_PLUGINS, "ptp")
         our_conf = json.dumps(
@@ -201,6 +213,18 @@ def main() -> int:
             )
             return (time.perf_counter() - start) * 1000, list(samples)
 
+        interpreter = Path(ours).read_text().splitlines()[0][2:].split()[0]
+        starts_py: list[float] = []
+        starts_go: list[float] = []
+        for _ in range(30):
+            begin = time.perf_counter()
+            subprocess.run([interpreter, "-IS", "-c", "pass"], check=True)
+            starts_py.append((time.perf_counter() - begin) * 1000)
+            begin = time.perf_counter()
+            subprocess.run(
+                [ptp], input=b"{}", env={"CNI_COMMAND": "VERSION"}, capture_output=True, check=True
+            )
+            starts_go.append((time.perf_counter() - begin) * 1000)
         wall_ours, conc_ours = asyncio.run(burst(ours, "p", our_conf))
         wall_go, conc_go = asyncio.run(burst(ptp, "g", go_conf))
         nsenter._setns(home)
@@ -208,6 +232,12 @@ def main() -> int:
         print(f"CNI latency, {opts.pods} pods each, warm path, same node namespace, interleaved")
         print(line("ADD", add_ours, add_go))
         print(line("DEL (netns kept)", del_ours, del_go))
+        print(
+            f"breakdown (p50): agent ADD {pct(agent_ms['ADD'], 0.5):.2f} ms, "
+            f"agent DEL {pct(agent_ms['DEL'], 0.5):.2f} ms;"
+            f" bare start: {interpreter} -IS {pct(starts_py, 0.5):.2f} ms, a Go plugin (VERSION) "
+            f"{pct(starts_go, 0.5):.2f} ms"
+        )
         print(line(f"{opts.concurrent} concurrent ADDs", conc_ours, conc_go))
         print(
             f"{opts.concurrent} concurrent ADDs wall: vpcnet {wall_ours:.0f} ms, "
