@@ -1,0 +1,101 @@
+"""install-cni: the launcher first, the conflist only once the agent answers STATUS ready."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vpcnet.cli.main import app
+from vpcnet.cni import install
+
+
+def test_conflist_shape() -> None:
+    conf = install.conflist(mtu=1500, veth_prefix="abc")
+    assert conf == {
+        "cniVersion": "1.0.0",
+        "name": "vpcnet",
+        "plugins": [
+            {"type": "vpcnet-cni", "vethPrefix": "abc", "mtu": 1500},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        ],
+    }
+    assert [p["type"] for p in install.conflist(portmap=False)["plugins"]] == ["vpcnet-cni"]
+
+
+def test_launcher_runs_the_shim_isolated(tmp_path: Path) -> None:
+    target = install.install_binary(tmp_path / "bin", str(tmp_path / "agent.sock"))
+    text = target.read_text()
+    first = text.splitlines()[0]
+    assert first.startswith("#!/") and first.endswith(" -IS")  # one token: the kernel passes one argument
+    assert os.access(target, os.X_OK)
+    proc = subprocess.run(
+        [str(target)], input=b'{"cniVersion": "0.4.0"}', env={"CNI_COMMAND": "VERSION"}, capture_output=True
+    )
+    assert proc.returncode == 0
+    assert json.loads(proc.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
+    proc = subprocess.run([str(target)], input=b"{}", env={"CNI_COMMAND": "ADD"}, capture_output=True)
+    body = json.loads(proc.stdout)
+    assert proc.returncode == 1 and body["code"] == 11 and str(tmp_path / "agent.sock") in body["details"]
+
+
+def test_no_conflist_while_the_agent_is_down(tmp_path: Path) -> None:
+    with pytest.raises(install.AgentNotReady):
+        install.install(tmp_path / "bin", tmp_path / "net.d", str(tmp_path / "none.sock"), timeout=0)
+    assert (tmp_path / "bin" / "vpcnet-cni").exists()
+    assert not (tmp_path / "net.d" / install.CONFLIST_NAME).exists()
+
+
+def serve_status(path: Path, replies: list[bytes]) -> socket.socket:
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(4)
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                while conn.recv(65536):
+                    pass
+                conn.sendall(replies.pop(0) if len(replies) > 1 else replies[0])
+
+    threading.Thread(target=loop, daemon=True).start()
+    return server
+
+
+def test_conflist_written_once_ready(tmp_path: Path) -> None:
+    not_ready = b'1\n{"cniVersion": "1.1.0", "code": 50, "msg": "not ready"}\n'
+    server = serve_status(tmp_path / "agent.sock", [not_ready, not_ready, b"0\n"])
+    try:
+        target = install.install(
+            tmp_path / "bin", tmp_path / "net.d", str(tmp_path / "agent.sock"), timeout=10, interval=0.01
+        )
+    finally:
+        server.close()
+    assert target == tmp_path / "net.d" / install.CONFLIST_NAME
+    assert json.loads(target.read_text())["name"] == "vpcnet"
+    assert [p.name for p in (tmp_path / "net.d").iterdir()] == [install.CONFLIST_NAME]  # no temp files left
+
+
+def test_cli_reports_agent_not_ready(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "install-cni",
+            "--bin-dir", str(tmp_path / "bin"),
+            "--conf-dir", str(tmp_path / "net.d"),
+            "--socket", str(tmp_path / "none.sock"),
+            "--timeout", "0",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "not ready" in result.output and "config was not written" in result.output
