@@ -7,10 +7,11 @@ a podSelector peer is scoped to the policy's namespace, a namespaceSelector peer
 over ``pcns.`` labels, an ipBlock becomes nets/notNets. Ingress peers go to the source, egress peers
 to the destination; ports always to the destination.
 
-Calico policies: a rule's selector is scoped to the policy's namespace (namespaced policy) or to the
-rule's namespaceSelector (rewritten onto ``pcns.`` labels; all() = any namespace, global() = no
-namespace, i.e. global network sets), only when the rule gives a selector or namespaceSelector;
-notSelector is not scoped.
+Calico policies, as Calico's rule conversion does: a rule side's selector is scoped to the policy's
+namespace (namespaced policy) or to the side's namespaceSelector (rewritten onto ``pcns.`` labels;
+all() = any namespace, global() = no namespace, i.e. global network sets) as soon as any of
+selector, notSelector or namespaceSelector is given; notSelector itself stays unscoped, so
+notSelector alone in a namespaced policy means "endpoints of this namespace except ...".
 """
 
 from __future__ import annotations
@@ -213,18 +214,24 @@ def _calico_rule(rule: CalicoRule, ns: str | None) -> Rule:
 
 
 def _calico_entity(entity: EntityRule, ns: str | None) -> EndpointMatch:
+    # Empty strings mean "not given", as in Calico's API.
+    sel_text = entity.selector or None
+    not_text = entity.not_selector or None
+    ns_text = entity.namespace_selector or None
     scope: Node | None = None
-    if entity.namespace_selector is not None:
-        scope = namespace_selector_node(parse_selector(entity.namespace_selector).root)
+    if ns_text is not None:
+        scope = namespace_selector_node(parse_selector(ns_text).root)
     elif ns is not None:
         scope = _in_namespace(ns)
+    # As soon as any selector field is used, the side is limited to the policy's namespace (or the
+    # selected namespaces) -- also when only notSelector is given.
     selector: Selector | None = None
-    if entity.selector is not None or entity.namespace_selector is not None:
-        own = parse_selector(entity.selector or "").root
-        selector = Selector(and_all(scope, own) if scope is not None else own)
-    not_selector = (
-        Selector(parse_selector(entity.not_selector).root) if entity.not_selector is not None else None
-    )
+    own = parse_selector(sel_text).root if sel_text is not None else All()
+    if scope is not None and (sel_text is not None or not_text is not None or ns_text is not None):
+        selector = Selector(and_all(scope, own))
+    elif sel_text is not None:
+        selector = Selector(own)
+    not_selector = Selector(parse_selector(not_text).root) if not_text is not None else None
     return EndpointMatch(
         selector=selector,
         not_selector=not_selector,
