@@ -27,6 +27,7 @@ from vpcnet.cni.spec import (
     Interface,
     add_result,
     answer,
+    config_version,
     error_answer,
     parse_request,
     prev_result_addresses,
@@ -76,7 +77,7 @@ class CniHandler:
             version = request.conf.cni_version
             return await self._dispatch(request)
         except CniError as err:
-            return error_answer(err, version)
+            return error_answer(err, version if version != LATEST_VERSION else config_version(data))
         except Exception as exc:
             log.exception("CNI request failed")
             return error_answer(CniError(ERR_INTERNAL, "vpcnet agent error", f"{type(exc).__name__}: {exc}"))

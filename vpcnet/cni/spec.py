@@ -286,6 +286,16 @@ def prev_result_addresses(prev: dict[str, Any] | None) -> list[IPv4Address]:
     return out
 
 
+def config_version(data: bytes) -> str:
+    """The request's config cniVersion if it can be read and is supported, else the latest (for errors)."""
+    try:
+        _, stdin = decode_wire(data)
+        version = json.loads(stdin).get("cniVersion")
+    except (CniError, ValueError, AttributeError, RecursionError):
+        return LATEST_VERSION
+    return version if version in SUPPORTED_VERSIONS else LATEST_VERSION
+
+
 def parse_request(data: bytes) -> CniRequest:
     env_vars, stdin = decode_wire(data)
     env = parse_env(env_vars)

@@ -278,3 +278,25 @@ def test_host_rules_apply_twice_and_remove(node: Node) -> None:
     left = sh("ip", "netns", "exec", node.netns, "iptables-save")
     assert "AWS-" not in left
     assert not any(r.get("fwmark") == "0x80" for r in rules(node))
+
+
+def test_concurrent_adds_and_dels(node: Node) -> None:
+    """Eight runtimes at once: distinct addresses, every pod wired, then every DEL leaves nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spaces = [node.new_pod_netns() for _ in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: node.cni("ADD", f"c{i}", spaces[i], f"pod{i}"), range(8)))
+    assert all(code == 0 for code, _ in results), results
+    ips = [res["ips"][0]["address"].split("/")[0] for _, res in results if res is not None]
+    assert len(set(ips)) == 8
+    for i, (_, res) in enumerate(results):
+        assert res is not None
+        table = 254 if ips[i].startswith("10.0.1.") else ENI_TABLE
+        assert_wired(node, spaces[i], f"pod{i}", res, table)
+    with ThreadPoolExecutor(8) as pool:
+        dels = list(pool.map(lambda i: node.cni("DEL", f"c{i}", spaces[i], f"pod{i}"), range(8)))
+    assert all(d == (0, None) for d in dels), dels
+    for i, ip in enumerate(ips):
+        assert_gone(node, ip, f"pod{i}")
+    assert node.allocator.assigned == {}

@@ -204,3 +204,11 @@ def test_random_mac_is_local_unicast() -> None:
     for _ in range(50):
         first = int(random_mac().split(":")[0], 16)
         assert first & 0x02 and not first & 0x01
+
+
+def test_config_version_for_errors() -> None:
+    raw = {b"CNI_COMMAND": b"ADD"}
+    assert spec.config_version(encode_request(raw, b'{"cniVersion": "0.4.0"}')) == "0.4.0"
+    assert spec.config_version(encode_request(raw, b'{"cniVersion": "9"}')) == "1.1.0"
+    assert spec.config_version(encode_request(raw, b"[]")) == "1.1.0"
+    assert spec.config_version(b"junk") == "1.1.0"
