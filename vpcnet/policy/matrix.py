@@ -84,11 +84,12 @@ class PodIndex:
             for b in values.values():
                 acc |= b
             self.has_label[k] = acc
-        # Pods sorted by (version, address) so that a CIDR is a contiguous slice.
+        # Pods sorted by (version, address) so that a CIDR is a contiguous slice. A flow uses a pod's
+        # primary address (status.podIP), as the per-flow evaluator does.
         addressed = []
         for i, pod in enumerate(self.pods):
-            for ip in pod.pod_ips:
-                addr = ipaddress.ip_address(ip)
+            if pod.pod_ip:
+                addr = ipaddress.ip_address(pod.pod_ip)
                 addressed.append(((addr.version, int(addr)), i))
         addressed.sort()
         self._addr_keys = [k for k, _ in addressed]

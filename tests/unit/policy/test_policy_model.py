@@ -223,3 +223,57 @@ def test_state_rejects_duplicates_and_missing_tiers() -> None:
 def test_implied_namespaces_carry_the_name_label(state: ClusterState) -> None:
     assert state.namespaces["dev"].metadata.labels == {"kubernetes.io/metadata.name": "dev"}
     assert state.endpoint_labels(state.pod("dev/tool"))["pcns.kubernetes.io/metadata.name"] == "dev"
+
+
+IPV6 = """
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: v6, labels: {pod: a}}
+spec: {containers: [{name: c}]}
+status: {podIP: "fd00::a", podIPs: [{ip: "fd00::a"}, {ip: 10.9.0.1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: v6, labels: {pod: b}}
+spec: {containers: [{name: c}]}
+status: {podIP: "fd00:1::b"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: v6, labels: {pod: c}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.9.0.3}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-fd00-0, namespace: v6}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress: [{from: [{ipBlock: {cidr: "fd00::/16", except: ["fd00:1::/32"]}}]}]
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: v4-only, namespace: v6}
+spec:
+  selector: pod == 'c'
+  ingress: [{action: Allow, ipVersion: 4}]
+"""
+
+
+def test_ipv6_and_ip_version() -> None:
+    from vpcnet.policy.matrix import reachability
+
+    state = ClusterState.from_resources(load_documents(IPV6, "v6.yaml"))
+    got = reachability(state, 80, 6).to_dict()
+    assert got["v6/a"]["v6/b"] is True  # fd00::a is in fd00::/16, not in the except
+    assert got["v6/b"]["v6/b"] is False  # fd00:1::b is in the except
+    assert got["v6/c"]["v6/b"] is False  # an IPv4 address never matches an IPv6 block
+    assert got["v6/c"]["v6/c"] is True and got["v6/a"]["v6/c"] is False  # ipVersion 4 rule
+    for s in got:
+        for d in got[s]:
+            verdict = evaluate(state, Flow(endpoint(state, s), endpoint(state, d), 6, 80))
+            assert verdict.allowed == got[s][d], verdict.explanation
+    assert selector_members(state, "pod == 'a'") == {
+        ipaddress.ip_network("fd00::a/128"),
+        ipaddress.ip_network("10.9.0.1/32"),
+    }
