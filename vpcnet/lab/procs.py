@@ -40,6 +40,12 @@ def spawn(
     # The Popen object is dropped on purpose: the process outlives this command; stop() reaps it if it is
     # our child and kills it by pid otherwise.
     proc.returncode = 0  # keeps Popen.__del__ from warning about a running child
+    # Popen returns while the kernel is still finishing the exec: the new command line (which read_pid checks)
+    # shows up a moment later. Wait for it, so that a pid file always names a recognisable process.
+    for _ in range(500):
+        if _cmdline(proc.pid) or _gone(proc.pid):
+            break
+        time.sleep(0.002)
     pid_file.write_text(f"{proc.pid}\n")
     return proc.pid
 

@@ -144,6 +144,10 @@ def test_daemon_restart_repairs_the_kernel_from_the_state(lab_factory: Any) -> N
         pid = procs.read_pid(labctl.daemon_pid_file(lab.layout), labctl.daemon_marker(lab.layout))
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
+        for _ in range(500):  # until the kernel has ended it
+            if procs.read_pid(labctl.daemon_pid_file(lab.layout), labctl.daemon_marker(lab.layout)) is None:
+                break
+            time.sleep(0.01)
         lab.exec("node1", "ip", "link", "del", "eth1")
         result = labctl.up(_same_topology(lab), lab.layout, agents=False)
         assert result.changed == ["lab daemon restarted"]
