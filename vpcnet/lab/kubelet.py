@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -480,6 +481,16 @@ class Kubelet:
         raise RuntimeError(f"{ref}: kept changing while the kubelet wrote its status")
 
     async def sync(self) -> SyncReport:
+        """One pass at a time per lab: two commands syncing at once would race on the same pods (one's
+        rollback undoing the other's ADD), so the pass holds the lab's kubelet lock."""
+        if not self.nodes:
+            return SyncReport()
+        self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.layout.run_dir / "kubelet.lock", "w") as lock:
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+            return await self._sync()
+
+    async def _sync(self) -> SyncReport:
         from vpcnet.api.loader import parse_resource
 
         stored, _ = await self.store.list("pod")
@@ -544,6 +555,13 @@ class Kubelet:
 
     def stop_all(self) -> SyncReport:
         """Stop every pod the kubelet started on the lab's nodes, and the pod servers (for `lab down`)."""
+        if self.layout.run_dir.is_dir():
+            with open(self.layout.run_dir / "kubelet.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return self._stop_all()
+        return self._stop_all()
+
+    def _stop_all(self) -> SyncReport:
         report = SyncReport()
         for record in self.records():
             try:

@@ -333,3 +333,15 @@ def test_cli_probe_compare_and_wait(env: Env, tmp_path: Path, monkeypatch: pytes
     write_status(env.layout, "n1", 10**9)
     result = runner.invoke(app, ["lab", "wait", "--timeout", "5", *prefix])
     assert result.exit_code == 0, result.output
+
+
+def test_concurrent_syncs_do_not_undo_each_other(env: Env) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    env.nodes = env.nodes[:1]
+    env.apply(*(pod(f"p{i}", "n1") for i in range(4)))
+    with ThreadPoolExecutor(3) as pool:
+        reports = list(pool.map(lambda _: env.sync(), range(3)))
+    assert all(r.ok for r in reports), [r.failed for r in reports]
+    assert sorted(ref for r in reports for ref in r.started) == [f"x/p{i}" for i in range(4)]
+    assert len(env.netns()) == 4
