@@ -21,6 +21,8 @@ import signal
 import socket
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,11 +74,29 @@ def bind_host_endpoint(port: int) -> socket.socket:
     return bind_tcp("127.0.0.1", 0)
 
 
-def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0) -> None:
+def go_file(layout: LabLayout) -> Path:
+    """`lab up` starts the daemon first (its imports take most of a second) and creates this file once the
+    EC2 state is written; the daemon waits for it before loading the state."""
+    return layout.run_dir / "cloudd.go"
+
+
+def _wait_for_go(layout: LabLayout, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not go_file(layout).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{go_file(layout)} did not appear in {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go: bool = False) -> None:
     from vpcnet.lab.ec2.httpserve import RunningServer
     from vpcnet.lab.ec2.server import Ec2Service
     from vpcnet.lab.ec2.state import Cloud
+    from vpcnet.lab.ec2.wire import service_model
 
+    service_model()  # botocore's EC2 model: the slow part of starting, done while `lab up` builds the lab
+    if wait_for_go:
+        _wait_for_go(layout)
     fabric = Fabric(layout)
     cloud = Cloud(layout.ec2_state_file)
     fabric.set_subnet_lookup(lambda sid: cloud.subnet(sid).cidr)
@@ -137,13 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--etcd", required=True, help="the lab etcd's client URL on the host")
     parser.add_argument("--ec2-host-port", type=int, default=0, help="port of the host-side EC2 endpoint")
+    parser.add_argument(
+        "--wait-for-go", action="store_true", help="load the state once run_dir/cloudd.go exists"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     layout = LabLayout(check_prefix(args.prefix))
     try:
-        serve(layout, args.etcd, args.ec2_host_port)
+        serve(layout, args.etcd, args.ec2_host_port, args.wait_for_go)
     except Exception:
         log.exception("lab daemon failed")
         return 1

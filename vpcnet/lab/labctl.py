@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vpcnet.lab import labetcd, netns, procs
+from vpcnet.lab.cloudd import go_file
 from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric
 from vpcnet.lab.layout import (
     DEFAULT_PREFIX,
@@ -155,11 +156,13 @@ def agents_available() -> bool:
     return importlib.util.find_spec("vpcnet.cli.agent") is not None
 
 
-def start_daemon(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0) -> None:
+def start_daemon(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go: bool = False) -> None:
     daemon_ready_file(layout).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "vpcnet.lab.cloudd", "--prefix", layout.prefix, "--etcd", etcd_url]
     if ec2_host_port:
         argv += ["--ec2-host-port", str(ec2_host_port)]
+    if wait_for_go:
+        argv.append("--wait-for-go")
     procs.spawn(argv, log_file=daemon_log(layout), pid_file=daemon_pid_file(layout))
 
 
@@ -288,8 +291,10 @@ def _create(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Pro
 
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        progress("starting etcd")
+        progress("starting etcd and the lab daemon (EC2 endpoint, IMDS, etcd relay)")
         etcd_url = labetcd.start(layout)
+        # The daemon imports while the lab is built, and loads the EC2 state once told it is written.
+        start_daemon(layout, etcd_url, wait_for_go=True)
         progress(f"creating namespaces: VPC, internet and {len(topo.nodes)} nodes")
         fabric = Fabric(layout)
         fabric.create_base(topo.vpc_cidr, [n.name for n in topo.nodes])
@@ -302,8 +307,8 @@ def _create(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Pro
             subnet_ids[s.name] = cloud.create_subnet(vpc.id, s.cidr, s.az, tags={"Name": s.name}).id
         nodes = [_launch(cloud, layout, topo, n, subnet_ids) for n in topo.nodes]
         fabric.close()  # from here on the lab daemon's fabric follows the cloud
-        progress("starting the lab daemon (EC2 endpoint, IMDS, etcd proxy)")
-        start_daemon(layout, etcd_url)
+        go_file(layout).touch()
+        progress("waiting for the lab daemon and etcd")
         ready = wait_daemon(layout)
         labetcd.wait_healthy(layout, etcd_url)
         info = LabInfo(
