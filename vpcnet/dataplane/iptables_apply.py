@@ -9,6 +9,7 @@ Nothing else in the table is touched: others' chains and rules (the CNI's, kube-
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ def rule_id(rule: str) -> str:
     return rule[_ID_START:_ID_END]
 
 
+@functools.lru_cache(maxsize=65536)
 def ids_of(rules: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(rule[_ID_START:_ID_END] for rule in rules)
 

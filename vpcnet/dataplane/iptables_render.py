@@ -79,7 +79,7 @@ def render(state: DesiredState) -> FilterRender:
     chains: dict[str, tuple[str, ...]] = {}
     chains[names.FORWARD_CHAIN] = _forward_chain(state.interface_prefixes)
     chains[names.INPUT_CHAIN] = _input_chain(state.interface_prefixes)
-    ifaces = sorted(state.endpoints)
+    ifaces = tuple(sorted(state.endpoints))
     chains.update(
         dispatch_chains(
             names.FROM_WL_DISPATCH, "-i", names.from_workload_chain, ifaces, state.interface_prefixes
@@ -137,8 +137,9 @@ def dispatch_bins(ifaces: Sequence[str], prefixes: Sequence[str]) -> dict[str, l
     return bins
 
 
+@functools.lru_cache(maxsize=16)
 def dispatch_chains(
-    root: str, flag: str, target: Callable[[str], str], ifaces: Sequence[str], prefixes: Sequence[str]
+    root: str, flag: str, target: Callable[[str], str], ifaces: tuple[str, ...], prefixes: tuple[str, ...]
 ) -> dict[str, tuple[str, ...]]:
     """The dispatch chain and its children; every one ends in a drop for interfaces we do not know."""
     unknown = ("-j DROP", "unknown interface")

@@ -9,6 +9,7 @@ The same names serve iptables/ipset and nftables (their rules are stricter for s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
@@ -60,11 +61,13 @@ TO_WL_DISPATCH = CHAIN_PREFIX + "to-wl-dispatch"
 WL_TO_HOST = CHAIN_PREFIX + "wl-to-host"
 
 
+@functools.lru_cache(maxsize=65536)
 def to_workload_chain(iface: str) -> str:
     """Ingress policy of the pod behind iface (traffic leaving the host towards the pod)."""
     return chain("tw-", check_ifname(iface))
 
 
+@functools.lru_cache(maxsize=65536)
 def from_workload_chain(iface: str) -> str:
     """Egress policy of the pod behind iface (traffic the pod sends)."""
     return chain("fw-", check_ifname(iface))
@@ -78,6 +81,7 @@ def dispatch_child_chain(parent: str, stem: str) -> str:
     return chain(kinds[parent], stem)
 
 
+@functools.lru_cache(maxsize=65536)
 def policy_chain(policy_id: str, direction: str) -> str:
     """vpcn-pi-* (ingress) / vpcn-po-* (egress) for a policy id such as "knp/default/allow-web"."""
     if direction not in ("ingress", "egress"):

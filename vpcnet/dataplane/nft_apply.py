@@ -8,6 +8,7 @@ a temporary set. Only our table is ever touched.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,7 +127,7 @@ def plan(desired: NftRender, current: NftView, known: NftRender | None) -> list[
             hook = f" {{ {BASE_CHAINS[chain]} }}" if chain in BASE_CHAINS else ""
             head.append(f"add chain {_T} {chain}{hook}")
             changed.append(chain)
-        elif current.chains[chain] != tuple(rule_id(r) for r in rules):
+        elif current.chains[chain] != ids_of(rules):
             changed.append(chain)
     removed_chains = sorted(c for c in current.chains if c not in desired.chains)
     # Map entries after the chains they go to exist, and removed before those chains go.
@@ -156,10 +157,15 @@ def repr_key(key: str) -> str:
     return f'"{key}"'
 
 
+@functools.lru_cache(maxsize=65536)
+def ids_of(rules: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(rule_id(r) for r in rules)
+
+
 def assumed_view(desired: NftRender) -> NftView:
     return NftView(
         exists=True,
-        chains={c: tuple(rule_id(r) for r in rules) for c, rules in desired.chains.items()},
+        chains={c: ids_of(rules) for c, rules in desired.chains.items()},
         sets={n: KernelSet(s.kind, s.members) for n, s in desired.sets.items()},
         maps={n: frozenset(m.elements) for n, m in desired.maps.items()},
     )

@@ -21,6 +21,8 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vpcnet.api.base import ResourceKey
+from vpcnet.api.calico import GlobalNetworkSet, NetworkSet
 from vpcnet.api.core import Namespace, Pod
 from vpcnet.api.selector import And, Compare, Selector
 from vpcnet.dataplane import names
@@ -101,6 +103,10 @@ class PolicyCalculator:
         self._policy_sets: dict[str, tuple[str, ...]] = {}  # active policy id -> set names it uses
         self._ip_owners: dict[str, set[str]] = {}  # address -> refs of the pods that have it
         self._by_namespace: dict[str, set[str]] = {}  # namespace -> refs of its pods
+        self._netsets: dict[ResourceKey, tuple[dict[str, str], tuple[str, ...]]] = {}  # labels, CIDRs
+        self._netset_resources: dict[ResourceKey, NetworkSet | GlobalNetworkSet] = {}
+        self._pod_part: dict[str, frozenset[str]] = {}  # selector set -> its pods' /32s
+        self._net_part: dict[str, frozenset[str]] = {}  # selector set -> matching network sets' CIDRs
         self._dirty = True
         self._state: DesiredState | None = None
 
@@ -113,6 +119,9 @@ class PolicyCalculator:
         if self._ns_labels.get(name) == labels:
             return
         self._ns_labels[name] = labels
+        for key, resource in list(self._netset_resources.items()):
+            if key.namespace == name:
+                self.upsert_network_set(resource)
         for ref in [r for r, e in self._pods.items() if (e.pod.metadata.namespace or "default") == name]:
             self.upsert_pod(self._pods[ref].pod)
 
@@ -311,6 +320,8 @@ class PolicyCalculator:
                 del self._set_refs[name]
                 self._sets.pop(name, None)
                 self._selector_of_set.pop(name, None)
+                self._pod_part.pop(name, None)
+                self._net_part.pop(name, None)
                 self._named_port_of_set.pop(name, None)
         self._active_count.pop(pid, None)
         self._dirty = True
@@ -405,10 +416,11 @@ class PolicyCalculator:
         name = names.ipset_name("s", selector.canonical)
         if self._register(name, used):
             self._selector_of_set[name] = selector
-            members = frozenset(
+            self._pod_part[name] = frozenset(
                 f"{ip}/32" for e in self._candidates(selector) if selector.matches(e.labels) for ip in e.ips
             )
-            self._sets[name] = IpSetSpec(name, "hash:net", members)
+            self._net_part[name] = self._netset_members(selector)
+            self._publish(name)
         return name
 
     def _nets_set(self, cidrs: list[str], used: list[str]) -> str:
@@ -458,12 +470,63 @@ class PolicyCalculator:
             self._ip_owners.setdefault(ip, set()).add(ref)
 
     def _change_members(self, name: str, ref: str, remove: frozenset[str], add: frozenset[str]) -> None:
-        spec = self._sets[name]
         others = self._other_holders(name, ref, remove)
+        if name in self._pod_part:  # a selector set: pods' addresses plus matching network sets' CIDRs
+            part = self._pod_part[name]
+            updated = (part - (remove - others)) | add
+            if updated != part:
+                self._pod_part[name] = updated
+                self._publish(name)
+            return
+        spec = self._sets[name]
         members = (spec.members - (remove - others)) | add
         if members != spec.members:
             self._sets[name] = IpSetSpec(name, spec.kind, members)
             self._dirty = True
+
+    def _publish(self, name: str) -> None:
+        """A selector set's members: its pods' /32s and, when network sets match, all collapsed (an nft
+        interval set refuses overlapping elements)."""
+        pods = self._pod_part[name]
+        nets = self._net_part.get(name, frozenset())
+        members = canonical_nets(pods | nets) if nets else pods
+        old = self._sets.get(name)
+        if old is None or old.members != members:
+            self._sets[name] = IpSetSpec(name, "hash:net", frozenset(members))
+            self._dirty = True
+
+    def _netset_members(self, selector: Selector) -> frozenset[str]:
+        return frozenset(
+            n for labels, nets in self._netsets.values() if selector.matches(labels) for n in nets
+        )
+
+    def _refresh_netset_parts(self) -> None:
+        for name, selector in self._selector_of_set.items():
+            part = self._netset_members(selector)
+            if part != self._net_part.get(name, frozenset()):
+                self._net_part[name] = part
+                self._publish(name)
+
+    def upsert_network_set(self, network_set: NetworkSet | GlobalNetworkSet) -> None:
+        """A network set: its CIDRs belong to every selector that matches its labels."""
+        labels = dict(network_set.metadata.labels)
+        namespace = network_set.metadata.namespace if isinstance(network_set, NetworkSet) else None
+        if namespace is not None:
+            labels.update(self._ns_labels.get(namespace, {}))
+            labels[NAMESPACE_LABEL] = namespace
+        nets = tuple(
+            str(ipaddress.ip_network(n if "/" in n else n + "/32", strict=False))
+            for n in network_set.nets
+            if ":" not in n
+        )
+        self._netsets[network_set.key] = (labels, nets)
+        self._netset_resources[network_set.key] = network_set
+        self._refresh_netset_parts()
+
+    def delete_network_set(self, key: ResourceKey) -> None:
+        if self._netsets.pop(key, None) is not None:
+            self._netset_resources.pop(key, None)
+            self._refresh_netset_parts()
 
     def _other_holders(self, name: str, ref: str, members: frozenset[str]) -> frozenset[str]:
         """Members that another pod still contributes (two pods briefly sharing an address)."""

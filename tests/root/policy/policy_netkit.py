@@ -7,19 +7,23 @@ real TCP/UDP packets from sockets opened inside the pods' namespaces (setns on t
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import os
 import random
+import selectors
 import socket
 import string
+import struct
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
-TIMEOUT = 0.3
+TIMEOUT = 0.5  # a denied probe waits this long; an allowed one returns at once
 
 
 def sh(*argv: str, check: bool = True, stdin: str | None = None) -> str:
@@ -64,11 +68,15 @@ class Node:
     pods: dict[str, Pod] = field(default_factory=dict)
     _next: int = 2
 
-    def add_pod(self, name: str, if_prefix: str = "eni") -> Pod:
-        netns = f"{self.tag}-{name}"
-        ip = f"10.77.0.{self._next}"
-        self._next += 1
-        veth = veth_name(if_prefix, self.tag, name)
+    def add_pod(
+        self, name: str, if_prefix: str = "eni", k8s_namespace: str | None = None, ip: str | None = None
+    ) -> Pod:
+        """A pod netns wired to the node; its veth is named from "<k8s_namespace>.<name>" (default: tag)."""
+        netns = f"{self.tag}-{k8s_namespace}-{name}" if k8s_namespace else f"{self.tag}-{name}"
+        if ip is None:
+            ip = f"10.77.0.{self._next}"
+            self._next += 1
+        veth = veth_name(if_prefix, k8s_namespace or self.tag, name)
         sh("ip", "netns", "add", netns)
         sh(
             "ip",
@@ -134,8 +142,7 @@ def tcp_connects(src: Pod, dst: Pod, port: int, source_ip: str | None = None) ->
         server.bind(("0.0.0.0", port))
         server.listen(8)
         client.settimeout(TIMEOUT)
-        if source_ip:
-            client.bind((source_ip, 0))
+        client.bind((source_ip or src.ip, fresh_source_port()))
         try:
             client.connect((dst.ip, port))
         except OSError:
@@ -156,6 +163,7 @@ def udp_round_trip(src: Pod, dst: Pod, port: int) -> bool:
         server.bind(("0.0.0.0", port))
         server.settimeout(TIMEOUT)
         client.settimeout(TIMEOUT)
+        client.bind((src.ip, fresh_source_port()))
         client.sendto(b"ping", (dst.ip, port))
         try:
             data, peer = server.recvfrom(64)
@@ -170,3 +178,122 @@ def udp_round_trip(src: Pod, dst: Pod, port: int) -> bool:
     finally:
         client.close()
         server.close()
+
+
+_source_ports = iter(range(0, 10**9))
+
+
+def fresh_source_port() -> int:
+    """A source port not used by any recent probe: every probe is a new flow for conntrack, never a
+    leftover entry of an earlier probe (which policy would rightly let through as established)."""
+    return 20000 + next(_source_ports) % 40000
+
+
+def _socket_in(netns: str, kind: int, proto: int = 0) -> socket.socket:
+    with entered(netns):
+        sock = socket.socket(socket.AF_INET, kind, proto)
+    sock.setblocking(False)
+    return sock
+
+
+def probe_matrix(
+    pods: Sequence[Pod], port: int, protocol: str, timeout: float = 0.3
+) -> dict[str, dict[str, bool]]:
+    """Every ordered pair (src != dst) probed at once with real packets; {src name: {dst name: reached}}.
+
+    TCP: a handshake completes. UDP: a datagram arrives and its reply comes back. SCTP (this kernel has no
+    SCTP sockets): an INIT sent from a raw socket arrives at the destination's raw socket.
+    """
+    result = {s.name: {d.name: False for d in pods if d is not s} for s in pods}
+    opened: list[socket.socket] = []
+    sel = selectors.DefaultSelector()
+    try:
+        if protocol == "TCP":
+            for dst in pods:
+                server = _socket_in(dst.netns, socket.SOCK_STREAM)
+                opened.append(server)
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.bind(("0.0.0.0", port))
+                server.listen(64)
+            for src in pods:
+                for dst in pods:
+                    if src is dst:
+                        continue
+                    client = _socket_in(src.netns, socket.SOCK_STREAM)
+                    opened.append(client)
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    client.bind((src.ip, fresh_source_port()))
+                    code = client.connect_ex((dst.ip, port))
+                    if code not in (0, errno.EINPROGRESS):
+                        continue
+                    sel.register(client, selectors.EVENT_WRITE, (src.name, dst.name))
+            deadline = time.monotonic() + timeout
+            while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+                for key, _ in sel.select(left):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    src_name, dst_name = key.data
+                    result[src_name][dst_name] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                    sel.unregister(sock)
+        elif protocol == "UDP":
+            by_ip = {p.ip: p.name for p in pods}
+            for dst in pods:
+                server = _socket_in(dst.netns, socket.SOCK_DGRAM)
+                opened.append(server)
+                server.bind(("0.0.0.0", port))
+                sel.register(server, selectors.EVENT_READ, ("server", dst.name))
+            for src in pods:
+                for dst in pods:
+                    if src is dst:
+                        continue
+                    client = _socket_in(src.netns, socket.SOCK_DGRAM)
+                    opened.append(client)
+                    client.bind((src.ip, fresh_source_port()))
+                    client.sendto(f"{src.name}>{dst.name}".encode(), (dst.ip, port))
+                    sel.register(client, selectors.EVENT_READ, ("client", src.name))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                for key, _ in sel.select(left):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    data, peer = sock.recvfrom(256)
+                    if key.data[0] == "server":
+                        if by_ip.get(peer[0]) is not None:
+                            sock.sendto(b"reply:" + data, peer)
+                    elif data.startswith(b"reply:"):
+                        src_name, dst_name = data[6:].decode().split(">")
+                        result[src_name][dst_name] = True
+        elif protocol == "SCTP":
+            from vpcnet.lab import sctp
+
+            by_ip = {p.ip: p.name for p in pods}
+            for dst in pods:
+                raw = _socket_in(dst.netns, socket.SOCK_RAW, sctp.IPPROTO_SCTP)
+                opened.append(raw)
+                sel.register(raw, selectors.EVENT_READ, dst.name)
+            for src in pods:
+                raw = _socket_in(src.netns, socket.SOCK_RAW, sctp.IPPROTO_SCTP)
+                opened.append(raw)
+                for dst in pods:
+                    if src is not dst:
+                        tag = struct.unpack("!I", os.urandom(4))[0] | 1
+                        packet = sctp.init_packet(fresh_source_port(), port, tag)
+                        raw.sendto(packet.encode(), (dst.ip, 0))
+            deadline = time.monotonic() + timeout
+            while (left := deadline - time.monotonic()) > 0:
+                for key, _ in sel.select(left):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    datagram = sctp.decode_ipv4(sock.recv(4096))
+                    packet = sctp.decode_packet(datagram.payload, verify_checksum=False)
+                    src_name = by_ip.get(datagram.src)
+                    is_init = packet.dst_port == port and packet.first_chunk_type == sctp.CHUNK_INIT
+                    if is_init and src_name and src_name != key.data:
+                        result[src_name][key.data] = True
+        else:
+            raise ValueError(f"protocol {protocol!r}: TCP, UDP or SCTP")
+    finally:
+        sel.close()
+        for sock in opened:
+            sock.close()
+    return result
