@@ -536,6 +536,7 @@ class Kubelet:
                 desired.append(DesiredPod(pod, node, uid))
                 bound.append((item, pod))
         report, running = await converge(self.runtime, desired, names)
+        await asyncio.to_thread(self._fill_enis, list(running.values()))
         host_ips = {n.name: n.primary_ip for n in self.nodes}
         for item, pod in bound:
             record = running.get(pod.ref)
@@ -552,6 +553,23 @@ class Kubelet:
 
     def records(self) -> list[PodRecord]:
         return self.runtime.records(self.node_names)
+
+    def _fill_enis(self, records: list[PodRecord]) -> None:
+        """Look up the ENI of pods that do not know theirs yet ("" once looked up and not on an ENI)."""
+        unknown = [r for r in records if r.eni is None and r.ip]
+        if not unknown:
+            return
+        from vpcnet.lab.eniinfo import lookup_enis
+
+        try:
+            owners = lookup_enis(self.layout, [r.ip for r in unknown if r.ip])
+        except Exception as exc:  # the ENI is a nicety for `get -o wide`; never fail a pod over it
+            log.warning("ENI lookup failed: %s", exc)
+            return
+        for record in unknown:
+            if record.ip in owners:
+                record.eni = owners[record.ip]
+                self.runtime.save(record)
 
     def stop_all(self) -> SyncReport:
         """Stop every pod the kubelet started on the lab's nodes, and the pod servers (for `lab down`)."""

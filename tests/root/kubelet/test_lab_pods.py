@@ -103,6 +103,8 @@ def test_pods_run_where_they_were_put_with_vpc_addresses(cluster: Cluster) -> No
         assert ip.startswith("10.0.")
         assert ip in wide
         assert body["status"]["hostIP"] == cluster.lab.node(node).primary_ip
+        eni = body["metadata"]["annotations"]["vpcnet.io/eni"]
+        assert eni.startswith("eni-") and eni in wide
 
 
 @pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])

@@ -157,3 +157,21 @@ def test_wait_for_revision(lab_layout: LabLayout) -> None:
     assert converge.wait_for_revision(lab_layout, ["n1", "n2"], 5, timeout=1.0).converged
     converge.status_path(lab_layout, "n1").write_text('{"revision": true}')
     assert converge.applied_revision(lab_layout, "n1") is None
+
+
+def test_eni_owners_by_address_and_prefix() -> None:
+    from vpcnet.lab.eniinfo import eni_owners
+
+    interfaces = [
+        {
+            "NetworkInterfaceId": "eni-1",
+            "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.0.4"}, {"PrivateIpAddress": "10.0.0.9"}],
+        },
+        {
+            "NetworkInterfaceId": "eni-2",
+            "PrivateIpAddresses": [],
+            "Ipv4Prefixes": [{"Ipv4Prefix": "10.0.1.16/28"}],
+        },
+    ]
+    owners = eni_owners(interfaces, ["10.0.0.9", "10.0.1.20", "10.244.0.3"])
+    assert owners == {"10.0.0.9": "eni-1", "10.0.1.20": "eni-2", "10.244.0.3": ""}
