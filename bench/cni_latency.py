@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vpcnet.cni.handlers import CniSettings
-from vpcnet.cni.install import install_binary
+from vpcnet.cni.install import install_binary, install_native
 from vpcnet.cni.memalloc import MemoryAllocator
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane import nsenter
@@ -36,6 +36,7 @@ from vpcnet.dataplane.hostnet import HostNetConfig
 
 T = TypeVar("T")
 GO_PLUGINS = "/usr/lib/cni"
+REFERENCE = "ptp+host-local"
 
 
 class LoopThread:
@@ -99,7 +100,7 @@ def pct(samples: list[float], q: float) -> float:
 def line(label: str, ours: list[float], ref: list[float]) -> str:
     o50, r50, o99, r99 = pct(ours, 0.5), pct(ref, 0.5), pct(ours, 0.99), pct(ref, 0.99)
     return (
-        f"{label:<24} vpcnet p50 {o50:7.2f} ms p99 {o99:7.2f} ms | ptp+host-local p50 {r50:7.2f} ms "
+        f"{label:<36} p50 {o50:7.2f} ms p99 {o99:7.2f} ms | {REFERENCE} p50 {r50:7.2f} ms "
         f"p99 {r99:7.2f} ms | ratio p50 {o50 / r50:5.2f}x p99 {o99 / r99:5.2f}x"
     )
 
@@ -123,7 +124,7 @@ def main() -> int:
         subprocess.run(["ip", "netns", "add", node], check=True)
         made.append(node)
         subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
-        count = opts.pods + opts.concurrent + 10
+        count = 2 * (opts.pods + opts.concurrent) + 10
         allocator = MemoryAllocator.from_ranges([("10.0.0.0/16", count, 0)])
         service = CniService(
             tmp / "agent.sock",
@@ -147,7 +148,9 @@ def main() -> int:
             return reply
 
         service.server.handler = timed
-        ours = str(install_binary(tmp / "bin", str(tmp / "agent.sock")))
+        clients = {"vpcnet (python)": str(install_binary(tmp / "bin-py", str(tmp / "agent.sock")))}
+        if shutil.which("cc"):
+            clients["vpcnet (native)"] = str(install_native(tmp / "bin-native", str(tmp / "agent.sock")))
         ptp = os.path.join(GO_PLUGINS, "ptp")
         our_conf = json.dumps(
             {"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni", "mtu": 1500}
@@ -167,6 +170,8 @@ def main() -> int:
                 },
             }
         ).encode()
+        runs = [(label, path, our_conf) for label, path in clients.items()]
+        runs.append((REFERENCE, ptp, go_conf))
 
         def netns(kind: str, i: int) -> str:
             name = f"{prefix}{kind}{i}"
@@ -174,46 +179,46 @@ def main() -> int:
             made.append(name)
             return f"/run/netns/{name}"
 
-        pods = [(netns("p", i), netns("g", i)) for i in range(opts.pods)]
+        spaces = {
+            label: [netns(f"s{k}x", i) for i in range(opts.pods)] for k, (label, _, _) in enumerate(runs)
+        }
         # Plugins run in the node's namespace, as the runtime there would run them.
         fd = nsenter.open_netns(f"/run/netns/{node}")
         nsenter._setns(fd)
         os.close(fd)
         for _ in range(3):  # warm-up: page cache, bytecode
-            run_plugin(ours, "VERSION", "w", "", our_conf)
-        add_ours: list[float] = []
-        add_go: list[float] = []
-        for i, (ns_ours, ns_go) in enumerate(pods):
-            args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-{i}"
-            add_ours.append(run_plugin(ours, "ADD", f"c{i}", ns_ours, our_conf, args))
-            add_go.append(run_plugin(ptp, "ADD", f"c{i}", ns_go, go_conf, args))
-        del_ours: list[float] = []
-        del_go: list[float] = []
-        for i, (ns_ours, ns_go) in enumerate(pods):
-            args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-{i}"
-            del_ours.append(run_plugin(ours, "DEL", f"c{i}", ns_ours, our_conf, args))
-            del_go.append(run_plugin(ptp, "DEL", f"c{i}", ns_go, go_conf, args))
+            for _, path, conf in runs:
+                run_plugin(path, "VERSION", "w", "", conf)
+        adds: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+        dels: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+        for command, samples in (("ADD", adds), ("DEL", dels)):
+            for i in range(opts.pods):  # interleaved: each pod through every plugin in turn
+                args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-{i}"
+                for k, (label, path, conf) in enumerate(runs):
+                    samples[label].append(
+                        run_plugin(path, command, f"c{k}-{i}", spaces[label][i], conf, args)
+                    )
         loop.run(service.podnet.drain())
 
-        async def burst(path: str, kind: str, conf: bytes) -> tuple[float, list[float]]:
-            spaces = [netns(kind + "c", i) for i in range(opts.concurrent)]
+        async def burst(k: int, path: str, conf: bytes) -> tuple[float, list[float]]:
+            burst_spaces = [netns(f"b{k}x", i) for i in range(opts.concurrent)]
             start = time.perf_counter()
             samples = await asyncio.gather(
                 *(
                     run_plugin_async(
                         path,
                         "ADD",
-                        f"{kind}x{i}",
+                        f"b{k}-{i}",
                         ns,
                         conf,
-                        f"IgnoreUnknown=1;K8S_POD_NAMESPACE=b;K8S_POD_NAME=x-{i}",
+                        f"IgnoreUnknown=1;K8S_POD_NAMESPACE=b;K8S_POD_NAME=b{k}-{i}",
                     )
-                    for i, ns in enumerate(spaces)
+                    for i, ns in enumerate(burst_spaces)
                 )
             )
             return (time.perf_counter() - start) * 1000, list(samples)
 
-        interpreter = Path(ours).read_text().splitlines()[0][2:].split()[0]
+        interpreter = Path(clients["vpcnet (python)"]).read_text().splitlines()[0][2:].split()[0]
         starts_py: list[float] = []
         starts_go: list[float] = []
         for _ in range(30):
@@ -225,24 +230,28 @@ def main() -> int:
                 [ptp], input=b"{}", env={"CNI_COMMAND": "VERSION"}, capture_output=True, check=True
             )
             starts_go.append((time.perf_counter() - begin) * 1000)
-        wall_ours, conc_ours = asyncio.run(burst(ours, "p", our_conf))
-        wall_go, conc_go = asyncio.run(burst(ptp, "g", go_conf))
+        bursts = {label: asyncio.run(burst(k, path, conf)) for k, (label, path, conf) in enumerate(runs)}
         nsenter._setns(home)
 
-        print(f"CNI latency, {opts.pods} pods each, warm path, same node namespace, interleaved")
-        print(line("ADD", add_ours, add_go))
-        print(line("DEL (netns kept)", del_ours, del_go))
+        print(f"CNI latency: {opts.pods} pods per plugin, warm path, one node namespace, interleaved")
+        for label in clients:
+            print(line(f"ADD {label}", adds[label], adds[REFERENCE]))
+        for label in clients:
+            print(line(f"DEL {label}", dels[label], dels[REFERENCE]))
         print(
             f"breakdown (p50): agent ADD {pct(agent_ms['ADD'], 0.5):.2f} ms, "
             f"agent DEL {pct(agent_ms['DEL'], 0.5):.2f} ms;"
             f" bare start: {interpreter} -IS {pct(starts_py, 0.5):.2f} ms, a Go plugin (VERSION) "
             f"{pct(starts_go, 0.5):.2f} ms"
         )
-        print(line(f"{opts.concurrent} concurrent ADDs", conc_ours, conc_go))
-        print(
-            f"{opts.concurrent} concurrent ADDs wall: vpcnet {wall_ours:.0f} ms, "
-            f"ptp+host-local {wall_go:.0f} ms, ratio {wall_ours / wall_go:.2f}x"
-        )
+        ref_wall, ref_samples = bursts[REFERENCE]
+        for label in clients:
+            wall, samples = bursts[label]
+            print(line(f"{opts.concurrent} concurrent ADD {label}", samples, ref_samples))
+            print(
+                f"  wall for all {opts.concurrent}: {wall:.0f} ms vs {ref_wall:.0f} ms, "
+                f"ratio {wall / ref_wall:.2f}x"
+            )
         return 0
     finally:
         nsenter._setns(home)

@@ -31,9 +31,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
             os.environ.get("AWS_VPC_K8S_CNI_VETHPREFIX", "eni"), "--veth-prefix", help="host veth prefix"
         ),
         no_portmap: bool = typer.Option(False, "--no-portmap", help="do not chain portmap (hostPort)"),
+        native: bool = typer.Option(
+            False, "--native", help="compile the native fast-path client (needs cc); else the Python launcher"
+        ),
     ) -> None:
         """Install vpcnet-cni and, once the agent answers STATUS ready, its network config (last)."""
-        from vpcnet.cni.install import AgentNotReady, install
+        from vpcnet.cni.install import AgentNotReady, NativeBuildError, install
 
         try:
             target = install(
@@ -44,11 +47,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 mtu=mtu,
                 veth_prefix=veth_prefix,
                 portmap=not no_portmap,
+                native=native,
             )
         except AgentNotReady as exc:
             typer.echo(f"error: {exc}; the plugin is in {bin_dir}, the config was not written", err=True)
             raise typer.Exit(1) from exc
-        except OSError as exc:
+        except (OSError, NativeBuildError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
         typer.echo(f"installed {Path(bin_dir) / 'vpcnet-cni'} and {target}")

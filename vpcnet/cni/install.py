@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import os
 import py_compile
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -97,6 +99,48 @@ def install_binary(bin_dir: Path, socket_path: str) -> Path:
     return target
 
 
+NATIVE_SOURCE = Path(__file__).with_name("native") / "vpcnet-cni.c"
+
+
+class NativeBuildError(RuntimeError):
+    pass
+
+
+def _c_string(name: str, value: str) -> str:
+    if any(ch in value for ch in "'\"\\\n"):
+        raise NativeBuildError(f"{name} {value!r} cannot contain quotes, backslashes or newlines")
+    return f'-D{name}="{value}"'
+
+
+def install_native(bin_dir: Path, socket_path: str, compiler: str | None = None) -> Path:
+    """Compile the native fast-path client into bin_dir/vpcnet-cni (static if the C library allows).
+    It hands VERSION and every error to the Python shim, which install_native also prepares."""
+    cc = compiler or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise NativeBuildError("no C compiler (cc) found; install gcc or use the Python launcher")
+    py_compile.compile(shim.__file__, doraise=True)
+    shim_dir = os.path.dirname(os.path.abspath(shim.__file__))
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    target = bin_dir / PLUGIN_TYPE
+    temp = bin_dir / f".{PLUGIN_TYPE}.{os.getpid()}.tmp"
+    defines = [
+        _c_string("VPCNET_PYTHON", interpreter()),
+        _c_string("VPCNET_SHIM_DIR", shim_dir),
+        _c_string("VPCNET_SOCKET", socket_path),
+    ]
+    errors = ""
+    for static in (["-static"], []):
+        argv = [cc, "-O2", "-Wall", *static, *defines, "-o", str(temp), str(NATIVE_SOURCE)]
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            os.chmod(temp, 0o755)
+            os.replace(temp, target)
+            return target
+        errors = proc.stderr.strip()
+    temp.unlink(missing_ok=True)
+    raise NativeBuildError(f"compiling {NATIVE_SOURCE} failed: {errors[-500:]}")
+
+
 def install(
     bin_dir: Path,
     conf_dir: Path,
@@ -107,9 +151,14 @@ def install(
     mtu: int = 9001,
     veth_prefix: str = "eni",
     portmap: bool = True,
+    native: bool = False,
 ) -> Path:
-    """Install the launcher, wait until the agent is ready, then write the conflist; returns its path."""
-    install_binary(bin_dir, socket_path)
+    """Install the plugin (the Python launcher, or with native=True the compiled fast path), wait until the
+    agent is ready, then write the conflist; returns its path."""
+    if native:
+        install_native(bin_dir, socket_path)
+    else:
+        install_binary(bin_dir, socket_path)
     deadline = time.monotonic() + timeout
     while True:
         ready, why = agent_status(socket_path)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vpcnet.cni.handlers import CniSettings
-from vpcnet.cni.install import install_binary
+from vpcnet.cni.install import install_binary, install_native
 from vpcnet.cni.memalloc import MemoryAllocator
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane.hostnet import HostNetConfig
@@ -71,6 +71,7 @@ class Node:
     pods: list[str] = field(default_factory=list)
     service: CniService | None = None
     loop: LoopThread = field(default_factory=LoopThread)
+    native: bool = False  # the compiled fast-path client instead of the Python launcher
 
     @property
     def netns(self) -> str:
@@ -118,7 +119,10 @@ class Node:
         sh("ip", "-n", self.vpc, "link", "set", f"{self.prefix}r", "up")
         # Pods' addresses are routed to the node (in EC2 the VPC does this for the ENIs' addresses).
         sh("ip", "-n", self.vpc, "route", "add", "10.0.2.0/24", "via", NODE_IP)
-        install_binary(self.bin_dir, str(self.socket))
+        if self.native:
+            install_native(self.bin_dir, str(self.socket))
+        else:
+            install_binary(self.bin_dir, str(self.socket))
         self.start()
 
     def start(self) -> None:

@@ -4,6 +4,7 @@ pod on the primary ENI (table main) and one on a secondary ENI (table 2), in nam
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -24,6 +25,19 @@ pytestmark = pytest.mark.root
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
     n = Node(unique_prefix(), tmp_path)
+    try:
+        n.up()
+        yield n
+    finally:
+        n.down()
+
+
+@pytest.fixture(params=["python", "native"])
+def any_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
+    """A node whose vpcnet-cni is the Python launcher, then one with the native client."""
+    if request.param == "native" and shutil.which("cc") is None:
+        pytest.skip("no C compiler for the native client")
+    n = Node(unique_prefix(), tmp_path, native=request.param == "native")
     try:
         n.up()
         yield n
@@ -92,7 +106,8 @@ def assert_gone(node: Node, ip: str, pod: str) -> None:
     assert pod_rules(node, ip) == []
 
 
-def test_add_then_del_primary_and_secondary_eni(node: Node) -> None:
+def test_add_then_del_primary_and_secondary_eni(any_node: Node) -> None:
+    node = any_node
     ns_a, ns_b = node.new_pod_netns(), node.new_pod_netns()
     # Fill the primary ENI's four addresses with one pod and three others so pod b lands on device 1.
     code, res_a = node.cni("ADD", "ca", ns_a, "a")
@@ -280,10 +295,11 @@ def test_host_rules_apply_twice_and_remove(node: Node) -> None:
     assert not any(r.get("fwmark") == "0x80" for r in rules(node))
 
 
-def test_concurrent_adds_and_dels(node: Node) -> None:
+def test_concurrent_adds_and_dels(any_node: Node) -> None:
     """Eight runtimes at once: distinct addresses, every pod wired, then every DEL leaves nothing."""
     from concurrent.futures import ThreadPoolExecutor
 
+    node = any_node
     spaces = [node.new_pod_netns() for _ in range(8)]
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: node.cni("ADD", f"c{i}", spaces[i], f"pod{i}"), range(8)))

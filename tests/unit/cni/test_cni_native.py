@@ -1,0 +1,93 @@
+"""The native fast-path client behaves as the Python shim: same request, the agent's answer and exit code
+passed through, and VERSION and every error answered by the Python shim it hands over to."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vpcnet.cni import shim
+from vpcnet.cni.install import NativeBuildError, install_native
+from vpcnet.cni.memalloc import MemoryAllocator
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+
+CONF = json.dumps({"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni"}).encode()
+
+
+@pytest.fixture(scope="module")
+def native(agent: tuple[Path, MemoryAllocator], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path, _ = agent
+    return install_native(tmp_path_factory.mktemp("bin"), str(path))
+
+
+def run(binary: Path, env: dict[str, str], stdin: bytes) -> tuple[int, bytes]:
+    proc = subprocess.run([str(binary)], input=stdin, env=env, capture_output=True, timeout=30)
+    assert proc.stderr == b""
+    return proc.returncode, proc.stdout
+
+
+def test_add_del_through_the_native_client(native: Path) -> None:
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "nat1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0"}
+    code, out = run(native, env, CONF)
+    assert code == 0, out
+    address = json.loads(out)["ips"][0]["address"]
+    code, out = run(native, env, CONF)
+    assert (code, json.loads(out)["ips"][0]["address"]) == (0, address)
+    assert run(native, {**env, "CNI_COMMAND": "DEL"}, CONF) == (0, b"")
+
+
+def test_agent_errors_pass_through(native: Path) -> None:
+    code, out = run(native, {"CNI_COMMAND": "ADD"}, CONF)
+    assert code == 1 and json.loads(out)["code"] == 4
+
+
+def test_version_and_bad_command_go_to_the_python_shim(native: Path) -> None:
+    code, out = run(native, {"CNI_COMMAND": "VERSION"}, b'{"cniVersion": "0.4.0"}')
+    assert code == 0 and json.loads(out)["cniVersion"] == "0.4.0"
+    code, out = run(native, {"CNI_COMMAND": "FROB"}, CONF)
+    assert code == 1 and json.loads(out)["code"] == 4
+
+
+def test_agent_down_is_answered_by_the_python_shim(tmp_path: Path) -> None:
+    binary = install_native(tmp_path / "bin", str(tmp_path / "none.sock"))
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
+    code, out = run(binary, env, CONF)
+    body = json.loads(out)
+    assert code == 1 and body["code"] == 11 and body["cniVersion"] == "1.0.0"  # stdin was replayed
+    code, out = run(binary, {"CNI_COMMAND": "STATUS"}, b'{"cniVersion": "1.1.0"}')
+    assert code == 1 and json.loads(out)["code"] == 50
+
+
+def test_paths_that_cannot_be_compiled_in_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(NativeBuildError):
+        install_native(tmp_path / "bin", "/tmp/it's.sock")
+    assert not (tmp_path / "bin" / "vpcnet-cni").exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    env=st.dictionaries(
+        st.sampled_from(["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"]),
+        st.sampled_from(
+            ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION", "c1", "eth0", "/run/netns/x", "", "é"]
+        ),
+    ),
+    stdin=st.sampled_from([CONF, b"", b"{", b"[]", b'{"cniVersion": "1.1.0", "name": "n", "type": "t"}']),
+)
+def test_native_matches_python_shim(
+    native: Path, agent: tuple[Path, MemoryAllocator], env: dict[str, str], stdin: bytes
+) -> None:
+    """Same exit code and same answer as the Python shim, apart from ADD's random MACs."""
+    path, _ = agent
+    if env.get("CNI_COMMAND") == "ADD":
+        env = {**env, "CNI_COMMAND": "CHECK"}  # ADD's answer carries fresh MACs; compare a stable command
+    code, out = run(native, env, stdin)
+    expected = shim.run({k.encode(): v.encode() for k, v in env.items()}, stdin, str(path))
+    assert (code, out) == expected
