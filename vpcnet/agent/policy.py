@@ -28,7 +28,8 @@ from typing import Any
 from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
-from vpcnet.api.calico import CalicoNetworkPolicy, GlobalNetworkPolicy, Tier
+from vpcnet.api.base import ResourceKey
+from vpcnet.api.calico import CalicoNetworkPolicy, GlobalNetworkPolicy, GlobalNetworkSet, NetworkSet, Tier
 from vpcnet.api.core import Namespace, Pod
 from vpcnet.api.loader import parse_resource
 from vpcnet.api.networking import K8sNetworkPolicy
@@ -49,7 +50,11 @@ K8S_POLICY = "networkpolicy.networking.k8s.io"
 CALICO_POLICY = "networkpolicy.projectcalico.org"
 GLOBAL_POLICY = "globalnetworkpolicy.projectcalico.org"
 TIER = "tier.projectcalico.org"
-KINDS = frozenset({POD, NAMESPACE, K8S_POLICY, CALICO_POLICY, GLOBAL_POLICY, TIER})
+NETWORK_SET = "networkset.projectcalico.org"
+GLOBAL_NETWORK_SET = "globalnetworkset.projectcalico.org"
+KINDS = frozenset(
+    {POD, NAMESPACE, K8S_POLICY, CALICO_POLICY, GLOBAL_POLICY, TIER, NETWORK_SET, GLOBAL_NETWORK_SET}
+)
 _POLICY_ID_KIND = {K8S_POLICY: "knp", CALICO_POLICY: "np", GLOBAL_POLICY: "gnp"}
 IDLE_SETTLE = 0.1  # quiet seconds after which the store's current revision counts as enforced
 
@@ -112,6 +117,9 @@ class PolicyAgent:
                 self.calc.delete_policy(policy_id(ref))
             elif ref.kind == TIER:
                 self.calc.delete_tier(ref.name)
+            elif ref.kind in (NETWORK_SET, GLOBAL_NETWORK_SET):
+                kind = "NetworkSet" if ref.kind == NETWORK_SET else "GlobalNetworkSet"
+                self.calc.delete_network_set(ResourceKey(kind, ref.namespace, ref.name))
             return
         resource = parse_resource(stored.body, str(ref))
         if isinstance(resource, Pod):
@@ -120,6 +128,8 @@ class PolicyAgent:
             self.calc.upsert_namespace(resource)
         elif isinstance(resource, K8sNetworkPolicy | CalicoNetworkPolicy | GlobalNetworkPolicy):
             self.calc.upsert_policy(compile_policy(resource))
+        elif isinstance(resource, NetworkSet | GlobalNetworkSet):
+            self.calc.upsert_network_set(resource)
         elif isinstance(resource, Tier):
             order = resource.order
             if resource.metadata.name == DEFAULT_TIER_SPEC.name and order is None:
