@@ -18,6 +18,7 @@ log = logging.getLogger("vpcnet.cni.server")
 MAX_REQUEST = MAX_STDIN + (64 << 10)
 READ_TIMEOUT = 30.0
 SOCKET_MODE = 0o600
+STOP_GRACE = 30.0
 
 Handler = Callable[[bytes], Awaitable[bytes]]
 
@@ -69,6 +70,9 @@ class CniServer:
         with contextlib.suppress(Exception):
             await self._server.wait_closed()
         self._server = None
+        # Requests already taken are finished (an ADD half-way must roll back or complete, not vanish).
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=STOP_GRACE)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -85,6 +89,10 @@ class CniServer:
             chunks.append(chunk)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             try:
                 data = await asyncio.wait_for(self._read(reader), READ_TIMEOUT)
