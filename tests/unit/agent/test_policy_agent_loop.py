@@ -1,0 +1,124 @@
+"""The policy agent's loop with an in-memory store and a scripted data plane: retries with backoff, the
+newest state applied after a failure, the enforced revision reported only once applied."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Collection
+from pathlib import Path
+from typing import Any
+
+from vpcnet.agent.policy import PolicyAgent
+from vpcnet.dataplane.kernel_cmd import DataplaneError
+from vpcnet.dataplane.policy_backend import ApplyStats, BackendName
+from vpcnet.dataplane.policy_calc import PolicyCalculator
+from vpcnet.dataplane.policy_state import DesiredState
+from vpcnet.datastore.resources import ResourceEvent, ResourceRef, StoredResource
+from vpcnet.datastore.types import EventType
+
+
+def pod_body(name: str, ip: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]},
+        "status": {"podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[ResourceEvent] = asyncio.Queue()
+        self.revision = 10
+        self.datastore = self
+
+    async def current_revision(self) -> int:
+        return self.revision
+
+    async def snapshot(self, kinds: Collection[str]) -> tuple[list[StoredResource], int]:
+        ref = ResourceRef("pod", "default", "a")
+        return [StoredResource(ref, pod_body("a", "10.0.0.1"), 5)], self.revision
+
+    async def watch(self, kinds: Collection[str], start_revision: int) -> AsyncIterator[ResourceEvent]:
+        while True:
+            yield await self.events.get()
+
+    def put_pod(self, name: str, ip: str) -> None:
+        self.revision += 1
+        ref = ResourceRef("pod", "default", name)
+        stored = StoredResource(ref, pod_body(name, ip), self.revision)
+        self.events.put_nowait(ResourceEvent(EventType.PUT, ref, stored, self.revision))
+
+
+class ScriptedDataplane:
+    name: BackendName = "iptables"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.applied: list[DesiredState] = []
+        self.attempts = 0
+
+    async def apply(self, state: DesiredState) -> ApplyStats:
+        self.attempts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise DataplaneError("iptables-restore exited 1: injected")
+        self.applied.append(state)
+        return ApplyStats(0, 1)
+
+    def resync(self) -> None:
+        pass
+
+    async def remove_all(self) -> None:
+        pass
+
+
+def test_failures_are_retried_and_the_newest_state_wins(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        dataplane = ScriptedDataplane(failures=3)
+        status = tmp_path / "policy-status.json"
+        agent = PolicyAgent(store, PolicyCalculator("n1", ["eni"]), dataplane, status_path=status)  # type: ignore[arg-type]
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(0.01)
+        store.put_pod("b", "10.0.0.2")  # arrives while the first apply keeps failing
+        for _ in range(200):
+            if agent.synced.is_set():
+                break
+            await asyncio.sleep(0.02)
+        assert agent.synced.is_set() and dataplane.attempts == 4 and agent.failures == 3
+        # The successful retry already carries pod b: the newest state, not the one that failed.
+        assert len(dataplane.applied[0].endpoints) == 2
+        for _ in range(100):
+            if agent.applied_revision >= store.revision:
+                break
+            await asyncio.sleep(0.02)
+        reported = json.loads(status.read_text())
+        assert reported["revision"] == store.revision and reported["last_error"] == ""
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_revision_is_not_reported_while_failing(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        dataplane = ScriptedDataplane(failures=10**6)
+        status = tmp_path / "policy-status.json"
+        agent = PolicyAgent(
+            store, PolicyCalculator("n1", ["eni"]), dataplane, status_path=status, max_backoff=0.05
+        )  # type: ignore[arg-type]
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(0.5)
+        assert dataplane.attempts >= 3 and not status.exists() and agent.applied_revision == 0
+        assert "injected" in agent.status()["last_error"]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
