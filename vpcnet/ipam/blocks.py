@@ -11,6 +11,7 @@ and handed to someone else) frees nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -131,14 +132,16 @@ class Block:
         )
 
 
-def block_cidrs(pool: IPv4Network, block_size: int, start_hint: str = "") -> list[IPv4Network]:
+def block_cidrs(pool: IPv4Network, block_size: int, start_hint: str = "") -> Iterator[IPv4Network]:
     """The pool's blocks, rotated to start at a place derived from start_hint (the node's name), so that
-    nodes claiming blocks at the same time mostly try different ones instead of fighting over the first."""
+    nodes claiming blocks at the same time mostly try different ones instead of fighting over the first.
+    A generator: a /12 pool has 16,384 blocks of /26 and a claim usually needs the first few."""
     count = 1 << (block_size - pool.prefixlen)
     step = 1 << (32 - block_size)
     start = _stable_hash(start_hint) % count if start_hint else 0
     base = int(pool.network_address)
-    return [IPv4Network((base + ((start + i) % count) * step, block_size)) for i in range(count)]
+    for i in range(count):
+        yield IPv4Network((base + ((start + i) % count) * step, block_size))
 
 
 def _stable_hash(text: str) -> int:

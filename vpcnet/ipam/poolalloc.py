@@ -18,7 +18,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from vpcnet.datastore.resources import ResourceStore
 from vpcnet.datastore.types import Datastore, DatastoreUnavailable, DeleteOp, PutOp, RevisionIs
-from vpcnet.ipam.blocks import Block, block_cidrs
+from vpcnet.ipam.blocks import Block, block_cidrs, block_from_key_name
 from vpcnet.ipam.poolstore import (
     AFFINITIES,
     BLOCKS,
@@ -78,6 +78,10 @@ class PoolIpam:
         self._resources = ResourceStore(datastore)
         self._rng = rng or random.Random()
         self.counters = IpamCounters()
+        self._affine: list[IPv4Network] | None = None  # blocks affine to this node, as last read
+        # One change at a time from this node (Calico's CNI takes a host-wide lock for the same reason):
+        # concurrent ADDs on one node would all pick the same block and fail each other's CAS.
+        self._lock = asyncio.Lock()
 
     async def config(self) -> PoolConfig:
         return await read_pool_config(self._resources)
@@ -93,10 +97,17 @@ class PoolIpam:
 
     async def assign(self, handle: str, namespace: str = "", pod: str = "") -> HandleRecord:
         """The handle's address: the one it holds already, or a new one. Raises AddressExhausted."""
+        async with self._lock:
+            return await self._assign_locked(handle, namespace, pod)
+
+    async def _assign_locked(self, handle: str, namespace: str, pod: str) -> HandleRecord:
         for attempt in range(MAX_ATTEMPTS):
-            existing = await self.lookup(handle)
-            if existing is not None:
-                return existing
+            # The first attempt does not read the handle: its transaction requires the handle to be absent,
+            # so a repeated ADD fails that condition and the next attempt finds the address it holds.
+            if attempt:
+                existing = await self.lookup(handle)
+                if existing is not None:
+                    return existing
             try:
                 record = await self._assign_once(handle, namespace, pod)
             except DatastoreUnavailable:
@@ -111,17 +122,25 @@ class PoolIpam:
 
     async def _assign_once(self, handle: str, namespace: str, pod: str) -> HandleRecord | None:
         """One attempt; None when a compare-and-swap lost (the caller starts again)."""
-        # 1. A block this node holds.
-        affine = await self.datastore.list(f"{AFFINITIES}{self.node}/")
-        affine_blocks = []
-        for kv in affine.items:
-            block_kv = await self.datastore.get(BLOCKS + kv.key.rpartition("/")[2])
-            if block_kv is None:
+        # 1. A block this node holds (the list of them is kept in memory; a block that is gone or no longer
+        # ours makes us read the affinities again).
+        fresh = self._affine is None
+        if self._affine is None:
+            affine = await self.datastore.list(f"{AFFINITIES}{self.node}/")
+            self._affine = [block_from_key_name(kv.key.rpartition("/")[2]) for kv in affine.items]
+        affine_blocks = list(self._affine)
+        for cidr in affine_blocks:
+            block_kv = await self.datastore.get(block_key(cidr))
+            block = Block.from_bytes(block_kv.value) if block_kv else None
+            if block_kv is None or block is None or block.affinity != self.node:
+                self._affine = None
                 continue
-            block = Block.from_bytes(block_kv.value)
-            affine_blocks.append(block.cidr)
-            if block.affinity == self.node and block.free:
+            if block.free:
                 return await self._allocate_in(block, block_kv.mod_revision, handle, namespace, pod)
+        if not fresh:
+            # Before claiming another block, make sure no block of ours was claimed meanwhile elsewhere.
+            self._affine = None
+            return await self._assign_once(handle, namespace, pod)
         # 2. A new block, claimed and allocated from in one transaction.
         config = await self.config()
         pools = config.usable_by(self.node_labels)
@@ -188,12 +207,15 @@ class PoolIpam:
         if committed is None:
             return None
         self.counters.blocks_claimed += 1
+        if self._affine is not None:
+            self._affine.append(cidr)
         log.info("node %s claimed block %s", self.node, cidr)
         return record
 
     async def release(self, handle: str) -> HandleRecord | None:
         """Free the handle's address (only the allocation it names, by sequence number); None if none."""
-        return await release_handle(self.datastore, handle, counters=self.counters)
+        async with self._lock:
+            return await release_handle(self.datastore, handle, counters=self.counters)
 
 
 async def release_handle(
