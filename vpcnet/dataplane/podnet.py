@@ -24,8 +24,6 @@ import errno
 import hashlib
 import logging
 import os
-import socket
-import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -94,35 +92,20 @@ class _Reaper:
     """Deletes links by name on one worker thread, with a plain netlink socket in the node's namespace."""
 
     def __init__(self, node_netns: str | None) -> None:
-        self._sock = nsenter.netlink_socket(node_netns)
+        self._netlink = rtnl.Rtnl(nsenter.netlink_socket(node_netns))
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpcnet-veth-reaper")
-        self._seq = 0
 
     def submit(self, name: str) -> Future[None]:
         return self._pool.submit(self._delete, name)
 
     def _delete(self, name: str) -> None:
-        self._seq += 1
-        encoded = name.encode() + b"\0"
-        attr = struct.pack("HH", 4 + len(encoded), 3) + encoded  # IFLA_IFNAME
-        attr += b"\0" * (-len(attr) % 4)
-        body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0) + attr
-        header = struct.pack("IHHII", 16 + len(body), 17, 1 | 4, self._seq, 0)  # RTM_DELLINK, REQUEST|ACK
-        self._sock.send(header + body)
-        while True:
-            reply = self._sock.recv(65536)
-            _, kind, _, seq, _ = struct.unpack_from("IHHII", reply)
-            if seq != self._seq:
-                continue
-            if kind == 2:  # NLMSG_ERROR: 0 is the ack
-                (code,) = struct.unpack_from("i", reply, 16)
-                if code not in (0, -errno.ENODEV):
-                    log.warning("deleting veth %s failed: %s", name, os.strerror(-code))
-            return
+        errors, _ = self._netlink.batch([rtnl.delete_link(name)])
+        for error in errors:
+            log.warning("deleting veth %s failed: %s", name, error)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._sock.close()
+        self._netlink.close()
 
 
 class PodNetwork:

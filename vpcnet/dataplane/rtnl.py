@@ -120,6 +120,12 @@ def new_veth(host: str, host_mac: str, peer: str, peer_mac: str, peer_netns_fd: 
     return Message(RTM_NEWLINK, F_CREATE | F_EXCL | F_ECHO, body, f"create veth {host}")
 
 
+def delete_link(name: str) -> Message:
+    """The kernel destroys both ends of a veth (~25 ms, inside the send: keep it off the event loop)."""
+    body = _ifinfo() + _attr(IFLA_IFNAME, _name(name))
+    return Message(RTM_DELLINK, 0, body, f"delete link {name}", ok=(errno.ENODEV,))
+
+
 def set_up(index: int) -> Message:
     return Message(RTM_SETLINK, 0, _ifinfo(index, IFF_UP, IFF_UP), f"set link {index} up")
 
