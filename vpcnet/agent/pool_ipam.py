@@ -124,6 +124,24 @@ async def ensure_default_pool(datastore: Any) -> bool:
     return created is not None
 
 
+async def warn_if_ipip_unsupported(datastore: Any) -> None:
+    """Say at start, once and plainly, that IP-in-IP pools cannot work on this kernel."""
+    from vpcnet.datastore.resources import ResourceStore
+    from vpcnet.ipam.poolstore import read_pool_config
+
+    if os.path.isdir("/sys/module/ipip"):
+        return
+    config = await read_pool_config(ResourceStore(datastore))
+    for pool in config.pools:
+        if pool.encapsulation == "ipip" and not pool.disabled:
+            log.error(
+                "IPPool %s has ipipMode %s but this kernel has no ipip module: its addresses on other nodes "
+                "cannot be reached from here; use vxlanMode instead",
+                pool.name,
+                pool.ipip_mode,
+            )
+
+
 class PoolIpamComponent:
     name = "ipam"
 
@@ -161,6 +179,7 @@ class PoolIpamComponent:
         if not self.keep_sdc:
             await disable_source_dest_check(self.ctx, node)
         await ensure_default_pool(self.datastore)
+        await warn_if_ipip_unsupported(self.datastore)
         self.registration = NodeRegistration(self.datastore, record, self.ttl)
         await self.registration.start()
         self.allocator = PoolAllocator(PoolIpam(self.datastore, name, labels))
