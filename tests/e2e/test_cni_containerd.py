@@ -108,7 +108,10 @@ exec ctr -a {sock} -n {NAMESPACE} "$@"
     )  # fmt: skip
 
 
-def test_ctr_run_with_vpcnet(node: Node, containerd: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+def test_ctr_run_with_vpcnet(node: Node, containerd: Path, tmp_path: Path, native: bool) -> None:
+    if native and shutil.which("cc") is None:
+        pytest.skip("no C compiler for the native client")
     archive = tmp_path / "busybox-oci.tar"
     build_archive(archive, IMAGE)
     ctr(containerd, "images", "import", str(archive))
@@ -116,7 +119,7 @@ def test_ctr_run_with_vpcnet(node: Node, containerd: Path, tmp_path: Path) -> No
 
     # The config is written last, once the agent answers STATUS ready (as install-cni does on a node).
     conf_dir = tmp_path / "net.d"
-    install(node.bin_dir, conf_dir, str(node.socket), timeout=10, mtu=1500)
+    install(node.bin_dir, conf_dir, str(node.socket), timeout=10, mtu=1500, native=native)
     assert (conf_dir / CONFLIST_NAME).exists()
 
     proc = ctr_with_cni(
