@@ -151,16 +151,15 @@ class PolicyAgent:
             while True:
                 timeout = max(0.0, next_resync - self.clock())
                 batch = await self._next_batch(timeout)
-                if batch is None:  # quiet: resync or report the store's revision
-                    if self.clock() >= next_resync:
-                        self.dataplane.resync()
-                        await self._apply_with_retry(self.applied_revision)
-                        next_resync = self.clock() + self.resync_interval
-                    continue
-                for event in batch:
+                for event in batch or ():
                     self.handle(event.ref, event.resource if event.type is EventType.PUT else None)
                     self.seen_revision = max(self.seen_revision, event.revision)
-                await self._apply_with_retry(self.seen_revision)
+                if self.clock() >= next_resync:  # even under a steady stream of changes
+                    self.dataplane.resync()
+                    next_resync = self.clock() + self.resync_interval
+                elif batch is None:
+                    continue
+                await self._apply_with_retry(self.seen_revision if batch else self.applied_revision)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -122,3 +122,26 @@ def test_revision_is_not_reported_while_failing(tmp_path: Path) -> None:
             await task
 
     asyncio.run(main())
+
+
+def test_periodic_resync_rereads_the_kernel(tmp_path: Path) -> None:
+    class Counting(ScriptedDataplane):
+        resyncs = 0
+
+        def resync(self) -> None:
+            self.resyncs += 1
+
+    async def main() -> None:
+        store = MemoryStore()
+        dataplane = Counting(failures=0)
+        calc = PolicyCalculator("n1", ["eni"])
+        agent = PolicyAgent(store, calc, dataplane, resync_interval=0.1)  # type: ignore[arg-type]
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(0.6)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert dataplane.resyncs >= 2
+        assert dataplane.attempts >= 1 + dataplane.resyncs  # every resync is followed by an apply
+
+    asyncio.run(main())
