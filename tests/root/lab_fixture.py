@@ -4,7 +4,7 @@ Fixtures (made available under tests/root by tests/root/conftest.py):
 - `lab`: one lab per test module (3 nodes over 2 AZs, t3.medium, no node agents). Share it only for tests
   that leave it as they found it (or that only add things of their own).
 - `lab_factory`: a context-manager factory for a lab of another shape, e.g.
-      with lab_factory(nodes=2, agents=True, instance_type="m5.large") as lab: ...
+      with lab_factory(nodes=2, agents=True, agent_env={"WARM_IP_TARGET": "2"}) as lab: ...
 
 The handle (`LabHandle`) offers:
     lab.prefix, lab.layout, lab.info (LabInfo: nodes with instance ids, IPs, subnets; endpoints)
@@ -150,12 +150,14 @@ def running_lab(
     azs: int = 2,
     instance_type: str = "t3.medium",
     agents: bool = False,
+    agent_env: dict[str, str] | None = None,
     prefix: str | None = None,
 ) -> Iterator[LabHandle]:
+    """A lab for the block; agent_env is extra environment for every node agent (e.g. VPCNET_MODE=calico)."""
     layout = LabLayout(prefix or random_prefix())
     try:
         topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type)
-        result = labctl.up(topo, layout, agents=agents)
+        result = labctl.up(topo, layout, agents=agents, agent_settings=agent_env)
         yield LabHandle(layout, result.info)
     finally:
         labctl.down(layout)

@@ -44,6 +44,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
         azs: int = typer.Option(2, "--azs", help="availability zones (one node subnet each)"),
         prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
         agents: bool = typer.Option(True, "--agents/--no-agents", help="start `vpcnet agent` on every node"),
+        mode: str | None = typer.Option(
+            None, "--mode", help="the agents' mode: vpc (addresses from ENIs, default) or calico (pools)"
+        ),
+        agent_env: list[str] = typer.Option(  # noqa: B008
+            [], "--agent-env", "-e", help="KEY=VALUE for every node agent (VPC CNI knobs...), repeatable"
+        ),
     ) -> None:
         """Bring the lab up: a VPC with a subnet per AZ, nodes as namespaces, the EC2 endpoint, IMDS and etcd.
         Running it again with the lab up changes nothing."""
@@ -55,6 +61,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
 
         _need_root()
         layout = _layout(prefix)
+        settings = _agent_settings(mode, agent_env)
         try:
             topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type)
             instance_limits(instance_type)
@@ -73,7 +80,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 spinner.update(f"lab {layout.prefix}: {msg}")
 
             try:
-                result = up(topo, layout, agents=agents, progress=progress)
+                result = up(topo, layout, agents=agents, agent_settings=settings, progress=progress)
             except LabError as e:
                 typer.echo(f"error: {e}", err=True)
                 raise typer.Exit(1) from e
@@ -194,6 +201,22 @@ def register(app: typer.Typer, groups: Groups) -> None:
         raise typer.Exit(main(["--prefix", prefix, "--etcd", etcd]))
 
 
+def _agent_settings(mode: str | None, pairs: list[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    if mode is not None:
+        if mode not in ("vpc", "calico"):
+            typer.echo(f"error: --mode must be vpc or calico, not {mode!r}", err=True)
+            raise typer.Exit(2)
+        settings["VPCNET_MODE"] = mode
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum():
+            typer.echo(f"error: --agent-env {pair!r} must be KEY=VALUE", err=True)
+            raise typer.Exit(2)
+        settings[key] = value
+    return settings
+
+
 def _cat(path: Any, follow: bool) -> None:
     with open(path, "rb") as f:
         while True:
@@ -244,6 +267,10 @@ def _print_status(doc: dict[str, Any]) -> None:
         f"EC2 {ep['ec2']} (host: {ep['ec2_host']})   IMDS {ep['imds']}   "
         f"etcd {ep['etcd']} (host: {ep['etcd_host']})   internet host {doc['internet_host']}"
     )
+    if doc.get("agent_settings"):
+        console.print(
+            "agent settings: " + " ".join(f"{k}={v}" for k, v in sorted(doc["agent_settings"].items()))
+        )
     procs = doc["processes"]
     console.print("processes: " + ", ".join(f"{k} {'running' if v else 'STOPPED'}" for k, v in procs.items()))
     console.print(f"CNI dirs per node: {doc['run_dir']}/nodes/<node>/cni/{{net.d,bin}}")

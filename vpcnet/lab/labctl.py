@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,8 @@ class LabInfo:
     endpoints: dict[str, str]
     internet_host: str
     agents: bool
+    # Environment the lab gives every node agent on top of its own (VPCNET_MODE=calico, WARM_IP_TARGET=...).
+    agent_settings: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -182,8 +184,27 @@ def wait_daemon(layout: LabLayout, timeout: float = READY_TIMEOUT) -> dict[str, 
     raise LabError(f"the lab daemon did not get ready in {timeout:.0f} s (log: {daemon_log(layout)})")
 
 
+# The caller's AWS identity and config must not reach the agents (they would sign for, or read config of,
+# a real account); every other variable, VPC CNI knobs included, passes through.
+_CALLER_ONLY = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_EC2",
+    "AWS_EC2_METADATA_DISABLED",
+    "VPCNET_LAB",
+)
+
+
 def agent_env(layout: LabLayout, node: str, info: LabInfo) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VPCNET_"))}
+    """The node agent's environment: the caller's (minus its AWS identity), the lab's endpoints and paths,
+    then the lab's agent settings (`lab up --mode/--agent-env`), which win."""
+    env = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
     env.update(LAB_CREDENTIALS)
     env.update(
         {
@@ -195,7 +216,7 @@ def agent_env(layout: LabLayout, node: str, info: LabInfo) -> dict[str, str]:
             "VPCNET_DATASTORE_ENDPOINTS": info.endpoints["etcd"],
         }
     )
-    # Settings meant for the agents (VPC CNI knobs like WARM_IP_TARGET) pass through from the caller's env.
+    env.update(info.agent_settings)
     return env
 
 
@@ -263,16 +284,21 @@ def up(
     layout: LabLayout,
     *,
     agents: bool = True,
+    agent_settings: Mapping[str, str] | None = None,
     progress: Progress = lambda _msg: None,
 ) -> UpResult:
+    """Bring the lab up (or find it up). agent_settings: extra environment for every node agent."""
+    settings = dict(agent_settings or {})
     with _locked():
-        return _up(topo, layout, agents=agents, progress=progress)
+        return _up(topo, layout, agents=agents, agent_settings=settings, progress=progress)
 
 
-def _up(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Progress) -> UpResult:
+def _up(
+    topo: LabTopology, layout: LabLayout, *, agents: bool, agent_settings: dict[str, str], progress: Progress
+) -> UpResult:
     info = read_info(layout)
     if info is not None:
-        differs = _same_shape(info, topo)
+        differs = _same_shape(info, topo) or _same_settings(info, agents, agent_settings)
         if differs:
             raise LabError(
                 f"lab {layout.prefix} is already up and {differs}; run `vpcnet lab down` first "
@@ -283,10 +309,19 @@ def _up(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Progres
     if leftovers or layout.run_dir.exists():
         progress(f"removing a half-made lab {layout.prefix}")
         _down(layout)
-    return _create(topo, layout, agents=agents, progress=progress)
+    return _create(topo, layout, agents=agents, agent_settings=agent_settings, progress=progress)
 
 
-def _create(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Progress) -> UpResult:
+def _same_settings(info: LabInfo, agents: bool, settings: dict[str, str]) -> str | None:
+    if info.agents and agents and info.agent_settings != settings:
+        have = " ".join(f"{k}={v}" for k, v in sorted(info.agent_settings.items())) or "none"
+        return f"its agents run with settings {have}"
+    return None
+
+
+def _create(
+    topo: LabTopology, layout: LabLayout, *, agents: bool, agent_settings: dict[str, str], progress: Progress
+) -> UpResult:
     from vpcnet.lab.ec2.state import Cloud  # the EC2 emulator (imported here: it loads the instance table)
 
     layout.run_dir.mkdir(parents=True, exist_ok=True)
@@ -321,6 +356,7 @@ def _create(topo: LabTopology, layout: LabLayout, *, agents: bool, progress: Pro
             endpoints=_endpoints(ready["ec2_host"], etcd_url),
             internet_host=INTERNET_HOST_ADDRESS,
             agents=agents and agents_available(),
+            agent_settings=agent_settings,
         )
         _write_json(layout.state_file, info.to_json())
         if info.agents:
@@ -511,6 +547,7 @@ def status(layout: LabLayout) -> dict[str, Any]:
         "nodes": nodes,
         "endpoints": info.endpoints,
         "internet_host": info.internet_host,
+        "agent_settings": info.agent_settings,
         "processes": {
             "etcd": labetcd.running(layout),
             "cloudd": procs.alive(daemon_pid_file(layout), daemon_marker(layout)),

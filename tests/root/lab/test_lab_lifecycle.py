@@ -182,3 +182,50 @@ def _enis(lab: LabHandle, node: str) -> list[dict[str, object]]:
     status = lab.status()
     found: list[dict[str, object]] = next(n["enis"] for n in status["nodes"] if n["name"] == node)
     return found
+
+
+def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent mechanism, with a stand-in agent (a long sleep) so the test does not depend on the agent's
+    own health: started in the node's namespace with the lab's environment, restarted by `lab up` when it
+    died, stopped by `lab down`."""
+    layout = LabLayout(prefix)
+    seen_env: dict[str, dict[str, str]] = {}
+
+    def stand_in(layout_: LabLayout, node: str, info: labctl.LabInfo) -> None:
+        env = labctl.agent_env(layout_, node, info)
+        seen_env[node] = env
+        procs.spawn(
+            # The socket path in the command line is what the pid file is checked against.
+            [sys.executable, "-c", "import time; time.sleep(300)", str(layout_.agent_socket(node))],
+            log_file=layout_.agent_log(node),
+            pid_file=labctl.agent_pid_file(layout_, node),
+            in_netns=layout_.node_netns(node),
+            env=env,
+        )
+
+    monkeypatch.setattr(labctl, "start_agent", stand_in)
+    monkeypatch.setattr(labctl, "agents_available", lambda: True)
+    topo = build_topology(nodes=2)
+    result = labctl.up(topo, layout, agents=True, agent_settings={"VPCNET_MODE": "calico"})
+    assert result.info.agents and result.info.agent_settings == {"VPCNET_MODE": "calico"}
+    for node in ("node1", "node2"):
+        pid = procs.read_pid(labctl.agent_pid_file(layout, node), labctl.agent_marker(layout, node))
+        assert pid is not None
+        assert os.readlink(f"/proc/{pid}/ns/net") == f"net:[{netns.netns_inode(layout.node_netns(node))}]"
+        assert seen_env[node]["VPCNET_MODE"] == "calico"
+        assert seen_env[node]["VPCNET_NODE_NAME"] == node
+    assert {n["agent"] for n in labctl.status(layout)["nodes"]} == {"running"}
+    # Another mode for a running lab is refused; the same settings change nothing.
+    with pytest.raises(labctl.LabError, match="VPCNET_MODE=calico"):
+        labctl.up(topo, layout, agents=True, agent_settings={"VPCNET_MODE": "vpc"})
+    assert labctl.up(topo, layout, agents=True, agent_settings={"VPCNET_MODE": "calico"}).already_up
+    # A dead agent is restarted by the next `lab up`.
+    dead = procs.read_pid(labctl.agent_pid_file(layout, "node2"), labctl.agent_marker(layout, "node2"))
+    assert dead is not None
+    procs.kill_pids([dead])
+    again = labctl.up(topo, layout, agents=True, agent_settings={"VPCNET_MODE": "calico"})
+    assert again.changed == ["agent on node2 restarted"]
+    labctl.down(layout)
+    assert leftovers(layout) == []

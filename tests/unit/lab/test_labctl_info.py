@@ -64,3 +64,25 @@ def test_prefix_from_env_and_validation(monkeypatch: pytest.MonkeyPatch) -> None
     assert layout_for().prefix == "vpcl"
     with pytest.raises(ValueError, match="lowercase"):
         layout_for("No-Good")
+
+
+def test_agent_env_keeps_knobs_drops_the_callers_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vpcnet.lab.labctl import LAB_CREDENTIALS, agent_env
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREALACCOUNT")
+    monkeypatch.setenv("AWS_PROFILE", "prod")
+    monkeypatch.setenv("WARM_IP_TARGET", "3")
+    monkeypatch.setenv("AWS_VPC_K8S_CNI_EXTERNALSNAT", "true")
+    info = info_for()
+    info = LabInfo.from_json({**info.to_json(), "endpoints": {
+        "ec2": "http://10.0.255.254", "imds": "http://169.254.169.254", "etcd": "http://10.0.255.253:2379"},
+        "agent_settings": {"VPCNET_MODE": "calico", "WARM_IP_TARGET": "5"}})  # fmt: skip
+    env = agent_env(layout_for("vt01"), "node2", info)
+    assert env["AWS_ACCESS_KEY_ID"] == LAB_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+    assert "AWS_PROFILE" not in env
+    assert env["AWS_VPC_K8S_CNI_EXTERNALSNAT"] == "true"
+    assert env["WARM_IP_TARGET"] == "5" and env["VPCNET_MODE"] == "calico"  # the lab's settings win
+    assert env["AWS_EC2_ENDPOINT"] == "http://10.0.255.254"
+    assert env["VPCNET_DATASTORE_ENDPOINTS"] == "http://10.0.255.253:2379"
+    assert env["VPCNET_NODE_NAME"] == "node2"
+    assert env["VPCNET_AGENT_SOCKET"].endswith("/vt01/nodes/node2/agent.sock")
