@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 
 from vpcnet.lab import labetcd, netns, procs
 from vpcnet.lab.cloudd import go_file
-from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric
+from vpcnet.lab.ec2.errors import Ec2Error
+from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric, FabricError
 from vpcnet.lab.layout import (
     DEFAULT_PREFIX,
     EC2_ENDPOINT_ADDRESS,
@@ -363,8 +364,10 @@ def _create(
             progress(f"starting node agents on {len(nodes)} nodes")
             for n in nodes:
                 start_agent(layout, n.name, info)
-    except BaseException:
+    except BaseException as e:
         _down(layout)  # never leave a half-made lab behind
+        if isinstance(e, (labetcd.EtcdError, netns.KernelError, FabricError, Ec2Error)):
+            raise LabError(f"lab {layout.prefix} could not be built (and was removed again): {e}") from e
         raise
     return UpResult(info, ["created"])
 
