@@ -198,6 +198,9 @@ class PodNetwork:
         messages = [
             rtnl.replace_route(ip, 32, host_index),
             rtnl.add_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip),
+            # A from-rule left by an earlier holder of this address (a DEL that never came) may point at
+            # another ENI's table; the first of two rules at one priority would win.
+            rtnl.delete_rule(FROM_POD_PRIORITY, 0, src=ip),
         ]
         if spec.route_table != MAIN_TABLE:
             messages.append(rtnl.add_rule(FROM_POD_PRIORITY, spec.route_table, src=ip))

@@ -316,3 +316,14 @@ def test_concurrent_adds_and_dels(any_node: Node) -> None:
     for i, ip in enumerate(ips):
         assert_gone(node, ip, f"pod{i}")
     assert node.allocator.assigned == {}
+
+
+def test_stale_from_rule_of_an_earlier_holder_is_replaced(node: Node) -> None:
+    """A DEL that never came left `from <ip> lookup 7`; the next pod with that address gets its own table."""
+    sh("ip", "-n", node.netns, "rule", "add", "from", "10.0.1.10", "lookup", "7", "priority", "1536")
+    ns = node.new_pod_netns()
+    code, result = node.cni("ADD", "c1", ns, "web")
+    assert code == 0 and result is not None
+    assert assert_wired(node, ns, "web", result, 254) == "10.0.1.10"  # no from-rule at all on the primary ENI
+    assert node.cni("DEL", "c1", ns, "web") == (0, None)
+    assert_gone(node, "10.0.1.10", "web")
