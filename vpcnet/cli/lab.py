@@ -43,6 +43,9 @@ def register(app: typer.Typer, groups: Groups) -> None:
         ),
         azs: int = typer.Option(2, "--azs", help="availability zones (one node subnet each)"),
         prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+        pod_subnets: bool = typer.Option(
+            False, "--pod-subnets", help="also a pod subnet per AZ (for custom networking / ENIConfig)"
+        ),
         agents: bool = typer.Option(True, "--agents/--no-agents", help="start `vpcnet agent` on every node"),
         mode: str | None = typer.Option(
             None, "--mode", help="the agents' mode: vpc (addresses from ENIs, default) or calico (pools)"
@@ -63,7 +66,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
         layout = _layout(prefix)
         settings = _agent_settings(mode, agent_env)
         try:
-            topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type)
+            topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type, pod_subnets=pod_subnets)
             instance_limits(instance_type)
         except TopologyError as e:
             typer.echo(f"error: {e}", err=True)

@@ -263,6 +263,8 @@ def _same_shape(info: LabInfo, topo: LabTopology) -> str | None:
     azs = {n["az"] for n in info.subnets.values()}
     if len(azs) != len(topo.azs):
         return f"it spans {len(azs)} AZs, {len(topo.azs)} were asked for"
+    if len(info.subnets) != len(topo.subnets):
+        return f"it has {len(info.subnets)} subnets, {len(topo.subnets)} were asked for (--pod-subnets?)"
     if info.vpc_cidr != topo.vpc_cidr:
         return f"its VPC is {info.vpc_cidr}, {topo.vpc_cidr} was asked for"
     return None
