@@ -92,6 +92,8 @@ def test_vpc_delivers_an_address_only_to_the_eni_that_holds_it(lab: LabHandle) -
         lab.exec("node3", "ip", "addr", "add", f"{ip}/32", "dev", "eth0")
         assert udp_delivered(lab, "node2", "node3", ip) == lab.node("node2").primary_ip
         assert udp_delivered(lab, "node1", "node3", ip) == lab.node("node1").primary_ip
+        # A secondary address passes node3's source check (as a pod's address does).
+        assert udp_delivered(lab, "node3", "node2", lab.node("node2").primary_ip, src_ip=ip) == ip
     finally:
         lab.exec("node1", "ip", "addr", "del", f"{ip}/32", "dev", "eth0", check=False)
         lab.exec("node3", "ip", "addr", "del", f"{ip}/32", "dev", "eth0", check=False)
@@ -186,6 +188,8 @@ def test_prefix_delegation_addresses_are_delivered(lab: LabHandle) -> None:
     try:
         lab.exec("node2", "ip", "addr", "add", f"{member}/32", "dev", "eth0")
         assert udp_delivered(lab, "node1", "node2", member) == lab.node("node1").primary_ip
+        # A prefix's addresses are the ENI's own: they pass the source check (pods send from them).
+        assert udp_delivered(lab, "node2", "node1", lab.node("node1").primary_ip, src_ip=member) == member
     finally:
         lab.exec("node2", "ip", "addr", "del", f"{member}/32", "dev", "eth0", check=False)
         ec2.unassign_private_ip_addresses(NetworkInterfaceId=eni["id"], Ipv4Prefixes=[prefix])
