@@ -82,37 +82,26 @@ class CalicoLab:
 def calico_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CalicoLab]:
     from lab_fixture import running_lab
 
-    from vpcnet.lab import labctl
-
-    original = labctl.agent_env
-
-    def calico_env(layout: Any, node: str, info: Any) -> dict[str, str]:
-        env = original(layout, node, info)
-        env.update(CALICO_AGENT_ENV)
-        return env
-
-    # Until `vpcnet lab up --mode calico` passes these itself: the agents' environment, in this process.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(labctl, "agent_env", calico_env)
-        with running_lab(nodes=3, azs=2, agents=True, instance_type="t3.medium") as lab:
-            for node in lab.node_names:
-                args = [
-                    "install-cni",
-                    "--bin-dir", str(lab.layout.cni_bin_dir(node)),
-                    "--conf-dir", str(lab.layout.cni_conf_dir(node)),
-                    "--socket", str(lab.layout.agent_socket(node)),
-                    "--veth-prefix", "cali",
-                    "--timeout", "60",
-                ]  # fmt: skip
-                result = CliRunner().invoke(app, args)
-                assert result.exit_code == 0, f"install-cni on {node}: {result.output}"
-            handle = CalicoLab(lab, tmp_path_factory.mktemp("calico"))
-            namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: cal}\n---\n"
-            out = handle.apply(
-                namespace + "---\n".join(pod_doc(p, n) for p, n in PLACEMENT.items()), "pods.yaml"
-            )
-            assert out.count(" started") == len(PLACEMENT), out
-            yield handle
+    # `vpcnet lab up --mode calico` sets VPCNET_MODE; the veth prefix and the pool come as agent settings.
+    with running_lab(
+        nodes=3, azs=2, agents=True, instance_type="t3.medium", agent_env=CALICO_AGENT_ENV
+    ) as lab:
+        for node in lab.node_names:
+            args = [
+                "install-cni",
+                "--bin-dir", str(lab.layout.cni_bin_dir(node)),
+                "--conf-dir", str(lab.layout.cni_conf_dir(node)),
+                "--socket", str(lab.layout.agent_socket(node)),
+                "--veth-prefix", "cali",
+                "--timeout", "60",
+            ]  # fmt: skip
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, f"install-cni on {node}: {result.output}"
+        handle = CalicoLab(lab, tmp_path_factory.mktemp("calico"))
+        namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: cal}\n---\n"
+        out = handle.apply(namespace + "---\n".join(pod_doc(p, n) for p, n in PLACEMENT.items()), "pods.yaml")
+        assert out.count(" started") == len(PLACEMENT), out
+        yield handle
 
 
 def test_pod_traffic_one_node_one_az_across_azs_with_vxlan_only_across_subnets(calico_lab: CalicoLab) -> None:
