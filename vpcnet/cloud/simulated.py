@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 
 from vpcnet.cloud.ec2 import Attachment, Ec2Error, InstanceTypeInfo, NetworkInterface, Subnet
-from vpcnet.cloud.throttle import TokenBucket
+from vpcnet.cloud.throttle import Backoff, CallObserver, TokenBucket, call_with_retries
 
 # Seconds per API, roughly as EC2 answers (attach is the slow one:
 # "up to 10 seconds" for an ENI to be usable).
@@ -71,7 +71,14 @@ class SimulatedEc2:
         latency: Mapping[str, float] | None = None,
         throttle_rate: float | None = None,
         throttle_burst: float = 10.0,
+        client_backoff: Backoff | None = None,
+        client_rate: float | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
+        # client_*: behave as EC2 seen through vpcnet's client (its rate limit, retries and backoff)
+        self.client_backoff = client_backoff
+        self.client_bucket = TokenBucket(client_rate, 2 * client_rate) if client_rate else None
+        self.observer = observer
         self.latency = dict(DEFAULT_LATENCY if latency is None else latency)
         self._bucket = TokenBucket(throttle_rate, throttle_burst) if throttle_rate else None
         self.subnets: dict[str, Subnet] = {}
@@ -80,6 +87,7 @@ class SimulatedEc2:
         self.types: dict[str, InstanceTypeInfo] = {}
         self.used: dict[str, set[IPv4Address]] = {}  # subnet -> addresses in use (prefix members included)
         self.calls: list[str] = []
+        self.errors: list[str] = []
         self.fail_next: dict[str, Ec2Error] = {}  # api -> error raised once
         self._ids = itertools.count(1)
 
@@ -108,12 +116,23 @@ class SimulatedEc2:
     # --- machinery ---
 
     async def _api(self, api: str) -> None:
+        if self.client_backoff is None and self.client_bucket is None:
+            await self._attempt(api)
+            return
+        await call_with_retries(
+            api,
+            lambda: self._attempt(api),
+            bucket=self.client_bucket,
+            backoff=self.client_backoff or Backoff(max_attempts=1),
+            observer=self.observer,
+        )
+
+    async def _attempt(self, api: str) -> None:
         self.calls.append(api)
-        if self._bucket is not None and self._bucket._tokens < 1:
-            self._bucket._refill()
         if self._bucket is not None:
             self._bucket._refill()
             if self._bucket._tokens < 1:
+                self.errors.append("RequestLimitExceeded")
                 raise Ec2Error(api, "RequestLimitExceeded", "Request limit exceeded.", 503)
             self._bucket._tokens -= 1
         delay = self.latency.get(api, 0.0)

@@ -41,7 +41,7 @@ from vpcnet.ipam.warm import ArrivalForecast, Capacity, WarmTargets, ceil_to, de
 log = logging.getLogger("vpcnet.ipam")
 
 SUBNET_FULL_BACKOFF = 120.0  # as the VPC CNI: do not retry a full subnet for two minutes
-ERROR_BACKOFF_MAX = 60.0
+ERROR_BACKOFF_MAX = 30.0
 DETACH_DELETE_ATTEMPTS = 6
 
 
@@ -105,6 +105,7 @@ class VpcAllocator:
         self.counters = Counters()
         self.in_progress: dict[str, int] = {}
         self._ready = False
+        self._stopped = False
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._grow_lock = asyncio.Lock()
@@ -147,6 +148,8 @@ class VpcAllocator:
 
     async def stop(self) -> None:
         self._ready = False
+        self._stopped = True
+        self._wake.set()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -260,6 +263,9 @@ class VpcAllocator:
         waited = False
         while True:
             now = self._now()
+            if self.pool.stats(now).assigned >= self.capacity.pod_limit:
+                self.counters.exhausted += 1
+                raise AddressExhausted(self._hard_limit() or "pod limit reached")
             slot = self.pool.pick(now)
             if slot is not None:
                 self.pool.assign(slot, key, pod_namespace, pod_name, now)
@@ -293,7 +299,8 @@ class VpcAllocator:
             self._wake.set()
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=max(0.01, deadline - now))
+                    async with asyncio.timeout(max(0.01, deadline - now)):
+                        await changed.wait()
             finally:
                 self._waiters -= 1
 
@@ -388,16 +395,20 @@ class VpcAllocator:
         return want
 
     async def _pool_loop(self) -> None:
-        while True:
+        while not self._stopped:
             now = self._now()
             timeout = self.settings.pool_interval
             next_cool = self.pool.next_cooldown_end(now)
             if next_cool is not None:
                 timeout = min(timeout, max(0.01, next_cool - now + 0.001))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            if self._stopped:
+                return
             self._wake.clear()
-            self._notify()  # cooldowns may have ended
+            if self._waiters and self.pool.pick(self._now()) is not None:
+                self._notify()  # a cooldown ended: waiting pods can have an address
             try:
                 await self.adjust()
             except asyncio.CancelledError:
@@ -623,14 +634,13 @@ class VpcAllocator:
                     await self.ec2.delete_network_interface(eni.eni_id)
                     break
                 except Ec2Error as exc:
-                    if (
-                        attempt + 1 == DETACH_DELETE_ATTEMPTS
-                        or (exc.code
+                    if attempt + 1 == DETACH_DELETE_ATTEMPTS or (
+                        exc.code
                         not in (
                             "InvalidNetworkInterface.InUse",
                             "IncorrectState",
                         )
-                        and not exc.retryable)
+                        and not exc.retryable
                     ):
                         # detached but not deleted: the leaked-ENI sweep deletes it after its grace period
                         log.warning(
@@ -660,7 +670,7 @@ class VpcAllocator:
     # ------------------------------------------------------------------ maintenance
 
     async def _maintenance_loop(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self.settings.reconcile_interval)
             for job in (self.reconcile, self.sweep_leaked_enis):
                 try:

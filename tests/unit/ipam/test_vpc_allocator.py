@@ -1,0 +1,458 @@
+"""The VPC warm-pool engine against the simulated EC2, on a virtual clock (exact and fast)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+import pytest
+
+from vpcnet.cloud.ec2 import TAG_CREATED_AT, TAG_INSTANCE_ID, InstanceTypeInfo
+from vpcnet.cloud.node import NodeInfo
+from vpcnet.cloud.simulated import SimulatedEc2
+from vpcnet.cloud.throttle import Backoff
+from vpcnet.cloud.virtual_time import run_virtual
+from vpcnet.ipam.checkpoint import MemoryCheckpoint
+from vpcnet.ipam.interfaces import NoNetworking
+from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, IpamKey
+from vpcnet.ipam.vpc import VpcAllocator, VpcSettings, capacity_for
+from vpcnet.ipam.warm import WarmTargets
+
+TYPES = {
+    "t3.medium": InstanceTypeInfo("t3.medium", 2, 3, 6, "nitro", False, (3,)),
+    "m5.large": InstanceTypeInfo("m5.large", 2, 3, 10, "nitro", False, (3,)),
+    "m4.large": InstanceTypeInfo("m4.large", 2, 2, 10, "xen", False, (2,)),
+}
+MAX_PODS = {"t3.medium": 17, "m5.large": 29, "m4.large": 20}
+
+
+class Pods:
+    def __init__(self) -> None:
+        self.gone: set[str] = set()
+
+    async def exists(self, key: IpamKey, pod_namespace: str, pod_name: str) -> bool:
+        return pod_name not in self.gone
+
+
+@dataclass
+class Node:
+    ec2: SimulatedEc2
+    info: NodeInfo
+    checkpoint: MemoryCheckpoint = field(default_factory=MemoryCheckpoint)
+    net: NoNetworking = field(default_factory=NoNetworking)
+    pods: Pods = field(default_factory=Pods)
+    instance_type: str = "t3.medium"
+
+    def allocator(self, targets: WarmTargets, pd: bool = False, **kw: Any) -> VpcAllocator:
+        t = TYPES[self.instance_type]
+        max_pods = 110 if pd else MAX_PODS[self.instance_type]
+        cap = capacity_for(
+            instance_type=t.name,
+            type_max_enis=t.max_enis,
+            ipv4_per_eni=t.ipv4_per_eni,
+            max_pods=max_pods,
+            prefix_delegation=pd,
+            custom_networking=False,
+            max_eni=kw.pop("max_eni", None),
+        )
+        settings = VpcSettings(
+            targets=targets, pool_interval=1.0, release_delay=60.0, reconcile_interval=30.0, **kw
+        )
+        return VpcAllocator(
+            ec2=self.ec2, node=self.info, capacity=cap, settings=settings, networking=self.net,
+            checkpoint=self.checkpoint, pods=self.pods,
+        )  # fmt: skip
+
+
+def make_node(instance_type: str = "t3.medium", subnet: str = "10.0.0.0/24", **sim: Any) -> Node:
+    ec2 = SimulatedEc2(**sim)
+    for t in TYPES.values():
+        ec2.add_instance_type(t)
+    s = ec2.add_subnet("subnet-a", subnet)
+    primary = ec2.launch("i-1", instance_type, "subnet-a")
+    info = NodeInfo(
+        instance_id="i-1", instance_type=instance_type, availability_zone="us-east-1a", region="us-east-1",
+        primary_eni_id=primary.eni_id, primary_mac=primary.mac, primary_ip=primary.primary_ip,
+        subnet_id="subnet-a", subnet_cidr=s.cidr, vpc_id="vpc-1", vpc_cidrs=(IPv4Network("10.0.0.0/16"),),
+        security_groups=("sg-1",),
+    )  # fmt: skip
+    return Node(ec2, info, instance_type=instance_type)
+
+
+def key(i: int) -> IpamKey:
+    return IpamKey("aws-cni", f"c{i:04d}", "eth0")
+
+
+def run(body: Callable[[], Awaitable[None]]) -> None:
+    run_virtual(body())
+
+
+async def settle(a: VpcAllocator, seconds: float = 120.0) -> None:
+    await asyncio.sleep(seconds)
+
+
+def ec2_view(node: Node) -> tuple[int, int]:
+    """(ENIs attached to the instance, addresses for pods on them) as EC2 sees it."""
+    enis = [e for e in node.ec2.enis.values() if e.attachment and e.attachment.instance_id == "i-1"]
+    return len(enis), sum(len(e.secondary) + 16 * len(e.prefixes) for e in enis)
+
+
+@pytest.mark.parametrize(
+    ("itype", "targets", "pd", "enis", "total"),
+    [
+        ("t3.medium", WarmTargets(), False, 1, 5),  # WARM_ENI_TARGET=1: one ENI's worth free
+        ("t3.medium", WarmTargets(warm_eni=2), False, 2, 10),
+        ("t3.medium", WarmTargets(warm_ip=3), False, 1, 3),
+        ("t3.medium", WarmTargets(warm_ip=2, minimum_ip=10), False, 2, 10),
+        ("t3.medium", WarmTargets(warm_eni=0), False, 1, 5),  # 0 never stalls: keeps something to give
+        ("m5.large", WarmTargets(), False, 1, 9),
+        ("m5.large", WarmTargets(warm_ip=5, minimum_ip=12), False, 2, 12),
+        ("m5.large", WarmTargets(warm_prefix=1), True, 1, 16),
+        ("m5.large", WarmTargets(warm_prefix=2), True, 1, 32),
+        ("m5.large", WarmTargets(warm_ip=20), True, 1, 32),
+    ],
+)
+def test_pool_settles_at_the_counts_the_knobs_imply(
+    itype: str, targets: WarmTargets, pd: bool, enis: int, total: int
+) -> None:
+    node = make_node(itype)
+
+    async def body() -> None:
+        a = node.allocator(targets, pd=pd)
+        await a.start()
+        await settle(a)
+        assert a.stats().total == total
+        assert ec2_view(node) == (enis, total)
+        await a.stop()
+
+    run(body)
+
+
+def test_one_pod_on_warm_eni_target_brings_a_second_eni() -> None:
+    node = make_node("t3.medium")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets())
+        await a.start()
+        await settle(a)
+        calls = len(node.ec2.calls)
+        got = await a.assign(key(1), "default", "p1")
+        assert len(node.ec2.calls) == calls  # the warm path made no EC2 call
+        assert got.device_number == 0 and got.route_table == 254 and got.eni_id == node.info.primary_eni_id
+        await settle(a)
+        assert ec2_view(node) == (2, 10)
+        assert len(node.net.configured) == 1
+        assert list(node.net.configured.values()) == [2]  # device 1 -> table 2
+        await a.stop()
+
+    run(body)
+
+
+def test_assign_and_release_are_idempotent_by_key() -> None:
+    node = make_node()
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=3))
+        await a.start()
+        await settle(a)
+        first = await a.assign(key(1), "ns", "p")
+        assert await a.assign(key(1), "ns", "p") == first
+        assert await a.lookup(key(1)) == first
+        assert await a.release(key(1)) == first
+        assert await a.release(key(1)) is None
+        assert await a.lookup(key(1)) is None
+        await a.stop()
+
+    run(body)
+
+
+def test_not_ready_before_start() -> None:
+    node = make_node()
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets())
+        with pytest.raises(AddressManagerNotReady):
+            await a.assign(key(1), "ns", "p")
+
+    run(body)
+
+
+def test_max_pods_then_a_clear_error_naming_the_limit() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets())
+        await a.start()
+        got = [await a.assign(key(i), "ns", f"p{i}") for i in range(27)]
+        assert len({g.address for g in got}) == 27
+        with pytest.raises(AddressExhausted, match=r"m5\.large allows 3 ENIs x 9 addresses = 27"):
+            await a.assign(key(99), "ns", "p99")
+        assert ec2_view(node) == (3, 27)
+        await a.stop()
+
+    run(body)
+
+
+def test_max_eni_setting_is_named_in_the_error() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(), max_eni=1)
+        await a.start()
+        for i in range(9):
+            await a.assign(key(i), "ns", f"p{i}")
+        with pytest.raises(AddressExhausted, match=r"1 ENIs \(MAX_ENI=1\) x 9"):
+            await a.assign(key(99), "ns", "p99")
+        await a.stop()
+
+    run(body)
+
+
+def test_prefix_delegation_stops_at_max_pods() -> None:
+    node = make_node("m5.large", subnet="10.0.0.0/20")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_prefix=1), pd=True)
+        await a.start()
+        got = [await a.assign(key(i), "ns", f"p{i}") for i in range(108)]
+        assert len({g.address for g in got}) == 108
+        with pytest.raises(AddressExhausted, match=r"max pods reached.*max-pods is 110"):
+            await a.assign(key(999), "ns", "p999")
+        enis, total = ec2_view(node)
+        assert total == 112 and enis == 1  # 7 prefixes on the primary ENI
+        await a.stop()
+
+    run(body)
+
+
+def test_prefix_delegation_refused_on_xen_is_a_clear_ec2_error_not_a_hang() -> None:
+    node = make_node("m4.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_prefix=1), pd=True, assign_wait=20.0)
+        await a.start()
+        with pytest.raises(AddressExhausted, match="does not support prefixes"):
+            await a.assign(key(1), "ns", "p")
+        await a.stop()
+
+    run(body)
+
+
+def test_cooling_addresses_do_not_count_as_available() -> None:
+    node = make_node()
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=2), cooldown=30.0)
+        await a.start()
+        await settle(a)
+        for i in range(2):
+            await a.assign(key(i), "ns", f"p{i}")
+        for i in range(2):
+            await a.release(key(i))
+        await asyncio.sleep(5)
+        s = a.stats()
+        assert (s.cooling, s.available, s.total) == (2, 2, 4)  # the VPC CNI would stay at 2 (all cooling)
+        await a.stop()
+
+    run(body)
+
+
+def test_releases_are_paced_and_only_give_back_what_was_not_needed() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=2), cooldown=10.0)
+        await a.start()
+        for i in range(12):
+            await a.assign(key(i), "ns", f"p{i}")
+        await settle(a, 20)
+        assert a.stats().total == 14
+        for i in range(12):
+            await a.release(key(i))
+        await asyncio.sleep(40)  # cooled down, surplus of 12, but not for release_delay yet
+        assert a.stats().total == 14
+        assert "UnassignPrivateIpAddresses" not in node.ec2.calls
+        await asyncio.sleep(60)
+        assert a.stats().total == 2
+        assert ec2_view(node) == (1, 2)  # the emptied second ENI was freed too
+        await a.stop()
+
+    run(body)
+
+
+def test_empty_pool_waits_for_ec2_instead_of_failing() -> None:
+    node = make_node()
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=1))
+        await a.start()
+        await settle(a)
+        got = await asyncio.gather(*(a.assign(key(i), "ns", f"p{i}") for i in range(8)))
+        assert len({g.address for g in got}) == 8
+        assert a.counters.waited_for_ec2 >= 1
+        await a.stop()
+
+    run(body)
+
+
+def test_restart_restores_assignments_of_live_pods_and_cools_the_rest() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=2))
+        await a.start()
+        before = {i: await a.assign(key(i), "ns", f"p{i}") for i in range(12)}
+        await settle(a, 30)
+        await a.stop()  # as after kill -9: nothing is given back on the way down
+        node.pods.gone.add("p3")
+        b = node.allocator(WarmTargets(warm_ip=2))
+        await b.start()
+        for i in range(12):
+            if i == 3:
+                assert await b.lookup(key(i)) is None
+            else:
+                assert await b.lookup(key(i)) == before[i]
+        assert b.counters.restored == 11 and b.counters.dropped_stale == 1
+        s = b.stats()
+        assert (s.assigned, s.cooling) == (11, 1)
+        fresh = await b.assign(key(50), "ns", "p50")
+        assert fresh.address not in {x.address for x in before.values()}
+        assert node.checkpoint.data is not None
+        assert len(node.checkpoint.data.allocations) == 12
+        await b.stop()
+
+    run(body)
+
+
+def test_checkpoint_write_failure_fails_the_assignment_and_changes_nothing() -> None:
+    node = make_node()
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=3))
+        await a.start()
+        await settle(a)
+        node.checkpoint.fail = True
+        with pytest.raises(OSError):
+            await a.assign(key(1), "ns", "p")
+        assert await a.lookup(key(1)) is None
+        assert a.stats().assigned == 0
+        node.checkpoint.fail = False
+        await a.assign(key(1), "ns", "p")
+        node.checkpoint.fail = True
+        with pytest.raises(OSError):
+            await a.release(key(1))
+        assert await a.lookup(key(1)) is not None
+        await a.stop()
+
+    run(body)
+
+
+def test_foreign_enis_are_left_alone_and_ours_are_adopted() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        foreign = await node.ec2.create_network_interface(
+            subnet_id="subnet-a",
+            description="someone else",
+            security_groups=(),
+            tags={},
+            secondary_ip_count=3,
+        )
+        await node.ec2.attach_network_interface(foreign.eni_id, "i-1", 1)
+        ours = await node.ec2.create_network_interface(
+            subnet_id="subnet-a", description="aws-K8S-i-1", security_groups=(),
+            tags={TAG_INSTANCE_ID: "i-1"}, secondary_ip_count=4,
+        )  # fmt: skip
+        await node.ec2.attach_network_interface(ours.eni_id, "i-1", 2)
+        a = node.allocator(WarmTargets(warm_ip=20))
+        await a.start()
+        assert set(a.pool.enis) == {node.info.primary_eni_id, ours.eni_id}
+        await settle(a)
+        # the foreign ENI took one of m5.large's three ENIs: 2 x 9 = 18 for pods
+        assert a.stats().total == 18
+        assert len(node.ec2.enis[foreign.eni_id].secondary) == 3
+        await a.stop()
+
+    run(body)
+
+
+def test_leaked_enis_of_ours_are_deleted_after_the_grace_period() -> None:
+    node = make_node()
+
+    async def body() -> None:
+        leaked = await node.ec2.create_network_interface(
+            subnet_id="subnet-a", description="aws-K8S-i-1", security_groups=(),
+            tags={TAG_INSTANCE_ID: "i-1", TAG_CREATED_AT: "2999-01-01T00:00:00Z"},
+        )  # fmt: skip
+        other = await node.ec2.create_network_interface(
+            subnet_id="subnet-a", description="aws-K8S-i-2", security_groups=(), tags={TAG_INSTANCE_ID: "i-2"}
+        )
+        a = node.allocator(WarmTargets(), leaked_eni_grace=100.0)
+        await a.start()
+        await asyncio.sleep(35)
+        assert leaked.eni_id in node.ec2.enis  # seen, but younger than the grace period
+        await asyncio.sleep(120)
+        assert leaked.eni_id not in node.ec2.enis
+        assert other.eni_id in node.ec2.enis  # another node's
+        assert a.counters.leaked_enis_deleted == 1
+        await a.stop()
+
+    run(body)
+
+
+def test_full_subnet_is_named_in_the_error() -> None:
+    node = make_node(subnet="10.0.0.0/28")  # 11 usable, the primary took one
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=1), assign_wait=5.0)
+        await a.start()
+        got = []
+        with pytest.raises(AddressExhausted, match=r"subnet subnet-a \(10\.0\.0\.0/28\) has no free"):
+            for i in range(20):
+                got.append(await a.assign(key(i), "ns", f"p{i}"))
+        assert len({g.address for g in got}) == len(got) >= 8
+        await a.stop()
+
+    run(body)
+
+
+def test_throttled_ec2_still_serves_every_pod_once() -> None:
+    node = make_node(
+        "m5.large", throttle_rate=0.5, throttle_burst=1, client_backoff=Backoff(0.2, 10.0, 8), client_rate=2.0
+    )
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=1), assign_wait=300.0)
+        await a.start()
+        got = await asyncio.gather(*(a.assign(key(i), "ns", f"p{i}") for i in range(25)))
+        assert len({g.address for g in got}) == 25
+        assert "RequestLimitExceeded" in node.ec2.errors  # it was throttled, and backed off
+        await settle(a, 600)
+        enis = [e for e in node.ec2.enis.values() if e.eni.eni_id not in a.pool.enis]
+        assert enis == []  # no ENI leaked
+        await a.stop()
+
+    run(body)
+
+
+def test_reconcile_drops_addresses_taken_away_behind_our_back() -> None:
+    node = make_node()
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=3))
+        await a.start()
+        await settle(a)
+        got = await a.assign(key(1), "ns", "p")
+        await settle(a)  # refilled: the pool loop has nothing to ask EC2 for
+        eni = node.info.primary_eni_id
+        await node.ec2.unassign_private_ips(eni, addresses=[got.address])
+        await a.reconcile()
+        assert await a.lookup(key(1)) is None
+        assert a.counters.force_removed_ips == 1
+        assert IPv4Address(got.address) not in a.pool.slots
+        await a.stop()
+
+    run(body)
