@@ -127,20 +127,6 @@ def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
     return result[0]
 
 
-def enter_netns_for_exec(netns: str) -> Callable[[], None]:
-    """A preexec_fn for subprocess: the child enters netns before exec (no `ip netns exec` wrapper)."""
-    path = str(NETNS_DIR / netns)
-
-    def enter() -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            _setns(fd, CLONE_NEWNET)
-        finally:
-            os.close(fd)
-
-    return enter
-
-
 def write_sysctl(netns: str, key: str, value: str) -> None:
     """Set a net.* sysctl inside netns: /proc/sys/net follows the opening thread's namespace."""
     path = Path("/proc/sys") / key.replace(".", "/")

@@ -12,8 +12,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from vpcnet.lab import netns
-
 
 def spawn(
     argv: Sequence[str],
@@ -23,9 +21,14 @@ def spawn(
     in_netns: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Start argv detached (own session, stdin from /dev/null, output appended to log_file)."""
+    """Start argv detached (own session, stdin from /dev/null, output appended to log_file), inside the
+    named network namespace if in_netns is given."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
+    if in_netns:
+        # `ip netns exec` execs the command in place (same pid) after entering the namespace and mounting
+        # a /sys of that namespace; a preexec_fn doing setns would not be safe in a threaded parent.
+        argv = ["ip", "netns", "exec", in_netns, *argv]
     with open(log_file, "ab") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(
             list(argv),
@@ -34,11 +37,8 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env=dict(env) if env is not None else None,
-            preexec_fn=netns.enter_netns_for_exec(in_netns) if in_netns else None,
             close_fds=True,
         )
-    # The Popen object is dropped on purpose: the process outlives this command; stop() reaps it if it is
-    # our child and kills it by pid otherwise.
     proc.returncode = 0  # keeps Popen.__del__ from warning about a running child
     # Popen returns while the kernel is still finishing the exec: the new command line (which read_pid checks)
     # shows up a moment later. Wait for it, so that a pid file always names a recognisable process.

@@ -213,7 +213,12 @@ def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
     for node in ("node1", "node2"):
         pid = procs.read_pid(labctl.agent_pid_file(layout, node), labctl.agent_marker(layout, node))
         assert pid is not None
-        assert os.readlink(f"/proc/{pid}/ns/net") == f"net:[{netns.netns_inode(layout.node_netns(node))}]"
+        want = f"net:[{netns.netns_inode(layout.node_netns(node))}]"
+        for _ in range(500):  # `ip netns exec` enters the namespace, then execs the agent in place
+            if os.readlink(f"/proc/{pid}/ns/net") == want and "time.sleep" in _cmdline(pid):
+                break
+            time.sleep(0.01)
+        assert os.readlink(f"/proc/{pid}/ns/net") == want
         assert seen_env[node]["VPCNET_MODE"] == "calico"
         assert seen_env[node]["VPCNET_NODE_NAME"] == node
     assert {n["agent"] for n in labctl.status(layout)["nodes"]} == {"running"}
@@ -229,3 +234,7 @@ def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
     assert again.changed == ["agent on node2 restarted"]
     labctl.down(layout)
     assert leftovers(layout) == []
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
