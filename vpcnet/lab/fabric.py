@@ -12,8 +12,10 @@ Layout (all inside the lab's namespaces, nothing in the host's):
   proxy (`proxy_arp on` on each port, a permanent neighbour entry on the bridge for every assigned address):
   the VPC answers ARP for assigned addresses with the owning ENI's MAC, even where the node has not configured
   the address (pod addresses), and never for unassigned ones. Those neighbour entries are also the router's
-  next hops. (`neigh_suppress` was tried first: the kernel ignores ARP requests arriving on suppressing ports,
-  which is meant for EVPN uplinks, so it does not answer for the VPC.)
+  next hops. (`neigh_suppress on` on the ports was tried first, with the same neighbour entries: on this
+  kernel (6.18) the bridge then did not answer ARP for an assigned address the owning node had not configured,
+  i.e. for pod addresses; its proxy is meant for EVPN uplinks. `proxy_arp on` does answer, and it also stops
+  broadcasts from being flooded to the ports, as the VPC does not flood.)
 
 `Fabric` implements the EC2 emulator's FabricHooks, so every API change is in the kernel before the API
 answers. Rendering is pure (text for `ip -batch`, `bridge -batch`, `nft -f`); applying is a few execs.
