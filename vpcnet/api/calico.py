@@ -147,7 +147,16 @@ class _CalicoPolicyBase(Resource):
     ingress: tuple[CalicoRule, ...] = ()
     egress: tuple[CalicoRule, ...] = ()
 
-    SPEC_FIELDS: ClassVar[tuple[str, ...]] = ("tier", "order", "selector", "types", "ingress", "egress")
+    SPEC_FIELDS: ClassVar[tuple[str, ...]] = (
+        "tier",
+        "order",
+        "selector",
+        "types",
+        "ingress",
+        "egress",
+        "performanceHints",
+    )
+    performance_hints: tuple[str, ...] = ()  # scheduling hints only; no effect on what is allowed
 
     def _spec_dict(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"tier": self.tier}
@@ -159,13 +168,15 @@ class _CalicoPolicyBase(Resource):
             spec["ingress"] = [r.to_dict() for r in self.ingress]
         if self.egress:
             spec["egress"] = [r.to_dict() for r in self.egress]
+        if self.performance_hints:
+            spec["performanceHints"] = list(self.performance_hints)
         return spec
 
     @classmethod
     def _parse_common(cls, ctx: Ctx, spec: dict[str, Any]) -> dict[str, Any]:
-        unsupported = ("serviceAccountSelector", "performanceHints")
+        unsupported = ("serviceAccountSelector",)
         for key in unsupported:
-            if key in spec:
+            if spec.get(key):  # empty values, as calicoctl prints them, mean "not used"
                 ctx.fault(join("spec", key), "not supported by vpcnet")
         check_known(ctx, {k: v for k, v in spec.items() if k not in unsupported}, "spec", cls.SPEC_FIELDS)
         tier = opt_str(ctx, spec, "tier", "spec") or DEFAULT_TIER
@@ -197,6 +208,10 @@ class _CalicoPolicyBase(Resource):
             ctx.fault("spec.ingress", "ingress rules given but types does not include Ingress")
         if egress and "Egress" not in types:
             ctx.fault("spec.egress", "egress rules given but types does not include Egress")
+        hints = str_list(ctx, spec, "performanceHints", "spec")
+        for i, hint in enumerate(hints):
+            if hint != "AssumeNeededOnEveryNode":
+                ctx.fault(join("spec.performanceHints", i), f"must be AssumeNeededOnEveryNode, got {hint!r}")
         return {
             "tier": tier,
             "order": order,
@@ -204,6 +219,7 @@ class _CalicoPolicyBase(Resource):
             "types": tuple(t for t in types if t in ("Ingress", "Egress")),
             "ingress": ingress,
             "egress": egress,
+            "performance_hints": tuple(hints),
         }
 
 
@@ -331,7 +347,7 @@ class _NetworkSetBase(Resource):
     def parse(cls, ctx: Ctx, doc: dict[str, Any], metadata: ObjectMeta) -> Self:
         spec = spec_of(ctx, doc)
         check_known(ctx, spec, "spec", ("nets", "allowedEgressDomains"))
-        if "allowedEgressDomains" in spec:
+        if spec.get("allowedEgressDomains"):
             ctx.fault("spec.allowedEgressDomains", "not supported by vpcnet")
         nets = str_list(ctx, spec, "nets", "spec")
         for i, text in enumerate(nets):
@@ -489,7 +505,7 @@ def _entity(ctx: Ctx, raw: Any, path: str) -> EntityRule:
     data = as_mapping(ctx, raw, path)
     unsupported = ("serviceAccounts", "services")
     for key in unsupported:
-        if key in data:
+        if data.get(key):
             ctx.fault(join(path, key), "not supported by vpcnet")
     known = ("nets", "notNets", "selector", "notSelector", "namespaceSelector", "ports", "notPorts")
     check_known(ctx, {k: v for k, v in data.items() if k not in unsupported}, path, known)
@@ -527,7 +543,7 @@ def _entity(ctx: Ctx, raw: Any, path: str) -> EntityRule:
 def _rule(ctx: Ctx, raw: Any, path: str) -> CalicoRule:
     data = as_mapping(ctx, raw, path)
     unsupported = ("http",)
-    if "http" in data:
+    if data.get("http"):
         ctx.fault(join(path, "http"), "not supported by vpcnet")
     known = (
         "action",

@@ -215,6 +215,13 @@ class K8sNetworkPolicy(Resource):
     API_VERSION: ClassVar[str] = "networking.k8s.io/v1"
     KIND: ClassVar[str] = "NetworkPolicy"
     NAMESPACED: ClassVar[bool] = True
+    TOP_LEVEL: ClassVar[tuple[str, ...]] = (
+        "apiVersion",
+        "kind",
+        "metadata",
+        "spec",
+        "status",
+    )  # status ignored
 
     metadata: ObjectMeta
     pod_selector: LabelSelector = field(default_factory=LabelSelector)

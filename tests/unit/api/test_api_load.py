@@ -277,3 +277,28 @@ def test_nothing_returned_when_any_document_is_bad() -> None:
         load_documents(GOOD + "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: BAD}\n", "g.yaml")
     assert len(info.value.faults) == 1
     assert "g.yaml:8 Namespace BAD: metadata.name" in str(info.value)
+
+
+def test_calicoctl_and_kubectl_output_shapes_load() -> None:
+    text = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: g, resourceVersion: "12", uid: abc, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  tier: default
+  selector: all()
+  serviceAccountSelector: ""
+  performanceHints: [AssumeNeededOnEveryNode]
+  ingress: [{action: Allow, source: {serviceAccounts: null}, http: null}]
+  types: [Ingress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: n, namespace: x, generation: 1}
+spec: {podSelector: {}}
+status: {}
+"""
+    gnp, knp = load_documents(text, "out.yaml")
+    assert isinstance(gnp, GlobalNetworkPolicy) and gnp.performance_hints == ("AssumeNeededOnEveryNode",)
+    assert gnp.to_dict()["metadata"]["resourceVersion"] == "12"
+    assert isinstance(knp, K8sNetworkPolicy) and knp.policy_types == ("Ingress",)
