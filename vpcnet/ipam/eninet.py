@@ -1,0 +1,118 @@
+"""Secondary ENIs in the node's network namespace, as on EKS nodes (pyroute2, one netlink socket kept open).
+
+For an ENI on device index d (d >= 1), route table d + 1:
+    link up with the ENI MTU; the ENI's primary address on it; the kernel's subnet route moved out of main;
+    table d+1: `<gw>/32 dev ethX scope link` and `default via <gw> dev ethX` (gw = subnet base + 1);
+    rule `from <ENI primary IP> lookup d+1` at priority 32765.
+Pods on the ENI get their own `from <pod IP> lookup d+1` rules from the CNI (priority 1536).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from vpcnet.ipam.eni_pool import Eni
+from vpcnet.ipam.interfaces import host_veth_name
+from vpcnet.ipam.types import IpamKey
+
+log = logging.getLogger(__name__)
+
+FROM_ENI_PRIMARY_IP_PRIORITY = 32765
+LINK_WAIT_SECONDS = 15.0  # the ENI's interface appears a moment after the attach (hot-plug)
+
+
+class EniNotPresent(RuntimeError):
+    pass
+
+
+class KernelEniNetworking:
+    def __init__(self) -> None:
+        self.ipr: Any = IPRoute()
+
+    def close(self) -> None:
+        self.ipr.close()
+
+    async def _link_index(self, mac: str) -> int:
+        waited = 0.0
+        while True:
+            found = self.ipr.link_lookup(address=mac.lower())
+            if found:
+                return int(found[0])
+            if waited >= LINK_WAIT_SECONDS:
+                raise EniNotPresent(f"no interface with MAC {mac} appeared within {LINK_WAIT_SECONDS:g}s")
+            await asyncio.sleep(0.1)
+            waited += 0.1
+
+    async def setup(self, eni: Eni, mtu: int) -> None:
+        idx = await self._link_index(eni.mac)
+        table = eni.route_table
+        plen = eni.subnet_cidr.prefixlen
+        self.ipr.link("set", index=idx, mtu=mtu, state="up")
+        have = {a.get_attr("IFA_ADDRESS") for a in self.ipr.get_addr(index=idx, family=2)}
+        if str(eni.primary_ip) not in have:
+            self.ipr.addr("add", index=idx, address=str(eni.primary_ip), prefixlen=plen)
+        # the subnet route the kernel added in main would send replies out of this ENI for every
+        # subnet peer; on EKS it lives only in the ENI's table
+        with contextlib.suppress(NetlinkError):
+            self.ipr.route("del", dst=str(eni.subnet_cidr), oif=idx, table=254)
+        gw = str(eni.gateway)
+        self.ipr.route("replace", dst=f"{gw}/32", oif=idx, scope=253, table=table)
+        self.ipr.route("replace", dst="0.0.0.0/0", gateway=gw, oif=idx, table=table)
+        rule: dict[str, Any] = dict(
+            src=str(eni.primary_ip), src_len=32, table=table, priority=FROM_ENI_PRIMARY_IP_PRIORITY
+        )
+        if not self._has_rule(**rule):
+            self.ipr.rule("add", family=2, **rule)
+        log.info("configured ENI", extra={"eni": eni.eni_id, "ifindex": idx, "table": table, "mtu": mtu})
+
+    def _has_rule(self, *, src: str, src_len: int, table: int, priority: int) -> bool:
+        for r in self.ipr.get_rules(family=2):
+            if (
+                r.get_attr("FRA_SRC") == src
+                and r["src_len"] == src_len
+                and (r.get_attr("FRA_TABLE") or r["table"]) == table
+                and r.get_attr("FRA_PRIORITY") == priority
+            ):
+                return True
+        return False
+
+    async def teardown(self, eni: Eni) -> None:
+        table = eni.route_table
+        rule: dict[str, Any] = dict(
+            src=str(eni.primary_ip), src_len=32, table=table, priority=FROM_ENI_PRIMARY_IP_PRIORITY
+        )
+        while self._has_rule(**rule):
+            try:
+                self.ipr.rule("del", family=2, **rule)
+            except NetlinkError:
+                break
+        for route in self.ipr.get_routes(family=2, table=table):
+            with contextlib.suppress(NetlinkError):
+                self.ipr.route("del", **_route_key(route))
+
+
+def _route_key(route: Any) -> dict[str, Any]:
+    key: dict[str, Any] = {"table": route.get_attr("RTA_TABLE") or route["table"]}
+    dst = route.get_attr("RTA_DST")
+    key["dst"] = f"{dst}/{route['dst_len']}" if dst else "0.0.0.0/0"
+    oif = route.get_attr("RTA_OIF")
+    if oif:
+        key["oif"] = oif
+    return key
+
+
+class HostVethExistence:
+    """A checkpointed pod still exists if its host-side veth does (the VPC CNI's rule at restart)."""
+
+    def __init__(self, veth_prefix: str, ipr: Any | None = None) -> None:
+        self.prefix = veth_prefix
+        self.ipr: Any = ipr if ipr is not None else IPRoute()
+
+    async def exists(self, key: IpamKey, pod_namespace: str, pod_name: str) -> bool:
+        return bool(self.ipr.link_lookup(ifname=host_veth_name(self.prefix, pod_namespace, pod_name)))
