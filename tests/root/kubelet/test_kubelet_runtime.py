@@ -325,8 +325,12 @@ def test_cli_probe_compare_and_wait(env: Env, tmp_path: Path, monkeypatch: pytes
     result = runner.invoke(app, ["lab", "probe", "--compare", "-f", str(policy), "-o", "table", *prefix])
     assert result.exit_code == 1, result.output
     assert "x/a -> x/b: kernel allows, policy engine says block" in result.output
-    assert "x/b -> x/b: kernel allows, policy engine says block" in result.output
-    assert "2 disagreement(s)" in result.output
+    assert "x/b -> x/b" not in result.output  # the diagonal is ignored by default, as upstream does
+    assert "1 disagreement(s)" in result.output
+    result = runner.invoke(app, ["lab", "probe", "--compare", "-f", str(policy), "--count-loopback", *prefix])
+    assert result.exit_code == 1, result.output
+    pairs = {(d["from"], d["to"]) for d in json.loads(result.output)["disagreements"]}
+    assert pairs == {("x/a", "x/b"), ("x/b", "x/b")}
 
     result = runner.invoke(app, ["lab", "wait", "--timeout", "0.2", *prefix])
     assert result.exit_code == 1 and "node n1" in result.output

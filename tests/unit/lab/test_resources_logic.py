@@ -100,3 +100,6 @@ def test_disagreements() -> None:
     measured = {"x/a": {"x/a": True, "x/b": True}, "x/b": {"x/a": False, "x/b": True}}
     expected = {"x/a": {"x/a": True, "x/b": False}, "x/b": {"x/a": False}}
     assert disagreements(measured, expected) == [("x/a", "x/b", True, False)]
+    expected["x/a"]["x/a"] = False
+    assert disagreements(measured, expected) == [("x/a", "x/a", True, False), ("x/a", "x/b", True, False)]
+    assert disagreements(measured, expected, ignore_loopback=True) == [("x/a", "x/b", True, False)]
