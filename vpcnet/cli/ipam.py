@@ -83,8 +83,8 @@ def register(app: typer.Typer, groups: Groups) -> None:
             lab = LabLayout(check_prefix(prefix or os.environ.get("VPCNET_LAB", DEFAULT_PREFIX)))
             argv = [
                 sys.executable,
-                "-m",
-                "vpcnet.cli.main",
+                "-c",
+                "from vpcnet.cli.main import main; main()",
                 "ipam",
                 "status",
                 "-o",

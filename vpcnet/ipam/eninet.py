@@ -14,7 +14,7 @@ import contextlib
 import logging
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vpcnet.ipam.eni_pool import Eni
@@ -33,7 +33,7 @@ class EniNotPresent(RuntimeError):
 
 class KernelEniNetworking:
     def __init__(self) -> None:
-        self.ipr: Any = IPRoute()
+        self.ipr: Any = AsyncIPRoute()  # made inside the agent's loop; kept open
 
     def close(self) -> None:
         self.ipr.close()
@@ -41,7 +41,7 @@ class KernelEniNetworking:
     async def _link_index(self, mac: str) -> int:
         waited = 0.0
         while True:
-            found = self.ipr.link_lookup(address=mac.lower())
+            found = await self.ipr.link_lookup(address=mac.lower())
             if found:
                 return int(found[0])
             if waited >= LINK_WAIT_SECONDS:
@@ -53,26 +53,26 @@ class KernelEniNetworking:
         idx = await self._link_index(eni.mac)
         table = eni.route_table
         plen = eni.subnet_cidr.prefixlen
-        self.ipr.link("set", index=idx, mtu=mtu, state="up")
-        have = {a.get_attr("IFA_ADDRESS") for a in self.ipr.get_addr(index=idx, family=2)}
+        await self.ipr.link("set", index=idx, mtu=mtu, state="up")
+        have = {a.get_attr("IFA_ADDRESS") async for a in await self.ipr.get_addr(index=idx, family=2)}
         if str(eni.primary_ip) not in have:
-            self.ipr.addr("add", index=idx, address=str(eni.primary_ip), prefixlen=plen)
+            await self.ipr.addr("add", index=idx, address=str(eni.primary_ip), prefixlen=plen)
         # the subnet route the kernel added in main would send replies out of this ENI for every
         # subnet peer; on EKS it lives only in the ENI's table
         with contextlib.suppress(NetlinkError):
-            self.ipr.route("del", dst=str(eni.subnet_cidr), oif=idx, table=254)
+            await self.ipr.route("del", dst=str(eni.subnet_cidr), oif=idx, table=254)
         gw = str(eni.gateway)
-        self.ipr.route("replace", dst=f"{gw}/32", oif=idx, scope=253, table=table)
-        self.ipr.route("replace", dst="0.0.0.0/0", gateway=gw, oif=idx, table=table)
+        await self.ipr.route("replace", dst=f"{gw}/32", oif=idx, scope=253, table=table)
+        await self.ipr.route("replace", dst="0.0.0.0/0", gateway=gw, oif=idx, table=table)
         rule: dict[str, Any] = dict(
             src=str(eni.primary_ip), src_len=32, table=table, priority=FROM_ENI_PRIMARY_IP_PRIORITY
         )
-        if not self._has_rule(**rule):
-            self.ipr.rule("add", family=2, **rule)
+        if not await self._has_rule(**rule):
+            await self.ipr.rule("add", family=2, **rule)
         log.info("configured ENI", extra={"eni": eni.eni_id, "ifindex": idx, "table": table, "mtu": mtu})
 
-    def _has_rule(self, *, src: str, src_len: int, table: int, priority: int) -> bool:
-        for r in self.ipr.get_rules(family=2):
+    async def _has_rule(self, *, src: str, src_len: int, table: int, priority: int) -> bool:
+        async for r in await self.ipr.get_rules(family=2):
             if (
                 r.get_attr("FRA_SRC") == src
                 and r["src_len"] == src_len
@@ -87,14 +87,15 @@ class KernelEniNetworking:
         rule: dict[str, Any] = dict(
             src=str(eni.primary_ip), src_len=32, table=table, priority=FROM_ENI_PRIMARY_IP_PRIORITY
         )
-        while self._has_rule(**rule):
+        while await self._has_rule(**rule):
             try:
-                self.ipr.rule("del", family=2, **rule)
+                await self.ipr.rule("del", family=2, **rule)
             except NetlinkError:
                 break
-        for route in self.ipr.get_routes(family=2, table=table):
+        routes = [r async for r in await self.ipr.get_routes(family=2, table=table)]
+        for route in routes:
             with contextlib.suppress(NetlinkError):
-                self.ipr.route("del", **_route_key(route))
+                await self.ipr.route("del", **_route_key(route))
 
 
 def _route_key(route: Any) -> dict[str, Any]:
@@ -112,7 +113,7 @@ class HostVethExistence:
 
     def __init__(self, veth_prefix: str, ipr: Any | None = None) -> None:
         self.prefix = veth_prefix
-        self.ipr: Any = ipr if ipr is not None else IPRoute()
+        self.ipr: Any = ipr if ipr is not None else AsyncIPRoute()
 
     async def exists(self, key: IpamKey, pod_namespace: str, pod_name: str) -> bool:
-        return bool(self.ipr.link_lookup(ifname=host_veth_name(self.prefix, pod_namespace, pod_name)))
+        return bool(await self.ipr.link_lookup(ifname=host_veth_name(self.prefix, pod_namespace, pod_name)))
