@@ -4,6 +4,7 @@ lab (ENIs, addresses, source/dest check) undo their changes in finally."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,15 @@ def udp_delivered(lab: LabHandle, src: str, dst: str, dst_ip: str, src_ip: str |
         return got[1]
     finally:
         listener.close()
+
+
+def arp_answer(lab: LabHandle, node: str, ip: str) -> str | None:
+    """The MAC an ARP request for ip from the node's eth0 gets as answer, or None."""
+    out = lab.exec(node, "busybox", "arping", "-c", "1", "-w", "1", "-I", "eth0", ip, check=False)
+    if out.returncode != 0:
+        return None
+    match = re.search(r"\[([0-9a-fA-F:]{17})\]", out.stdout)
+    return match.group(1).lower() if match else None
 
 
 def test_same_az_nodes_reach_each_other_at_l2(lab: LabHandle) -> None:
@@ -69,6 +79,7 @@ def test_unassigned_address_is_dropped(lab: LabHandle) -> None:
     stray = "10.0.9.9"
     lab.exec("node3", "ip", "addr", "add", f"{stray}/32", "dev", "eth0")
     try:
+        assert arp_answer(lab, "node1", stray) is None
         assert not ping(lab, "node1", stray)
         assert udp_delivered(lab, "node2", "node3", stray) is None
         assert udp_delivered(lab, "node1", "node3", stray) is None
@@ -89,6 +100,7 @@ def test_vpc_delivers_an_address_only_to_the_eni_that_holds_it(lab: LabHandle) -
         lab.exec("node1", "ip", "addr", "del", f"{ip}/32", "dev", "eth0")
         # Not configured on node3 yet (like a pod address): the VPC answers ARP for it anyway, with
         # node3's MAC; once node3 holds it, it is reachable from both subnets.
+        assert arp_answer(lab, "node1", ip) == owner["mac"]
         lab.exec("node3", "ip", "addr", "add", f"{ip}/32", "dev", "eth0")
         assert udp_delivered(lab, "node2", "node3", ip) == lab.node("node2").primary_ip
         assert udp_delivered(lab, "node1", "node3", ip) == lab.node("node1").primary_ip
