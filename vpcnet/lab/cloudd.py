@@ -5,6 +5,7 @@ but its listening sockets are bound inside the VPC namespace by short-lived thre
     10.0.255.254:80      EC2 endpoint (nodes, as the VPC interface endpoint for EC2)
     169.254.169.254:80   IMDS (identifies the calling instance by its source address)
     10.0.255.253:2379    etcd, relayed to the lab's etcd on the host loopback
+    198.51.100.100:80    (in the internet namespace) a web page answering with the caller's address
 plus the EC2 endpoint on 127.0.0.1:<free port> in the host namespace for the CLI and tests: a listening
 socket, not a link, so the lab stays sealed. Once every socket is bound it writes run_dir/cloudd.json.
 """
@@ -27,7 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from vpcnet.lab import netns
-from vpcnet.lab.fabric import Fabric
+from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, Fabric
 from vpcnet.lab.layout import (
     EC2_ENDPOINT_ADDRESS,
     ETCD_ENDPOINT_ADDRESS,
@@ -74,6 +75,14 @@ def bind_host_endpoint(port: int) -> socket.socket:
     return bind_tcp("127.0.0.1", 0)
 
 
+def whoami(request: Any) -> Any:
+    """The internet host's web page: the address the request came from (what a site on the internet sees:
+    a pod's traffic leaves the VPC SNATed to its node's address)."""
+    from vpcnet.lab.ec2.httpserve import Response
+
+    return Response(200, f"{request.client_ip}\n".encode(), "text/plain")
+
+
 def go_file(layout: LabLayout) -> Path:
     """`lab up` starts the daemon first (its imports take most of a second) and creates this file once the
     EC2 state is written; the daemon waits for it before loading the state."""
@@ -89,7 +98,7 @@ def _wait_for_go(layout: LabLayout, timeout: float = 120.0) -> None:
 
 
 def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go: bool = False) -> None:
-    from vpcnet.lab.ec2.httpserve import RunningServer
+    from vpcnet.lab.ec2.httpserve import RunningServer, make_server
     from vpcnet.lab.ec2.server import Ec2Service
     from vpcnet.lab.ec2.state import Cloud
     from vpcnet.lab.ec2.wire import service_model
@@ -117,6 +126,9 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
         servers.append(RunningServer(imds_server))
     else:
         log.warning("vpcnet.lab.imds is not available: no instance metadata at %s", IMDS_ADDRESS)
+    servers.append(
+        RunningServer(make_server(whoami, bind_in_netns(layout.internet_netns, INTERNET_HOST_ADDRESS, 80)))
+    )
     etcd_sock = bind_in_netns(vpc, ETCD_ENDPOINT_ADDRESS, ETCD_VPC_PORT)
     upstream = urlsplit(etcd_url)
     if upstream.hostname is None or upstream.port is None:
@@ -135,6 +147,7 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
             "imds": f"http://{IMDS_ADDRESS}" if imds_server is not None else None,
             "etcd": f"http://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
             "etcd_upstream": etcd_url,
+            "internet_http": f"http://{INTERNET_HOST_ADDRESS}",
         }
         ready_file = layout.run_dir / "cloudd.json"
         tmp = ready_file.with_name(".cloudd.json.tmp")

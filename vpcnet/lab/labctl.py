@@ -386,6 +386,7 @@ def _endpoints(ec2_host: str, etcd_host: str) -> dict[str, str]:
         "ec2_host": ec2_host,
         "etcd_host": etcd_host,
         "internet": INTERNET_CIDR,
+        "internet_http": f"http://{INTERNET_HOST_ADDRESS}",
     }
 
 

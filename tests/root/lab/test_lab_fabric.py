@@ -3,6 +3,7 @@ lab (ENIs, addresses, source/dest check) undo their changes in finally."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import secrets
@@ -71,6 +72,17 @@ def test_internet_host_sees_the_node_address(lab: LabHandle) -> None:
     a = lab.node("node2")
     assert udp_delivered(lab, "node2", "inet", INTERNET_HOST_ADDRESS) == a.primary_ip
     assert ping(lab, "node1", INTERNET_HOST_ADDRESS)
+
+    def fetch() -> str:
+        conn = http.client.HTTPConnection(INTERNET_HOST_ADDRESS, 80, timeout=5)
+        try:
+            conn.request("GET", "/")
+            return conn.getresponse().read().decode().strip()
+        finally:
+            conn.close()
+
+    assert lab.info.endpoints["internet_http"] == f"http://{INTERNET_HOST_ADDRESS}"
+    assert lab.in_netns("node3", fetch) == lab.node("node3").primary_ip  # the web page says who called
 
 
 def test_unassigned_address_is_dropped(lab: LabHandle) -> None:
