@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vpcnet.cni.spec import (
     ERR_CHECK_FAILED,
@@ -52,6 +52,12 @@ class Endpoint:
     netns: str
 
 
+@dataclass
+class _KeyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class CniHandler:
     def __init__(
         self, allocator: Callable[[], Allocator], podnet: PodNetwork, settings: CniSettings | None = None
@@ -61,7 +67,7 @@ class CniHandler:
         self.settings = settings or CniSettings()
         # Pods wired since the agent started (GC and DEL's fallback consult it).
         self.endpoints: dict[IpamKey, Endpoint] = {}
-        self._locks: dict[IpamKey, asyncio.Lock] = {}
+        self._locks: dict[IpamKey, _KeyLock] = {}
 
     def allocator(self) -> Allocator:
         try:
@@ -90,9 +96,12 @@ class CniHandler:
             await self.gc(request)
             return answer(0, None)
         key = IpamKey(request.conf.name, request.env.container_id, request.env.ifname)
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        # One request per key at a time (a runtime retrying an ADD, a DEL racing it); counted so the lock
+        # is dropped only when nobody holds or awaits it.
+        entry = self._locks.setdefault(key, _KeyLock())
+        entry.users += 1
         try:
-            async with lock:
+            async with entry.lock:
                 if command == "ADD":
                     return await self.add(request, key)
                 if command == "DEL":
@@ -101,7 +110,8 @@ class CniHandler:
                 await self.check(request, key)
                 return answer(0, None)
         finally:
-            if not lock.locked() and self._locks.get(key) is lock:
+            entry.users -= 1
+            if entry.users == 0:
                 del self._locks[key]
 
     def _veth(self, request: CniRequest, namespace: str, pod: str) -> str:

@@ -6,34 +6,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from cnifakes import FakePodNetwork
 
 from vpcnet.cni.handlers import CniHandler
 from vpcnet.cni.memalloc import MemoryAllocator
 from vpcnet.cni.server import CniServer
-from vpcnet.dataplane.podnet import PodSpec, WiredPod
-
-
-class FakePodNetwork:
-    def __init__(self) -> None:
-        self.wired: dict[str, PodSpec] = {}
-
-    async def wire(self, spec: PodSpec) -> WiredPod:
-        self.wired[spec.host_veth] = spec
-        return WiredPod(spec.host_veth, "02:00:00:00:00:01", "02:00:00:00:00:02", 7)
-
-    async def unwire(self, address: IPv4Address, host_veth: str | None) -> None:
-        if host_veth is not None:
-            self.wired.pop(host_veth, None)
-
-    def delete_veth_later(self, name: str) -> None:
-        self.wired.pop(name, None)
-
-    async def check(self, spec: PodSpec) -> list[str]:
-        return [] if spec.host_veth in self.wired else ["missing"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,76 @@
+"""The agent's handlers with a faked pod data plane: one request per key at a time, ADD rolls back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from cnifakes import FakePodNetwork
+
+from vpcnet.cni.handlers import CniHandler
+from vpcnet.cni.memalloc import MemoryAllocator
+from vpcnet.cni.shim import encode_request
+from vpcnet.dataplane.podnet import PodSpec, WiredPod, WiringError
+
+CONF = json.dumps({"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni"}).encode()
+
+
+def request(command: str, container: str) -> bytes:
+    env = {
+        b"CNI_COMMAND": command.encode(),
+        b"CNI_CONTAINERID": container.encode(),
+        b"CNI_NETNS": b"/run/netns/x",
+        b"CNI_IFNAME": b"eth0",
+        b"CNI_ARGS": b"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+    }
+    return encode_request(env, CONF)
+
+
+class SlowPodNetwork(FakePodNetwork):
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = 0
+        self.most = 0
+
+    async def wire(self, spec: PodSpec) -> WiredPod:
+        self.active += 1
+        self.most = max(self.most, self.active)
+        await asyncio.sleep(0.01)
+        self.active -= 1
+        return await super().wire(spec)
+
+
+def test_same_key_requests_run_one_at_a_time() -> None:
+    allocator = MemoryAllocator.from_ranges([("10.0.1.0/24", 5, 0)])
+    podnet = SlowPodNetwork()
+    handler = CniHandler(lambda: allocator, podnet)  # type: ignore[arg-type]
+
+    async def go() -> list[bytes]:
+        return await asyncio.gather(*(handler.handle(request("ADD", "c1")) for _ in range(4)))
+
+    answers = asyncio.run(go())
+    addresses = {json.loads(a.partition(b"\n")[2])["ips"][0]["address"] for a in answers}
+    assert addresses == {"10.0.1.10/32"}
+    assert podnet.most == 1
+    assert handler._locks == {}
+
+
+def test_failed_wiring_releases_the_address() -> None:
+    allocator = MemoryAllocator.from_ranges([("10.0.1.0/24", 5, 0)])
+
+    class Refusing(FakePodNetwork):
+        async def wire(self, spec: PodSpec) -> WiredPod:
+            raise WiringError("refused")
+
+    handler = CniHandler(lambda: allocator, Refusing())  # type: ignore[arg-type]
+    head, _, body = asyncio.run(handler.handle(request("ADD", "c1"))).partition(b"\n")
+    assert head == b"1" and json.loads(body)["code"] == 102
+    assert allocator.assigned == {}
+
+
+def test_exhausted_pool_is_the_vpc_cni_error() -> None:
+    allocator = MemoryAllocator.from_ranges([("10.0.1.0/24", 1, 0)])
+    handler = CniHandler(lambda: allocator, FakePodNetwork())  # type: ignore[arg-type]
+    assert asyncio.run(handler.handle(request("ADD", "c1"))).startswith(b"0\n")
+    body = json.loads(asyncio.run(handler.handle(request("ADD", "c2"))).partition(b"\n")[2])
+    assert body["code"] == 100 and body["msg"] == "add cmd: failed to assign an IP address to container"
