@@ -187,7 +187,7 @@ class NodeCleanup:
     marked_gone: list[str] = field(default_factory=list)
     came_back: list[str] = field(default_factory=list)
     released_addresses: int = 0
-    released_blocks: list[str] = field(default_factory=list)
+    released_blocks: list[str] = field(default_factory=list)  # claims released (the block deleted if empty)
 
 
 async def cleanup_gone_nodes(
@@ -236,23 +236,39 @@ async def cleanup_gone_nodes(
                 out.released_blocks.append(str(cidr))
         if not await _holds_anything(datastore, node):
             await datastore.delete(GONE + node)
+    out.released_blocks += await delete_empty_unclaimed_blocks(datastore)
     return out
 
 
 async def release_block_if_empty(datastore: Datastore, node: str, cidr: IPv4Network) -> bool:
-    """Delete node's affinity to cidr and the block itself, if the block holds no allocation."""
+    """Release node's claim on cidr: the block and the affinity go when the block is empty; a block that
+    still holds addresses (borrowed by live nodes) stays, with no affinity, until it empties."""
     bkv = await datastore.get(block_key(cidr))
     akv = await datastore.get(affinity_key(node, cidr))
-    if bkv is not None:
-        block = Block.from_bytes(bkv.value)
-        if not block.empty or block.affinity != node:
-            return False
     conditions = [
         RevisionIs(block_key(cidr), bkv.mod_revision if bkv else 0),
         RevisionIs(affinity_key(node, cidr), akv.mod_revision if akv else 0),
     ]
-    writes = [DeleteOp(block_key(cidr)), DeleteOp(affinity_key(node, cidr))]
+    writes: list[PutOp | DeleteOp] = [DeleteOp(affinity_key(node, cidr))]
+    if bkv is not None:
+        block = Block.from_bytes(bkv.value)
+        if block.affinity != node:
+            return False
+        if block.empty:
+            writes.append(DeleteOp(block_key(cidr)))
+        else:
+            block.affinity = None
+            writes.append(PutOp(block_key(cidr), block.to_bytes()))
     return await datastore.commit(conditions, writes) is not None
+
+
+async def delete_empty_unclaimed_blocks(datastore: Datastore) -> list[str]:
+    """Blocks nobody claims (their node went away while others borrowed from them) go once empty."""
+    deleted = []
+    for cidr, (block, revision) in sorted((await read_state(datastore)).blocks.items()):
+        if block.affinity is None and block.empty and await datastore.delete(block_key(cidr), revision):
+            deleted.append(str(cidr))
+    return deleted
 
 
 async def _holds_anything(datastore: Datastore, node: str) -> bool:

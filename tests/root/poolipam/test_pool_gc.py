@@ -150,3 +150,38 @@ def test_node_that_comes_back_in_grace_keeps_its_blocks(fresh_etcd_server: EtcdS
         await reg.stop()
 
     run(fresh_etcd_server, body)
+
+
+def test_gone_nodes_block_with_a_borrowed_address_loses_its_affinity_then_goes(
+    fresh_etcd_server: EtcdServer,
+) -> None:
+    async def body(ds: EtcdDatastore) -> None:
+        small = dict(POOL, metadata={"name": "p"}, spec={"cidr": "10.254.0.0/27", "blockSize": 28})
+        await ResourceStore(ds).apply([small])
+        clock = [0.0]
+        alive = NodeRegistration(ds, record("alive", "10.0.1.10"))
+        dying = NodeRegistration(ds, record("dying", "10.0.1.11"))
+        await alive.register()
+        await dying.register()
+        keeper, goner = PoolIpam(ds, "alive"), PoolIpam(ds, "dying")
+        await goner.assign("d0", "default", "d0")
+        for i in range(17):  # 16 fill alive's block, the 17th is borrowed from dying's
+            await keeper.assign(f"a{i}", "default", f"a{i}")
+        assert keeper.counters.borrowed == 1
+        await dying.stop(withdraw=True)
+        await cleanup_gone_nodes(ds, 10, now=lambda: clock[0])
+        clock[0] += 11
+        done = await cleanup_gone_nodes(ds, 10, now=lambda: clock[0])
+        state = await read_state(ds)
+        (orphan,) = [b for b, _ in state.blocks.values() if b.affinity is None]
+        # The claim is released; the block stays (unclaimed) while alive's borrowed address is in it.
+        assert done.released_addresses == 1 and done.released_blocks == [str(orphan.cidr)]
+        assert len(orphan.allocations) == 1 and "dying" not in state.affinities
+        assert (await check(ds, None)).clean
+        await keeper.release("a16")  # the borrowed one
+        last = await cleanup_gone_nodes(ds, 10, now=lambda: clock[0])
+        assert last.released_blocks == [str(orphan.cidr)]
+        assert (await check(ds, None)).clean
+        await alive.stop()
+
+    run(fresh_etcd_server, body)
