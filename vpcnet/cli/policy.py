@@ -108,6 +108,45 @@ def register(app: typer.Typer, groups: Groups) -> None:
         verdict = evaluate(state, flow)
         typer.echo(verdict.explanation)
 
+    @policy_app.command("show")
+    def show_command(
+        files: list[str] = _FILES_OPTION,
+        pod: str | None = typer.Option(None, "--pod", help="only what applies to NAMESPACE/POD, in order"),
+    ) -> None:
+        """The compiled rule model: tiers, policies (ids, order, selector) and their rules."""
+        from vpcnet.policy.calc import group_by_tier, policies_for_endpoint
+        from vpcnet.policy.model import Direction
+
+        state = _load_state(files)
+        if pod is None:
+            for tier in group_by_tier(state, state.policies):
+                typer.echo(
+                    f"tier {tier.tier.name} (order {tier.tier.order}, default {tier.tier.default_action})"
+                )
+                for policy in tier.policies:
+                    types = ",".join(sorted(policy.types))
+                    typer.echo(f"  {policy.id} order {policy.order} types {types}")
+                    typer.echo(f"    selector {policy.selector.canonical}")
+                    for direction in Direction:
+                        for i, rule in enumerate(policy.rules(direction)):
+                            typer.echo(f"    {direction.value.lower()}[{i}] {rule.describe()}")
+            return
+        try:
+            target = state.pod(pod)
+        except KeyError as exc:
+            raise _fail(str(exc.args[0])) from exc
+        for direction in Direction:
+            tiers = policies_for_endpoint(state, target, direction)
+            typer.echo(
+                f"{direction.value}:" + ("" if tiers else " no policy selects the pod (default allow)")
+            )
+            for tier in tiers:
+                typer.echo(f"  tier {tier.tier.name} (default {tier.tier.default_action})")
+                for policy in tier.policies:
+                    typer.echo(f"    {policy.id} (order {policy.order})")
+                    for i, rule in enumerate(policy.rules(direction)):
+                        typer.echo(f"      [{i}] {rule.describe()}")
+
     @policy_app.command("selector")
     def selector_command(
         expression: str = typer.Argument(

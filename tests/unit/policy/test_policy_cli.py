@@ -102,3 +102,14 @@ def test_bad_files_exit_2_naming_file_document_and_field(tmp_path: Path) -> None
     assert unknown.exit_code == 2 and "no pod 'x/zz'" in unknown.output
     proto = runner.invoke(app, ["policy", "matrix", *_files(tmp_path), "--port", "80", "--protocol", "QUIC"])
     assert proto.exit_code == 2 and "unknown protocol" in proto.output
+
+
+def test_show_lists_the_compiled_model(tmp_path: Path) -> None:
+    everything = runner.invoke(app, ["policy", "show", *_files(tmp_path)])
+    assert everything.exit_code == 0, everything.output
+    assert "tier default" in everything.stdout and "knp/x/web order 1000.0 types Ingress" in everything.stdout
+    assert "ingress[0] Allow protocol TCP" in everything.stdout
+    one = runner.invoke(app, ["policy", "show", *_files(tmp_path), "--pod", "x/a"])
+    assert "Egress: no policy selects the pod" in one.stdout and "[0] Allow protocol TCP" in one.stdout
+    missing = runner.invoke(app, ["policy", "show", *_files(tmp_path), "--pod", "x/nope"])
+    assert missing.exit_code == 2
