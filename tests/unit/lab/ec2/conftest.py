@@ -7,17 +7,12 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from ec2lab import Lab
+from ec2lab import CLIENT_CONFIG, Endpoint, Lab
 
 from vpcnet.lab.ec2.api import Ec2Api
 from vpcnet.lab.ec2.faults import Faults
 from vpcnet.lab.ec2.server import Ec2Service
 from vpcnet.lab.ec2.state import Cloud
-
-# No retries, short timeouts: a lab error must reach the test as it is, and fast.
-CLIENT_CONFIG = Config(
-    retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10
-)
 
 
 @pytest.fixture(scope="session")
@@ -36,16 +31,6 @@ def state_file(tmp_path: Path) -> Path:
 def lab() -> Lab:
     """In memory (no fsync per change): the persistence tests make their own Cloud with a file."""
     return Lab(Cloud())
-
-
-class Endpoint:
-    def __init__(self, lab: Lab, service: Ec2Service, url: str, client: Any, unchecked: Any) -> None:
-        self.lab = lab
-        self.cloud = lab.cloud
-        self.service = service
-        self.url = url
-        self.client = client
-        self.unchecked = unchecked  # no client-side validation: reaches the endpoint's own checks
 
 
 @pytest.fixture(scope="session")

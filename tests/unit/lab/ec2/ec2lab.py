@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from vpcnet.lab.ec2.server import Ec2Service
 from vpcnet.lab.ec2.state import Cloud
 
 AZ_A = "us-west-2a"
@@ -32,3 +34,19 @@ def error_code(call: Callable[..., Any], **kwargs: Any) -> str:
     except ClientError as e:
         return str(e.response["Error"]["Code"])
     raise AssertionError(f"{call.__name__}({kwargs}) succeeded; an error was expected")
+
+
+# No retries, short timeouts: a lab error must reach the test as it is, and fast.
+CLIENT_CONFIG = Config(
+    retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=10
+)
+
+
+class Endpoint:
+    def __init__(self, lab: Lab, service: Ec2Service, url: str, client: Any, unchecked: Any) -> None:
+        self.lab = lab
+        self.cloud = lab.cloud
+        self.service = service
+        self.url = url
+        self.client = client
+        self.unchecked = unchecked  # no client-side validation: reaches the endpoint's own checks

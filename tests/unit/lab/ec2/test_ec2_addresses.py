@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network
 
-from conftest import Endpoint
-from ec2lab import AZ_A, error_code
+from ec2lab import AZ_A, Endpoint, error_code
 
 
 def _attached_eni(ep: Endpoint, itype: str, subnet: str | None = None) -> tuple[str, str]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Endpoint
-from ec2lab import error_code
+from ec2lab import Endpoint, error_code
 
 
 def _eni(ep: Endpoint, subnet: str | None = None, **kwargs: object) -> str:

@@ -15,8 +15,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import CLIENT_CONFIG, Endpoint
-from ec2lab import AZ_A, Lab, error_code
+from ec2lab import AZ_A, CLIENT_CONFIG, Endpoint, Lab, error_code
 
 from vpcnet.lab.ec2.faults import Faults, load_faults
 from vpcnet.lab.ec2.local import LocalCloud
