@@ -44,6 +44,7 @@ STATE_VERSION = 1
 PREFIX_ENV = "VPCNET_LAB"
 ETCD_VPC_PORT = 2379
 READY_TIMEOUT = 30.0
+AGENT_STOP_TIMEOUT = 5.0  # an agent gets this long to shut down cleanly after SIGTERM, then SIGKILL
 # The lab's EC2 endpoint does not check signatures; boto3 just needs some credentials to sign with.
 LAB_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAVPCNETLAB0000000", "AWS_SECRET_ACCESS_KEY": "vpcnet-lab-secret"}
 
@@ -473,17 +474,21 @@ def down(layout: LabLayout) -> DownResult:
 
 
 def _down(layout: LabLayout) -> DownResult:
-    # Our processes, each by its pid file (checked against its command line), all stopped at once.
-    owned: list[tuple[Path, str]] = [
+    # Our processes, each by its pid file (checked against its command line): the node agents first, while
+    # the EC2 endpoint and etcd still answer (an agent may talk to them as it shuts down), then the rest.
+    agents: list[tuple[Path, str]] = []
+    nodes_dir = layout.run_dir / "nodes"
+    if nodes_dir.is_dir():
+        agents = [(agent_pid_file(layout, d.name), agent_marker(layout, d.name)) for d in nodes_dir.iterdir()]
+    services = [
         (daemon_pid_file(layout), daemon_marker(layout)),
         (labetcd.pid_file(layout), str(labetcd.data_dir(layout))),
     ]
-    nodes_dir = layout.run_dir / "nodes"
-    if nodes_dir.is_dir():
-        owned += [(agent_pid_file(layout, d.name), agent_marker(layout, d.name)) for d in nodes_dir.iterdir()]
-    pids = [pid for pid in (procs.read_pid(f, marker) for f, marker in owned) if pid is not None]
-    procs.kill_pids(pids)
-    stopped = len(pids)
+    stopped = 0
+    for group, timeout in ((agents, AGENT_STOP_TIMEOUT), (services, 3.0)):
+        pids = [pid for pid in (procs.read_pid(f, marker) for f, marker in group) if pid is not None]
+        procs.kill_pids(pids, timeout)
+        stopped += len(pids)
     names = [n for n in netns.list_netns() if layout.owns_netns(n)]
     stray = netns.pids_in_netns(names)  # anything else living in the lab (servers tests started in pods...)
     procs.kill_pids(stray, timeout=1.0)
