@@ -1,7 +1,8 @@
 """vpcnet.api: resource types, YAML loading, validation with field paths.
 
 Kinds: v1 Namespace and Pod (cluster state), networking.k8s.io/v1 NetworkPolicy, and
-projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy, Tier, NetworkSet, GlobalNetworkSet.
+projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy, Tier, NetworkSet, GlobalNetworkSet, IPPool and
+IPAMConfiguration (Calico networking mode).
 `load_documents(text, source)` validates multi-document YAML and raises `ValidationError` (every
 fault with document and field path) or returns the resources; `Resource.to_dict()` serializes back;
 `kind_class(apiVersion, kind)` is the registry, `register_kind` extends it.
@@ -20,6 +21,7 @@ from vpcnet.api.calico import (
 )
 from vpcnet.api.core import Container, ContainerPort, Namespace, Pod
 from vpcnet.api.errors import Fault, ValidationError
+from vpcnet.api.ippool import IPAMConfiguration, IPPool
 from vpcnet.api.loader import dump_documents, load_documents, load_files, parse_resource
 from vpcnet.api.networking import (
     IPBlock,
@@ -40,7 +42,9 @@ __all__ = [
     "Fault",
     "GlobalNetworkPolicy",
     "GlobalNetworkSet",
+    "IPAMConfiguration",
     "IPBlock",
+    "IPPool",
     "IcmpMatch",
     "K8sNetworkPolicy",
     "LabelSelector",
