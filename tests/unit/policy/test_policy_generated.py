@@ -154,8 +154,11 @@ def cluster_base(draw: st.DrawFn) -> list[Resource]:
             r.metadata.labels["ns"] = r.metadata.name
             if draw(st.booleans()):
                 r.metadata.labels["team"] = draw(st.sampled_from(["blue", "red"]))
-        elif isinstance(r, Pod) and draw(st.integers(0, 3)) == 0:
-            r.metadata.labels["role"] = draw(st.sampled_from(["db", "web"]))
+        elif isinstance(r, Pod):
+            if draw(st.integers(0, 3)) == 0:
+                r.metadata.labels["role"] = draw(st.sampled_from(["db", "web"]))
+            if draw(st.integers(0, 15)) == 0:
+                r.pod_ips = []  # not started yet: selectable by labels, never by address
     return resources
 
 
@@ -183,7 +186,9 @@ def _peer_ok(
     peer: NetworkPolicyPeer, other: Pod, policy_ns: str, ns_labels: dict[str, dict[str, str]]
 ) -> bool:
     if peer.ip_block is not None:
-        ip = ipaddress.ip_address(other.pod_ip or "")
+        if other.pod_ip is None:
+            return False
+        ip = ipaddress.ip_address(other.pod_ip)
         return ip in peer.ip_block.network and not any(ip in e for e in peer.ip_block.except_networks)
     ns = other.metadata.namespace or ""
     if peer.namespace_selector is None:

@@ -190,3 +190,30 @@ def test_parse_print_parse_is_identical_and_keeps_meaning(text: str, labels: dic
     assert again.canonical == sel.canonical
     assert again.uid == sel.uid
     assert sel.matches(labels) == sel.root.matches(labels) == again.matches(labels)
+
+
+@settings(max_examples=150, deadline=None)
+@given(selector_texts(), st.lists(label_maps, min_size=1, max_size=8))
+def test_label_index_evaluation_equals_direct_evaluation(
+    text: str, pods_labels: list[dict[str, str]]
+) -> None:
+    """The matrix evaluates selectors over a label index; it must agree with the closures."""
+    from vpcnet.api.base import ObjectMeta
+    from vpcnet.api.core import Container, Pod
+    from vpcnet.policy.matrix import PodIndex
+    from vpcnet.policy.state import ClusterState
+
+    pods = [
+        Pod(
+            ObjectMeta(name=f"p{i}", namespace="n", labels=labels),
+            [Container("c")],
+            pod_ips=[f"10.0.0.{i + 1}"],
+        )
+        for i, labels in enumerate(pods_labels)
+    ]
+    state = ClusterState.from_resources(pods)
+    index = PodIndex(state)
+    sel = parse_selector(text)
+    bits = index.label_bits(sel)
+    for i, pod in enumerate(index.pods):
+        assert bool(bits >> i & 1) == sel.matches(state.endpoint_labels(pod)), (text, pod.metadata.labels)
