@@ -534,6 +534,15 @@ def eni_table(layout: LabLayout) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def _agent_state(layout: LabLayout, node: str, enabled: bool) -> str:
+    """ready (running, its CNI socket is there), starting, stopped, or disabled (lab up --no-agents)."""
+    if not enabled:
+        return "disabled"
+    if not procs.alive(agent_pid_file(layout, node), agent_marker(layout, node)):
+        return "stopped"
+    return "ready" if layout.agent_socket(node).exists() else "starting"
+
+
 def status(layout: LabLayout) -> dict[str, Any]:
     info = read_info(layout)
     if info is None:
@@ -544,11 +553,7 @@ def status(layout: LabLayout) -> dict[str, Any]:
     for n in info.nodes:
         node = asdict(n)
         node["enis"] = enis.get(n.instance_id, [])
-        node["agent"] = (
-            "running"
-            if procs.alive(agent_pid_file(layout, n.name), agent_marker(layout, n.name))
-            else ("stopped" if info.agents else "disabled")
-        )
+        node["agent"] = _agent_state(layout, n.name, info.agents)
         nodes.append(node)
     return {
         "prefix": layout.prefix,

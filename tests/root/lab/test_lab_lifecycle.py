@@ -221,7 +221,9 @@ def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
         assert os.readlink(f"/proc/{pid}/ns/net") == want
         assert seen_env[node]["VPCNET_MODE"] == "calico"
         assert seen_env[node]["VPCNET_NODE_NAME"] == node
-    assert {n["agent"] for n in labctl.status(layout)["nodes"]} == {"running"}
+    assert {n["agent"] for n in labctl.status(layout)["nodes"]} == {"starting"}  # running, no socket yet
+    layout.agent_socket("node1").touch()
+    assert [n["agent"] for n in labctl.status(layout)["nodes"]] == ["ready", "starting"]
     # Another mode for a running lab is refused; the same settings change nothing.
     with pytest.raises(labctl.LabError, match="VPCNET_MODE=calico"):
         labctl.up(topo, layout, agents=True, agent_settings={"VPCNET_MODE": "vpc"})
