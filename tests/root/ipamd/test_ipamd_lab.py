@@ -120,7 +120,7 @@ def test_pods_up_to_max_pods_then_a_clear_error(lab_factory: Factory) -> None:
 def test_kill_9_mid_burst_then_restart_loses_and_duplicates_nothing(lab_factory: Factory) -> None:
     env = {**FAST, "WARM_IP_TARGET": "1", "VPCNET_LEAKED_ENI_GRACE": "3"}
     with lab_factory(nodes=1, instance_type="m5.large", agents=True, agent_env=env) as lab:
-        set_faults(lab, {"latency": {"AttachNetworkInterface": 0.5, "AssignPrivateIpAddresses": 0.2}})
+        set_faults(lab, {"latency": {"AttachNetworkInterface": 2.0, "AssignPrivateIpAddresses": 0.2}})
         wait_for("the pool", lambda: ipam(lab, "node1")["totalIPs"] >= 1, 60)
         pods = [f"k{i}" for i in range(20)]
         done: dict[str, dict[str, Any]] = {}
