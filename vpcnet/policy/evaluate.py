@@ -66,7 +66,13 @@ def endpoint(state: ClusterState, ref: str | Pod | IPAddress) -> Endpoint:
     if isinstance(ref, str) and "/" in ref and not _looks_like_ip(ref):
         pod = state.pod(ref)
         return Endpoint(pod, state.pod_addresses.get(id(pod)))
-    ip = ipaddress.ip_address(ref) if isinstance(ref, str) else ref
+    if isinstance(ref, str):
+        try:
+            ip: IPAddress = ipaddress.ip_address(ref)
+        except ValueError:
+            raise ValueError(f"{ref!r} is neither NAMESPACE/POD nor an IP address") from None
+    else:
+        ip = ref
     pods = state.pods_by_ip.get(ip, [])
     return Endpoint(pods[0] if pods else None, ip)
 

@@ -100,6 +100,8 @@ def test_bad_files_exit_2_naming_file_document_and_field(tmp_path: Path) -> None
     assert missing.exit_code == 2 and "cannot read" in missing.output
     unknown = runner.invoke(app, ["policy", "explain", *_files(tmp_path), "--from", "x/zz", "--to", "x/a"])
     assert unknown.exit_code == 2 and "no pod 'x/zz'" in unknown.output
+    neither = runner.invoke(app, ["policy", "explain", *_files(tmp_path), "--from", "zz", "--to", "x/a"])
+    assert neither.exit_code == 2 and "neither NAMESPACE/POD nor an IP address" in neither.output
     proto = runner.invoke(app, ["policy", "matrix", *_files(tmp_path), "--port", "80", "--protocol", "QUIC"])
     assert proto.exit_code == 2 and "unknown protocol" in proto.output
 
