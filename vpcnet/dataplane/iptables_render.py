@@ -40,6 +40,7 @@ from vpcnet.dataplane.policy_state import (
     PortRange,
     TierPolicies,
 )
+from vpcnet.dataplane.render_cache import IdentityCache
 
 MULTIPORT_SLOTS = 15  # a range takes two
 
@@ -90,11 +91,13 @@ def render(state: DesiredState) -> FilterRender:
     )
     for iface in ifaces:
         endpoint = state.endpoints[iface]
-        chains[names.from_workload_chain(iface)] = endpoint_chain(endpoint, "egress")
-        chains[names.to_workload_chain(iface)] = endpoint_chain(endpoint, "ingress")
+        chains[names.from_workload_chain(iface)] = _egress_chains(endpoint)
+        chains[names.to_workload_chain(iface)] = _ingress_chains(endpoint)
     for key in sorted(state.policies):
         policy = state.policies[key]
-        chains[policy.chain] = policy_chain(policy)
+        chains[policy.chain] = _policy_chains(policy)
+    for cache in (_egress_chains, _ingress_chains, _policy_chains):
+        cache.sweep()
     return FilterRender(chains=chains, hooks=hooks())
 
 
@@ -164,7 +167,6 @@ def _child_dispatch(
     return _finish(child, [*rules, ("-j DROP", "unknown interface")])
 
 
-@functools.lru_cache(maxsize=65536)
 def endpoint_chain(endpoint: EndpointSpec, direction: str) -> tuple[str, ...]:
     if direction == "egress":
         chain = names.from_workload_chain(endpoint.iface)
@@ -199,6 +201,18 @@ def _anti_spoofing(addresses: tuple[str, ...]) -> list[tuple[str, str]]:
     return rules
 
 
+def _egress(endpoint: EndpointSpec) -> tuple[str, ...]:
+    return endpoint_chain(endpoint, "egress")
+
+
+def _ingress(endpoint: EndpointSpec) -> tuple[str, ...]:
+    return endpoint_chain(endpoint, "ingress")
+
+
+_egress_chains = IdentityCache(_egress)
+_ingress_chains = IdentityCache(_ingress)
+
+
 def _tier_rules(tier: TierPolicies, direction: str) -> list[tuple[str, str]]:
     pass_clear = _mark(0, MARK_PASS)
     rules = [(f"-j MARK --set-xmark {pass_clear}", f"start of tier {tier.tier}")]
@@ -210,7 +224,6 @@ def _tier_rules(tier: TierPolicies, direction: str) -> list[tuple[str, str]]:
     return rules
 
 
-@functools.lru_cache(maxsize=65536)
 def policy_chain(policy: PolicyChainSpec) -> tuple[str, ...]:
     rules: list[tuple[str, str]] = []
     for rule in policy.rules:
@@ -236,6 +249,9 @@ def _action_rules(match: str, action: str) -> list[tuple[str, str]]:
     if action == "log":
         return [(f'{prefix}-j LOG --log-prefix "vpcn-packet: " --log-level 5', "")]
     raise ValueError(f"rule action {action!r} must be allow, deny, pass or log")
+
+
+_policy_chains = IdentityCache(policy_chain)
 
 
 def rule_matches(rule: PolicyRule) -> list[str]:

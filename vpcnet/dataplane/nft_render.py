@@ -27,6 +27,7 @@ from vpcnet.dataplane.policy_state import (
     PortRange,
     TierPolicies,
 )
+from vpcnet.dataplane.render_cache import IdentityCache
 
 FAMILY = "ip"
 TABLE = names.NFT_TABLE
@@ -119,11 +120,13 @@ def render(state: DesiredState) -> NftRender:
     ifaces = sorted(state.endpoints)
     for iface in ifaces:
         endpoint = state.endpoints[iface]
-        chains[names.from_workload_chain(iface)] = endpoint_chain(endpoint, "egress")
-        chains[names.to_workload_chain(iface)] = endpoint_chain(endpoint, "ingress")
+        chains[names.from_workload_chain(iface)] = _egress_chains(endpoint)
+        chains[names.to_workload_chain(iface)] = _ingress_chains(endpoint)
     for key in sorted(state.policies):
         policy = state.policies[key]
-        chains[policy.chain] = policy_chain(policy)
+        chains[policy.chain] = _policy_chains(policy)
+    for cache in (_egress_chains, _ingress_chains, _policy_chains):
+        cache.sweep()
     maps = {
         FROM_WL_MAP: NftMap(FROM_WL_MAP, tuple((i, f"goto {names.from_workload_chain(i)}") for i in ifaces)),
         TO_WL_MAP: NftMap(TO_WL_MAP, tuple((i, f"goto {names.to_workload_chain(i)}") for i in ifaces)),
@@ -157,7 +160,6 @@ def _dispatch_chain(chain: str, key: str, vmap: str) -> tuple[str, ...]:
     return _finish(chain, [(f"{key} vmap @{vmap}", ""), ("drop", "unknown interface")])
 
 
-@functools.lru_cache(maxsize=65536)
 def endpoint_chain(endpoint: EndpointSpec, direction: str) -> tuple[str, ...]:
     if direction == "egress":
         chain = names.from_workload_chain(endpoint.iface)
@@ -181,6 +183,18 @@ def endpoint_chain(endpoint: EndpointSpec, direction: str) -> tuple[str, ...]:
     return _finish(chain, rules)
 
 
+def _egress(endpoint: EndpointSpec) -> tuple[str, ...]:
+    return endpoint_chain(endpoint, "egress")
+
+
+def _ingress(endpoint: EndpointSpec) -> tuple[str, ...]:
+    return endpoint_chain(endpoint, "ingress")
+
+
+_egress_chains = IdentityCache(_egress)
+_ingress_chains = IdentityCache(_ingress)
+
+
 def _tier_rules(tier: TierPolicies, direction: str) -> list[tuple[str, str]]:
     rules = [(_clear(MARK_PASS), f"start of tier {tier.tier}")]
     for policy_id in tier.policy_ids:
@@ -191,7 +205,6 @@ def _tier_rules(tier: TierPolicies, direction: str) -> list[tuple[str, str]]:
     return rules
 
 
-@functools.lru_cache(maxsize=65536)
 def policy_chain(policy: PolicyChainSpec) -> tuple[str, ...]:
     rules: list[tuple[str, str]] = []
     for rule in policy.rules:
@@ -210,6 +223,9 @@ def _verdict(action: str) -> str:
     if action == "log":
         return 'log prefix "vpcn-packet: " level notice'
     raise ValueError(f"rule action {action!r} must be allow, deny, pass or log")
+
+
+_policy_chains = IdentityCache(policy_chain)
 
 
 def rule_matches(rule: PolicyRule) -> list[str]:

@@ -86,6 +86,7 @@ class PolicyCalculator:
         self._ns_labels: dict[str, dict[str, str]] = {}
         self._pods: dict[str, _PodEntry] = {}  # by "<ns>/<name>"
         self._policies: dict[str, Policy] = {}  # by policy id
+        self._policies_by_pin: dict[str | None, set[str]] = {}  # by the namespace their selector pins
         self._tiers: dict[str, TierSpec] = {DEFAULT_TIER_SPEC.name: DEFAULT_TIER_SPEC}
         self._local: set[str] = set()  # refs of local endpoints
         # Per local endpoint and direction: ids of the policies selecting it.
@@ -99,6 +100,10 @@ class PolicyCalculator:
         self._set_refs: dict[str, int] = {}
         self._sets: dict[str, IpSetSpec] = {}
         self._selector_of_set: dict[str, Selector] = {}
+        # Active selector sets by the namespace their selector pins (None: not pinned), so a pod change
+        # only tests the selectors that can match a pod of its namespace.
+        self._sets_by_pin: dict[str | None, set[str]] = {}
+        self._pin_of_set: dict[str, str | None] = {}
         self._named_port_of_set: dict[str, tuple[Selector | None, int, str]] = {}
         self._policy_sets: dict[str, tuple[str, ...]] = {}  # active policy id -> set names it uses
         self._ip_owners: dict[str, set[str]] = {}  # address -> refs of the pods that have it
@@ -178,7 +183,11 @@ class PolicyCalculator:
         was_active = pid in self._active_count
         if was_active:
             self._deactivate(pid)
+        old = self._policies.get(pid)
+        if old is not None:
+            self._policies_by_pin.get(_pinned_namespace(old.selector.root), set()).discard(pid)
         self._policies[pid] = policy
+        self._policies_by_pin.setdefault(_pinned_namespace(policy.selector.root), set()).add(pid)
         touched = set()
         for ref in self._local:
             labels = self._pods[ref].labels
@@ -192,8 +201,10 @@ class PolicyCalculator:
         self._rebuild_endpoints(touched)
 
     def delete_policy(self, policy_id: str) -> None:
-        if self._policies.pop(policy_id, None) is None:
+        old = self._policies.pop(policy_id, None)
+        if old is None:
             return
+        self._policies_by_pin.get(_pinned_namespace(old.selector.root), set()).discard(policy_id)
         self._dirty = True
         touched = set()
         for (ref, _), chosen in self._selected.items():
@@ -233,8 +244,10 @@ class PolicyCalculator:
 
     def _reselect(self, ref: str) -> None:
         labels = self._pods[ref].labels
+        namespace = ref.split("/", 1)[0]
+        candidates = self._policies_by_pin.get(namespace, set()) | self._policies_by_pin.get(None, set())
         for d in _DIRS:
-            self._selected[(ref, d)] = {pid for pid, p in self._policies.items() if _selects(p, d, labels)}
+            self._selected[(ref, d)] = {pid for pid in candidates if _selects(self._policies[pid], d, labels)}
         self._recount()
         self._rebuild_endpoints({ref})
 
@@ -320,6 +333,8 @@ class PolicyCalculator:
                 del self._set_refs[name]
                 self._sets.pop(name, None)
                 self._selector_of_set.pop(name, None)
+                pin = self._pin_of_set.pop(name, None)
+                self._sets_by_pin.get(pin, set()).discard(name)
                 self._pod_part.pop(name, None)
                 self._net_part.pop(name, None)
                 self._named_port_of_set.pop(name, None)
@@ -416,6 +431,9 @@ class PolicyCalculator:
         name = names.ipset_name("s", selector.canonical)
         if self._register(name, used):
             self._selector_of_set[name] = selector
+            pin = _pinned_namespace(selector.root)
+            self._pin_of_set[name] = pin
+            self._sets_by_pin.setdefault(pin, set()).add(name)
             self._pod_part[name] = frozenset(
                 f"{ip}/32" for e in self._candidates(selector) if selector.matches(e.labels) for ip in e.ips
             )
@@ -443,7 +461,10 @@ class PolicyCalculator:
 
     def _update_memberships(self, ref: str, old: _PodEntry | None, new: _PodEntry | None) -> None:
         """A pod changed: move its addresses in or out of every active selector and named-port set."""
-        for name, selector in self._selector_of_set.items():
+        namespace = ref.split("/", 1)[0]
+        candidates = self._sets_by_pin.get(namespace, set()) | self._sets_by_pin.get(None, set())
+        for name in sorted(candidates):
+            selector = self._selector_of_set[name]
             before = _addresses(old) if old and selector.matches(old.labels) else frozenset()
             after = _addresses(new) if new and selector.matches(new.labels) else frozenset()
             if before != after:

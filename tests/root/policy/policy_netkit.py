@@ -297,3 +297,13 @@ def probe_matrix(
         for sock in opened:
             sock.close()
     return result
+
+
+def tcp_reaches(src: Pod, dst: Pod, port: int, source_ip: str | None = None, attempts: int = 3) -> bool:
+    """For expected reachability: a slow handshake on a loaded machine gets more tries (a packet that
+    policy drops never gets through, however often it is tried)."""
+    return any(tcp_connects(src, dst, port, source_ip) for _ in range(attempts))
+
+
+def udp_reaches(src: Pod, dst: Pod, port: int, attempts: int = 3) -> bool:
+    return any(udp_round_trip(src, dst, port) for _ in range(attempts))

@@ -105,6 +105,11 @@ def test_scenarios_with_real_packets(backend: str) -> None:
             feeder.feed(check.resources)
             asyncio.run(dataplane.apply(feeder.calc.desired()))
             got = netkit.probe_matrix(list(pods.values()), check.port, check.protocol)
+            for _ in range(2):  # a missed allowed cell (a loaded machine) is probed again; a pass is proof
+                if all(got[s][d] or not exp for s, d, exp in check.expected_cells() if s != d):
+                    break
+                again = netkit.probe_matrix(list(pods.values()), check.port, check.protocol)
+                got = {s: {d: got[s][d] or again[s][d] for d in row} for s, row in got.items()}
             wrong = [
                 f"{s}->{d} expected {'allow' if exp else 'deny'}"
                 for s, d, exp in check.expected_cells()
