@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from vpcnet.cli.groups import Groups
+from vpcnet.cli.matrix_table import print_matrix
 
 if TYPE_CHECKING:
     from vpcnet.policy.state import ClusterState
@@ -81,7 +82,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
         if output == "json":
             typer.echo(json.dumps(result.to_dict(), indent=2))
             return
-        _print_table(result.refs, result.to_dict(), port, protocol)
+        print_matrix(result.to_dict(), f"{protocol.upper()}/{port}")
 
     @policy_app.command("explain")
     def explain_command(
@@ -170,20 +171,3 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 raise _fail(f"--labels entries look like key=value, got {item!r}")
             label_map[key] = value
         typer.echo("true" if sel.matches(label_map) else "false")
-
-
-def _print_table(refs: tuple[str, ...], matrix: dict[str, dict[str, bool]], port: int, protocol: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(caption=f"{protocol.upper()}/{port}; rows: from, columns: to", show_lines=False)
-    table.add_column("from \\ to", style="bold")
-    for ref in refs:
-        table.add_column(ref, justify="center")
-    for src in refs:
-        cells = ["[green]✓[/green]" if matrix[src][dst] else "[bold red]✗[/bold red]" for dst in refs]
-        table.add_row(src, *cells)
-    allowed = sum(v for row in matrix.values() for v in row.values())
-    console = Console()
-    console.print(table)
-    console.print(f"{allowed} of {len(refs) ** 2} pairs allowed")
