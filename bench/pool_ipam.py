@@ -1,13 +1,16 @@
 """Benchmark: Calico-mode pool IPAM against a real etcd, and subnet addresses used, VPC mode vs Calico mode.
 
 1. Allocations per second with N allocators at once (N nodes, each its own etcd connection, each assigning
-   and releasing pods in a loop), every allocation a compare-and-swap transaction on the node's block and
-   the pod's handle. Reference measured in the same run: the raw etcd rate of the same kind of write (a
-   two-key conditional transaction, read-then-CAS, on N connections, no IPAM logic), so the ratio says
-   what the IPAM logic and its extra reads cost. Also counted: CAS conflicts, blocks claimed.
+   pod after pod and claiming blocks as they fill; releases afterwards, untimed), every allocation a
+   compare-and-swap transaction on the node's block and the pod's handle. Reference measured in the same
+   run: the raw etcd rate of the same kind of write (read a key, then a two-key conditional transaction, on
+   N connections, no IPAM logic), so the ratio says what the IPAM logic costs. Also counted: CAS conflicts,
+   blocks claimed. Last row: N concurrent ADDs on one node through its one agent (serialized by the
+   per-node lock, as Calico's CNI does with its host lock).
 2. VPC subnet addresses consumed for the same pods: VPC mode (the VPC CNI's defaults: WARM_ENI_TARGET=1, so
    every attached ENI's full set of secondary addresses plus its primary address, computed with the warm
    pool engine's own formula) against Calico mode (one primary address per node; pods come from the pool).
+3. Route computation per change on one node (render + diff) for 10 to 500 nodes.
 
 Starts its own etcd (Debian's etcd-server) on free ports in a temporary directory; removed at the end.
 Usage: python bench/pool_ipam.py [--allocators 1,5,20] [--seconds 3]
@@ -23,15 +26,21 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from vpcnet.api.base import ObjectMeta
+from vpcnet.api.ippool import IPPool
+from vpcnet.dataplane.poolroutes import render, render_ip_batch, vtep_mac
 from vpcnet.datastore.etcd import EtcdDatastore
 from vpcnet.datastore.resources import ResourceStore
 from vpcnet.datastore.settings import EtcdSettings
 from vpcnet.datastore.types import PutOp, RevisionIs
+from vpcnet.ipam.blocks import Block
 from vpcnet.ipam.limits import instance_limits
 from vpcnet.ipam.maxpods import max_pods
 from vpcnet.ipam.poolalloc import PoolIpam
+from vpcnet.ipam.poolstore import NodeRecord
 from vpcnet.ipam.warm import HOST_NETWORK_PODS, Capacity, WarmTargets, desired_total
 
 
@@ -149,6 +158,40 @@ def vpc_addresses(instance_type: str, pods: int) -> tuple[int, int]:
     return held + enis_attached, cap.pod_limit  # secondary addresses + each ENI's primary address
 
 
+def render_costs() -> None:
+    """Route computation per datastore change on one node: render all routes, then diff (no change)."""
+    print("== route sync per change on one node: render + diff against the kernel's routes (pure)")
+    print(f"{'nodes':>6} {'blocks':>7} {'pods':>6} {'routes':>7} {'render ms':>10} {'diff ms':>8}")
+    pool = IPPool(ObjectMeta(name="p"), IPv4Network("10.96.0.0/12"), vxlan_mode="CrossSubnet")
+    for nodes, pods_per_node in ((10, 30), (100, 100), (500, 110)):
+        records = {}
+        blocks = []
+        cidrs = IPv4Network("10.96.0.0/12").subnets(new_prefix=26)
+        for i in range(nodes):
+            name = f"n{i}"
+            subnet = IPv4Network(f"10.{i % 3}.0.0/16")
+            address = IPv4Address(int(subnet.network_address) + 10 + i)
+            records[name] = NodeRecord(name, address, subnet, vtep_mac(name))
+            left = pods_per_node
+            while left > 0:
+                block = Block.new(next(cidrs), name)
+                for k in range(min(64, left)):
+                    block.allocate(f"h{i}-{left}-{k}", name)
+                left -= 64
+                blocks.append(block)
+        local = records["n0"]
+        start = time.perf_counter()
+        desired = render(local, records, blocks, [pool])
+        rendered = time.perf_counter()
+        lines = render_ip_batch(set(desired.routes), desired, set(desired.neighbors))
+        diffed = time.perf_counter()
+        assert lines == []
+        render_ms, diff_ms = (rendered - start) * 1000, (diffed - rendered) * 1000
+        total = nodes * pods_per_node
+        row = f"{nodes:>6} {len(blocks):>7} {total:>6} {len(desired.routes):>7}"
+        print(f"{row} {render_ms:>10.1f} {diff_ms:>8.1f}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--allocators", default="1,5,20")
@@ -195,6 +238,8 @@ async def main() -> None:
         print(
             f"(VPC mode counts warm addresses too; {HOST_NETWORK_PODS} host-network pods per node need none.)"
         )
+        print()
+        render_costs()
     finally:
         etcd.stop()
 
