@@ -187,8 +187,8 @@ class CniHandler:
         for address in addresses:
             if address not in in_use:
                 await self.podnet.unwire(address, veth)
-        if not addresses:
-            self.podnet.delete_veth_later(veth)
+        # Without an address nothing says the veth of that name is this container's: the runtime's
+        # removal of the namespace takes it.
 
     async def check(self, request: CniRequest, key: IpamKey) -> None:
         assignment = await self.allocator().lookup(key)

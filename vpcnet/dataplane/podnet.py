@@ -260,7 +260,9 @@ class PodNetwork:
         finally:
             pod.close()
 
-    def _unwire_host(self, address: IPv4Address, host_index: int | None) -> None:
+    def _unwire_host(self, address: IPv4Address, host_index: int | None) -> bool:
+        """Delete the pod's rules, and its /32 only through host_index (a new pod may own the address by
+        now). True if such a route was there: the veth at host_index carried this address."""
         ip = str(address)
         messages = [
             rtnl.delete_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip),
@@ -268,17 +270,24 @@ class PodNetwork:
             rtnl.delete_rule(FROM_POD_PRIORITY, 0, src=ip),
         ]
         if host_index is not None:
-            # Only through this pod's veth: a new pod may own the address by now.
-            messages.append(rtnl.delete_route(ip, 32, host_index))
-        self.netlink.run(messages)
+            messages.append(rtnl.delete_route(ip, 32, host_index, missing_ok=False))
+        errors, _ = self.netlink.batch(messages)
+        routed = host_index is not None
+        for error in errors:
+            if error.what.startswith("delete route") and error.errno in (errno.ESRCH, errno.ENODEV):
+                routed = False
+                continue
+            raise error
+        return routed
 
     async def unwire(self, address: IPv4Address, host_veth: str | None) -> None:
         """Remove the host side of a pod by its address (and veth name, when known): rules and route now,
         the veth by the reaper. Idempotent: what is already gone is skipped. When the veth is gone (its
-        namespace was removed) the kernel took the route with it."""
+        namespace was removed) the kernel took the route with it. A veth of that name that does not carry
+        this address belongs to a newer pod of the same name (a late DEL of an old sandbox): it stays."""
         link = self.netlink.find_link(host_veth) if host_veth is not None else None
-        self._unwire_host(address, link.index if link is not None else None)
-        if link is not None and host_veth is not None:
+        routed = self._unwire_host(address, link.index if link is not None else None)
+        if routed and host_veth is not None:
             self.delete_veth_later(host_veth)
 
     async def check(self, spec: PodSpec) -> list[str]:

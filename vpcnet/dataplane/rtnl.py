@@ -35,7 +35,7 @@ NDA_DST, NDA_LLADDR = 1, 2
 FRA_DST, FRA_SRC, FRA_PRIORITY, FRA_TABLE = 1, 2, 6, 15
 
 IFF_UP = 0x1
-RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255
 RTN_UNICAST = 1
 RTPROT_STATIC = 4
 FR_ACT_TO_TBL = 1
@@ -76,9 +76,9 @@ def _ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
     return struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
 
 
-def _rtmsg(dst_len: int, scope: int, table: int = MAIN_TABLE) -> bytes:
+def _rtmsg(dst_len: int, scope: int, table: int = MAIN_TABLE, protocol: int = RTPROT_STATIC) -> bytes:
     return struct.pack(
-        "BBBBBBBBI", socket.AF_INET, dst_len, 0, 0, min(table, 255), RTPROT_STATIC, scope, RTN_UNICAST, 0
+        "BBBBBBBBI", socket.AF_INET, dst_len, 0, 0, min(table, 255), protocol, scope, RTN_UNICAST, 0
     )
 
 
@@ -152,10 +152,17 @@ def replace_route(
     return Message(RTM_NEWROUTE, F_CREATE | F_REPLACE, body, f"route {dst or 'default'}/{dst_len}")
 
 
-def delete_route(dst: IPv4Address | str, dst_len: int, oif: int, table: int = MAIN_TABLE) -> Message:
-    body = _rtmsg(dst_len, 0, table) + _attr(RTA_TABLE, _u32(table)) + _attr(RTA_DST, _ip(dst))
+def delete_route(
+    dst: IPv4Address | str, dst_len: int, oif: int, table: int = MAIN_TABLE, missing_ok: bool = True
+) -> Message:
+    """Only the route through oif; missing_ok=False reports ESRCH when there is none."""
+    # Scope "nowhere" and protocol 0 match any route to dst through oif (as `ip route del` does).
+    body = (
+        _rtmsg(dst_len, RT_SCOPE_NOWHERE, table, 0) + _attr(RTA_TABLE, _u32(table)) + _attr(RTA_DST, _ip(dst))
+    )
     body += _attr(RTA_OIF, _u32(oif))
-    return Message(RTM_DELROUTE, 0, body, f"delete route {dst}/{dst_len}", ok=(errno.ESRCH, errno.ENODEV))
+    ok = (errno.ESRCH, errno.ENODEV) if missing_ok else ()
+    return Message(RTM_DELROUTE, 0, body, f"delete route {dst}/{dst_len}", ok=ok)
 
 
 def permanent_neighbour(index: int, address: str, mac: str) -> Message:

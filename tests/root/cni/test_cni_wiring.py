@@ -327,3 +327,49 @@ def test_stale_from_rule_of_an_earlier_holder_is_replaced(node: Node) -> None:
     assert assert_wired(node, ns, "web", result, 254) == "10.0.1.10"  # no from-rule at all on the primary ENI
     assert node.cni("DEL", "c1", ns, "web") == (0, None)
     assert_gone(node, "10.0.1.10", "web")
+
+
+def test_late_del_of_an_old_sandbox_keeps_the_new_pod(node: Node) -> None:
+    """Pod web re-created in a new sandbox (same veth name) before the old sandbox's DEL arrives."""
+    old_ns, new_ns = node.new_pod_netns(), node.new_pod_netns()
+    code, old = node.cni("ADD", "old", old_ns, "web")
+    assert code == 0 and old is not None
+    code, new = node.cni("ADD", "new", new_ns, "web")  # replaces the old sandbox's veth of that name
+    assert code == 0 and new is not None
+    old_ip = old["ips"][0]["address"].split("/")[0]
+    assert node.cni("DEL", "old", old_ns, "web") == (0, None)
+    node.drain()
+    assert pod_rules(node, old_ip) == []
+    assert_wired(node, new_ns, "web", new, 254)  # the new pod keeps its veth, route and rules
+    assert node.cni("DEL", "new", new_ns, "web") == (0, None)
+    assert_gone(node, new["ips"][0]["address"].split("/")[0], "web")
+
+
+def test_del_removes_route_and_rules_before_the_veth_goes(node: Node) -> None:
+    """The safety of deleting the veth after answering: nothing routes to it once DEL has answered."""
+    ns = node.new_pod_netns()
+    for i in range(4):  # the pod lands on the secondary ENI: both rules
+        node.loop.run(node.allocator.assign(_key(f"filler{i}"), "default", f"filler{i}"))
+    code, result = node.cni("ADD", "c1", ns, "web")
+    assert code == 0 and result is not None
+    ip = assert_wired(node, ns, "web", result, ENI_TABLE)
+    held: list[str] = []
+    original = PodNetwork.delete_veth_later
+    PodNetwork.delete_veth_later = lambda self, name: held.append(name)  # type: ignore[assignment,method-assign,return-value]
+    try:
+        assert node.cni("DEL", "c1", ns, "web") == (0, None)
+    finally:
+        PodNetwork.delete_veth_later = original  # type: ignore[method-assign]
+    veth = host_veth_name("eni", "default", "web")
+    assert held == [veth]
+    assert veth in links(node.netns)  # still there: only the reaper would remove it
+    assert host_routes_to(node, ip) == []
+    assert pod_rules(node, ip) == []
+    assert node.service is not None
+    node.loop.run(_later(node, veth))
+    assert_gone(node, ip, "web")
+
+
+async def _later(node: Node, veth: str) -> None:
+    assert node.service is not None
+    await node.service.podnet.delete_veth_later(veth)
