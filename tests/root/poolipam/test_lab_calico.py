@@ -198,3 +198,25 @@ def test_network_policy_in_calico_mode_matches_the_policy_engine(calico_lab: Cal
     finally:
         calico_lab.cli("delete", "-f", str(calico_lab.tmp / "policy.yaml"))
         calico_lab.cli("lab", "wait", "--timeout", "60")
+
+
+def test_nat_outgoing_to_the_vpc_and_the_internet_leaves_from_the_node(calico_lab: CalicoLab) -> None:
+    """natOutgoing: a pod's traffic to anything outside the pools (a node, the internet) is masqueraded
+    to its node's address (the VPC would drop pool addresses it does not know, and has no route back)."""
+    from vpcnet.lab.podserver import in_netns
+
+    lab = calico_lab.lab
+    node2 = lab.node("node2")
+    for dst_node, dst in (("node2", node2.primary_ip), ("inet", lab.info.internet_host)):
+        listener = lab.udp_listen(dst_node, dst, 0)
+        with listener:
+            port = listener.getsockname()[1]
+            for pod in ("a", "c"):
+                with in_netns(f"/run/netns/{lab.layout.pod_netns('cal', pod)}"):
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                with sock:
+                    sock.sendto(pod.encode(), (dst, port))
+                listener.settimeout(3.0)
+                data, (src, _) = listener.recvfrom(100)
+                assert data == pod.encode()
+                assert src == lab.node(PLACEMENT[pod]).primary_ip, (pod, dst_node, src)
