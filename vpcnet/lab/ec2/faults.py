@@ -35,6 +35,13 @@ from vpcnet.lab.ec2.api import ACTIONS, is_mutating
 from vpcnet.lab.ec2.errors import Ec2Error
 
 CLASSES = ("mutating", "describe")
+
+# EC2's documented request-token buckets by category (Describe*: 100 tokens, 20/s back; mutating actions:
+# 50 tokens, 5/s back). EC2 now keeps one such bucket per API; a throttle document can name actions too.
+EC2_LIKE_THROTTLE: dict[str, dict[str, float]] = {
+    "describe": {"capacity": 100, "refill_per_second": 20},
+    "mutating": {"capacity": 50, "refill_per_second": 5},
+}
 _SERVER_CODES = {
     "RequestLimitExceeded": 503,
     "Unavailable": 503,

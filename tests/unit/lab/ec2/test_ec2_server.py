@@ -17,7 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from ec2lab import AZ_A, CLIENT_CONFIG, Endpoint, Lab, error_code
 
-from vpcnet.lab.ec2.faults import Faults, load_faults
+from vpcnet.lab.ec2.faults import EC2_LIKE_THROTTLE, Faults, load_faults
 from vpcnet.lab.ec2.local import LocalCloud
 from vpcnet.lab.ec2.model import Eni, Instance
 from vpcnet.lab.ec2.server import Ec2Service
@@ -366,6 +366,7 @@ def test_an_actions_own_bucket_and_faults_files(tmp_path: Path) -> None:
     faults.before("CreateTags")
     with pytest.raises(Exception, match="RequestLimitExceeded"):
         faults.before("CreateTags")
+    assert Faults({"throttle": EC2_LIKE_THROTTLE}).describe()["throttle"]["describe"]["tokens"] == 100
     good = tmp_path / "faults.json"
     good.write_text('{"latency": {"AttachNetworkInterface": 2}}')
     assert load_faults(good) == {"latency": {"AttachNetworkInterface": 2}}
