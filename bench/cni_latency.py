@@ -2,7 +2,8 @@
 ptp + host-local (containernetworking-plugins, /usr/lib/cni), measured in the same run, in the same node
 namespace, interleaved pod by pod so both see the same noise. Then 50 concurrent ADDs on one node.
 
-Each sample is the wall time of one plugin process as a runtime sees it: exec, env + stdin, exit.
+Each sample is the wall time of one plugin process as a runtime sees it: exec, env + stdin, exit. The
+agent is a process of its own in the node's namespace (this script in agent mode), as in production.
 Warm path: the agent's allocator has free addresses in memory (no cloud call), as on a node with a warm pool.
 Run as root: `python bench/cni_latency.py [--pods 100] [--concurrent 50]`. Creates namespaces "vb<4>node"
 and "vb<4>p<N>" / "vb<4>g<N>" only, and removes them.
@@ -16,16 +17,14 @@ import json
 import os
 import random
 import shutil
+import signal
 import string
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Coroutine
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import Any, TypeVar
 
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.install import install_binary, install_native
@@ -34,23 +33,8 @@ from vpcnet.cni.service import CniService
 from vpcnet.dataplane import nsenter
 from vpcnet.dataplane.hostnet import HostNetConfig
 
-T = TypeVar("T")
 GO_PLUGINS = "/usr/lib/cni"
 REFERENCE = "ptp+host-local"
-
-
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(300)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def run_plugin(path: str, command: str, cid: str, netns: str, conf: bytes, args: str = "") -> float:
@@ -105,42 +89,25 @@ def line(label: str, ours: list[float], ref: list[float]) -> str:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pods", type=int, default=100)
-    parser.add_argument("--concurrent", type=int, default=50)
-    opts = parser.parse_args()
-    if os.geteuid() != 0:
-        print("needs root (network namespaces)", file=sys.stderr)
-        return 2
-    prefix = "vb" + "".join(random.choices(string.ascii_lowercase, k=4))
-    node = f"{prefix}node"
-    tmp = Path(tempfile.mkdtemp(prefix="vpcnet-bench-"))
-    made: list[str] = []
-    loop = LoopThread()
-    service: CniService | None = None
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        subprocess.run(["ip", "netns", "add", node], check=True)
-        made.append(node)
-        subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
-        count = 2 * (opts.pods + opts.concurrent) + 10
-        allocator = MemoryAllocator.from_ranges([("10.0.0.0/16", count, 0)])
+def serve_agent(socket_path: Path, stats: Path, addresses: int) -> int:
+    """Agent mode (run by the benchmark inside the node's namespace, a process of its own as in production):
+    the CNI service with an in-memory warm pool; on SIGTERM, the agent-side time per request goes to stats."""
+
+    async def run() -> None:
+        allocator = MemoryAllocator.from_ranges([("10.0.0.0/16", addresses, 0)])
         service = CniService(
-            tmp / "agent.sock",
+            socket_path,
             lambda: allocator,
             CniSettings(mtu=1500),
             host=lambda: HostNetConfig(
                 IPv4Address("10.0.0.5"), (IPv4Network("10.0.0.0/16"),), primary_interface="lo"
             ),
-            node_netns=f"/run/netns/{node}",
         )
-        loop.run(service.start())
-        agent_ms: dict[str, list[float]] = {"ADD": [], "DEL": []}
+        await service.start()
+        agent_ms: dict[str, list[float]] = {}
         handle = service.handler.handle
 
         async def timed(data: bytes) -> bytes:
-            # The agent's share of a request (parse, allocate, kernel work), for the breakdown.
             start = time.perf_counter()
             reply = await handle(data)
             command = data.split(b"CNI_COMMAND=", 1)[-1][:3].decode(errors="replace")
@@ -148,6 +115,50 @@ def main() -> int:
             return reply
 
         service.server.handler = timed
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print("ready", flush=True)
+        await stop.wait()
+        await service.stop()
+        stats.write_text(json.dumps(agent_ms))
+
+    asyncio.run(run())
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--concurrent", type=int, default=50)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # agent mode (internal)
+    parser.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--addresses", type=int, default=0, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.serve is not None:
+        return serve_agent(opts.serve, opts.stats, opts.addresses)
+    if os.geteuid() != 0:
+        print("needs root (network namespaces)", file=sys.stderr)
+        return 2
+    prefix = "vb" + "".join(random.choices(string.ascii_lowercase, k=4))
+    node = f"{prefix}node"
+    tmp = Path(tempfile.mkdtemp(prefix="vpcnet-bench-"))
+    made: list[str] = []
+    agent: subprocess.Popen[str] | None = None
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        subprocess.run(["ip", "netns", "add", node], check=True)
+        made.append(node)
+        subprocess.run(["ip", "-n", node, "link", "set", "lo", "up"], check=True)
+        count = 2 * (opts.pods + opts.concurrent) + 10
+        agent = subprocess.Popen(
+            ["ip", "netns", "exec", node, sys.executable, __file__, "--serve", str(tmp / "agent.sock"),
+             "--stats", str(tmp / "agent-stats.json"), "--addresses", str(count)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert agent.stdout is not None
+        if agent.stdout.readline().strip() != "ready":
+            raise RuntimeError("the benchmark's agent did not start")
         clients = {"vpcnet (python)": str(install_binary(tmp / "bin-py", str(tmp / "agent.sock")))}
         if shutil.which("cc"):
             clients["vpcnet (native)"] = str(install_native(tmp / "bin-native", str(tmp / "agent.sock")))
@@ -193,12 +204,13 @@ def main() -> int:
         dels: dict[str, list[float]] = {label: [] for label, _, _ in runs}
         for command, samples in (("ADD", adds), ("DEL", dels)):
             for i in range(opts.pods):  # interleaved: each pod through every plugin in turn
-                args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-{i}"
                 for k, (label, path, conf) in enumerate(runs):
+                    # A pod name per plugin: one name would mean one host veth name for two pods.
+                    args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod{k}-{i}"
                     samples[label].append(
                         run_plugin(path, command, f"c{k}-{i}", spaces[label][i], conf, args)
                     )
-        loop.run(service.podnet.drain())
+        time.sleep(0.5)  # let the agent's reaper finish the veth deletions before the next phase
 
         async def burst(k: int, path: str, conf: bytes) -> tuple[float, list[float]]:
             burst_spaces = [netns(f"b{k}x", i) for i in range(opts.concurrent)]
@@ -232,6 +244,9 @@ def main() -> int:
             starts_go.append((time.perf_counter() - begin) * 1000)
         bursts = {label: asyncio.run(burst(k, path, conf)) for k, (label, path, conf) in enumerate(runs)}
         nsenter._setns(home)
+        agent.terminate()
+        agent.wait(30)
+        agent_ms: dict[str, list[float]] = json.loads((tmp / "agent-stats.json").read_text())
 
         print(f"CNI latency: {opts.pods} pods per plugin, warm path, one node namespace, interleaved")
         for label in clients:
@@ -255,9 +270,9 @@ def main() -> int:
         return 0
     finally:
         nsenter._setns(home)
-        if service is not None:
-            loop.run(service.stop())
-        loop.close()
+        if agent is not None and agent.poll() is None:
+            agent.kill()
+            agent.wait()
         for name in reversed(made):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
