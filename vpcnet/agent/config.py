@@ -73,7 +73,7 @@ class AgentConfig:
     release_delay: float = 60.0  # a surplus must last this long before addresses are given back
     pool_interval: float = 5.0  # the warm-pool loop's period (it also wakes on every assign/release)
     reconcile_interval: float = 60.0
-    adaptive_window: float = 900.0  # arrival history the adaptive mode sizes the pool from
+    adaptive_window: float = 3600.0  # arrival history the adaptive mode sizes the pool from
     assign_wait: float = 30.0  # how long an assignment may wait for EC2 when the pool is empty
     node_name: str = ""
 
@@ -203,7 +203,9 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     cfg["exclude_snat_cidrs"] = _cidrs(
         "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", e.raw("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS")
     )
-    prefix = e.raw("AWS_VPC_K8S_CNI_VETHPREFIX") or "eni"
+    # Calico names its host veths cali*, the VPC CNI eni*; policy dispatch keys on the prefix.
+    mode_default_prefix = "cali" if e.raw("VPCNET_MODE") == "calico" else "eni"
+    prefix = e.raw("AWS_VPC_K8S_CNI_VETHPREFIX") or mode_default_prefix
     if len(prefix) > 4 or not prefix.isalnum() or prefix in RESERVED_VETH_PREFIXES:
         raise ConfigError(
             f"AWS_VPC_K8S_CNI_VETHPREFIX={prefix!r}: expected 1-4 letters or digits, not eth, lo or vlan"
@@ -261,7 +263,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     cfg["release_delay"] = e.float("VPCNET_RELEASE_DELAY", 60.0)
     cfg["pool_interval"] = e.float("VPCNET_POOL_INTERVAL", 5.0, lo=0.05)
     cfg["reconcile_interval"] = e.float("VPCNET_RECONCILE_INTERVAL", 60.0, lo=1.0)
-    cfg["adaptive_window"] = e.float("VPCNET_ADAPTIVE_WINDOW", 900.0, lo=1.0)
+    cfg["adaptive_window"] = e.float("VPCNET_ADAPTIVE_WINDOW", 3600.0, lo=1.0)
     cfg["assign_wait"] = e.float("VPCNET_ASSIGN_WAIT", 30.0)
     cfg["node_name"] = e.raw("VPCNET_NODE_NAME") or e.raw("MY_NODE_NAME") or ""
 

@@ -19,11 +19,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from vpcnet.cni.install import CONFLIST_NAME
 from vpcnet.lab import labetcd, netns, procs
 from vpcnet.lab.cloudd import go_file
 from vpcnet.lab.ec2.errors import Ec2Error
@@ -44,6 +46,7 @@ STATE_VERSION = 1
 PREFIX_ENV = "VPCNET_LAB"
 ETCD_VPC_PORT = 2379
 READY_TIMEOUT = 30.0
+AGENT_READY_TIMEOUT = 60.0  # a node agent must answer STATUS ready this soon after it starts
 AGENT_STOP_TIMEOUT = 5.0  # an agent gets this long to shut down cleanly after SIGTERM, then SIGKILL
 # The lab's EC2 endpoint does not check signatures; boto3 just needs some credentials to sign with.
 LAB_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAVPCNETLAB0000000", "AWS_SECRET_ACCESS_KEY": "vpcnet-lab-secret"}
@@ -240,6 +243,40 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
     )
 
 
+def install_cni(layout: LabLayout, info: LabInfo, nodes: Sequence[str]) -> None:
+    """What aws-node's entrypoint does on each node: the plugin into the node's CNI bin dir, and the conflist
+    (which makes the node Ready for pods) only once the node's agent answers STATUS ready."""
+    from vpcnet.cni.install import AgentNotReady, install
+
+    settings = agent_env(layout, nodes[0], info) if nodes else {}
+    mode_prefix = "cali" if settings.get("VPCNET_MODE") == "calico" else "eni"
+    veth_prefix = settings.get("AWS_VPC_K8S_CNI_VETHPREFIX") or mode_prefix
+    mtu = int(settings.get("AWS_VPC_ENI_MTU") or 9001)
+
+    def one(node: str) -> None:
+        install(
+            layout.cni_bin_dir(node),
+            layout.cni_conf_dir(node),
+            str(layout.agent_socket(node)),
+            timeout=AGENT_READY_TIMEOUT,
+            interval=0.1,
+            mtu=mtu,
+            veth_prefix=veth_prefix,
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        futures = {node: pool.submit(one, node) for node in nodes}
+    failed = []
+    for node, fut in futures.items():
+        exc = fut.exception()
+        if isinstance(exc, AgentNotReady):
+            failed.append(f"{node}: {exc} (see `vpcnet lab logs {node}`)")
+        elif exc is not None:
+            raise exc
+    if failed:
+        raise LabError("nodes did not turn Ready: " + "; ".join(failed))
+
+
 # ------------------------------------------------------------------ up
 
 
@@ -367,6 +404,8 @@ def _create(
             progress(f"starting node agents on {len(nodes)} nodes")
             for n in nodes:
                 start_agent(layout, n.name, info)
+            progress("waiting for the nodes to turn Ready (agent up, CNI config installed)")
+            install_cni(layout, info, [n.name for n in nodes])
     except BaseException as e:
         _down(layout)  # never leave a half-made lab behind
         if isinstance(e, (labetcd.EtcdError, netns.KernelError, FabricError, Ec2Error)):
@@ -455,6 +494,11 @@ def _repair(layout: LabLayout, info: LabInfo, *, agents: bool, progress: Progres
                 progress(f"restarting the agent on {n.name}")
                 start_agent(layout, n.name, info)
                 changed.append(f"agent on {n.name} restarted")
+        not_ready = [n.name for n in info.nodes if not (layout.cni_conf_dir(n.name) / CONFLIST_NAME).exists()]
+        if not_ready:
+            progress(f"installing the CNI plugin on {', '.join(not_ready)}")
+            install_cni(layout, info, not_ready)
+            changed.append(f"CNI installed on {', '.join(not_ready)}")
     return UpResult(info, changed)
 
 

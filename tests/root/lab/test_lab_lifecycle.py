@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from lab_fixture import LabHandle, random_prefix, recv_or_none
 
+from vpcnet.cni.install import CONFLIST_NAME
 from vpcnet.lab import labctl, netns, procs
 from vpcnet.lab.layout import LabLayout
 from vpcnet.lab.topology import LabTopology, build_topology
@@ -205,7 +206,13 @@ def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
             env=env,
         )
 
+    def stand_in_install(layout_: LabLayout, info: labctl.LabInfo, nodes: list[str]) -> None:
+        # A stand-in agent never answers STATUS: mark the nodes Ready as install-cni would.
+        for node in nodes:
+            (layout_.cni_conf_dir(node) / CONFLIST_NAME).write_text("{}")
+
     monkeypatch.setattr(labctl, "start_agent", stand_in)
+    monkeypatch.setattr(labctl, "install_cni", stand_in_install)
     monkeypatch.setattr(labctl, "agents_available", lambda: True)
     topo = build_topology(nodes=2)
     result = labctl.up(topo, layout, agents=True, agent_settings={"VPCNET_MODE": "calico"})

@@ -1,0 +1,3 @@
+from vpcnet.cli.main import main
+
+main()
