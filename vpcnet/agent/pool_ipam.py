@@ -183,7 +183,12 @@ class PoolIpamComponent:
         self.registration = NodeRegistration(self.datastore, record, self.ttl)
         await self.registration.start()
         self.allocator = PoolAllocator(PoolIpam(self.datastore, name, labels))
-        self.routes = PoolRouteSync(self.datastore, record, uplink=UPLINK, resync_interval=self.resync)
+        from vpcnet.dataplane.poolroutes_apply import link_mtu
+
+        mtu = await link_mtu(UPLINK)  # the VXLAN device gets this less its 50 bytes of headers
+        self.routes = PoolRouteSync(
+            self.datastore, record, uplink=UPLINK, uplink_mtu=mtu, resync_interval=self.resync
+        )
         self.ctx.node = node
         self.ctx.allocator = self.allocator
         self.ctx.shared["pool_ipam"] = self

@@ -178,6 +178,14 @@ async def apply_nat(runner: CommandRunner, rules: tuple[str, ...]) -> bool:
     return True
 
 
+async def link_mtu(name: str, runner: CommandRunner | None = None) -> int:
+    """The MTU of a link (the uplink: tunnels take their overhead off it)."""
+    link = await _link(runner or SubprocessRunner(), name)
+    if link is None:
+        raise DataplaneError(f"no link {name!r} in this network namespace")
+    return int(link["mtu"])
+
+
 async def ensure_forwarding(runner: CommandRunner) -> bool:
     """The node routes pod traffic: IPv4 forwarding on (VPC mode's host network setup does it there)."""
     current = (await runner.run(["sysctl", "-n", "net.ipv4.ip_forward"])).check().stdout.decode().strip()
