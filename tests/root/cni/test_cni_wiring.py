@@ -373,3 +373,20 @@ def test_del_removes_route_and_rules_before_the_veth_goes(node: Node) -> None:
 async def _later(node: Node, veth: str) -> None:
     assert node.service is not None
     await node.service.podnet.delete_veth_later(veth)
+
+
+def test_check_names_what_is_missing(node: Node) -> None:
+    ns = node.new_pod_netns()
+    code, result = node.cni("ADD", "c1", ns, "web")
+    assert code == 0 and result is not None
+    conf = {"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni", "prevResult": result}
+    ip = result["ips"][0]["address"].split("/")[0]
+    sh("ip", "-n", node.netns, "rule", "del", "to", ip, "lookup", "main", "priority", "512")
+    code, err = node.cni("CHECK", "c1", ns, "web", conf=conf)
+    assert code == 1 and err is not None and err["code"] == 101
+    assert f"rule to {ip} lookup main prio 512 is missing" in err["details"]
+    other = {**conf, "prevResult": {**result, "ips": [{"address": "10.0.9.9/32"}]}}
+    code, err = node.cni("CHECK", "c1", ns, "web", conf=other)
+    assert code == 1 and err is not None and "differs" in err["msg"]
+    assert node.cni("DEL", "c1", ns, "web", conf=conf) == (0, None)
+    assert_gone(node, ip, "web")
