@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,9 +21,11 @@ from typing import Any
 
 from vpcnet.ipam.limits import InstanceLimits, UnknownInstanceType, all_instance_types, instance_limits
 from vpcnet.lab.ec2 import addressing
+from vpcnet.lab.ec2.allocator import SubnetAllocator
 from vpcnet.lab.ec2.errors import Ec2Error, internal_error, invalid_value, not_found
 from vpcnet.lab.ec2.hooks import FabricHooks, NullHooks
 from vpcnet.lab.ec2.ids import make_id, make_mac
+from vpcnet.lab.ec2.jsonfile import write_json_atomic
 from vpcnet.lab.ec2.model import (
     Attachment,
     Eni,
@@ -59,13 +59,6 @@ def _parse_cidr(cidr: str, what: str) -> IPv4Network:
         return IPv4Network(cidr, strict=True)
     except (AddressValueError, NetmaskValueError, ValueError) as e:
         raise Ec2Error("InvalidParameterValue", f"{what} {cidr!r} is not a valid IPv4 CIDR block: {e}") from e
-
-
-def _parse_address(address: str) -> IPv4Address:
-    try:
-        return IPv4Address(address)
-    except (AddressValueError, ValueError) as e:
-        raise invalid_value(f"invalid value {address!r} for an IPv4 address: {e}") from e
 
 
 class Cloud:
@@ -134,26 +127,8 @@ class Cloud:
         self._enis = {e["id"]: eni_from_dict(e) for e in raw["network_interfaces"]}
 
     def _persist(self) -> None:
-        """Write the state atomically: temp file in the same directory, fsync, rename, fsync the directory."""
-        if self._file is None:
-            return
-        directory = self._file.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self._file.name}.", dir=directory)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._dump(), f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        if self._file is not None:
+            write_json_atomic(self._file, self._dump())
 
     @contextmanager
     def _mutation(self) -> Iterator[None]:
@@ -329,70 +304,6 @@ class Cloud:
             if gid not in result:
                 result.append(gid)
         return result
-
-    def _check_explicit_address(self, net: IPv4Network, used: set[int], address: str) -> int:
-        ip = _parse_address(address)
-        if ip not in net:
-            raise invalid_value(f"Address {address} does not fall within the subnet's address range {net}")
-        if int(ip) in addressing.reserved(net):
-            raise invalid_value(
-                f"Address {address} is reserved in subnet {net} (the first four and the last)"
-            )
-        if int(ip) in used:
-            raise Ec2Error("InvalidIPAddress.InUse", f"Address {address} is in use in subnet {net}")
-        return int(ip)
-
-    def _take_addresses(self, net: IPv4Network, used: set[int], count: int) -> list[str]:
-        """`count` free addresses (lowest first), marked used."""
-        if count < 0:
-            raise invalid_value(f"the address count {count} must not be negative")
-        taken: list[int] = []
-        for addr in addressing.free_addresses(net, used):
-            if len(taken) == count:
-                break
-            taken.append(addr)
-        if len(taken) < count:
-            raise Ec2Error(
-                "InsufficientFreeAddressesInSubnet",
-                f"The specified subnet {net} does not have enough free addresses to satisfy the request.",
-            )
-        used.update(taken)
-        return [str(IPv4Address(a)) for a in taken]
-
-    def _take_prefixes(self, net: IPv4Network, used: set[int], count: int) -> list[str]:
-        if count < 0:
-            raise invalid_value(f"the prefix count {count} must not be negative")
-        taken: list[IPv4Network] = []
-        for block in addressing.free_prefixes(net, used):
-            if len(taken) == count:
-                break
-            taken.append(block)
-            used.update(addressing.prefix_members(block))
-        if len(taken) < count:
-            raise Ec2Error(
-                "InsufficientCidrBlocks",
-                f"The specified subnet {net} does not have enough free cidr blocks to satisfy the request.",
-            )
-        return [str(b) for b in taken]
-
-    def _check_explicit_prefix(self, net: IPv4Network, used: set[int], prefix: str) -> IPv4Network:
-        try:
-            block = IPv4Network(prefix, strict=True)
-        except (AddressValueError, NetmaskValueError, ValueError) as e:
-            raise invalid_value(f"Prefix {prefix!r} is not a valid aligned IPv4 CIDR block: {e}") from e
-        if block.prefixlen != addressing.PREFIX_LEN:
-            raise invalid_value(f"Prefix {prefix} must be a /{addressing.PREFIX_LEN}")
-        if not block.subnet_of(net):
-            raise invalid_value(f"Prefix {prefix} does not fall within the subnet's address range {net}")
-        members = set(addressing.prefix_members(block))
-        if members & addressing.reserved(net):
-            raise invalid_value(f"Prefix {prefix} includes addresses reserved in subnet {net}")
-        if members & used:
-            raise Ec2Error(
-                "InvalidIPAddress.InUse", f"Prefix {prefix} overlaps addresses in use in subnet {net}"
-            )
-        used.update(members)
-        return block
 
     def _slot_limit(self, eni: Eni) -> tuple[int, str]:
         if eni.attachment is None:
@@ -588,8 +499,6 @@ class Cloud:
         groups = self._check_groups(
             subnet.vpc_id, security_group_ids or [self.default_security_group(subnet.vpc_id).id]
         )
-        net = IPv4Network(subnet.cidr)
-        used = self._used_in_subnet(subnet.id)
         slots = 1 + len(secondary_ips) + secondary_count + len(prefixes) + prefix_count
         if slots > _max_slots_unattached():
             raise Ec2Error(
@@ -597,16 +506,15 @@ class Cloud:
                 f"Number of private addresses will exceed limit: {slots} requested, at most "
                 f"{_max_slots_unattached()} per network interface",
             )
+        alloc = SubnetAllocator(IPv4Network(subnet.cidr), self._used_in_subnet(subnet.id))
         # Explicit addresses and prefixes first, so that the automatic ones go around them.
-        primary = (
-            str(IPv4Address(self._check_explicit_address(net, used, private_ip))) if private_ip else None
-        )
-        explicit = [str(IPv4Address(self._check_explicit_address(net, used, a))) for a in secondary_ips]
-        explicit_prefixes = [str(self._check_explicit_prefix(net, used, p)) for p in prefixes]
+        primary = alloc.explicit_address(private_ip) if private_ip else None
+        explicit = [alloc.explicit_address(a) for a in secondary_ips]
+        explicit_prefixes = [alloc.explicit_prefix(p) for p in prefixes]
         if primary is None:
-            primary = self._take_addresses(net, used, 1)[0]
-        seconds = explicit + self._take_addresses(net, used, secondary_count)
-        blocks = explicit_prefixes + self._take_prefixes(net, used, prefix_count)
+            primary = alloc.addresses(1)[0]
+        seconds = explicit + alloc.addresses(secondary_count)
+        blocks = explicit_prefixes + alloc.prefixes(prefix_count)
         seq = self._next_seq()
         eni = Eni(
             id=make_id("eni", seq),
@@ -770,18 +678,15 @@ class Cloud:
         with self._mutation():
             eni = self._get_eni(eni_id)
             subnet = self._subnets[eni.subnet_id]
-            net = IPv4Network(subnet.cidr)
             if prefix_count or prefixes:
                 self._check_prefix_support(eni)
             self._check_slots(eni, secondary_count + len(addresses) + prefix_count + len(prefixes))
             changed_others: list[Eni] = []
             if allow_reassignment and addresses:
                 changed_others = self._take_back(eni, addresses)
-            used = self._used_in_subnet(subnet.id)
-            new_addresses = [str(IPv4Address(self._check_explicit_address(net, used, a))) for a in addresses]
-            new_addresses += self._take_addresses(net, used, secondary_count)
-            new_prefixes = [str(self._check_explicit_prefix(net, used, p)) for p in prefixes]
-            new_prefixes += self._take_prefixes(net, used, prefix_count)
+            alloc = SubnetAllocator(IPv4Network(subnet.cidr), self._used_in_subnet(subnet.id))
+            new_addresses = [alloc.explicit_address(a) for a in addresses] + alloc.addresses(secondary_count)
+            new_prefixes = [alloc.explicit_prefix(p) for p in prefixes] + alloc.prefixes(prefix_count)
             eni.secondary_ips.extend(new_addresses)
             eni.prefixes.extend(new_prefixes)
             for other in changed_others:

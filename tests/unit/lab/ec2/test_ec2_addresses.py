@@ -187,3 +187,27 @@ def test_available_ip_address_count_follows_assignments(endpoint: Endpoint) -> N
     assert available() == 249 - 4 - 16
     c.unassign_private_ip_addresses(NetworkInterfaceId=eni, Ipv4Prefixes=endpoint.cloud.eni(eni).prefixes)
     assert available() == 245
+
+
+def test_one_action_never_hands_out_an_address_twice(endpoint: Endpoint) -> None:
+    c, lab = endpoint.client, endpoint.lab
+    # The explicit primary is the lowest free address: the counted secondaries must go around it.
+    r = c.create_network_interface(
+        SubnetId=lab.subnet_a.id, PrivateIpAddress="10.0.0.4", SecondaryPrivateIpAddressCount=2
+    )["NetworkInterface"]
+    addrs = [a["PrivateIpAddress"] for a in r["PrivateIpAddresses"]]
+    assert addrs == ["10.0.0.4", "10.0.0.5", "10.0.0.6"]
+    eni = r["NetworkInterfaceId"]
+    assert error_code(
+        c.assign_private_ip_addresses, NetworkInterfaceId=eni, PrivateIpAddresses=["10.0.0.9", "10.0.0.9"]
+    ) == ("InvalidIPAddress.InUse")
+    assert error_code(
+        c.create_network_interface,
+        SubnetId=lab.subnet_a.id,
+        PrivateIpAddresses=[
+            {"PrivateIpAddress": "10.0.0.20", "Primary": True},
+            {"PrivateIpAddress": "10.0.0.21", "Primary": False},
+            {"PrivateIpAddress": "10.0.0.21", "Primary": False},
+        ],
+    ) == ("InvalidIPAddress.InUse")
+    assert len(endpoint.cloud.enis()) == 1

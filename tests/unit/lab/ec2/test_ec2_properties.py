@@ -62,7 +62,8 @@ def test_random_actions_keep_addresses_unique(ops: list[tuple[str, int, int]]) -
         before = cloud.snapshot()
         try:
             if kind == "create":
-                cloud.create_network_interface(subnet.id, secondary_count=a % 4)
+                explicit = str(SUBNET[b]) if a % 2 else None  # explicit primary plus counted secondaries
+                cloud.create_network_interface(subnet.id, private_ip=explicit, secondary_count=a % 4)
             elif eni is None:
                 continue
             elif kind == "attach":
