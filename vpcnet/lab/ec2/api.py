@@ -4,15 +4,13 @@ The rules live in `state.Cloud`; this module maps parameters, filters, paginates
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from fnmatch import fnmatchcase
 from functools import cache
 from typing import Any, ClassVar, TypeVar
 
 from vpcnet.ipam.limits import UnknownInstanceType, all_instance_types, instance_limits
-from vpcnet.lab.ec2.errors import Ec2Error, invalid_value, not_found
+from vpcnet.lab.ec2.errors import Ec2Error, invalid_value
+from vpcnet.lab.ec2.listing import Fields, by_ids, check_filters, matches, paginate
 from vpcnet.lab.ec2.model import Eni, Instance, Subnet, Vpc
 from vpcnet.lab.ec2.state import Cloud
 
@@ -59,93 +57,6 @@ def _tags_out(tags: Mapping[str, str]) -> list[dict[str, str]] | None:
 
 def _dns_name(address: str, region: str) -> str:
     return f"ip-{address.replace('.', '-')}.{region}.compute.internal"
-
-
-# ---------------------------------------------------------------- filters and pages
-
-Fields = dict[str, list[str]]
-
-
-def _matches(
-    fields: Fields, tags: Mapping[str, str], filters: Sequence[Mapping[str, Any]], known: frozenset[str]
-) -> bool:
-    """EC2 semantics: every filter must match; within a filter any value (with * and ? wildcards)."""
-    for f in filters:
-        name = str(f.get("Name", ""))
-        wanted = [str(v) for v in f.get("Values", [])]
-        if name.startswith("tag:"):
-            have = [tags[name[4:]]] if name[4:] in tags else []
-        elif name == "tag-key":
-            have = list(tags)
-        elif name == "tag-value":
-            have = list(tags.values())
-        elif name in known:
-            have = fields.get(name, [])
-        else:
-            raise invalid_value(f"The filter '{name}' is invalid")
-        if not any(fnmatchcase(h, w) for h in have for w in wanted):
-            return False
-    return True
-
-
-def _check_filters(filters: Sequence[Mapping[str, Any]], known: frozenset[str]) -> None:
-    for f in filters:
-        name = str(f.get("Name", ""))
-        if not name:
-            raise Ec2Error("MissingParameter", "A filter needs a Name")
-        if not (name.startswith("tag:") or name in ("tag-key", "tag-value") or name in known):
-            raise invalid_value(f"The filter '{name}' is invalid")
-
-
-def _page(
-    items: Sequence[T],
-    seq_of: Callable[[T], int],
-    params: Params,
-    ids_given: bool,
-    kind: str,
-    bounds: tuple[int, int],
-) -> tuple[list[T], str | None]:
-    """MaxResults/NextToken as EC2: MaxResults within bounds and not with explicit IDs; the token is opaque
-    (here: the sequence number of the last item given, so pages stay correct while the state changes)."""
-    max_results = params.get("MaxResults")
-    token = params.get("NextToken")
-    if max_results is not None and ids_given:
-        raise Ec2Error(
-            "InvalidParameterCombination", f"The parameter MaxResults cannot be used with {kind} IDs"
-        )
-    after = 0
-    if token:
-        try:
-            tkind, _, seq = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-            after = int(seq)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            tkind = ""
-        if tkind != kind:
-            raise Ec2Error("InvalidPaginationToken", f"The pagination token {token!r} is invalid")
-    rest = [i for i in items if seq_of(i) > after]
-    if max_results is None:
-        return rest, None
-    lo, hi = bounds
-    if not lo <= max_results <= hi:
-        raise invalid_value(
-            f"Value ( {max_results} ) for parameter maxResults is invalid. "
-            f"Expected a value between {lo} and {hi}."
-        )
-    page = rest[:max_results]
-    if len(rest) > max_results:
-        return page, base64.urlsafe_b64encode(f"{kind}:{seq_of(page[-1])}".encode()).decode()
-    return page, None
-
-
-def _by_ids(items: Sequence[T], id_of: Callable[[T], str], ids: Sequence[str], kind: str) -> list[T]:
-    if not ids:
-        return list(items)
-    index = {id_of(i): i for i in items}
-    for ident in ids:
-        if ident not in index:
-            raise not_found(kind, ident)
-    wanted = set(ids)
-    return [i for i in items if id_of(i) in wanted]
 
 
 # ---------------------------------------------------------------- shapes of answers
@@ -388,11 +299,11 @@ class Ec2Api:
 
     def _DescribeNetworkInterfaces(self, p: Params) -> Answer:
         filters = p.get("Filters", [])
-        _check_filters(filters, self._ENI_FILTERS)
+        check_filters(filters, self._ENI_FILTERS)
         ids = p.get("NetworkInterfaceIds", [])
-        enis = _by_ids(self.cloud.enis(), lambda e: e.id, ids, "eni")
-        enis = [e for e in enis if _matches(self._eni_fields(e), e.tags, filters, self._ENI_FILTERS)]
-        page, token = _page(enis, lambda e: e.seq, p, bool(ids), "eni", (5, 1000))
+        enis = by_ids(self.cloud.enis(), lambda e: e.id, ids, "eni")
+        enis = [e for e in enis if matches(self._eni_fields(e), e.tags, filters, self._ENI_FILTERS)]
+        page, token = paginate(enis, lambda e: e.seq, p, bool(ids), "eni", (5, 1000))
         return {"NetworkInterfaces": [self._eni_out(e) for e in page], "NextToken": token}
 
     _INSTANCE_FILTERS: ClassVar[frozenset[str]] = frozenset(
@@ -412,9 +323,9 @@ class Ec2Api:
 
     def _DescribeInstances(self, p: Params) -> Answer:
         filters = p.get("Filters", [])
-        _check_filters(filters, self._INSTANCE_FILTERS)
+        check_filters(filters, self._INSTANCE_FILTERS)
         ids = p.get("InstanceIds", [])
-        insts = _by_ids(self.cloud.instances(), lambda i: i.id, ids, "instance")
+        insts = by_ids(self.cloud.instances(), lambda i: i.id, ids, "instance")
         enis_by_instance: dict[str, list[Eni]] = {}
         for e in self.cloud.enis():
             if e.attachment is not None:
@@ -441,9 +352,9 @@ class Ec2Api:
                 "network-interface.network-interface-id": [e.id for e in enis],
                 "network-interface.addresses.private-ip-address": [a for e in enis for a in e.private_ips],
             }
-            if _matches(fields, inst.tags, filters, self._INSTANCE_FILTERS):
+            if matches(fields, inst.tags, filters, self._INSTANCE_FILTERS):
                 selected.append((inst, enis))
-        page, token = _page(selected, lambda pair: pair[0].seq, p, bool(ids), "instance", (5, 1000))
+        page, token = paginate(selected, lambda pair: pair[0].seq, p, bool(ids), "instance", (5, 1000))
         reservations = [
             {
                 "ReservationId": inst.id.replace("i-", "r-"),
@@ -470,9 +381,9 @@ class Ec2Api:
 
     def _DescribeSubnets(self, p: Params) -> Answer:
         filters = p.get("Filters", [])
-        _check_filters(filters, self._SUBNET_FILTERS)
+        check_filters(filters, self._SUBNET_FILTERS)
         ids = p.get("SubnetIds", [])
-        subnets = _by_ids(self.cloud.subnets(), lambda s: s.id, ids, "subnet")
+        subnets = by_ids(self.cloud.subnets(), lambda s: s.id, ids, "subnet")
         selected = []
         for s in subnets:
             fields: Fields = {
@@ -485,9 +396,9 @@ class Ec2Api:
                 "state": ["available"],
                 "owner-id": [self.cloud.account],
             }
-            if _matches(fields, s.tags, filters, self._SUBNET_FILTERS):
+            if matches(fields, s.tags, filters, self._SUBNET_FILTERS):
                 selected.append(s)
-        page, token = _page(selected, lambda s: s.seq, p, bool(ids), "subnet", (5, 1000))
+        page, token = paginate(selected, lambda s: s.seq, p, bool(ids), "subnet", (5, 1000))
         return {"Subnets": [self._subnet_out(s) for s in page], "NextToken": token}
 
     _VPC_FILTERS: ClassVar[frozenset[str]] = frozenset(
@@ -496,9 +407,9 @@ class Ec2Api:
 
     def _DescribeVpcs(self, p: Params) -> Answer:
         filters = p.get("Filters", [])
-        _check_filters(filters, self._VPC_FILTERS)
+        check_filters(filters, self._VPC_FILTERS)
         ids = p.get("VpcIds", [])
-        vpcs = _by_ids(self.cloud.vpcs(), lambda v: v.id, ids, "vpc")
+        vpcs = by_ids(self.cloud.vpcs(), lambda v: v.id, ids, "vpc")
         selected = []
         for v in vpcs:
             fields: Fields = {
@@ -509,9 +420,9 @@ class Ec2Api:
                 "owner-id": [self.cloud.account],
                 "is-default": ["false"],
             }
-            if _matches(fields, v.tags, filters, self._VPC_FILTERS):
+            if matches(fields, v.tags, filters, self._VPC_FILTERS):
                 selected.append(v)
-        page, token = _page(selected, lambda v: v.seq, p, bool(ids), "vpc", (5, 1000))
+        page, token = paginate(selected, lambda v: v.seq, p, bool(ids), "vpc", (5, 1000))
         return {"Vpcs": [self._vpc_out(v) for v in page], "NextToken": token}
 
     _TYPE_FILTERS: ClassVar[frozenset[str]] = frozenset(
@@ -534,7 +445,7 @@ class Ec2Api:
                     "InvalidInstanceType", f"The following supplied instance types do not exist: [{n}]"
                 ) from None
         filters = p.get("Filters", [])
-        _check_filters(filters, self._TYPE_FILTERS)
+        check_filters(filters, self._TYPE_FILTERS)
         chosen = sorted(set(names)) if names else all_instance_types()
         numbered = []
         for number, name in enumerate(chosen, 1):
@@ -546,9 +457,9 @@ class Ec2Api:
                 "network-info.ipv4-addresses-per-interface": [str(lim.ipv4_per_eni)],
                 "network-info.maximum-network-interfaces": [str(lim.max_enis)],
             }
-            if _matches(fields, {}, filters, self._TYPE_FILTERS):
+            if matches(fields, {}, filters, self._TYPE_FILTERS):
                 numbered.append((number, name))
-        page, token = _page(numbered, lambda pair: pair[0], p, False, "itype", (5, 100))
+        page, token = paginate(numbered, lambda pair: pair[0], p, False, "itype", (5, 100))
         return {"InstanceTypes": [_instance_type_out(name) for _, name in page], "NextToken": token}
 
     # ---------------------------------------------------------- network interfaces
