@@ -333,3 +333,36 @@ def _has_rule(rules: list[Any], attr: str, ip: str, table: int, priority: int) -
         if rule.get_attr(attr) == ip and rule_table == table and rule.get_attr("FRA_PRIORITY") == priority:
             return True
     return False
+
+
+class VethPodExistence:
+    """Whether a checkpointed pod still exists, judged as the VPC CNI does on restart
+    (normalizeCheckpointDataByPodVethExistence): while its host veth does. Satisfies the VPC address
+    manager's PodExistence; `prune()` removes the rules a vanished pod left (PruneStaleAllocations)."""
+
+    def __init__(self, veth_prefix: str = "eni", node_netns: str | None = None) -> None:
+        self.veth_prefix = veth_prefix
+        self.node_netns = node_netns
+
+    def _netlink(self) -> rtnl.Rtnl:
+        return rtnl.Rtnl(nsenter.netlink_socket(self.node_netns))
+
+    async def exists(self, key: object, pod_namespace: str, pod_name: str) -> bool:
+        netlink = self._netlink()
+        try:
+            return netlink.find_link(host_veth_name(self.veth_prefix, pod_namespace, pod_name)) is not None
+        finally:
+            netlink.close()
+
+    async def prune(self, address: IPv4Address) -> None:
+        ip = str(address)
+        netlink = self._netlink()
+        try:
+            netlink.run(
+                [
+                    rtnl.delete_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip),
+                    rtnl.delete_rule(FROM_POD_PRIORITY, 0, src=ip),
+                ]
+            )
+        finally:
+            netlink.close()

@@ -7,6 +7,7 @@ import json
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -17,7 +18,7 @@ from cnienv import ENI_TABLE, INTERNET_IP, NODE_IP, VPC_ROUTER, Node, sh, unique
 
 from vpcnet.dataplane import nsenter, rtnl
 from vpcnet.dataplane.hostnet import apply_host_network, remove_host_network
-from vpcnet.dataplane.podnet import PodNetwork, PodSpec, host_veth_name
+from vpcnet.dataplane.podnet import PodNetwork, PodSpec, VethPodExistence, host_veth_name
 
 pytestmark = pytest.mark.root
 
@@ -390,3 +391,22 @@ def test_check_names_what_is_missing(node: Node) -> None:
     assert code == 1 and err is not None and "differs" in err["msg"]
     assert node.cni("DEL", "c1", ns, "web", conf=conf) == (0, None)
     assert_gone(node, ip, "web")
+
+
+def test_veth_pod_existence_for_the_address_manager(node: Node) -> None:
+    ns = node.new_pod_netns()
+    code, result = node.cni("ADD", "c1", ns, "web")
+    assert code == 0 and result is not None
+    ip = result["ips"][0]["address"].split("/")[0]
+    existence = VethPodExistence("eni", node.netns_path)
+    assert node.loop.run(existence.exists(_key("c1"), "default", "web"))
+    assert not node.loop.run(existence.exists(_key("c2"), "default", "gone"))
+    sh("ip", "netns", "del", ns)  # the pod vanished while the agent was down: its veth went with it
+    node.pods.remove(ns)
+    deadline = time.monotonic() + 10  # the kernel dismantles a namespace asynchronously
+    while host_veth_name("eni", "default", "web") in links(node.netns) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not node.loop.run(existence.exists(_key("c1"), "default", "web"))
+    assert pod_rules(node, ip) == [(512, "to", "main")]  # what the vanished pod left
+    node.loop.run(existence.prune(IPv4Address(ip)))
+    assert pod_rules(node, ip) == []
