@@ -108,7 +108,7 @@ class Node:
         )
         sh("ip", "-n", netns, "-batch", "-", stdin=batch + "\n")
         pod = Pod(name, netns, ip, veth)
-        self.pods[name] = pod
+        self.pods[netns] = pod  # by netns: pod names repeat across Kubernetes namespaces
         return pod
 
     def remove(self) -> None:
