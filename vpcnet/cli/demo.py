@@ -16,6 +16,12 @@ from vpcnet.cli.groups import Groups
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "demo"
 
 
+# What a pod fetches from the lab's internet host, which answers with the source address it sees.
+FETCH_INTERNET_PAGE = (
+    "import urllib.request as u; print(u.urlopen('http://198.51.100.100/', timeout=5).read().decode())"
+)
+
+
 class DemoStepFailed(Exception):
     pass
 
@@ -51,7 +57,7 @@ def run_demo(nodes: int, keep: bool) -> None:
         _vpcnet("lab", "wait")
         _vpcnet("lab", "probe", "--port", "80", "--protocol", "TCP", "-o", "table")
         _say("The kernel and the policy engine agree on every pair:")
-        _vpcnet("lab", "probe", "--port", "80", "--protocol", "TCP", "--compare")
+        _vpcnet("lab", "probe", "--port", "80", "--protocol", "TCP", "--compare", "-o", "table")
         _vpcnet(
             "policy",
             "explain",
@@ -69,7 +75,10 @@ def run_demo(nodes: int, keep: bool) -> None:
             "TCP",
         )
         _say("Traffic leaving the VPC is SNATed to the node's primary address (the internet host echoes it).")
-        _vpcnet("lab", "exec", "node1", "--", "iptables", "-t", "nat", "-S", "AWS-SNAT-CHAIN-0", check=False)
+        _vpcnet(
+            "lab", "exec", "shop/web", "--", "busybox", "wget", "-q", "-O", "-", INTERNET_PAGE, check=False
+        )
+        _vpcnet("lab", "exec", "node3", "--", "iptables", "-t", "nat", "-S", "AWS-SNAT-CHAIN-0", check=False)
     except DemoStepFailed as exc:
         typer.secho(f"\ndemo failed: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc

@@ -149,10 +149,10 @@ def register(app: typer.Typer, groups: Groups) -> None:
     @lab.command("exec", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def exec_command(
         ctx: typer.Context,
-        node: str = typer.Argument(..., help="node name (node1, ...), or vpc / inet"),
+        node: str = typer.Argument(..., help="node name (node1, ...), vpc, inet, or a pod as NAMESPACE/NAME"),
         prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
     ) -> None:
-        """Run a command in a node's namespace: `vpcnet lab exec node1 -- ip addr`."""
+        """Run a command in a node's (or pod's) namespace: `vpcnet lab exec node1 -- ip addr`."""
         from vpcnet.lab.labctl import LabError, exec_in_node
 
         _need_root()

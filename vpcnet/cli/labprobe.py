@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from vpcnet.cli.groups import Groups
+from vpcnet.cli.matrix_table import print_matrix
 from vpcnet.cli.resources import PREFIX_HELP, CliError, fail, lab_layout, load_resources, with_store
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -72,22 +73,6 @@ def disagreements(
     return out
 
 
-def render_table(matrix: dict[str, dict[str, bool]], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    refs = list(matrix)
-    table = Table(title=title, box=None, header_style="bold")
-    table.add_column("from \\ to")
-    for i, _ in enumerate(refs):
-        table.add_column(str(i), justify="center")
-    for i, src in enumerate(refs):
-        table.add_row(f"{i} {src}", *("." if matrix[src].get(dst) else "X" for dst in refs))
-    console = Console(width=200, soft_wrap=True)
-    console.print(table)
-    console.print(". reachable   X unreachable; columns are numbered as the rows")
-
-
 def register(app: typer.Typer, groups: Groups) -> None:
     @groups.lab.command("probe")
     def probe_command(
@@ -144,7 +129,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
             }
             typer.echo(json.dumps(body, indent=2))
         else:
-            render_table(measured, f"{protocol}/{port}, measured with real packets")
+            print_matrix(measured, f"{protocol}/{port}, measured with real packets")
             if compare:
                 for src, dst, got, want in diffs:
                     typer.echo(

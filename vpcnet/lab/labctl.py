@@ -618,12 +618,18 @@ def status(layout: LabLayout) -> dict[str, Any]:
 
 def exec_in_node(layout: LabLayout, node: str, argv: Sequence[str]) -> int:
     """Run argv in the node's namespace (in the foreground), returning its exit code. The names `vpc` and
-    `inet` stand for the VPC router's and the internet's namespaces."""
+    `inet` stand for the VPC router's and the internet's namespaces, NAMESPACE/POD for a pod's."""
     info = read_info(layout)
     if info is None:
         raise LabError(f"lab {layout.prefix} is not up (`vpcnet lab up`)")
     if not argv:
         raise LabError("nothing to run: give a command after --")
     special = {"vpc": layout.vpc_netns, "inet": layout.internet_netns}
-    target = special.get(node) or info.node(node).netns
+    if "/" in node:  # a pod, as NAMESPACE/NAME
+        namespace, _, pod = node.partition("/")
+        target = layout.pod_netns(namespace, pod)
+        if not netns.netns_exists(target):
+            raise LabError(f"pod {node} is not running in lab {layout.prefix} (`vpcnet get pods -A`)")
+    else:
+        target = special.get(node) or info.node(node).netns
     return subprocess.call(["ip", "netns", "exec", target, *argv])
