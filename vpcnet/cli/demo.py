@@ -16,10 +16,8 @@ from vpcnet.cli.groups import Groups
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "demo"
 
 
-# What a pod fetches from the lab's internet host, which answers with the source address it sees.
-FETCH_INTERNET_PAGE = (
-    "import urllib.request as u; print(u.urlopen('http://198.51.100.100/', timeout=5).read().decode())"
-)
+# The lab's internet host answers with the source address it sees.
+INTERNET_PAGE = "http://198.51.100.100/"
 
 
 class DemoStepFailed(Exception):
