@@ -55,7 +55,7 @@ class VpcSettings:
     reconcile_interval: float = 60.0
     leaked_eni_grace: float = 300.0
     assign_wait: float = 30.0
-    adaptive_window: float = 900.0
+    adaptive_window: float = 3600.0
     cluster_name: str = ""
     # Custom networking: new ENIs go to this subnet with these groups; the primary ENI carries no pods.
     eni_subnet_id: str | None = None
@@ -70,6 +70,7 @@ class Counters:
     releases: int = 0
     no_available: int = 0  # assignments that found the pool empty
     waited_for_ec2: int = 0  # assignments that had to wait for EC2 to grow the pool
+    waited_for_cooldown: int = 0  # assignments that waited for an address to cool down (pool at its ceiling)
     exhausted: int = 0
     enis_created: int = 0
     enis_deleted: int = 0
@@ -117,7 +118,9 @@ class VpcAllocator:
         self._error_streak = 0
         self._subnet_full: tuple[float, str] | None = None
         self._last_error = ""
-        self._refill_lead = 10.0  # seconds a refill from EC2 takes; measured as we go
+        # Seconds a refill takes (measured as we go): addresses on an attached ENI (fast), a new ENI (slow).
+        self._fast_lead = 1.0
+        self._slow_lead = 10.0
         self._subnets: dict[str, IPv4Network] = {node.subnet_id: node.subnet_cidr}
         self._first_seen_available: dict[str, float] = {}
         self.forecast = ArrivalForecast(settings.adaptive_window, capacity.per_eni, self._now())
@@ -292,7 +295,10 @@ class VpcAllocator:
                     + (f" (last EC2 error: {self._last_error})" if self._last_error else "")
                 )
             if not waited:
-                self.counters.waited_for_ec2 += 1
+                if self.pool.stats(now).total >= self.capacity.address_ceiling:
+                    self.counters.waited_for_cooldown += 1  # every address exists; some are cooling
+                else:
+                    self.counters.waited_for_ec2 += 1
                 waited = True
             self._waiters += 1
             changed = self._changed
@@ -390,7 +396,7 @@ class VpcAllocator:
         s = self.pool.stats(now)
         forecast = 0
         if self.settings.targets.adaptive:
-            forecast = self.forecast.forecast(now, self._refill_lead + self.settings.pool_interval)
+            forecast = self.forecast.forecast(now, 2 * self._fast_lead + 0.5)
         want = desired_total(s.used + self._waiters, self.settings.targets, self.capacity, forecast)
         return want
 
@@ -431,6 +437,8 @@ class VpcAllocator:
                 await self._grow(want - total)
                 self._notify()
             return
+        if self.settings.targets.adaptive:
+            await self._ensure_eni_headroom()
         surplus = total - want
         if surplus <= 0:
             self._surplus_since = None
@@ -484,9 +492,41 @@ class VpcAllocator:
                     self._subnet_full = (self._now() + SUBNET_FULL_BACKOFF, subnet)
                 return
             took = self._now() - started
-            if used_new_eni or took > self._refill_lead:
-                # the refill lead the adaptive mode plans with: recent worst case, decaying toward new data
-                self._refill_lead = max(took, 0.8 * self._refill_lead + 0.2 * took)
+            # recent worst case, decaying toward new data
+            if used_new_eni:
+                self._slow_lead = max(took, 0.8 * self._slow_lead + 0.2 * took)
+            else:
+                self._fast_lead = max(took, 0.8 * self._fast_lead + 0.2 * took)
+
+    def slot_headroom(self) -> int:
+        """Addresses obtainable without attaching an ENI: free ones, and free slots on attached ENIs."""
+        s = self.pool.stats(self._now())
+        slots = sum(
+            self.capacity.slots_per_eni + 1 - e.used_slots for e in self.pool.enis.values() if e.carries_pods
+        )
+        return s.available + slots * self.capacity.unit
+
+    async def _ensure_eni_headroom(self) -> None:
+        """Adaptive mode: attach an (empty) ENI ahead of need when the slots left on attached ENIs would
+        not cover the arrivals of one ENI attach time; an empty ENI holds no pod address, only its own."""
+        cap = self.capacity
+        need = self.forecast.forecast(self._now(), 2 * self._slow_lead)
+        if self.slot_headroom() >= need or self._now() < self._backoff_until:
+            return
+        if (
+            self._pod_enis() >= cap.pod_enis
+            or len(self.pool.enis) + len(self._foreign_devices) >= cap.max_enis
+        ):
+            return
+        async with self._grow_lock:
+            started = self._now()
+            try:
+                await self._new_eni(0)
+            except Ec2Error as exc:
+                self._ec2_failed(exc)
+                return
+            took = self._now() - started
+            self._slow_lead = max(took, 0.8 * self._slow_lead + 0.2 * took)
 
     async def _add_to_eni(self, eni: Eni, n: int) -> int:
         self._begin("assign_private_ips")
@@ -587,12 +627,20 @@ class VpcAllocator:
                         if self.pool.addresses_of(eni) <= amount:
                             await self._delete_eni(eni)
                             break  # one ENI per round: paced
+                keep = self._enis_to_keep()
                 for eni in self.pool.deletable_enis(self._now()):
-                    if self.pool.addresses_of(eni) == 0:
+                    if self.pool.addresses_of(eni) == 0 and self._pod_enis() > keep:
                         await self._delete_eni(eni)
                 self._error_streak = 0
             except Ec2Error as exc:
                 self._ec2_failed(exc)
+
+    def _enis_to_keep(self) -> int:
+        """ENIs worth keeping attached even when empty. Adaptive mode keeps the ENIs its target needs
+        plus one: an attached ENI costs one subnet address, re-attaching one costs seconds a pod waits."""
+        if not self.settings.targets.adaptive:
+            return 1
+        return min(self.capacity.pod_enis, -(-self.target() // self.capacity.per_eni) + 1)
 
     async def _release_addresses(self, amount: int, now: float) -> None:
         chosen = self.pool.removable_addresses(now)[:amount]

@@ -11,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass
 
 HOST_NETWORK_PODS = 2  # aws-node and kube-proxy: counted in max pods, need no VPC address
+COLD_START_SECONDS = 900.0  # the adaptive mode trusts its arrival history after this long
+FORECAST_MARGIN = 1  # one more than the worst burst seen: the next one may be a little bigger
 
 
 def ceil_to(n: int, unit: int) -> int:
@@ -74,7 +76,7 @@ class ArrivalForecast:
 
     The forecast is the most arrivals seen within any `lead` seconds (the time a refill from
     EC2 takes) over the last `history` seconds: a pool that holds that many free addresses rides
-    out the worst burst of the window while EC2 refills it. Until `history` has been observed it
+    out the worst burst of the window while EC2 refills it. For its first 15 minutes it
     holds at least `cold_floor` (one ENI's worth, as WARM_ENI_TARGET=1 would): it knows nothing yet.
     """
 
@@ -99,6 +101,6 @@ class ArrivalForecast:
         for i, t in enumerate(times):
             j = bisect.bisect_right(times, t + lead, lo=i)
             peak = max(peak, j - i)
-        if now - self.started < self.history:
+        if now - self.started < min(self.history, COLD_START_SECONDS):
             peak = max(peak, self.cold_floor)
-        return peak
+        return peak + FORECAST_MARGIN if self.arrivals else peak

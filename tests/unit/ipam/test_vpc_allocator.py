@@ -58,9 +58,8 @@ class Node:
             custom_networking=False,
             max_eni=kw.pop("max_eni", None),
         )
-        settings = VpcSettings(
-            targets=targets, pool_interval=1.0, release_delay=60.0, reconcile_interval=30.0, **kw
-        )
+        kw = {"pool_interval": 1.0, "release_delay": 60.0, "reconcile_interval": 30.0, **kw}
+        settings = VpcSettings(targets=targets, **kw)
         return VpcAllocator(
             ec2=self.ec2, node=self.info, capacity=cap, settings=settings, networking=self.net,
             checkpoint=self.checkpoint, pods=self.pods,
@@ -453,6 +452,51 @@ def test_reconcile_drops_addresses_taken_away_behind_our_back() -> None:
         assert await a.lookup(key(1)) is None
         assert a.counters.force_removed_ips == 1
         assert IPv4Address(got.address) not in a.pool.slots
+        await a.stop()
+
+    run(body)
+
+
+def test_adaptive_mode_sizes_the_pool_from_recent_bursts_and_keeps_an_eni_ahead() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(adaptive=True), cooldown=5.0, release_delay=20.0)
+        await a.start()
+        await settle(a, 60)
+        assert a.stats().total == 9  # cold start: one ENI's worth, as WARM_ENI_TARGET=1
+        n = 0
+        for _ in range(8):  # a burst of 3 pods every two minutes, each living a minute
+            got = await asyncio.gather(*(a.assign(key(n + i), "ns", f"p{n + i}") for i in range(3)))
+            await asyncio.sleep(60)
+            for i in range(3):
+                await a.release(key(n + i))
+            n += 3
+            await asyncio.sleep(60)
+            assert len({g.address for g in got}) == 3
+        assert a.counters.waited_for_ec2 == 0
+        # past the cold start: the worst burst (3) plus one, not a whole ENI
+        assert a.stats().total == 4
+        # the next burst of 4 is served from the pool, and it refills
+        await asyncio.gather(*(a.assign(key(100 + i), "ns", f"q{i}") for i in range(4)))
+        assert a.counters.waited_for_ec2 == 0
+        await a.stop()
+
+    run(body)
+
+
+def test_adaptive_mode_attaches_an_empty_eni_ahead_of_need() -> None:
+    node = make_node("t3.medium")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(adaptive=True), cooldown=5.0)
+        await a.start()
+        await settle(a, 30)
+        for i in range(4):  # 4 of the primary's 5 slots taken: a burst of 5 needs the next ENI
+            await a.assign(key(i), "ns", f"p{i}")
+        await settle(a, 30)
+        assert len(a.pool.enis) == 2
+        assert a.slot_headroom() >= 6
         await a.stop()
 
     run(body)
