@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vpcnet.api.core import Pod
+from vpcnet.lab import procs
 from vpcnet.lab.cniexec import (
     SYSTEM_CNI_PATHS,
     CniError,
@@ -588,5 +589,8 @@ class Kubelet:
             except PodStartError as exc:
                 report.failed[record.ref] = str(exc)
         for node in self.node_names:
-            PodServerClient(self.layout.node_dir(node) / "podserver.sock").shutdown()
+            socket_path = self.layout.node_dir(node) / "podserver.sock"
+            PodServerClient(socket_path).shutdown()
+            # And by pid, in case it no longer answers on its socket (checked to still be ours first).
+            procs.stop(self.layout.node_dir(node) / "podserver.pid", str(socket_path), timeout=2.0)
         return report

@@ -349,3 +349,19 @@ def test_concurrent_syncs_do_not_undo_each_other(env: Env) -> None:
     assert all(r.ok for r in reports), [r.failed for r in reports]
     assert sorted(ref for r in reports for ref in r.started) == [f"x/p{i}" for i in range(4)]
     assert len(env.netns()) == 4
+
+
+def test_stop_all_stops_the_pod_server_even_when_its_socket_is_gone(env: Env) -> None:
+    from vpcnet.lab import procs
+
+    env.nodes = env.nodes[:1]
+    env.apply(pod("a", "n1"))
+    assert env.sync().ok
+    pid_file = env.layout.node_dir("n1") / "podserver.pid"
+    socket_path = env.layout.node_dir("n1") / "podserver.sock"
+    pid = procs.read_pid(pid_file, str(socket_path))
+    assert pid is not None
+    socket_path.unlink()  # it can no longer be asked to shut down
+    report = env.run(lambda store: asyncio.to_thread(Kubelet(env.layout, store, env.nodes).stop_all))
+    assert report.stopped == ["x/a"]
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
