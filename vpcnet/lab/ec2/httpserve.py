@@ -52,8 +52,12 @@ def _handler_for(app: App) -> type[BaseHTTPRequestHandler]:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self.send_error(400, "bad Content-Length")
+                return
+            if not 0 <= length <= MAX_BODY:
                 self.send_error(413, "request body too large")
                 return
             body = self.rfile.read(length) if length else b""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -9,6 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 
 import boto3
@@ -374,3 +376,17 @@ def test_an_actions_own_bucket_and_faults_files(tmp_path: Path) -> None:
     bad.write_text('{"latency": {"Attach": 2}}')
     with pytest.raises(ValueError, match=r"bad\.json: latency\.Attach"):
         load_faults(bad)
+
+
+def test_bad_http_is_refused(endpoint: Endpoint) -> None:
+    parts = urlsplit(endpoint.url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    conn.putrequest("POST", "/")
+    conn.putheader("Content-Length", "many")
+    conn.endheaders()
+    assert conn.getresponse().status == 400
+    conn.close()
+    req = urllib.request.Request(endpoint.url + "/", method="PUT", data=b"x")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    assert e.value.code == 405
