@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from vpcnet.lab import procs
 from vpcnet.lab.podserver import PodServerClient, PortSpec, start_pod_server
 from vpcnet.lab.probe import ProbeEndpoint, probe_matrix
 
@@ -66,7 +67,9 @@ def two_pods(tmp_path: Path) -> Iterator[TwoPods]:
         for name, ip in (("a", "10.251.0.1"), ("b", "10.251.0.2")):
             sh("ip", "-n", f"{prefix}-{name}", "addr", "add", f"{ip}/24", "dev", "eth0")
             sh("ip", "-n", f"{prefix}-{name}", "link", "set", "eth0", "up")
-        client = start_pod_server(tmp_path / "podserver.sock", tmp_path / "podserver.log")
+        client = start_pod_server(
+            tmp_path / "podserver.sock", tmp_path / "podserver.log", pid_path=tmp_path / "podserver.pid"
+        )
         pods = TwoPods(prefix, client)
         for pod in (pods.a, pods.b):
             assert client.serve(pod.name, pod.netns, PORTS)
@@ -74,6 +77,7 @@ def two_pods(tmp_path: Path) -> Iterator[TwoPods]:
     finally:
         if client is not None:
             client.shutdown()
+        procs.stop(tmp_path / "podserver.pid", str(tmp_path / "podserver.sock"))
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
