@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -82,6 +83,34 @@ class CalicoLab:
                 return False
             return True
 
+    def bulk_tcp(self, namespace: str, src: str, dst: str, address: str, size: int) -> int:
+        """Send size bytes over TCP from pod src to a listener in pod dst; the bytes received."""
+        from vpcnet.lab.podserver import in_netns
+
+        with in_netns(f"/run/netns/{self.lab.layout.pod_netns(namespace, dst)}"):
+            server = socket.socket()
+        with in_netns(f"/run/netns/{self.lab.layout.pod_netns(namespace, src)}"):
+            client = socket.socket()
+        received = [0]
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                while chunk := conn.recv(65536):
+                    received[0] += len(chunk)
+
+        with server, client:
+            server.bind((address, 5555))
+            server.listen()
+            thread = threading.Thread(target=serve)
+            thread.start()
+            client.settimeout(10)
+            client.connect((address, 5555))
+            client.sendall(b"x" * size)
+            client.shutdown(socket.SHUT_WR)
+            thread.join(15)
+        return received[0]
+
     def vxlan_packets(self, node: str, action: Callable[[], bool]) -> tuple[int, bool]:
         """UDP 4789 packets on node's eth0 while action runs."""
         netns = self.lab.netns(node)
@@ -140,6 +169,11 @@ def test_pod_traffic_one_node_one_az_across_azs_with_vxlan_only_across_subnets(c
     assert ok and same_az == 0, "node1 -> node3 share a subnet: routed directly, not encapsulated"
     across, ok = calico_lab.vxlan_packets("node1", lambda: calico_lab.ping("cal", "a", ips["d"]))
     assert ok and across > 0, "node1 -> node2 are in different subnets: VXLAN"
+    # Full-size segments through the tunnel (its MTU is the uplink's less the VXLAN headers).
+    assert calico_lab.bulk_tcp("cal", "a", "d", ips["d"], 4_000_000) == 4_000_000
+    mtu = calico_lab.lab.exec("node1", "cat", "/sys/class/net/vxlan.calico/mtu").stdout.strip()
+    uplink = calico_lab.lab.exec("node1", "cat", "/sys/class/net/eth0/mtu").stdout.strip()
+    assert int(mtu) == int(uplink) - 50
 
 
 def test_hundred_pods_on_one_t3_medium_node_and_ipam_check_clean_after_churn(calico_lab: CalicoLab) -> None:
