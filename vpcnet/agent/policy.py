@@ -92,14 +92,19 @@ class PolicyAgent:
         self.last_error = ""
         self.last_apply_seconds = 0.0
         self.synced = asyncio.Event()
-        self._events: asyncio.Queue[ResourceEvent] = asyncio.Queue()
+        self._events: asyncio.Queue[ResourceEvent | None] = asyncio.Queue()  # None: the watch ended
         self._bad: dict[ResourceRef, str] = {}
+        self._known: set[ResourceRef] = set()
 
     # ------------------------------------------------------------------ feeding the calculation
 
     def handle(self, ref: ResourceRef, resource: StoredResource | None) -> None:
         """One resource put (resource given) or deleted (None). A resource that does not parse is
         logged and ignored (the datastore validates on write; this guards against old or foreign data)."""
+        if resource is None:
+            self._known.discard(ref)
+        else:
+            self._known.add(ref)
         try:
             self._handle(ref, resource)
             self._bad.pop(ref, None)
@@ -139,10 +144,7 @@ class PolicyAgent:
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        items, revision = await self.store.snapshot(KINDS)
-        for item in items:
-            self.handle(item.ref, item)
-        self.seen_revision = revision
+        revision = await self._load_snapshot()
         watcher = asyncio.create_task(self._watch(revision + 1))
         try:
             await self._apply_with_retry(revision)
@@ -151,7 +153,14 @@ class PolicyAgent:
             while True:
                 timeout = max(0.0, next_resync - self.clock())
                 batch = await self._next_batch(timeout)
+                if batch is not None and None in batch:
+                    # The watch broke (store away, history compacted): start over from a snapshot.
+                    revision = await self._load_snapshot()
+                    watcher = asyncio.create_task(self._watch(revision + 1))
+                    await self._apply_with_retry(revision)
+                    continue
                 for event in batch or ():
+                    assert event is not None
                     self.handle(event.ref, event.resource if event.type is EventType.PUT else None)
                     self.seen_revision = max(self.seen_revision, event.revision)
                 if self.clock() >= next_resync:  # even under a steady stream of changes
@@ -165,11 +174,36 @@ class PolicyAgent:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
 
-    async def _watch(self, start: int) -> None:
-        async for event in self.store.watch(KINDS, start):
-            self._events.put_nowait(event)
+    async def _load_snapshot(self) -> int:
+        """Everything from the store at one revision (retried with backoff while the store is away);
+        what we knew and the snapshot no longer has is deleted."""
+        backoff = 0.1
+        while True:
+            try:
+                items, revision = await self.store.snapshot(KINDS)
+                break
+            except Exception as exc:
+                self.last_error = f"datastore: {exc}"
+                log.error("policy: reading the datastore failed (retrying in %.1fs): %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+        present = {item.ref for item in items}
+        for ref in [r for r in self._known if r not in present]:
+            self.handle(ref, None)
+        for item in items:
+            self.handle(item.ref, item)
+        self.seen_revision = max(self.seen_revision, revision)
+        return revision
 
-    async def _next_batch(self, timeout: float) -> list[ResourceEvent] | None:
+    async def _watch(self, start: int) -> None:
+        try:
+            async for event in self.store.watch(KINDS, start):
+                self._events.put_nowait(event)
+        except Exception as exc:
+            log.warning("policy: the datastore watch ended (%s); reloading a snapshot", exc)
+        self._events.put_nowait(None)  # tells the loop to reload
+
+    async def _next_batch(self, timeout: float) -> list[ResourceEvent | None] | None:
         """Everything queued (waiting up to timeout for the first); on a quiet spell, move the reported
         revision up to the store's (changes to other keys need no work)."""
         try:
@@ -214,6 +248,9 @@ class PolicyAgent:
                 # Fold in whatever arrived meanwhile, so the retry applies the newest state.
                 while not self._events.empty():
                     event = self._events.get_nowait()
+                    if event is None:  # the watch ended: the main loop reloads; keep the marker for it
+                        self._events.put_nowait(None)
+                        break
                     self.handle(event.ref, event.resource if event.type is EventType.PUT else None)
                     self.seen_revision = max(self.seen_revision, event.revision)
                     revision = self.seen_revision

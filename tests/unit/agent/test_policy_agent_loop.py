@@ -16,7 +16,7 @@ from vpcnet.dataplane.policy_backend import ApplyStats, BackendName
 from vpcnet.dataplane.policy_calc import PolicyCalculator
 from vpcnet.dataplane.policy_state import DesiredState
 from vpcnet.datastore.resources import ResourceEvent, ResourceRef, StoredResource
-from vpcnet.datastore.types import EventType
+from vpcnet.datastore.types import DatastoreUnavailable, EventType
 
 
 def pod_body(name: str, ip: str) -> dict[str, Any]:
@@ -31,20 +31,29 @@ def pod_body(name: str, ip: str) -> dict[str, Any]:
 
 class MemoryStore:
     def __init__(self) -> None:
-        self.events: asyncio.Queue[ResourceEvent] = asyncio.Queue()
+        self.events: asyncio.Queue[ResourceEvent | None] = asyncio.Queue()  # None: the watch breaks
         self.revision = 10
         self.datastore = self
+        self.pods = {"a": "10.0.0.1"}
+        self.snapshots = 0
 
     async def current_revision(self) -> int:
         return self.revision
 
     async def snapshot(self, kinds: Collection[str]) -> tuple[list[StoredResource], int]:
-        ref = ResourceRef("pod", "default", "a")
-        return [StoredResource(ref, pod_body("a", "10.0.0.1"), 5)], self.revision
+        self.snapshots += 1
+        items = [
+            StoredResource(ResourceRef("pod", "default", name), pod_body(name, ip), 5)
+            for name, ip in self.pods.items()
+        ]
+        return items, self.revision
 
     async def watch(self, kinds: Collection[str], start_revision: int) -> AsyncIterator[ResourceEvent]:
         while True:
-            yield await self.events.get()
+            event = await self.events.get()
+            if event is None:
+                raise DatastoreUnavailable("etcd went away")
+            yield event
 
     def put_pod(self, name: str, ip: str) -> None:
         self.revision += 1
@@ -143,5 +152,30 @@ def test_periodic_resync_rereads_the_kernel(tmp_path: Path) -> None:
             await task
         assert dataplane.resyncs >= 2
         assert dataplane.attempts >= 1 + dataplane.resyncs  # every resync is followed by an apply
+
+    asyncio.run(main())
+
+
+def test_a_broken_watch_reloads_a_snapshot_and_drops_what_is_gone(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        dataplane = ScriptedDataplane(failures=0)
+        agent = PolicyAgent(store, PolicyCalculator("n1", ["eni"]), dataplane)  # type: ignore[arg-type]
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(0.05)
+        assert len(dataplane.applied[-1].endpoints) == 1
+        store.pods = {"b": "10.0.0.2", "c": "10.0.0.3"}  # a was deleted while the watch was down
+        store.revision = 20
+        store.events.put_nowait(None)
+        for _ in range(100):
+            if agent.applied_revision >= 20:
+                break
+            await asyncio.sleep(0.02)
+        assert store.snapshots == 2
+        addresses = sorted(e.addresses[0] for e in dataplane.applied[-1].endpoints.values())
+        assert addresses == ["10.0.0.2/32", "10.0.0.3/32"]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     asyncio.run(main())
