@@ -19,7 +19,7 @@ from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
 from vpcnet.agent.ipam_metrics import ApiMetrics, PoolCollector
 from vpcnet.cloud.boto_ec2 import Boto3Ec2
-from vpcnet.cloud.ec2 import Ec2Error, InstanceTypeInfo
+from vpcnet.cloud.ec2 import Ec2Api, Ec2Error, InstanceTypeInfo
 from vpcnet.cloud.imds import Imds
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.cloud.throttle import Backoff
@@ -166,7 +166,7 @@ def vpc_settings(cfg: AgentConfig, subnet_id: str | None, groups: tuple[str, ...
     )
 
 
-async def instance_type_limits(ec2: Boto3Ec2, instance_type: str, cache_dir: Path) -> InstanceLimits:
+async def instance_type_limits(ec2: Ec2Api, instance_type: str, cache_dir: Path) -> InstanceLimits:
     """From EC2 (cached in cache_dir), else the bundled table."""
     cache = cache_dir / "instance-types.json"
     try:
@@ -228,7 +228,8 @@ def load_eni_config(cfg: AgentConfig, node: NodeInfo) -> dict[str, Any]:
         if not name or not isinstance(spec, dict) or not spec.get("subnet"):
             raise ConfigError(f"{where}: object {i}: metadata.name and spec.subnet are required")
         configs[str(name)] = {"name": str(name), **spec}
-    for name in (cfg.eni_config_name, node.availability_zone, "default"):
+    candidates = (cfg.eni_config_name,) if cfg.eni_config_name else (node.availability_zone, "default")
+    for name in candidates:
         if name and name in configs:
             return configs[name]
     wanted = cfg.eni_config_name or f"{node.availability_zone} or default"

@@ -372,6 +372,8 @@ class VpcAllocator:
             enis = f"{cap.max_enis} ENIs" + (
                 f" (MAX_ENI={cap.max_eni_setting})" if cap.max_eni_setting is not None else ""
             )
+            if cap.pod_enis < cap.max_enis:
+                enis += f", {cap.pod_enis} for pods (custom networking: the primary ENI carries none),"
             what = "prefixes of 16" if cap.unit > 1 else "addresses"
             return (
                 f"address limit reached: {cap.instance_type} allows {enis} x {cap.slots_per_eni} {what}"

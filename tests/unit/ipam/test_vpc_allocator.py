@@ -500,3 +500,59 @@ def test_adaptive_mode_attaches_an_empty_eni_ahead_of_need() -> None:
         await a.stop()
 
     run(body)
+
+
+def test_warm_eni_target_gives_back_whole_enis_one_per_round() -> None:
+    node = make_node("t3.medium")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(), cooldown=10.0)
+        await a.start()
+        for i in range(6):
+            await a.assign(key(i), "ns", f"p{i}")
+        await settle(a, 30)
+        assert ec2_view(node) == (3, 15)
+        for i in range(6):
+            await a.release(key(i))
+        await asyncio.sleep(75)  # cooled, surplus held for the release delay: one ENI goes
+        assert ec2_view(node)[0] == 2
+        await asyncio.sleep(75)
+        assert ec2_view(node) == (1, 5)
+        assert "UnassignPrivateIpAddresses" not in node.ec2.calls  # whole ENIs only, as the VPC CNI
+        await a.stop()
+
+    run(body)
+
+
+def test_custom_networking_puts_pods_on_the_eniconfig_subnet_not_the_primary_eni() -> None:
+    node = make_node("m5.large")
+    node.ec2.add_subnet("subnet-pods", "100.64.0.0/24")
+
+    async def body() -> None:
+        t = TYPES["m5.large"]
+        cap = capacity_for(
+            instance_type=t.name, type_max_enis=3, ipv4_per_eni=10, max_pods=20,
+            prefix_delegation=False, custom_networking=True, max_eni=None,
+        )  # fmt: skip
+        settings = VpcSettings(
+            targets=WarmTargets(),
+            pool_interval=1.0,
+            eni_subnet_id="subnet-pods",
+            eni_security_groups=("sg-p",),
+        )
+        a = VpcAllocator(
+            ec2=node.ec2, node=node.info, capacity=cap, settings=settings, networking=node.net,
+            checkpoint=node.checkpoint, pods=node.pods,
+        )  # fmt: skip
+        await a.start()
+        got = [await a.assign(key(i), "ns", f"p{i}") for i in range(18)]
+        assert all(g.address in IPv4Network("100.64.0.0/24") for g in got)
+        assert {g.route_table for g in got} == {2, 3}
+        assert node.ec2.enis[node.info.primary_eni_id].secondary == []
+        with pytest.raises(AddressExhausted, match=r"2 for pods \(custom networking.* = 18 pod addresses"):
+            await a.assign(key(99), "ns", "p99")
+        groups = {e.eni.security_groups for e in node.ec2.enis.values() if e.eni.subnet_id == "subnet-pods"}
+        assert groups == {("sg-p",)}
+        await a.stop()
+
+    run(body)
