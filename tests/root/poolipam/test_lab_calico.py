@@ -28,6 +28,9 @@ CALICO_AGENT_ENV = {
     "AWS_VPC_K8S_CNI_VETHPREFIX": "cali",
     "CALICO_IPV4POOL_CIDR": "10.244.0.0/16",
     "CALICO_IPV4POOL_VXLAN": "CrossSubnet",
+    # Short lease and grace period, so that the node-going-away test runs in seconds.
+    "VPCNET_IPAM_NODE_TTL_SECONDS": "5",
+    "VPCNET_IPAM_NODE_GRACE_SECONDS": "6",
 }
 
 
@@ -254,3 +257,46 @@ def test_nat_outgoing_to_the_vpc_and_the_internet_leaves_from_the_node(calico_la
                 data, (src, _) = listener.recvfrom(100)
                 assert data == pod.encode()
                 assert src == lab.node(PLACEMENT[pod]).primary_ip, (pod, dst_node, src)
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"not within {timeout:.0f} s: {what}")
+
+
+def test_a_node_going_away_has_its_routes_withdrawn_and_its_blocks_released(calico_lab: CalicoLab) -> None:
+    """Runs last in this module: node2's agent dies (SIGKILL, no goodbye). Its lease runs out, the other
+    nodes withdraw their routes to its blocks, and after the grace period its blocks are released."""
+    import os
+    import signal
+
+    from vpcnet.lab import labctl
+
+    lab = calico_lab.lab
+    shown = json.loads(calico_lab.cli("ipam", "show", "-o", "json"))
+    node2_blocks = [b["cidr"] for b in shown["blocks"] if b["affinity"] == "node2"]
+    assert node2_blocks and "node2" in [n["name"] for n in shown["nodes"]]
+
+    def routes(node: str) -> str:
+        return str(lab.exec(node, "ip", "route", "show", "proto", "86").stdout)
+
+    assert all(block in routes("node1") and block in routes("node3") for block in node2_blocks)
+    pid = int(labctl.agent_pid_file(lab.layout, "node2").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: not any(b in routes("node1") or b in routes("node3") for b in node2_blocks),
+        "node1 and node3 withdraw their routes to node2's blocks",
+    )
+
+    def released() -> bool:
+        data = json.loads(calico_lab.cli("ipam", "show", "-o", "json"))
+        return not any(b["affinity"] == "node2" for b in data["blocks"])
+
+    wait_for(released, "node2's blocks released after the grace period")
+    assert "node2" not in [
+        n["name"] for n in json.loads(calico_lab.cli("ipam", "show", "-o", "json"))["nodes"]
+    ]
