@@ -55,14 +55,17 @@ class PoolRouteSync:
         self.resync_interval = resync_interval
         self.revision = 0  # the datastore revision the kernel reflects
         self.applies = 0
+        self.skipped = 0  # syncs whose desired state had not changed (nothing sent to the kernel)
         self.last: PoolDataplane | None = None
         self.last_stats: ApplyStats | None = None
         self.last_error = ""
         self.synced = asyncio.Event()
         self._dirty = asyncio.Event()
 
-    async def sync_once(self) -> int:
-        """Read, render, apply; the revision read. Raises on failure (the caller retries)."""
+    async def sync_once(self, force: bool = True) -> int:
+        """Read, render, apply; the revision read. Raises on failure (the caller retries). Without force,
+        a desired state equal to the one last applied is not applied again: most changes (an address
+        taken in an existing block) change no route, and reading the kernel back costs four execs."""
         blocks_listing = await self.datastore.list(BLOCKS)
         nodes_listing = await self.datastore.list(NODES)
         config = await read_pool_config(ResourceStore(self.datastore))
@@ -77,10 +80,14 @@ class PoolRouteSync:
         )
         for note in desired.notes:
             log.info("routes: %s", note)
+        revision = min(blocks_listing.revision, nodes_listing.revision)
+        if not force and desired == self.last:
+            self.skipped += 1
+            return revision
         self.last_stats = await apply_pool_dataplane(desired, self.runner)
         self.last = desired
         self.applies += 1
-        return min(blocks_listing.revision, nodes_listing.revision)
+        return revision
 
     async def run(self) -> None:
         delay = 0.1
@@ -117,8 +124,9 @@ class PoolRouteSync:
                 self._dirty.clear()
                 await asyncio.sleep(0.02)  # let a burst of changes (one pod start) land together
                 self._dirty.clear()
-                await self.sync_once()
-                if time.monotonic() >= next_resync:
+                resync = time.monotonic() >= next_resync  # read the kernel back, repair what drifted
+                await self.sync_once(force=resync)
+                if resync:
                     next_resync = time.monotonic() + self.resync_interval
         finally:
             watcher.cancel()
@@ -139,6 +147,7 @@ class PoolRouteSync:
             "synced": self.synced.is_set(),
             "revision": self.revision,
             "applies": self.applies,
+            "skipped": self.skipped,
             "routes": routes,
             "tunnels": [t.name for t in self.last.tunnels] if self.last else [],
             "notes": list(self.last.notes) if self.last else [],
