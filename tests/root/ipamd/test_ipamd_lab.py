@@ -179,3 +179,52 @@ def test_throttling_and_latency_every_pod_gets_one_address_no_leak(lab_factory: 
 _METRICS = (
     "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:61678/metrics').read().decode())"
 )
+
+
+def test_custom_networking_pods_on_the_eniconfig_subnet(tmp_path: Any) -> None:
+    import dataclasses
+    import os
+
+    from lab_fixture import random_prefix
+
+    from vpcnet.lab import labctl
+    from vpcnet.lab.layout import LabLayout
+    from vpcnet.lab.topology import build_topology
+
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root")
+    layout = LabLayout(random_prefix())
+    eniconfig = tmp_path / "eniconfig.yaml"
+    env = {
+        **FAST,
+        "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true",
+        "VPCNET_ENI_CONFIG_FILE": str(eniconfig),
+        "WARM_IP_TARGET": "3",
+    }
+    topo = build_topology(nodes=1, azs=1, instance_type="m5.large", pod_subnets=True)
+    try:
+        # the subnet ids are the endpoint's: bring the lab up without agents, write the ENIConfig, then
+        # start the node's agent with it (as `lab up` would)
+        info = labctl.up(topo, layout, agents=False).info
+        pod_subnet = next(s for s in info.subnets.values() if s["role"] == "pod")
+        eniconfig.write_text(
+            f"kind: ENIConfig\nmetadata: {{name: {pod_subnet['az']}}}\n"
+            f"spec: {{subnet: {pod_subnet['id']}, securityGroups: []}}\n"
+        )
+        info = dataclasses.replace(info, agents=True, agent_settings=env)
+        labctl.start_agent(layout, "node1", info)
+        lab = LabHandle(layout, info)
+        wait_for("the pool", lambda: ipam(lab, "node1")["totalIPs"] >= 3, 60)
+        out = add_until_done(lab, "node1", "c1", time.monotonic() + 60)
+        address = out["ips"][0]["address"].split("/")[0]
+        import ipaddress
+
+        assert ipaddress.IPv4Address(address) in ipaddress.IPv4Network(pod_subnet["cidr"])
+        doc = ipam(lab, "node1")
+        primary = next(e for e in doc["ENIs"] if e["isPrimary"])
+        assert primary["addresses"] == 0 and not primary["carriesPods"]
+        assert all(e["subnet"] == pod_subnet["id"] for e in doc["ENIs"] if not e["isPrimary"])
+        kernel_checks(lab, "node1", doc)
+        agrees_with_ec2(lab, "node1", doc)
+    finally:
+        labctl.down(layout)
