@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
-from vpcnet.api.base import ObjectMeta, Resource, register_kind, spec_of
+from vpcnet.api.base import ObjectMeta, Resource, ResourceKey, register_kind, spec_of
 from vpcnet.api.fields import (
     Ctx,
     as_list,
@@ -36,6 +36,8 @@ PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "
 PORT_PROTOCOLS = frozenset((6, 17, 132, 136))
 ICMP_PROTOCOLS = frozenset((1, 58))
 DEFAULT_TIER = "default"
+# ResourceKey.kind of a Calico NetworkPolicy (Kubernetes owns plain "NetworkPolicy").
+CALICO_NETWORK_POLICY_KEY_KIND = "NetworkPolicy.projectcalico.org"
 
 PortSpec = int | tuple[int, int] | str  # a port, an inclusive range, or a named port
 
@@ -231,6 +233,12 @@ class CalicoNetworkPolicy(_CalicoPolicyBase):
     API_VERSION: ClassVar[str] = API_VERSION
     KIND: ClassVar[str] = "NetworkPolicy"
     NAMESPACED: ClassVar[bool] = True
+
+    @property
+    def key(self) -> ResourceKey:
+        # Same kind name as Kubernetes' NetworkPolicy, but a different object: both may exist with the
+        # same namespace/name, so the key carries the group (kubectl's "networkpolicies.projectcalico.org").
+        return ResourceKey(CALICO_NETWORK_POLICY_KEY_KIND, self.metadata.namespace, self.metadata.name)
 
     @classmethod
     def parse(cls, ctx: Ctx, doc: dict[str, Any], metadata: ObjectMeta) -> Self:

@@ -277,3 +277,39 @@ def test_ipv6_and_ip_version() -> None:
         ipaddress.ip_network("fd00::a/128"),
         ipaddress.ip_network("10.9.0.1/32"),
     }
+
+
+SAME_NAME = """
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.3.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {pod: b}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.3.0.2}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec: {podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec: {selector: pod == 'b', types: [Ingress]}
+"""
+
+
+def test_kubernetes_and_calico_policies_of_the_same_name_are_different_objects() -> None:
+    # Kubernetes and Calico both call their kind NetworkPolicy; a cluster can hold one of each with
+    # the same namespace/name, and both apply.
+    state = ClusterState.from_resources(load_documents(SAME_NAME, "t.yaml"))
+    assert sorted(p.id for p in state.policies) == ["knp/x/web", "np/x/web"]
+    flow = Flow(endpoint(state, "x/a"), endpoint(state, "x/b"), 6, 80)
+    assert not evaluate(state, flow).allowed  # the Calico policy isolates x/b for ingress
+    reverse = Flow(endpoint(state, "x/b"), endpoint(state, "x/a"), 6, 80)
+    assert evaluate(state, reverse).allowed
