@@ -108,6 +108,7 @@ class VpcIpamComponent:
         self.ctx.introspection.route("/v1/enis", self._enis)
         self.ctx.introspection.route("/v1/ipam", self._ipam)
         self.ctx.introspection.route("/v1/eni-configs", self._eni_configs)
+        self.ctx.introspection.route("/v1/networkutils-env-settings", self._netutils)
         log.info(
             "ipam started",
             extra={
@@ -138,6 +139,17 @@ class VpcIpamComponent:
     async def _ipam(self, query: str) -> Response:
         assert self.allocator is not None
         return 200, "application/json", json.dumps(self.allocator.describe(), indent=1).encode()
+
+    async def _netutils(self, query: str) -> Response:
+        cfg = self.ctx.config
+        doc = {
+            "AWS_VPC_K8S_CNI_EXTERNALSNAT": cfg.external_snat,
+            "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": [str(c) for c in cfg.exclude_snat_cidrs],
+            "AWS_VPC_K8S_CNI_VETHPREFIX": cfg.veth_prefix,
+            "AWS_VPC_ENI_MTU": cfg.eni_mtu,
+            "VPC_CIDRS": [str(c) for c in self.ctx.node.vpc_cidrs],
+        }
+        return 200, "application/json", json.dumps(doc, indent=1).encode()
 
     async def _eni_configs(self, query: str) -> Response:
         return 200, "application/json", json.dumps(self.eni_config or {}, indent=1).encode()

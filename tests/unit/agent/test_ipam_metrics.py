@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from vpcnet.agent.ipam_metrics import ApiMetrics, PoolCollector
+from vpcnet.cloud.virtual_time import run_virtual
+from vpcnet.ipam.warm import WarmTargets
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "ipam"))
+from test_vpc_allocator import key, make_node
+
+
+def test_metrics_carry_the_vpc_cni_names_and_the_pool_numbers() -> None:
+    node = make_node("m5.large")
+    registry = CollectorRegistry()
+    api = ApiMetrics(registry)
+
+    async def body() -> bytes:
+        a = node.allocator(WarmTargets(warm_ip=3))
+        await a.start()
+        registry.register(PoolCollector(a))
+        await asyncio.sleep(30)
+        await a.assign(key(1), "ns", "p1")
+        api.observe("AssignPrivateIpAddresses", 0.25, None, 200)
+        api.observe("AttachNetworkInterface", 0.01, "RequestLimitExceeded", 503)
+        text = generate_latest(registry)
+        await a.stop()
+        return text
+
+    text = run_virtual(body()).decode()
+    for line in (
+        "awscni_total_ip_addresses 3.0",
+        "awscni_assigned_ip_addresses 1.0",
+        "awscni_eni_allocated 1.0",
+        "awscni_eni_max 3.0",
+        "awscni_ip_max 27.0",
+        "awscni_add_ip_req_count_total 1.0",
+        "awscni_no_available_ip_addresses_total 0.0",
+        'awscni_aws_api_error_count_total{api="AttachNetworkInterface",error="RequestLimitExceeded"} 1.0',
+        'awscni_aws_api_latency_ms_count{api="AssignPrivateIpAddresses",error="false",status="200"} 1.0',
+    ):
+        assert line in text, line
