@@ -28,7 +28,7 @@ from vpcnet.api.fields import (
     port_name_problem,
     str_list,
 )
-from vpcnet.api.selector import Global, Node, SelectorError, parse_selector
+from vpcnet.api.selector import Global, Node, Not, SelectorError, parse_selector
 
 API_VERSION = "projectcalico.org/v3"
 ACTIONS = ("Allow", "Deny", "Log", "Pass")
@@ -405,6 +405,9 @@ def _check_selector(ctx: Ctx, text: str, path: str, *, allow_global: bool) -> No
         return None
     if not allow_global and _contains_global(root):
         ctx.fault(path, "global() may only be used in a rule's namespaceSelector")
+    elif _contains_global(root) and not isinstance(root.operand if isinstance(root, Not) else root, Global):
+        # Calico rejects global() inside && / || (it means "no namespace", which no other term refines).
+        ctx.fault(path, "global() cannot be combined with other selectors")
     return root
 
 
@@ -442,11 +445,13 @@ def _protocol(ctx: Ctx, data: dict[str, Any], key: str, path: str) -> int | None
             return None
         return value
     if isinstance(value, str):
-        try:
-            return protocol_number(int(value) if value.isdigit() else value)
-        except ValueError:
-            ctx.fault(p, f"must be one of {', '.join(PROTOCOL_NUMBERS)} or a number 1-255, got {value!r}")
-            return None
+        if value.isdigit():
+            return _protocol(ctx, {key: int(value)}, key, path)
+        # Calico's validator takes the names exactly as spelled (no "tcp"), as for actions.
+        if value in PROTOCOL_NUMBERS:
+            return PROTOCOL_NUMBERS[value]
+        ctx.fault(p, f"must be one of {', '.join(PROTOCOL_NUMBERS)} or a number 1-255, got {value!r}")
+        return None
     ctx.fault(p, "must be a protocol name or number")
     return None
 
@@ -570,11 +575,10 @@ def _rule(ctx: Ctx, raw: Any, path: str) -> CalicoRule:
     if action_text is None:
         ctx.fault(join(path, "action"), "required (Allow, Deny, Log or Pass)")
     else:
-        matches = [a for a in ACTIONS if a.lower() == action_text.lower()]
-        if not matches:
+        if action_text not in ACTIONS:  # case matters, as in Calico's validator
             ctx.fault(join(path, "action"), f"must be Allow, Deny, Log or Pass, got {action_text!r}")
         else:
-            action = matches[0]
+            action = action_text
     protocol = _protocol(ctx, data, "protocol", path)
     not_protocol = _protocol(ctx, data, "notProtocol", path)
     ip_version = opt_int(ctx, data, "ipVersion", path, 4, 6)

@@ -50,8 +50,8 @@ spec:
   order: 10
   selector: pod == 'a'
   egress:
-  - action: allow
-    protocol: tcp
+  - action: Allow
+    protocol: TCP
     destination: {ports: [80, "8000:8080", http], nets: [10.0.0.0/8], namespaceSelector: global()}
 ---
 apiVersion: projectcalico.org/v3
@@ -203,6 +203,12 @@ spec:
     source: {selector: global(), nets: [10.0.0.0/33], ports: ["90:80", -1]}
     http: {methods: [GET]}
   - {action: Allow, protocol: 300}
+  - {action: allow, protocol: tcp}
+  - action: Deny
+    source: {namespaceSelector: "global() && team == 'blue'"}
+    destination: {namespaceSelector: "!global()"}
+  - action: Deny
+    source: {namespaceSelector: "(a == 'b' || global())"}
   doNotTrack: true
 ---
 apiVersion: projectcalico.org/v3
@@ -226,10 +232,16 @@ spec: {defaultAction: Allow}
         "spec.ingress[2].source.ports[1]: port must be 0-65535",
         "spec.ingress[2].http: not supported",
         "spec.ingress[3].protocol: protocol number must be 1-255",
+        "spec.ingress[4].action: must be Allow, Deny, Log or Pass, got 'allow'",
+        "spec.ingress[4].protocol: must be one of TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite",
+        "spec.ingress[5].source.namespaceSelector: global() cannot be combined",
+        "spec.ingress[6].source.namespaceSelector: global() cannot be combined",
         "spec.applyOnForward: must be true",
         "f.yaml:1 Tier t: spec.defaultAction: must be Deny or Pass",
     ]:
         assert any(fragment in f for f in faults), (fragment, faults)
+    assert not any("ingress[5].destination" in f for f in faults), faults  # !global() alone is fine
+    assert sum("protocol" in f for f in faults if "ingress[4]" in f) == 1, faults
 
 
 def test_document_level_faults() -> None:
