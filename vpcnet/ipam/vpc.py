@@ -720,9 +720,16 @@ class VpcAllocator:
     # ------------------------------------------------------------------ maintenance
 
     async def _maintenance_loop(self) -> None:
+        # the leaked-ENI sweep is a Describe call per node: run it only as often as the grace period needs
+        sweep_every = max(self.settings.reconcile_interval, self.settings.leaked_eni_grace / 2)
+        last_sweep = self._now()
         while not self._stopped:
             await asyncio.sleep(self.settings.reconcile_interval)
-            for job in (self.reconcile, self.sweep_leaked_enis):
+            jobs = [self.reconcile]
+            if self._now() - last_sweep >= sweep_every:
+                jobs.append(self.sweep_leaked_enis)
+                last_sweep = self._now()
+            for job in jobs:
                 try:
                     await job()
                 except asyncio.CancelledError:

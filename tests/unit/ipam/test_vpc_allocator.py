@@ -393,7 +393,7 @@ def test_leaked_enis_of_ours_are_deleted_after_the_grace_period() -> None:
         await a.start()
         await asyncio.sleep(35)
         assert leaked.eni_id in node.ec2.enis  # seen, but younger than the grace period
-        await asyncio.sleep(120)
+        await asyncio.sleep(250)  # swept every max(reconcile, grace / 2) seconds
         assert leaked.eni_id not in node.ec2.enis
         assert other.eni_id in node.ec2.enis  # another node's
         assert a.counters.leaked_enis_deleted == 1
