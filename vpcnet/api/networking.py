@@ -237,14 +237,13 @@ class K8sNetworkPolicy(Resource):
         ingress = _rules(ctx, spec, "ingress", "from")
         egress = _rules(ctx, spec, "egress", "to")
         types = str_list(ctx, spec, "policyTypes", "spec")
-        seen: set[str] = set()
-        for i, t in enumerate(types):
-            p = join("spec.policyTypes", i)
-            if t not in POLICY_TYPES:
-                ctx.fault(p, f"must be Ingress or Egress, got {t!r}")
-            elif t in seen:
-                ctx.fault(p, f"duplicate value {t!r}")
-            seen.add(t)
+        # As the API server: at most two entries, each Ingress or Egress (a repeat is accepted).
+        if len(types) > len(POLICY_TYPES):
+            ctx.fault("spec.policyTypes", f"may not specify more than two policyTypes, got {types}")
+        else:
+            for i, t in enumerate(types):
+                if t not in POLICY_TYPES:
+                    ctx.fault(join("spec.policyTypes", i), f"must be Ingress or Egress, got {t!r}")
         if not types:
             types = ["Ingress", "Egress"] if egress else ["Ingress"]
         return cls(metadata, pod_selector, ingress, egress, tuple(t for t in types if t in POLICY_TYPES))
