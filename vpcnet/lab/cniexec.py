@@ -36,7 +36,11 @@ class CniError(RuntimeError):
 
 
 class PluginNotFound(CniError):
-    """No executable of the plugin's type in CNI_PATH."""
+    """No executable of the plugin's type in CNI_PATH (no plugin ran, so there is no spec code to report)."""
+
+    def __init__(self, plugin: str, command: str, bin_dirs: str) -> None:
+        super().__init__(plugin, command, 0, f"plugin {plugin!r} not found in CNI_PATH {bin_dirs}")
+        self.args = (f"CNI {command}: {self.msg}",)
 
 
 class ConfigError(ValueError):
@@ -115,7 +119,7 @@ class CniExecutor:
     host_netns: str | None = None
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
-    def find(self, plugin_type: str) -> Path:
+    def find(self, plugin_type: str, command: str = "ADD") -> Path:
         if "/" in plugin_type or plugin_type in (".", ".."):
             raise ConfigError(f"plugin type {plugin_type!r} must be a plain executable name")
         for directory in self.bin_dirs:
@@ -123,7 +127,7 @@ class CniExecutor:
             if candidate.is_file() and os.access(candidate, os.X_OK):
                 return candidate
         dirs = ":".join(str(d) for d in self.bin_dirs)
-        raise PluginNotFound(plugin_type, "find", 0, f"plugin {plugin_type!r} not found in CNI_PATH {dirs}")
+        raise PluginNotFound(plugin_type, command, dirs)
 
     def environment(self, command: str, sandbox: PodSandbox) -> dict[str, str]:
         env = {k: v for k, v in self.base_env.items() if not k.startswith("CNI_")}
@@ -157,7 +161,7 @@ class CniExecutor:
 
     def run_plugin(self, command: str, conf: dict[str, Any], sandbox: PodSandbox) -> dict[str, Any] | None:
         plugin_type = str(conf["type"])
-        path = self.find(plugin_type)
+        path = self.find(plugin_type, command)
         argv = [str(path)]
         if self.host_netns is not None:
             argv = ["nsenter", f"--net=/run/netns/{self.host_netns}", "--", *argv]
