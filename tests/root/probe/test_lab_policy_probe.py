@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vpcnet.cli.main import app
+from vpcnet.cni.install import CONFLIST_NAME
 
 pytestmark = pytest.mark.root
 
@@ -91,17 +92,10 @@ def policy_lab(
         "VPCNET_POLICY_BACKEND": request.param,
     }
     with running_lab(nodes=3, azs=2, agents=True, agent_env=env) as lab:
+        # `lab up` installed the plugin on every node (the calico mode's cali veth prefix included).
         for node in lab.node_names:
-            args = [
-                "install-cni",
-                "--bin-dir", str(lab.layout.cni_bin_dir(node)),
-                "--conf-dir", str(lab.layout.cni_conf_dir(node)),
-                "--socket", str(lab.layout.agent_socket(node)),
-                "--veth-prefix", "cali",
-                "--timeout", "60",
-            ]  # fmt: skip
-            result = CliRunner().invoke(app, args)
-            assert result.exit_code == 0, f"install-cni on {node}: {result.output}"
+            conflist = json.loads((lab.layout.cni_conf_dir(node) / CONFLIST_NAME).read_text())
+            assert conflist["plugins"][0]["vethPrefix"] == "cali", node
         handle = PolicyLab(lab, tmp_path_factory.mktemp(f"policy-{request.param}"))
         out = handle.apply(manifest(), "pods.yaml")
         assert out.count(" started") == len(PLACEMENT), out
