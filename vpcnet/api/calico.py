@@ -553,6 +553,32 @@ def _entity(ctx: Ctx, raw: Any, path: str) -> EntityRule:
     )
 
 
+def _check_ip_versions(
+    ctx: Ctx,
+    path: str,
+    ip_version: int | None,
+    protocol: int | None,
+    not_protocol: int | None,
+    source: EntityRule,
+    destination: EntityRule,
+) -> None:
+    """Calico's rule checks: ICMP is IPv4 and ICMPv6 IPv6, CIDRs match ipVersion, and one rule never
+    mixes IPv4 and IPv6 CIDRs (a rule is rendered for one address family)."""
+    for proto, version in ((1, 4), (58, 6)):
+        if proto in (protocol, not_protocol) and ip_version not in (None, version):
+            ctx.fault(join(path, "ipVersion"), f"must be {version} with protocol {protocol_name(proto)}")
+    seen: set[int] = set()
+    for side_name, side in (("source", source), ("destination", destination)):
+        for key, texts in (("nets", side.nets), ("notNets", side.not_nets)):
+            versions = {6 if ":" in text else 4 for text in texts}
+            field_path = join(join(path, side_name), key)
+            if ip_version is not None and versions - {ip_version}:
+                ctx.fault(field_path, f"CIDR version does not match the rule's ipVersion {ip_version}")
+            if len(versions | seen) > 1:
+                ctx.fault(field_path, "a rule may not mix IPv4 and IPv6 CIDRs")
+            seen |= versions
+
+
 def _rule(ctx: Ctx, raw: Any, path: str) -> CalicoRule:
     data = as_mapping(ctx, raw, path)
     unsupported = ("http",)
@@ -593,6 +619,7 @@ def _rule(ctx: Ctx, raw: Any, path: str) -> CalicoRule:
     for side_name, side in (("source", source), ("destination", destination)):
         if (side.ports or side.not_ports) and protocol not in PORT_PROTOCOLS:
             ctx.fault(join(path, side_name), "ports and notPorts need protocol TCP, UDP, SCTP or UDPLite")
+    _check_ip_versions(ctx, path, ip_version, protocol, not_protocol, source, destination)
     meta = as_mapping(ctx, data.get("metadata"), join(path, "metadata"))
     annotations = tuple(
         sorted((str(k), str(v)) for k, v in as_mapping(ctx, meta.get("annotations"), path).items())

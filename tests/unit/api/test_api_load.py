@@ -208,6 +208,12 @@ spec:
     destination: {namespaceSelector: "!global()"}
   - action: Deny
     source: {namespaceSelector: "(a == 'b' || global())"}
+  - action: Allow
+    protocol: ICMPv6
+    ipVersion: 4
+    source: {nets: [10.0.0.0/8]}
+    destination: {nets: ["fd00::/8"]}
+  - {action: Allow, protocol: ICMP, ipVersion: 4, source: {nets: [10.0.0.0/8], notNets: [10.1.0.0/16]}}
   doNotTrack: true
 ---
 apiVersion: projectcalico.org/v3
@@ -235,11 +241,15 @@ spec: {defaultAction: Allow}
         "spec.ingress[4].protocol: must be one of TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite",
         "spec.ingress[5].source.namespaceSelector: global() cannot be combined",
         "spec.ingress[6].source.namespaceSelector: global() cannot be combined",
+        "spec.ingress[7].ipVersion: must be 6 with protocol ICMPv6",
+        "spec.ingress[7].destination.nets: CIDR version does not match the rule's ipVersion 4",
+        "spec.ingress[7].destination.nets: a rule may not mix IPv4 and IPv6 CIDRs",
         "spec.applyOnForward: must be true",
         "f.yaml:1 Tier t: spec.defaultAction: must be Deny or Pass",
     ]:
         assert any(fragment in f for f in faults), (fragment, faults)
     assert not any("ingress[5].destination" in f for f in faults), faults  # !global() alone is fine
+    assert not any("ingress[8]" in f for f in faults), faults  # consistent IPv4 rule
     assert sum("protocol" in f for f in faults if "ingress[4]" in f) == 1, faults
 
 
