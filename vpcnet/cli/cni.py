@@ -36,7 +36,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
         ),
     ) -> None:
         """Install vpcnet-cni and, once the agent answers STATUS ready, its network config (last)."""
-        from vpcnet.cni.install import AgentNotReady, NativeBuildError, install
+        from vpcnet.cni.install import AgentNotReady, InstallError, NativeBuildError, install
 
         try:
             target = install(
@@ -49,6 +49,9 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 portmap=not no_portmap,
                 native=native,
             )
+        except InstallError as exc:
+            typer.echo(f"error: {exc}; nothing was written", err=True)
+            raise typer.Exit(2) from exc
         except AgentNotReady as exc:
             typer.echo(f"error: {exc}; the plugin is in {bin_dir}, the config was not written", err=True)
             raise typer.Exit(1) from exc

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vpcnet.cni import shim
+from vpcnet.cni import shim, spec
 
 PLUGIN_TYPE = "vpcnet-cni"
 NETWORK_NAME = "vpcnet"
@@ -92,6 +92,32 @@ class AgentNotReady(RuntimeError):
     pass
 
 
+class InstallError(ValueError):
+    """install-cni was given something it cannot install; names the option. Nothing was written."""
+
+
+# The plugin's own config fields and the install-cni options that set them.
+_OPTION_OF_FIELD = {"vethPrefix": "--veth-prefix", "mtu": "--mtu"}
+
+
+def check_input(bin_dir: Path, conf_dir: Path, socket_path: str, *, mtu: int, veth_prefix: str) -> None:
+    """Refuse, before writing anything, what would install a plugin that fails every pod: the network
+    config goes through the plugin's own parser, and the socket path is baked into the launcher, which
+    runtimes run from any directory."""
+    for option, directory in (("--bin-dir", bin_dir), ("--conf-dir", conf_dir)):
+        if directory.exists() and not directory.is_dir():
+            raise InstallError(f"{option} {str(directory)!r} exists and is not a directory")
+    if not os.path.isabs(socket_path):
+        raise InstallError(f"--socket {socket_path!r} must be an absolute path")
+    plugin = conflist(mtu=mtu, veth_prefix=veth_prefix, portmap=False)["plugins"][0]
+    conf = {"cniVersion": CONFLIST_VERSION, "name": NETWORK_NAME, **plugin}
+    try:
+        spec.parse_config(json.dumps(conf).encode(), "ADD")
+    except spec.CniError as exc:
+        option = _OPTION_OF_FIELD.get(exc.msg.split(" ", 1)[0], "the network config")
+        raise InstallError(f"{option}: {exc.msg}, got {exc.details}") from None
+
+
 def install_binary(bin_dir: Path, socket_path: str) -> Path:
     py_compile.compile(shim.__file__, doraise=True)  # so the launcher loads cached bytecode
     target = bin_dir / PLUGIN_TYPE
@@ -154,7 +180,8 @@ def install(
     native: bool = False,
 ) -> Path:
     """Install the plugin (the Python launcher, or with native=True the compiled fast path), wait until the
-    agent is ready, then write the conflist; returns its path."""
+    agent is ready, then write the conflist; returns its path. Bad input raises InstallError first."""
+    check_input(bin_dir, conf_dir, socket_path, mtu=mtu, veth_prefix=veth_prefix)
     if native:
         install_native(bin_dir, socket_path)
     else:

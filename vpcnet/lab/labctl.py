@@ -246,7 +246,7 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
 def install_cni(layout: LabLayout, info: LabInfo, nodes: Sequence[str]) -> None:
     """What aws-node's entrypoint does on each node: the plugin into the node's CNI bin dir, and the conflist
     (which makes the node Ready for pods) only once the node's agent answers STATUS ready."""
-    from vpcnet.cni.install import AgentNotReady, install
+    from vpcnet.cni.install import AgentNotReady, InstallError, install
 
     settings = agent_env(layout, nodes[0], info) if nodes else {}
     mode_prefix = "cali" if settings.get("VPCNET_MODE") == "calico" else "eni"
@@ -272,6 +272,8 @@ def install_cni(layout: LabLayout, info: LabInfo, nodes: Sequence[str]) -> None:
         exc = fut.exception()
         if isinstance(exc, AgentNotReady):
             failed.append(f"{node}: {exc} (see `vpcnet lab logs {node}`)")
+        elif isinstance(exc, InstallError):
+            failed.append(f"{node}: {exc} (from the agent settings)")
         elif exc is not None:
             raise exc
     if failed:

@@ -99,3 +99,34 @@ def test_cli_reports_agent_not_ready(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 1
     assert "not ready" in result.output and "config was not written" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--veth-prefix", "eth"], "--veth-prefix: vethPrefix must be 1-4 letters or digits"),
+        (["--veth-prefix", "toolong"], "--veth-prefix: vethPrefix must be 1-4 letters or digits"),
+        (["--socket", "relative.sock"], "--socket 'relative.sock' must be an absolute path"),
+        (["--bin-dir", "FILE"], "exists and is not a directory"),
+        (["--conf-dir", "FILE"], "exists and is not a directory"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """A config the plugin would refuse on every ADD is never installed (the node would turn Ready and then
+    fail every pod), and nothing is written: not even the plugin."""
+    (tmp_path / "FILE").write_text("")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    defaults = {
+        "--bin-dir": str(tmp_path / "bin"),
+        "--conf-dir": str(tmp_path / "net.d"),
+        "--socket": str(tmp_path / "agent.sock"),
+    }
+    for option, value in defaults.items():
+        if option not in args:
+            args += [option, value]
+    result = CliRunner().invoke(app, ["install-cni", *args, "--timeout", "0"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "nothing was written" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
