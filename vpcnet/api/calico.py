@@ -36,6 +36,7 @@ PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "
 PORT_PROTOCOLS = frozenset((6, 17, 132, 136))
 ICMP_PROTOCOLS = frozenset((1, 58))
 DEFAULT_TIER = "default"
+NAMESPACE_LABEL = "projectcalico.org/namespace"
 # ResourceKey.kind of a Calico NetworkPolicy (Kubernetes owns plain "NetworkPolicy").
 CALICO_NETWORK_POLICY_KEY_KIND = "NetworkPolicy.projectcalico.org"
 
@@ -357,6 +358,9 @@ class _NetworkSetBase(Resource):
         check_known(ctx, spec, "spec", ("nets", "allowedEgressDomains"))
         if spec.get("allowedEgressDomains"):
             ctx.fault("spec.allowedEgressDomains", "not supported by vpcnet")
+        if NAMESPACE_LABEL in metadata.labels:
+            # Reserved: it marks an endpoint as namespaced (what global() and namespace scoping test).
+            ctx.fault(join("metadata.labels", NAMESPACE_LABEL), "reserved label, not allowed on network sets")
         nets = str_list(ctx, spec, "nets", "spec")
         for i, text in enumerate(nets):
             parse_cidr(ctx, text, join("spec.nets", i)) if "/" in text else _check_ip_or_cidr(

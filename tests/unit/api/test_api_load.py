@@ -253,6 +253,17 @@ spec: {defaultAction: Allow}
     assert sum("protocol" in f for f in faults if "ingress[4]" in f) == 1, faults
 
 
+def test_network_sets_may_not_carry_the_namespace_label() -> None:
+    text = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: g, labels: {projectcalico.org/namespace: x}}
+spec: {nets: [10.0.0.0/8]}
+"""
+    faults = _faults(text)
+    assert len(faults) == 1 and "metadata.labels.projectcalico.org/namespace: reserved label" in faults[0]
+
+
 def test_k8s_policy_types_as_the_api_server_checks_them() -> None:
     def doc(types: str) -> str:
         return (
