@@ -536,9 +536,11 @@ def _entity(ctx: Ctx, raw: Any, path: str) -> EntityRule:
                 parse_cidr(ctx, text, join(join(path, key), i))
             else:
                 _check_ip_or_cidr(ctx, text, join(join(path, key), i))
-    selector = opt_str(ctx, data, "selector", path)
-    not_selector = opt_str(ctx, data, "notSelector", path)
-    ns_selector = opt_str(ctx, data, "namespaceSelector", path)
+    # An empty string means "not given" (calicoctl prints them so); stored as None so that the
+    # resource reads back equal after to_dict().
+    selector = opt_str(ctx, data, "selector", path) or None
+    not_selector = opt_str(ctx, data, "notSelector", path) or None
+    ns_selector = opt_str(ctx, data, "namespaceSelector", path) or None
     for key, sel_text, allow_global in (
         ("selector", selector, False),
         ("notSelector", not_selector, False),

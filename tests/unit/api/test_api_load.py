@@ -253,6 +253,20 @@ spec: {defaultAction: Allow}
     assert sum("protocol" in f for f in faults if "ingress[4]" in f) == 1, faults
 
 
+def test_empty_rule_selectors_mean_not_given_and_round_trip() -> None:
+    text = """
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  ingress: [{action: Allow, source: {selector: "", notSelector: "", namespaceSelector: ""}}]
+"""
+    (policy,) = load_documents(text, "f.yaml")
+    assert isinstance(policy, CalicoNetworkPolicy)
+    assert policy.ingress[0].source.selector is None and policy.ingress[0].source.namespace_selector is None
+    assert load_documents(dump_documents([policy]), "again.yaml") == [policy]
+
+
 def test_network_sets_may_not_carry_the_namespace_label() -> None:
     text = """
 apiVersion: projectcalico.org/v3
