@@ -15,6 +15,7 @@ The handle (`LabHandle`) offers:
     lab.udp_listen(node, ip, port) / lab.udp_send(node, dst, port, payload, src_ip=None)
     lab.imds_get(node, path)  IMDSv2 GET from the node (token first), returns (status, body)
     lab.status()              the `vpcnet lab status -o json` document
+leftovers(layout) lists what of a lab still exists (namespaces, processes, its run dir): [] after `lab down`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import socket
 import string
 import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -38,6 +40,23 @@ from vpcnet.lab.topology import build_topology
 
 T = TypeVar("T")
 IP_TRANSPARENT = 19  # linux/in.h
+
+
+def leftovers(layout: LabLayout) -> list[str]:
+    """Everything of the lab that still exists: namespaces, processes naming its run dir, files."""
+    found = [f"netns {n}" for n in netns.list_netns() if layout.owns_netns(n)]
+    marker = str(layout.run_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline or f"--prefix\0{layout.prefix}\0".encode() in cmdline:
+                found.append(f"process {entry.name}: {cmdline!r}")
+    if layout.run_dir.exists():
+        found.append(f"dir {layout.run_dir}")
+    return found
 
 
 def random_prefix() -> str:

@@ -68,19 +68,18 @@ def assert_ready(lab: Any) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # VPC mode needs the agent's VPC IPAM component; until it is in the tree the agents cannot start.
     pytest.importorskip("vpcnet.agent.vpc_ipam", reason="the agent's VPC IPAM component is not built yet")
-    from lab_fixture import running_lab
+    from lab_fixture import leftovers, running_lab
 
     with running_lab(nodes=3, azs=2, agents=True) as lab:
         assert_ready(lab)
         handle = Cluster(lab, tmp_path_factory.mktemp("pods"))
         path = handle.tmp / "pods.yaml"
         path.write_text(manifest())
-        try:
-            out = handle.cli("apply", "-f", str(path))
-            assert out.count(" started") == len(PLACEMENT), out
-            yield handle
-        finally:
-            handle.runner.invoke(app, ["delete", "-f", str(path), "--prefix", lab.prefix])
+        out = handle.cli("apply", "-f", str(path))
+        assert out.count(" started") == len(PLACEMENT), out
+        yield handle
+    # `lab down` with pods still running (as users leave them): pod namespaces, servers and agents go too.
+    assert leftovers(lab.layout) == []
 
 
 def test_pods_run_where_they_were_put_with_vpc_addresses(cluster: Cluster) -> None:

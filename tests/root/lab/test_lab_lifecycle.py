@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lab_fixture import LabHandle, random_prefix, recv_or_none
+from lab_fixture import LabHandle, leftovers, random_prefix, recv_or_none
 
 from vpcnet.cni.install import CONFLIST_NAME
 from vpcnet.lab import labctl, netns, procs
@@ -31,23 +31,6 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
         raise AssertionError(f"vpcnet {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def leftovers(layout: LabLayout) -> list[str]:
-    """Everything of the lab that still exists: namespaces, processes naming its run dir, files."""
-    found = [f"netns {n}" for n in netns.list_netns() if layout.owns_netns(n)]
-    marker = str(layout.run_dir).encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker in cmdline or f"--prefix\0{layout.prefix}\0".encode() in cmdline:
-                found.append(f"process {entry.name}: {cmdline!r}")
-    if layout.run_dir.exists():
-        found.append(f"dir {layout.run_dir}")
-    return found
 
 
 @pytest.fixture
