@@ -276,4 +276,10 @@ def _print_status(doc: dict[str, Any]) -> None:
         )
     procs = doc["processes"]
     console.print("processes: " + ", ".join(f"{k} {'running' if v else 'STOPPED'}" for k, v in procs.items()))
-    console.print(f"CNI dirs per node: {doc['run_dir']}/nodes/<node>/cni/{{net.d,bin}}")
+    # What a person needs to run the plugin by hand exactly as the lab kubelet does (portmap is a system one).
+    from vpcnet.lab.cniexec import SYSTEM_CNI_PATHS
+
+    console.print("CNI, as the lab kubelet runs it (in the node's namespace, `vpcnet lab exec NODE -- ...`):")
+    for n in doc["nodes"]:
+        cni_path = ":".join([n["cni_bin_dir"], *SYSTEM_CNI_PATHS])
+        console.print(f"  {n['name']}: config {n['cni_conf_dir']}  CNI_PATH={cni_path}", soft_wrap=True)

@@ -59,7 +59,12 @@ def test_up_is_idempotent_status_exec_and_down_leaves_nothing(prefix: str) -> No
     assert n1["enis"][0]["device_index"] == 0 and n1["enis"][0]["primary_ip"] == n1["primary_ip"]
     assert n1["cni_conf_dir"] == str(layout.cni_conf_dir("node1"))
     assert set(doc["endpoints"]) >= {"ec2", "ec2_host", "imds", "etcd", "etcd_host"}
-    assert cli("lab", "status", "--prefix", prefix).stdout.count(f"{prefix}-node") == 2
+    text = cli("lab", "status", "--prefix", prefix).stdout
+    assert text.count(f"{prefix}-node") == 2
+    # Per node, where the kubelet reads the config and finds plugins, for calling the plugin by hand.
+    for node in ("node1", "node2"):
+        line = f"{node}: config {layout.cni_conf_dir(node)}  CNI_PATH={layout.cni_bin_dir(node)}:/usr/lib/cni"
+        assert line in text, text
 
     addr = cli(
         "lab", "exec", "node2", "--prefix", prefix, "--", "ip", "-4", "-o", "addr", "show", "eth0"
