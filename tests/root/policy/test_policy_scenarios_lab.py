@@ -6,7 +6,9 @@ through `vpcnet apply`/`delete`, `vpcnet lab wait` for convergence, then `vpcnet
 The engine, not the files' cells, is the reference here: the lab's addresses come from its pools, so the
 few ipBlock cases (written for one /24 per namespace) mean something else; the engine evaluates them with
 the real addresses (and the single-node kernel test checks the files' cells themselves).
-The lab runs in Calico mode, as the other lab policy test does; enforcement on the veths is the same.
+Two labs: VPC mode (addresses from ENIs, veths "eni...") with the iptables back end, and Calico mode (pool
+addresses, veths "cali...", VXLAN across subnets) with the nftables back end: each back end and each mode
+once, to keep the time in bounds (the single-node kernel test runs every scenario on both back ends).
 """
 
 from __future__ import annotations
@@ -82,19 +84,24 @@ def placement(ref: str) -> str:
     return NODES[index % len(NODES)]
 
 
-@pytest.fixture(scope="module", params=["iptables", "nftables"])
+@pytest.fixture(scope="module", params=[("vpc", "iptables"), ("calico", "nftables")], ids="-".join)
 def scenario_lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ScenarioLab]:
     from lab_fixture import running_lab
 
-    env = {
-        "VPCNET_MODE": "calico",
-        "AWS_VPC_K8S_CNI_VETHPREFIX": "cali",
-        "CALICO_IPV4POOL_CIDR": "10.244.0.0/16",
-        "CALICO_IPV4POOL_VXLAN": "CrossSubnet",
-        "VPCNET_POLICY_BACKEND": request.param,
-    }
+    mode, backend = request.param
+    veth_prefix = "eni" if mode == "vpc" else "cali"
+    env = {"VPCNET_POLICY_BACKEND": backend}
+    if mode == "calico":
+        env.update(
+            {
+                "VPCNET_MODE": "calico",
+                "AWS_VPC_K8S_CNI_VETHPREFIX": "cali",
+                "CALICO_IPV4POOL_CIDR": "10.244.0.0/16",
+                "CALICO_IPV4POOL_VXLAN": "CrossSubnet",
+            }
+        )
     with running_lab(nodes=3, azs=2, agents=True, agent_env=env) as lab:
         for node in lab.node_names:
             args = [
@@ -102,12 +109,12 @@ def scenario_lab(
                 "--bin-dir", str(lab.layout.cni_bin_dir(node)),
                 "--conf-dir", str(lab.layout.cni_conf_dir(node)),
                 "--socket", str(lab.layout.agent_socket(node)),
-                "--veth-prefix", "cali",
+                "--veth-prefix", veth_prefix,
                 "--timeout", "60",
             ]  # fmt: skip
             result = CliRunner().invoke(app, args)
             assert result.exit_code == 0, f"install-cni on {node}: {result.output}"
-        handle = ScenarioLab(lab, tmp_path_factory.mktemp(f"scenarios-{request.param}"))
+        handle = ScenarioLab(lab, tmp_path_factory.mktemp(f"scenarios-{mode}-{backend}"))
         base = Topology().resources()
         docs = [r.to_dict() for r in base if isinstance(r, Namespace)]
         docs += [
