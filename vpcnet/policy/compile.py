@@ -96,8 +96,8 @@ def compile_k8s(policy: K8sNetworkPolicy) -> Policy:
     ns = policy.metadata.namespace or "default"
     selector = Selector(and_all(_in_namespace(ns), _IS_K8S_POD, policy.pod_selector.to_node()))
     types = frozenset(Direction(t) for t in policy.policy_types)
-    ingress = tuple(r for rule in policy.ingress for r in _k8s_rule(rule, ns, Direction.INGRESS))
-    egress = tuple(r for rule in policy.egress for r in _k8s_rule(rule, ns, Direction.EGRESS))
+    ingress, ingress_origins = _k8s_rules(policy.ingress, ns, Direction.INGRESS)
+    egress, egress_origins = _k8s_rules(policy.egress, ns, Direction.EGRESS)
     return Policy(
         kind=PolicyKind.KUBERNETES,
         namespace=ns,
@@ -108,7 +108,22 @@ def compile_k8s(policy: K8sNetworkPolicy) -> Policy:
         ingress=ingress if Direction.INGRESS in types else (),
         egress=egress if Direction.EGRESS in types else (),
         types=types,
+        ingress_origins=ingress_origins if Direction.INGRESS in types else (),
+        egress_origins=egress_origins if Direction.EGRESS in types else (),
     )
+
+
+def _k8s_rules(
+    rules: tuple[NetworkPolicyRule, ...], ns: str, direction: Direction
+) -> tuple[tuple[Rule, ...], tuple[int, ...]]:
+    """The model rules of a direction, and for each the index of the Kubernetes rule it came from."""
+    compiled: list[Rule] = []
+    origins: list[int] = []
+    for index, rule in enumerate(rules):
+        expanded = _k8s_rule(rule, ns, direction)
+        compiled += expanded
+        origins += [index] * len(expanded)
+    return tuple(compiled), tuple(origins)
 
 
 def _k8s_peer(peer: NetworkPolicyPeer, ns: str) -> EndpointMatch:

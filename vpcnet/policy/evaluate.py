@@ -103,8 +103,8 @@ class Decision:
     reason: Reason
     tier: str | None = None
     policy: str | None = None  # policy id, e.g. knp/x/deny-all
-    rule_index: int | None = None
-    rule: str | None = None  # the rule, described
+    rule_index: int | None = None  # index in the policy's own spec.ingress / spec.egress
+    rule: str | None = None  # the (compiled) rule, described
     considered: tuple[str, ...] = ()  # ids of the policies in the deciding tier (for end-of-tier)
     logged: tuple[str, ...] = field(default=())  # "<policy id> rule <i>" for every Log rule hit
 
@@ -164,7 +164,7 @@ def decide(state: ClusterState, flow: Flow, direction: Direction) -> Decision:
                 if not rule_matches(state, rule, flow):
                     continue
                 if rule.action is Action.LOG:
-                    logged.append(f"{policy.id} rule {index}")
+                    logged.append(f"{policy.id} rule {policy.spec_rule_index(direction, index)}")
                     continue
                 if rule.action is Action.PASS:
                     passed = True
@@ -176,7 +176,7 @@ def decide(state: ClusterState, flow: Flow, direction: Direction) -> Decision:
                     Reason.RULE,
                     tier.tier.name,
                     policy.id,
-                    index,
+                    policy.spec_rule_index(direction, index),
                     rule.describe(),
                     logged=tuple(logged),
                 )

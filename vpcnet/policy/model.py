@@ -210,6 +210,10 @@ class Policy:
     egress: tuple[Rule, ...]
     types: frozenset[Direction]
     applies_to_pods: bool = True
+    # For each compiled rule, the index of the resource's own rule it came from (a Kubernetes rule
+    # becomes one model rule per peer and protocol); empty = one to one (Calico policies).
+    ingress_origins: tuple[int, ...] = ()
+    egress_origins: tuple[int, ...] = ()
 
     @property
     def id(self) -> str:
@@ -223,6 +227,11 @@ class Policy:
 
     def rules(self, direction: Direction) -> tuple[Rule, ...]:
         return self.ingress if direction is Direction.INGRESS else self.egress
+
+    def spec_rule_index(self, direction: Direction, index: int) -> int:
+        """The index in the policy resource's spec.ingress / spec.egress of compiled rule `index`."""
+        origins = self.ingress_origins if direction is Direction.INGRESS else self.egress_origins
+        return origins[index] if origins else index
 
 
 @dataclass(frozen=True)

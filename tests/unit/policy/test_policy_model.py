@@ -191,7 +191,10 @@ def test_explanations(state: ClusterState) -> None:
     except_hit = verdict("203.0.113.9", "prod/web", 9005)
     assert not except_hit.allowed
     in_block = verdict("203.0.113.1", "prod/web", 9005)
-    assert in_block.allowed and in_block.ingress.rule_index == 2
+    # The policy's only ingress rule (spec.ingress[0]) decided, although it compiles into one model
+    # rule per peer and protocol (the ipBlock/TCP one is the model's third).
+    assert in_block.allowed and in_block.ingress.rule_index == 0
+    assert "policy knp/prod/web, rule 0 (Allow protocol TCP from [nets 203.0.113.0/24" in in_block.explanation
 
     udp = verdict("10.2.0.1", "prod/web", 1234, proto=17)
     assert not udp.allowed  # dev/tool is not in prod: the UDP rule's peer does not match
@@ -313,3 +316,15 @@ def test_kubernetes_and_calico_policies_of_the_same_name_are_different_objects()
     assert not evaluate(state, flow).allowed  # the Calico policy isolates x/b for ingress
     reverse = Flow(endpoint(state, "x/b"), endpoint(state, "x/a"), 6, 80)
     assert evaluate(state, reverse).allowed
+
+
+def test_explanation_names_the_kubernetes_rule_as_written() -> None:
+    text = SAME_NAME.split("---\napiVersion: projectcalico.org/v3")[0].replace(
+        "ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]",
+        "ingress: [{from: [{podSelector: {matchLabels: {pod: c}}}, {podSelector: {matchLabels: {pod: d}}}],"
+        " ports: [{port: 80}, {protocol: UDP}]}, {from: [{podSelector: {matchLabels: {pod: b}}}]}]",
+    )
+    state = ClusterState.from_resources(load_documents(text, "t.yaml"))
+    verdict = evaluate(state, Flow(endpoint(state, "x/b"), endpoint(state, "x/a"), 6, 80))
+    assert verdict.allowed and verdict.ingress.rule_index == 1  # spec.ingress[1]; the model's 5th rule
+    assert "policy knp/x/web, rule 1 (" in verdict.explanation
