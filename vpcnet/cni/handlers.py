@@ -32,7 +32,14 @@ from vpcnet.cni.spec import (
     parse_request,
     prev_result_addresses,
 )
-from vpcnet.dataplane.podnet import PodNamespaceGone, PodNetwork, PodSpec, WiringError, host_veth_name
+from vpcnet.dataplane.podnet import (
+    NotANetworkNamespace,
+    PodNamespaceGone,
+    PodNetwork,
+    PodSpec,
+    WiringError,
+    host_veth_name,
+)
 from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Allocator, Assignment, IpamKey
 
 log = logging.getLogger("vpcnet.cni")
@@ -144,6 +151,8 @@ class CniHandler:
             await self._release_quietly(allocator, key)
             if isinstance(exc, PodNamespaceGone):
                 raise CniError(ERR_INVALID_ENV, "CNI_NETNS does not exist", env.netns) from None
+            if isinstance(exc, NotANetworkNamespace):
+                raise CniError(ERR_INVALID_ENV, "CNI_NETNS is not a network namespace", env.netns) from None
             if isinstance(exc, WiringError):
                 raise CniError(ERR_WIRING_FAILED, "wiring the pod failed (undone)", str(exc)) from None
             raise

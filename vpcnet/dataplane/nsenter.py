@@ -11,12 +11,14 @@ namespace when opened, which is how sysctls of another namespace are written.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # linux/nsfs.h: _IO(0xb7, 0x3)
 NETLINK_ROUTE = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -38,6 +40,20 @@ def open_netns(path: str) -> int:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise NamespaceError(exc.errno, f"network namespace {path}: {exc.strerror}") from None
+
+
+def is_netns(path: str) -> bool:
+    """Whether path is a network namespace (not a plain file, nor another kind of namespace)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:  # ENOTTY: not a namespace file at all
+        return False
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -70,6 +70,10 @@ class PodNamespaceGone(WiringError):
     pass
 
 
+class NotANetworkNamespace(WiringError):
+    """The pod's namespace path names something else (a plain file, another kind of namespace)."""
+
+
 @dataclass(frozen=True)
 class PodSpec:
     netns: str  # path of the pod's network namespace
@@ -211,6 +215,8 @@ class PodNetwork:
         await self._wait_pending(spec.host_veth)
         if not os.path.exists(spec.netns):
             raise PodNamespaceGone(f"network namespace {spec.netns} does not exist")
+        if not nsenter.is_netns(spec.netns):
+            raise NotANetworkNamespace(f"{spec.netns} is not a network namespace")
         host_mac, pod_mac = random_mac(), random_mac()
         created: rtnl.Link | None = None
         try:

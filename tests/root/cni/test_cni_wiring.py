@@ -223,6 +223,13 @@ def test_add_with_missing_netns_is_spec_error_and_leaves_nothing(node: Node) -> 
     code, err = node.cni("ADD", "c1", f"{node.prefix}nope", "web")
     assert code == 1 and err is not None and err["code"] == 4
     assert node.allocator.assigned == {}
+    # A path that exists but is no network namespace (a plain file, a pid namespace) is bad environment too.
+    for path in ("../../proc/version", "../../proc/self/ns/pid"):
+        code, err = node.cni("ADD", "c1", path, "web")
+        assert code == 1 and err is not None and err["code"] == 4, err
+        assert err["msg"] == "CNI_NETNS is not a network namespace", err
+    assert node.allocator.assigned == {}
+    assert host_veth_name("eni", "default", "web") not in links(node.netns)
 
 
 def test_agent_down_is_try_again_later(node: Node) -> None:
