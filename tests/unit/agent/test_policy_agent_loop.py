@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
-from vpcnet.agent.policy import PolicyAgent
+from prometheus_client import CollectorRegistry
+
+from vpcnet.agent.policy import PolicyAgent, PolicyMetrics
 from vpcnet.dataplane.kernel_cmd import DataplaneError
 from vpcnet.dataplane.policy_backend import ApplyStats, BackendName
 from vpcnet.dataplane.policy_calc import PolicyCalculator
@@ -90,7 +92,14 @@ def test_failures_are_retried_and_the_newest_state_wins(tmp_path: Path) -> None:
         store = MemoryStore()
         dataplane = ScriptedDataplane(failures=3)
         status = tmp_path / "policy-status.json"
-        agent = PolicyAgent(store, PolicyCalculator("n1", ["eni"]), dataplane, status_path=status)  # type: ignore[arg-type]
+        registry = CollectorRegistry()
+        agent = PolicyAgent(
+            store,
+            PolicyCalculator("n1", ["eni"]),
+            dataplane,  # type: ignore[arg-type]
+            status_path=status,
+            metrics=PolicyMetrics(registry),
+        )
         task = asyncio.create_task(agent.run())
         await asyncio.sleep(0.01)
         store.put_pod("b", "10.0.0.2")  # arrives while the first apply keeps failing
@@ -107,6 +116,9 @@ def test_failures_are_retried_and_the_newest_state_wins(tmp_path: Path) -> None:
             await asyncio.sleep(0.02)
         reported = json.loads(status.read_text())
         assert reported["revision"] == store.revision and reported["last_error"] == ""
+        assert registry.get_sample_value("vpcnet_policy_apply_failures_total") == 3
+        assert registry.get_sample_value("vpcnet_policy_endpoints") == 2
+        assert (registry.get_sample_value("vpcnet_policy_apply_seconds_count") or 0) >= 1
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
