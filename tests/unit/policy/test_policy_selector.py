@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vpcnet.api.selector import SelectorError, parse_selector
+from vpcnet.api.selector import Selector, SelectorError, parse_selector
 
 
 @pytest.mark.parametrize(
@@ -217,3 +217,46 @@ def test_label_index_evaluation_equals_direct_evaluation(
     bits = index.label_bits(sel)
     for i, pod in enumerate(index.pods):
         assert bool(bits >> i & 1) == sel.matches(state.endpoint_labels(pod)), (text, pod.metadata.labels)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kubernetes label selectors (apimachinery Requirement.Matches), and their Calico translation
+
+
+@pytest.mark.parametrize(
+    ("operator", "values", "labels", "expected"),
+    [
+        ("In", ("a", "b"), {"k": "a"}, True),
+        ("In", ("a", "b"), {"k": "c"}, False),
+        ("In", ("a",), {}, False),  # In needs the key
+        ("NotIn", ("a",), {"k": "b"}, True),
+        ("NotIn", ("a",), {"k": "a"}, False),
+        ("NotIn", ("a",), {}, True),  # NotIn matches when the key is absent
+        ("NotIn", ("",), {"k": ""}, False),
+        ("Exists", (), {"k": ""}, True),
+        ("Exists", (), {}, False),
+        ("DoesNotExist", (), {}, True),
+        ("DoesNotExist", (), {"k": "x"}, False),
+    ],
+)
+def test_kubernetes_requirements_as_apimachinery(
+    operator: str, values: tuple[str, ...], labels: dict[str, str], expected: bool
+) -> None:
+    from vpcnet.api.networking import LabelSelector, LabelSelectorRequirement
+
+    req = LabelSelectorRequirement("k", operator, values)
+    assert req.matches(labels) is expected
+    assert Selector(req.to_node()).matches(labels) is expected
+    both = LabelSelector.of({"app": "web"}, req)
+    assert both.matches({**labels, "app": "web"}) is expected
+    assert not both.matches({**labels, "app": "db"}) and not both.matches(labels)  # matchLabels ANDed
+    assert Selector(both.to_node()).matches({**labels, "app": "web"}) is expected
+    assert LabelSelector().matches(labels) and LabelSelector().is_empty  # empty selects everything
+
+
+def test_kubernetes_match_labels_with_an_empty_value() -> None:
+    from vpcnet.api.networking import LabelSelector
+
+    sel = LabelSelector.of({"k": ""})
+    assert sel.matches({"k": ""}) and not sel.matches({}) and not sel.matches({"k": "x"})
+    assert Selector(sel.to_node()).matches({"k": ""}) and not Selector(sel.to_node()).matches({})
