@@ -177,10 +177,14 @@ def merge_pod(new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, A
     return out
 
 
+DEFAULT_NAMESPACE = "default"
+
+
 async def apply_resources(store: Any, resources: Sequence[Any], node_names: Sequence[str]) -> Any:
     """Check what validation of one document cannot (namespaces exist, nodes exist, pods unchanged), then
     store everything in one transaction. Raises CliError naming the document and field (nothing stored)."""
     from vpcnet.api import Namespace, Pod
+    from vpcnet.api.loader import parse_resource
 
     docs: list[dict[str, Any]] = []
     faults: list[str] = []
@@ -196,7 +200,13 @@ async def apply_resources(store: Any, resources: Sequence[Any], node_names: Sequ
             if known_namespaces is None:
                 listed, _ = await store.list("namespace")
                 known_namespaces = {item.ref.name for item in listed}
-            if namespace not in known_namespaces:
+            if namespace == DEFAULT_NAMESPACE and namespace not in known_namespaces:
+                # Kubernetes always has "default" (manifests rarely name it): made on first use, in the
+                # same transaction, with the labels Kubernetes gives it.
+                new_namespaces.add(namespace)
+                implicit = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+                docs.insert(0, parse_resource(implicit, "the default namespace").to_dict())
+            elif namespace not in known_namespaces:
                 faults.append(
                     f"{where}: metadata.namespace: namespace {namespace!r} does not exist (apply it first)"
                 )

@@ -103,3 +103,51 @@ def test_disagreements() -> None:
     expected["x/a"]["x/a"] = False
     assert disagreements(measured, expected) == [("x/a", "x/a", True, False), ("x/a", "x/b", True, False)]
     assert disagreements(measured, expected, ignore_loopback=True) == [("x/a", "x/b", True, False)]
+
+
+class FakeStore:
+    """The three calls apply_resources makes, over a dict (this tests the CLI layer, not the datastore)."""
+
+    def __init__(self, namespaces: list[str]) -> None:
+        self.namespaces = namespaces
+        self.applied: list[dict[str, Any]] = []
+
+    async def list(self, kind: str) -> tuple[list[Any], int]:
+        from types import SimpleNamespace
+
+        assert kind == "namespace"
+        return [SimpleNamespace(ref=SimpleNamespace(name=n)) for n in self.namespaces], 1
+
+    async def get(self, ref: Any) -> None:
+        return None
+
+    async def apply(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.applied = docs
+        return docs
+
+
+POD_WITHOUT_NAMESPACE = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: c}]}\n"
+
+
+def test_the_default_namespace_exists_as_in_kubernetes() -> None:
+    """A manifest that names no namespace works on a fresh lab: "default" is made with the pod."""
+    import asyncio
+
+    from vpcnet.cli.resources import apply_resources
+
+    store = FakeStore([])
+    asyncio.run(apply_resources(store, load_documents(POD_WITHOUT_NAMESPACE), ["node1"]))
+    assert [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in store.applied] == [
+        ("Namespace", None, "default"),
+        ("Pod", "default", "web"),
+    ]
+    assert store.applied[0]["metadata"]["labels"] == {"kubernetes.io/metadata.name": "default"}
+    # Once it exists it is left alone; any other missing namespace is still an error naming the field.
+    store = FakeStore(["default"])
+    asyncio.run(apply_resources(store, load_documents(POD_WITHOUT_NAMESPACE), ["node1"]))
+    assert [d["kind"] for d in store.applied] == ["Pod"]
+    store = FakeStore(["default"])
+    other = POD_WITHOUT_NAMESPACE.replace("{name: web}", "{name: web, namespace: shop}")
+    with pytest.raises(CliError, match=r"Pod shop/web: metadata.namespace: namespace 'shop' does not exist"):
+        asyncio.run(apply_resources(store, load_documents(other), ["node1"]))
+    assert store.applied == []
