@@ -73,6 +73,7 @@ class IptablesDataplane:
     async def remove_all(self) -> None:
         self._applied = None
         await self.tables.remove_all()
+        self.ipsets.forget()  # every set of ours the kernel has, not only the ones this process made
         await self.ipsets.apply_deletes({})
 
 
