@@ -12,6 +12,7 @@ from vpcnet.cli.groups import Groups
 from vpcnet.cli.matrix_table import print_matrix
 
 if TYPE_CHECKING:
+    from vpcnet.policy.model import Direction, Policy
     from vpcnet.policy.state import ClusterState
 
 FILES_HELP = "YAML file with Namespaces, Pods and policies (repeatable; '-' reads standard input)"
@@ -57,6 +58,16 @@ def _protocol(text: str) -> int:
         return protocol_from_text(text)
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+
+
+def _origin(policy: Policy, direction: Direction, index: int) -> str:
+    """Where a compiled rule came from, for policies whose rules do not map one to one (Kubernetes)."""
+    from vpcnet.policy.model import Direction
+
+    origins = policy.ingress_origins if direction is Direction.INGRESS else policy.egress_origins
+    if not origins:
+        return ""
+    return f" (from spec.{direction.value.lower()}[{policy.spec_rule_index(direction, index)}])"
 
 
 def register(app: typer.Typer, groups: Groups) -> None:
@@ -130,7 +141,8 @@ def register(app: typer.Typer, groups: Groups) -> None:
                     typer.echo(f"    selector {policy.selector.canonical}")
                     for direction in Direction:
                         for i, rule in enumerate(policy.rules(direction)):
-                            typer.echo(f"    {direction.value.lower()}[{i}] {rule.describe()}")
+                            origin = _origin(policy, direction, i)
+                            typer.echo(f"    {direction.value.lower()}[{i}] {rule.describe()}{origin}")
             return
         try:
             target = state.pod(pod)
@@ -146,7 +158,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 for policy in tier.policies:
                     typer.echo(f"    {policy.id} (order {policy.order})")
                     for i, rule in enumerate(policy.rules(direction)):
-                        typer.echo(f"      [{i}] {rule.describe()}")
+                        typer.echo(f"      [{i}] {rule.describe()}{_origin(policy, direction, i)}")
 
     @policy_app.command("selector")
     def selector_command(

@@ -111,6 +111,7 @@ def test_show_lists_the_compiled_model(tmp_path: Path) -> None:
     assert everything.exit_code == 0, everything.output
     assert "tier default" in everything.stdout and "knp/x/web order 1000.0 types Ingress" in everything.stdout
     assert "ingress[0] Allow protocol TCP" in everything.stdout
+    assert "to [ports http] (from spec.ingress[0])" in everything.stdout
     one = runner.invoke(app, ["policy", "show", *_files(tmp_path), "--pod", "x/a"])
     assert "Egress: no policy selects the pod" in one.stdout and "[0] Allow protocol TCP" in one.stdout
     missing = runner.invoke(app, ["policy", "show", *_files(tmp_path), "--pod", "x/nope"])
