@@ -93,7 +93,22 @@ def register(app: typer.Typer, groups: Groups) -> None:
         keep: bool = typer.Option(False, "--keep", help="leave the lab up afterwards"),
     ) -> None:
         """A guided tour: a lab VPC, pods with VPC addresses, real packets, network policy; then teardown."""
+        from vpcnet.lab.labctl import layout_for
+
         if os.geteuid() != 0:
             typer.echo("error: the lab makes network namespaces: run as root", err=True)
+            raise typer.Exit(2)
+        try:
+            layout = layout_for()
+        except ValueError as exc:
+            typer.echo(f"error: VPCNET_LAB: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        # The demo ends with `lab down`: never take down (or pour pods into) a lab it did not make.
+        if layout.run_dir.exists():
+            typer.echo(
+                f"error: lab {layout.prefix} is already up ({layout.run_dir}); the demo brings up and "
+                "removes a lab of its own: run `vpcnet lab down` first, or set VPCNET_LAB to another name",
+                err=True,
+            )
             raise typer.Exit(2)
         run_demo(nodes, keep)
