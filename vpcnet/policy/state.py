@@ -151,6 +151,13 @@ class ClusterState:
         """Look a pod up by "<namespace>/<name>"; KeyError with a helpful message otherwise."""
         pod = self.pods_by_ref.get(ref)
         if pod is None:
+            ns, _, name = ref.partition("/")
+            other = self.resources.get(ResourceKey(Pod.KIND, ns, name))
+            if isinstance(other, Pod) and other.host_network:
+                raise KeyError(
+                    f"pod {ref!r} uses the host network: it is not a policy endpoint "
+                    f"(give its node's address{': ' + other.pod_ip if other.pod_ip else ''})"
+                )
             raise KeyError(f"no pod {ref!r} (pods: {', '.join(sorted(self.pods_by_ref)) or 'none'})")
         return pod
 

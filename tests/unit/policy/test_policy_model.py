@@ -134,6 +134,13 @@ def test_policies_for_endpoint_orders_tiers_then_policies(state: ClusterState) -
     assert policies_for_endpoint(state, state.pod("prod/db"), Direction.INGRESS) == []
 
 
+def test_a_hostnetwork_pod_is_named_as_such_when_asked_for(state: ClusterState) -> None:
+    with pytest.raises(KeyError, match=r"uses the host network.*192\.168\.0\.5"):
+        state.pod("dev/host")
+    with pytest.raises(KeyError, match="no pod 'dev/nope'"):
+        state.pod("dev/nope")
+
+
 def test_hostnetwork_pods_are_not_endpoints(state: ClusterState) -> None:
     assert "dev/host" not in state.pods_by_ref
 
