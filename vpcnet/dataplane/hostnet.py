@@ -3,8 +3,9 @@ replies (and non-VPC traffic) of pods on secondary ENIs leave through the primar
 
 nat:    POSTROUTING -> AWS-SNAT-CHAIN-0: VPC CIDRs and excluded CIDRs RETURN, everything else (not to a
         local address, not out of vlan+) SNAT --to-source <primary IP> --random-fully.
-        PREROUTING -i <prefix>+ -> AWS-CONNMARK-CHAIN-0: VPC CIDRs RETURN, else set connmark 0x80 and copy it
-        to the packet mark (so this first packet already routes by the fwmark rule).
+        PREROUTING -i <prefix>+ -> AWS-CONNMARK-CHAIN-0: VPC CIDRs RETURN, else set connmark 0x80; then
+        PREROUTING restores the connmark into the packet mark (so this first packet already routes by the
+        fwmark rule). The rules sit where the VPC CNI puts them: `iptables -t nat -S` reads as on EKS.
 mangle: PREROUTING -> AWS-NODEPORT-CHAIN-0: connections entering on the primary interface for a local
         address get connmark 0x80; packets from pods restore it (replies route by the fwmark rule).
 rule:   fwmark 0x80/0x80 lookup main, priority 1024.
@@ -12,7 +13,8 @@ With external SNAT, the SNAT and outbound-connmark chains are empty (the VPC CNI
 
 Rendering is pure (golden-tested text). Applying touches only our chains: each is declared (which empties
 it) and refilled in one `iptables-restore --noflush`; the jumps from the built-in chains are added only
-when `iptables-save` shows them missing, so applying twice changes nothing.
+when `iptables-save` shows them missing, so applying twice changes nothing. Order matters in PREROUTING
+(restore after the connmark jump): if one of a table's jumps is missing, all of them are put back in order.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def jump_rules(cfg: HostNetConfig) -> dict[str, list[str]]:
             f'-A POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j {SNAT_CHAIN}',
             f'-A PREROUTING -i {cfg.veth_prefix}+ -m comment --comment "AWS, outbound connections" '
             f"-j {CONNMARK_CHAIN}",
+            f'-A PREROUTING -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark '
+            f"--nfmask {CONNMARK} --ctmask {CONNMARK}",
         ],
         "mangle": [f'-A PREROUTING -m comment --comment "AWS, primary ENI" -j {NODEPORT_CHAIN}'],
     }
@@ -81,10 +85,6 @@ def chain_rules(cfg: HostNetConfig) -> dict[str, dict[str, list[str]]]:
             f'-A {CONNMARK_CHAIN} -m comment --comment "AWS, CONNMARK" -j CONNMARK '
             f"--set-xmark {CONNMARK}/{CONNMARK}"
         )
-        connmark.append(
-            f'-A {CONNMARK_CHAIN} -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark '
-            f"--nfmask {CONNMARK} --ctmask {CONNMARK}"
-        )
     nodeport: list[str] = []
     if cfg.node_port_support:
         nodeport = [
@@ -110,7 +110,10 @@ def render(cfg: HostNetConfig, present: dict[str, set[str]] | None = None) -> st
         lines.extend(f":{name} - [0:0]" for name in chains)
         for rules in chains.values():
             lines.extend(rules)
-        lines.extend(j for j in jumps[table] if j not in present.get(table, set()))
+        have = present.get(table, set())
+        if any(j not in have for j in jumps[table]):
+            lines.extend("-D" + j[2:] for j in jumps[table] if j in have)  # re-added below, in order
+            lines.extend(jumps[table])
         lines.append("COMMIT")
     return "\n".join(lines) + "\n"
 

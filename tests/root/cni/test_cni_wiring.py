@@ -128,6 +128,9 @@ def test_add_then_del_primary_and_secondary_eni(any_node: Node) -> None:
     nat = sh("ip", "netns", "exec", node.netns, "iptables-save", "-t", "nat")
     assert f"-j SNAT --to-source {NODE_IP} --random-fully" in nat
     assert "-A PREROUTING -i eni+" in nat
+    # As on EKS, and exactly as iptables-save prints it (what the apply compares against, to add it once).
+    restore = '-A PREROUTING -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark --nfmask 0x80'
+    assert f"{restore} --ctmask 0x80\n" in nat and nat.count(restore) == 1
     assert any(r.get("fwmark") == "0x80" and r["priority"] == 1024 for r in rules(node))
     # The socket is root-only.
     assert stat.S_IMODE(node.socket.stat().st_mode) == 0o600

@@ -25,10 +25,9 @@ GOLDEN = """\
 -A AWS-CONNMARK-CHAIN-0 -d 100.64.0.0/16 -m comment --comment "AWS CONNMARK CHAIN" -j RETURN
 -A AWS-CONNMARK-CHAIN-0 -d 172.16.0.0/12 -m comment --comment "AWS CONNMARK CHAIN" -j RETURN
 -A AWS-CONNMARK-CHAIN-0 -m comment --comment "AWS, CONNMARK" -j CONNMARK --set-xmark 0x80/0x80
--A AWS-CONNMARK-CHAIN-0 -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark \
---nfmask 0x80 --ctmask 0x80
 -A POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0
 -A PREROUTING -i eni+ -m comment --comment "AWS, outbound connections" -j AWS-CONNMARK-CHAIN-0
+-A PREROUTING -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark --nfmask 0x80 --ctmask 0x80
 COMMIT
 *mangle
 :AWS-NODEPORT-CHAIN-0 - [0:0]
@@ -51,6 +50,18 @@ def test_jumps_already_present_are_not_repeated() -> None:
     assert "-A POSTROUTING" not in text
     assert "-A PREROUTING" not in text
     assert ":AWS-SNAT-CHAIN-0 - [0:0]" in text  # our chains are always refilled
+
+
+def test_a_missing_jump_puts_the_tables_jumps_back_in_order() -> None:
+    """The restore-mark must follow the connmark jump in PREROUTING: with only the restore present, it is
+    deleted and both are added in order (appending the jump alone would put it after the restore)."""
+    restore = '-A PREROUTING -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark --nfmask 0x80'
+    restore += " --ctmask 0x80"
+    saved = parse_save(render(CFG))
+    saved["nat"] = {line for line in saved["nat"] if "outbound connections" not in line}
+    nat = render(CFG, saved).split("*mangle")[0].splitlines()
+    jump = next(i for i, line in enumerate(nat) if "outbound connections" in line)
+    assert nat.index("-D" + restore[2:]) < jump < nat.index(restore)
 
 
 def test_external_snat_empties_snat_and_outbound_connmark() -> None:
