@@ -12,6 +12,7 @@ from vpcnet.cli.groups import Groups
 from vpcnet.cli.matrix_table import print_matrix
 
 if TYPE_CHECKING:
+    from vpcnet.api.base import ResourceKey
     from vpcnet.policy.model import Direction, Policy
     from vpcnet.policy.state import ClusterState
 
@@ -33,16 +34,25 @@ def _load_state(files: list[str]) -> ClusterState:
         raise _fail("give at least one -f FILE")
     resources = []
     faults: list[Fault] = []
+    sources: dict[ResourceKey, list[str]] = {}  # where each object is defined, to name duplicates
     for name in files:
+        source = "<stdin>" if name == "-" else name
         try:
             text = sys.stdin.read() if name == "-" else open(name).read()  # noqa: SIM115
         except OSError as exc:
             faults.append(Fault(name, "", f"cannot read: {exc.strerror or exc}"))
             continue
         try:
-            resources += load_documents(text, "<stdin>" if name == "-" else name)
+            loaded = load_documents(text, source)
         except ValidationError as exc:
             faults += exc.faults
+            continue
+        resources += loaded
+        for resource in loaded:
+            sources.setdefault(resource.key, []).append(source)
+    for key, where in sources.items():
+        if len(where) > 1:
+            faults.append(Fault(str(key), "", f"defined more than once (in {', '.join(where)})"))
     try:
         if faults:
             raise ValidationError(faults)

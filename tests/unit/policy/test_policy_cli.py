@@ -104,6 +104,10 @@ def test_bad_files_exit_2_naming_file_document_and_field(tmp_path: Path) -> None
     assert neither.exit_code == 2 and "neither NAMESPACE/POD nor an IP address" in neither.output
     proto = runner.invoke(app, ["policy", "matrix", *_files(tmp_path), "--port", "80", "--protocol", "QUIC"])
     assert proto.exit_code == 2 and "unknown protocol" in proto.output
+    policy = str(tmp_path / "policy.yaml")
+    twice = runner.invoke(app, ["policy", "matrix", *_files(tmp_path), "-f", policy, "--port", "80"])
+    assert twice.exit_code == 2
+    assert f"NetworkPolicy x/web: defined more than once (in {policy}, {policy})" in twice.output
 
 
 def test_show_lists_the_compiled_model(tmp_path: Path) -> None:
