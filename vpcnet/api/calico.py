@@ -207,10 +207,8 @@ class _CalicoPolicyBase(Resource):
                 types = ["Egress"]
             else:
                 types = ["Ingress"]
-        if ingress and "Ingress" not in types:
-            ctx.fault("spec.ingress", "ingress rules given but types does not include Ingress")
-        if egress and "Egress" not in types:
-            ctx.fault("spec.egress", "egress rules given but types does not include Egress")
+        # Rules of a direction missing from explicit types are accepted and have no effect, as in
+        # Calico (its validator does not cross-check them; Felix only renders the listed directions).
         hints = str_list(ctx, spec, "performanceHints", "spec")
         for i, hint in enumerate(hints):
             if hint != "AssumeNeededOnEveryNode":

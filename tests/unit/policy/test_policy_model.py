@@ -335,3 +335,15 @@ def test_explanation_names_the_kubernetes_rule_as_written() -> None:
     verdict = evaluate(state, Flow(endpoint(state, "x/b"), endpoint(state, "x/a"), 6, 80))
     assert verdict.allowed and verdict.ingress.rule_index == 1  # spec.ingress[1]; the model's 5th rule
     assert "policy knp/x/web, rule 1 (" in verdict.explanation
+
+
+def test_calico_rules_of_a_direction_not_in_types_are_accepted_and_ignored() -> None:
+    text = SAME_NAME.split("---\napiVersion: networking.k8s.io/v1")[0] + (
+        "---\napiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\n"
+        "spec: {selector: pod == 'a', types: [Ingress],\n"
+        "       ingress: [{action: Allow}], egress: [{action: Deny}]}\n"
+    )
+    state = ClusterState.from_resources(load_documents(text, "t.yaml"))
+    (policy,) = state.policies
+    assert policy.types == {Direction.INGRESS} and policy.egress == ()
+    assert evaluate(state, Flow(endpoint(state, "x/a"), endpoint(state, "x/b"), 6, 80)).allowed
