@@ -288,6 +288,8 @@ class GlobalNetworkPolicy(_CalicoPolicyBase):
             ctx.fault("spec.preDNAT", "doNotTrack and preDNAT cannot both be true")
         if pre and common["egress"]:
             ctx.fault("spec.egress", "preDNAT policy cannot have egress rules")
+        if pre and "Egress" in common["types"]:
+            ctx.fault("spec.types", "preDNAT policy cannot have the Egress type")
         return cls(
             metadata,
             **common,

@@ -267,6 +267,17 @@ spec:
     assert load_documents(dump_documents([policy]), "again.yaml") == [policy]
 
 
+def test_pre_dnat_policies_are_ingress_only() -> None:
+    text = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: g}
+spec: {preDNAT: true, applyOnForward: true, types: [Ingress, Egress]}
+"""
+    faults = _faults(text)
+    assert len(faults) == 1 and "spec.types: preDNAT policy cannot have the Egress type" in faults[0]
+
+
 def test_network_sets_may_not_carry_the_namespace_label() -> None:
     text = """
 apiVersion: projectcalico.org/v3
