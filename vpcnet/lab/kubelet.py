@@ -158,6 +158,9 @@ class PodRecord:
     container_id: str
     netns: str
     ports: list[dict[str, Any]] = field(default_factory=list)
+    # runtimeConfig.portMappings given at ADD; DEL passes them again (as libcni's cache does), without them
+    # portmap's DEL removes nothing.
+    port_mappings: list[dict[str, Any]] = field(default_factory=list)
     ip: str | None = None
     interface: str | None = None
     eni: str | None = None
@@ -230,7 +233,7 @@ class PodRuntime:
             container_id=record.container_id,
             netns_path=record.netns_path,
             uid=record.uid,
-            port_mappings=host_port_mappings(pod) if pod is not None else (),
+            port_mappings=host_port_mappings(pod) if pod is not None else tuple(record.port_mappings),
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -260,6 +263,7 @@ class PodRuntime:
             container_id=container_id(namespace, name, uid),
             netns=self.layout.pod_netns(namespace, name),
             ports=[{"port": p.port, "protocol": p.protocol} for p in pod_ports(pod)],
+            port_mappings=list(host_port_mappings(pod)),
         )
         # Record first: whatever happens next, a later sync or delete can find and undo it.
         self.save(record)

@@ -151,6 +151,7 @@ def test_a_host_port_reaches_the_pod_through_portmap(cluster: Cluster) -> None:
     path.write_text(doc)
     assert "pod/x/h started" in cluster.cli("apply", "-f", str(path))
     node1 = cluster.lab.node("node1").primary_ip
+    veth = cluster.pod("h")["metadata"]["annotations"]["vpcnet.io/host-interface"]
 
     def fetch() -> bytes:
         with socket.create_connection((node1, 8080), timeout=3.0) as sock:
@@ -158,5 +159,10 @@ def test_a_host_port_reaches_the_pod_through_portmap(cluster: Cluster) -> None:
 
     try:
         assert cluster.lab.in_netns("node2", fetch) == b"x/h\n"
+        assert "dport 8080" in cluster.lab.exec("node1", "iptables-save", "-t", "nat").stdout
     finally:
-        cluster.cli("delete", "-f", str(path))
+        out = cluster.cli("delete", "-f", str(path))
+    # `delete -f` ran CNI DEL through the whole chain: portmap's DNAT and vpcnet's veth are gone.
+    assert "pod/x/h stopped" in out
+    assert "dport 8080" not in cluster.lab.exec("node1", "iptables-save", "-t", "nat").stdout
+    assert veth not in cluster.lab.exec("node1", "ip", "-o", "link").stdout

@@ -175,3 +175,15 @@ def test_eni_owners_by_address_and_prefix() -> None:
     ]
     owners = eni_owners(interfaces, ["10.0.0.9", "10.0.1.20", "10.244.0.3"])
     assert owners == {"10.0.0.9": "eni-1", "10.0.1.20": "eni-2", "10.244.0.3": ""}
+
+
+def test_del_gets_the_port_mappings_add_had(lab_layout: LabLayout) -> None:
+    """The pod object is gone when the kubelet stops a deleted pod: DEL's sandbox takes the hostPort
+    mappings from the record (portmap's DEL removes nothing without them)."""
+    runtime = kubelet.PodRuntime(lab_layout)
+    mappings = [{"hostPort": 8081, "containerPort": 81, "protocol": "tcp"}]
+    rec = record(port_mappings=mappings)
+    runtime.save(rec)
+    (saved,) = runtime.records(["n1"])
+    assert runtime.sandbox(saved).port_mappings == tuple(mappings)
+    assert runtime.sandbox(record()).port_mappings == ()
