@@ -71,16 +71,23 @@ def register(app: typer.Typer, groups: Groups) -> None:
         output: str = typer.Option("table", "-o", "--output", help="table or json"),
         address: str = typer.Option(DEFAULT_ADDRESS, help="the agent's introspection address"),
         node: str | None = typer.Option(None, "--node", help="a lab node: run inside its namespace"),
-        prefix: str | None = typer.Option(None, "--lab-prefix", help="the lab's prefix (default vpcl)"),
+        prefix: str | None = typer.Option(
+            None, "--prefix", help="the lab's name prefix (env VPCNET_LAB, default vpcl)"
+        ),
+        lab_prefix: str | None = typer.Option(None, "--lab-prefix", hidden=True),  # the old name
     ) -> None:
         """Show the node's address pool: ENIs, addresses, prefixes, assigned, cooling."""
         if output not in ("table", "json"):
             typer.echo(f"error: --output {output!r}: expected table or json", err=True)
             raise typer.Exit(2)
         if node is not None:
-            from vpcnet.lab.layout import DEFAULT_PREFIX, LabLayout, check_prefix
+            from vpcnet.lab.labctl import layout_for
 
-            lab = LabLayout(check_prefix(prefix or os.environ.get("VPCNET_LAB", DEFAULT_PREFIX)))
+            try:
+                lab = layout_for(prefix or lab_prefix)
+            except ValueError as exc:
+                typer.echo(f"error: --prefix: {exc}", err=True)
+                raise typer.Exit(2) from exc
             argv = [
                 sys.executable,
                 "-c",

@@ -79,3 +79,31 @@ def test_status_without_an_agent_is_a_clear_error() -> None:
 def test_bad_output_format() -> None:
     out = CliRunner().invoke(app, ["ipam", "status", "-o", "yaml"])
     assert out.exit_code == 2 and "table or json" in out.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "prefix"),
+    [
+        (["--prefix", "zqxa"], {}, "zqxa"),
+        ([], {"VPCNET_LAB": "zqxb"}, "zqxb"),
+        (["--prefix", "zqxc"], {"VPCNET_LAB": "zqxb"}, "zqxc"),  # the option wins over the environment
+        (["--lab-prefix", "zqxd"], {}, "zqxd"),  # the old spelling still works
+    ],
+)
+def test_node_lab_prefix_from_option_or_env(args: list[str], env: dict[str, str], prefix: str) -> None:
+    from vpcnet.lab.layout import LabLayout
+
+    out = CliRunner().invoke(app, ["ipam", "status", "--node", "node1", *args], env=env)
+    assert out.exit_code == 2, out.output
+    assert f"no lab node namespace {LabLayout(prefix).node_netns('node1')}" in out.output
+
+
+def test_node_bad_lab_prefix_names_the_option() -> None:
+    out = CliRunner().invoke(app, ["ipam", "status", "--node", "node1", "--prefix", "Bad!"])
+    assert out.exit_code == 2 and "--prefix" in out.output and "'Bad!'" in out.output
+    assert "Traceback" not in out.output
+
+
+def test_lab_prefix_alias_is_hidden() -> None:
+    out = CliRunner().invoke(app, ["ipam", "status", "--help"], env={"COLUMNS": "200"})
+    assert "--prefix" in out.output and "--lab-prefix" not in out.output
