@@ -9,7 +9,7 @@ def print_matrix(matrix: dict[str, dict[str, bool]], caption: str) -> None:
     from rich.table import Table
 
     refs = list(matrix)
-    table = Table(caption=f"{caption}; rows: from, columns: to", header_style="bold", box=None)
+    table = Table(header_style="bold", box=None)
     table.add_column("from \\ to", no_wrap=True)
     for i in range(len(refs)):
         table.add_column(str(i + 1), justify="center", no_wrap=True)
@@ -19,4 +19,4 @@ def print_matrix(matrix: dict[str, dict[str, bool]], caption: str) -> None:
     allowed = sum(bool(v) for row in matrix.values() for v in row.values())
     console = Console()
     console.print(table)
-    console.print(f"{allowed} of {len(refs) ** 2} pairs allowed")
+    console.print(f"{caption}; rows: from, columns: to; {allowed} of {len(refs) ** 2} pairs allowed")
