@@ -21,6 +21,7 @@ from vpcnet.agent.components import COMPONENTS, Entry, load_factories
 from vpcnet.agent.config import AgentConfig
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import HttpServer, Response
+from vpcnet.agent.ipam_metrics import vpc_cni_exposition
 
 log = logging.getLogger("vpcnet.agent")
 
@@ -86,7 +87,7 @@ class Agent:
             await self.stop()
 
     async def _metrics(self, query: str) -> Response:
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self.ctx.metrics)
+        return 200, CONTENT_TYPE_LATEST, vpc_cni_exposition(generate_latest(self.ctx.metrics))
 
     async def _index(self, query: str) -> Response:
         paths = sorted(self.ctx.introspection.routes)

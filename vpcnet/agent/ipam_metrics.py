@@ -14,6 +14,41 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from vpcnet.ipam.vpc import VpcAllocator
 
 
+def vpc_cni_exposition(text: bytes) -> bytes:
+    """The awscni_* families as the VPC CNI (Prometheus' Go client) exposes them.
+
+    prometheus_client names a counter's sample `<name>_total` and adds `<name>_created` samples; the Go
+    client does neither, and dashboards and cni-metrics-helper query `awscni_add_ip_req_count`, not
+    `awscni_add_ip_req_count_total`. Other families (vpcnet_*) are left as they are."""
+    lines = text.decode().splitlines()
+    renamed: dict[str, str] = {}  # exposed name -> the VPC CNI's name
+    families: set[str] = set()  # awscni_* counters, summaries and histograms (they get _created samples)
+    for line in lines:
+        parts = line.split(" ")
+        if len(parts) == 4 and parts[:2] == ["#", "TYPE"] and parts[2].startswith("awscni_"):
+            name, kind = parts[2], parts[3]
+            if kind == "counter" and name.endswith("_total"):
+                renamed[name] = name.removesuffix("_total")
+                families.add(renamed[name])
+            elif kind in ("summary", "histogram"):
+                families.add(name)
+    out = []
+    for line in lines:
+        if line.startswith("# "):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[2].endswith("_created") and parts[2][:-8] in families:
+                continue
+            if len(parts) >= 3 and parts[2] in renamed:
+                parts[2] = renamed[parts[2]]
+            out.append(" ".join(parts))
+            continue
+        name, sep, rest = line.partition("{") if "{" in line.split(" ", 1)[0] else line.partition(" ")
+        if name.endswith("_created") and name.removesuffix("_created") in families:
+            continue
+        out.append(renamed.get(name, name) + sep + rest)
+    return ("\n".join(out) + "\n").encode() if out else b""
+
+
 class ApiMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.latency = Summary(

@@ -168,7 +168,7 @@ def test_throttling_and_latency_every_pod_gets_one_address_no_leak(lab_factory: 
         addresses = [r["ips"][0]["address"].split("/")[0] for r in results]
         assert len(set(addresses)) == 24
         metrics = lab.exec("node1", "python3", "-c", _METRICS).stdout
-        assert 'awscni_aws_api_error_count_total{api="' in metrics and "RequestLimitExceeded" in metrics
+        assert 'awscni_aws_api_error_count{api="' in metrics and "RequestLimitExceeded" in metrics
         set_faults(lab, {"reset": True})
         wait_for("leaked ENIs swept", lambda: unattached_enis_of(lab, "node1") == [], 30)
         doc = ipam(lab, "node1")
