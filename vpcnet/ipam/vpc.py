@@ -138,6 +138,7 @@ class VpcAllocator:
         await self._adopt_enis()
         await self._restore()
         self._ready = True
+        self._wake.set()  # fill the pool now, not a pool_interval later: the first pods are coming
         self._tasks.append(asyncio.create_task(self._pool_loop(), name="ipam-pool"))
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="ipam-maintenance"))
         log.info(

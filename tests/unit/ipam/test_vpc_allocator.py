@@ -150,6 +150,19 @@ def test_one_pod_on_warm_eni_target_brings_a_second_eni() -> None:
     run(body)
 
 
+def test_the_pool_fills_right_after_start_not_a_pool_interval_later() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(), pool_interval=30.0)
+        await a.start()
+        await asyncio.sleep(1.0)  # one AssignPrivateIpAddresses (0.5 s simulated), far below 30 s
+        assert a.stats().total == 9
+        await a.stop()
+
+    run(body)
+
+
 def test_assign_and_release_are_idempotent_by_key() -> None:
     node = make_node()
 
