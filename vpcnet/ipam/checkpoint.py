@@ -98,6 +98,10 @@ class FileCheckpoint:
         self.path = path
 
     def load(self) -> CheckpointData | None:
+        # temp files of a writer killed before its rename: never the checkpoint, only litter
+        for stale in self.path.parent.glob(f".{self.path.name}.*"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
         try:
             text = self.path.read_text()
         except FileNotFoundError:
