@@ -23,8 +23,6 @@ def _run(prefix: str | None, fn: Any) -> Any:
     from vpcnet.datastore.etcd import EtcdDatastore
     from vpcnet.datastore.types import DatastoreError
 
-    settings = etcd_settings(lab_layout(prefix))
-
     async def go() -> Any:
         datastore = EtcdDatastore(settings)
         try:
@@ -32,10 +30,15 @@ def _run(prefix: str | None, fn: Any) -> Any:
         finally:
             await datastore.close()
 
+    # Printed as `error: ...` with its exit status, never a traceback (no datastore, a bad setting).
     try:
-        return asyncio.run(go())
-    except DatastoreError as exc:
-        raise CliError(f"datastore: {exc}", 1) from exc
+        settings = etcd_settings(lab_layout(prefix))
+        try:
+            return asyncio.run(go())
+        except DatastoreError as exc:
+            raise CliError(f"datastore: {exc}", 1) from exc
+    except CliError as exc:
+        _fail(str(exc), exc.code)
 
 
 def _fail(message: str, code: int = 2) -> None:

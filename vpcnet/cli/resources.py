@@ -56,15 +56,22 @@ def lab_layout(prefix: str | None) -> Any:
 
 def etcd_settings(layout: Any) -> Any:
     """VPCNET_ETCD_ENDPOINTS when set, else the running lab's etcd, else the local default."""
-    from vpcnet.datastore.settings import ENDPOINTS_ENV, EtcdSettings
+    from vpcnet.datastore.settings import AGENT_ENDPOINTS_ENV, ENDPOINTS_ENV, EtcdSettings
+
+    def from_env() -> Any:
+        try:
+            return EtcdSettings.from_env()
+        except ValueError as exc:  # a typo in the setting is the user's to fix, not a traceback
+            name = ENDPOINTS_ENV if os.environ.get(ENDPOINTS_ENV) else AGENT_ENDPOINTS_ENV
+            raise CliError(f"{name}: {exc}") from exc
 
     if os.environ.get(ENDPOINTS_ENV):
-        return EtcdSettings.from_env()
+        return from_env()
     try:
         state = json.loads(layout.state_file.read_text())
         url = state["endpoints"]["etcd_host"]
     except (OSError, ValueError, KeyError, TypeError):
-        return EtcdSettings.from_env()
+        return from_env()
     return EtcdSettings.from_strings([url])
 
 

@@ -1,0 +1,42 @@
+"""A bad datastore endpoint setting is refused by the CLI with the setting's name, not a traceback."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from vpcnet.cli.main import app
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("VPCNET_ETCD_ENDPOINTS", "https://etcd.example:2379", "scheme 'https' is not supported"),
+        ("VPCNET_ETCD_ENDPOINTS", "http://127.0.0.1:2379,http://:99", "no host"),
+        ("VPCNET_DATASTORE_ENDPOINTS", "127.0.0.1:notaport", "bad port"),
+    ],
+)
+@pytest.mark.parametrize("command", [["get", "pods", "-A"], ["ipam", "show"]])
+def test_bad_endpoint_setting_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str, command: list[str]
+) -> None:
+    monkeypatch.delenv("VPCNET_ETCD_ENDPOINTS", raising=False)
+    monkeypatch.delenv("VPCNET_DATASTORE_ENDPOINTS", raising=False)
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("VPCNET_LAB", "vtnolab")  # no such lab: the setting is what decides
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert f"error: {variable}: etcd endpoint" in result.output and problem in result.output
+
+
+@pytest.mark.parametrize("command", [["ipam", "check"]])
+def test_ipam_without_a_datastore_is_an_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setenv("VPCNET_ETCD_ENDPOINTS", "http://127.0.0.1:1")  # nothing listens on port 1
+    monkeypatch.setenv("VPCNET_LAB", "vtnolab")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "error: datastore:" in result.output and "127.0.0.1:1" in result.output
