@@ -18,7 +18,7 @@ from typing import Any
 
 from vpcnet.dataplane.kernel_cmd import CommandRunner, SubprocessRunner
 from vpcnet.dataplane.poolroutes import PoolDataplane, render
-from vpcnet.dataplane.poolroutes_apply import ApplyStats, apply_pool_dataplane
+from vpcnet.dataplane.poolroutes_apply import ApplyStats, IpipUnsupported, apply_pool_dataplane
 from vpcnet.datastore.resources import ROOT, ResourceStore
 from vpcnet.datastore.types import Datastore, DatastoreError, WatchCompacted
 from vpcnet.ipam.blocks import Block
@@ -59,6 +59,7 @@ class PoolRouteSync:
         self.last: PoolDataplane | None = None
         self.last_stats: ApplyStats | None = None
         self.last_error = ""
+        self.unsupported = ""  # what this kernel cannot do that the pools ask for (IP-in-IP)
         self.synced = asyncio.Event()
         self._dirty = asyncio.Event()
 
@@ -84,7 +85,16 @@ class PoolRouteSync:
         if not force and desired == self.last:
             self.skipped += 1
             return revision
-        self.last_stats = await apply_pool_dataplane(desired, self.runner)
+        try:
+            self.last_stats = await apply_pool_dataplane(desired, self.runner)
+            self.unsupported = ""
+        except IpipUnsupported as err:
+            # Everything else is programmed; retrying cannot load a kernel module, so say it once (again
+            # on the next change or resync only if it changed) instead of looping on it.
+            if str(err) != self.unsupported:
+                log.error("routes: %s", err)
+            self.unsupported = str(err)
+            self.last_stats = None
         self.last = desired
         self.applies += 1
         return revision
@@ -152,4 +162,5 @@ class PoolRouteSync:
             "tunnels": [t.name for t in self.last.tunnels] if self.last else [],
             "notes": list(self.last.notes) if self.last else [],
             "lastError": self.last_error,
+            "unsupported": self.unsupported,
         }

@@ -9,12 +9,13 @@ one `bridge -batch` and one `iptables-restore --noflush`: a second apply of the 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from vpcnet.dataplane.kernel_cmd import CommandRunner, DataplaneError, SubprocessRunner
 from vpcnet.dataplane.poolroutes import (
+    IPIP_DEVICE,
     NAT_CHAIN,
     NAT_JUMP_COMMENT,
     ROUTE_PROTOCOL,
@@ -196,14 +197,23 @@ async def ensure_forwarding(runner: CommandRunner) -> bool:
 
 
 async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | None = None) -> ApplyStats:
-    """Make the namespace match desired (routes, neighbours, FDB, tunnels, NAT); idempotent."""
+    """Make the namespace match desired (routes, neighbours, FDB, tunnels, NAT); idempotent. Raises
+    IpipUnsupported after programming everything else when the kernel cannot make the IP-in-IP tunnel."""
     runner = runner or SubprocessRunner()
     stats = ApplyStats()
     if desired.routes or desired.tunnels:
         stats.forwarding_enabled = await ensure_forwarding(runner)
+    unsupported: IpipUnsupported | None = None
     for tunnel in desired.tunnels:
-        if await ensure_tunnel(runner, tunnel):
-            stats.tunnels_created += 1
+        try:
+            if await ensure_tunnel(runner, tunnel):
+                stats.tunnels_created += 1
+        except IpipUnsupported as err:
+            unsupported = err
+    if unsupported is not None:
+        # One IP-in-IP pool must not cost the other pools their routes: program everything but the routes
+        # through the missing tunnel, then report.
+        desired = replace(desired, routes=frozenset(r for r in desired.routes if r.dev != IPIP_DEVICE))
     vxlan_devs = {t.name for t in desired.tunnels if t.kind == "vxlan"}
     neighbors: set[Neighbor] = set()
     fdb: set[FdbEntry] = set()
@@ -220,6 +230,8 @@ async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | N
         (await runner.run(["ip", "-batch", "-"], stdin)).check(stdin)
     stats.ip_lines, stats.fdb_lines = len(ip_lines), len(fdb_lines)
     stats.nat_changed = await apply_nat(runner, desired.nat_rules)
+    if unsupported is not None:
+        raise unsupported
     return stats
 
 
