@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -18,17 +17,23 @@ def register(app: typer.Typer, groups: Groups) -> None:
     def install_cni(
         bin_dir: str = typer.Option(DEFAULT_BIN_DIR, "--bin-dir", help="where runtimes find plugins"),
         conf_dir: str = typer.Option(DEFAULT_CONF_DIR, "--conf-dir", help="where runtimes read configs"),
+        # Defaults from the agent's environment variables, read when the command runs (a bad value is then
+        # an error of this command naming the variable, not a crash of every vpcnet command at start-up).
         socket: str = typer.Option(
-            os.environ.get("VPCNET_AGENT_SOCKET", "/var/run/vpcnet/agent.sock"),
+            "/var/run/vpcnet/agent.sock",
             "--socket",
+            envvar="VPCNET_AGENT_SOCKET",
             help="the agent's unix socket (VPCNET_AGENT_SOCKET)",
         ),
         timeout: float = typer.Option(300.0, "--timeout", min=0, help="seconds to wait for the agent"),
         mtu: int = typer.Option(
-            int(os.environ.get("AWS_VPC_ENI_MTU", "9001")), "--mtu", min=576, max=9001, help="pod MTU"
+            9001, "--mtu", envvar="AWS_VPC_ENI_MTU", min=576, max=9001, help="pod MTU (AWS_VPC_ENI_MTU)"
         ),
         veth_prefix: str = typer.Option(
-            os.environ.get("AWS_VPC_K8S_CNI_VETHPREFIX", "eni"), "--veth-prefix", help="host veth prefix"
+            "eni",
+            "--veth-prefix",
+            envvar="AWS_VPC_K8S_CNI_VETHPREFIX",
+            help="host veth prefix (AWS_VPC_K8S_CNI_VETHPREFIX)",
         ),
         no_portmap: bool = typer.Option(False, "--no-portmap", help="do not chain portmap (hostPort)"),
         native: bool = typer.Option(

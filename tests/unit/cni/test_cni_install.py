@@ -130,3 +130,20 @@ def test_bad_input_is_refused_before_anything_is_written(
     assert result.exit_code == 2, result.output
     assert message in result.output and "nothing was written" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+def test_a_bad_knob_in_the_environment_is_named_not_a_crash(tmp_path: Path) -> None:
+    """install-cni's defaults come from the agent's variables; a bad one is this command's error naming the
+    variable (it used to be read at import, so every vpcnet command died with a traceback)."""
+    import sys
+
+    env = {**os.environ, "AWS_VPC_ENI_MTU": "abc"}
+    args = ["--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "c"), "--timeout", "0"]
+    for argv, code in ((["lab", "status", "--help"], 0), (["install-cni", *args], 2)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "vpcnet.cli", *argv], env=env, capture_output=True, text=True, check=False
+        )
+        assert proc.returncode == code, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert "AWS_VPC_ENI_MTU" in proc.stderr
+    assert not (tmp_path / "bin").exists()
