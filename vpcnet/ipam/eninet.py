@@ -24,6 +24,8 @@ from vpcnet.ipam.types import IpamKey
 log = logging.getLogger(__name__)
 
 FROM_ENI_PRIMARY_IP_PRIORITY = 32765
+RTPROT_KERNEL = 2
+RT_SCOPE_LINK = 253
 LINK_WAIT_SECONDS = 15.0  # the ENI's interface appears a moment after the attach (hot-plug)
 
 
@@ -59,10 +61,13 @@ class KernelEniNetworking:
             await self.ipr.addr("add", index=idx, address=str(eni.primary_ip), prefixlen=plen)
         # the subnet route the kernel added in main would send replies out of this ENI for every
         # subnet peer; on EKS it lives only in the ENI's table
+        # (a delete must name its protocol and scope: pyroute2's defaults, boot/universe, match nothing)
         with contextlib.suppress(NetlinkError):
-            await self.ipr.route("del", dst=str(eni.subnet_cidr), oif=idx, table=254)
+            await self.ipr.route(
+                "del", dst=str(eni.subnet_cidr), oif=idx, table=254, proto=RTPROT_KERNEL, scope=RT_SCOPE_LINK
+            )
         gw = str(eni.gateway)
-        await self.ipr.route("replace", dst=f"{gw}/32", oif=idx, scope=253, table=table)
+        await self.ipr.route("replace", dst=f"{gw}/32", oif=idx, scope=RT_SCOPE_LINK, table=table)
         await self.ipr.route("replace", dst="0.0.0.0/0", gateway=gw, oif=idx, table=table)
         rule: dict[str, Any] = dict(
             src=str(eni.primary_ip), src_len=32, table=table, priority=FROM_ENI_PRIMARY_IP_PRIORITY

@@ -57,6 +57,9 @@ def kernel_checks(lab: LabHandle, node: str, doc: dict[str, Any], mtu: int = 900
             r for r in routes if r["dst"] == "default"
         ).items()
         assert any(r["dst"] == gw and r.get("scope") == "link" for r in routes)
+        # the subnet route the kernel adds in main for the ENI's address is moved out, as on EKS nodes
+        main = json.loads(lab.exec(node, "ip", "-j", "route", "show", "table", "main").stdout)
+        assert [r for r in main if r.get("dev") == link["ifname"]] == [], main
         mine = [r for r in rules if r.get("src") == eni["primaryIP"]]
         assert len(mine) == 1 and mine[0]["priority"] == 32765 and str(mine[0]["table"]) == str(table)
 
