@@ -29,8 +29,9 @@ class Entry:
 COMPONENTS: tuple[Entry, ...] = (
     Entry("ipam", "vpcnet.agent.vpc_ipam:make_component", (Mode.VPC,)),
     Entry("ipam", "vpcnet.agent.pool_ipam:make_component", (Mode.CALICO,)),
-    Entry("cni", "vpcnet.agent.cni_component:make_component"),
+    # policy before cni: it closes a bare node's pod veths before the first pod can be wired (fail closed).
     Entry("policy", "vpcnet.agent.policy:make_component"),
+    Entry("cni", "vpcnet.agent.cni_component:make_component"),
 )
 
 

@@ -38,6 +38,7 @@ from vpcnet.api.networking import K8sNetworkPolicy
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.policy_backend import BACKENDS, PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
+from vpcnet.dataplane.policy_state import DesiredState
 from vpcnet.datastore.resources import ResourceEvent, ResourceRef, ResourceStore, StoredResource
 from vpcnet.datastore.types import EventType
 from vpcnet.policy.compile import compile_policy
@@ -318,6 +319,18 @@ class PolicyAgent:
         tmp.replace(self.status_path)
 
 
+async def close_bare_node(dataplane: PolicyDataplane, prefixes: tuple[str, ...]) -> bool:
+    """Fail closed from the first moment: on a node without rules of ours (a first start), program the
+    dispatch for no endpoints, so that every pod veth is dropped until the agent has programmed it, even
+    while the datastore is away. Where our rules exist (an agent restart) they stay as they are: the pods
+    they cover keep working and new veths already meet the dispatch drop. True when it programmed."""
+    if await dataplane.installed():
+        return False
+    await dataplane.apply(DesiredState(prefixes, {}, {}, {}))
+    log.info("policy: no rules of ours yet: dispatch installed, unknown %s veths dropped", "/".join(prefixes))
+    return True
+
+
 class PolicyComponent:
     name = "policy"
 
@@ -352,6 +365,8 @@ class PolicyComponent:
         other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner)
         with contextlib.suppress(Exception):
             await other.remove_all()
+        # Before the CNI component starts wiring pods (it starts after this one).
+        await close_bare_node(dataplane, prefixes)
         self.agent = PolicyAgent(
             ResourceStore(self._datastore),
             PolicyCalculator(node, prefixes),

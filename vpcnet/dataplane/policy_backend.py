@@ -42,6 +42,10 @@ class PolicyDataplane(Protocol):
         """Distrust what was last applied: the next apply compares against the kernel itself."""
         ...
 
+    async def installed(self) -> bool:
+        """Whether the kernel holds rules of this back end (from this process or an earlier run)."""
+        ...
+
     async def remove_all(self) -> None:
         """Remove everything this back end owns (hooks, chains, sets, or its table)."""
         ...
@@ -70,6 +74,9 @@ class IptablesDataplane:
         self.ipsets.forget()
         self.tables.forget()
 
+    async def installed(self) -> bool:
+        return bool((await self.tables.read_kernel()).chains)
+
     async def remove_all(self) -> None:
         self._applied = None
         await self.tables.remove_all()
@@ -95,6 +102,9 @@ class NftDataplane:
     def resync(self) -> None:
         self._applied = None
         self.table.forget()
+
+    async def installed(self) -> bool:
+        return (await self.table.read_kernel()).exists
 
     async def remove_all(self) -> None:
         self._applied = None

@@ -317,3 +317,23 @@ def not_icmp_rule() -> DesiredState:
     )
     endpoint = EndpointSpec("eni0aa", ("10.0.1.6/32",), egress=(TierPolicies("default", ("gnp/no-echo",)),))
     return DesiredState(("eni",), {"eni0aa": endpoint}, {("gnp/no-echo", "egress"): policy}, {})
+
+
+def test_a_bare_node_is_closed_at_start_and_a_restart_keeps_what_runs(
+    node: netkit.Node, backend: str
+) -> None:
+    """The agent's first act on a node without rules of ours: pod veths are dropped until programmed (no
+    datastore needed). On a restart the rules of the earlier run stay: the pods they cover keep working."""
+    from vpcnet.agent.policy import close_bare_node
+
+    a, b = node.add_pod("a"), node.add_pod("b")
+    assert netkit.tcp_reaches(a, b, 80), "a bare node forwards everything"
+    assert run(close_bare_node(make_dataplane(backend, SubprocessRunner(node.netns)), ("eni",)))
+    assert not netkit.tcp_connects(a, b, 80), "closed: no veth is known yet"
+    run(make_dataplane(backend, SubprocessRunner(node.netns)).apply(state([a, b])))
+    assert netkit.tcp_reaches(a, b, 80)
+    restarted = make_dataplane(backend, SubprocessRunner(node.netns))
+    assert not run(close_bare_node(restarted, ("eni",))), "our rules are there: nothing is changed"
+    assert netkit.tcp_reaches(a, b, 80), "the pods programmed before the restart keep working"
+    late = node.add_pod("late")
+    assert not netkit.tcp_connects(late, b, 80), "a veth made meanwhile waits for the agent"

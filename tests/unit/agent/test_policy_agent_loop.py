@@ -191,3 +191,10 @@ def test_a_broken_watch_reloads_a_snapshot_and_drops_what_is_gone(tmp_path: Path
             await task
 
     asyncio.run(main())
+
+
+def test_policy_starts_before_the_cni_wires_pods() -> None:
+    from vpcnet.agent.components import COMPONENTS
+
+    order = [entry.name for entry in COMPONENTS]
+    assert order.index("policy") < order.index("cni")
