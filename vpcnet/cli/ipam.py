@@ -27,7 +27,9 @@ def render(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # piped or captured (logs, `ip netns exec` from a script): rich would squeeze the table into 80
+    # columns and cut ENI ids and addresses short; print it whole instead
+    console = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=240)
     mode = "prefixes" if doc.get("prefixDelegation") else "secondary IPs"
     console.print(
         f"[bold]{doc['instanceId']}[/] {doc['instanceType']} ({mode}): {doc['totalIPs']} addresses,"

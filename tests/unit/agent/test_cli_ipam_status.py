@@ -107,3 +107,11 @@ def test_node_bad_lab_prefix_names_the_option() -> None:
 def test_lab_prefix_alias_is_hidden() -> None:
     out = CliRunner().invoke(app, ["ipam", "status", "--help"], env={"COLUMNS": "200"})
     assert "--prefix" in out.output and "--lab-prefix" not in out.output
+
+
+def test_table_is_not_cut_short_when_piped(agent_address: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = CliRunner().invoke(app, ["ipam", "status", "--address", agent_address])
+    assert out.exit_code == 0, out.output
+    for cell in ("eni-primary (primary)", "eni-second", "subnet-a 10.0.0.0/20", "10.0.0.11"):
+        assert cell in out.output, cell
