@@ -170,3 +170,38 @@ class IPAMConfiguration(Resource):
         out = self._header()
         out["spec"] = {"strictAffinity": self.strict_affinity, "maxBlocksPerHost": self.max_blocks_per_host}
         return out
+
+
+def pool_update_faults(applied: list[IPPool], stored: list[IPPool]) -> list[str]:
+    """What one pool cannot be given the others (pure): a stored pool keeps its cidr and blockSize (its
+    blocks in the datastore were cut to them), and no two pools overlap (their blocks would share
+    addresses). `applied` are the pools being applied, `stored` the ones in the datastore now."""
+    faults: list[str] = []
+    by_name = {pool.name: pool for pool in stored}
+    for pool in applied:
+        old = by_name.get(pool.name)
+        if old is not None and old.cidr != pool.cidr:
+            faults.append(
+                f"IPPool {pool.name}: spec.cidr: cannot change ({old.cidr} -> {pool.cidr}); make a new pool"
+            )
+        if old is not None and old.block_size != pool.block_size:
+            faults.append(
+                f"IPPool {pool.name}: spec.blockSize: cannot change ({old.block_size} -> {pool.block_size}); "
+                "make a new pool"
+            )
+    result = {pool.name: pool for pool in stored}
+    result.update({pool.name: pool for pool in applied})
+    applied_names = {pool.name for pool in applied}
+    ordered = sorted(result.values(), key=lambda p: p.name)
+
+    def rank(p: IPPool) -> int:
+        # Blame the pool being added (else the one being applied), not the one already there.
+        return (p.name in applied_names) + (p.name not in by_name)
+
+    for i, pool in enumerate(ordered):
+        for other in ordered[i + 1 :]:
+            if pool.cidr.overlaps(other.cidr) and (pool.name in applied_names or other.name in applied_names):
+                first, second = (pool, other) if rank(pool) >= rank(other) else (other, pool)
+                what = f"{first.cidr} overlaps IPPool {second.name} ({second.cidr})"
+                faults.append(f"IPPool {first.name}: spec.cidr: {what}")
+    return faults

@@ -187,6 +187,29 @@ def merge_pod(new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, A
 DEFAULT_NAMESPACE = "default"
 
 
+async def _ippool_faults(store: Any, resources: Sequence[Any]) -> list[str]:
+    """IPPools checked against the stored ones (cidr and blockSize fixed, no overlaps)."""
+    from vpcnet.api.errors import ValidationError
+    from vpcnet.api.ippool import IPPool, pool_update_faults
+    from vpcnet.api.loader import parse_resource
+    from vpcnet.datastore.resources import kind_path
+
+    applied = [r for r in resources if isinstance(r, IPPool)]
+    if not applied:
+        return []
+    stored: list[IPPool] = []
+    for item in (await store.list(kind_path(IPPool.API_VERSION, IPPool.KIND)))[0]:
+        body = dict(item.body)
+        body["metadata"] = {k: v for k, v in body.get("metadata", {}).items() if k != "resourceVersion"}
+        try:
+            pool = parse_resource(body, str(item.ref))
+        except ValidationError:
+            continue  # a stored pool that no longer validates is ignored, as the IPAM does
+        if isinstance(pool, IPPool):
+            stored.append(pool)
+    return pool_update_faults(applied, stored)
+
+
 async def apply_resources(store: Any, resources: Sequence[Any], node_names: Sequence[str]) -> Any:
     """Check what validation of one document cannot (namespaces exist, nodes exist, pods unchanged), then
     store everything in one transaction. Raises CliError naming the document and field (nothing stored)."""
@@ -231,6 +254,7 @@ async def apply_resources(store: Any, resources: Sequence[Any], node_names: Sequ
             except ValueError as exc:
                 faults.append(f"{where}: {exc}")
         docs.append(doc)
+    faults += await _ippool_faults(store, resources)
     if faults:
         raise CliError(
             "\n".join(faults) if len(faults) == 1 else f"{len(faults)} problems:\n  " + "\n  ".join(faults)
