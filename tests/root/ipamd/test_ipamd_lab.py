@@ -76,7 +76,7 @@ def agrees_with_ec2(lab: LabHandle, node: str, doc: dict[str, Any]) -> None:
     [
         ("t3.medium", {}, 1, 5, 0),  # WARM_ENI_TARGET=1: one ENI's worth of free addresses
         ("t3.medium", {"WARM_IP_TARGET": "2", "MINIMUM_IP_TARGET": "8"}, 2, 8, 0),
-        ("m5.large", {"WARM_ENI_TARGET": "2"}, 2, 18, 0),
+        ("m5.large", {"WARM_ENI_TARGET": "2", "AWS_VPC_ENI_MTU": "1500"}, 2, 18, 0),
         ("m5.large", {"ENABLE_PREFIX_DELEGATION": "true", "WARM_PREFIX_TARGET": "1"}, 1, 16, 1),
     ],
 )
@@ -95,7 +95,7 @@ def test_pool_settles_at_the_counts_the_knobs_imply(
         assert (doc["totalIPs"], len(doc["ENIs"])) == (total, enis)
         assert sum(len(e["prefixes"]) for e in doc["ENIs"]) == prefixes
         agrees_with_ec2(lab, "node1", doc)
-        kernel_checks(lab, "node1", doc)
+        kernel_checks(lab, "node1", doc, mtu=int(env.get("AWS_VPC_ENI_MTU", "9001")))
 
 
 def test_pods_up_to_max_pods_then_a_clear_error(lab_factory: Factory) -> None:
