@@ -209,20 +209,38 @@ _CALLER_ONLY = (
 def agent_env(layout: LabLayout, node: str, info: LabInfo) -> dict[str, str]:
     """The node agent's environment: the caller's (minus its AWS identity), the lab's endpoints and paths,
     then the lab's agent settings (`lab up --mode/--agent-env`), which win."""
+    return _agent_env(layout, node, info.endpoints, info.agent_settings)
+
+
+def _agent_env(
+    layout: LabLayout, node: str, endpoints: Mapping[str, str], settings: Mapping[str, str]
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
     env.update(LAB_CREDENTIALS)
     env.update(
         {
-            "AWS_EC2_ENDPOINT": info.endpoints["ec2"],
-            "AWS_EC2_METADATA_SERVICE_ENDPOINT": info.endpoints["imds"],
+            "AWS_EC2_ENDPOINT": endpoints["ec2"],
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": endpoints["imds"],
             "VPCNET_AGENT_SOCKET": str(layout.agent_socket(node)),
             "AWS_VPC_K8S_CNI_BACKING_STORE": str(layout.checkpoint_file(node)),
             "VPCNET_NODE_NAME": node,
-            "VPCNET_DATASTORE_ENDPOINTS": info.endpoints["etcd"],
+            "VPCNET_DATASTORE_ENDPOINTS": endpoints["etcd"],
         }
     )
-    env.update(info.agent_settings)
+    env.update(settings)
     return env
+
+
+def check_agent_settings(layout: LabLayout, settings: Mapping[str, str]) -> None:
+    """The agents' configuration (caller's environment and settings) through the agent's own parser, before
+    anything is made: a bad knob is a LabError naming it, not agents that never turn Ready."""
+    from vpcnet.agent.config import ConfigError, load_config
+
+    endpoints = {"ec2": "http://ec2.lab", "imds": "http://169.254.169.254", "etcd": "http://etcd.lab:2379"}
+    try:
+        load_config(_agent_env(layout, "node1", endpoints, settings))
+    except ConfigError as exc:
+        raise LabError(f"node agent setting {exc} (from --agent-env/--mode or the environment)") from None
 
 
 def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
@@ -333,6 +351,8 @@ def up(
 ) -> UpResult:
     """Bring the lab up (or find it up). agent_settings: extra environment for every node agent."""
     settings = dict(agent_settings or {})
+    if agents and agents_available():
+        check_agent_settings(layout, settings)
     with _locked():
         return _up(topo, layout, agents=agents, agent_settings=settings, progress=progress)
 

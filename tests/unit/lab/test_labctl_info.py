@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from vpcnet.lab import labctl
 from vpcnet.lab.labctl import LabError, LabInfo, NodeInfo, _same_shape, layout_for
+from vpcnet.lab.layout import LabLayout
 from vpcnet.lab.topology import build_topology
 
 
@@ -86,3 +90,29 @@ def test_agent_env_keeps_knobs_drops_the_callers_identity(monkeypatch: pytest.Mo
     assert env["VPCNET_DATASTORE_ENDPOINTS"] == "http://10.0.255.253:2379"
     assert env["VPCNET_NODE_NAME"] == "node2"
     assert env["VPCNET_AGENT_SOCKET"].endswith("/vt01/nodes/node2/agent.sock")
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        ({"AWS_VPC_ENI_MTU": "abc"}, "AWS_VPC_ENI_MTU='abc': expected an integer"),
+        ({"WARM_IP_TARGET": "-1"}, "WARM_IP_TARGET"),
+        ({"AWS_VPC_K8S_CNI_VETHPREFIX": "eth"}, "AWS_VPC_K8S_CNI_VETHPREFIX"),
+    ],
+)
+def test_bad_agent_settings_are_refused_before_anything_is_made(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings: dict[str, str], needle: str
+) -> None:
+    """The agents would never turn Ready (lab up waited a minute, then pointed at logs it removed)."""
+    from vpcnet.lab import layout as layout_module
+
+    monkeypatch.setattr(layout_module, "RUN_ROOT", tmp_path)
+    monkeypatch.setattr(labctl, "agents_available", lambda: True)
+    monkeypatch.setattr(labctl, "_up", lambda *_a, **_k: pytest.fail("the lab was being built"))
+    lab = LabLayout("aubad")
+    with pytest.raises(labctl.LabError, match=needle):
+        labctl.up(build_topology(nodes=1), lab, agents=True, agent_settings=settings)
+    assert list(tmp_path.iterdir()) == []
+    # The settings the lab's own tests use pass.
+    calico = {"VPCNET_MODE": "calico", "AWS_VPC_K8S_CNI_VETHPREFIX": "cali"}
+    labctl.check_agent_settings(lab, {**calico, "CALICO_IPV4POOL_CIDR": "10.244.0.0/16"})
