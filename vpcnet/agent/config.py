@@ -78,7 +78,8 @@ class AgentConfig:
     node_name: str = ""
 
     def env_settings(self) -> dict[str, Any]:
-        """The settings as JSON-able values (for /v1/ipamd-env-settings)."""
+        """The settings as JSON-able values under the environment variables they come from, as the VPC CNI's
+        /v1/ipamd-env-settings keys them (WARM_ENI_TARGET, AWS_VPC_ENI_MTU, ...)."""
         out: dict[str, Any] = {}
         for k, v in asdict(self).items():
             if isinstance(v, Path):
@@ -87,8 +88,50 @@ class AgentConfig:
                 v = [str(x) for x in v]
             elif isinstance(v, enum.Enum):
                 v = v.value
-            out[k] = v
+            out[ENV_NAMES.get(k, k)] = v
         return out
+
+
+# AgentConfig field -> the environment variable load_config reads it from
+ENV_NAMES = {
+    "warm_eni_target": "WARM_ENI_TARGET",
+    "warm_ip_target": "WARM_IP_TARGET",
+    "minimum_ip_target": "MINIMUM_IP_TARGET",
+    "warm_prefix_target": "WARM_PREFIX_TARGET",
+    "enable_prefix_delegation": "ENABLE_PREFIX_DELEGATION",
+    "max_eni": "MAX_ENI",
+    "ip_cooldown_period": "IP_COOLDOWN_PERIOD",
+    "external_snat": "AWS_VPC_K8S_CNI_EXTERNALSNAT",
+    "exclude_snat_cidrs": "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS",
+    "veth_prefix": "AWS_VPC_K8S_CNI_VETHPREFIX",
+    "eni_mtu": "AWS_VPC_ENI_MTU",
+    "custom_network_cfg": "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+    "eni_config_name": "ENI_CONFIG_NAME",
+    "eni_config_file": "VPCNET_ENI_CONFIG_FILE",
+    "cluster_name": "CLUSTER_NAME",
+    "max_pods": "VPCNET_MAX_PODS",
+    "metrics_port": "VPCNET_METRICS_PORT",
+    "introspection_address": "INTROSPECTION_BIND_ADDRESS",
+    "log_level": "AWS_VPC_K8S_CNI_LOGLEVEL",
+    "log_file": "AWS_VPC_K8S_CNI_LOG_FILE",
+    "mode": "VPCNET_MODE",
+    "warm_mode": "VPCNET_WARM_MODE",
+    "ec2_endpoint": "AWS_EC2_ENDPOINT",
+    "imds_endpoint": "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "region": "AWS_REGION",
+    "agent_socket": "VPCNET_AGENT_SOCKET",
+    "checkpoint_path": "AWS_VPC_K8S_CNI_BACKING_STORE",
+    "datastore_endpoints": "VPCNET_DATASTORE_ENDPOINTS",
+    "ec2_rate_limit": "VPCNET_EC2_RATE_LIMIT",
+    "ec2_max_attempts": "VPCNET_EC2_MAX_ATTEMPTS",
+    "leaked_eni_grace": "VPCNET_LEAKED_ENI_GRACE",
+    "release_delay": "VPCNET_RELEASE_DELAY",
+    "pool_interval": "VPCNET_POOL_INTERVAL",
+    "reconcile_interval": "VPCNET_RECONCILE_INTERVAL",
+    "adaptive_window": "VPCNET_ADAPTIVE_WINDOW",
+    "assign_wait": "VPCNET_ASSIGN_WAIT",
+    "node_name": "VPCNET_NODE_NAME",
+}
 
 
 @dataclass

@@ -42,7 +42,7 @@ def test_values_are_read() -> None:
     assert c.checkpoint_path == Path("/tmp/x.json")
     assert c.warm_mode is WarmMode.ADAPTIVE
     assert c.metrics_port is None
-    assert c.env_settings()["exclude_snat_cidrs"] == ["10.1.0.0/16", "172.16.0.0/12"]
+    assert c.env_settings()["AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"] == ["10.1.0.0/16", "172.16.0.0/12"]
 
 
 def test_max_eni_zero_or_negative_means_unset() -> None:
@@ -74,3 +74,36 @@ def test_max_eni_zero_or_negative_means_unset() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         load_config(env)
+
+
+def test_env_settings_are_keyed_by_the_variables_and_read_back_the_same() -> None:
+    """/v1/ipamd-env-settings as the VPC CNI keys it; feeding it back as the environment gives the same
+    configuration (so every key really is the variable load_config reads)."""
+    env = {
+        "WARM_ENI_TARGET": "0", "WARM_IP_TARGET": "3", "MINIMUM_IP_TARGET": "9", "WARM_PREFIX_TARGET": "2",
+        "ENABLE_PREFIX_DELEGATION": "true", "MAX_ENI": "2", "IP_COOLDOWN_PERIOD": "7.5",
+        "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true", "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "10.9.0.0/16",
+        "AWS_VPC_K8S_CNI_VETHPREFIX": "abc", "AWS_VPC_ENI_MTU": "1500", "ENI_CONFIG_NAME": "cfg",
+        "CLUSTER_NAME": "c1", "VPCNET_MAX_PODS": "40", "VPCNET_METRICS_PORT": "9100",
+        "INTROSPECTION_BIND_ADDRESS": "127.0.0.1:9101", "AWS_VPC_K8S_CNI_LOGLEVEL": "DEBUG",
+        "AWS_VPC_K8S_CNI_LOG_FILE": "/tmp/a.log", "VPCNET_WARM_MODE": "adaptive",
+        "AWS_EC2_ENDPOINT": "http://127.0.0.1:1", "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:2",
+        "AWS_REGION": "eu-west-1", "VPCNET_AGENT_SOCKET": "/tmp/a.sock",
+        "AWS_VPC_K8S_CNI_BACKING_STORE": "/tmp/c",
+        "VPCNET_DATASTORE_ENDPOINTS": "http://127.0.0.1:3", "VPCNET_EC2_RATE_LIMIT": "3",
+        "VPCNET_EC2_MAX_ATTEMPTS": "4", "VPCNET_LEAKED_ENI_GRACE": "50", "VPCNET_RELEASE_DELAY": "20",
+        "VPCNET_POOL_INTERVAL": "2", "VPCNET_RECONCILE_INTERVAL": "30", "VPCNET_ADAPTIVE_WINDOW": "600",
+        "VPCNET_ASSIGN_WAIT": "9", "VPCNET_NODE_NAME": "n1",
+    }  # fmt: skip
+    c = load_config(env)
+    doc = c.env_settings()
+    assert (doc["WARM_ENI_TARGET"], doc["WARM_IP_TARGET"], doc["AWS_VPC_ENI_MTU"]) == (0, 3, 1500)
+    assert not [k for k in doc if k != k.upper()]  # every field has its variable's name
+
+    def as_env(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        return ",".join(v) if isinstance(v, list) else str(v)
+
+    again = {k: as_env(v) for k, v in doc.items() if v is not None}
+    assert load_config(again) == c

@@ -79,7 +79,7 @@ def test_components_start_in_order_stop_in_reverse_and_serve(probe_module: types
         assert status == 200
         assert json.loads(body) == {"ready": True, "components": {"first": True, "second": True}}
         status, body = await _get(port, "/v1/ipamd-env-settings")
-        assert json.loads(body)["warm_eni_target"] == 1
+        assert json.loads(body)["WARM_ENI_TARGET"] == 1
         status, _ = await _get(port, "/nope")
         assert status == 404
         await agent.stop()
