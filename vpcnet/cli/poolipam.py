@@ -142,15 +142,10 @@ def register(app: typer.Typer, groups: Groups) -> None:
     ) -> None:
         """Calico mode: allocations whose pod or node is gone, dangling handles, blocks of gone nodes.
         Exit status 0 when clean, 1 when a problem was found."""
-        from vpcnet.datastore.resources import ResourceStore
-        from vpcnet.ipam.poolgc import check
+        from vpcnet.ipam.poolgc import check, check_against_pods
 
         async def go(datastore: Any) -> Any:
-            pods = None
-            if not skip_pods:
-                stored, _ = await ResourceStore(datastore).list("pod")
-                pods = {(s.ref.namespace or "default", s.ref.name) for s in stored}
-            return await check(datastore, pods)
+            return await (check(datastore, None) if skip_pods else check_against_pods(datastore))
 
         report = _run(prefix, go)
         data = report.to_json()

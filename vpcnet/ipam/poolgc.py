@@ -123,6 +123,18 @@ async def check(datastore: Datastore, pods: set[tuple[str, str]] | None) -> Chec
     return check_state(await read_state(datastore), pods)
 
 
+async def check_against_pods(datastore: Datastore) -> CheckReport:
+    """`vpcnet ipam check`: the IPAM state, then the Pods. In this order, because a pod exists before its
+    address is assigned: every allocation read has its pod in the later list unless the pod is really gone.
+    (Pods first would call the allocation of a pod started between the two reads a leak, and releasing
+    that report would free an address in use.)"""
+    from vpcnet.datastore.resources import ResourceStore
+
+    state = await read_state(datastore)
+    stored, _ = await ResourceStore(datastore).list("pod")
+    return check_state(state, {(s.ref.namespace or "default", s.ref.name) for s in stored})
+
+
 @dataclass
 class ReleaseResult:
     released: list[str] = field(default_factory=list)  # addresses
@@ -285,6 +297,7 @@ __all__ = [
     "NodeCleanup",
     "ReleaseResult",
     "check",
+    "check_against_pods",
     "check_state",
     "cleanup_gone_nodes",
     "release_from_report",
