@@ -261,6 +261,14 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
     )
 
 
+def _tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
 def install_cni(layout: LabLayout, info: LabInfo, nodes: Sequence[str]) -> None:
     """What aws-node's entrypoint does on each node: the plugin into the node's CNI bin dir, and the conflist
     (which makes the node Ready for pods) only once the node's agent answers STATUS ready."""
@@ -289,7 +297,12 @@ def install_cni(layout: LabLayout, info: LabInfo, nodes: Sequence[str]) -> None:
     for node, fut in futures.items():
         exc = fut.exception()
         if isinstance(exc, AgentNotReady):
-            failed.append(f"{node}: {exc} (see `vpcnet lab logs {node}`)")
+            # The log itself: a lab that fails while being built is removed, its logs with it.
+            log = layout.agent_log(node)
+            tail = _tail(log)
+            failed.append(
+                f"{node}: {exc}; {log} ends with:\n{tail}" if tail else f"{node}: {exc} ({log} is empty)"
+            )
         elif isinstance(exc, InstallError):
             failed.append(f"{node}: {exc} (from the agent settings)")
         elif exc is not None:

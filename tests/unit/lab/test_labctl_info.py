@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,20 @@ def test_bad_agent_settings_are_refused_before_anything_is_made(
     # The settings the lab's own tests use pass.
     calico = {"VPCNET_MODE": "calico", "AWS_VPC_K8S_CNI_VETHPREFIX": "cali"}
     labctl.check_agent_settings(lab, {**calico, "CALICO_IPV4POOL_CIDR": "10.244.0.0/16"})
+
+
+def test_a_node_that_does_not_turn_ready_shows_its_agent_log(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """lab up removes a lab that failed while being built, logs included: the error carries the log's end."""
+    from vpcnet.lab import layout as layout_module
+
+    monkeypatch.setattr(layout_module, "RUN_ROOT", tmp_path)
+    monkeypatch.setattr(labctl, "AGENT_READY_TIMEOUT", 0.05)
+    lab = LabLayout("aulog")
+    log = lab.agent_log("node1")
+    log.parent.mkdir(parents=True)
+    log.write_text("starting\nTraceback (most recent call last):\nRuntimeError: no IMDS\n")
+    with pytest.raises(LabError, match=r"(?s)node1: .*not ready.* ends with:\n.*RuntimeError: no IMDS"):
+        endpoints = {"ec2": "http://10.0.255.254", "imds": "http://169.254.169.254", "etcd": "http://e:2379"}
+        labctl.install_cni(lab, dataclasses.replace(info_for(nodes=1), endpoints=endpoints), ["node1"])
