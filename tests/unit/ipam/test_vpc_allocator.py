@@ -569,3 +569,37 @@ def test_custom_networking_puts_pods_on_the_eniconfig_subnet_not_the_primary_eni
         await a.stop()
 
     run(body)
+
+
+def test_reconcile_adopts_our_enis_attached_later_and_leaves_foreign_ones_alone() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(warm_ip=1))
+        await a.start()
+        await settle(a)
+        ours = await node.ec2.create_network_interface(
+            subnet_id="subnet-a", description="aws-K8S-i-1", security_groups=(),
+            tags={TAG_INSTANCE_ID: "i-1"}, secondary_ip_count=2,
+        )  # fmt: skip
+        await node.ec2.attach_network_interface(ours.eni_id, "i-1", 1)
+        foreign = await node.ec2.create_network_interface(
+            subnet_id="subnet-a",
+            description="someone else",
+            security_groups=(),
+            tags={},
+            secondary_ip_count=3,
+        )
+        await node.ec2.attach_network_interface(foreign.eni_id, "i-1", 2)
+        await a.reconcile()
+        assert set(a.pool.enis) == {node.info.primary_eni_id, ours.eni_id}
+        assert node.net.configured == {ours.eni_id: 2}  # device 1 -> table 2; the foreign one untouched
+        # growing past what the two hold must not take the foreign ENI's device index, nor its addresses
+        got = [await a.assign(key(i), "ns", f"p{i}") for i in range(18)]
+        assert len({g.address for g in got}) == 18
+        assert {g.eni_id for g in got} == {node.info.primary_eni_id, ours.eni_id}
+        assert len(node.ec2.enis[foreign.eni_id].secondary) == 3
+        assert node.ec2.enis[foreign.eni_id].attachment is not None
+        await a.stop()
+
+    run(body)
