@@ -179,8 +179,10 @@ def render(
 
 
 def nat_rules(pools: list[IPPool]) -> tuple[str, ...]:
-    """Masquerade from natOutgoing pools to destinations outside every pool (Calico's cali-nat-outgoing)."""
-    masq = [p for p in pools if p.nat_outgoing and not p.disabled]
+    """Masquerade from natOutgoing pools to destinations outside every pool (Calico's cali-nat-outgoing).
+    A disabled pool still counts: disabling stops new allocations, while the pods that have its addresses
+    keep running (and keep reaching the outside) until they are moved, as in Calico's masq set."""
+    masq = [p for p in pools if p.nat_outgoing]
     if not masq:
         return ()
     rules = [f"-A {NAT_CHAIN} -d {p.cidr} -j RETURN" for p in sorted(pools, key=lambda p: p.cidr)]

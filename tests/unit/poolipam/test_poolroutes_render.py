@@ -127,3 +127,23 @@ def test_diff_sends_only_changes() -> None:
 
 def test_nothing_to_do_renders_nothing() -> None:
     assert render(N1, {"n1": N1}, [], []) == PoolDataplane()
+
+
+def test_a_disabled_pool_keeps_its_routes_and_nat_for_the_pods_that_have_its_addresses() -> None:
+    """Disabling a pool (the first step of moving pods to another) stops new allocations only."""
+    on = render(N1, NODES, blocks(), [pool("10.244.0.0/16", vxlan_mode="CrossSubnet", nat_outgoing=True)])
+    off = render(
+        N1,
+        NODES,
+        blocks(),
+        [pool("10.244.0.0/16", vxlan_mode="CrossSubnet", nat_outgoing=True, disabled=True)],
+    )
+    assert off.routes == on.routes and off.tunnels == on.tunnels
+    assert (
+        off.nat_rules
+        == on.nat_rules
+        == (
+            "-A vpcn-nat-outgoing -d 10.244.0.0/16 -j RETURN",
+            "-A vpcn-nat-outgoing -s 10.244.0.0/16 -j MASQUERADE",
+        )
+    )
