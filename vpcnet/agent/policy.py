@@ -348,9 +348,13 @@ class PolicyComponent:
         backend = os.environ.get("VPCNET_POLICY_BACKEND", "iptables")
         if backend not in BACKENDS:
             raise ValueError(f"VPCNET_POLICY_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
-        resync = float(os.environ.get("VPCNET_POLICY_RESYNC_SECONDS", "90"))
-        if resync <= 0:
-            raise ValueError(f"VPCNET_POLICY_RESYNC_SECONDS={resync}: must be more than 0")
+        raw = os.environ.get("VPCNET_POLICY_RESYNC_SECONDS", "").strip() or "90"
+        try:
+            resync = float(raw)
+        except ValueError:
+            raise ValueError(f"VPCNET_POLICY_RESYNC_SECONDS={raw!r}: expected a number of seconds") from None
+        if not resync > 0 or resync == float("inf"):
+            raise ValueError(f"VPCNET_POLICY_RESYNC_SECONDS={raw!r}: must be a number of seconds above 0")
         node = cfg.node_name or socket.gethostname()
         prefixes = ("cali",) if cfg.mode is Mode.CALICO else (cfg.veth_prefix,)
         settings = (

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from vpcnet.agent.policy import PolicyAgent, PolicyMetrics
@@ -198,3 +199,16 @@ def test_policy_starts_before_the_cni_wires_pods() -> None:
 
     order = [entry.name for entry in COMPONENTS]
     assert order.index("policy") < order.index("cni")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
+def test_a_bad_resync_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from types import SimpleNamespace
+
+    from vpcnet.agent.policy import PolicyComponent
+
+    monkeypatch.setenv("VPCNET_POLICY_BACKEND", "iptables")
+    monkeypatch.setenv("VPCNET_POLICY_RESYNC_SECONDS", value)
+    component = PolicyComponent(SimpleNamespace(config=SimpleNamespace()))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"VPCNET_POLICY_RESYNC_SECONDS='{value}'"):
+        asyncio.run(component.start())
