@@ -22,27 +22,41 @@ def parse_resource(doc: Any, document: str) -> Resource:
     return resources
 
 
+def _documents_with_lines(text: str) -> list[tuple[int, Any]]:
+    """Every YAML document with the line it starts on (1-based), so errors point into the file."""
+    loader = yaml.SafeLoader(text)
+    try:
+        docs: list[tuple[int, Any]] = []
+        while loader.check_node():
+            node = loader.get_node()
+            docs.append((node.start_mark.line + 1, loader.construct_document(node)))
+        return docs
+    finally:
+        loader.dispose()
+
+
 def load_documents(text: str, source: str = "<input>") -> list[Resource]:
     """Validate every document in `text`; return the resources, or raise ValidationError listing every
-    fault of every document as "<source>:<index> <Kind> <ns>/<name>: <field path>: <message>".
+    fault of every document as "<source>:<line> (document N) <Kind> <ns>/<name>: <field path>: <message>".
     Empty documents (e.g. a trailing ---) are skipped; a List kind's items are expanded.
     """
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = _documents_with_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:line {mark.line + 1} column {mark.column + 1}" if mark is not None else source
         raise ValidationError([Fault(where, "", f"not valid YAML: {exc}")]) from exc
     out: list[Resource] = []
     faults: list[Fault] = []
-    for index, doc in enumerate(docs):
+    for index, (line, doc) in enumerate(docs):
         if doc is None:
             continue
+        here = f"{source}:{line} (document {index + 1})"
         items: list[tuple[Any, str]]
         if isinstance(doc, Mapping) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            items = [(item, f"{source}:{index}.items[{i}]") for i, item in enumerate(doc["items"])]
+            items = [(item, f"{here} items[{i}]") for i, item in enumerate(doc["items"])]
         else:
-            items = [(doc, f"{source}:{index}")]
+            items = [(doc, here)]
         for item, where in items:
             resource, item_faults = _parse(item, where)
             faults += item_faults

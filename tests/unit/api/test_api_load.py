@@ -157,7 +157,7 @@ spec:
 
 def test_k8s_policy_faults_all_reported_with_paths() -> None:
     faults = _faults(BAD_K8S)
-    where = "f.yaml:0 NetworkPolicy x/Bad_Name: "
+    where = "f.yaml:2 (document 1) NetworkPolicy x/Bad_Name: "
     expected_paths = [
         "metadata.name",
         "spec.extra",
@@ -245,7 +245,7 @@ spec: {defaultAction: Allow}
         "spec.ingress[7].destination.nets: CIDR version does not match the rule's ipVersion 4",
         "spec.ingress[7].destination.nets: a rule may not mix IPv4 and IPv6 CIDRs",
         "spec.applyOnForward: must be true",
-        "f.yaml:1 Tier t: spec.defaultAction: must be Deny or Pass",
+        "(document 2) Tier t: spec.defaultAction: must be Deny or Pass",
     ]:
         assert any(fragment in f for f in faults), (fragment, faults)
     assert not any("ingress[5].destination" in f for f in faults), faults  # !global() alone is fine
@@ -305,9 +305,9 @@ def test_k8s_policy_types_as_the_api_server_checks_them() -> None:
 
 def test_document_level_faults() -> None:
     faults = _faults("kind: Pod\n---\n- a list\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n")
-    assert any("f.yaml:0" in f and "apiVersion: required" in f for f in faults)
-    assert any("f.yaml:1" in f and "must be a mapping" in f for f in faults)
-    assert any("f.yaml:2" in f and "unknown kind 'Secret'" in f for f in faults)
+    assert any("f.yaml:1 (document 1)" in f and "apiVersion: required" in f for f in faults)
+    assert any("f.yaml:3 (document 2)" in f and "must be a mapping" in f for f in faults)
+    assert any("f.yaml:5 (document 3)" in f and "unknown kind 'Secret'" in f for f in faults)
 
 
 def test_invalid_yaml_names_the_line() -> None:
@@ -338,7 +338,7 @@ spec: {}
         "spec.containers[0].ports[1].protocol: must be one of",
         "spec.containers[0].ports[1].name: duplicate port name 'web'",
         "status.podIP: invalid IP address",
-        "f.yaml:1 Pod q: spec.containers: required",
+        "(document 2) Pod q: spec.containers: required",
     ]:
         assert any(fragment in f for f in faults), (fragment, faults)
 
@@ -347,7 +347,7 @@ def test_nothing_returned_when_any_document_is_bad() -> None:
     with pytest.raises(ValidationError) as info:
         load_documents(GOOD + "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: BAD}\n", "g.yaml")
     assert len(info.value.faults) == 1
-    assert "g.yaml:8 Namespace BAD: metadata.name" in str(info.value)
+    assert "(document 9) Namespace BAD: metadata.name" in str(info.value)
 
 
 def test_calicoctl_and_kubectl_output_shapes_load() -> None:

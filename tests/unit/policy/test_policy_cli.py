@@ -95,7 +95,7 @@ def test_bad_files_exit_2_naming_file_document_and_field(tmp_path: Path) -> None
     bad.write_text(CLUSTER + "---\n" + POLICY.replace("port: http", "port: 99999"))
     result = runner.invoke(app, ["policy", "matrix", "-f", str(bad), "--port", "80"])
     assert result.exit_code == 2
-    assert f"{bad}:4 NetworkPolicy x/web: spec.ingress[0].ports[0].port" in result.output
+    assert f"{bad}:25 (document 5) NetworkPolicy x/web: spec.ingress[0].ports[0].port" in result.output
     missing = runner.invoke(app, ["policy", "matrix", "-f", str(tmp_path / "nope.yaml"), "--port", "80"])
     assert missing.exit_code == 2 and "cannot read" in missing.output
     unknown = runner.invoke(app, ["policy", "explain", *_files(tmp_path), "--from", "x/zz", "--to", "x/a"])
