@@ -29,6 +29,8 @@ def _documents_with_lines(text: str) -> list[tuple[int, Any]]:
         docs: list[tuple[int, Any]] = []
         while loader.check_node():
             node = loader.get_node()
+            if node is None:  # check_node said there is one; never None in practice
+                break
             docs.append((node.start_mark.line + 1, loader.construct_document(node)))
         return docs
     finally:
