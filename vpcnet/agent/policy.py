@@ -59,7 +59,7 @@ KINDS = frozenset(
     {POD, NAMESPACE, K8S_POLICY, CALICO_POLICY, GLOBAL_POLICY, TIER, NETWORK_SET, GLOBAL_NETWORK_SET}
 )
 _POLICY_ID_KIND = {K8S_POLICY: "knp", CALICO_POLICY: "np", GLOBAL_POLICY: "gnp"}
-IDLE_SETTLE = 0.1  # quiet seconds after which the store's current revision counts as enforced
+IDLE_SETTLE = 0.1  # while quiet, how often the watch's progress revision is reported as enforced
 
 
 def policy_id(ref: ResourceRef) -> str:
@@ -122,6 +122,7 @@ class PolicyAgent:
         self.last_apply_seconds = 0.0
         self.synced = asyncio.Event()
         self._events: asyncio.Queue[ResourceEvent | None] = asyncio.Queue()  # None: the watch ended
+        self._progress_revision = 0  # every event up to this revision has reached the queue
         self._bad: dict[ResourceRef, str] = {}
         self._known: set[ResourceRef] = set()
 
@@ -224,41 +225,45 @@ class PolicyAgent:
         self.seen_revision = max(self.seen_revision, revision)
         return revision
 
+    def _on_progress(self, revision: int) -> None:
+        # Called by the watch once every event up to revision is in our queue.
+        self._progress_revision = max(self._progress_revision, revision)
+
     async def _watch(self, start: int) -> None:
         try:
-            async for event in self.store.watch(KINDS, start):
+            async for event in self.store.watch(KINDS, start, self._on_progress):
                 self._events.put_nowait(event)
         except Exception as exc:
             log.warning("policy: the datastore watch ended (%s); reloading a snapshot", exc)
         self._events.put_nowait(None)  # tells the loop to reload
 
     async def _next_batch(self, timeout: float) -> list[ResourceEvent | None] | None:
-        """Everything queued (waiting up to timeout for the first); on a quiet spell, move the reported
-        revision up to the store's (changes to other keys need no work)."""
-        try:
-            first = await asyncio.wait_for(self._events.get(), timeout=min(timeout, IDLE_SETTLE))
-        except TimeoutError:
-            await self._report_quiet()
+        """Everything queued (waiting up to timeout for the first). While quiet, every IDLE_SETTLE seconds
+        the reported revision moves up to the watch's progress (changes to other keys need no work)."""
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                first = await asyncio.wait_for(self._events.get(), timeout=max(0.0, timeout - IDLE_SETTLE))
+                wait = max(0.0, min(deadline - time.monotonic(), IDLE_SETTLE))
+                first = await asyncio.wait_for(self._events.get(), timeout=wait)
+                break
             except TimeoutError:
-                return None
+                self._report_quiet()
+                if time.monotonic() >= deadline:
+                    return None
         batch = [first]
         while not self._events.empty():
             batch.append(self._events.get_nowait())
         return batch
 
-    async def _report_quiet(self) -> None:
+    def _report_quiet(self) -> None:
+        """With everything queued applied, the watch's progress revision is enforced too: etcd reported
+        that every change up to it has been sent, so nothing of ours up to it is missing. (A guess from
+        the store's current revision after a pause would report changes still on their way.)"""
         if self.applied_revision < self.seen_revision or not self._events.empty():
             return
-        try:
-            current = await self.store.datastore.current_revision()
-        except Exception as exc:  # the store is away: keep the last report
-            log.debug("policy: current revision unavailable: %s", exc)
-            return
-        await asyncio.sleep(IDLE_SETTLE)  # let the watch deliver anything up to `current`
-        if self._events.empty() and current > self.applied_revision:
-            self.seen_revision = max(self.seen_revision, current)
+        progress = self._progress_revision
+        if progress > self.applied_revision:
+            self.seen_revision = max(self.seen_revision, progress)
             self.applied_revision = self.seen_revision
             self._write_status()
 

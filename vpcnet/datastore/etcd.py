@@ -8,8 +8,9 @@ stream by stream, so that a reconnect resumes exactly after the last event deliv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -51,6 +52,7 @@ _CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 )
 _WATCH_BACKOFF_START = 0.05
+PROGRESS_INTERVAL = 0.1  # seconds between progress requests on a watch that wants them
 _WATCH_BACKOFF_MAX = 2.0
 
 
@@ -256,14 +258,21 @@ class EtcdDatastore:
 
     # --- watch ----------------------------------------------------------------------------------------------
 
-    async def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+    async def watch(
+        self, prefix: str, start_revision: int, progress: Callable[[int], None] | None = None
+    ) -> AsyncIterator[WatchEvent]:
         """Events under prefix from start_revision, in revision order. A broken stream (etcd restarted, an
         endpoint died) is re-opened from the revision after the last event delivered, so nothing is lost
-        or repeated; compacted history raises WatchCompacted."""
+        or repeated; compacted history raises WatchCompacted.
+
+        With `progress`, the stream asks etcd for its progress every PROGRESS_INTERVAL seconds and calls
+        progress(R) when etcd answers that everything under prefix up to revision R has been sent: every
+        event up to R has then been yielded (and handled by the consumer) before the call."""
         next_revision = start_revision
         delay = _WATCH_BACKOFF_START
         key = prefix.encode()
         range_end = prefix_range_end(prefix)
+        ticker: asyncio.Task[None] | None = None
         while True:
             index, channel = self._channel()
             call = rpc.WatchStub(channel).Watch()
@@ -272,6 +281,8 @@ class EtcdDatastore:
                     key=key, range_end=range_end, start_revision=next_revision, progress_notify=True
                 )
                 await call.write(rpc.WatchRequest(create_request=create))
+                if progress is not None:
+                    ticker = asyncio.create_task(_request_progress(call))
                 while True:
                     response = await call.read()
                     if response is grpc.aio.EOF:
@@ -299,6 +310,8 @@ class EtcdDatastore:
                     if not response.events and not response.created:
                         # A progress notification: nothing under prefix up to header.revision.
                         next_revision = max(next_revision, int(response.header.revision) + 1)
+                        if progress is not None:
+                            progress(int(response.header.revision))
             except grpc.aio.AioRpcError as err:
                 if err.code() not in _UNAVAILABLE_CODES:
                     raise DatastoreError(
@@ -311,6 +324,9 @@ class EtcdDatastore:
             except DatastoreUnavailable:
                 self._failed(index)
             finally:
+                if ticker is not None:
+                    ticker.cancel()
+                    ticker = None
                 call.cancel()
             await asyncio.sleep(delay)
             delay = min(delay * 2, _WATCH_BACKOFF_MAX)
@@ -320,6 +336,14 @@ class EtcdDatastore:
         channels, self._channels = self._channels, {}
         for channel in channels.values():
             await channel.close()
+
+
+async def _request_progress(call: Any) -> None:
+    """Ask for a progress notification now and then (etcd answers once the stream has sent everything)."""
+    with contextlib.suppress(Exception):  # the stream closing ends this; the read loop reports why
+        while True:
+            await asyncio.sleep(PROGRESS_INTERVAL)
+            await call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
 
 
 async def open_etcd(settings: EtcdSettings | None = None) -> EtcdDatastore:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -212,9 +212,12 @@ class ResourceStore:
                 return [ref for ref, _ in present]
         raise ResourceError(f"delete: the resources kept changing under us ({_APPLY_ATTEMPTS} attempts)")
 
-    async def watch(self, kinds: Collection[str], start_revision: int) -> AsyncIterator[ResourceEvent]:
-        """Changes to resources of the given kinds from start_revision on, in store order across kinds."""
-        async for event in self.datastore.watch(ROOT, start_revision):
+    async def watch(
+        self, kinds: Collection[str], start_revision: int, progress: Callable[[int], None] | None = None
+    ) -> AsyncIterator[ResourceEvent]:
+        """Changes to resources of the given kinds from start_revision on, in store order across kinds;
+        progress as in Datastore.watch."""
+        async for event in self.datastore.watch(ROOT, start_revision, progress):
             ref = parse_key(event.key)
             if ref is None or ref.kind not in kinds:
                 continue

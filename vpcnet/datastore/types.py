@@ -8,7 +8,7 @@ and every compare-and-swap names the `mod_revision` it expects (0 means "the key
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -115,9 +115,12 @@ class Datastore(Protocol):
         """One atomic transaction; the new revision, or None when a condition failed (nothing written)."""
         ...
 
-    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
+    def watch(
+        self, prefix: str, start_revision: int, progress: Callable[[int], None] | None = None
+    ) -> AsyncIterator[WatchEvent]:
         """Every change under prefix from start_revision on, in order; survives reconnects without losing
-        or repeating an event; raises WatchCompacted when history is gone."""
+        or repeating an event; raises WatchCompacted when history is gone. progress(R), when given, is
+        called now and then with a revision R up to which every event has been yielded."""
         ...
 
     async def grant_lease(self, ttl_seconds: int) -> int: ...

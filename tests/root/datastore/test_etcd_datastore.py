@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -219,3 +220,46 @@ def test_only_dead_endpoint_is_a_clear_error(etcd_prefix: str) -> None:
             await ds.close()
 
     asyncio.run(main())
+
+
+def test_watch_progress_follows_other_keys_and_never_runs_ahead_of_events(
+    etcd_server: EtcdServer, etcd_prefix: str
+) -> None:
+    """progress(R) comes for changes outside the prefix too, and only after every event up to R was
+    yielded: what `vpcnet lab wait` relies on through the policy agent."""
+
+    async def body(ds: EtcdDatastore) -> None:
+        start = await ds.current_revision() + 1
+        yielded: list[int] = []
+        ahead: list[tuple[int, int]] = []  # (progress, last event yielded) where an event was missing
+        reported: list[int] = []
+        ours: list[int] = []
+
+        def progress(revision: int) -> None:
+            reported.append(revision)
+            missing = [r for r in ours if r <= revision and r not in yielded]
+            if missing:
+                ahead.append((revision, max(yielded, default=0)))
+
+        async def consume() -> None:
+            async for event in ds.watch(etcd_prefix, start, progress):
+                yielded.append(event.revision)
+
+        task = asyncio.create_task(consume())
+        try:
+            for i in range(20):
+                ours.append(await ds.put(etcd_prefix + f"k{i % 3}", str(i).encode()))
+                await ds.put("/elsewhere" + etcd_prefix, str(i).encode())
+            last = await ds.put("/elsewhere" + etcd_prefix, b"last")
+            for _ in range(100):
+                if reported and reported[-1] >= last:
+                    break
+                await asyncio.sleep(0.05)
+            assert reported and reported[-1] >= last, "progress reaches a change outside the prefix"
+            assert yielded == ours and ahead == []
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    run(etcd_server, body)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.events: asyncio.Queue[ResourceEvent | None] = asyncio.Queue()  # None: the watch breaks
         self.revision = 10
+        self.progress = 10
         self.datastore = self
         self.pods = {"a": "10.0.0.1"}
         self.snapshots = 0
@@ -51,11 +52,21 @@ class MemoryStore:
         ]
         return items, self.revision
 
-    async def watch(self, kinds: Collection[str], start_revision: int) -> AsyncIterator[ResourceEvent]:
+    async def watch(
+        self, kinds: Collection[str], start_revision: int, progress: Callable[[int], None] | None = None
+    ) -> AsyncIterator[ResourceEvent]:
+        """Like etcd's: when it has sent everything queued, it reports progress up to `self.progress`
+        (the revision of the last event, or what a test moves it to: changes to keys not watched)."""
         while True:
-            event = await self.events.get()
+            try:
+                event = await asyncio.wait_for(self.events.get(), 0.02)
+            except TimeoutError:
+                if progress is not None:
+                    progress(self.progress)
+                continue
             if event is None:
                 raise DatastoreUnavailable("etcd went away")
+            self.progress = max(self.progress, event.revision)
             yield event
 
     def put_pod(self, name: str, ip: str) -> None:
@@ -212,3 +223,38 @@ def test_a_bad_resync_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch
     component = PolicyComponent(SimpleNamespace(config=SimpleNamespace()))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=f"VPCNET_POLICY_RESYNC_SECONDS='{value}'"):
         asyncio.run(component.start())
+
+
+def test_the_reported_revision_waits_for_the_watch_not_the_clock(tmp_path: Path) -> None:
+    """A change committed (the store's revision moved) whose event is still on its way is not reported
+    as enforced, however long it takes; a change to keys not watched is, once the watch's progress
+    says so."""
+
+    async def main() -> None:
+        store = MemoryStore()
+        status = tmp_path / "policy-status.json"
+        agent = PolicyAgent(store, PolicyCalculator("n1", ["eni"]), ScriptedDataplane(0), status_path=status)  # type: ignore[arg-type]
+        task = asyncio.create_task(agent.run())
+        await asyncio.sleep(0.1)
+        assert agent.applied_revision == 10
+        store.revision = 11  # committed; the watch has not sent its event yet
+        await asyncio.sleep(0.5)
+        assert agent.applied_revision == 10, "reported a change it has not seen"
+        store.revision -= 1
+        store.put_pod("b", "10.0.0.2")  # now the event arrives
+        for _ in range(100):
+            if agent.applied_revision >= 11:
+                break
+            await asyncio.sleep(0.02)
+        assert agent.applied_revision == 11 and len(agent.calc.local_endpoints) == 2
+        store.revision = store.progress = 15  # other keys changed; the watch says it is at 15
+        for _ in range(100):
+            if agent.applied_revision >= 15:
+                break
+            await asyncio.sleep(0.02)
+        assert agent.applied_revision == 15 and json.loads(status.read_text())["revision"] == 15
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
