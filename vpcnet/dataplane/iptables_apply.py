@@ -86,18 +86,29 @@ def plan(desired: FilterRender, current: TableView, known: Mapping[str, tuple[st
 
 
 def _hook_lines(hooks: tuple[Hook, ...], current: TableView) -> list[str]:
+    """Our hooks where they belong: an "insert" hook at the very top of its chain (the k-th insert hook of
+    a chain at position k), as felix keeps its own: a rule someone puts above it (kube-proxy prepends
+    its jumps, and its KUBE-FORWARD accepts marked packets) would decide before policy. The hook moves
+    back to the top (deleted and inserted again); the other rule stays where it is."""
     deletes: list[tuple[str, int]] = []
     adds: list[str] = []
+    inserted: dict[str, int] = {}
     for hook in hooks:
         wanted = rule_id(hook.rule)
         positions = [i + 1 for i, rid in enumerate(current.builtin.get(hook.chain, [])) if rid == wanted]
-        if not positions:
-            verb = "-I" if hook.position == "insert" else "-A"
-            where = " 1" if hook.position == "insert" else ""
-            adds.append(f"{verb} {hook.chain}{where} {hook.rule}")
+        if hook.position == "insert":
+            top = inserted[hook.chain] = inserted.get(hook.chain, 0) + 1
+            if positions and positions[0] != top:
+                deletes += [(hook.chain, p) for p in positions]
+                positions = []
+            if not positions:
+                adds.append(f"-I {hook.chain} {top} {hook.rule}")
+            else:
+                deletes += [(hook.chain, p) for p in positions[1:]]
+        elif not positions:
+            adds.append(f"-A {hook.chain} {hook.rule}")
         else:
-            keep = positions[0] if hook.position == "insert" else positions[-1]
-            deletes += [(hook.chain, p) for p in positions if p != keep]
+            deletes += [(hook.chain, p) for p in positions[:-1]]
     # Our own ids that are no longer wanted in kernel chains (e.g. a hook from an older layout).
     wanted_ids = {rule_id(h.rule) for h in hooks}
     for chain, ids in current.builtin.items():

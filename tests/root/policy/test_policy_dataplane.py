@@ -337,3 +337,23 @@ def test_a_bare_node_is_closed_at_start_and_a_restart_keeps_what_runs(
     assert netkit.tcp_reaches(a, b, 80), "the pods programmed before the restart keep working"
     late = node.add_pod("late")
     assert not netkit.tcp_connects(late, b, 80), "a veth made meanwhile waits for the agent"
+
+
+def test_resync_puts_our_hook_back_on_top_of_a_rule_inserted_above_it(node: netkit.Node) -> None:
+    """iptables: an ACCEPT someone inserts at the top of FORWARD (kube-proxy prepends its jumps) would
+    bypass policy; the resync moves our hook back above it and leaves that rule in place."""
+    client, other, web = node.add_pod("client"), node.add_pod("other"), node.add_pod("web")
+    dp = make_dataplane("iptables", SubprocessRunner(node.netns))
+    desired = state([client, other, web], {"web": ["np/t/web"]}, clients=[client])
+    run(dp.apply(desired))
+    assert not netkit.tcp_connects(other, web, 80)
+    foreign = ["-m", "comment", "--comment", "theirs-on-top", "-j", "ACCEPT"]
+    netkit.sh("ip", "netns", "exec", node.netns, "iptables", "-I", "FORWARD", "1", *foreign)
+    assert netkit.tcp_reaches(other, web, 80), "the rule above our hook decides first"
+    dp.resync()
+    assert run(dp.apply(desired)).total > 0
+    forward = netkit.sh("ip", "netns", "exec", node.netns, "iptables", "-S", "FORWARD").splitlines()
+    assert f"-j {names.FORWARD_CHAIN}" in forward[1] and "theirs-on-top" in forward[2], forward
+    assert not netkit.tcp_connects(other, web, 80), "policy decides again"
+    dp.resync()
+    assert run(dp.apply(desired)).total == 0, "in place: nothing more to do"

@@ -75,7 +75,8 @@ def test_iptables_plan_repairs_only_what_differs_and_keeps_foreign_rules() -> No
     rules = (with_id(chain, "-j DROP"),)
     hook = Hook("FORWARD", "insert", with_id("FORWARD", f"-j {names.FORWARD_CHAIN}"))
     desired = FilterRender({chain: rules}, (hook,))
-    # The kernel has our chain with a rule missing, a foreign rule, our hook twice, and a stale chain of ours.
+    # The kernel has our chain with a rule missing, a foreign rule above our hook (twice), and a stale chain
+    # of ours: the hook goes back to the top, the foreign rule stays.
     save = "\n".join(
         [
             "*filter",
@@ -95,9 +96,19 @@ def test_iptables_plan_repairs_only_what_differs_and_keeps_foreign_rules() -> No
         ":vpcn-tw-gone - [0:0]",
         f"-A {chain} {rules[0]}",
         "-D FORWARD 3",
+        "-D FORWARD 2",
+        f"-I FORWARD 1 {hook.rule}",
         "-X vpcn-tw-gone",
     ]
     assert not any("KUBE" in line for line in lines)
+    # Our hook on top with others below: nothing to do.
+    ours_first = save.replace("-A FORWARD -j KUBE-FORWARD\n", "").replace(
+        "COMMIT", "-A FORWARD -j KUBE-FORWARD\nCOMMIT"
+    )
+    assert plan(FilterRender({chain: rules}, (hook,)), parse_save(ours_first), None)[-2:] == [
+        "-D FORWARD 2",
+        "-X vpcn-tw-gone",
+    ]
 
 
 def test_nft_read_back_normalises_elements() -> None:
