@@ -2,7 +2,8 @@
 
 A check reads the whole IPAM state at one revision and lists problems:
 - an allocation whose pod no longer exists (no Pod of that namespace/name in the datastore), or whose
-  node is gone (no live node record);
+  pod reports another address (an earlier pod of the same name), or whose node is gone (no live node
+  record);
 - a handle whose allocation is gone, or an allocation without its handle;
 - a block affine to a node that is gone; a block that is internally inconsistent.
 The report (JSON) records each leaked allocation with its sequence number, so `release --from-report`
@@ -39,7 +40,7 @@ class LeakedAllocation:
     node: str
     namespace: str
     pod: str
-    reason: str  # "pod-gone" | "node-gone" | "no-handle"
+    reason: str  # "pod-gone" | "pod-has-another-address" | "node-gone" | "no-handle"
 
 
 @dataclass
@@ -68,8 +69,15 @@ class CheckReport:
         }
 
 
-def check_state(state: IpamState, pods: set[tuple[str, str]] | None) -> CheckReport:
-    """Problems in state; `pods` = the (namespace, name) of existing pods, None to skip the pod check."""
+def check_state(
+    state: IpamState,
+    pods: set[tuple[str, str]] | None,
+    pod_ips: dict[tuple[str, str], set[str]] | None = None,
+) -> CheckReport:
+    """Problems in state; `pods` = the (namespace, name) of existing pods, None to skip the pod check;
+    `pod_ips` = the addresses those pods report, where known: an allocation for a pod of that name whose
+    address the pod does not have belongs to an earlier pod of the same name (deleted without its CNI DEL,
+    then made again)."""
     report = CheckReport(revision=state.revision)
     held: set[tuple[str, IPv4Network, int, int]] = set()
     for cidr, (block, _) in sorted(state.blocks.items()):
@@ -90,6 +98,12 @@ def check_state(state: IpamState, pods: set[tuple[str, str]] | None) -> CheckRep
                 reason = "node-gone"
             elif pods is not None and allocation.pod and (allocation.namespace, allocation.pod) not in pods:
                 reason = "pod-gone"
+            elif (
+                pod_ips
+                and (ips := pod_ips.get((allocation.namespace, allocation.pod)))
+                and str(block.address(ordinal)) not in ips
+            ):
+                reason = "pod-has-another-address"
             if reason:
                 report.leaked.append(
                     LeakedAllocation(
@@ -132,7 +146,20 @@ async def check_against_pods(datastore: Datastore) -> CheckReport:
 
     state = await read_state(datastore)
     stored, _ = await ResourceStore(datastore).list("pod")
-    return check_state(state, {(s.ref.namespace or "default", s.ref.name) for s in stored})
+    pods = {(s.ref.namespace or "default", s.ref.name) for s in stored}
+    return check_state(
+        state, pods, {(s.ref.namespace or "default", s.ref.name): _pod_ips(s.body) for s in stored}
+    )
+
+
+def _pod_ips(body: dict[str, Any]) -> set[str]:
+    """status.podIPs / status.podIP (empty while the pod has none yet)."""
+    status = body.get("status") or {}
+    ips = {str(entry.get("ip")) for entry in status.get("podIPs") or [] if isinstance(entry, dict)}
+    if status.get("podIP"):
+        ips.add(str(status["podIP"]))
+    ips.discard("None")
+    return ips
 
 
 @dataclass

@@ -61,3 +61,30 @@ class PodGone:
 def test_a_pod_that_is_gone_is_a_leak() -> None:
     report = asyncio.run(check_against_pods(PodGone()))  # type: ignore[arg-type]
     assert [(leak.pod, leak.reason) for leak in report.leaked] == [("web", "pod-gone")]
+
+
+class PodMadeAgain:
+    """Pod shop/web exists, with the status the kubelet wrote; the allocation read is 10.244.0.0."""
+
+    def __init__(self, status: dict[str, object]) -> None:
+        self.status = status
+
+    async def list(self, prefix: str) -> Listing:
+        keys = world(pod_started=True)
+        pod_key = ResourceRef("pod", "shop", "web").key
+        pod = json.loads(keys[pod_key])
+        pod["status"] = self.status
+        keys[pod_key] = json.dumps(pod).encode()
+        return Listing([KeyValue(k, v, 1, 1, 1) for k, v in sorted(keys.items()) if k.startswith(prefix)], 1)
+
+
+def test_the_address_of_an_earlier_pod_of_the_same_name_is_a_leak() -> None:
+    other = {"podIP": "10.244.0.9", "podIPs": [{"ip": "10.244.0.9"}]}
+    report = asyncio.run(check_against_pods(PodMadeAgain(other)))  # type: ignore[arg-type]
+    assert [(leak.address, leak.reason) for leak in report.leaked] == [
+        ("10.244.0.0", "pod-has-another-address")
+    ]
+    same = {"podIP": "10.244.0.0", "podIPs": [{"ip": "10.244.0.0"}]}
+    assert asyncio.run(check_against_pods(PodMadeAgain(same))).clean  # type: ignore[arg-type]
+    # No address reported yet (the kubelet writes it after the CNI ADD): not judged.
+    assert asyncio.run(check_against_pods(PodMadeAgain({}))).clean  # type: ignore[arg-type]
