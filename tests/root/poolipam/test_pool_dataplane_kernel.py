@@ -40,6 +40,7 @@ def ns(name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess
 class Topo:
     tag: str
     nodes: dict[str, tuple[str, str, str]]  # node -> (netns, address, subnet)
+    made: list[str]  # every namespace made, removed by name when the test ends
 
     def netns(self, node: str) -> str:
         return self.nodes[node][0]
@@ -116,7 +117,7 @@ def topo() -> Iterator[Topo]:
         # Like the VPC fabric: addresses it does not know (the pool's) are dropped.
         ns(router, "iptables", "-A", "FORWARD", "-s", "10.245.0.0/16", "-j", "DROP")
         ns(router, "iptables", "-A", "FORWARD", "-d", "10.245.0.0/16", "-j", "DROP")
-        yield Topo(tag, nodes)
+        yield Topo(tag, nodes, made)
     finally:
         for name in reversed(made):
             sh("ip", "netns", "del", name, check=False)
@@ -127,7 +128,8 @@ def wire_pod(topo: Topo, node: str, pod: str, address: IPv4Address) -> str:
     pod_ns = f"{topo.tag}-{pod}"
     host_if = f"cali{topo.tag[2:]}{pod}"
     sh("ip", "netns", "add", pod_ns)
-    topo.nodes[pod_ns] = (pod_ns, str(address), "")  # so the fixture's finally removes it too
+    topo.made.append(pod_ns)  # so the fixture's finally removes it too
+    topo.nodes[pod_ns] = (pod_ns, str(address), "")
     node_ns = topo.netns(node)
     sh(
         "ip",
