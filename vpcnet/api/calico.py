@@ -363,9 +363,7 @@ class _NetworkSetBase(Resource):
             ctx.fault(join("metadata.labels", NAMESPACE_LABEL), "reserved label, not allowed on network sets")
         nets = str_list(ctx, spec, "nets", "spec")
         for i, text in enumerate(nets):
-            parse_cidr(ctx, text, join("spec.nets", i)) if "/" in text else _check_ip_or_cidr(
-                ctx, text, join("spec.nets", i)
-            )
+            _check_ip_or_cidr(ctx, text, join("spec.nets", i))
         return cls(metadata, tuple(nets))
 
     def to_dict(self) -> dict[str, Any]:
@@ -398,7 +396,10 @@ class GlobalNetworkSet(_NetworkSetBase):
 
 
 def _check_ip_or_cidr(ctx: Ctx, text: str, path: str) -> None:
-    parse_cidr(ctx, text + ("/128" if ":" in text else "/32"), path)
+    """A CIDR, or a bare address (read as its /32 or /128), as Calico's nets accept."""
+    if "/" not in text:
+        text += "/128" if ":" in text else "/32"
+    parse_cidr(ctx, text, path)
 
 
 def _check_selector(ctx: Ctx, text: str, path: str, *, allow_global: bool) -> Node | None:
@@ -532,10 +533,7 @@ def _entity(ctx: Ctx, raw: Any, path: str) -> EntityRule:
         if len(values) > 256:
             ctx.fault(join(path, key), "at most 256 CIDRs")
         for i, text in enumerate(values):
-            if "/" in text:
-                parse_cidr(ctx, text, join(join(path, key), i))
-            else:
-                _check_ip_or_cidr(ctx, text, join(join(path, key), i))
+            _check_ip_or_cidr(ctx, text, join(join(path, key), i))
     # An empty string means "not given" (calicoctl prints them so); stored as None so that the
     # resource reads back equal after to_dict().
     selector = opt_str(ctx, data, "selector", path) or None
