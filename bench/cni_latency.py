@@ -37,8 +37,9 @@ GO_PLUGINS = "/usr/lib/cni"
 REFERENCE = "ptp+host-local"
 
 
-def run_plugin(path: str, command: str, cid: str, netns: str, conf: bytes, args: str = "") -> float:
-    env = {
+def plugin_env(command: str, cid: str, netns: str, args: str) -> dict[str, str]:
+    """The CNI environment one plugin call runs with."""
+    return {
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": cid,
         "CNI_NETNS": netns,
@@ -47,6 +48,10 @@ def run_plugin(path: str, command: str, cid: str, netns: str, conf: bytes, args:
         "CNI_PATH": GO_PLUGINS,
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
     }
+
+
+def run_plugin(path: str, command: str, cid: str, netns: str, conf: bytes, args: str = "") -> float:
+    env = plugin_env(command, cid, netns, args)
     start = time.perf_counter()
     proc = subprocess.run([path], input=conf, env=env, capture_output=True, check=False)
     elapsed = (time.perf_counter() - start) * 1000
@@ -56,15 +61,7 @@ def run_plugin(path: str, command: str, cid: str, netns: str, conf: bytes, args:
 
 
 async def run_plugin_async(path: str, command: str, cid: str, netns: str, conf: bytes, args: str) -> float:
-    env = {
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": cid,
-        "CNI_NETNS": netns,
-        "CNI_IFNAME": "eth0",
-        "CNI_ARGS": args,
-        "CNI_PATH": GO_PLUGINS,
-        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    }
+    env = plugin_env(command, cid, netns, args)
     start = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
         path, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
