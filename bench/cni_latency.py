@@ -258,8 +258,8 @@ def main() -> int:
         )
         ref_wall, ref_samples = bursts[REFERENCE]
         for label in clients:
-            wall, samples = bursts[label]
-            print(line(f"{opts.concurrent} concurrent ADD {label}", samples, ref_samples))
+            wall, burst_samples = bursts[label]
+            print(line(f"{opts.concurrent} concurrent ADD {label}", burst_samples, ref_samples))
             print(
                 f"  wall for all {opts.concurrent}: {wall:.0f} ms vs {ref_wall:.0f} ms, "
                 f"ratio {wall / ref_wall:.2f}x"
