@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import statistics
 import string
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from vpcnet.api.core import Pod
@@ -163,6 +165,18 @@ async def run_case(backend: str, local: int, repeat: int, tag: str) -> dict[str,
         results: dict[str, list[float]] = {"new pod": [], "label change": [], "new policy": []}
         tools: dict[str, list[float]] = {k: [] for k in results}
         sizes: dict[str, list[int]] = {k: [] for k in results}
+
+        @contextlib.asynccontextmanager
+        async def measured(kind: str) -> AsyncIterator[None]:
+            """Times the change made in the block, from the calculator update until the kernel has it."""
+            before = runner.tool_seconds
+            started = time.perf_counter()
+            yield
+            _, sent = await timed_apply(calc, dp)
+            results[kind].append(time.perf_counter() - started)
+            tools[kind].append(runner.tool_seconds - before)
+            sizes[kind].append(sent)
+
         next_ip = CLUSTER_PODS
         for i in range(repeat):
             # A new pod (alternately on this node and elsewhere) matching a policy's source selector.
@@ -172,32 +186,17 @@ async def run_case(backend: str, local: int, repeat: int, tag: str) -> dict[str,
                 f"new{i}", ns, node, ip_of(next_ip), app=f"app{i % APPS}", role=f"r{(i + 3) % ROLES}"
             )
             next_ip += 1
-            before = runner.tool_seconds
-            started = time.perf_counter()
-            calc.upsert_pod(new_pod)
-            seconds, sent = await timed_apply(calc, dp)
-            results["new pod"].append(time.perf_counter() - started)
-            tools["new pod"].append(runner.tool_seconds - before)
-            sizes["new pod"].append(sent)
+            async with measured("new pod"):
+                calc.upsert_pod(new_pod)
             # A label change moving an existing remote pod into (or out of) an active selector.
             moved = label_change(here, i)
-            before = runner.tool_seconds
-            started = time.perf_counter()
-            calc.upsert_pod(moved)
-            seconds, sent = await timed_apply(calc, dp)
-            results["label change"].append(time.perf_counter() - started)
-            tools["label change"].append(runner.tool_seconds - before)
-            sizes["label change"].append(sent)
+            async with measured("label change"):
+                calc.upsert_pod(moved)
             # A new policy selecting local pods of one app in one namespace.
-            before = runner.tool_seconds
-            started = time.perf_counter()
-            calc.upsert_policy(
-                policy(f"extra{i}", f"ns{i % NAMESPACES}", f"app{i % APPS}", f"r{i % ROLES}", 9000 + i)
-            )
-            seconds, sent = await timed_apply(calc, dp)
-            results["new policy"].append(time.perf_counter() - started)
-            tools["new policy"].append(runner.tool_seconds - before)
-            sizes["new policy"].append(sent)
+            async with measured("new policy"):
+                calc.upsert_policy(
+                    policy(f"extra{i}", f"ns{i % NAMESPACES}", f"app{i % APPS}", f"r{i % ROLES}", 9000 + i)
+                )
         # Full resync: re-read the kernel, compare, write nothing.
         resync = []
         for _ in range(3):
