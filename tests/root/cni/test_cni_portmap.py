@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cnichain import Attachment, add, delete
-from cnienv import NODE_IP, Node, sh, unique_prefix
+from cnienv import NODE_IP, Node, sh
 
 from vpcnet.cni.install import conflist
 
 pytestmark = pytest.mark.root
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    n = Node(unique_prefix(), tmp_path)
-    try:
-        n.up()
-        yield n
-    finally:
-        n.down()
 
 
 def test_host_port_reaches_the_pod(node: Node) -> None:

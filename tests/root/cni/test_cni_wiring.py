@@ -23,16 +23,6 @@ from vpcnet.dataplane.podnet import PodNetwork, PodSpec, VethPodExistence, host_
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    n = Node(unique_prefix(), tmp_path)
-    try:
-        n.up()
-        yield n
-    finally:
-        n.down()
-
-
 @pytest.fixture(params=["python", "native"])
 def any_node(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Node]:
     """A node whose vpcnet-cni is the Python launcher, then one with the native client."""
