@@ -6,8 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
 import typer
@@ -18,6 +16,8 @@ DEFAULT_ADDRESS = "127.0.0.1:61679"
 
 
 def fetch_status(address: str, timeout: float = 5.0) -> dict[str, Any]:
+    import urllib.request
+
     with urllib.request.urlopen(f"http://{address}/v1/ipam", timeout=timeout) as resp:
         doc: dict[str, Any] = json.loads(resp.read())
     return doc
@@ -109,7 +109,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
             raise typer.Exit(rc)
         try:
             doc = fetch_status(address)
-        except (urllib.error.URLError, OSError) as exc:
+        except OSError as exc:  # urllib's URLError is an OSError
             typer.echo(
                 f"error: no agent answers at {address} ({exc}); is `vpcnet agent` running here?", err=True
             )

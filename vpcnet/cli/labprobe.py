@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -97,6 +96,8 @@ def register(app: typer.Typer, groups: Groups) -> None:
         prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
     ) -> None:
         """Probe every pod pair with real packets; print the matrix as `vpcnet policy matrix` does."""
+        import asyncio
+
         from vpcnet.lab.probe import probe_matrix
 
         protocol = protocol.upper()

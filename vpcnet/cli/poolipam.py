@@ -5,7 +5,6 @@ The datastore is found as `vpcnet get` finds it: VPCNET_ETCD_ENDPOINTS, else the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,8 @@ PREFIX_HELP = "the lab's name prefix (env VPCNET_LAB, default vpcl)"
 
 
 def _run(prefix: str | None, fn: Any) -> Any:
+    import asyncio
+
     from vpcnet.cli.resources import CliError, etcd_settings, lab_layout
     from vpcnet.datastore.etcd import EtcdDatastore
     from vpcnet.datastore.types import DatastoreError

@@ -8,7 +8,6 @@ everything in it) and lets the kubelet stop the pods (CNI DEL).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -77,6 +76,8 @@ def etcd_settings(layout: Any) -> Any:
 
 def with_store(layout: Any, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run fn(ResourceStore) on a fresh event loop with the datastore open."""
+    import asyncio
+
     from vpcnet.datastore.etcd import open_etcd
     from vpcnet.datastore.resources import ResourceStore
     from vpcnet.datastore.types import DatastoreError
