@@ -78,13 +78,6 @@ def opt_str(ctx: Ctx, data: Mapping[str, Any], key: str, path: str) -> str | Non
     return value
 
 
-def req_str(ctx: Ctx, data: Mapping[str, Any], key: str, path: str) -> str:
-    value = opt_str(ctx, data, key, path)
-    if value is None and key not in data:
-        ctx.fault(join(path, key), "required")
-    return value or ""
-
-
 def opt_int(ctx: Ctx, data: Mapping[str, Any], key: str, path: str, lo: int, hi: int) -> int | None:
     value = data.get(key)
     if value is None:

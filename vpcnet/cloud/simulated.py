@@ -110,9 +110,6 @@ class SimulatedEc2:
         eni.attachment = Attachment(f"eni-attach-{next(self._ids):08x}", instance_id, 0)
         return eni.view()
 
-    def idle_addresses(self) -> int:
-        return sum(len(e.secondary) + 16 * len(e.prefixes) for e in self.enis.values())
-
     # --- machinery ---
 
     async def _api(self, api: str) -> None:

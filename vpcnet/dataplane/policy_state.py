@@ -161,10 +161,6 @@ class DesiredState:
             names.check_interface_prefix(prefix)
 
 
-def empty_state(interface_prefixes: Iterable[str]) -> DesiredState:
-    return DesiredState(tuple(interface_prefixes), {}, {}, {})
-
-
 def protocol_number(protocol: str) -> int:
     lowered = protocol.lower()
     if lowered in PROTOCOL_NAMES:
@@ -178,13 +174,3 @@ def canonical_nets(cidrs: Iterable[str]) -> frozenset[str]:
     """CIDRs collapsed so no two overlap (nft interval sets refuse overlaps; ipset does not care)."""
     networks = [ipaddress.IPv4Network(c, strict=False) for c in cidrs]
     return frozenset(str(n) for n in ipaddress.collapse_addresses(networks))
-
-
-def ip_port_member(address: str, protocol: str, port: int) -> str:
-    """A hash:ip,port member, e.g. ("10.0.0.1", "TCP", 80) -> "10.0.0.1,tcp:80"."""
-    proto = protocol.lower()
-    if proto not in PORT_PROTOCOLS:
-        raise ValueError(f"named port protocol {protocol!r} must be one of {PORT_PROTOCOLS}")
-    if not 1 <= port <= 65535:
-        raise ValueError(f"named port number {port} must be within 1..65535")
-    return f"{ipaddress.IPv4Address(address)},{proto}:{port}"

@@ -233,12 +233,3 @@ async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | N
     if unsupported is not None:
         raise unsupported
     return stats
-
-
-async def remove_pool_dataplane(runner: CommandRunner | None = None) -> None:
-    """Take out everything apply_pool_dataplane made (the agent stopping for good)."""
-    runner = runner or SubprocessRunner()
-    await apply_pool_dataplane(PoolDataplane(), runner)
-    for name in ("vxlan.calico",):
-        if await _link(runner, name) is not None:
-            (await runner.run(["ip", "link", "del", name])).check()

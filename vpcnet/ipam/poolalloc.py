@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 
 from vpcnet.datastore.resources import ResourceStore
 from vpcnet.datastore.types import Datastore, DatastoreUnavailable, DeleteOp, PutOp, RevisionIs
@@ -292,7 +292,3 @@ class PoolAllocator:
     async def lookup(self, key: IpamKey) -> Assignment | None:
         record = await self.ipam.lookup(handle_id(key))
         return self._assignment(record) if record else None
-
-
-def addresses_in_use(blocks: dict[IPv4Network, Block]) -> set[IPv4Address]:
-    return {block.address(o) for block in blocks.values() for o in block.allocations}

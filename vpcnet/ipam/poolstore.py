@@ -184,12 +184,6 @@ class PoolConfig:
         """Enabled pools whose nodeSelector matches the node's labels, in name order."""
         return [p for p in self.pools if not p.disabled and parse_selector(p.node_selector).matches(labels)]
 
-    def pool_of(self, address: IPv4Address | IPv4Network) -> IPPool | None:
-        for pool in self.pools:
-            if (address in pool.cidr) if isinstance(address, IPv4Address) else address.subnet_of(pool.cidr):
-                return pool
-        return None
-
 
 async def read_pool_config(resources: ResourceStore) -> PoolConfig:
     """The IPPools and the IPAMConfiguration from the datastore (validated again on the way in)."""

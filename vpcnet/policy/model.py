@@ -128,9 +128,6 @@ class EndpointMatch:
     def is_empty(self) -> bool:
         return self == _EMPTY_MATCH
 
-    def named_ports(self) -> tuple[NamedPort, ...]:
-        return tuple(p for p in (*self.ports, *self.not_ports) if isinstance(p, NamedPort))
-
     def describe(self) -> str:
         parts: list[str] = []
         if self.selector is not None:
