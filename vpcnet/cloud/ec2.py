@@ -16,8 +16,6 @@ TAG_INSTANCE_ID = "node.k8s.amazonaws.com/instance_id"
 TAG_CREATED_AT = "node.k8s.amazonaws.com/createdAt"
 TAG_CLUSTER = "cluster.k8s.amazonaws.com/name"
 TAG_NO_MANAGE = "node.k8s.amazonaws.com/no_manage"
-TAG_OWNER = "eks:eni:owner"
-OWNER_VALUE = "amazon-vpc-cni"
 DESCRIPTION_PREFIX = "aws-K8S-"
 
 THROTTLE_CODES = frozenset(

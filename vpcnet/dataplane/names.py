@@ -58,7 +58,6 @@ FORWARD_CHAIN = CHAIN_PREFIX + "FORWARD"
 INPUT_CHAIN = CHAIN_PREFIX + "INPUT"
 FROM_WL_DISPATCH = CHAIN_PREFIX + "from-wl-dispatch"
 TO_WL_DISPATCH = CHAIN_PREFIX + "to-wl-dispatch"
-WL_TO_HOST = CHAIN_PREFIX + "wl-to-host"
 
 
 @functools.lru_cache(maxsize=65536)

@@ -71,13 +71,6 @@ class _PodEntry:
     ips: tuple[str, ...]  # IPv4 only: the data plane is IPv4
 
 
-@dataclass
-class _NamedPortKey:
-    selector: Selector | None
-    protocol: int
-    name: str
-
-
 class PolicyCalculator:
     def __init__(self, node_name: str, interface_prefixes: Iterable[str]) -> None:
         self.node_name = node_name

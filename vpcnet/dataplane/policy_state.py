@@ -53,14 +53,6 @@ class IpSetSpec:
 
 
 @dataclass(frozen=True)
-class SetMatch:
-    """Match when the address (and for hash:ip,port sets, the protocol and port) is in the set."""
-
-    name: str
-    kind: SetKind = "hash:net"
-
-
-@dataclass(frozen=True)
 class PortMatch:
     """Numeric ports and named-port sets, OR-ed together (one EntityRule's ports list)."""
 
