@@ -16,6 +16,8 @@ The handle (`LabHandle`) offers:
     lab.imds_get(node, path)  IMDSv2 GET from the node (token first), returns (status, body)
     lab.status()              the `vpcnet lab status -o json` document
 leftovers(layout) lists what of a lab still exists (namespaces, processes, its run dir): [] after `lab down`.
+pod_doc(name, node, namespace) is one Pod manifest document (busybox, labelled pod=<name>); LabCli runs the
+`vpcnet` CLI in-process against a lab, with a scratch dir for the manifests it applies.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from vpcnet.lab.topology import build_topology
 
 T = TypeVar("T")
 IP_TRANSPARENT = 19  # linux/in.h
+# TCP, UDP and SCTP on 80: what the lab's pod server answers on.
+POD_PORTS = "[{containerPort: 80}, {containerPort: 80, protocol: UDP}, {containerPort: 80, protocol: SCTP}]"
 
 
 def leftovers(layout: LabLayout) -> list[str]:
@@ -57,6 +61,16 @@ def leftovers(layout: LabLayout) -> list[str]:
     if layout.run_dir.exists():
         found.append(f"dir {layout.run_dir}")
     return found
+
+
+def pod_doc(name: str, node: str, namespace: str, ports: bool = True) -> str:
+    """One Pod document for `vpcnet apply`, labelled pod=<name>; ports declares POD_PORTS."""
+    served = f"\n    ports: {POD_PORTS}" if ports else ""
+    return (
+        f"apiVersion: v1\nkind: Pod\n"
+        f"metadata: {{name: {name}, namespace: {namespace}, labels: {{pod: {name}}}}}\n"
+        f"spec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox{served}\n"
+    )
 
 
 def random_prefix() -> str:
@@ -150,6 +164,32 @@ class LabHandle:
 
     def status(self) -> dict[str, Any]:
         return labctl.status(self.layout)
+
+
+class LabCli:
+    """The `vpcnet` CLI in-process against one lab (its --prefix added), manifests written under tmp."""
+
+    def __init__(self, lab: LabHandle, tmp: Path) -> None:
+        from typer.testing import CliRunner
+
+        self.lab = lab
+        self.tmp = tmp
+        self.runner = CliRunner()
+
+    def cli(self, *args: str, code: int = 0) -> str:
+        from vpcnet.cli.main import app
+
+        result = self.runner.invoke(app, [*args, "--prefix", self.lab.prefix])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    def apply(self, text: str, name: str) -> str:
+        """`vpcnet apply` of text (saved as tmp/name), then `lab wait`: the policy agents have its pods."""
+        path = self.tmp / name
+        path.write_text(text)
+        out = self.cli("apply", "-f", str(path))
+        self.cli("lab", "wait", "--timeout", "60")
+        return out
 
 
 def recv_or_none(sock: socket.socket, timeout: float = 1.0) -> tuple[bytes, str] | None:

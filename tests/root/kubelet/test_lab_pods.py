@@ -11,39 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from lab_fixture import POD_PORTS, LabCli, leftovers, pod_doc, running_lab
 
-from vpcnet.cli.main import app
 from vpcnet.lab.podserver import in_netns
 
 pytestmark = pytest.mark.root
 
 # node1 and node3 are in the first AZ, node2 in the second (the topology's round-robin).
 PLACEMENT = {"a": "node1", "b": "node1", "c": "node3", "d": "node2"}
-PORTS = "[{containerPort: 80}, {containerPort: 80, protocol: UDP}, {containerPort: 80, protocol: SCTP}]"
 
 
 def manifest() -> str:
     docs = ["apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n"]
-    for pod, node in PLACEMENT.items():
-        docs.append(
-            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: x, labels: {{pod: {pod}}}}}\n"
-            f"spec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n    ports: {PORTS}\n"
-        )
+    docs += [pod_doc(pod, node, "x") for pod, node in PLACEMENT.items()]
     return "---\n".join(docs)
 
 
-class Cluster:
-    def __init__(self, lab: Any, tmp: Path) -> None:
-        self.lab = lab
-        self.tmp = tmp
-        self.runner = CliRunner()
-
-    def cli(self, *args: str, code: int = 0) -> str:
-        result = self.runner.invoke(app, [*args, "--prefix", self.lab.prefix])
-        assert result.exit_code == code, result.output
-        return result.output
-
+class Cluster(LabCli):
     def pod(self, name: str) -> dict[str, Any]:
         body = json.loads(self.cli("get", "pod", f"x/{name}", "-o", "json"))
         assert isinstance(body, dict)
@@ -68,8 +52,6 @@ def assert_ready(lab: Any) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # VPC mode needs the agent's VPC IPAM component; until it is in the tree the agents cannot start.
     pytest.importorskip("vpcnet.agent.vpc_ipam", reason="the agent's VPC IPAM component is not built yet")
-    from lab_fixture import leftovers, running_lab
-
     with running_lab(nodes=3, azs=2, agents=True) as lab:
         assert_ready(lab)
         handle = Cluster(lab, tmp_path_factory.mktemp("pods"))
@@ -146,7 +128,7 @@ def test_delete_runs_cni_del_and_leaves_nothing(cluster: Cluster) -> None:
 
 def test_a_host_port_reaches_the_pod_through_portmap(cluster: Cluster) -> None:
     doc = manifest().split("---\n")[1].replace("name: a,", "name: h,")
-    doc = doc.replace(PORTS, "[{containerPort: 80, hostPort: 8080}]")
+    doc = doc.replace(POD_PORTS, "[{containerPort: 80, hostPort: 8080}]")
     path = cluster.tmp / "hostport.yaml"
     path.write_text(doc)
     assert "pod/x/h started" in cluster.cli("apply", "-f", str(path))

@@ -11,10 +11,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
+from lab_fixture import LabCli, pod_doc, running_lab
 from typer.testing import CliRunner
 
 from vpcnet.cli.main import app
@@ -34,36 +33,7 @@ CALICO_AGENT_ENV = {
 }
 
 
-PORTS = "[{containerPort: 80}, {containerPort: 80, protocol: UDP}, {containerPort: 80, protocol: SCTP}]"
-
-
-def pod_doc(name: str, node: str, namespace: str = "cal", ports: bool = False) -> str:
-    served = f"\n    ports: {PORTS}" if ports else ""
-    return (
-        f"apiVersion: v1\nkind: Pod\n"
-        f"metadata: {{name: {name}, namespace: {namespace}, labels: {{pod: {name}}}}}\n"
-        f"spec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox{served}\n"
-    )
-
-
-class CalicoLab:
-    def __init__(self, lab: Any, tmp: Path) -> None:
-        self.lab = lab
-        self.tmp = tmp
-        self.runner = CliRunner()
-
-    def cli(self, *args: str, code: int = 0) -> str:
-        result = self.runner.invoke(app, [*args, "--prefix", self.lab.prefix])
-        assert result.exit_code == code, result.output
-        return result.output
-
-    def apply(self, text: str, name: str) -> str:
-        path = self.tmp / name
-        path.write_text(text)
-        out = self.cli("apply", "-f", str(path))
-        self.cli("lab", "wait", "--timeout", "60")  # the policy agents have the new pods' veths
-        return out
-
+class CalicoLab(LabCli):
     def pod_ips(self, namespace: str) -> dict[str, str]:
         body = json.loads(self.cli("get", "pods", "-n", namespace, "-o", "json"))
         return {item["metadata"]["name"]: item["status"]["podIP"] for item in body["items"]}
@@ -131,8 +101,6 @@ class CalicoLab:
 
 @pytest.fixture(scope="module")
 def calico_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CalicoLab]:
-    from lab_fixture import running_lab
-
     # `vpcnet lab up --mode calico` sets VPCNET_MODE; the veth prefix and the pool come as agent settings.
     with running_lab(
         nodes=3, azs=2, agents=True, instance_type="t3.medium", agent_env=CALICO_AGENT_ENV
@@ -150,7 +118,7 @@ def calico_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CalicoLab]:
             assert result.exit_code == 0, f"install-cni on {node}: {result.output}"
         handle = CalicoLab(lab, tmp_path_factory.mktemp("calico"))
         namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: cal}\n---\n"
-        pods = "---\n".join(pod_doc(p, n, ports=True) for p, n in PLACEMENT.items())
+        pods = "---\n".join(pod_doc(p, n, "cal") for p, n in PLACEMENT.items())
         out = handle.apply(namespace + pods, "pods.yaml")
         assert out.count(" started") == len(PLACEMENT), out
         yield handle
@@ -181,7 +149,7 @@ def test_pod_traffic_one_node_one_az_across_azs_with_vxlan_only_across_subnets(c
 
 def test_hundred_pods_on_one_t3_medium_node_and_ipam_check_clean_after_churn(calico_lab: CalicoLab) -> None:
     namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: many}\n---\n"
-    docs = namespace + "---\n".join(pod_doc(f"p{i}", "node1", "many") for i in range(100))
+    docs = namespace + "---\n".join(pod_doc(f"p{i}", "node1", "many", ports=False) for i in range(100))
     out = calico_lab.apply(docs, "many.yaml")
     assert out.count(" started") == 100, out
     ips = calico_lab.pod_ips("many")
@@ -191,7 +159,7 @@ def test_hundred_pods_on_one_t3_medium_node_and_ipam_check_clean_after_churn(cal
     check = calico_lab.cli("ipam", "check")
     assert "clean" in check and "allocations in use: 104" in check, check
     # Churn: delete half, start them again, delete all; the IPAM holds exactly what runs.
-    half = namespace + "---\n".join(pod_doc(f"p{i}", "node1", "many") for i in range(50))
+    half = namespace + "---\n".join(pod_doc(f"p{i}", "node1", "many", ports=False) for i in range(50))
     path = calico_lab.tmp / "half.yaml"
     path.write_text(half)
     calico_lab.cli("delete", "-f", str(path))

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from lab_fixture import LabCli, pod_doc, running_lab
 
-from vpcnet.cli.main import app
 from vpcnet.cni.install import CONFLIST_NAME
 
 pytestmark = pytest.mark.root
 
 PLACEMENT = {("x", "a"): "node1", ("x", "b"): "node2", ("y", "c"): "node3"}
-PORTS = "[{containerPort: 80}, {containerPort: 80, protocol: UDP}, {containerPort: 80, protocol: SCTP}]"
 # b takes TCP and SCTP on 80 from a only (nothing over UDP); c may send only UDP.
 POLICIES = """
 apiVersion: networking.k8s.io/v1
@@ -51,39 +47,12 @@ EXPECTED = {
 
 def manifest() -> str:
     docs = [f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n" for ns in ("x", "y")]
-    for (ns, pod), node in PLACEMENT.items():
-        docs.append(
-            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}, namespace: {ns}, labels: {{pod: {pod}}}}}\n"
-            f"spec:\n  nodeName: {node}\n  containers:\n  - name: c\n    image: busybox\n    ports: {PORTS}\n"
-        )
+    docs += [pod_doc(pod, node, ns) for (ns, pod), node in PLACEMENT.items()]
     return "---\n".join(docs)
 
 
-class PolicyLab:
-    def __init__(self, lab: Any, tmp: Path) -> None:
-        self.lab = lab
-        self.tmp = tmp
-        self.runner = CliRunner()
-
-    def cli(self, *args: str, code: int = 0) -> str:
-        result = self.runner.invoke(app, [*args, "--prefix", self.lab.prefix])
-        assert result.exit_code == code, result.output
-        return result.output
-
-    def apply(self, text: str, name: str) -> str:
-        path = self.tmp / name
-        path.write_text(text)
-        out = self.cli("apply", "-f", str(path))
-        self.cli("lab", "wait", "--timeout", "60")
-        return out
-
-
 @pytest.fixture(scope="module", params=["iptables", "nftables"])
-def policy_lab(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PolicyLab]:
-    from lab_fixture import running_lab
-
+def policy_lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCli]:
     env = {
         "VPCNET_MODE": "calico",
         "AWS_VPC_K8S_CNI_VETHPREFIX": "cali",
@@ -96,13 +65,13 @@ def policy_lab(
         for node in lab.node_names:
             conflist = json.loads((lab.layout.cni_conf_dir(node) / CONFLIST_NAME).read_text())
             assert conflist["plugins"][0]["vethPrefix"] == "cali", node
-        handle = PolicyLab(lab, tmp_path_factory.mktemp(f"policy-{request.param}"))
+        handle = LabCli(lab, tmp_path_factory.mktemp(f"policy-{request.param}"))
         out = handle.apply(manifest(), "pods.yaml")
         assert out.count(" started") == len(PLACEMENT), out
         yield handle
 
 
-def test_probe_agrees_with_the_engine_before_and_after_policies(policy_lab: PolicyLab) -> None:
+def test_probe_agrees_with_the_engine_before_and_after_policies(policy_lab: LabCli) -> None:
     refs = sorted(f"{ns}/{pod}" for ns, pod in PLACEMENT)
     for protocol in ("TCP", "UDP", "SCTP"):
         matrix = json.loads(policy_lab.cli("lab", "probe", "--protocol", protocol))
