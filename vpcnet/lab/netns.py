@@ -75,10 +75,6 @@ def nft_apply(ruleset: str, netns: str) -> None:
     _run(["ip", "netns", "exec", netns, "nft", "-f", "-"], ruleset, f"nft -f in {netns}")
 
 
-def nft_list(netns: str, family: str, table: str) -> str:
-    return _run(["ip", "netns", "exec", netns, "nft", "list", "table", family, table], None, "nft list")
-
-
 def ip_json(args: list[str], netns: str) -> str:
     return _run(["ip", "-n", netns, "-json", *args], None, f"ip {' '.join(args)} in {netns}")
 

@@ -19,7 +19,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueE
 from pathlib import Path
 from typing import Any
 
-from vpcnet.ipam.limits import InstanceLimits, UnknownInstanceType, all_instance_types, instance_limits
+from vpcnet.ipam.limits import UnknownInstanceType, all_instance_types, instance_limits
 from vpcnet.lab.ec2 import addressing
 from vpcnet.lab.ec2.allocator import SubnetAllocator
 from vpcnet.lab.ec2.errors import Ec2Error, internal_error, invalid_value, not_found
@@ -262,10 +262,6 @@ class Cloud:
             subnet = self._get_subnet(subnet_id)
             net = IPv4Network(subnet.cidr)
             return addressing.usable_count(net) - len(self._used_in_subnet(subnet_id))
-
-    def limits_of(self, instance_id: str) -> InstanceLimits:
-        with self._lock:
-            return instance_limits(self._get_instance(instance_id).instance_type)
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as JSON-able data (for `lab status` and GET /lab/state)."""
