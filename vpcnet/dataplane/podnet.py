@@ -40,7 +40,6 @@ MAIN_TABLE = 254
 TO_POD_PRIORITY = 512
 FROM_POD_PRIORITY = 1536
 GATEWAY = "169.254.1.1"
-SCOPE_LINK = 253
 NUD_PERMANENT = 0x80
 IFF_UP = 1
 # Set on the host veth before traffic flows, as the VPC CNI does.
