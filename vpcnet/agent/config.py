@@ -15,6 +15,8 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, TypeVar
 
+from vpcnet.datastore.settings import EtcdSettings
+
 E = TypeVar("E", bound=enum.StrEnum)
 
 DEFAULT_RUN_DIR = Path("/var/run/vpcnet")
@@ -90,6 +92,12 @@ class AgentConfig:
                 v = v.value
             out[ENV_NAMES.get(k, k)] = v
         return out
+
+    def etcd_settings(self) -> EtcdSettings:
+        """The datastore: VPCNET_DATASTORE_ENDPOINTS when set, else the etcd default environment."""
+        if self.datastore_endpoints:
+            return EtcdSettings.from_strings(self.datastore_endpoints)
+        return EtcdSettings.from_env()
 
 
 # AgentConfig field -> the environment variable load_config reads it from

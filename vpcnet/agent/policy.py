@@ -347,7 +347,6 @@ class PolicyComponent:
 
     async def start(self) -> None:
         from vpcnet.datastore.etcd import EtcdDatastore
-        from vpcnet.datastore.settings import EtcdSettings
 
         cfg = self.ctx.config
         backend = os.environ.get("VPCNET_POLICY_BACKEND", "iptables")
@@ -362,12 +361,7 @@ class PolicyComponent:
             raise ValueError(f"VPCNET_POLICY_RESYNC_SECONDS={raw!r}: must be a number of seconds above 0")
         node = cfg.node_name or socket.gethostname()
         prefixes = ("cali",) if cfg.mode is Mode.CALICO else (cfg.veth_prefix,)
-        settings = (
-            EtcdSettings.from_strings(cfg.datastore_endpoints)
-            if cfg.datastore_endpoints
-            else EtcdSettings.from_env()
-        )
-        self._datastore = EtcdDatastore(settings)
+        self._datastore = EtcdDatastore(cfg.etcd_settings())
         runner = SubprocessRunner()
         dataplane = make_dataplane(backend, runner)
         # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.

@@ -161,17 +161,11 @@ class PoolIpamComponent:
     async def start(self) -> None:
         from vpcnet.cloud.imds import Imds
         from vpcnet.datastore.etcd import EtcdDatastore
-        from vpcnet.datastore.settings import EtcdSettings
 
         cfg = self.ctx.config
         node = await Imds(cfg.imds_endpoint).node_info()
         name = cfg.node_name or node.instance_id
-        settings = (
-            EtcdSettings.from_strings(cfg.datastore_endpoints)
-            if cfg.datastore_endpoints
-            else EtcdSettings.from_env()
-        )
-        self.datastore = EtcdDatastore(settings)
+        self.datastore = EtcdDatastore(cfg.etcd_settings())
         labels = node_labels(name, node)
         record = NodeRecord(
             name, node.primary_ip, node.subnet_cidr, vtep_mac(name), node.availability_zone, labels
