@@ -9,7 +9,6 @@ etcd) stay inside the command functions so that `vpcnet --help` and the light co
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import typer
 
@@ -51,10 +50,7 @@ def _root() -> None:
 
 def _register_all() -> None:
     for name in COMMAND_MODULES:
-        module_name = f"vpcnet.cli.{name}"
-        if importlib.util.find_spec(module_name) is None:
-            continue  # a concern not built yet registers nothing
-        importlib.import_module(module_name).register(app, groups)
+        importlib.import_module(f"vpcnet.cli.{name}").register(app, groups)
 
 
 _register_all()
