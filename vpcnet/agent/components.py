@@ -1,14 +1,13 @@
 """The registry of the agent's components, started in this order (and stopped in reverse).
 
 Each entry names a factory `make_component(ctx: AgentContext) -> Component` by import path, and the modes
-(`VPCNET_MODE`) it runs in. A module that does not exist yet is skipped (its concern is not built), so a part
-registers itself by adding one line here. The first entry for a mode must set `ctx.allocator` and `ctx.node`.
+(`VPCNET_MODE`) it runs in; a part registers itself by adding one line here. The first entry for a mode
+must set `ctx.allocator` and `ctx.node`.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,8 +40,6 @@ def load_factories(mode: Mode, entries: tuple[Entry, ...] = COMPONENTS) -> list[
         if mode not in entry.modes:
             continue
         module_name, _, attr = entry.factory.partition(":")
-        if importlib.util.find_spec(module_name) is None:
-            continue
         factory = getattr(importlib.import_module(module_name), attr)
         out.append((entry.name, factory))
     return out
