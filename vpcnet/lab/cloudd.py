@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import logging
 import os
@@ -55,16 +54,6 @@ def bind_in_netns(netns_name: str, host: str, port: int) -> socket.socket:
     return netns.run_in_netns(netns_name, lambda: bind_tcp(host, port))
 
 
-def _imds_server(cloud: Any, sock: socket.socket) -> Any:
-    """IMDS ships with the EC2 emulator (vpcnet.lab.imds); without it the daemon serves no metadata."""
-    if importlib.util.find_spec("vpcnet.lab.imds") is None:
-        sock.close()
-        return None
-    from vpcnet.lab.imds import ImdsService
-
-    return ImdsService(cloud).make_server(sock)
-
-
 def bind_host_endpoint(port: int) -> socket.socket:
     """The host-side EC2 endpoint: the port it had before a restart if it is still free, else any."""
     if port:
@@ -102,6 +91,7 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
     from vpcnet.lab.ec2.server import Ec2Service
     from vpcnet.lab.ec2.state import Cloud
     from vpcnet.lab.ec2.wire import service_model
+    from vpcnet.lab.imds import ImdsService
 
     service_model()  # botocore's EC2 model: the slow part of starting, done while `lab up` builds the lab
     if wait_for_go:
@@ -121,14 +111,10 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
         RunningServer(ec2.make_server(bind_in_netns(vpc, EC2_ENDPOINT_ADDRESS, 80))),
         RunningServer(ec2.make_server(bind_host_endpoint(ec2_host_port))),
     ]
-    imds_server = _imds_server(cloud, bind_in_netns(vpc, IMDS_ADDRESS, 80))
-    if imds_server is not None:
-        servers.append(RunningServer(imds_server))
-    else:
-        log.warning("vpcnet.lab.imds is not available: no instance metadata at %s", IMDS_ADDRESS)
-    servers.append(
-        RunningServer(make_server(whoami, bind_in_netns(layout.internet_netns, INTERNET_HOST_ADDRESS, 80)))
-    )
+    servers += [
+        RunningServer(ImdsService(cloud).make_server(bind_in_netns(vpc, IMDS_ADDRESS, 80))),
+        RunningServer(make_server(whoami, bind_in_netns(layout.internet_netns, INTERNET_HOST_ADDRESS, 80))),
+    ]
     etcd_sock = bind_in_netns(vpc, ETCD_ENDPOINT_ADDRESS, ETCD_VPC_PORT)
     upstream = urlsplit(etcd_url)
     if upstream.hostname is None or upstream.port is None:
@@ -144,7 +130,7 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
             "pid": os.getpid(),
             "ec2_host": servers[1].url,
             "ec2": f"http://{EC2_ENDPOINT_ADDRESS}",
-            "imds": f"http://{IMDS_ADDRESS}" if imds_server is not None else None,
+            "imds": f"http://{IMDS_ADDRESS}",
             "etcd": f"http://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
             "etcd_upstream": etcd_url,
             "internet_http": f"http://{INTERNET_HOST_ADDRESS}",
