@@ -50,8 +50,6 @@ def assert_ready(lab: Any) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    # VPC mode needs the agent's VPC IPAM component; until it is in the tree the agents cannot start.
-    pytest.importorskip("vpcnet.agent.vpc_ipam", reason="the agent's VPC IPAM component is not built yet")
     with running_lab(nodes=3, azs=2, agents=True) as lab:
         assert_ready(lab)
         handle = Cluster(lab, tmp_path_factory.mktemp("pods"))
