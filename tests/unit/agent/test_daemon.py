@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from vpcnet.agent.components import Entry
+from vpcnet.agent.components import Entry, load_factories
 from vpcnet.agent.config import Mode, load_config
 from vpcnet.agent.context import AgentContext, NotStarted
 from vpcnet.agent.daemon import Agent
@@ -62,7 +62,6 @@ def test_components_start_in_order_stop_in_reverse_and_serve(probe_module: types
     entries = (
         Entry("first", "vpcnet_test_probe:first"),
         Entry("calico-only", "vpcnet_test_probe:second", (Mode.CALICO,)),
-        Entry("missing", "vpcnet_no_such_module_xyz:make"),
         Entry("second", "vpcnet_test_probe:second"),
     )
     cfg = load_config({"INTROSPECTION_BIND_ADDRESS": "127.0.0.1:0", "DISABLE_METRICS": "true"})
@@ -86,3 +85,9 @@ def test_components_start_in_order_stop_in_reverse_and_serve(probe_module: types
 
     asyncio.run(main())
     assert EVENTS == ["start first", "start second", "stop second", "stop first"]
+
+
+def test_a_factory_that_does_not_import_is_an_error_not_skipped() -> None:
+    entries = (Entry("missing", "vpcnet_no_such_module_xyz:make"),)
+    with pytest.raises(ModuleNotFoundError):
+        load_factories(Mode.VPC, entries)
