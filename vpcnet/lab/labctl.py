@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import importlib.util
 import json
 import os
 import shutil
@@ -156,11 +155,6 @@ def agent_pid_file(layout: LabLayout, node: str) -> Path:
 
 def agent_marker(layout: LabLayout, node: str) -> str:
     return str(layout.agent_socket(node))
-
-
-def agents_available() -> bool:
-    """The node agent ships from issue 3 on; until `vpcnet agent` exists the lab runs without agents."""
-    return importlib.util.find_spec("vpcnet.cli.agent") is not None
 
 
 def start_daemon(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go: bool = False) -> None:
@@ -364,7 +358,7 @@ def up(
 ) -> UpResult:
     """Bring the lab up (or find it up). agent_settings: extra environment for every node agent."""
     settings = dict(agent_settings or {})
-    if agents and agents_available():
+    if agents:
         check_agent_settings(layout, settings)
     with _locked():
         return _up(topo, layout, agents=agents, agent_settings=settings, progress=progress)
@@ -432,7 +426,7 @@ def _create(
             nodes=nodes,
             endpoints=_endpoints(ready["ec2_host"], etcd_url),
             internet_host=INTERNET_HOST_ADDRESS,
-            agents=agents and agents_available(),
+            agents=agents,
             agent_settings=agent_settings,
         )
         _write_json(layout.state_file, info.to_json())

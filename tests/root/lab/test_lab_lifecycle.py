@@ -201,7 +201,6 @@ def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
 
     monkeypatch.setattr(labctl, "start_agent", stand_in)
     monkeypatch.setattr(labctl, "install_cni", stand_in_install)
-    monkeypatch.setattr(labctl, "agents_available", lambda: True)
     topo = build_topology(nodes=2)
     result = labctl.up(topo, layout, agents=True, agent_settings={"VPCNET_MODE": "calico"})
     assert result.info.agents and result.info.agent_settings == {"VPCNET_MODE": "calico"}

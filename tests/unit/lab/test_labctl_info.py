@@ -108,7 +108,6 @@ def test_bad_agent_settings_are_refused_before_anything_is_made(
     from vpcnet.lab import layout as layout_module
 
     monkeypatch.setattr(layout_module, "RUN_ROOT", tmp_path)
-    monkeypatch.setattr(labctl, "agents_available", lambda: True)
     monkeypatch.setattr(labctl, "_up", lambda *_a, **_k: pytest.fail("the lab was being built"))
     lab = LabLayout("aubad")
     with pytest.raises(labctl.LabError, match=needle):
