@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from vpcnet.cli.groups import Groups
+from vpcnet.cli.resources import PREFIX_HELP
 
 DEFAULT_ADDRESS = "127.0.0.1:61679"
 
@@ -73,9 +74,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
         output: str = typer.Option("table", "-o", "--output", help="table or json"),
         address: str = typer.Option(DEFAULT_ADDRESS, help="the agent's introspection address"),
         node: str | None = typer.Option(None, "--node", help="a lab node: run inside its namespace"),
-        prefix: str | None = typer.Option(
-            None, "--prefix", help="the lab's name prefix (env VPCNET_LAB, default vpcl)"
-        ),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
         lab_prefix: str | None = typer.Option(None, "--lab-prefix", hidden=True),  # the old name
     ) -> None:
         """Show the node's address pool: ENIs, addresses, prefixes, assigned, cooling."""

@@ -12,8 +12,7 @@ from typing import Any
 import typer
 
 from vpcnet.cli.groups import Groups
-
-_PREFIX_HELP = "the lab's name prefix (env VPCNET_LAB, default vpcl)"
+from vpcnet.cli.resources import PREFIX_HELP
 
 
 def _layout(prefix: str | None) -> Any:
@@ -42,7 +41,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
             "t3.medium", "--instance-type", "-t", help="the nodes' instance type"
         ),
         azs: int = typer.Option(2, "--azs", help="availability zones (one node subnet each)"),
-        prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
         pod_subnets: bool = typer.Option(
             False, "--pod-subnets", help="also a pod subnet per AZ (for custom networking / ENIConfig)"
         ),
@@ -102,7 +101,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
         )
 
     @lab.command("down")
-    def down_command(prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP)) -> None:
+    def down_command(prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP)) -> None:
         """Remove every namespace, process and file of the lab (also a half-made one)."""
         from vpcnet.lab.labctl import LabError, down
 
@@ -124,7 +123,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
 
     @lab.command("status")
     def status_command(
-        prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
         output: str = typer.Option("table", "--output", "-o", help="table or json"),
     ) -> None:
         """The lab's nodes (instance, AZ, subnet, ENIs with addresses and prefixes) and endpoints."""
@@ -150,7 +149,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
     def exec_command(
         ctx: typer.Context,
         node: str = typer.Argument(..., help="node name (node1, ...), vpc, inet, or a pod as NAMESPACE/NAME"),
-        prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
     ) -> None:
         """Run a command in a node's (or pod's) namespace: `vpcnet lab exec node1 -- ip addr`."""
         from vpcnet.lab.labctl import LabError, exec_in_node
@@ -168,7 +167,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
     def logs_command(
         node: str = typer.Argument(..., help="node name, or `cloud` / `etcd` for the lab's own daemons"),
         follow: bool = typer.Option(False, "--follow", "-f", help="keep printing as the log grows"),
-        prefix: str | None = typer.Option(None, "--prefix", help=_PREFIX_HELP),
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
     ) -> None:
         """Print a node agent's log (or the lab daemon's, or etcd's)."""
         from vpcnet.lab import labetcd

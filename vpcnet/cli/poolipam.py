@@ -13,8 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from vpcnet.cli.groups import Groups
-
-PREFIX_HELP = "the lab's name prefix (env VPCNET_LAB, default vpcl)"
+from vpcnet.cli.resources import PREFIX_HELP
 
 
 def _run(prefix: str | None, fn: Any) -> Any:
