@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 from typing import Any
 
@@ -45,8 +46,8 @@ def _env_float(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
-    if value < 0:
-        raise ValueError(f"{name}={raw!r}: must be 0 or more")
+    if not math.isfinite(value) or value < 0:  # nan would compare false everywhere, inf never expire
+        raise ValueError(f"{name}={raw!r}: must be a finite number of seconds, 0 or more")
     return value
 
 
