@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import cache
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, NetmaskValueError
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from vpcnet.ipam.limits import UnknownInstanceType, all_instance_types, instance_limits
 from vpcnet.lab.ec2 import addressing
@@ -38,6 +38,7 @@ from vpcnet.lab.ec2.model import (
 )
 
 STATE_VERSION = 1
+T = TypeVar("T")
 DEFAULT_REGION = "us-west-2"
 DEFAULT_ACCOUNT = "123456789012"
 MAX_TAGS = 50
@@ -159,28 +160,16 @@ class Cloud:
     # ---------------------------------------------------------------- lookups (copies)
 
     def _get_vpc(self, vpc_id: str) -> Vpc:
-        vpc = self._vpcs.get(vpc_id)
-        if vpc is None:
-            raise not_found("vpc", vpc_id)
-        return vpc
+        return _lookup(self._vpcs, "vpc", vpc_id)
 
     def _get_subnet(self, subnet_id: str) -> Subnet:
-        subnet = self._subnets.get(subnet_id)
-        if subnet is None:
-            raise not_found("subnet", subnet_id)
-        return subnet
+        return _lookup(self._subnets, "subnet", subnet_id)
 
     def _get_instance(self, instance_id: str) -> Instance:
-        inst = self._instances.get(instance_id)
-        if inst is None:
-            raise not_found("instance", instance_id)
-        return inst
+        return _lookup(self._instances, "instance", instance_id)
 
     def _get_eni(self, eni_id: str) -> Eni:
-        eni = self._enis.get(eni_id)
-        if eni is None:
-            raise not_found("eni", eni_id)
-        return eni
+        return _lookup(self._enis, "eni", eni_id)
 
     def vpc(self, vpc_id: str) -> Vpc:
         with self._lock:
@@ -821,3 +810,11 @@ class Cloud:
 def _att(eni: Eni) -> Attachment:
     assert eni.attachment is not None
     return eni.attachment
+
+
+def _lookup(table: dict[str, T], kind: str, key: str) -> T:
+    """One object by id, or EC2's NotFound error for its kind."""
+    found = table.get(key)
+    if found is None:
+        raise not_found(kind, key)
+    return found
