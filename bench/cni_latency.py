@@ -26,6 +26,8 @@ import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from figures import Figures
+
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.install import install_binary, install_native
 from vpcnet.cni.memalloc import MemoryAllocator
@@ -245,11 +247,17 @@ def main() -> int:
         agent.wait(30)
         agent_ms: dict[str, list[float]] = json.loads((tmp / "agent-stats.json").read_text())
 
+        figs = Figures()
         print(f"CNI latency: {opts.pods} pods per plugin, warm path, one node namespace, interleaved")
         for label in clients:
             print(line(f"ADD {label}", adds[label], adds[REFERENCE]))
+            tag = label.split("(")[-1].rstrip(")")
+            for q, name in ((0.5, "p50"), (0.99, "p99")):
+                figs.add(f"add_{tag}_{name}_ratio", pct(adds[label], q) / pct(adds[REFERENCE], q))
         for label in clients:
             print(line(f"DEL {label}", dels[label], dels[REFERENCE]))
+            tag = label.split("(")[-1].rstrip(")")
+            figs.add(f"del_{tag}_p50_ratio", pct(dels[label], 0.5) / pct(dels[REFERENCE], 0.5))
         print(
             f"breakdown (p50): agent ADD {pct(agent_ms['ADD'], 0.5):.2f} ms, "
             f"agent DEL {pct(agent_ms['DEL'], 0.5):.2f} ms;"
@@ -264,6 +272,8 @@ def main() -> int:
                 f"  wall for all {opts.concurrent}: {wall:.0f} ms vs {ref_wall:.0f} ms, "
                 f"ratio {wall / ref_wall:.2f}x"
             )
+            figs.add(f"burst_{label.split('(')[-1].rstrip(')')}_wall_ratio", wall / ref_wall)
+        figs.print()
         return 0
     finally:
         nsenter._setns(home)

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from figures import Figures
+
 VPCNET = [sys.executable, "-c", "from vpcnet.cli.main import main; main()"]
 
 
@@ -107,6 +109,10 @@ def main() -> None:
     print(f"ratio lab up / reference up: {up_ratio:.1f}x   lab down / reference down: {down_ratio:.1f}x")
     verdict = "meets" if statistics.median(lab_up) < 5.0 else "MISSES"
     print(f"target: lab up under 5 s -> {verdict} (median {statistics.median(lab_up):.2f} s)")
+    figs = Figures()
+    figs.add("lab_up_median_s", statistics.median(lab_up))
+    figs.add("lab_down_median_s", statistics.median(lab_down))
+    figs.print()
 
 
 if __name__ == "__main__":

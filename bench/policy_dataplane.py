@@ -28,6 +28,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from figures import Figures
+
 from vpcnet.api.core import Pod
 from vpcnet.api.loader import parse_resource
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
@@ -228,7 +230,7 @@ async def run_case(backend: str, local: int, repeat: int, tag: str) -> dict[str,
         netns(ref_ns, False)
 
 
-def report(case: dict[str, Any]) -> None:
+def report(case: dict[str, Any], figs: Figures) -> None:
     ms = 1000.0
     print(
         f"\n== {case['backend']}: {case['local']} pods on the node ({case['endpoints']} endpoints), "
@@ -268,6 +270,7 @@ def report(case: dict[str, Any]) -> None:
         f"   worst p99 {worst * ms:.1f} ms vs goal 100 ms; "
         f"vs felix#2072 p90 ~1700 ms: {1.7 / worst:.0f}x faster"
     )
+    figs.add(f"{case['backend']}_{case['local']}pods_worst_p99_ms", worst * ms)
 
 
 async def main() -> None:
@@ -279,9 +282,11 @@ async def main() -> None:
     parser.add_argument("--local", default="100,400")
     args = parser.parse_args()
     tag = "vb" + "".join(random.choices(string.ascii_lowercase, k=4))
+    figs = Figures()
     for backend in args.backends.split(","):
         for local in (int(x) for x in args.local.split(",")):
-            report(await run_case(backend, local, args.repeat, tag))
+            report(await run_case(backend, local, args.repeat, tag), figs)
+    figs.print()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import random
 import sys
 import time
 
+from figures import Figures
+
 from vpcnet.api.base import ObjectMeta, Resource
 from vpcnet.api.calico import CalicoNetworkPolicy, CalicoRule, EntityRule, GlobalNetworkPolicy, Tier
 from vpcnet.api.core import Container, ContainerPort, Namespace, Pod
@@ -222,6 +224,11 @@ def main() -> int:
     print(f"  extrapolated to {pairs} pairs:  {naive_total:8.1f} s")
     print(f"speed-up of the matrix over per-flow evaluation: {naive_total / (t2 - t1):.0f}x")
     print(f"sampled cells where both evaluators disagree: {mismatches}")
+    figs = Figures()
+    figs.add("matrix_build_s", t2 - t0)
+    figs.add("matrix_speedup_vs_per_flow", naive_total / (t2 - t1))
+    figs.add("evaluator_disagreements", mismatches)
+    figs.print()
     return 1 if mismatches else 0
 
 

@@ -29,6 +29,8 @@ import urllib.request
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from figures import Figures
+
 from vpcnet.api.base import ObjectMeta
 from vpcnet.api.ippool import IPPool
 from vpcnet.dataplane.poolroutes import render, render_ip_batch, vtep_mac
@@ -209,16 +211,19 @@ async def main() -> None:
         }
         await ResourceStore(setup).apply([doc])
         await setup.close()
+        figs = Figures()
         print("== allocations per second, N allocators on one etcd (each a CAS transaction)")
         print(f"{'N':>4} {'ipam alloc/s':>13} {'raw txn/s':>10} {'ratio':>6} {'conflicts':>10} {'blocks':>7}")
         for round_no, n in enumerate(int(x) for x in args.allocators.split(",")):
             raw = await raw_rate(etcd, n, args.seconds, round_no)
             rate, conflicts, blocks = await ipam_rate(etcd, n, args.seconds, round_no)
             print(f"{n:>4} {rate:>13.0f} {raw:>10.0f} {rate / raw:>6.2f} {conflicts:>10} {blocks:>7}")
+            figs.add(f"alloc_{n}_nodes_ratio_to_raw_txn", rate / raw)
         n = max(int(x) for x in args.allocators.split(","))
         raw = await raw_rate(etcd, n, args.seconds, 100)
         rate, conflicts, blocks = await ipam_rate(etcd, n, args.seconds, 100, one_node=True)
         print(f"{n:>4} {rate:>13.0f} {raw:>10.0f} {rate / raw:>6.2f} {conflicts:>10} {blocks:>7}  (one node)")
+        figs.add(f"alloc_{n}_on_one_node_ratio_to_raw_txn", rate / raw)
         print()
         print("== VPC subnet addresses consumed for the same pods (VPC CNI defaults vs Calico pool)")
         print(f"{'type':>11} {'nodes':>6} {'pods/node':>10} {'VPC mode':>9} {'Calico':>7}  note")
@@ -240,6 +245,7 @@ async def main() -> None:
         )
         print()
         render_costs()
+        figs.print()
     finally:
         etcd.stop()
 

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
+from figures import Figures
+
 from vpcnet.cloud.ec2 import InstanceTypeInfo
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.cloud.simulated import SimulatedEc2
@@ -191,6 +193,7 @@ def main() -> int:
         f" {args.hours:g} h per trace, seed {args.seed}"
     )
     verdicts = []
+    figs = Figures()
     for scenario in ("cluster", "concentrated"):
         # the scheduler places at most ~70% of the node's pod capacity (the rest of the cluster takes the
         # overflow): a node run at its ceiling waits for cooldowns, not for EC2, in every mode
@@ -214,10 +217,13 @@ def main() -> int:
         saving = 1 - statistics.fmean(best.idle) / statistics.fmean(base.idle)
         ok = best.waits == 0 and saving >= 0.5
         verdicts.append(ok)
+        figs.add(f"{scenario}_adaptive_idle_saving", saving)
+        figs.add(f"{scenario}_adaptive_waits", best.waits)
         print(
             f"adaptive vs WARM_ENI_TARGET=1: {saving:.0%} fewer idle addresses held (mean), waits"
             f" {best.waits} vs {base.waits} -> goal (0 waits, >= 50% fewer) {'MET' if ok else 'NOT MET'}"
         )
+    figs.print()
     return 0
 
 
