@@ -182,6 +182,10 @@ class HttpServer:
         finally:
             self._tasks.discard(task)
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
+
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         self.server = await asyncio.start_server(self._serve_connection, host, port, limit=1024 * 1024)
         bound = self.server.sockets[0].getsockname()
