@@ -11,8 +11,14 @@ from typing import Any
 from conftest import KubeApi
 
 
-def call(api: KubeApi, method: str, path: str, body: Any = None, content_type: str = "application/json",
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
+def call(
+    api: KubeApi,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     request = urllib.request.Request(api.url + path, data=data, method=method, headers=headers or {})
     if data is not None:
@@ -111,8 +117,9 @@ def test_crud_conflicts_and_errors(kube_api: KubeApi) -> None:
     assert status == 406
 
     # Delete with a stale precondition is refused; then the real delete.
-    status, doc = call(kube_api, "DELETE", "/api/v1/namespaces/default/pods/p1",
-                       {"preconditions": {"uid": "not-the-uid"}})  # fmt: skip
+    status, doc = call(
+        kube_api, "DELETE", "/api/v1/namespaces/default/pods/p1", {"preconditions": {"uid": "not-the-uid"}}
+    )
     assert (status, doc["reason"]) == (409, "Conflict")
     status, doc = call(kube_api, "DELETE", "/api/v1/namespaces/default/pods/p1")
     assert status == 200 and doc["metadata"]["name"] == "p1"
@@ -154,8 +161,12 @@ def test_list_selectors_and_watch_from_a_version(kube_api: KubeApi) -> None:
 
 
 def test_compacted_version_is_410_expired(fresh_kube_api: KubeApi) -> None:
-    call(fresh_kube_api, "POST", "/api/v1/namespaces/default/configmaps",
-         {"metadata": {"name": "x"}, "data": {"k": "v"}})  # fmt: skip
+    call(
+        fresh_kube_api,
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        {"metadata": {"name": "x"}, "data": {"k": "v"}},
+    )
     old = call(fresh_kube_api, "GET", "/api/v1/configmaps")[1]["metadata"]["resourceVersion"]
     call(fresh_kube_api, "DELETE", "/api/v1/namespaces/default/configmaps/x")
     call(fresh_kube_api, "POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": "y"}})
@@ -175,12 +186,25 @@ def test_crd_makes_a_kind_servable_and_takes_it_away(kube_api: KubeApi) -> None:
             "group": "lab.example.com",
             "scope": "Namespaced",
             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-                          "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                              "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
-                              "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}}}}}}],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                                "status": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+                            },
+                        }
+                    },
+                }
+            ],
         },
-    }  # fmt: skip
+    }
     path = "/apis/lab.example.com/v1/namespaces/default/widgets"
     assert call(kube_api, "GET", path)[0] == 404
     assert call(kube_api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)[0] == 201

@@ -91,6 +91,7 @@ def _varint(value: int) -> bytes:
 
 
 def openapi_v2_protobuf() -> bytes:
-    """gnostic's openapi_v2.Document: swagger (1) = "2.0", info (2) = {title (1), version (2)}, paths (8) = {}."""
+    """gnostic's openapi_v2.Document: swagger (1) = "2.0", info (2) = {title (1), version (2)},
+    paths (8) = {}."""
     info = _field(1, OPENAPI_TITLE.encode()) + _field(2, VERSION["gitVersion"].encode())
     return _field(1, b"2.0") + _field(2, info) + _field(8, b"")

@@ -221,5 +221,6 @@ def _check_preconditions(rt: ResourceType, current: Obj, preconditions: dict[str
                 rt.plural,
                 rt.group,
                 meta["name"],
-                f"Precondition failed: {label} in precondition: {wanted}, {label} in object meta: {meta.get(field)}",
+                f"Precondition failed: {label} in precondition: {wanted}, "
+                f"{label} in object meta: {meta.get(field)}",
             )

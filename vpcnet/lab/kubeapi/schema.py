@@ -61,14 +61,16 @@ def _check(schema: dict[str, Any], value: Any, path: str, causes: list[Cause]) -
             causes.append(
                 Cause(
                     path,
-                    f"Invalid value: {value}: {path} in body should be greater than or equal to {schema['minimum']}",
+                    f"Invalid value: {value}: {path} in body should be greater than or equal to "
+                    f"{schema['minimum']}",
                 )
             )
         if "maximum" in schema and value > schema["maximum"]:
             causes.append(
                 Cause(
                     path,
-                    f"Invalid value: {value}: {path} in body should be less than or equal to {schema['maximum']}",
+                    f"Invalid value: {value}: {path} in body should be less than or equal to "
+                    f"{schema['maximum']}",
                 )
             )
     if isinstance(value, str):
@@ -82,7 +84,8 @@ def _check(schema: dict[str, Any], value: Any, path: str, causes: list[Cause]) -
             causes.append(
                 Cause(
                     path,
-                    f'Invalid value: "{value}": {path} in body should be at least {schema["minLength"]} chars long',
+                    f'Invalid value: "{value}": {path} in body should be at least '
+                    f"{schema['minLength']} chars long",
                 )
             )
     if isinstance(value, dict):

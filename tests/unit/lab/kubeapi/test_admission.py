@@ -107,12 +107,20 @@ def test_namespace_mismatch_and_wrong_kind_are_400() -> None:
 def test_update_keeps_status_for_kinds_with_the_subresource() -> None:
     old = prepare_create(NODES, {"metadata": {"name": "n1"}, "status": {"phase": "Ready"}}, None)
     old["metadata"]["resourceVersion"] = "5"
-    new = prepare_update(NODES, old, {"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.0.0.0/24"}, "status": {}},
-                         status_only=False)  # fmt: skip
+    new = prepare_update(
+        NODES,
+        old,
+        {"metadata": {"name": "n1"}, "spec": {"podCIDR": "10.0.0.0/24"}, "status": {}},
+        status_only=False,
+    )
     assert new["status"] == {"phase": "Ready"}
     assert new["metadata"]["generation"] == 2 and new["metadata"]["uid"] == old["metadata"]["uid"]
-    status = prepare_update(NODES, old, {"metadata": {"name": "n1"}, "spec": {"x": 1}, "status": {"phase": "Gone"}},
-                            status_only=True)  # fmt: skip
+    status = prepare_update(
+        NODES,
+        old,
+        {"metadata": {"name": "n1"}, "spec": {"x": 1}, "status": {"phase": "Gone"}},
+        status_only=True,
+    )
     assert status["status"] == {"phase": "Gone"} and "spec" not in status
 
 
@@ -139,8 +147,15 @@ def test_crd_validation_and_served_kind() -> None:
 
 
 def test_bad_crd_is_invalid() -> None:
-    bad = {"metadata": {"name": "x.example.com"}, "spec": {"group": "example.com", "names": {"plural": "ys", "kind": "Y"},
-           "scope": "Global", "versions": []}}  # fmt: skip
+    bad = {
+        "metadata": {"name": "x.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"plural": "ys", "kind": "Y"},
+            "scope": "Global",
+            "versions": [],
+        },
+    }
     with pytest.raises(ApiError) as err:
         prepare_create(CRD_TYPE, bad, None)
     fields = {c["field"] for c in err.value.status()["details"]["causes"]}
