@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "lab",
     "labpods",
     "labprobe",
+    "labkubeapi",
     "demo",
     "agent",
     "resources",

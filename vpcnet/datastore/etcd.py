@@ -137,6 +137,12 @@ class EtcdDatastore:
         response = await self._call(rpc.KVStub, "Range", rpc.RangeRequest(key=key.encode()), retry=True)
         return _kv(response.kvs[0]) if response.kvs else None
 
+    async def get_at(self, key: str, revision: int) -> KeyValue | None:
+        """The key as it was at store revision `revision` (a DatastoreError once that is compacted)."""
+        request = rpc.RangeRequest(key=key.encode(), revision=revision)
+        response = await self._call(rpc.KVStub, "Range", request, retry=True)
+        return _kv(response.kvs[0]) if response.kvs else None
+
     async def current_revision(self) -> int:
         response = await self._call(
             rpc.KVStub, "Range", rpc.RangeRequest(key=b"\0", count_only=True), retry=True
