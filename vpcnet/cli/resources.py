@@ -20,7 +20,6 @@ import typer
 from vpcnet.cli.groups import Groups
 
 T = TypeVar("T")
-PREFIX_ENV = "VPCNET_LAB"
 PREFIX_HELP = "the lab's name prefix (env VPCNET_LAB, default vpcl)"
 
 # Short names, as kubectl knows them; the Kubernetes NetworkPolicy wins the plain name, as in kubectl.
@@ -46,10 +45,10 @@ class CliError(Exception):
 
 
 def lab_layout(prefix: str | None) -> Any:
-    from vpcnet.lab.layout import DEFAULT_PREFIX, LabLayout, check_prefix
+    from vpcnet.lab.layout import layout_for
 
     try:
-        return LabLayout(check_prefix(prefix or os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX))
+        return layout_for(prefix)
     except ValueError as exc:
         raise CliError(f"--prefix: {exc}") from exc
 
