@@ -150,3 +150,11 @@ def test_datastore_settings_canonical_and_deprecated_names(caplog: pytest.LogCap
 def test_bad_datastore_and_pool_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(env)
+
+
+def test_the_readme_lists_every_variable() -> None:
+    from vpcnet.agent.config import ENV_NAMES
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    missing = [name for name in ENV_NAMES.values() if f"`{name}`" not in readme]
+    assert missing == []
