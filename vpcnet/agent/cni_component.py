@@ -32,5 +32,5 @@ def make_component(ctx: AgentContext) -> CniService:
         # Calico mode has its own outgoing NAT (the pool's natOutgoing); the VPC SNAT chain is VPC mode's.
         host=host if cfg.mode == Mode.VPC else None,
     )
-    ctx.shared["cni"] = service
+    ctx.cni = service
     return service

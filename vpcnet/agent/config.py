@@ -1,8 +1,9 @@
 """Agent configuration from the environment, with the VPC CNI's variable names where they mean the same.
 
-Every bad value is a `ConfigError` naming the variable, what it holds and what was expected; nothing
-starts then.
-vpcnet's own settings use the VPCNET_ prefix.
+This is the only place the agent reads its environment: components take their settings from `ctx.config`,
+and /v1/ipamd-env-settings shows every field under its variable's name. Every bad value is a `ConfigError`
+naming the variable, what it holds and what was expected; nothing starts then.
+vpcnet's own settings use the VPCNET_ prefix; the default IPPool's use Calico's CALICO_IPV4POOL_* names.
 """
 
 from __future__ import annotations
@@ -13,9 +14,18 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from vpcnet.datastore.settings import EtcdSettings
+from vpcnet.datastore.settings import (
+    DEFAULT_ENDPOINT,
+    DatastoreSettings,
+    DatastoreSettingsError,
+    DatastoreType,
+    read_datastore_settings,
+)
+
+if TYPE_CHECKING:
+    from vpcnet.dataplane.policy_backend import BackendName
 
 E = TypeVar("E", bound=enum.StrEnum)
 
@@ -68,7 +78,8 @@ class AgentConfig:
     region: str | None = None  # None = from IMDS
     agent_socket: Path = DEFAULT_RUN_DIR / "agent.sock"
     checkpoint_path: Path = DEFAULT_RUN_DIR / "ipam.json"
-    datastore_endpoints: tuple[str, ...] = ()
+    datastore_type: DatastoreType = DatastoreType.ETCD
+    datastore_endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
     ec2_rate_limit: float = 10.0  # EC2 requests per second this agent allows itself (burst = 2x)
     ec2_max_attempts: int = 8
     leaked_eni_grace: float = 300.0  # our ENIs left unattached this long are deleted
@@ -78,6 +89,20 @@ class AgentConfig:
     adaptive_window: float = 3600.0  # arrival history the adaptive mode sizes the pool from
     assign_wait: float = 30.0  # how long an assignment may wait for EC2 when the pool is empty
     node_name: str = ""
+    # --- the policy component (vpcnet/agent/policy.py) ---
+    policy_backend: BackendName = "iptables"
+    policy_resync_interval: float = 90.0  # the applier re-reads the kernel and repairs hand edits this often
+    # --- Calico mode (vpcnet/agent/pool_ipam.py) ---
+    ipam_node_grace: float = 900.0  # a node gone this long loses its blocks (Calico's LeakGracePeriod)
+    ipam_node_ttl: float = 15.0  # the node record's lease (at least 5 s is used)
+    route_resync_interval: float = 60.0  # the pool route sync's full re-read (at least 1 s is used)
+    source_dest_check: bool = False  # True: leave the primary ENI's source/dest check as it is
+    # the IPPool the first agent creates when there is none, as calico-node does
+    default_pool_cidr: str = "10.244.0.0/16"
+    default_pool_block_size: int = 26
+    default_pool_vxlan_mode: str = "CrossSubnet"  # this kernel family often has VXLAN but no ipip module
+    default_pool_ipip_mode: str = "Never"
+    default_pool_nat_outgoing: bool = True
 
     def env_settings(self) -> dict[str, Any]:
         """The settings as JSON-able values under the environment variables they come from, as the VPC CNI's
@@ -93,11 +118,9 @@ class AgentConfig:
             out[ENV_NAMES.get(k, k)] = v
         return out
 
-    def etcd_settings(self) -> EtcdSettings:
-        """The datastore: VPCNET_DATASTORE_ENDPOINTS when set, else the etcd default environment."""
-        if self.datastore_endpoints:
-            return EtcdSettings.from_strings(self.datastore_endpoints)
-        return EtcdSettings.from_env()
+    def datastore_settings(self) -> DatastoreSettings:
+        """What vpcnet.datastore.open.open_datastore needs."""
+        return DatastoreSettings(type=self.datastore_type, endpoints=self.datastore_endpoints)
 
 
 # AgentConfig field -> the environment variable load_config reads it from
@@ -129,7 +152,8 @@ ENV_NAMES = {
     "region": "AWS_REGION",
     "agent_socket": "VPCNET_AGENT_SOCKET",
     "checkpoint_path": "AWS_VPC_K8S_CNI_BACKING_STORE",
-    "datastore_endpoints": "VPCNET_DATASTORE_ENDPOINTS",
+    "datastore_type": "VPCNET_DATASTORE_TYPE",
+    "datastore_endpoints": "VPCNET_DATASTORE_ENDPOINTS",  # or the deprecated VPCNET_ETCD_ENDPOINTS
     "ec2_rate_limit": "VPCNET_EC2_RATE_LIMIT",
     "ec2_max_attempts": "VPCNET_EC2_MAX_ATTEMPTS",
     "leaked_eni_grace": "VPCNET_LEAKED_ENI_GRACE",
@@ -139,6 +163,17 @@ ENV_NAMES = {
     "adaptive_window": "VPCNET_ADAPTIVE_WINDOW",
     "assign_wait": "VPCNET_ASSIGN_WAIT",
     "node_name": "VPCNET_NODE_NAME",
+    "policy_backend": "VPCNET_POLICY_BACKEND",
+    "policy_resync_interval": "VPCNET_POLICY_RESYNC_SECONDS",
+    "ipam_node_grace": "VPCNET_IPAM_NODE_GRACE_SECONDS",
+    "ipam_node_ttl": "VPCNET_IPAM_NODE_TTL_SECONDS",
+    "route_resync_interval": "VPCNET_ROUTE_RESYNC_SECONDS",
+    "source_dest_check": "VPCNET_SOURCE_DEST_CHECK",
+    "default_pool_cidr": "CALICO_IPV4POOL_CIDR",
+    "default_pool_block_size": "CALICO_IPV4POOL_BLOCK_SIZE",
+    "default_pool_vxlan_mode": "CALICO_IPV4POOL_VXLAN",
+    "default_pool_ipip_mode": "CALICO_IPV4POOL_IPIP",
+    "default_pool_nat_outgoing": "CALICO_IPV4POOL_NAT_OUTGOING",
 }
 
 
@@ -168,7 +203,8 @@ class _Env:
             raise ConfigError(f"{name}={v!r}: must be at most {hi}")
         return n
 
-    def float(self, name: str, default: float, *, lo: float = 0.0) -> float:
+    def float(self, name: str, default: float, *, lo: float = 0.0, above: bool = False) -> float:
+        """A finite number >= lo (> lo when `above`); nan and inf are refused (they would mean never)."""
         v = self.raw(name)
         if v is None:
             return default
@@ -176,8 +212,8 @@ class _Env:
             x = float(v)
         except ValueError:
             raise ConfigError(f"{name}={v!r}: expected a number of seconds") from None
-        if not x >= lo or x == float("inf"):
-            raise ConfigError(f"{name}={v!r}: must be a finite number >= {lo:g}")
+        if not (x > lo if above else x >= lo) or x == float("inf"):
+            raise ConfigError(f"{name}={v!r}: must be a finite number {'>' if above else '>='} {lo:g}")
         return x
 
     def bool(self, name: str, default: bool) -> bool:
@@ -190,6 +226,14 @@ class _Env:
         if low in ("false", "0", "no", "off"):
             return False
         raise ConfigError(f"{name}={v!r}: expected true or false")
+
+    def one_of(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        v = self.raw(name)
+        if v is None:
+            return default
+        if v not in allowed:
+            raise ConfigError(f"{name}={v!r}: expected one of {', '.join(allowed)}")
+        return v
 
     def choice(self, name: str, enum_type: type[E], default: E) -> E:
         v = self.raw(name)
@@ -303,8 +347,12 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     cfg["agent_socket"] = Path(sock) if sock else DEFAULT_RUN_DIR / "agent.sock"
     store = e.raw("AWS_VPC_K8S_CNI_BACKING_STORE")
     cfg["checkpoint_path"] = Path(store) if store else DEFAULT_RUN_DIR / "ipam.json"
-    ds = e.raw("VPCNET_DATASTORE_ENDPOINTS")
-    cfg["datastore_endpoints"] = tuple(p.strip() for p in ds.split(",") if p.strip()) if ds else ()
+    try:
+        datastore = read_datastore_settings(e.env)
+    except DatastoreSettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    cfg["datastore_type"] = datastore.type
+    cfg["datastore_endpoints"] = datastore.endpoints
     rate = e.float("VPCNET_EC2_RATE_LIMIT", 10.0)
     if rate <= 0:
         raise ConfigError(f"VPCNET_EC2_RATE_LIMIT={rate}: must be more than 0")
@@ -317,6 +365,8 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     cfg["adaptive_window"] = e.float("VPCNET_ADAPTIVE_WINDOW", 3600.0, lo=1.0)
     cfg["assign_wait"] = e.float("VPCNET_ASSIGN_WAIT", 30.0)
     cfg["node_name"] = e.raw("VPCNET_NODE_NAME") or e.raw("MY_NODE_NAME") or ""
+    cfg.update(_policy_settings(e))
+    cfg.update(_calico_settings(e))
 
     if cfg["enable_prefix_delegation"] and not (
         cfg["warm_prefix_target"] or cfg["warm_ip_target"] or cfg["minimum_ip_target"]
@@ -326,3 +376,28 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
             " above 0"
         )
     return AgentConfig(**cfg)
+
+
+def _policy_settings(e: _Env) -> dict[str, Any]:
+    from vpcnet.dataplane.policy_backend import BACKENDS  # the renderers stay unloaded until needed
+
+    return {
+        "policy_backend": e.one_of("VPCNET_POLICY_BACKEND", BACKENDS, "iptables"),
+        "policy_resync_interval": e.float("VPCNET_POLICY_RESYNC_SECONDS", 90.0, above=True),
+    }
+
+
+def _calico_settings(e: _Env) -> dict[str, Any]:
+    """Calico mode's settings; the default IPPool's fields are checked as a whole (vpcnet.api) when the
+    pool is built, as today; here only their types."""
+    return {
+        "ipam_node_grace": e.float("VPCNET_IPAM_NODE_GRACE_SECONDS", 900.0),
+        "ipam_node_ttl": e.float("VPCNET_IPAM_NODE_TTL_SECONDS", 15.0),
+        "route_resync_interval": e.float("VPCNET_ROUTE_RESYNC_SECONDS", 60.0),
+        "source_dest_check": e.bool("VPCNET_SOURCE_DEST_CHECK", False),
+        "default_pool_cidr": e.raw("CALICO_IPV4POOL_CIDR") or "10.244.0.0/16",
+        "default_pool_block_size": e.int("CALICO_IPV4POOL_BLOCK_SIZE", 26, lo=0),
+        "default_pool_vxlan_mode": e.raw("CALICO_IPV4POOL_VXLAN") or "CrossSubnet",
+        "default_pool_ipip_mode": e.raw("CALICO_IPV4POOL_IPIP") or "Never",
+        "default_pool_nat_outgoing": e.bool("CALICO_IPV4POOL_NAT_OUTGOING", True),
+    }

@@ -1,10 +1,14 @@
-"""What components share: the configuration, the node, the allocator, metrics and introspection routes."""
+"""What components share: the configuration, the node, the allocator, metrics and introspection routes.
+
+Everything one component offers another is a typed field here (no string-keyed bag), so a reader sees who
+provides what, and mypy checks the users.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -12,6 +16,10 @@ from vpcnet.agent.config import AgentConfig
 from vpcnet.agent.http import HttpServer
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.ipam.types import Allocator
+
+if TYPE_CHECKING:
+    from vpcnet.cni.service import CniService
+    from vpcnet.ipam.interfaces import PodExistence
 
 
 class NotStarted(RuntimeError):
@@ -27,8 +35,10 @@ class AgentContext:
     introspection: HttpServer = field(default_factory=lambda: HttpServer("introspection"))
     # Set once the agent is asked to stop (SIGTERM); long loops may watch it.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    # Anything else one component offers to others, by a documented name.
-    shared: dict[str, Any] = field(default_factory=dict)
+    # The CNI server (set by the cni component when it is made).
+    cni: CniService | None = None
+    # How the VPC ipam component learns whether a checkpointed pod still exists; None: by its host veth.
+    pod_existence: PodExistence | None = None
     _allocator: Allocator | None = None
     _node: NodeInfo | None = None
 

@@ -6,8 +6,8 @@ retried with exponential backoff against the newest state; nothing is opened whi
 stay behind the dispatch chains' drop). Every `resync_interval` seconds the applier re-reads the kernel
 and repairs what someone changed by hand.
 
-Settings (environment): VPCNET_POLICY_BACKEND = iptables (default) | nftables;
-VPCNET_POLICY_RESYNC_SECONDS (default 90). The enforced revision is written to
+Settings (ctx.config): policy_backend (VPCNET_POLICY_BACKEND = iptables (default) | nftables) and
+policy_resync_interval (VPCNET_POLICY_RESYNC_SECONDS, default 90). The enforced revision is written to
 `<node dir>/policy-status.json` ({"revision": R, ...}; the contract `vpcnet lab wait` reads) and served
 on the introspection server at /v1/policy.
 """
@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from vpcnet.api.core import Namespace, Pod
 from vpcnet.api.loader import parse_resource
 from vpcnet.api.networking import K8sNetworkPolicy
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
-from vpcnet.dataplane.policy_backend import BACKENDS, PolicyDataplane, make_dataplane
+from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
 from vpcnet.dataplane.policy_state import DesiredState
 from vpcnet.datastore.resources import ResourceEvent, ResourceRef, ResourceStore, StoredResource
@@ -346,28 +345,21 @@ class PolicyComponent:
         self._datastore: Any = None
 
     async def start(self) -> None:
-        from vpcnet.datastore.etcd import EtcdDatastore
+        from vpcnet.datastore.open import open_datastore
 
         cfg = self.ctx.config
-        backend = os.environ.get("VPCNET_POLICY_BACKEND", "iptables")
-        if backend not in BACKENDS:
-            raise ValueError(f"VPCNET_POLICY_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
-        raw = os.environ.get("VPCNET_POLICY_RESYNC_SECONDS", "").strip() or "90"
-        try:
-            resync = float(raw)
-        except ValueError:
-            raise ValueError(f"VPCNET_POLICY_RESYNC_SECONDS={raw!r}: expected a number of seconds") from None
-        if not resync > 0 or resync == float("inf"):
-            raise ValueError(f"VPCNET_POLICY_RESYNC_SECONDS={raw!r}: must be a number of seconds above 0")
+        backend = cfg.policy_backend
         node = cfg.node_name or socket.gethostname()
         prefixes = ("cali",) if cfg.mode is Mode.CALICO else (cfg.veth_prefix,)
-        self._datastore = EtcdDatastore(cfg.etcd_settings())
+        self._datastore = await open_datastore(cfg.datastore_settings())
         runner = SubprocessRunner()
         dataplane = make_dataplane(backend, runner)
         # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.
         other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner)
-        with contextlib.suppress(Exception):
+        try:
             await other.remove_all()
+        except Exception as err:  # best effort: its tool may be missing (then it has no rules either)
+            log.warning("could not remove the %s back end's rules (ignored): %s", other.name, err)
         # Before the CNI component starts wiring pods (it starts after this one).
         await close_bare_node(dataplane, prefixes)
         self.agent = PolicyAgent(
@@ -375,7 +367,7 @@ class PolicyComponent:
             PolicyCalculator(node, prefixes),
             dataplane,
             status_path=cfg.agent_socket.parent / STATUS_FILE,
-            resync_interval=resync,
+            resync_interval=cfg.policy_resync_interval,
             metrics=PolicyMetrics(self.ctx.metrics),
         )
         self.ctx.introspection.route("/v1/policy", self._introspect)
@@ -388,12 +380,17 @@ class PolicyComponent:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await self._task
+                except Exception as err:  # stop() must not raise; the loop's failure is only reported
+                    log.warning("policy loop ended with an error while stopping: %s", err)
             self._task = None
         if self._datastore is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self._datastore.close()
+            except Exception as err:  # stop() must not raise; the connection is dropped with the process
+                log.debug("ignored while closing the datastore: %s", err)
             self._datastore = None
 
     def ready(self) -> bool:

@@ -5,12 +5,12 @@ address, subnet and VTEP MAC), turn the primary ENI's source/dest check off (pod
 ENI's, and the VPC drops them otherwise), set ctx.allocator/ctx.node, then run the route sync and the
 gone-node cleanup as tasks.
 
-Settings (environment): VPCNET_IPAM_NODE_GRACE_SECONDS (900: how long a node must be gone before its
-blocks are released; Calico's LeakGracePeriod), VPCNET_IPAM_NODE_TTL_SECONDS (15: the node record's
-lease), VPCNET_ROUTE_RESYNC_SECONDS (60), VPCNET_SOURCE_DEST_CHECK (false: leave it alone when true).
-With no IPPool in the datastore, the first agent creates one as calico-node does, from CALICO_IPV4POOL_CIDR
-(10.244.0.0/16), CALICO_IPV4POOL_BLOCK_SIZE (26), CALICO_IPV4POOL_VXLAN (CrossSubnet), CALICO_IPV4POOL_IPIP
-(Never) and CALICO_IPV4POOL_NAT_OUTGOING (true).
+Settings come from ctx.config (vpcnet/agent/config.py): ipam_node_grace (VPCNET_IPAM_NODE_GRACE_SECONDS,
+900: how long a node must be gone before its blocks are released; Calico's LeakGracePeriod), ipam_node_ttl
+(VPCNET_IPAM_NODE_TTL_SECONDS, 15: the node record's lease), route_resync_interval
+(VPCNET_ROUTE_RESYNC_SECONDS, 60), source_dest_check (VPCNET_SOURCE_DEST_CHECK, false: leave it alone when
+true). With no IPPool in the datastore, the first agent creates one as calico-node does, from the
+default_pool_* settings (CALICO_IPV4POOL_CIDR, _BLOCK_SIZE, _VXLAN, _IPIP, _NAT_OUTGOING).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 from typing import Any
 
+from vpcnet.agent.config import AgentConfig
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
 from vpcnet.agent.pool_routes import PoolRouteSync
@@ -36,19 +36,6 @@ from vpcnet.ipam.poolstore import NodeRecord
 log = logging.getLogger(__name__)
 UPLINK = "eth0"
 DEFAULT_POOL_NAME = "default-ipv4-ippool"
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
-    if not math.isfinite(value) or value < 0:  # nan would compare false everywhere, inf never expire
-        raise ValueError(f"{name}={raw!r}: must be a finite number of seconds, 0 or more")
-    return value
 
 
 def node_labels(name: str, node: NodeInfo) -> dict[str, str]:
@@ -66,39 +53,22 @@ async def disable_source_dest_check(ctx: AgentContext, node: NodeInfo) -> None:
 
     cfg = ctx.config
     ec2 = Boto3Ec2(node.region, endpoint_url=cfg.ec2_endpoint, rate_limit=cfg.ec2_rate_limit)
-    # The EC2 protocol of vpcnet.cloud has no call for this yet; its generic throttled, retrying call does it.
-    await ec2._call(
-        "ModifyNetworkInterfaceAttribute",
-        NetworkInterfaceId=node.primary_eni_id,
-        SourceDestCheck={"Value": False},
-    )
+    await ec2.disable_source_dest_check(node.primary_eni_id)
     log.info("source/dest check off on %s (pod addresses come from the pool)", node.primary_eni_id)
 
 
-def default_pool_document(env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The pool calico-node creates when there is none, from the same environment variables."""
-    source = os.environ if env is None else env
-
-    def get(name: str, default: str) -> str:
-        return source.get(name, "").strip() or default
-
-    block = get("CALICO_IPV4POOL_BLOCK_SIZE", "26")
-    if not block.isdigit():
-        raise ValueError(f"CALICO_IPV4POOL_BLOCK_SIZE={block!r}: expected a number")
-    nat = get("CALICO_IPV4POOL_NAT_OUTGOING", "true").lower()
-    if nat not in ("true", "false"):
-        raise ValueError(f"CALICO_IPV4POOL_NAT_OUTGOING={nat!r}: expected true or false")
+def default_pool_document(cfg: AgentConfig) -> dict[str, Any]:
+    """The pool calico-node creates when there is none, from the same (CALICO_IPV4POOL_*) settings."""
     document = {
         "apiVersion": "projectcalico.org/v3",
         "kind": "IPPool",
         "metadata": {"name": DEFAULT_POOL_NAME},
         "spec": {
-            "cidr": get("CALICO_IPV4POOL_CIDR", "10.244.0.0/16"),
-            "blockSize": int(block),
-            # This kernel family has VXLAN but often no ipip module: VXLAN across subnets by default.
-            "vxlanMode": get("CALICO_IPV4POOL_VXLAN", "CrossSubnet"),
-            "ipipMode": get("CALICO_IPV4POOL_IPIP", "Never"),
-            "natOutgoing": nat == "true",
+            "cidr": cfg.default_pool_cidr,
+            "blockSize": cfg.default_pool_block_size,
+            "vxlanMode": cfg.default_pool_vxlan_mode,
+            "ipipMode": cfg.default_pool_ipip_mode,
+            "natOutgoing": cfg.default_pool_nat_outgoing,
         },
     }
     from vpcnet.api.loader import parse_resource
@@ -107,7 +77,7 @@ def default_pool_document(env: dict[str, str] | None = None) -> dict[str, Any]:
     return document
 
 
-async def ensure_default_pool(datastore: Any) -> bool:
+async def ensure_default_pool(datastore: Any, cfg: AgentConfig) -> bool:
     """Create the default pool when no IPPool exists (first agent wins); True when this one created it."""
     from vpcnet.datastore.resources import ResourceRef, ResourceStore
     from vpcnet.ipam.poolstore import IPPOOL_KIND
@@ -115,7 +85,7 @@ async def ensure_default_pool(datastore: Any) -> bool:
     pools, _ = await ResourceStore(datastore).list(IPPOOL_KIND)
     if pools:
         return False
-    document = default_pool_document()
+    document = default_pool_document(cfg)
     key = ResourceRef(IPPOOL_KIND, None, DEFAULT_POOL_NAME).key
     created = await datastore.create(
         key, json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
@@ -153,27 +123,28 @@ class PoolIpamComponent:
         self.routes: PoolRouteSync | None = None
         self.allocator: PoolAllocator | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.grace = _env_float("VPCNET_IPAM_NODE_GRACE_SECONDS", 900.0)
-        self.ttl = max(5, int(_env_float("VPCNET_IPAM_NODE_TTL_SECONDS", 15.0)))
-        self.resync = max(1.0, _env_float("VPCNET_ROUTE_RESYNC_SECONDS", 60.0))
-        self.keep_sdc = os.environ.get("VPCNET_SOURCE_DEST_CHECK", "false").lower() in ("1", "true", "yes")
+        cfg = ctx.config
+        self.grace = cfg.ipam_node_grace
+        self.ttl = max(5, int(cfg.ipam_node_ttl))
+        self.resync = max(1.0, cfg.route_resync_interval)
+        self.keep_sdc = cfg.source_dest_check
         self.cleanups = 0
 
     async def start(self) -> None:
         from vpcnet.cloud.imds import Imds
-        from vpcnet.datastore.etcd import EtcdDatastore
+        from vpcnet.datastore.open import open_datastore
 
         cfg = self.ctx.config
         node = await Imds(cfg.imds_endpoint).node_info()
         name = cfg.node_name or node.instance_id
-        self.datastore = EtcdDatastore(cfg.etcd_settings())
+        self.datastore = await open_datastore(cfg.datastore_settings())
         labels = node_labels(name, node)
         record = NodeRecord(
             name, node.primary_ip, node.subnet_cidr, vtep_mac(name), node.availability_zone, labels
         )
         if not self.keep_sdc:
             await disable_source_dest_check(self.ctx, node)
-        await ensure_default_pool(self.datastore)
+        await ensure_default_pool(self.datastore, cfg)
         await warn_if_ipip_unsupported(self.datastore)
         self.registration = NodeRegistration(self.datastore, record, self.ttl)
         await self.registration.start()
@@ -186,15 +157,16 @@ class PoolIpamComponent:
         )
         self.ctx.node = node
         self.ctx.allocator = self.allocator
-        self.ctx.shared["pool_ipam"] = self
         self.ctx.introspection.route("/v1/pool-ipam", self._introspect)
         self._tasks = [
             asyncio.create_task(self.routes.run(), name="pool-routes"),
             asyncio.create_task(self._cleanup_loop(), name="pool-cleanup"),
         ]
         # Serve once the routes reflect the datastore (a pod started before would be unreachable).
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self.routes.synced.wait(), 30)
+        except TimeoutError:  # serve anyway: the route sync keeps trying, and pods on this node work
+            log.warning("pool routes not synced from the datastore after 30 s; serving anyway")
         self.allocator.set_ready()
 
     async def _cleanup_loop(self) -> None:
@@ -226,18 +198,25 @@ class PoolIpamComponent:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await task
+                except Exception as err:  # stop() must not raise; the task's failure is only reported
+                    log.warning("%s task ended with an error while stopping: %s", task.get_name(), err)
         self._tasks = []
         if self.registration is not None:
             # Not withdrawn: an agent restart must not make every node drop its routes to us. The lease
             # runs out by itself if we do not come back.
-            with contextlib.suppress(Exception):
+            try:
                 await self.registration.stop(withdraw=False)
+            except Exception as err:  # stop() must not raise; the lease expires by itself
+                log.warning("ignored while stopping the node registration (its lease expires): %s", err)
             self.registration = None
         if self.datastore is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self.datastore.close()
+            except Exception as err:  # stop() must not raise; the connection is dropped with the process
+                log.debug("ignored while closing the datastore: %s", err)
             self.datastore = None
 
     def ready(self) -> bool:

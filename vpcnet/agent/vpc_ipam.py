@@ -91,7 +91,7 @@ class VpcIpamComponent:
         settings = vpc_settings(cfg, subnet_id, groups)
         networking = KernelEniNetworking()
         self._closers.append(networking)
-        pods = self.ctx.shared.get("pod_existence") or HostVethExistence(cfg.veth_prefix, networking.ipr)
+        pods = self.ctx.pod_existence or HostVethExistence(cfg.veth_prefix, networking.ipr)
         self.allocator = VpcAllocator(
             ec2=ec2,
             node=node,
@@ -103,7 +103,6 @@ class VpcIpamComponent:
         )
         await self.allocator.start()
         self.ctx.allocator = self.allocator
-        self.ctx.shared["vpc_allocator"] = self.allocator
         self.ctx.metrics.register(PoolCollector(self.allocator))
         self.ctx.introspection.route("/v1/enis", self._enis)
         self.ctx.introspection.route("/v1/ipam", self._ipam)

@@ -1,6 +1,6 @@
 """`vpcnet ipam show | check | release`: the Calico-mode pools, blocks and allocations in the datastore.
 
-The datastore is found as `vpcnet get` finds it: VPCNET_ETCD_ENDPOINTS, else the running lab's etcd.
+The datastore is found as `vpcnet get` finds it: VPCNET_DATASTORE_ENDPOINTS, else the running lab's etcd.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from vpcnet.cli.resources import PREFIX_HELP
 def _run(prefix: str | None, fn: Any) -> Any:
     import asyncio
 
-    from vpcnet.cli.resources import CliError, etcd_settings, lab_layout
-    from vpcnet.datastore.etcd import EtcdDatastore
+    from vpcnet.cli.resources import CliError, datastore_settings, lab_layout
+    from vpcnet.datastore.open import open_datastore
     from vpcnet.datastore.types import DatastoreError
 
     async def go() -> Any:
-        datastore = EtcdDatastore(settings)
+        datastore = await open_datastore(settings)
         try:
             return await fn(datastore)
         finally:
@@ -32,7 +32,7 @@ def _run(prefix: str | None, fn: Any) -> Any:
 
     # Printed as `error: ...` with its exit status, never a traceback (no datastore, a bad setting).
     try:
-        settings = etcd_settings(lab_layout(prefix))
+        settings = datastore_settings(lab_layout(prefix))
         try:
             return asyncio.run(go())
         except DatastoreError as exc:

@@ -1,6 +1,7 @@
 """`vpcnet apply`, `vpcnet get`, `vpcnet delete`: resources in the datastore, run by the lab kubelet.
 
-The datastore is the lab's etcd (its host URL in the lab state file) unless VPCNET_ETCD_ENDPOINTS names one.
+The datastore is the one VPCNET_DATASTORE_ENDPOINTS names (VPCNET_ETCD_ENDPOINTS, deprecated, too), else the
+running lab's etcd (its host URL in the lab state file), else the local default.
 `apply` validates every document first (nothing is stored if one is bad), stores them in one transaction,
 then, when a lab is up, lets the lab kubelet start the pods; `delete` removes objects (a Namespace with
 everything in it) and lets the kubelet stop the pods (CNI DEL).
@@ -19,7 +20,6 @@ import typer
 from vpcnet.cli.groups import Groups
 
 T = TypeVar("T")
-PREFIX_ENV = "VPCNET_LAB"
 PREFIX_HELP = "the lab's name prefix (env VPCNET_LAB, default vpcl)"
 
 # Short names, as kubectl knows them; the Kubernetes NetworkPolicy wins the plain name, as in kubectl.
@@ -45,45 +45,40 @@ class CliError(Exception):
 
 
 def lab_layout(prefix: str | None) -> Any:
-    from vpcnet.lab.layout import DEFAULT_PREFIX, LabLayout, check_prefix
+    from vpcnet.lab.layout import layout_for
 
     try:
-        return LabLayout(check_prefix(prefix or os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX))
+        return layout_for(prefix)
     except ValueError as exc:
         raise CliError(f"--prefix: {exc}") from exc
 
 
-def etcd_settings(layout: Any) -> Any:
-    """VPCNET_ETCD_ENDPOINTS when set, else the running lab's etcd, else the local default."""
-    from vpcnet.datastore.settings import AGENT_ENDPOINTS_ENV, ENDPOINTS_ENV, EtcdSettings
+def datastore_settings(layout: Any) -> Any:
+    """The datastore the environment names (the CLI's own setting, read with the agent's rule in
+    vpcnet.datastore.settings), else the running lab's etcd, else the local default."""
+    from vpcnet.datastore.settings import DEFAULT_ENDPOINT, DatastoreSettingsError, read_datastore_settings
 
-    def from_env() -> Any:
-        try:
-            return EtcdSettings.from_env()
-        except ValueError as exc:  # a typo in the setting is the user's to fix, not a traceback
-            name = ENDPOINTS_ENV if os.environ.get(ENDPOINTS_ENV) else AGENT_ENDPOINTS_ENV
-            raise CliError(f"{name}: {exc}") from exc
-
-    if os.environ.get(ENDPOINTS_ENV):
-        return from_env()
     try:
         state = json.loads(layout.state_file.read_text())
-        url = state["endpoints"]["etcd_host"]
+        lab_endpoints = [str(state["endpoints"]["etcd_host"])]
     except (OSError, ValueError, KeyError, TypeError):
-        return from_env()
-    return EtcdSettings.from_strings([url])
+        lab_endpoints = [DEFAULT_ENDPOINT]
+    try:
+        return read_datastore_settings(os.environ, default_endpoints=lab_endpoints)
+    except DatastoreSettingsError as exc:  # a typo in the setting is the user's to fix, not a traceback
+        raise CliError(str(exc)) from exc
 
 
 def with_store(layout: Any, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Run fn(ResourceStore) on a fresh event loop with the datastore open."""
     import asyncio
 
-    from vpcnet.datastore.etcd import open_etcd
+    from vpcnet.datastore.open import open_datastore
     from vpcnet.datastore.resources import ResourceStore
     from vpcnet.datastore.types import DatastoreError
 
     async def go() -> T:
-        datastore = await open_etcd(etcd_settings(layout))
+        datastore = await open_datastore(datastore_settings(layout))
         try:
             return await fn(ResourceStore(datastore))
         finally:

@@ -182,6 +182,12 @@ class Boto3Ec2:
             Attachment={"AttachmentId": attachment_id, "DeleteOnTermination": True},
         )
 
+    async def disable_source_dest_check(self, eni_id: str) -> None:
+        """Let the ENI send and receive addresses it does not own (Calico mode's pod addresses)."""
+        await self._call(
+            "ModifyNetworkInterfaceAttribute", NetworkInterfaceId=eni_id, SourceDestCheck={"Value": False}
+        )
+
     async def detach_network_interface(self, attachment_id: str, *, force: bool = False) -> None:
         await self._call("DetachNetworkInterface", AttachmentId=attachment_id, Force=force)
 

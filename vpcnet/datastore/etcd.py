@@ -350,8 +350,3 @@ async def _request_progress(call: Any) -> None:
         while True:
             await asyncio.sleep(PROGRESS_INTERVAL)
             await call.write(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
-
-
-async def open_etcd(settings: EtcdSettings | None = None) -> EtcdDatastore:
-    """A datastore for the configured endpoints (default: VPCNET_ETCD_ENDPOINTS); no I/O yet."""
-    return EtcdDatastore(settings or EtcdSettings.from_env())

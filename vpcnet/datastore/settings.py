@@ -1,15 +1,36 @@
-"""Where the datastore is: a list of etcd client endpoints (one per member of a cluster)."""
+"""Where the datastore is and what kind it is, and how the environment names it (one home for the names).
+
+VPCNET_DATASTORE_TYPE picks the backend (etcd today); VPCNET_DATASTORE_ENDPOINTS lists its endpoints
+(comma-separated, one per etcd member). VPCNET_ETCD_ENDPOINTS, the CLI's old name, is still accepted with a
+logged deprecation warning. Calico's own ETCD_ENDPOINTS is deliberately not read: calicoctl users often
+have it exported for another cluster, and picking it up would silently point vpcnet at that cluster.
+
+The agent reads these through vpcnet/agent/config.py and the CLI through vpcnet/cli/resources.py; both hand
+their environment mapping to `read_datastore_settings`, so neither name nor rule is written twice.
+"""
 
 from __future__ import annotations
 
-import os
+import enum
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-ENDPOINTS_ENV = "VPCNET_ETCD_ENDPOINTS"
-AGENT_ENDPOINTS_ENV = "VPCNET_DATASTORE_ENDPOINTS"  # the agent's setting (vpcnet/agent/config.py)
+log = logging.getLogger(__name__)
+
+TYPE_VARIABLE = "VPCNET_DATASTORE_TYPE"
+ENDPOINTS_VARIABLE = "VPCNET_DATASTORE_ENDPOINTS"
+DEPRECATED_ENDPOINTS_VARIABLE = "VPCNET_ETCD_ENDPOINTS"  # accepted with a warning
 DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
+
+
+class DatastoreType(enum.StrEnum):
+    ETCD = "etcd"
+
+
+class DatastoreSettingsError(ValueError):
+    """A datastore setting is invalid; the message starts with the variable's name."""
 
 
 @dataclass(frozen=True)
@@ -38,13 +59,66 @@ class EtcdSettings:
             raise ValueError("etcd endpoints: the list is empty")
         return cls(endpoints=tuple(parse_endpoint(e) for e in endpoints), **kwargs)
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> EtcdSettings:
-        """Endpoints from VPCNET_ETCD_ENDPOINTS or VPCNET_DATASTORE_ENDPOINTS (comma-separated), else the
-        local default."""
-        source = env if env is not None else os.environ
-        raw = source.get(ENDPOINTS_ENV) or source.get(AGENT_ENDPOINTS_ENV) or DEFAULT_ENDPOINT
-        return cls.from_strings([part.strip() for part in raw.split(",") if part.strip()])
+
+@dataclass(frozen=True)
+class DatastoreSettings:
+    """What `vpcnet.datastore.open.open_datastore` needs: the backend and where it is."""
+
+    type: DatastoreType = DatastoreType.ETCD
+    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+
+    def etcd(self) -> EtcdSettings:
+        return EtcdSettings.from_strings(self.endpoints)
+
+
+def endpoints_variable(env: Mapping[str, str]) -> str | None:
+    """The variable the endpoints come from: VPCNET_DATASTORE_ENDPOINTS, else the deprecated
+    VPCNET_ETCD_ENDPOINTS (with a warning), else None (neither is set)."""
+    canonical = env.get(ENDPOINTS_VARIABLE, "").strip()
+    deprecated = env.get(DEPRECATED_ENDPOINTS_VARIABLE, "").strip()
+    if deprecated and canonical:
+        if deprecated != canonical:
+            log.warning(
+                "%s is deprecated and ignored: %s is set too (%s)",
+                DEPRECATED_ENDPOINTS_VARIABLE,
+                ENDPOINTS_VARIABLE,
+                canonical,
+            )
+        return ENDPOINTS_VARIABLE
+    if deprecated:
+        log.warning("%s is deprecated: use %s", DEPRECATED_ENDPOINTS_VARIABLE, ENDPOINTS_VARIABLE)
+        return DEPRECATED_ENDPOINTS_VARIABLE
+    return ENDPOINTS_VARIABLE if canonical else None
+
+
+def parse_endpoints(variable: str, raw: str) -> tuple[str, ...]:
+    """The comma-separated endpoints in `variable`, each checked; errors name the variable."""
+    parts = tuple(part.strip() for part in raw.split(",") if part.strip())
+    try:
+        EtcdSettings.from_strings(parts)
+    except ValueError as exc:
+        raise DatastoreSettingsError(f"{variable}: {exc}") from None
+    return parts
+
+
+def read_datastore_type(env: Mapping[str, str]) -> DatastoreType:
+    raw = env.get(TYPE_VARIABLE, "").strip()
+    if not raw:
+        return DatastoreType.ETCD
+    try:
+        return DatastoreType(raw.lower())
+    except ValueError:
+        allowed = ", ".join(t.value for t in DatastoreType)
+        raise DatastoreSettingsError(f"{TYPE_VARIABLE}={raw!r}: expected one of {allowed}") from None
+
+
+def read_datastore_settings(
+    env: Mapping[str, str], default_endpoints: Sequence[str] = (DEFAULT_ENDPOINT,)
+) -> DatastoreSettings:
+    """The datastore settings in env; `default_endpoints` when no endpoints variable is set."""
+    variable = endpoints_variable(env)
+    endpoints = parse_endpoints(variable, env[variable]) if variable is not None else tuple(default_endpoints)
+    return DatastoreSettings(type=read_datastore_type(env), endpoints=endpoints)
 
 
 def parse_endpoint(text: str) -> Endpoint:

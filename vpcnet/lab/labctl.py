@@ -30,19 +30,17 @@ from vpcnet.lab.cloudd import go_file
 from vpcnet.lab.ec2.errors import Ec2Error
 from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric, FabricError
 from vpcnet.lab.layout import (
-    DEFAULT_PREFIX,
     EC2_ENDPOINT_ADDRESS,
     ETCD_ENDPOINT_ADDRESS,
     IMDS_ADDRESS,
     INTERNET_CIDR,
     RUN_ROOT,
     LabLayout,
-    check_prefix,
 )
+from vpcnet.lab.layout import layout_for as layout_for  # its home is layout.py; callers import it here too
 from vpcnet.lab.topology import LabTopology, NodeSpec, SubnetSpec
 
 STATE_VERSION = 1
-PREFIX_ENV = "VPCNET_LAB"
 ETCD_VPC_PORT = 2379
 READY_TIMEOUT = 30.0
 AGENT_READY_TIMEOUT = 60.0  # a node agent must answer STATUS ready this soon after it starts
@@ -55,10 +53,6 @@ Progress = Callable[[str], None]
 
 class LabError(RuntimeError):
     """The lab cannot do what was asked; the message says why and what to do."""
-
-
-def layout_for(prefix: str | None = None) -> LabLayout:
-    return LabLayout(check_prefix(prefix or os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX))
 
 
 # ------------------------------------------------------------------ the lab's description (lab.json)

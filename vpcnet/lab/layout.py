@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_PREFIX = "vpcl"
+# The lab's own settings (the lab tool's and the CLI's, never the agent's): which lab, and where it lives.
+PREFIX_ENV = "VPCNET_LAB"
 RUN_ROOT = Path(os.environ.get("VPCNET_RUN_ROOT", "/run/vpcnet"))
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
 
@@ -25,6 +27,11 @@ def check_prefix(prefix: str) -> str:
             f"lab prefix {prefix!r} must be 2-8 lowercase letters or digits, starting with a letter"
         )
     return prefix
+
+
+def layout_for(prefix: str | None = None) -> LabLayout:
+    """The lab named by `prefix`, else by VPCNET_LAB, else the default; ValueError for a bad name."""
+    return LabLayout(check_prefix(prefix or os.environ.get(PREFIX_ENV) or DEFAULT_PREFIX))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from vpcnet.datastore.etcd import open_etcd
+from vpcnet.datastore.etcd import EtcdDatastore
 from vpcnet.datastore.resources import ResourceRef, ResourceStore
 from vpcnet.lab.kubelet import ANNOTATION_CONTAINER_ID, Kubelet, LabNode, SyncReport
 from vpcnet.lab.layout import LabLayout
@@ -59,7 +59,7 @@ class Env:
 
     def run(self, fn: Callable[[ResourceStore], Awaitable[T]]) -> T:
         async def go() -> T:
-            datastore = await open_etcd(self.settings)
+            datastore = EtcdDatastore(self.settings)
             try:
                 return await fn(ResourceStore(datastore))
             finally:
@@ -236,6 +236,7 @@ def test_cli_apply_get_delete(env: Env, tmp_path: Path, monkeypatch: pytest.Monk
     from vpcnet.cli.main import app
 
     monkeypatch.delenv("VPCNET_ETCD_ENDPOINTS", raising=False)
+    monkeypatch.delenv("VPCNET_DATASTORE_ENDPOINTS", raising=False)
     env.layout.run_dir.mkdir(parents=True, exist_ok=True)
     state = {
         "nodes": [{"name": n.name, "az": n.az, "primary_ip": n.primary_ip} for n in env.all_nodes[:1]],
@@ -296,6 +297,7 @@ def test_cli_probe_compare_and_wait(env: Env, tmp_path: Path, monkeypatch: pytes
     from vpcnet.lab.converge import write_status
 
     monkeypatch.delenv("VPCNET_ETCD_ENDPOINTS", raising=False)
+    monkeypatch.delenv("VPCNET_DATASTORE_ENDPOINTS", raising=False)
     env.layout.run_dir.mkdir(parents=True, exist_ok=True)
     state = {
         "nodes": [{"name": "n1", "az": "az1", "primary_ip": "10.252.0.1"}],

@@ -94,6 +94,12 @@ def test_env_settings_are_keyed_by_the_variables_and_read_back_the_same() -> Non
         "VPCNET_EC2_MAX_ATTEMPTS": "4", "VPCNET_LEAKED_ENI_GRACE": "50", "VPCNET_RELEASE_DELAY": "20",
         "VPCNET_POOL_INTERVAL": "2", "VPCNET_RECONCILE_INTERVAL": "30", "VPCNET_ADAPTIVE_WINDOW": "600",
         "VPCNET_ASSIGN_WAIT": "9", "VPCNET_NODE_NAME": "n1",
+        "VPCNET_DATASTORE_TYPE": "etcd", "VPCNET_POLICY_BACKEND": "nftables",
+        "VPCNET_POLICY_RESYNC_SECONDS": "12", "VPCNET_IPAM_NODE_GRACE_SECONDS": "60",
+        "VPCNET_IPAM_NODE_TTL_SECONDS": "30", "VPCNET_ROUTE_RESYNC_SECONDS": "5",
+        "VPCNET_SOURCE_DEST_CHECK": "true", "CALICO_IPV4POOL_CIDR": "172.20.0.0/16",
+        "CALICO_IPV4POOL_BLOCK_SIZE": "28", "CALICO_IPV4POOL_VXLAN": "Always",
+        "CALICO_IPV4POOL_IPIP": "Never", "CALICO_IPV4POOL_NAT_OUTGOING": "false",
     }  # fmt: skip
     c = load_config(env)
     doc = c.env_settings()
@@ -107,3 +113,48 @@ def test_env_settings_are_keyed_by_the_variables_and_read_back_the_same() -> Non
 
     again = {k: as_env(v) for k, v in doc.items() if v is not None}
     assert load_config(again) == c
+    # every variable given was read into a field that differs from its default (none is ignored)
+    defaults = load_config({}).env_settings()
+    unchanged = [k for k in env if k in doc and doc[k] == defaults[k]]
+    assert unchanged == ["VPCNET_DATASTORE_TYPE", "CALICO_IPV4POOL_IPIP"]  # etcd and Never are all there is
+    assert set(env) <= set(doc)
+
+
+def test_datastore_settings_canonical_and_deprecated_names(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from vpcnet.datastore.settings import DatastoreSettings, DatastoreType
+
+    assert load_config({}).datastore_settings() == DatastoreSettings(
+        DatastoreType.ETCD, ("http://127.0.0.1:2379",)
+    )
+    c = load_config({"VPCNET_DATASTORE_ENDPOINTS": "http://10.0.0.1:2379,10.0.0.2"})
+    assert c.datastore_endpoints == ("http://10.0.0.1:2379", "10.0.0.2")
+    assert c.env_settings()["VPCNET_DATASTORE_ENDPOINTS"] == ["http://10.0.0.1:2379", "10.0.0.2"]
+    with caplog.at_level(logging.WARNING):
+        c = load_config({"VPCNET_ETCD_ENDPOINTS": "http://10.0.0.3:2379"})
+    assert c.datastore_endpoints == ("http://10.0.0.3:2379",)
+    assert "VPCNET_ETCD_ENDPOINTS is deprecated: use VPCNET_DATASTORE_ENDPOINTS" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VPCNET_DATASTORE_TYPE": "kubernetes"}, "VPCNET_DATASTORE_TYPE='kubernetes': expected one of etcd"),
+        ({"VPCNET_DATASTORE_ENDPOINTS": "https://e:2379"}, "VPCNET_DATASTORE_ENDPOINTS: etcd endpoint"),
+        ({"VPCNET_ETCD_ENDPOINTS": "e:x"}, "VPCNET_ETCD_ENDPOINTS: etcd endpoint 'e:x': bad port"),
+        ({"CALICO_IPV4POOL_BLOCK_SIZE": "x"}, "CALICO_IPV4POOL_BLOCK_SIZE='x': expected an integer"),
+        ({"CALICO_IPV4POOL_NAT_OUTGOING": "maybe"}, "CALICO_IPV4POOL_NAT_OUTGOING='maybe'"),
+    ],
+)
+def test_bad_datastore_and_pool_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(env)
+
+
+def test_the_readme_lists_every_variable() -> None:
+    from vpcnet.agent.config import ENV_NAMES
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    missing = [name for name in ENV_NAMES.values() if f"`{name}`" not in readme]
+    assert missing == []

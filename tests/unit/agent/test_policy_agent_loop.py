@@ -213,16 +213,19 @@ def test_policy_starts_before_the_cni_wires_pods() -> None:
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "-5", "nan", "inf"])
-def test_a_bad_resync_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    from types import SimpleNamespace
+def test_a_bad_resync_setting_names_the_variable(value: str) -> None:
+    from vpcnet.agent.config import ConfigError, load_config
 
-    from vpcnet.agent.policy import PolicyComponent
+    with pytest.raises(ConfigError, match=f"VPCNET_POLICY_RESYNC_SECONDS='{value}'"):
+        load_config({"VPCNET_POLICY_BACKEND": "iptables", "VPCNET_POLICY_RESYNC_SECONDS": value})
 
-    monkeypatch.setenv("VPCNET_POLICY_BACKEND", "iptables")
-    monkeypatch.setenv("VPCNET_POLICY_RESYNC_SECONDS", value)
-    component = PolicyComponent(SimpleNamespace(config=SimpleNamespace()))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=f"VPCNET_POLICY_RESYNC_SECONDS='{value}'"):
-        asyncio.run(component.start())
+
+def test_a_bad_policy_backend_names_the_variable() -> None:
+    from vpcnet.agent.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="VPCNET_POLICY_BACKEND='ebpf': expected one of iptables, nftables"):
+        load_config({"VPCNET_POLICY_BACKEND": "ebpf"})
+    assert load_config({"VPCNET_POLICY_BACKEND": "nftables"}).policy_backend == "nftables"
 
 
 def test_the_reported_revision_waits_for_the_watch_not_the_clock(tmp_path: Path) -> None:

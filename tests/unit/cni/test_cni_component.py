@@ -37,7 +37,7 @@ def test_component_from_agent_context(tmp_path: Path) -> None:
     ctx = AgentContext(config=cfg)
     service = make_component(ctx)
     assert service.name == "cni"
-    assert ctx.shared["cni"] is service
+    assert ctx.cni is service
     assert service.socket_path == tmp_path / "agent.sock"
     assert service.handler.settings.veth_prefix == "abc" and service.handler.settings.mtu == 1500
     assert not service.ready()  # not serving yet

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 from typer.testing import CliRunner
 
@@ -40,3 +44,20 @@ def test_ipam_without_a_datastore_is_an_error_not_a_traceback(
     assert result.exit_code == 1, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "error: datastore:" in result.output and "127.0.0.1:1" in result.output
+
+
+def test_the_cli_finds_the_datastore_setting_then_the_lab_then_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from vpcnet.cli.resources import datastore_settings
+
+    monkeypatch.delenv("VPCNET_ETCD_ENDPOINTS", raising=False)
+    monkeypatch.delenv("VPCNET_DATASTORE_ENDPOINTS", raising=False)
+    layout = SimpleNamespace(state_file=tmp_path / "state.json")
+    assert datastore_settings(layout).endpoints == ("http://127.0.0.1:2379",)
+    layout.state_file.write_text(json.dumps({"endpoints": {"etcd_host": "http://127.0.0.1:23791"}}))
+    assert datastore_settings(layout).endpoints == ("http://127.0.0.1:23791",)
+    monkeypatch.setenv("VPCNET_ETCD_ENDPOINTS", "http://10.9.0.1:2379")  # deprecated, still wins over the lab
+    assert datastore_settings(layout).endpoints == ("http://10.9.0.1:2379",)
+    monkeypatch.setenv("VPCNET_DATASTORE_ENDPOINTS", "http://10.9.0.2:2379")  # the canonical name wins
+    assert datastore_settings(layout).endpoints == ("http://10.9.0.2:2379",)
