@@ -28,7 +28,7 @@ from pathlib import Path
 
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.install import install_binary, install_native
-from vpcnet.cni.memalloc import MemoryAllocator
+from vpcnet.testing.memalloc import MemoryAllocator
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane import nsenter
 from vpcnet.dataplane.hostnet import HostNetConfig

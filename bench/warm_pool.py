@@ -1,7 +1,7 @@
 """Warm-pool benchmark: a bursty pod churn trace replayed against the ipamd engine and a simulated EC2.
 
 Simulated time (a virtual clock: hours replay in seconds), realistic EC2 latencies (attach 3 s, assign
-0.5 s, ... see vpcnet/cloud/simulated.py) and EC2-like throttling behind vpcnet's client retries. The
+0.5 s, ... see vpcnet/testing/simulated_ec2.py) and EC2-like throttling behind vpcnet's client retries. The
 same engine (vpcnet.ipam.vpc.VpcAllocator) runs each mode over the same trace and reports:
 
   waits     assignments that found the pool empty and had to wait for EC2
@@ -28,9 +28,9 @@ from ipaddress import IPv4Network
 
 from vpcnet.cloud.ec2 import InstanceTypeInfo
 from vpcnet.cloud.node import NodeInfo
-from vpcnet.cloud.simulated import SimulatedEc2
+from vpcnet.testing.simulated_ec2 import SimulatedEc2
 from vpcnet.cloud.throttle import Backoff
-from vpcnet.cloud.virtual_time import run_virtual
+from vpcnet.testing.virtual_time import run_virtual
 from vpcnet.ipam.checkpoint import MemoryCheckpoint
 from vpcnet.ipam.interfaces import EveryPodExists, NoNetworking
 from vpcnet.ipam.limits import instance_limits

@@ -12,7 +12,7 @@ import pytest
 from cnifakes import FakePodNetwork
 
 from vpcnet.cni.handlers import CniHandler
-from vpcnet.cni.memalloc import MemoryAllocator
+from vpcnet.testing.memalloc import MemoryAllocator
 from vpcnet.cni.server import CniServer
 
 

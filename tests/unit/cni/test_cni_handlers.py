@@ -8,7 +8,7 @@ import json
 from cnifakes import FakePodNetwork
 
 from vpcnet.cni.handlers import CniHandler
-from vpcnet.cni.memalloc import MemoryAllocator
+from vpcnet.testing.memalloc import MemoryAllocator
 from vpcnet.cni.shim import encode_request
 from vpcnet.dataplane.podnet import PodSpec, WiredPod, WiringError
 
