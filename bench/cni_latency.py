@@ -28,10 +28,10 @@ from pathlib import Path
 
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.install import install_binary, install_native
-from vpcnet.testing.memalloc import MemoryAllocator
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane import nsenter
 from vpcnet.dataplane.hostnet import HostNetConfig
+from vpcnet.testing.memalloc import MemoryAllocator
 
 GO_PLUGINS = "/usr/lib/cni"
 REFERENCE = "ptp+host-local"

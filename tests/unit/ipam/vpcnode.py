@@ -10,6 +10,7 @@ from typing import Any
 
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.ipam.checkpoint import MemoryCheckpoint
+from vpcnet.ipam.eni_pool import Eni
 from vpcnet.ipam.interfaces import NoNetworking
 from vpcnet.ipam.limits import instance_limits
 from vpcnet.ipam.types import IpamKey
@@ -102,3 +103,9 @@ def ec2_view(node: Node) -> tuple[int, int]:
     """(ENIs attached to the instance, addresses for pods on them) as EC2 sees it."""
     enis = node.ec2.cloud.enis_of(node.iid)
     return len(enis), sum(len(e.secondary_ips) + 16 * len(e.prefixes) for e in enis)
+
+
+def adopt_primary(node: Node, st: VpcPoolState) -> None:
+    """Put the instance's primary ENI in the pool, with no secondary address, as start-up adoption would."""
+    i = node.info
+    st.pool.add_eni(Eni(i.primary_eni_id, i.primary_mac, 0, i.primary_ip, i.subnet_id, i.subnet_cidr, True))
