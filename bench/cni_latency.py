@@ -30,10 +30,10 @@ from figures import Figures
 
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.install import install_binary, install_native
-from vpcnet.cni.memalloc import MemoryAllocator
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane import nsenter
 from vpcnet.dataplane.hostnet import HostNetConfig
+from vpcnet.testing.memalloc import MemoryAllocator
 
 GO_PLUGINS = "/usr/lib/cni"
 REFERENCE = "ptp+host-local"

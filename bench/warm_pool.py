@@ -1,7 +1,7 @@
 """Warm-pool benchmark: a bursty pod churn trace replayed against the ipamd engine and a simulated EC2.
 
 Simulated time (a virtual clock: hours replay in seconds), realistic EC2 latencies (attach 3 s, assign
-0.5 s, ... see vpcnet/cloud/simulated.py) and EC2-like throttling behind vpcnet's client retries. The
+0.5 s, ... see vpcnet/testing/simulated_ec2.py) and EC2-like throttling behind vpcnet's client retries. The
 same engine (vpcnet.ipam.vpc.VpcAllocator) runs each mode over the same trace and reports:
 
   waits     assignments that found the pool empty and had to wait for EC2
@@ -24,15 +24,10 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
 
 from figures import Figures
 
-from vpcnet.cloud.ec2 import InstanceTypeInfo
-from vpcnet.cloud.node import NodeInfo
-from vpcnet.cloud.simulated import SimulatedEc2
 from vpcnet.cloud.throttle import Backoff
-from vpcnet.cloud.virtual_time import run_virtual
 from vpcnet.ipam.checkpoint import MemoryCheckpoint
 from vpcnet.ipam.interfaces import EveryPodExists, NoNetworking
 from vpcnet.ipam.limits import instance_limits
@@ -40,6 +35,8 @@ from vpcnet.ipam.maxpods import max_pods
 from vpcnet.ipam.types import AddressExhausted, IpamKey
 from vpcnet.ipam.vpc import VpcAllocator, VpcSettings, capacity_for
 from vpcnet.ipam.warm import WarmTargets
+from vpcnet.testing.simulated_ec2 import SimulatedEc2
+from vpcnet.testing.virtual_time import run_virtual
 
 MUTATING = {
     "CreateNetworkInterface",
@@ -111,17 +108,8 @@ async def replay(name: str, targets: WarmTargets, trace: list[Pod], itype: str, 
     ec2 = SimulatedEc2(
         throttle_rate=5.0, throttle_burst=20.0, client_backoff=Backoff(0.2, 20.0, 10), client_rate=10.0
     )
-    ec2.add_instance_type(
-        InstanceTypeInfo(itype, limits.vcpus, limits.max_enis, limits.ipv4_per_eni, limits.hypervisor, False)
-    )
-    subnet = ec2.add_subnet("subnet-a", "10.0.0.0/20")
-    primary = ec2.launch("i-bench", itype, "subnet-a")
-    node = NodeInfo(
-        instance_id="i-bench", instance_type=itype, availability_zone="us-east-1a", region="us-east-1",
-        primary_eni_id=primary.eni_id, primary_mac=primary.mac, primary_ip=primary.primary_ip,
-        subnet_id="subnet-a", subnet_cidr=subnet.cidr, vpc_id="vpc-1",
-        vpc_cidrs=(IPv4Network("10.0.0.0/16"),), security_groups=(),
-    )  # fmt: skip
+    subnet = ec2.add_subnet("10.0.0.0/20")
+    node = ec2.node_info(ec2.launch(itype, subnet.id).id)
     cap = capacity_for(
         instance_type=itype, type_max_enis=limits.enis_on_default_card, ipv4_per_eni=limits.ipv4_per_eni,
         max_pods=max_pods(limits), prefix_delegation=False, custom_networking=False, max_eni=None,

@@ -1,7 +1,8 @@
 """The EC2 operations the agent needs, as a Protocol with plain types, and EC2's errors.
 
-`Boto3Ec2` (boto3, the real client) and `SimulatedEc2` (in memory, for the engine's tests and the benchmark)
-implement it. Everything above this layer sees only these types.
+`Boto3Ec2` (boto3, the real client) and `vpcnet.testing.simulated_ec2.SimulatedEc2` (the lab's EC2
+engine in-process, for the engine's tests and the benchmark) implement it. Everything above this layer sees
+only these types.
 """
 
 from __future__ import annotations

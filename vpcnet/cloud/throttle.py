@@ -41,6 +41,14 @@ class TokenBucket:
             self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
 
+    def try_take(self) -> bool:
+        """Take one token if there is one now, without waiting (a server's throttle: refuse instead)."""
+        self._refill()
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
     async def acquire(self) -> float:
         """Take one token; returns the seconds waited."""
         waited = 0.0

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.install import install_binary, install_native
-from vpcnet.cni.memalloc import MemoryAllocator
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane.hostnet import HostNetConfig
+from vpcnet.testing.memalloc import MemoryAllocator
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 from vpcnet.agent.config import load_config
 from vpcnet.agent.daemon import Agent
 from vpcnet.agent.ipam_metrics import ApiMetrics, PoolCollector
-from vpcnet.cloud.virtual_time import run_virtual
 from vpcnet.ipam.warm import WarmTargets
+from vpcnet.testing.virtual_time import run_virtual
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "ipam"))
 from test_vpc_allocator import key, make_node

@@ -8,9 +8,9 @@ import pytest
 
 from vpcnet.agent.config import ConfigError, load_config
 from vpcnet.agent.vpc_ipam import instance_type_limits, load_eni_config
-from vpcnet.cloud.ec2 import Ec2Error, InstanceTypeInfo
+from vpcnet.cloud.ec2 import Ec2Error
 from vpcnet.cloud.node import NodeInfo
-from vpcnet.cloud.simulated import SimulatedEc2
+from vpcnet.testing.simulated_ec2 import SimulatedEc2
 
 NODE = NodeInfo(
     instance_id="i-1", instance_type="m5.large", availability_zone="us-west-2b", region="us-west-2",
@@ -55,8 +55,7 @@ def test_eniconfig_errors_name_the_file_and_what_is_missing(tmp_path: Path) -> N
 
 
 def test_limits_from_ec2_are_cached_and_the_table_is_the_fallback(tmp_path: Path) -> None:
-    ec2 = SimulatedEc2(latency={})
-    ec2.add_instance_type(InstanceTypeInfo("m5.large", 2, 3, 10, "nitro", False, (3,)))
+    ec2 = SimulatedEc2(latency={})  # EC2's answers come from the lab's engine (the bundled table)
 
     async def body() -> None:
         got = await instance_type_limits(ec2, "m5.large", tmp_path)
@@ -65,7 +64,9 @@ def test_limits_from_ec2_are_cached_and_the_table_is_the_fallback(tmp_path: Path
         ec2.fail_next["DescribeInstanceTypes"] = Ec2Error("DescribeInstanceTypes", "Unavailable", "down", 503)
         again = await instance_type_limits(ec2, "m5.large", tmp_path)  # from the cache: no call
         assert again == got and "DescribeInstanceTypes" in ec2.fail_next
-        table = await instance_type_limits(ec2, "t3.medium", tmp_path)  # EC2 does not know it: the table
+        # EC2 fails (the injected error is still pending: the cached call made none): the bundled table
+        table = await instance_type_limits(ec2, "t3.medium", tmp_path)
+        assert "DescribeInstanceTypes" not in ec2.fail_next
         assert (table.max_enis, table.ipv4_per_eni) == (3, 6)
         with pytest.raises(ConfigError, match=r"no-such\.type"):
             await instance_type_limits(ec2, "no-such.type", tmp_path)

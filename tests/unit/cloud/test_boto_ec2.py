@@ -96,7 +96,7 @@ def test_pagination_returns_every_eni(cloud: LocalCloud) -> None:
                 subnet_id=cloud.subnets[0].id, description="aws-K8S-p", security_groups=(),
                 tags={TAG_INSTANCE_ID: inst.id},
             )  # fmt: skip
-        import vpcnet.cloud.boto_ec2 as mod
+        import vpcnet.cloud.ec2_query as mod
 
         old = mod.PAGE_SIZE
         mod.PAGE_SIZE = 5  # EC2's minimum page: forces two pages

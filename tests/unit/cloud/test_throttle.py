@@ -10,7 +10,7 @@ import pytest
 
 from vpcnet.cloud.ec2 import Ec2Error
 from vpcnet.cloud.throttle import Backoff, TokenBucket, call_with_retries
-from vpcnet.cloud.virtual_time import run_virtual
+from vpcnet.testing.virtual_time import run_virtual
 
 
 def test_backoff_is_full_jitter_exponential_and_capped() -> None:

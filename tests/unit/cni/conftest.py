@@ -12,8 +12,8 @@ import pytest
 from cnifakes import FakePodNetwork
 
 from vpcnet.cni.handlers import CniHandler
-from vpcnet.cni.memalloc import MemoryAllocator
 from vpcnet.cni.server import CniServer
+from vpcnet.testing.memalloc import MemoryAllocator
 
 
 @pytest.fixture(scope="module")

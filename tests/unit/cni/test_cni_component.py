@@ -9,7 +9,7 @@ from vpcnet.agent.cni_component import make_component
 from vpcnet.agent.config import AgentConfig, Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.cloud.node import NodeInfo
-from vpcnet.cni.memalloc import MemoryAllocator
+from vpcnet.testing.memalloc import MemoryAllocator
 
 NODE = NodeInfo(
     instance_id="i-1",

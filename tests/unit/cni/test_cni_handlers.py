@@ -8,9 +8,9 @@ import json
 from cnifakes import FakePodNetwork
 
 from vpcnet.cni.handlers import CniHandler
-from vpcnet.cni.memalloc import MemoryAllocator
 from vpcnet.cni.shim import encode_request
 from vpcnet.dataplane.podnet import PodSpec, WiredPod, WiringError
+from vpcnet.testing.memalloc import MemoryAllocator
 
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni"}).encode()
 

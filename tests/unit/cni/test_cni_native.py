@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from vpcnet.cni import shim
 from vpcnet.cni.install import NativeBuildError, install_native
-from vpcnet.cni.memalloc import MemoryAllocator
+from vpcnet.testing.memalloc import MemoryAllocator
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
 

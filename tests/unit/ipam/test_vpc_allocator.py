@@ -1,102 +1,19 @@
-"""The VPC warm-pool engine against the simulated EC2, on a virtual clock (exact and fast)."""
+"""The VPC allocator end to end (VpcAllocator: its three parts together) against the simulated EC2."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import re
 from ipaddress import IPv4Address, IPv4Network
-from typing import Any
 
 import pytest
+from vpcnode import ec2_view, key, make_node, run, settle
 
-from vpcnet.cloud.ec2 import TAG_CREATED_AT, TAG_INSTANCE_ID, InstanceTypeInfo
-from vpcnet.cloud.node import NodeInfo
-from vpcnet.cloud.simulated import SimulatedEc2
+from vpcnet.cloud.ec2 import TAG_CREATED_AT, TAG_INSTANCE_ID
 from vpcnet.cloud.throttle import Backoff
-from vpcnet.cloud.virtual_time import run_virtual
-from vpcnet.ipam.checkpoint import MemoryCheckpoint
-from vpcnet.ipam.interfaces import NoNetworking
-from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, IpamKey
+from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady
 from vpcnet.ipam.vpc import VpcAllocator, VpcSettings, capacity_for
 from vpcnet.ipam.warm import WarmTargets
-
-TYPES = {
-    "t3.medium": InstanceTypeInfo("t3.medium", 2, 3, 6, "nitro", False, (3,)),
-    "m5.large": InstanceTypeInfo("m5.large", 2, 3, 10, "nitro", False, (3,)),
-    "m4.large": InstanceTypeInfo("m4.large", 2, 2, 10, "xen", False, (2,)),
-}
-MAX_PODS = {"t3.medium": 17, "m5.large": 29, "m4.large": 20}
-
-
-class Pods:
-    def __init__(self) -> None:
-        self.gone: set[str] = set()
-
-    async def exists(self, key: IpamKey, pod_namespace: str, pod_name: str) -> bool:
-        return pod_name not in self.gone
-
-
-@dataclass
-class Node:
-    ec2: SimulatedEc2
-    info: NodeInfo
-    checkpoint: MemoryCheckpoint = field(default_factory=MemoryCheckpoint)
-    net: NoNetworking = field(default_factory=NoNetworking)
-    pods: Pods = field(default_factory=Pods)
-    instance_type: str = "t3.medium"
-
-    def allocator(self, targets: WarmTargets, pd: bool = False, **kw: Any) -> VpcAllocator:
-        t = TYPES[self.instance_type]
-        max_pods = 110 if pd else MAX_PODS[self.instance_type]
-        cap = capacity_for(
-            instance_type=t.name,
-            type_max_enis=t.max_enis,
-            ipv4_per_eni=t.ipv4_per_eni,
-            max_pods=max_pods,
-            prefix_delegation=pd,
-            custom_networking=False,
-            max_eni=kw.pop("max_eni", None),
-        )
-        kw = {"pool_interval": 1.0, "release_delay": 60.0, "reconcile_interval": 30.0, **kw}
-        settings = VpcSettings(targets=targets, **kw)
-        return VpcAllocator(
-            ec2=self.ec2, node=self.info, capacity=cap, settings=settings, networking=self.net,
-            checkpoint=self.checkpoint, pods=self.pods,
-        )  # fmt: skip
-
-
-def make_node(instance_type: str = "t3.medium", subnet: str = "10.0.0.0/24", **sim: Any) -> Node:
-    ec2 = SimulatedEc2(**sim)
-    for t in TYPES.values():
-        ec2.add_instance_type(t)
-    s = ec2.add_subnet("subnet-a", subnet)
-    primary = ec2.launch("i-1", instance_type, "subnet-a")
-    info = NodeInfo(
-        instance_id="i-1", instance_type=instance_type, availability_zone="us-east-1a", region="us-east-1",
-        primary_eni_id=primary.eni_id, primary_mac=primary.mac, primary_ip=primary.primary_ip,
-        subnet_id="subnet-a", subnet_cidr=s.cidr, vpc_id="vpc-1", vpc_cidrs=(IPv4Network("10.0.0.0/16"),),
-        security_groups=("sg-1",),
-    )  # fmt: skip
-    return Node(ec2, info, instance_type=instance_type)
-
-
-def key(i: int) -> IpamKey:
-    return IpamKey("aws-cni", f"c{i:04d}", "eth0")
-
-
-def run(body: Callable[[], Awaitable[None]]) -> None:
-    run_virtual(body())
-
-
-async def settle(a: VpcAllocator, seconds: float = 120.0) -> None:
-    await asyncio.sleep(seconds)
-
-
-def ec2_view(node: Node) -> tuple[int, int]:
-    """(ENIs attached to the instance, addresses for pods on them) as EC2 sees it."""
-    enis = [e for e in node.ec2.enis.values() if e.attachment and e.attachment.instance_id == "i-1"]
-    return len(enis), sum(len(e.secondary) + 16 * len(e.prefixes) for e in enis)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +39,7 @@ def test_pool_settles_at_the_counts_the_knobs_imply(
     async def body() -> None:
         a = node.allocator(targets, pd=pd)
         await a.start()
-        await settle(a)
+        await settle()
         assert a.stats().total == total
         assert ec2_view(node) == (enis, total)
         await a.stop()
@@ -136,12 +53,12 @@ def test_one_pod_on_warm_eni_target_brings_a_second_eni() -> None:
     async def body() -> None:
         a = node.allocator(WarmTargets())
         await a.start()
-        await settle(a)
+        await settle()
         calls = len(node.ec2.calls)
         got = await a.assign(key(1), "default", "p1")
         assert len(node.ec2.calls) == calls  # the warm path made no EC2 call
         assert got.device_number == 0 and got.route_table == 254 and got.eni_id == node.info.primary_eni_id
-        await settle(a)
+        await settle()
         assert ec2_view(node) == (2, 10)
         assert len(node.net.configured) == 1
         assert list(node.net.configured.values()) == [2]  # device 1 -> table 2
@@ -169,7 +86,7 @@ def test_assign_and_release_are_idempotent_by_key() -> None:
     async def body() -> None:
         a = node.allocator(WarmTargets(warm_ip=3))
         await a.start()
-        await settle(a)
+        await settle()
         first = await a.assign(key(1), "ns", "p")
         assert await a.assign(key(1), "ns", "p") == first
         assert await a.lookup(key(1)) == first
@@ -246,7 +163,9 @@ def test_prefix_delegation_refused_on_xen_is_a_clear_ec2_error_not_a_hang() -> N
     async def body() -> None:
         a = node.allocator(WarmTargets(warm_prefix=1), pd=True, assign_wait=20.0)
         await a.start()
-        with pytest.raises(AddressExhausted, match="does not support prefixes"):
+        with pytest.raises(
+            AddressExhausted, match=r"Prefix delegation is not supported for instance type m4\.large"
+        ):
             await a.assign(key(1), "ns", "p")
         await a.stop()
 
@@ -259,7 +178,7 @@ def test_cooling_addresses_do_not_count_as_available() -> None:
     async def body() -> None:
         a = node.allocator(WarmTargets(warm_ip=2), cooldown=30.0)
         await a.start()
-        await settle(a)
+        await settle()
         for i in range(2):
             await a.assign(key(i), "ns", f"p{i}")
         for i in range(2):
@@ -280,7 +199,7 @@ def test_releases_are_paced_and_only_give_back_what_was_not_needed() -> None:
         await a.start()
         for i in range(12):
             await a.assign(key(i), "ns", f"p{i}")
-        await settle(a, 20)
+        await settle(20)
         assert a.stats().total == 14
         for i in range(12):
             await a.release(key(i))
@@ -301,7 +220,7 @@ def test_empty_pool_waits_for_ec2_instead_of_failing() -> None:
     async def body() -> None:
         a = node.allocator(WarmTargets(warm_ip=1))
         await a.start()
-        await settle(a)
+        await settle()
         got = await asyncio.gather(*(a.assign(key(i), "ns", f"p{i}") for i in range(8)))
         assert len({g.address for g in got}) == 8
         assert a.counters.waited_for_ec2 >= 1
@@ -317,7 +236,7 @@ def test_restart_restores_assignments_of_live_pods_and_cools_the_rest() -> None:
         a = node.allocator(WarmTargets(warm_ip=2))
         await a.start()
         before = {i: await a.assign(key(i), "ns", f"p{i}") for i in range(12)}
-        await settle(a, 30)
+        await settle(30)
         await a.stop()  # as after kill -9: nothing is given back on the way down
         node.pods.gone.add("p3")
         b = node.allocator(WarmTargets(warm_ip=2))
@@ -345,7 +264,7 @@ def test_checkpoint_write_failure_fails_the_assignment_and_changes_nothing() -> 
     async def body() -> None:
         a = node.allocator(WarmTargets(warm_ip=3))
         await a.start()
-        await settle(a)
+        await settle()
         node.checkpoint.fail = True
         with pytest.raises(OSError):
             await a.assign(key(1), "ns", "p")
@@ -367,25 +286,25 @@ def test_foreign_enis_are_left_alone_and_ours_are_adopted() -> None:
 
     async def body() -> None:
         foreign = await node.ec2.create_network_interface(
-            subnet_id="subnet-a",
+            subnet_id=node.info.subnet_id,
             description="someone else",
             security_groups=(),
             tags={},
             secondary_ip_count=3,
         )
-        await node.ec2.attach_network_interface(foreign.eni_id, "i-1", 1)
+        await node.ec2.attach_network_interface(foreign.eni_id, node.iid, 1)
         ours = await node.ec2.create_network_interface(
-            subnet_id="subnet-a", description="aws-K8S-i-1", security_groups=(),
-            tags={TAG_INSTANCE_ID: "i-1"}, secondary_ip_count=4,
+            subnet_id=node.info.subnet_id, description=f"aws-K8S-{node.iid}", security_groups=(),
+            tags={TAG_INSTANCE_ID: node.iid}, secondary_ip_count=4,
         )  # fmt: skip
-        await node.ec2.attach_network_interface(ours.eni_id, "i-1", 2)
+        await node.ec2.attach_network_interface(ours.eni_id, node.iid, 2)
         a = node.allocator(WarmTargets(warm_ip=20))
         await a.start()
         assert set(a.pool.enis) == {node.info.primary_eni_id, ours.eni_id}
-        await settle(a)
+        await settle()
         # the foreign ENI took one of m5.large's three ENIs: 2 x 9 = 18 for pods
         assert a.stats().total == 18
-        assert len(node.ec2.enis[foreign.eni_id].secondary) == 3
+        assert len(node.secondary(foreign.eni_id)) == 3
         await a.stop()
 
     run(body)
@@ -396,19 +315,22 @@ def test_leaked_enis_of_ours_are_deleted_after_the_grace_period() -> None:
 
     async def body() -> None:
         leaked = await node.ec2.create_network_interface(
-            subnet_id="subnet-a", description="aws-K8S-i-1", security_groups=(),
-            tags={TAG_INSTANCE_ID: "i-1", TAG_CREATED_AT: "2999-01-01T00:00:00Z"},
+            subnet_id=node.info.subnet_id, description=f"aws-K8S-{node.iid}", security_groups=(),
+            tags={TAG_INSTANCE_ID: node.iid, TAG_CREATED_AT: "2999-01-01T00:00:00Z"},
         )  # fmt: skip
         other = await node.ec2.create_network_interface(
-            subnet_id="subnet-a", description="aws-K8S-i-2", security_groups=(), tags={TAG_INSTANCE_ID: "i-2"}
+            subnet_id=node.info.subnet_id,
+            description="aws-K8S-i-2",
+            security_groups=(),
+            tags={TAG_INSTANCE_ID: "i-2"},
         )
         a = node.allocator(WarmTargets(), leaked_eni_grace=100.0)
         await a.start()
         await asyncio.sleep(35)
-        assert leaked.eni_id in node.ec2.enis  # seen, but younger than the grace period
+        assert leaked.eni_id in node.eni_ids()  # seen, but younger than the grace period
         await asyncio.sleep(250)  # swept every max(reconcile, grace / 2) seconds
-        assert leaked.eni_id not in node.ec2.enis
-        assert other.eni_id in node.ec2.enis  # another node's
+        assert leaked.eni_id not in node.eni_ids()
+        assert other.eni_id in node.eni_ids()  # another node's
         assert a.counters.leaked_enis_deleted == 1
         await a.stop()
 
@@ -422,7 +344,8 @@ def test_full_subnet_is_named_in_the_error() -> None:
         a = node.allocator(WarmTargets(warm_ip=1), assign_wait=5.0)
         await a.start()
         got = []
-        with pytest.raises(AddressExhausted, match=r"subnet subnet-a \(10\.0\.0\.0/28\) has no free"):
+        full = rf"subnet {re.escape(node.info.subnet_id)} \(10\.0\.0\.0/28\) has no free"
+        with pytest.raises(AddressExhausted, match=full):
             for i in range(20):
                 got.append(await a.assign(key(i), "ns", f"p{i}"))
         assert len({g.address for g in got}) == len(got) >= 8
@@ -442,8 +365,8 @@ def test_throttled_ec2_still_serves_every_pod_once() -> None:
         got = await asyncio.gather(*(a.assign(key(i), "ns", f"p{i}") for i in range(25)))
         assert len({g.address for g in got}) == 25
         assert "RequestLimitExceeded" in node.ec2.errors  # it was throttled, and backed off
-        await settle(a, 600)
-        enis = [e for e in node.ec2.enis.values() if e.eni.eni_id not in a.pool.enis]
+        await settle(600)
+        enis = [e for e in node.ec2.cloud.enis() if e.id not in a.pool.enis]
         assert enis == []  # no ENI leaked
         await a.stop()
 
@@ -456,9 +379,9 @@ def test_reconcile_drops_addresses_taken_away_behind_our_back() -> None:
     async def body() -> None:
         a = node.allocator(WarmTargets(warm_ip=3))
         await a.start()
-        await settle(a)
+        await settle()
         got = await a.assign(key(1), "ns", "p")
-        await settle(a)  # refilled: the pool loop has nothing to ask EC2 for
+        await settle()  # refilled: the pool loop has nothing to ask EC2 for
         eni = node.info.primary_eni_id
         await node.ec2.unassign_private_ips(eni, addresses=[got.address])
         await a.reconcile()
@@ -476,7 +399,7 @@ def test_adaptive_mode_sizes_the_pool_from_recent_bursts_and_keeps_an_eni_ahead(
     async def body() -> None:
         a = node.allocator(WarmTargets(adaptive=True), cooldown=5.0, release_delay=20.0)
         await a.start()
-        await settle(a, 60)
+        await settle(60)
         assert a.stats().total == 9  # cold start: one ENI's worth, as WARM_ENI_TARGET=1
         n = 0
         for _ in range(8):  # a burst of 3 pods every two minutes, each living a minute
@@ -504,10 +427,10 @@ def test_adaptive_mode_attaches_an_empty_eni_ahead_of_need() -> None:
     async def body() -> None:
         a = node.allocator(WarmTargets(adaptive=True), cooldown=5.0)
         await a.start()
-        await settle(a, 30)
+        await settle(30)
         for i in range(4):  # 4 of the primary's 5 slots taken: a burst of 5 needs the next ENI
             await a.assign(key(i), "ns", f"p{i}")
-        await settle(a, 30)
+        await settle(30)
         assert len(a.pool.enis) == 2
         assert a.slot_headroom() >= 6
         await a.stop()
@@ -523,7 +446,7 @@ def test_warm_eni_target_gives_back_whole_enis_one_per_round() -> None:
         await a.start()
         for i in range(6):
             await a.assign(key(i), "ns", f"p{i}")
-        await settle(a, 30)
+        await settle(30)
         assert ec2_view(node) == (3, 15)
         for i in range(6):
             await a.release(key(i))
@@ -539,19 +462,19 @@ def test_warm_eni_target_gives_back_whole_enis_one_per_round() -> None:
 
 def test_custom_networking_puts_pods_on_the_eniconfig_subnet_not_the_primary_eni() -> None:
     node = make_node("m5.large")
-    node.ec2.add_subnet("subnet-pods", "100.64.0.0/24")
+    pods_subnet = node.ec2.add_subnet("10.0.64.0/24")
+    pods_group = node.ec2.add_security_group("pods")
 
     async def body() -> None:
-        t = TYPES["m5.large"]
         cap = capacity_for(
-            instance_type=t.name, type_max_enis=3, ipv4_per_eni=10, max_pods=20,
+            instance_type="m5.large", type_max_enis=3, ipv4_per_eni=10, max_pods=20,
             prefix_delegation=False, custom_networking=True, max_eni=None,
         )  # fmt: skip
         settings = VpcSettings(
             targets=WarmTargets(),
             pool_interval=1.0,
-            eni_subnet_id="subnet-pods",
-            eni_security_groups=("sg-p",),
+            eni_subnet_id=pods_subnet.id,
+            eni_security_groups=(pods_group,),
         )
         a = VpcAllocator(
             ec2=node.ec2, node=node.info, capacity=cap, settings=settings, networking=node.net,
@@ -559,13 +482,13 @@ def test_custom_networking_puts_pods_on_the_eniconfig_subnet_not_the_primary_eni
         )  # fmt: skip
         await a.start()
         got = [await a.assign(key(i), "ns", f"p{i}") for i in range(18)]
-        assert all(g.address in IPv4Network("100.64.0.0/24") for g in got)
+        assert all(g.address in IPv4Network("10.0.64.0/24") for g in got)
         assert {g.route_table for g in got} == {2, 3}
-        assert node.ec2.enis[node.info.primary_eni_id].secondary == []
+        assert node.secondary(node.info.primary_eni_id) == []
         with pytest.raises(AddressExhausted, match=r"2 for pods \(custom networking.* = 18 pod addresses"):
             await a.assign(key(99), "ns", "p99")
-        groups = {e.eni.security_groups for e in node.ec2.enis.values() if e.eni.subnet_id == "subnet-pods"}
-        assert groups == {("sg-p",)}
+        groups = {tuple(e.security_group_ids) for e in node.ec2.cloud.enis() if e.subnet_id == pods_subnet.id}
+        assert groups == {(pods_group,)}
         await a.stop()
 
     run(body)
@@ -577,20 +500,20 @@ def test_reconcile_adopts_our_enis_attached_later_and_leaves_foreign_ones_alone(
     async def body() -> None:
         a = node.allocator(WarmTargets(warm_ip=1))
         await a.start()
-        await settle(a)
+        await settle()
         ours = await node.ec2.create_network_interface(
-            subnet_id="subnet-a", description="aws-K8S-i-1", security_groups=(),
-            tags={TAG_INSTANCE_ID: "i-1"}, secondary_ip_count=2,
+            subnet_id=node.info.subnet_id, description=f"aws-K8S-{node.iid}", security_groups=(),
+            tags={TAG_INSTANCE_ID: node.iid}, secondary_ip_count=2,
         )  # fmt: skip
-        await node.ec2.attach_network_interface(ours.eni_id, "i-1", 1)
+        await node.ec2.attach_network_interface(ours.eni_id, node.iid, 1)
         foreign = await node.ec2.create_network_interface(
-            subnet_id="subnet-a",
+            subnet_id=node.info.subnet_id,
             description="someone else",
             security_groups=(),
             tags={},
             secondary_ip_count=3,
         )
-        await node.ec2.attach_network_interface(foreign.eni_id, "i-1", 2)
+        await node.ec2.attach_network_interface(foreign.eni_id, node.iid, 2)
         await a.reconcile()
         assert set(a.pool.enis) == {node.info.primary_eni_id, ours.eni_id}
         assert node.net.configured == {ours.eni_id: 2}  # device 1 -> table 2; the foreign one untouched
@@ -598,8 +521,8 @@ def test_reconcile_adopts_our_enis_attached_later_and_leaves_foreign_ones_alone(
         got = [await a.assign(key(i), "ns", f"p{i}") for i in range(18)]
         assert len({g.address for g in got}) == 18
         assert {g.eni_id for g in got} == {node.info.primary_eni_id, ours.eni_id}
-        assert len(node.ec2.enis[foreign.eni_id].secondary) == 3
-        assert node.ec2.enis[foreign.eni_id].attachment is not None
+        assert len(node.secondary(foreign.eni_id)) == 3
+        assert node.ec2.cloud.eni(foreign.eni_id).attachment is not None
         await a.stop()
 
     run(body)

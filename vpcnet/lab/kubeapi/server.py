@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
 
 from vpcnet.datastore.etcd import EtcdDatastore
-from vpcnet.datastore.settings import EtcdSettings
+from vpcnet.datastore.settings import EtcdSettings, read_datastore_settings
 from vpcnet.lab.kubeapi.app import KubeApp
 from vpcnet.lab.kubeapi.httpd import HttpServer
 from vpcnet.lab.kubeapi.kubeconfig import write_kubeconfig
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = (
             EtcdSettings.from_strings([e for e in args.etcd.split(",") if e.strip()])
             if args.etcd
-            else EtcdSettings.from_env()
+            else read_datastore_settings(os.environ).etcd()
         )
         host, port = split_listen(args.listen)
     except ValueError as err:

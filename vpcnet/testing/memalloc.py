@@ -1,5 +1,6 @@
-"""A fixed-pool Allocator held in memory: for the CNI's own tests and benchmarks, and for running the CNI
-server without an address manager. Addresses are given lowest first and keyed like the VPC CNI's."""
+"""A fixed-pool Allocator held in memory (test and benchmark support): for the CNI's own tests and its
+latency benchmark, where the address manager is not what is measured. Addresses are given lowest first and
+keyed like the VPC CNI's."""
 
 from __future__ import annotations
 

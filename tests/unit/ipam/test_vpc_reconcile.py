@@ -1,0 +1,129 @@
+"""The reconciler (Reconciler), alone: start-up adoption and checkpoint restore, reconcile against EC2, the
+leaked-ENI sweep; no pool controller runs, so EC2 changes only when the test says so."""
+
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Address
+
+from vpcnode import Node, key, make_node, run
+
+from vpcnet.cloud.ec2 import TAG_CREATED_AT, TAG_INSTANCE_ID, TAG_NO_MANAGE
+from vpcnet.ipam.checkpoint import Allocation, CheckpointData
+from vpcnet.ipam.vpc_reconcile import Reconciler, created_age
+from vpcnet.ipam.vpc_state import VpcPoolState
+from vpcnet.ipam.warm import WarmTargets
+
+
+def reconciler(node: Node, **kw: object) -> tuple[VpcPoolState, Reconciler]:
+    st = node.state(WarmTargets(), **kw)  # type: ignore[arg-type]
+    return st, Reconciler(st, node.ec2, node.net, node.pods)
+
+
+async def attach_eni(node: Node, device: int, tags: dict[str, str], addresses: int) -> str:
+    ni = await node.ec2.create_network_interface(
+        subnet_id=node.info.subnet_id, description=f"aws-K8S-{node.iid}", security_groups=(), tags=tags,
+        secondary_ip_count=addresses,
+    )  # fmt: skip
+    await node.ec2.attach_network_interface(ni.eni_id, node.iid, device)
+    return ni.eni_id
+
+
+def test_adopts_the_primary_and_ours_and_keeps_foreign_devices_free() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        await node.ec2.assign_private_ips(node.info.primary_eni_id, count=2)
+        ours = await attach_eni(node, 1, {TAG_INSTANCE_ID: node.iid}, 3)
+        unmanaged = await attach_eni(node, 2, {TAG_INSTANCE_ID: node.iid, TAG_NO_MANAGE: "true"}, 1)
+        st, rc = reconciler(node)
+        await rc.adopt_enis()
+        assert set(st.pool.enis) == {node.info.primary_eni_id, ours}
+        assert unmanaged not in st.pool.enis and st.foreign_devices == {2}
+        assert st.stats().total == 5
+        assert node.net.configured == {ours: 2}  # the primary ENI needs no set-up
+
+    run(body)
+
+
+def test_restore_keeps_live_pods_cools_gone_ones_and_drops_addresses_no_longer_ours() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        added, _ = await node.ec2.assign_private_ips(node.info.primary_eni_id, count=2)
+        st, rc = reconciler(node)
+        wall = st.wall()
+        eni = node.info.primary_eni_id
+        node.checkpoint.data = CheckpointData(
+            instance_id=node.iid,
+            allocations=[
+                Allocation(key(1), added[0], eni, "ns", "live", wall - 100),
+                Allocation(key(2), added[1], eni, "ns", "gone", wall - 100),
+                Allocation(key(3), IPv4Address("10.0.0.250"), eni, "ns", "elsewhere", wall - 100),
+            ],
+        )
+        node.pods.gone.add("gone")
+        await rc.adopt_enis()
+        await rc.restore()
+        assert st.pool.by_key.keys() == {key(1)}
+        assert st.counters.restored == 1 and st.counters.dropped_stale == 2
+        s = st.stats()
+        assert (s.assigned, s.cooling) == (1, 1)
+        assert node.checkpoint.data is not None
+        assert [a.key for a in node.checkpoint.data.allocations] == [key(1)]  # written back as it now is
+
+    run(body)
+
+
+def test_reconcile_follows_ec2_and_force_removes_what_was_taken() -> None:
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        added, _ = await node.ec2.assign_private_ips(node.info.primary_eni_id, count=2)
+        st, rc = reconciler(node)
+        await rc.adopt_enis()
+        st.pool.assign(st.pool.slots[added[0]], key(1), "ns", "p", st.now())
+        await node.ec2.unassign_private_ips(node.info.primary_eni_id, addresses=[added[0]])
+        later = await attach_eni(node, 1, {TAG_INSTANCE_ID: node.iid}, 2)
+        changed = st.changed
+        await rc.reconcile()
+        assert key(1) not in st.pool.by_key and st.counters.force_removed_ips == 1
+        assert added[0] not in st.pool.slots
+        assert later in st.pool.enis and st.stats().total == 3
+        assert changed.is_set()  # waiting pods look again
+
+    run(body)
+
+
+def test_sweep_deletes_only_our_enis_unattached_beyond_the_grace_period() -> None:
+    node = make_node()
+
+    async def body() -> None:
+        st, rc = reconciler(node, leaked_eni_grace=100.0)
+        old = await node.ec2.create_network_interface(
+            subnet_id=node.info.subnet_id, description=f"aws-K8S-{node.iid}", security_groups=(),
+            tags={TAG_INSTANCE_ID: node.iid, TAG_CREATED_AT: "2000-01-01T00:00:00Z"},
+        )  # fmt: skip
+        young = await node.ec2.create_network_interface(
+            subnet_id=node.info.subnet_id, description=f"aws-K8S-{node.iid}", security_groups=(),
+            tags={TAG_INSTANCE_ID: node.iid},
+        )  # fmt: skip
+        hand_made = await node.ec2.create_network_interface(
+            subnet_id=node.info.subnet_id, description="by hand", security_groups=(),
+            tags={TAG_INSTANCE_ID: node.iid, TAG_CREATED_AT: "2000-01-01T00:00:00Z"},
+        )  # fmt: skip
+        await rc.sweep_leaked_enis()
+        assert old.eni_id not in node.eni_ids()  # its tag says it is decades old
+        assert {young.eni_id, hand_made.eni_id} <= node.eni_ids()
+        await asyncio.sleep(101)
+        await rc.sweep_leaked_enis()  # no createdAt: counted from when it was first seen
+        assert young.eni_id not in node.eni_ids() and hand_made.eni_id in node.eni_ids()
+        assert st.counters.leaked_enis_deleted == 2
+
+    run(body)
+
+
+def test_created_age_reads_the_tag_and_ignores_a_bad_one() -> None:
+    assert created_age("1970-01-01T00:01:40Z", 1000.0) == 900.0
+    assert created_age(None, 1000.0) is None
+    assert created_age("yesterday", 1000.0) is None
