@@ -194,7 +194,7 @@ def main() -> int:
         }
         # Plugins run in the node's namespace, as the runtime there would run them.
         fd = nsenter.open_netns(f"/run/netns/{node}")
-        nsenter._setns(fd)
+        nsenter.setns(fd)
         os.close(fd)
         for _ in range(3):  # warm-up: page cache, bytecode
             for _, path, conf in runs:
@@ -242,7 +242,7 @@ def main() -> int:
             )
             starts_go.append((time.perf_counter() - begin) * 1000)
         bursts = {label: asyncio.run(burst(k, path, conf)) for k, (label, path, conf) in enumerate(runs)}
-        nsenter._setns(home)
+        nsenter.setns(home)
         agent.terminate()
         agent.wait(30)
         agent_ms: dict[str, list[float]] = json.loads((tmp / "agent-stats.json").read_text())
@@ -276,7 +276,7 @@ def main() -> int:
         figs.print()
         return 0
     finally:
-        nsenter._setns(home)
+        nsenter.setns(home)
         if agent is not None and agent.poll() is None:
             agent.kill()
             agent.wait()

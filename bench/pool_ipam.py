@@ -41,8 +41,8 @@ from vpcnet.datastore.types import PutOp, RevisionIs
 from vpcnet.ipam.blocks import Block
 from vpcnet.ipam.limits import instance_limits
 from vpcnet.ipam.maxpods import max_pods
+from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolalloc import PoolIpam
-from vpcnet.ipam.poolstore import NodeRecord
 from vpcnet.ipam.warm import HOST_NETWORK_PODS, Capacity, WarmTargets, desired_total
 
 

@@ -21,7 +21,7 @@ from cnienv import Node, sh, unique_prefix
 from ociimage import build_archive
 
 from vpcnet.cni.install import CONFLIST_NAME, install
-from vpcnet.dataplane.podnet import host_veth_name
+from vpcnet.dataplane.names import host_veth_name
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

@@ -28,10 +28,10 @@ from vpcnet.agent.http import Response
 from vpcnet.agent.pool_routes import PoolRouteSync
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.dataplane.poolroutes import vtep_mac
+from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolalloc import PoolAllocator, PoolIpam
 from vpcnet.ipam.poolgc import cleanup_gone_nodes
 from vpcnet.ipam.poolnodes import NodeRegistration
-from vpcnet.ipam.poolstore import NodeRecord
 
 log = logging.getLogger(__name__)
 UPLINK = "eth0"

@@ -22,12 +22,13 @@ from vpcnet.dataplane.poolroutes_apply import ApplyStats, IpipUnsupported, apply
 from vpcnet.datastore.resources import ROOT, ResourceStore
 from vpcnet.datastore.types import Datastore, DatastoreError, WatchCompacted
 from vpcnet.ipam.blocks import Block
+from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolstore import (
     BLOCKS,
     IPAMCONFIG_KIND,
     IPPOOL_KIND,
     NODES,
-    NodeRecord,
+    node_record_from_kv,
     read_pool_config,
 )
 
@@ -73,7 +74,7 @@ class PoolRouteSync:
         blocks = [Block.from_bytes(kv.value) for kv in blocks_listing.items]
         nodes = {}
         for kv in nodes_listing.items:
-            record = NodeRecord.from_kv(kv)
+            record = node_record_from_kv(kv)
             nodes[record.name] = record
         nodes[self.local.name] = self.local  # route as ourselves even before our record shows up
         desired = render(

@@ -48,8 +48,9 @@ class VpcIpamComponent:
         return self.allocator is not None and self.allocator.ready()
 
     async def start(self) -> None:
+        from vpcnet.dataplane.podnet import VethPodExistence
+        from vpcnet.dataplane.secondary_enis import KernelEniNetworking
         from vpcnet.ipam.checkpoint import FileCheckpoint
-        from vpcnet.ipam.eninet import HostVethExistence, KernelEniNetworking
 
         cfg = self.ctx.config
         node = await Imds(cfg.imds_endpoint).node_info()
@@ -91,7 +92,7 @@ class VpcIpamComponent:
         settings = vpc_settings(cfg, subnet_id, groups)
         networking = KernelEniNetworking()
         self._closers.append(networking)
-        pods = self.ctx.pod_existence or HostVethExistence(cfg.veth_prefix, networking.ipr)
+        pods = self.ctx.pod_existence or VethPodExistence(cfg.veth_prefix)
         self.allocator = VpcAllocator(
             ec2=ec2,
             node=node,

@@ -32,13 +32,13 @@ from vpcnet.cni.spec import (
     parse_request,
     prev_result_addresses,
 )
+from vpcnet.dataplane.names import host_veth_name
 from vpcnet.dataplane.podnet import (
     NotANetworkNamespace,
     PodNamespaceGone,
     PodNetwork,
     PodSpec,
     WiringError,
-    host_veth_name,
 )
 from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Allocator, Assignment, IpamKey
 

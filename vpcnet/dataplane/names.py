@@ -16,6 +16,9 @@ import re
 IPTABLES_CHAIN_MAX = 28
 IPSET_NAME_MAX = 31
 IFNAME_MAX = 15
+# The host veth's hash part: 11 hex digits of sha1, as the VPC CNI (GenerateHostVethName) and Calico's
+# cni-plugin (VethNameForWorkload) make it; their names must match ours for the same pod.
+HOST_VETH_HASH_LENGTH = 11
 
 # Everything this agent creates carries this prefix: chains "vpcn-...", sets "vpcn4...",
 # the nft table "vpcnet".
@@ -107,6 +110,23 @@ def temp_ipset_name(name: str) -> str:
 def rule_comment(chain_name: str, rule: str) -> str:
     """The id a rule carries ("vpcn:<16>"), so read-back compares ids, not the kernel's normalised text."""
     return RULE_COMMENT_PREFIX + digest(chain_name + "\0" + rule, 16)
+
+
+def host_veth_name(prefix: str, namespace: str, pod: str) -> str:
+    """The host side of a pod's veth: prefix + the first 11 hex digits of sha1("<namespace>.<pod>").
+
+    The one rule the CNI (which creates it), the policy data plane (which matches on it) and the address
+    manager (which asks whether it still exists) share; e.g. ("eni", "default", "web") -> "eni68caf03a5f4".
+    """
+    room = IFNAME_MAX - HOST_VETH_HASH_LENGTH
+    size = len(prefix.encode())  # the kernel counts bytes
+    if size > room:
+        raise ValueError(
+            f"veth prefix {prefix!r} is {size} bytes: with {HOST_VETH_HASH_LENGTH} of hash the host veth name"
+            f" would exceed the kernel's {IFNAME_MAX}; the prefix may have at most {room} bytes"
+        )
+    # sha1 here names an interface (compatibility with the VPC CNI), not a security boundary.
+    return prefix + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:HOST_VETH_HASH_LENGTH]
 
 
 def check_ifname(iface: str) -> str:

@@ -6,12 +6,16 @@ its own namespace at once — microseconds. setns(CLONE_NEWNET) changes only the
 asyncio runs no other coroutine in between (nothing here awaits), so no other work sees the switch.
 Sockets keep the namespace they were created in; files under /proc/sys/net resolve against the thread's
 namespace when opened, which is how sysctls of another namespace are written.
+
+The one home of setns in vpcnet: the agent, the lab (its servers, probes and pod server) and the tests all
+enter namespaces through here. Standard library only, so the lab's small pod server can import it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -22,19 +26,25 @@ NS_GET_NSTYPE = 0xB703  # linux/nsfs.h: _IO(0xb7, 0x3)
 NETLINK_ROUTE = 0
 
 _libc = ctypes.CDLL(None, use_errno=True)
+log = logging.getLogger("vpcnet.dataplane.nsenter")
 
 
 class NamespaceError(OSError):
     pass
 
 
-def _setns(fd: int) -> None:
+class NamespaceLost(NamespaceError):
+    """The thread entered another namespace and could not return to its own: it must not carry on."""
+
+
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace that fd refers to (setns(2), CLONE_NEWNET)."""
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise NamespaceError(err, f"setns: {os.strerror(err)}")
 
 
-def open_netns(path: str) -> int:
+def open_netns(path: str | os.PathLike[str]) -> int:
     """An fd for the namespace at path (/run/netns/NAME or /proc/PID/ns/net); the caller closes it."""
     try:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -56,23 +66,35 @@ def is_netns(path: str) -> bool:
         os.close(fd)
 
 
+def enter_for_good(path: str | os.PathLike[str]) -> None:
+    """Move the calling thread into the namespace at path for the rest of its life (a worker thread
+    dedicated to that namespace)."""
+    target = open_netns(path)
+    try:
+        setns(target)
+    finally:
+        os.close(target)
+
+
 @contextmanager
-def entered(path: str | None) -> Iterator[None]:
-    """Run the body in the namespace at path (None: stay where we are). The body must not await."""
+def entered(path: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Run the body in the namespace at path (None: stay where we are), then return to the thread's own.
+    The body must not await. If the thread cannot return, NamespaceLost is raised."""
     if path is None:
         yield
         return
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        target = open_netns(path)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
+        enter_for_good(path)
         try:
             yield
         finally:
-            _setns(home)  # if this fails the thread is lost in another namespace: let it raise loudly
+            try:
+                setns(home)
+            except NamespaceError as exc:  # the thread is lost in another namespace: raise loudly
+                raise NamespaceLost(
+                    exc.errno, f"cannot return to the thread's own network namespace: {exc}"
+                ) from exc
     finally:
         os.close(home)
 
@@ -97,6 +119,7 @@ def write_sysctls(settings: list[tuple[str, str]], netns: str | None = None) -> 
                 with open(f"/proc/sys/{name}", "w") as f:
                     f.write(value)
             except FileNotFoundError:
+                log.debug("sysctl %s does not exist here (IPv6 off?); skipped", name)
                 continue
 
 

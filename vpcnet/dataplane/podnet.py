@@ -2,9 +2,9 @@
 
 Pod side: `eth0` (the CNI_IFNAME) with <ip>/32, a scope-link route to 169.254.1.1, the default route via it,
 and a permanent neighbour entry 169.254.1.1 -> the host veth's MAC. Host side: a veth named
-prefix + sha1("<namespace>.<pod>")[:11] (created with its peer directly in the pod's namespace: one netlink
-call, no move), a /32 route to the pod through it, `to <ip> lookup main` at priority 512 and, for an
-address of a secondary ENI, `from <ip> lookup <ENI table>` at 1536.
+prefix + sha1("<namespace>.<pod>")[:11] (names.host_veth_name; created with its peer directly in the pod's
+namespace: one netlink call, no move), a /32 route to the pod through it, `to <ip> lookup main` at priority
+512 and, for an address of a secondary ENI, `from <ip> lookup <ENI table>` at 1536.
 
 The node's netlink sockets stay open for the agent's life: a batched rtnetlink socket for ADD and DEL
 (rtnl.py: three sends per ADD) and a pyroute2 AsyncIPRoute for the rest (CHECK). A pod's namespace is new
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,6 +32,7 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vpcnet.dataplane import nsenter, rtnl
+from vpcnet.dataplane.names import host_veth_name
 
 log = logging.getLogger("vpcnet.dataplane.podnet")
 
@@ -44,14 +44,6 @@ NUD_PERMANENT = 0x80
 IFF_UP = 1
 # Set on the host veth before traffic flows, as the VPC CNI does.
 HOST_VETH_SYSCTLS = (("accept_ra", "0"), ("accept_redirects", "1"), ("forwarding", "0"))
-
-
-def host_veth_name(prefix: str, namespace: str, pod: str) -> str:
-    """The VPC CNI's (and Calico's) host-side name: prefix + first 11 hex of sha1("<namespace>.<pod>")."""
-    name = prefix + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
-    if len(name) > 15:
-        raise ValueError(f"veth prefix {prefix!r} makes {name!r} longer than 15 characters")
-    return name
 
 
 def random_mac() -> str:

@@ -16,7 +16,6 @@ so renders are cached and the appliers skip them by identity.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -57,11 +56,6 @@ _DIRS: tuple[Direction, ...] = ("ingress", "egress")
 _MODEL_DIR = {"ingress": model.Direction.INGRESS, "egress": model.Direction.EGRESS}
 _PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 136: "udplite"}
 _PORT_PROTO_TEXT = {6: "TCP", 17: "UDP", 132: "SCTP"}
-
-
-def veth_name(prefix: str, namespace: str, pod: str) -> str:
-    """The CNI's host-side veth name (VPC CNI and Calico alike): prefix + sha1("<ns>.<pod>")[:11]."""
-    return prefix + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
 
 
 @dataclass
@@ -259,7 +253,9 @@ class PolicyCalculator:
                 continue
             entry = self._pods[ref]
             pod = entry.pod
-            iface = veth_name(self.veth_prefix, pod.metadata.namespace or "default", pod.metadata.name)
+            iface = names.host_veth_name(
+                self.veth_prefix, pod.metadata.namespace or "default", pod.metadata.name
+            )
             spec = EndpointSpec(
                 iface=iface,
                 addresses=tuple(f"{ip}/32" for ip in entry.ips),

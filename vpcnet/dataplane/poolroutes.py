@@ -19,7 +19,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from vpcnet.api.ippool import IPPool
 from vpcnet.ipam.blocks import Block
-from vpcnet.ipam.poolstore import NodeRecord
+from vpcnet.ipam.node_record import NodeRecord
 
 VXLAN_DEVICE = "vxlan.calico"
 VXLAN_VNI = 4096

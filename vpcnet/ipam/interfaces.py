@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Protocol
 
 from vpcnet.ipam.eni_pool import Eni
@@ -41,9 +40,3 @@ class NoNetworking:
 class EveryPodExists:
     async def exists(self, key: IpamKey, pod_namespace: str, pod_name: str) -> bool:
         return True
-
-
-def host_veth_name(prefix: str, pod_namespace: str, pod_name: str) -> str:
-    """The VPC CNI's host-side veth name: prefix + the first 11 hex digits of sha1("<namespace>.<name>")."""
-    digest = hashlib.sha1(f"{pod_namespace}.{pod_name}".encode()).hexdigest()
-    return f"{prefix}{digest[:11]}"

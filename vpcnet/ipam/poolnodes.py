@@ -11,7 +11,8 @@ import contextlib
 import logging
 
 from vpcnet.datastore.types import Datastore, DatastoreError
-from vpcnet.ipam.poolstore import NodeRecord, node_key
+from vpcnet.ipam.node_record import NodeRecord
+from vpcnet.ipam.poolstore import node_key
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ allocation), so Calico's two-phase pending/confirmed affinity is not needed with
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -27,6 +27,7 @@ from vpcnet.api.selector import parse_selector
 from vpcnet.datastore.resources import ResourceRef, ResourceStore, kind_path
 from vpcnet.datastore.types import Datastore, KeyValue
 from vpcnet.ipam.blocks import Block, block_from_key_name, block_key_name
+from vpcnet.ipam.node_record import NodeRecord
 
 IPAM_ROOT = "/vpcnet/ipam/v1/"
 BLOCKS = IPAM_ROOT + "block/"
@@ -96,41 +97,9 @@ class HandleRecord:
         )
 
 
-@dataclass(frozen=True)
-class NodeRecord:
-    """A live node as the other nodes route to it."""
-
-    name: str
-    address: IPv4Address  # the node's primary address (the underlay next hop)
-    subnet: IPv4Network  # its subnet: a peer inside it is reached directly in CrossSubnet mode
-    vtep_mac: str = ""  # the MAC of its VXLAN device
-    zone: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "address": str(self.address),
-                "subnet": str(self.subnet),
-                "vtep_mac": self.vtep_mac,
-                "zone": self.zone,
-                "labels": self.labels,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
-
-    @classmethod
-    def from_kv(cls, kv: KeyValue) -> NodeRecord:
-        data = json.loads(kv.value)
-        return cls(
-            name=kv.key[len(NODES) :],
-            address=IPv4Address(data["address"]),
-            subnet=IPv4Network(data["subnet"]),
-            vtep_mac=str(data.get("vtep_mac", "")),
-            zone=str(data.get("zone", "")),
-            labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},
-        )
+def node_record_from_kv(kv: KeyValue) -> NodeRecord:
+    """The NodeRecord stored at node/<name>."""
+    return NodeRecord.from_bytes(kv.key[len(NODES) :], kv.value)
 
 
 @dataclass(frozen=True)
@@ -162,7 +131,7 @@ def parse_state(items: list[KeyValue], revision: int) -> IpamState:
             record = HandleRecord.from_kv(kv)
             handles[record.handle] = (record, kv.mod_revision)
         elif kv.key.startswith(NODES):
-            node_record = NodeRecord.from_kv(kv)
+            node_record = node_record_from_kv(kv)
             nodes[node_record.name] = node_record
         elif kv.key.startswith(GONE):
             gone[kv.key[len(GONE) :]] = float(json.loads(kv.value)["since"])

@@ -1,4 +1,5 @@
-"""Network namespaces and the few kernel tools the lab drives: `ip -batch`, `nft -f`, setns.
+"""Network namespaces and the few kernel tools the lab drives: `ip -batch`, `nft -f`, setns (through
+vpcnet.dataplane.nsenter, the one home of namespace entering).
 
 Every change goes through one `ip -batch` per namespace or one `nft -f` file, so bringing a lab up costs a
 handful of execs rather than one per object. Named namespaces live in /run/netns (iproute2's convention).
@@ -6,18 +7,17 @@ handful of execs rather than one per object. Named namespaces live in /run/netns
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import ctypes.util
 import os
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from vpcnet.dataplane import nsenter
+
 NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
 
 T = TypeVar("T")
 
@@ -79,29 +79,6 @@ def ip_json(args: list[str], netns: str) -> str:
     return _run(["ip", "-n", netns, "-json", *args], None, f"ip {' '.join(args)} in {netns}")
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _setns(fd: int, nstype: int) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    if _libc.setns(fd, nstype) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def _entered(netns: str) -> Iterator[None]:
-    """Switch the calling thread into netns (network namespaces are per thread), and back."""
-    with open("/proc/thread-self/ns/net", "rb") as home, open(NETNS_DIR / netns, "rb") as target:
-        _setns(target.fileno(), CLONE_NEWNET)
-        try:
-            yield
-        finally:
-            _setns(home.fileno(), CLONE_NEWNET)
-
-
 def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
     """Call fn in a short-lived thread that has entered netns. Sockets created there stay in that
     namespace for their whole life, so a host-namespace process can serve inside the lab."""
@@ -110,7 +87,7 @@ def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
 
     def body() -> None:
         try:
-            with _entered(netns):
+            with nsenter.entered(NETNS_DIR / netns):
                 result.append(fn())
         except BaseException as e:  # handed to the caller's thread
             error.append(e)
@@ -159,17 +136,11 @@ class NetnsWorker:
     def __init__(self, netns: str) -> None:
         import concurrent.futures
 
-        path = str(NETNS_DIR / netns)
-
-        def enter() -> None:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                _setns(fd, CLONE_NEWNET)
-            finally:
-                os.close(fd)
-
+        path = NETNS_DIR / netns
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"netns-{netns}", initializer=enter
+            max_workers=1,
+            thread_name_prefix=f"netns-{netns}",
+            initializer=lambda: nsenter.enter_for_good(path),
         )
 
     def call(self, fn: Callable[[], T]) -> T:

@@ -17,7 +17,8 @@ the kubelet does that. The server is driven over a unix socket, one JSON object 
 {"op": "stop", "pod": "ns/name"}, {"op": "list"}, {"op": "ping"}, {"op": "shutdown"}.
 Answers are {"ok": true, ...} or {"ok": false, "error": "..."}.
 
-Standard library only, so that the process starts fast and stays small.
+Standard library only (vpcnet.dataplane.nsenter, which it uses to enter namespaces, is too), so that the
+process starts fast and stays small.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import fcntl
 import json
 import logging
@@ -40,42 +40,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from vpcnet.dataplane import nsenter
 from vpcnet.lab import sctp
 
 log = logging.getLogger("vpcnet.podserver")
 
-CLONE_NEWNET = 0x40000000
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 @contextlib.contextmanager
 def in_netns(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Run the body with the calling thread inside the network namespace at `path`; sockets created there
-    stay in that namespace. Always returns to the previous namespace (or raises SystemExit if it cannot,
-    since carrying on in the wrong namespace would be worse)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    """Run the body with the calling thread inside the network namespace at `path` (nsenter.entered);
+    sockets created there stay in that namespace. A thread that cannot return to its own namespace ends
+    the process (SystemExit): the lab's callers treat OSError as a failed probe or request and would carry
+    on in the wrong namespace."""
     try:
-        target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
+        with nsenter.entered(path):
             yield
-        finally:
-            try:
-                _setns(own)
-            except OSError as exc:  # pragma: no cover - the kernel refused to let us back
-                raise SystemExit(f"cannot return to the original network namespace: {exc}") from exc
-    finally:
-        os.close(own)
+    except nsenter.NamespaceLost as exc:  # pragma: no cover - the kernel refused to let us back
+        raise SystemExit(str(exc)) from exc
 
 
 @dataclass(frozen=True, order=True)
@@ -202,8 +185,8 @@ class PodServer:
             try:
                 writer.write(reply)
                 await writer.drain()
-            except OSError:
-                pass
+            except OSError as exc:  # the prober went away before the line: nothing left to answer
+                log.debug("tcp answer for %s not sent: %s", pod.name, exc)
             finally:
                 writer.close()
 
@@ -247,8 +230,10 @@ def _answer_sctp(raw: socket.socket, ports: frozenset[int], cookie: bytes) -> No
             answer = sctp.init_ack_packet(packet, random.randint(1, 2**32 - 1), cookie)
         except sctp.SctpError:
             continue  # a real SCTP stack silently discards what it cannot parse
-        with contextlib.suppress(OSError):
+        try:
             raw.sendto(answer.encode(), (datagram.src, 0))
+        except OSError as exc:  # the prober retries its INIT; one lost answer is a lost packet
+            log.debug("sctp INIT-ACK to %s not sent: %s", datagram.src, exc)
 
 
 class ControlServer:
@@ -269,8 +254,8 @@ class ControlServer:
                     answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
-        except (OSError, asyncio.CancelledError):
-            pass
+        except (OSError, asyncio.CancelledError) as exc:  # the client hung up, or the server is stopping
+            log.debug("control connection ended: %r", exc)
         finally:
             writer.close()
 

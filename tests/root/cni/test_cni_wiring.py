@@ -18,7 +18,8 @@ from cnienv import ENI_TABLE, INTERNET_IP, NODE_IP, VPC_ROUTER, Node, sh, unique
 
 from vpcnet.dataplane import nsenter, rtnl
 from vpcnet.dataplane.hostnet import apply_host_network, remove_host_network
-from vpcnet.dataplane.podnet import PodNetwork, PodSpec, VethPodExistence, host_veth_name
+from vpcnet.dataplane.names import host_veth_name
+from vpcnet.dataplane.podnet import PodNetwork, PodSpec, VethPodExistence
 
 pytestmark = pytest.mark.root
 

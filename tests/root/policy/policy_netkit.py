@@ -6,9 +6,7 @@ real TCP/UDP packets from sockets opened inside the pods' namespaces (setns on t
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import hashlib
 import os
 import random
 import selectors
@@ -21,8 +19,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from vpcnet.dataplane import nsenter
+from vpcnet.dataplane.names import host_veth_name
+
 TIMEOUT = 0.5  # a denied probe waits this long; an allowed one returns at once
 
 
@@ -35,22 +34,9 @@ def sh(*argv: str, check: bool = True, stdin: str | None = None) -> str:
 
 @contextmanager
 def entered(netns: str) -> Iterator[None]:
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns")
+    """This thread inside the named namespace for the body (sockets made there stay there)."""
+    with nsenter.entered(f"/run/netns/{netns}"):
         yield
-    finally:
-        if _libc.setns(home, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns back home")
-        os.close(target)
-        os.close(home)
-
-
-def veth_name(prefix: str, namespace: str, pod: str) -> str:
-    """The CNI's host-side veth name: prefix + sha1("<ns>.<pod>")[:11]."""
-    return prefix + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
 
 
 @dataclass
@@ -76,7 +62,7 @@ class Node:
         if ip is None:
             ip = f"10.77.0.{self._next}"
             self._next += 1
-        veth = veth_name(if_prefix, k8s_namespace or self.tag, name)
+        veth = host_veth_name(if_prefix, k8s_namespace or self.tag, name)
         sh("ip", "netns", "add", netns)
         sh(
             "ip",

@@ -25,9 +25,9 @@ from vpcnet.dataplane.poolroutes_apply import IpipUnsupported, apply_pool_datapl
 from vpcnet.datastore.etcd import EtcdDatastore
 from vpcnet.datastore.resources import ResourceStore
 from vpcnet.ipam.blocks import Block
+from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolalloc import PoolIpam
 from vpcnet.ipam.poolnodes import NodeRegistration
-from vpcnet.ipam.poolstore import NodeRecord
 
 pytestmark = pytest.mark.root
 

@@ -21,9 +21,10 @@ from vpcnet.dataplane.poolroutes import render, vtep_mac
 from vpcnet.dataplane.poolroutes_apply import apply_pool_dataplane
 from vpcnet.datastore.etcd import EtcdDatastore
 from vpcnet.datastore.resources import ResourceStore
+from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolalloc import PoolIpam
 from vpcnet.ipam.poolnodes import NodeRegistration
-from vpcnet.ipam.poolstore import NodeRecord, read_pool_config, read_state
+from vpcnet.ipam.poolstore import read_pool_config, read_state
 
 pytestmark = pytest.mark.root
 

@@ -13,10 +13,11 @@ from etcd_fixture import EtcdServer
 
 from vpcnet.datastore.etcd import EtcdDatastore
 from vpcnet.datastore.resources import ResourceStore
+from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolalloc import PoolIpam
 from vpcnet.ipam.poolgc import check, cleanup_gone_nodes, release_from_report
 from vpcnet.ipam.poolnodes import NodeRegistration
-from vpcnet.ipam.poolstore import NodeRecord, read_state
+from vpcnet.ipam.poolstore import read_state
 
 pytestmark = pytest.mark.root
 T = TypeVar("T")

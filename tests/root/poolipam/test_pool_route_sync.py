@@ -17,9 +17,9 @@ from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.poolroutes import vtep_mac
 from vpcnet.datastore.etcd import EtcdDatastore
 from vpcnet.datastore.resources import ResourceStore
+from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolalloc import PoolIpam
 from vpcnet.ipam.poolnodes import NodeRegistration
-from vpcnet.ipam.poolstore import NodeRecord
 
 pytestmark = pytest.mark.root
 

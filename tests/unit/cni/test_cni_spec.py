@@ -10,7 +10,7 @@ import pytest
 from vpcnet.cni import spec
 from vpcnet.cni.shim import encode_request
 from vpcnet.cni.spec import CniError, Interface, add_result, parse_config, parse_env, parse_request
-from vpcnet.dataplane.podnet import host_veth_name, random_mac
+from vpcnet.dataplane.podnet import random_mac
 
 BASE_ENV = {
     "CNI_COMMAND": "ADD",
@@ -189,15 +189,6 @@ def test_add_result_0_4_has_ip_version_and_appends_to_prev() -> None:
 def test_prev_result_addresses() -> None:
     prev = {"ips": [{"address": "10.0.0.9/32"}, {"address": "fe80::1/64"}, {"address": 5}]}
     assert spec.prev_result_addresses(prev) == [IPv4Address("10.0.0.9")]
-
-
-def test_host_veth_name_matches_vpc_cni() -> None:
-    # sha1("default.web") = 68caf03a5f4aa41b..., computed with `printf default.web | sha1sum`.
-    assert host_veth_name("eni", "default", "web") == "eni68caf03a5f4"
-    assert host_veth_name("eni", "kube-system", "coredns-5d78c9869d-abcde") == "eni4d5f75c480c"
-    assert host_veth_name("cali", "default", "web") == "cali68caf03a5f4"
-    with pytest.raises(ValueError):
-        host_veth_name("toolong", "default", "web")
 
 
 def test_random_mac_is_local_unicast() -> None:

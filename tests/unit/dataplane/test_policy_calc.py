@@ -7,7 +7,8 @@ from typing import Any
 from vpcnet.api.core import Namespace, Pod
 from vpcnet.api.loader import load_documents
 from vpcnet.dataplane import names
-from vpcnet.dataplane.policy_calc import PolicyCalculator, veth_name
+from vpcnet.dataplane.names import host_veth_name
+from vpcnet.dataplane.policy_calc import PolicyCalculator
 from vpcnet.policy.compile import compile_policy
 
 
@@ -64,9 +65,9 @@ def test_local_endpoints_get_veths_named_like_the_cni() -> None:
     calc.upsert_pod(pod("b", "10.0.0.2", node="n2"))
     calc.upsert_pod(pod("c", None))
     state = calc.desired()
-    assert list(state.endpoints) == [veth_name("eni", "default", "a")]
-    assert veth_name("eni", "namespace", "podname") == "eni82111e10a96"  # Calico's own test vector
-    endpoint = state.endpoints[veth_name("eni", "default", "a")]
+    assert list(state.endpoints) == [host_veth_name("eni", "default", "a")]
+    assert host_veth_name("eni", "namespace", "podname") == "eni82111e10a96"  # Calico's own test vector
+    endpoint = state.endpoints[host_veth_name("eni", "default", "a")]
     assert endpoint.addresses == ("10.0.0.1/32",) and endpoint.ingress == () and endpoint.egress == ()
 
 
@@ -77,7 +78,7 @@ def test_policy_selects_local_endpoint_and_sets_track_cluster_members_incrementa
     calc.upsert_pod(pod("client", "10.0.1.1", node="n2", role="client"))
     calc.upsert_policy(k8s_policy("allow", "default", {"app": "web"}, {"role": "client"}, 80))
     state = calc.desired()
-    web = state.endpoints[veth_name("eni", "default", "web")]
+    web = state.endpoints[host_veth_name("eni", "default", "web")]
     assert [t.policy_ids for t in web.ingress] == [("knp/default/allow",)]
     assert web.egress == ()
     (chain,) = state.policies.values()
@@ -107,7 +108,7 @@ def test_policy_not_selecting_local_pods_is_not_rendered_and_deleting_deactivate
     calc.delete_policy("knp/default/here")
     state = calc.desired()
     assert state.policies == {} and state.ipsets == {}
-    assert state.endpoints[veth_name("eni", "default", "web")].ingress == ()
+    assert state.endpoints[host_veth_name("eni", "default", "web")].ingress == ()
 
 
 def test_named_port_becomes_ip_port_set() -> None:

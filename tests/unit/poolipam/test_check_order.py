@@ -9,8 +9,9 @@ from ipaddress import IPv4Address, IPv4Network
 from vpcnet.datastore.resources import ResourceRef
 from vpcnet.datastore.types import KeyValue, Listing
 from vpcnet.ipam.blocks import Block
+from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolgc import check_against_pods
-from vpcnet.ipam.poolstore import HandleRecord, NodeRecord, affinity_key, block_key, handle_key, node_key
+from vpcnet.ipam.poolstore import HandleRecord, affinity_key, block_key, handle_key, node_key
 
 CIDR = IPv4Network("10.244.0.0/26")
 

@@ -17,7 +17,7 @@ from vpcnet.dataplane.poolroutes import (
     vtep_mac,
 )
 from vpcnet.ipam.blocks import Block
-from vpcnet.ipam.poolstore import NodeRecord
+from vpcnet.ipam.node_record import NodeRecord
 
 
 def pool(cidr: str, **kw: object) -> IPPool:

@@ -10,7 +10,6 @@ Pods on the ENI get their own `from <pod IP> lookup d+1` rules from the CNI (pri
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -18,8 +17,6 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vpcnet.ipam.eni_pool import Eni
-from vpcnet.ipam.interfaces import host_veth_name
-from vpcnet.ipam.types import IpamKey
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +59,12 @@ class KernelEniNetworking:
         # the subnet route the kernel added in main would send replies out of this ENI for every
         # subnet peer; on EKS it lives only in the ENI's table
         # (a delete must name its protocol and scope: pyroute2's defaults, boot/universe, match nothing)
-        with contextlib.suppress(NetlinkError):
+        try:
             await self.ipr.route(
                 "del", dst=str(eni.subnet_cidr), oif=idx, table=254, proto=RTPROT_KERNEL, scope=RT_SCOPE_LINK
             )
+        except NetlinkError as exc:  # already moved (a second setup), or the kernel added none
+            log.debug("no subnet route of %s in main to remove: %s", eni.eni_id, exc)
         gw = str(eni.gateway)
         await self.ipr.route("replace", dst=f"{gw}/32", oif=idx, scope=RT_SCOPE_LINK, table=table)
         await self.ipr.route("replace", dst="0.0.0.0/0", gateway=gw, oif=idx, table=table)
@@ -95,12 +94,15 @@ class KernelEniNetworking:
         while await self._has_rule(**rule):
             try:
                 await self.ipr.rule("del", family=2, **rule)
-            except NetlinkError:
+            except NetlinkError as exc:  # seen a moment ago, gone now: nothing left to delete
+                log.debug("rule of %s already gone: %s", eni.eni_id, exc)
                 break
         routes = [r async for r in await self.ipr.get_routes(family=2, table=table)]
         for route in routes:
-            with contextlib.suppress(NetlinkError):
+            try:
                 await self.ipr.route("del", **_route_key(route))
+            except NetlinkError as exc:  # the kernel drops the table's routes itself when the link goes
+                log.debug("route %s of %s already gone: %s", _route_key(route), eni.eni_id, exc)
 
 
 def _route_key(route: Any) -> dict[str, Any]:
@@ -111,14 +113,3 @@ def _route_key(route: Any) -> dict[str, Any]:
     if oif:
         key["oif"] = oif
     return key
-
-
-class HostVethExistence:
-    """A checkpointed pod still exists if its host-side veth does (the VPC CNI's rule at restart)."""
-
-    def __init__(self, veth_prefix: str, ipr: Any | None = None) -> None:
-        self.prefix = veth_prefix
-        self.ipr: Any = ipr if ipr is not None else AsyncIPRoute()
-
-    async def exists(self, key: IpamKey, pod_namespace: str, pod_name: str) -> bool:
-        return bool(await self.ipr.link_lookup(ifname=host_veth_name(self.prefix, pod_namespace, pod_name)))

@@ -1,0 +1,49 @@
+"""A live node's record in the Calico-mode IPAM (pure; no I/O): what other nodes need to route to it.
+
+Written by the node itself (poolnodes, bound to its lease), read by the pool store, and consumed by the
+route renderer (dataplane/poolroutes), which therefore needs only this type and not the store.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A live node as the other nodes route to it."""
+
+    name: str
+    address: IPv4Address  # the node's primary address (the underlay next hop)
+    subnet: IPv4Network  # its subnet: a peer inside it is reached directly in CrossSubnet mode
+    vtep_mac: str = ""  # the MAC of its VXLAN device
+    zone: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "address": str(self.address),
+                "subnet": str(self.subnet),
+                "vtep_mac": self.vtep_mac,
+                "zone": self.zone,
+                "labels": self.labels,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, name: str, raw: bytes) -> NodeRecord:
+        """The record of node `name` (its name is the key, not part of the value)."""
+        data = json.loads(raw)
+        return cls(
+            name=name,
+            address=IPv4Address(data["address"]),
+            subnet=IPv4Network(data["subnet"]),
+            vtep_mac=str(data.get("vtep_mac", "")),
+            zone=str(data.get("zone", "")),
+            labels={str(k): str(v) for k, v in dict(data.get("labels", {})).items()},
+        )
