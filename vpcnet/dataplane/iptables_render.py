@@ -13,8 +13,9 @@ the kernel holds by these ids instead of the kernel's normalised rendering.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from vpcnet.dataplane import names, rule_layout
 from vpcnet.dataplane.family import IpFamily
@@ -36,7 +37,6 @@ from vpcnet.dataplane.rule_layout import (
     MarkClear,
     MarkIs,
     MarkSet,
-    Match,
     NamedPorts,
     Ports,
     Protocol,
@@ -154,24 +154,14 @@ def _child_dispatch(child: str, flag: str, members: tuple[tuple[str, str], ...])
 # ------------------------------------------------------------------------------------------------ rules
 
 
-def rule_lines(rule: Rule, family: IpFamily) -> list[tuple[str, str]]:
-    """(text, note) of the iptables rules that together do what rule does."""
-    for index, match in enumerate(rule.matches):
-        others = rule.matches[:index] + rule.matches[index + 1 :]
-        if isinstance(match, SrcNotIn) and len(match.addresses) > 1:
-            # No anonymous sets: mark the packet when its source is one of them, then test the mark.
-            lines = [(_action(MarkClear(MARK_SCRATCH)), "")]
-            lines += [(f"-s {a} {_action(MarkSet(MARK_SCRATCH))}", "") for a in match.addresses]
-            guarded = Rule((*others, MarkIs(0, MARK_SCRATCH)), rule.actions, rule.note)
-            return lines + rule_lines(guarded, family)
-        if isinstance(match, Ports) and not match.negated and len(chunks := _port_chunks(match.ranges)) > 1:
-            # Alternatives: one rule per multiport chunk.
-            before, after = rule.matches[:index], rule.matches[index + 1 :]
-            parts = [
-                Rule((*before, Ports(match.side, tuple(c)), *after), rule.actions, rule.note) for c in chunks
-            ]
-            return [line for part in parts for line in rule_lines(part, family)]
-    matches = [_match(m, family) for m in rule.matches]
+@functools.lru_cache(maxsize=65536)
+def rule_lines(rule: Rule, family: IpFamily) -> tuple[tuple[str, str], ...]:
+    """(text, note) of the iptables rules that together do what rule does (rules repeat across chains:
+    every endpoint has the same conntrack and mark rules, so they are printed once)."""
+    split = _split(rule, family)
+    if split is not None:
+        return split
+    matches = [_MATCHES[type(m)](m, family) for m in rule.matches]
     last = len(rule.actions) - 1
     lines = [(" ".join([*matches, _action(rule.actions[0])]), rule.note if last == 0 else "")]
     for index in range(1, last + 1):
@@ -179,43 +169,88 @@ def rule_lines(rule: Rule, family: IpFamily) -> list[tuple[str, str]]:
         previous, action = rule.actions[index - 1], rule.actions[index]
         if not isinstance(previous, MarkSet):
             raise ValueError(f"iptables cannot follow {previous} with {action} in one rule")
-        guard = _match(MarkIs(previous.bits, previous.bits), family)
+        guard = _mark_is(MarkIs(previous.bits, previous.bits), family)
         lines.append((f"{guard} {_action(action)}", rule.note if index == last else ""))
-    return lines
+    return tuple(lines)
+
+
+def _split(rule: Rule, family: IpFamily) -> tuple[tuple[str, str], ...] | None:
+    """The rules for a rule iptables cannot say in one; None when it can."""
+    for index, match in enumerate(rule.matches):
+        before, after = rule.matches[:index], rule.matches[index + 1 :]
+        if type(match) is SrcNotIn and len(match.addresses) > 1:
+            # No anonymous sets: mark the packet when its source is one of them, then test the mark.
+            lines = [(_action(MarkClear(MARK_SCRATCH)), "")]
+            lines += [(f"-s {a} {_action(MarkSet(MARK_SCRATCH))}", "") for a in match.addresses]
+            guarded = Rule((*before, *after, MarkIs(0, MARK_SCRATCH)), rule.actions, rule.note)
+            return (*lines, *rule_lines(guarded, family))
+        if type(match) is Ports and not match.negated and len(chunks := _port_chunks(match.ranges)) > 1:
+            # Alternatives: one rule per multiport chunk.
+            parts = [
+                Rule((*before, Ports(match.side, tuple(c)), *after), rule.actions, rule.note) for c in chunks
+            ]
+            return tuple(line for part in parts for line in rule_lines(part, family))
+    return None
 
 
 def _not(negated: bool) -> str:
     return "! " if negated else ""
 
 
-def _match(match: Match, family: IpFamily) -> str:
-    if isinstance(match, Iface):
-        return f"{'-i' if match.direction == 'in' else '-o'} {match.name}{'+' if match.wildcard else ''}"
-    if isinstance(match, AddrSet):
-        return f"-m set {_not(match.negated)}--match-set {match.set_name} {match.side}"
-    if isinstance(match, SrcNotIn):
-        (address,) = match.addresses  # several are split into rules by rule_lines
-        return f"! -s {address}"
-    if isinstance(match, Protocol):
-        name = family.icmp_protocol if match.name == "icmp" else match.name
-        return f"{_not(match.negated)}-p {name}"
-    if isinstance(match, Ports):
-        option = "--sports" if match.side == "src" else "--dports"
-        chunks = _port_chunks(match.ranges)
-        return " ".join(f"-m multiport {_not(match.negated)}{option} {_port_text(c)}" for c in chunks)
-    if isinstance(match, NamedPorts):
-        return f"-m set {_not(match.negated)}--match-set {match.set_name} {match.side},{match.side}"
-    if isinstance(match, Icmp):
-        code = f"/{match.code}" if match.code is not None else ""
-        if family is IpFamily.V4:
-            return f"-m icmp {_not(match.negated)}--icmp-type {match.type}{code}"
-        return f"-m icmp6 {_not(match.negated)}--icmpv6-type {match.type}{code}"
-    if isinstance(match, MarkIs):
-        return f"-m mark --mark {match.value:#x}/{match.mask:#x}"
-    if isinstance(match, CtState):
-        states = ",".join(s.upper() for s in _CT_ORDER if s in match.states)
-        return f"-m conntrack --ctstate {states}"
-    raise TypeError(f"no iptables form for match {match!r}")
+def _iface(match: Iface, family: IpFamily) -> str:
+    return f"{'-i' if match.direction == 'in' else '-o'} {match.name}{'+' if match.wildcard else ''}"
+
+
+def _addr_set(match: AddrSet, family: IpFamily) -> str:
+    return f"-m set {_not(match.negated)}--match-set {match.set_name} {match.side}"
+
+
+def _src_not_in(match: SrcNotIn, family: IpFamily) -> str:
+    (address,) = match.addresses  # several are split into rules by _split
+    return f"! -s {address}"
+
+
+def _protocol(match: Protocol, family: IpFamily) -> str:
+    name = family.icmp_protocol if match.name == "icmp" else match.name
+    return f"{_not(match.negated)}-p {name}"
+
+
+def _ports(match: Ports, family: IpFamily) -> str:
+    option = "--sports" if match.side == "src" else "--dports"
+    chunks = _port_chunks(match.ranges)  # several AND-ed when negated (positive ones are split by _split)
+    return " ".join(f"-m multiport {_not(match.negated)}{option} {_port_text(c)}" for c in chunks)
+
+
+def _named_ports(match: NamedPorts, family: IpFamily) -> str:
+    return f"-m set {_not(match.negated)}--match-set {match.set_name} {match.side},{match.side}"
+
+
+def _icmp(match: Icmp, family: IpFamily) -> str:
+    code = f"/{match.code}" if match.code is not None else ""
+    if family is IpFamily.V4:
+        return f"-m icmp {_not(match.negated)}--icmp-type {match.type}{code}"
+    return f"-m icmp6 {_not(match.negated)}--icmpv6-type {match.type}{code}"
+
+
+def _mark_is(match: MarkIs, family: IpFamily) -> str:
+    return f"-m mark --mark {match.value:#x}/{match.mask:#x}"
+
+
+def _ct_state(match: CtState, family: IpFamily) -> str:
+    return f"-m conntrack --ctstate {','.join(s.upper() for s in _CT_ORDER if s in match.states)}"
+
+
+_MATCHES: dict[type, Callable[[Any, IpFamily], str]] = {
+    Iface: _iface,
+    AddrSet: _addr_set,
+    SrcNotIn: _src_not_in,
+    Protocol: _protocol,
+    Ports: _ports,
+    NamedPorts: _named_ports,
+    Icmp: _icmp,
+    MarkIs: _mark_is,
+    CtState: _ct_state,
+}
 
 
 def _action(action: RuleAction) -> str:

@@ -170,7 +170,9 @@ def print_chain(chain: Chain, family: IpFamily = IpFamily.V4) -> tuple[str, ...]
 _CHAIN_PRINTERS = {f: IdentityCache(functools.partial(print_chain, family=f)) for f in IpFamily}
 
 
+@functools.lru_cache(maxsize=65536)
 def rule_text(rule: Rule, family: IpFamily) -> str:
+    """One nft rule (remembered: every endpoint has the same conntrack and mark rules)."""
     return " ".join([*(_match(m, family) for m in rule.matches), *(_action(a) for a in rule.actions)])
 
 

@@ -285,14 +285,20 @@ def endpoint_chain(endpoint: EndpointSpec, direction: str, family: IpFamily = Ip
     if direction == "egress":
         # Before conntrack: a spoofed source must not ride on someone else's established flow.
         rules.append(_anti_spoofing(endpoint, family))
-    rules.append(Rule((CtState(frozenset({"related", "established"})),), (ACCEPT,)))
-    rules.append(Rule((CtState(frozenset({"invalid"})),), (DROP,)))
-    rules.append(Rule((), (MarkClear(MARK_ALL),)))
+    rules += (_ESTABLISHED, _INVALID, _CLEAR_MARKS)
     for tier in tiers:
         rules += _tier_rules(tier, direction)
-    # No tier, or every tier passed: the namespace profile allows (Kubernetes: not selected = allowed).
-    rules.append(Rule((), (MarkSet(MARK_ACCEPT),), "no policy decided: allow"))
+    rules.append(_NO_POLICY_DECIDED)
     return Chain(chain, tuple(rules))
+
+
+# The same in every endpoint chain (one object each: printers remember a rule's text).
+_ESTABLISHED = Rule((CtState(frozenset({"related", "established"})),), (ACCEPT,))
+_INVALID = Rule((CtState(frozenset({"invalid"})),), (DROP,))
+_CLEAR_MARKS = Rule((), (MarkClear(MARK_ALL),))
+# No tier, or every tier passed: the namespace profile allows (Kubernetes: not selected = allowed).
+_NO_POLICY_DECIDED = Rule((), (MarkSet(MARK_ACCEPT),), "no policy decided: allow")
+_ACCEPTED_RETURNS = Rule((MarkIs(MARK_ACCEPT, MARK_ACCEPT),), (RETURN,))
 
 
 def _anti_spoofing(endpoint: EndpointSpec, family: IpFamily) -> Rule:
@@ -311,7 +317,7 @@ def _tier_rules(tier: TierPolicies, direction: str) -> list[Rule]:
     rules = [Rule((), (MarkClear(MARK_PASS),), f"start of tier {tier.tier}")]
     for policy_id in tier.policy_ids:
         rules.append(Rule((pass_clear,), (Jump(names.policy_chain(policy_id, direction)),)))
-        rules.append(Rule((MarkIs(MARK_ACCEPT, MARK_ACCEPT),), (RETURN,)))
+        rules.append(_ACCEPTED_RETURNS)
     if tier.default_action == "deny":
         rules.append(Rule((pass_clear,), (DROP,), f"end of tier {tier.tier}: drop"))
     return rules
