@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from vpcnet.dataplane import ipset_render
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.ipset_render import KernelSet
 from vpcnet.dataplane.kernel_cmd import CommandRunner
 from vpcnet.dataplane.policy_state import IpSetSpec
 
 
 class IpsetApplier:
-    def __init__(self, runner: CommandRunner) -> None:
+    def __init__(self, runner: CommandRunner, family: IpFamily = IpFamily.V4) -> None:
         self._runner = runner
+        self.family = family
         self._known: dict[str, KernelSet] | None = None  # None: read the kernel before the next diff
         self.bytes_sent = 0
 
@@ -22,7 +24,7 @@ class IpsetApplier:
 
     async def read_kernel(self) -> dict[str, KernelSet]:
         result = (await self._runner.run(["ipset", "save"])).check()
-        return ipset_render.parse_save(result.stdout.decode())
+        return ipset_render.parse_save(result.stdout.decode(), family=self.family)
 
     async def _current(self) -> dict[str, KernelSet]:
         if self._known is None:
@@ -32,7 +34,7 @@ class IpsetApplier:
     async def apply_updates(self, desired: Mapping[str, IpSetSpec]) -> int:
         """Create and fill what is wanted; returns the bytes sent (0: nothing to do, nothing ran)."""
         current = await self._current()
-        lines = ipset_render.render_updates(desired, current)
+        lines = ipset_render.render_updates(desired, current, self.family)
         sent = await self._restore(lines)
         assert self._known is not None
         for name, spec in desired.items():

@@ -3,6 +3,7 @@
 Small membership changes go as add/del lines; a set that changes a lot (or whose kernel copy is unknown
 or wrong) is rebuilt in a temporary set and swapped in, so packets never see a half-filled set.
 Sets that are no longer wanted are destroyed in a separate step, after the rules stop referring to them.
+Sets are of one family ("family inet" / "inet6"); an applier owns only the sets named for its family.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vpcnet.dataplane import names
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.policy_state import IpSetSpec
 
 MAXELEM = 1048576  # Calico's MaxIpsetSize
@@ -23,18 +25,20 @@ class KernelSet:
     members: frozenset[str]
 
 
-def create_line(name: str, kind: str) -> str:
-    return f"create {name} {kind} family inet maxelem {MAXELEM}"
+def create_line(name: str, kind: str, family: IpFamily = IpFamily.V4) -> str:
+    return f"create {name} {kind} family {family.ipset_family} maxelem {MAXELEM}"
 
 
-def render_updates(desired: Mapping[str, IpSetSpec], current: Mapping[str, KernelSet]) -> list[str]:
+def render_updates(
+    desired: Mapping[str, IpSetSpec], current: Mapping[str, KernelSet], family: IpFamily = IpFamily.V4
+) -> list[str]:
     """Lines that make every desired set exist with exactly its members (destroys are separate)."""
     lines: list[str] = []
     for name in sorted(desired):
         spec = desired[name]
         have = current.get(name)
         if have is None:
-            lines.append(create_line(name, spec.kind))
+            lines.append(create_line(name, spec.kind, family))
             lines += [f"add {name} {m}" for m in sorted(spec.members)]
             continue
         if have.kind != spec.kind:
@@ -49,8 +53,8 @@ def render_updates(desired: Mapping[str, IpSetSpec], current: Mapping[str, Kerne
             lines += [f"del {name} {m}" for m in sorted(dels)]
             lines += [f"add {name} {m}" for m in sorted(adds)]
             continue
-        temp = names.temp_ipset_name(name)
-        lines.append(create_line(temp, spec.kind))
+        temp = names.temp_ipset_name(name, family)
+        lines.append(create_line(temp, spec.kind, family))
         lines.append(f"flush {temp}")
         lines += [f"add {temp} {m}" for m in sorted(spec.members)]
         lines.append(f"swap {temp} {name}")
@@ -62,8 +66,13 @@ def render_deletes(desired: Mapping[str, IpSetSpec], current: Mapping[str, Kerne
     return [f"destroy {name}" for name in sorted(current) if name not in desired]
 
 
-def parse_save(text: str, owned_prefix: str = names.IPSET_PREFIX) -> dict[str, KernelSet]:
-    """Our sets from `ipset save` output (others' sets are ignored; temp sets are reported too)."""
+def parse_save(
+    text: str, owned_prefix: str | None = None, family: IpFamily = IpFamily.V4
+) -> dict[str, KernelSet]:
+    """Our sets of family from `ipset save` output (others' sets, and our sets of the other family, are
+    ignored; temp sets are reported too). owned_prefix: by default, the family's set prefix."""
+    if owned_prefix is None:
+        owned_prefix = names.ipset_prefix(family)
     kinds: dict[str, str] = {}
     members: dict[str, set[str]] = {}
     for line in text.splitlines():
@@ -76,6 +85,6 @@ def parse_save(text: str, owned_prefix: str = names.IPSET_PREFIX) -> dict[str, K
         elif parts[0] == "add":
             member = parts[2]
             if kinds.get(parts[1]) == "hash:net" and "/" not in member:
-                member += "/32"
+                member += f"/{family.host_prefixlen}"
             members.setdefault(parts[1], set()).add(member)
     return {name: KernelSet(kind, frozenset(members.get(name, ()))) for name, kind in kinds.items()}

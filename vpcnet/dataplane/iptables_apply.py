@@ -5,6 +5,7 @@ on a resync (and after any failure), against what `iptables-save` shows. A chain
 rewritten whole (declaring it under --noflush flushes it); chains of ours that are no longer wanted are
 flushed and deleted; our hooks in FORWARD/INPUT are inserted or appended if missing and de-duplicated.
 Nothing else in the table is touched: others' chains and rules (the CNI's, kube-proxy's) are never flushed.
+The family picks the tools: iptables-save/-restore for IPv4, ip6tables-save/-restore for IPv6.
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from vpcnet.dataplane import names
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.iptables_render import FilterRender, Hook
 from vpcnet.dataplane.kernel_cmd import CommandRunner
 
 _ID_RE = re.compile(r'--comment "?(' + re.escape(names.RULE_COMMENT_PREFIX) + r"[0-9a-f]{16})")
 _ID_START = len('-m comment --comment "')
 _ID_END = _ID_START + len(names.RULE_COMMENT_PREFIX) + 16
-RESTORE_ARGV = ["iptables-restore", "--noflush", "--wait", "10", "--wait-interval", "50000"]
+RESTORE_OPTIONS = ["--noflush", "--wait", "10", "--wait-interval", "50000"]
+
+
+def restore_argv(family: IpFamily = IpFamily.V4) -> list[str]:
+    return [family.iptables_restore, *RESTORE_OPTIONS]
 
 
 @dataclass
@@ -127,9 +133,11 @@ def assumed_view(desired: FilterRender) -> TableView:
 
 
 class IptablesApplier:
-    def __init__(self, runner: CommandRunner, table: str = "filter") -> None:
+    def __init__(self, runner: CommandRunner, table: str = "filter", family: IpFamily = IpFamily.V4) -> None:
         self._runner = runner
         self._table = table
+        self.family = family
+        self._restore_argv = restore_argv(family)
         self._known: dict[str, tuple[str, ...]] | None = None
         self._view: TableView | None = None
         self.bytes_sent = 0
@@ -141,11 +149,15 @@ class IptablesApplier:
         self._view = None
 
     async def read_kernel(self) -> TableView:
-        result = (await self._runner.run(["iptables-save", "-t", self._table])).check()
+        result = (await self._runner.run([self.family.iptables_save, "-t", self._table])).check()
         return parse_save(result.stdout.decode())
 
     async def apply(self, desired: FilterRender) -> int:
         """Make the kernel match desired; returns bytes sent (0 when nothing had to change)."""
+        if desired.family is not self.family:
+            raise ValueError(
+                f"an IPv{desired.family.value} render given to the IPv{self.family.value} applier"
+            )
         if self._view is None:
             self._view = await self.read_kernel()
             self._known = None
@@ -153,7 +165,7 @@ class IptablesApplier:
         if lines:
             data = ("\n".join([f"*{self._table}", *lines, "COMMIT"]) + "\n").encode()
             try:
-                (await self._runner.run(RESTORE_ARGV, data)).check(data)
+                (await self._runner.run(self._restore_argv, data)).check(data)
             except Exception:
                 self.forget()
                 raise
@@ -174,5 +186,5 @@ class IptablesApplier:
         lines += [f"-X {chain}" for chain in sorted(view.chains)]
         if lines:
             data = ("\n".join([f"*{self._table}", *lines, "COMMIT"]) + "\n").encode()
-            (await self._runner.run(RESTORE_ARGV, data)).check(data)
+            (await self._runner.run(self._restore_argv, data)).check(data)
         self.forget()

@@ -1,20 +1,10 @@
-"""Render the policy data plane as filter-table chains (pure: DesiredState -> rule text).
+"""Print the rule layout (rule_layout) as filter-table chains for iptables-restore / ip6tables-restore (pure).
 
-Layout (Calico felix's, with our own "vpcn-" prefix):
-
-  FORWARD  -j vpcn-FORWARD (inserted first)        ... -m mark --mark ACCEPT -j ACCEPT (appended last)
-  INPUT    -j vpcn-INPUT (inserted first)
-  vpcn-FORWARD: clear our mark bits; -i <prefix>+ -> vpcn-from-wl-dispatch;
-                -o <prefix>+ -> vpcn-to-wl-dispatch
-  vpcn-INPUT:   clear our mark bits; -i <prefix>+ -> vpcn-from-wl-dispatch (a pod talking to its node)
-  dispatch:     one goto per known veth (binned by the character after the prefix into child chains);
-                anything else is dropped ("unknown interface": fail closed for veths we have not programmed)
-  vpcn-fw-<veth> (egress) / vpcn-tw-<veth> (ingress): [fw: drop unless the source is the pod's own address],
-                established/related accepted, invalid dropped, marks cleared, tiers in order
-                (per policy: jump to its chain unless the pass bit is set, RETURN once the accept bit is set;
-                at the end of a tier drop unless a policy passed), finally allowed (no policy decided).
-  vpcn-pi-<policy> / vpcn-po-<policy>: Allow = set accept bit + RETURN, Pass = set pass bit + RETURN,
-                Deny = DROP, Log = LOG and go on.
+The hooks go into the kernel's FORWARD and INPUT chains; a Dispatch becomes one goto per known interface,
+binned by the character after the prefix into child chains (vpcn-fd-* / vpcn-td-*) so a packet walks a
+few short chains instead of one long one. Where iptables cannot say a rule in one line it prints several:
+a mark set followed by RETURN is two rules (the second tests the bits just set); a source that must be
+none of several addresses uses the scratch mark bit; more ports than one multiport match holds are split.
 
 Every rule carries a comment "vpcn:<16 chars>" hashed from its chain and text, so the applier compares what
 the kernel holds by these ids instead of the kernel's normalised rendering.
@@ -25,24 +15,40 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from vpcnet.dataplane import names
-from vpcnet.dataplane.policy_state import (
-    MARK_ACCEPT,
-    MARK_ALL,
-    MARK_PASS,
-    MARK_SCRATCH,
-    DesiredState,
-    EndpointSpec,
-    PolicyChainSpec,
-    PolicyRule,
-    PortMatch,
-    PortRange,
-    TierPolicies,
-)
+from vpcnet.dataplane import names, rule_layout
+from vpcnet.dataplane.family import IpFamily
+from vpcnet.dataplane.policy_state import MARK_SCRATCH, DesiredState, PortRange
 from vpcnet.dataplane.render_cache import IdentityCache
+from vpcnet.dataplane.rule_layout import (
+    Accept,
+    AddrSet,
+    Chain,
+    CtState,
+    Dispatch,
+    Drop,
+    Goto,
+    Icmp,
+    Iface,
+    Jump,
+    Layout,
+    Log,
+    MarkClear,
+    MarkIs,
+    MarkSet,
+    NamedPorts,
+    Ports,
+    Protocol,
+    Return,
+    Rule,
+    RuleAction,
+    SrcNotIn,
+)
 
 MULTIPORT_SLOTS = 15  # a range takes two
+# The order iptables-save prints conntrack states in.
+_CT_ORDER = ("invalid", "new", "related", "established", "untracked")
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,7 @@ class Hook:
 class FilterRender:
     chains: dict[str, tuple[str, ...]]  # our chain -> rule bodies (what follows "-A <chain> ")
     hooks: tuple[Hook, ...]
-
-
-def _mark(value: int, mask: int) -> str:
-    return f"{value:#x}/{mask:#x}"
+    family: IpFamily = IpFamily.V4
 
 
 def with_id(chain: str, rule: str, note: str = "") -> str:
@@ -77,55 +80,38 @@ def _finish(chain: str, rules: Iterable[tuple[str, str]]) -> tuple[str, ...]:
 
 
 def render(state: DesiredState) -> FilterRender:
+    return print_layout(rule_layout.layout(state))
+
+
+def print_layout(layout: Layout) -> FilterRender:
+    printer = _CHAIN_PRINTERS[layout.family]
     chains: dict[str, tuple[str, ...]] = {}
-    chains[names.FORWARD_CHAIN] = _forward_chain(state.interface_prefixes)
-    chains[names.INPUT_CHAIN] = _input_chain(state.interface_prefixes)
-    ifaces = tuple(sorted(state.endpoints))
-    chains.update(
-        dispatch_chains(
-            names.FROM_WL_DISPATCH, "-i", names.from_workload_chain, ifaces, state.interface_prefixes
-        )
-    )
-    chains.update(
-        dispatch_chains(names.TO_WL_DISPATCH, "-o", names.to_workload_chain, ifaces, state.interface_prefixes)
-    )
-    for iface in ifaces:
-        endpoint = state.endpoints[iface]
-        chains[names.from_workload_chain(iface)] = _egress_chains(endpoint)
-        chains[names.to_workload_chain(iface)] = _ingress_chains(endpoint)
-    for key in sorted(state.policies):
-        policy = state.policies[key]
-        chains[policy.chain] = _policy_chains(policy)
-    for cache in (_egress_chains, _ingress_chains, _policy_chains):
-        cache.sweep()
-    return FilterRender(chains=chains, hooks=hooks())
+    for item in layout.items:
+        if isinstance(item, Dispatch):
+            chains.update(dispatch_chains(item))
+        else:
+            chains[item.name] = printer(item)
+    printer.sweep()
+    return FilterRender(chains=chains, hooks=hooks(layout.hooks, layout.family), family=layout.family)
 
 
-@functools.cache
-def hooks() -> tuple[Hook, ...]:
-    accept = f"-m mark --mark {_mark(MARK_ACCEPT, MARK_ACCEPT)} -j ACCEPT"
-    return (
-        Hook("FORWARD", "insert", with_id("FORWARD", f"-j {names.FORWARD_CHAIN}")),
-        Hook("FORWARD", "append", with_id("FORWARD", accept, "policy accepted")),
-        Hook("INPUT", "insert", with_id("INPUT", f"-j {names.INPUT_CHAIN}")),
-    )
+@functools.lru_cache(maxsize=8)
+def hooks(layout_hooks: tuple[rule_layout.Hook, ...], family: IpFamily) -> tuple[Hook, ...]:
+    printed = []
+    for hook in layout_hooks:
+        ((text, note),) = rule_lines(hook.rule, family)
+        printed.append(Hook(hook.kernel_chain, hook.position, with_id(hook.kernel_chain, text, note)))
+    return tuple(printed)
 
 
-@functools.cache
-def _forward_chain(prefixes: tuple[str, ...]) -> tuple[str, ...]:
-    chain = names.FORWARD_CHAIN
-    rules = [(f"-j MARK --set-xmark {_mark(0, MARK_ALL)}", "")]
-    rules += [(f"-i {p}+ -j {names.FROM_WL_DISPATCH}", "") for p in prefixes]
-    rules += [(f"-o {p}+ -j {names.TO_WL_DISPATCH}", "") for p in prefixes]
-    return _finish(chain, rules)
+def print_chain(chain: Chain, family: IpFamily = IpFamily.V4) -> tuple[str, ...]:
+    return _finish(chain.name, [line for rule in chain.rules for line in rule_lines(rule, family)])
 
 
-@functools.cache
-def _input_chain(prefixes: tuple[str, ...]) -> tuple[str, ...]:
-    chain = names.INPUT_CHAIN
-    rules = [(f"-j MARK --set-xmark {_mark(0, MARK_ALL)}", "")]
-    rules += [(f"-i {p}+ -j {names.FROM_WL_DISPATCH}", "") for p in prefixes]
-    return _finish(chain, rules)
+_CHAIN_PRINTERS = {f: IdentityCache(functools.partial(print_chain, family=f)) for f in IpFamily}
+
+
+# ------------------------------------------------------------------------------------------------ dispatch
 
 
 def dispatch_bins(ifaces: Sequence[str], prefixes: Sequence[str]) -> dict[str, list[str]]:
@@ -141,143 +127,150 @@ def dispatch_bins(ifaces: Sequence[str], prefixes: Sequence[str]) -> dict[str, l
 
 
 @functools.lru_cache(maxsize=16)
-def dispatch_chains(
-    root: str, flag: str, target: Callable[[str], str], ifaces: tuple[str, ...], prefixes: tuple[str, ...]
-) -> dict[str, tuple[str, ...]]:
+def dispatch_chains(item: Dispatch) -> dict[str, tuple[str, ...]]:
     """The dispatch chain and its children; every one ends in a drop for interfaces we do not know."""
+    flag = "-i" if item.direction == "in" else "-o"
+    target = dict(item.targets)
     unknown = ("-j DROP", "unknown interface")
     chains: dict[str, tuple[str, ...]] = {}
     root_rules: list[tuple[str, str]] = []
-    for stem, members in sorted(dispatch_bins(ifaces, prefixes).items()):
+    for stem, members in sorted(dispatch_bins([i for i, _ in item.targets], item.prefixes).items()):
         if len(members) == 1:
-            root_rules.append((f"{flag} {members[0]} -g {target(members[0])}", ""))
+            root_rules.append((f"{flag} {members[0]} -g {target[members[0]]}", ""))
             continue
-        child = names.dispatch_child_chain(root, stem)
+        child = names.dispatch_child_chain(item.chain, stem)
         root_rules.append((f"{flag} {stem}+ -g {child}", ""))
-        chains[child] = _child_dispatch(child, flag, target, tuple(members))
-    chains[root] = _finish(root, [*root_rules, unknown])
+        chains[child] = _child_dispatch(child, flag, tuple((m, target[m]) for m in members))
+    chains[item.chain] = _finish(item.chain, [*root_rules, unknown])
     return chains
 
 
 @functools.lru_cache(maxsize=4096)
-def _child_dispatch(
-    child: str, flag: str, target: Callable[[str], str], members: tuple[str, ...]
-) -> tuple[str, ...]:
-    rules = [(f"{flag} {iface} -g {target(iface)}", "") for iface in members]
+def _child_dispatch(child: str, flag: str, members: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    rules = [(f"{flag} {iface} -g {chain}", "") for iface, chain in members]
     return _finish(child, [*rules, ("-j DROP", "unknown interface")])
 
 
-def endpoint_chain(endpoint: EndpointSpec, direction: str) -> tuple[str, ...]:
-    if direction == "egress":
-        chain = names.from_workload_chain(endpoint.iface)
-        tiers = endpoint.egress
-        policy_kind = "egress"
-    else:
-        chain = names.to_workload_chain(endpoint.iface)
-        tiers = endpoint.ingress
-        policy_kind = "ingress"
-    rules: list[tuple[str, str]] = []
-    if direction == "egress":
-        # Before conntrack: a spoofed source must not ride on someone else's established flow.
-        rules += _anti_spoofing(endpoint.addresses)
-    rules.append(("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", ""))
-    rules.append(("-m conntrack --ctstate INVALID -j DROP", ""))
-    rules.append((f"-j MARK --set-xmark {_mark(0, MARK_ALL)}", ""))
-    for tier in tiers:
-        rules += _tier_rules(tier, policy_kind)
-    # No tier, or every tier passed: the namespace profile allows (Kubernetes: not selected = allowed).
-    rules.append((f"-j MARK --set-xmark {_mark(MARK_ACCEPT, MARK_ACCEPT)}", "no policy decided: allow"))
-    return _finish(chain, rules)
+# ------------------------------------------------------------------------------------------------ rules
 
 
-def _anti_spoofing(addresses: tuple[str, ...]) -> list[tuple[str, str]]:
-    if not addresses:
-        return [("-j DROP", "pod has no address yet")]
-    if len(addresses) == 1:
-        return [(f"! -s {addresses[0]} -j DROP", "anti-spoofing")]
-    rules = [(f"-j MARK --set-xmark {_mark(0, MARK_SCRATCH)}", "")]
-    rules += [(f"-s {a} -j MARK --set-xmark {_mark(MARK_SCRATCH, MARK_SCRATCH)}", "") for a in addresses]
-    rules.append((f"-m mark --mark {_mark(0, MARK_SCRATCH)} -j DROP", "anti-spoofing"))
-    return rules
+@functools.lru_cache(maxsize=65536)
+def rule_lines(rule: Rule, family: IpFamily) -> tuple[tuple[str, str], ...]:
+    """(text, note) of the iptables rules that together do what rule does (rules repeat across chains:
+    every endpoint has the same conntrack and mark rules, so they are printed once)."""
+    split = _split(rule, family)
+    if split is not None:
+        return split
+    matches = [_MATCHES[type(m)](m, family) for m in rule.matches]
+    last = len(rule.actions) - 1
+    lines = [(" ".join([*matches, _action(rule.actions[0])]), rule.note if last == 0 else "")]
+    for index in range(1, last + 1):
+        # One target per rule: what follows a mark set runs when the bits it set are there.
+        previous, action = rule.actions[index - 1], rule.actions[index]
+        if not isinstance(previous, MarkSet):
+            raise ValueError(f"iptables cannot follow {previous} with {action} in one rule")
+        guard = _mark_is(MarkIs(previous.bits, previous.bits), family)
+        lines.append((f"{guard} {_action(action)}", rule.note if index == last else ""))
+    return tuple(lines)
 
 
-def _egress(endpoint: EndpointSpec) -> tuple[str, ...]:
-    return endpoint_chain(endpoint, "egress")
+def _split(rule: Rule, family: IpFamily) -> tuple[tuple[str, str], ...] | None:
+    """The rules for a rule iptables cannot say in one; None when it can."""
+    for index, match in enumerate(rule.matches):
+        before, after = rule.matches[:index], rule.matches[index + 1 :]
+        if type(match) is SrcNotIn and len(match.addresses) > 1:
+            # No anonymous sets: mark the packet when its source is one of them, then test the mark.
+            lines = [(_action(MarkClear(MARK_SCRATCH)), "")]
+            lines += [(f"-s {a} {_action(MarkSet(MARK_SCRATCH))}", "") for a in match.addresses]
+            guarded = Rule((*before, *after, MarkIs(0, MARK_SCRATCH)), rule.actions, rule.note)
+            return (*lines, *rule_lines(guarded, family))
+        if type(match) is Ports and not match.negated and len(chunks := _port_chunks(match.ranges)) > 1:
+            # Alternatives: one rule per multiport chunk.
+            parts = [
+                Rule((*before, Ports(match.side, tuple(c)), *after), rule.actions, rule.note) for c in chunks
+            ]
+            return tuple(line for part in parts for line in rule_lines(part, family))
+    return None
 
 
-def _ingress(endpoint: EndpointSpec) -> tuple[str, ...]:
-    return endpoint_chain(endpoint, "ingress")
+def _not(negated: bool) -> str:
+    return "! " if negated else ""
 
 
-_egress_chains = IdentityCache(_egress)
-_ingress_chains = IdentityCache(_ingress)
+def _iface(match: Iface, family: IpFamily) -> str:
+    return f"{'-i' if match.direction == 'in' else '-o'} {match.name}{'+' if match.wildcard else ''}"
 
 
-def _tier_rules(tier: TierPolicies, direction: str) -> list[tuple[str, str]]:
-    pass_clear = _mark(0, MARK_PASS)
-    rules = [(f"-j MARK --set-xmark {pass_clear}", f"start of tier {tier.tier}")]
-    for policy_id in tier.policy_ids:
-        rules.append((f"-m mark --mark {pass_clear} -j {names.policy_chain(policy_id, direction)}", ""))
-        rules.append((f"-m mark --mark {_mark(MARK_ACCEPT, MARK_ACCEPT)} -j RETURN", ""))
-    if tier.default_action == "deny":
-        rules.append((f"-m mark --mark {pass_clear} -j DROP", f"end of tier {tier.tier}: drop"))
-    return rules
+def _addr_set(match: AddrSet, family: IpFamily) -> str:
+    return f"-m set {_not(match.negated)}--match-set {match.set_name} {match.side}"
 
 
-def policy_chain(policy: PolicyChainSpec) -> tuple[str, ...]:
-    rules: list[tuple[str, str]] = []
-    for rule in policy.rules:
-        for match in rule_matches(rule):
-            rules += _action_rules(match, rule.action)
-    return _finish(policy.chain, rules)
+def _src_not_in(match: SrcNotIn, family: IpFamily) -> str:
+    (address,) = match.addresses  # several are split into rules by _split
+    return f"! -s {address}"
 
 
-def _action_rules(match: str, action: str) -> list[tuple[str, str]]:
-    prefix = f"{match} " if match else ""
-    if action == "allow":
-        return [
-            (f"{prefix}-j MARK --set-xmark {_mark(MARK_ACCEPT, MARK_ACCEPT)}", ""),
-            (f"-m mark --mark {_mark(MARK_ACCEPT, MARK_ACCEPT)} -j RETURN", ""),
-        ]
-    if action == "pass":
-        return [
-            (f"{prefix}-j MARK --set-xmark {_mark(MARK_PASS, MARK_PASS)}", ""),
-            (f"-m mark --mark {_mark(MARK_PASS, MARK_PASS)} -j RETURN", ""),
-        ]
-    if action == "deny":
-        return [(f"{prefix}-j DROP", "")]
-    if action == "log":
-        return [(f'{prefix}-j LOG --log-prefix "vpcn-packet: " --log-level 5', "")]
-    raise ValueError(f"rule action {action!r} must be allow, deny, pass or log")
+def _protocol(match: Protocol, family: IpFamily) -> str:
+    name = family.icmp_protocol if match.name == "icmp" else match.name
+    return f"{_not(match.negated)}-p {name}"
 
 
-_policy_chains = IdentityCache(policy_chain)
+def _ports(match: Ports, family: IpFamily) -> str:
+    option = "--sports" if match.side == "src" else "--dports"
+    chunks = _port_chunks(match.ranges)  # several AND-ed when negated (positive ones are split by _split)
+    return " ".join(f"-m multiport {_not(match.negated)}{option} {_port_text(c)}" for c in chunks)
 
 
-def rule_matches(rule: PolicyRule) -> list[str]:
-    """The match text of a rule; more than one when its ports OR numbers and named ports."""
-    common: list[str] = []
-    if rule.protocol is not None:
-        common.append(f"-p {rule.protocol.lower()}")
-    if rule.not_protocol is not None:
-        common.append(f"! -p {rule.not_protocol.lower()}")
-    common += [f"-m set --match-set {s} src" for s in rule.src_sets]
-    common += [f"-m set ! --match-set {s} src" for s in rule.not_src_sets]
-    common += [f"-m set --match-set {s} dst" for s in rule.dst_sets]
-    common += [f"-m set ! --match-set {s} dst" for s in rule.not_dst_sets]
-    common += _negated_ports(rule.not_src_ports, "src")
-    common += _negated_ports(rule.not_dst_ports, "dst")
-    if rule.icmp_type is not None:
-        code = f"/{rule.icmp_code}" if rule.icmp_code is not None else ""
-        common.append(f"-m icmp --icmp-type {rule.icmp_type}{code}")
-    if rule.not_icmp_type is not None:
-        code = f"/{rule.not_icmp_code}" if rule.not_icmp_code is not None else ""
-        common.append(f"-m icmp ! --icmp-type {rule.not_icmp_type}{code}")
-    matches = []
-    for src in _port_alternatives(rule.src_ports, "src"):
-        for dst in _port_alternatives(rule.dst_ports, "dst"):
-            matches.append(" ".join(part for part in (*common, src, dst) if part))
-    return matches
+def _named_ports(match: NamedPorts, family: IpFamily) -> str:
+    return f"-m set {_not(match.negated)}--match-set {match.set_name} {match.side},{match.side}"
+
+
+def _icmp(match: Icmp, family: IpFamily) -> str:
+    code = f"/{match.code}" if match.code is not None else ""
+    if family is IpFamily.V4:
+        return f"-m icmp {_not(match.negated)}--icmp-type {match.type}{code}"
+    return f"-m icmp6 {_not(match.negated)}--icmpv6-type {match.type}{code}"
+
+
+def _mark_is(match: MarkIs, family: IpFamily) -> str:
+    return f"-m mark --mark {match.value:#x}/{match.mask:#x}"
+
+
+def _ct_state(match: CtState, family: IpFamily) -> str:
+    return f"-m conntrack --ctstate {','.join(s.upper() for s in _CT_ORDER if s in match.states)}"
+
+
+_MATCHES: dict[type, Callable[[Any, IpFamily], str]] = {
+    Iface: _iface,
+    AddrSet: _addr_set,
+    SrcNotIn: _src_not_in,
+    Protocol: _protocol,
+    Ports: _ports,
+    NamedPorts: _named_ports,
+    Icmp: _icmp,
+    MarkIs: _mark_is,
+    CtState: _ct_state,
+}
+
+
+def _action(action: RuleAction) -> str:
+    if isinstance(action, Jump):
+        return f"-j {action.chain}"
+    if isinstance(action, Goto):
+        return f"-g {action.chain}"
+    if isinstance(action, Accept):
+        return "-j ACCEPT"
+    if isinstance(action, Drop):
+        return "-j DROP"
+    if isinstance(action, Return):
+        return "-j RETURN"
+    if isinstance(action, MarkSet):
+        return f"-j MARK --set-xmark {action.bits:#x}/{action.bits:#x}"
+    if isinstance(action, MarkClear):
+        return f"-j MARK --set-xmark {0:#x}/{action.bits:#x}"
+    if isinstance(action, Log):
+        return f'-j LOG --log-prefix "{action.prefix}" --log-level {action.level}'
+    raise TypeError(f"no iptables form for action {action!r}")
 
 
 def _port_text(ranges: Sequence[PortRange]) -> str:
@@ -295,21 +288,3 @@ def _port_chunks(ranges: Sequence[PortRange]) -> list[list[PortRange]]:
         chunks[-1].append(port_range)
         slots += cost
     return chunks
-
-
-def _port_alternatives(ports: PortMatch, side: str) -> list[str]:
-    """OR-ed alternatives: each multiport chunk of numbers, and each named-port set."""
-    if not ports:
-        return [""]
-    option = "--sports" if side == "src" else "--dports"
-    alternatives = [f"-m multiport {option} {_port_text(chunk)}" for chunk in _port_chunks(ports.ranges)]
-    alternatives += [f"-m set --match-set {s} {side},{side}" for s in ports.named_sets]
-    return alternatives
-
-
-def _negated_ports(ports: PortMatch, side: str) -> list[str]:
-    """AND-ed negations: not in any chunk, not in any named-port set."""
-    option = "--sports" if side == "src" else "--dports"
-    parts = [f"-m multiport ! {option} {_port_text(chunk)}" for chunk in _port_chunks(ports.ranges)]
-    parts += [f"-m set ! --match-set {s} {side},{side}" for s in ports.named_sets]
-    return parts

@@ -13,6 +13,8 @@ import functools
 import hashlib
 import re
 
+from vpcnet.dataplane.family import IpFamily
+
 IPTABLES_CHAIN_MAX = 28
 IPSET_NAME_MAX = 31
 IFNAME_MAX = 15
@@ -24,7 +26,7 @@ HOST_VETH_HASH_LENGTH = 11
 # the nft table "vpcnet".
 PREFIX = "vpcn"
 CHAIN_PREFIX = PREFIX + "-"
-IPSET_PREFIX = PREFIX + "4"  # IPv4 family token, like Calico's "cali4"
+IPSET_PREFIX = PREFIX + "4"  # IPv4 family token, like Calico's "cali4"; see ipset_prefix()
 NFT_TABLE = "vpcnet"
 RULE_COMMENT_PREFIX = PREFIX + ":"
 
@@ -92,19 +94,25 @@ def policy_chain(policy_id: str, direction: str) -> str:
     return chain(kind, policy_id)
 
 
-def ipset_name(kind: str, set_id: str) -> str:
+def ipset_prefix(family: IpFamily = IpFamily.V4) -> str:
+    """Every set of ours of one family starts with this ("vpcn4" / "vpcn6"), so each family's applier owns
+    only its own sets (ipset's names are one namespace for both families)."""
+    return f"{PREFIX}{family.value}"
+
+
+def ipset_name(kind: str, set_id: str, family: IpFamily = IpFamily.V4) -> str:
     """Set for a selector ("s"), a CIDR list ("n"), or a named port ("p"); set_id is its canonical content.
 
     Always hashed (the content is a selector or a CIDR list, never a good name): "vpcn4s-" + 24 characters.
     """
     if kind not in ("s", "n", "p"):
         raise ValueError(f"ipset kind {kind!r} must be 's' (selector), 'n' (nets) or 'p' (named port)")
-    return f"{IPSET_PREFIX}{kind}-{digest(kind + ':' + set_id, 24)}"
+    return f"{ipset_prefix(family)}{kind}-{digest(kind + ':' + set_id, 24)}"
 
 
-def temp_ipset_name(name: str) -> str:
+def temp_ipset_name(name: str, family: IpFamily = IpFamily.V4) -> str:
     """The scratch set used to replace name atomically (create temp, fill, swap, destroy)."""
-    return shorten(IPSET_PREFIX + "t-", name, IPSET_NAME_MAX)
+    return shorten(ipset_prefix(family) + "t-", name, IPSET_NAME_MAX)
 
 
 def rule_comment(chain_name: str, rule: str) -> str:

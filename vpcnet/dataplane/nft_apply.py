@@ -3,7 +3,7 @@
 Like the iptables applier it diffs by rule ids per chain (rewriting a changed chain whole: flush + add),
 and set/map elements by content, against what it last applied or, on a resync or after a failure,
 against `nft -j list table`. The transaction is atomic, so a set is refilled in place (flush + add) without
-a temporary set. Only our table is ever touched.
+a temporary set. Only our table of the applier's family ("ip vpcnet" / "ip6 vpcnet") is ever touched.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vpcnet.dataplane import names
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.ipset_render import INCREMENTAL_LIMIT, KernelSet
 from vpcnet.dataplane.kernel_cmd import CommandRunner
 from vpcnet.dataplane.nft_render import (
     BASE_CHAINS,
-    FAMILY,
     TABLE,
     NftMap,
     NftRender,
@@ -28,7 +28,6 @@ from vpcnet.dataplane.nft_render import (
 )
 from vpcnet.dataplane.policy_state import PROTOCOL_NAMES
 
-_T = f"{FAMILY} {TABLE}"
 _PROTO_BY_NUMBER = {number: name for name, number in PROTOCOL_NAMES.items()}
 
 
@@ -40,11 +39,11 @@ class NftView:
     maps: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
 
 
-def _member(kind: str, value: Any) -> str:
+def _member(kind: str, value: Any, family: IpFamily) -> str:
     if isinstance(value, dict) and "elem" in value:
         value = value["elem"].get("val")
     if isinstance(value, str):
-        return value if "/" in value or kind != "hash:net" else value + "/32"
+        return value if "/" in value or kind != "hash:net" else f"{value}/{family.host_prefixlen}"
     if isinstance(value, dict) and "prefix" in value:
         return f"{value['prefix']['addr']}/{value['prefix']['len']}"
     if isinstance(value, dict) and "concat" in value and len(value["concat"]) == 3:
@@ -55,7 +54,7 @@ def _member(kind: str, value: Any) -> str:
     return json.dumps(value, sort_keys=True)  # something we never write: compares unequal, gets rewritten
 
 
-def parse_json(text: str) -> NftView:
+def parse_json(text: str, family: IpFamily = IpFamily.V4) -> NftView:
     view = NftView(exists=True)
     rules: dict[str, list[str]] = {}
     for item in json.loads(text).get("nftables", []):
@@ -66,8 +65,8 @@ def parse_json(text: str) -> NftView:
             rules.setdefault(item["rule"]["chain"], []).append(comment[: len(names.RULE_COMMENT_PREFIX) + 16])
         elif "set" in item:
             data = item["set"]
-            kind = "hash:net" if data.get("type") == "ipv4_addr" else "hash:ip,port"
-            members = frozenset(_member(kind, e) for e in data.get("elem", []))
+            kind = "hash:net" if data.get("type") == family.nft_address_type else "hash:ip,port"
+            members = frozenset(_member(kind, e, family) for e in data.get("elem", []))
             view.sets[data["name"]] = KernelSet(kind, members)
         elif "map" in item:
             data = item["map"]
@@ -91,7 +90,8 @@ def _map_elements(entries: object) -> str:
 
 
 def plan(desired: NftRender, current: NftView, known: NftRender | None) -> list[str]:
-    head: list[str] = [] if current.exists else [f"add table {_T}"]
+    table = desired.table
+    head: list[str] = [] if current.exists else [f"add table {table}"]
     fill: list[str] = []
     tail: list[str] = []
     for name, spec in sorted(desired.sets.items()):
@@ -99,24 +99,24 @@ def plan(desired: NftRender, current: NftView, known: NftRender | None) -> list[
         if known is not None and known.sets.get(name) is spec:
             continue
         if have is None:
-            head.append(f"add set {_T} {name} {{ {spec.declaration} }}")
+            head.append(f"add set {table} {name} {{ {spec.declaration} }}")
             if spec.members:
-                head.append(f"add element {_T} {name} {{ {_elements(spec, spec.members)} }}")
+                head.append(f"add element {table} {name} {{ {_elements(spec, spec.members)} }}")
             continue
         adds = spec.members - have.members
         dels = have.members - spec.members
         if have.kind != spec.kind:
             raise ValueError(f"nft set {name} holds {have.kind} in the kernel, wanted {spec.kind}")
         if len(adds) + len(dels) > INCREMENTAL_LIMIT:
-            head.append(f"flush set {_T} {name}")
+            head.append(f"flush set {table} {name}")
             adds, dels = spec.members, frozenset()
         if dels:
-            head.append(f"delete element {_T} {name} {{ {_elements(spec, dels)} }}")
+            head.append(f"delete element {table} {name} {{ {_elements(spec, dels)} }}")
         if adds:
-            head.append(f"add element {_T} {name} {{ {_elements(spec, adds)} }}")
+            head.append(f"add element {table} {name} {{ {_elements(spec, adds)} }}")
     for name in sorted(desired.maps):
         if name not in current.maps:
-            head.append(f"add map {_T} {name} {{ {NftMap.declaration} }}")
+            head.append(f"add map {table} {name} {{ {NftMap.declaration} }}")
     changed: list[str] = []
     for chain, rules in desired.chains.items():
         if known is not None:
@@ -125,7 +125,7 @@ def plan(desired: NftRender, current: NftView, known: NftRender | None) -> list[
                 continue
         if chain not in current.chains:
             hook = f" {{ {BASE_CHAINS[chain]} }}" if chain in BASE_CHAINS else ""
-            head.append(f"add chain {_T} {chain}{hook}")
+            head.append(f"add chain {table} {chain}{hook}")
             changed.append(chain)
         elif current.chains[chain] != ids_of(rules):
             changed.append(chain)
@@ -138,18 +138,20 @@ def plan(desired: NftRender, current: NftView, known: NftRender | None) -> list[
             continue
         gone = have_entries - want
         if gone:
-            fill.append(f"delete element {_T} {name} {{ {', '.join(sorted(repr_key(k) for k, _ in gone))} }}")
+            fill.append(
+                f"delete element {table} {name} {{ {', '.join(sorted(repr_key(k) for k, _ in gone))} }}"
+            )
         new = want - have_entries
         if new:
-            fill.append(f"add element {_T} {name} {{ {_map_elements(new)} }}")
+            fill.append(f"add element {table} {name} {{ {_map_elements(new)} }}")
     for chain in changed + removed_chains:
         if chain in current.chains:
-            fill.append(f"flush chain {_T} {chain}")
+            fill.append(f"flush chain {table} {chain}")
     for chain in changed:
-        fill += [f"add rule {_T} {chain} {rule}" for rule in desired.chains[chain]]
-    tail += [f"delete chain {_T} {chain}" for chain in removed_chains]
-    tail += [f"delete set {_T} {name}" for name in sorted(current.sets) if name not in desired.sets]
-    tail += [f"delete map {_T} {name}" for name in sorted(current.maps) if name not in desired.maps]
+        fill += [f"add rule {table} {chain} {rule}" for rule in desired.chains[chain]]
+    tail += [f"delete chain {table} {chain}" for chain in removed_chains]
+    tail += [f"delete set {table} {name}" for name in sorted(current.sets) if name not in desired.sets]
+    tail += [f"delete map {table} {name}" for name in sorted(current.maps) if name not in desired.maps]
     return head + fill + tail
 
 
@@ -172,8 +174,9 @@ def assumed_view(desired: NftRender) -> NftView:
 
 
 class NftApplier:
-    def __init__(self, runner: CommandRunner) -> None:
+    def __init__(self, runner: CommandRunner, family: IpFamily = IpFamily.V4) -> None:
         self._runner = runner
+        self.family = family
         self._known: NftRender | None = None
         self._view: NftView | None = None
         self.bytes_sent = 0
@@ -185,14 +188,18 @@ class NftApplier:
         self._view = None
 
     async def read_kernel(self) -> NftView:
-        result = await self._runner.run(["nft", "-j", "list", "table", FAMILY, TABLE])
+        result = await self._runner.run(["nft", "-j", "list", "table", self.family.nft_table_family, TABLE])
         if result.returncode != 0:
             if b"No such file or directory" in result.stderr:
                 return NftView(exists=False)
             result.check()
-        return parse_json(result.stdout.decode())
+        return parse_json(result.stdout.decode(), self.family)
 
     async def apply(self, desired: NftRender) -> int:
+        if desired.family is not self.family:
+            raise ValueError(
+                f"an IPv{desired.family.value} render given to the IPv{self.family.value} nft applier"
+            )
         if self._view is None:
             self._view = await self.read_kernel()
             self._known = None
@@ -208,12 +215,12 @@ class NftApplier:
             self.bytes_sent += len(data)
             self.transactions += 1
             self.last_input = data
-        self._known = NftRender(dict(desired.chains), dict(desired.sets), dict(desired.maps))
+        self._known = NftRender(dict(desired.chains), dict(desired.sets), dict(desired.maps), desired.family)
         self._view = assumed_view(desired)
         return len(data)
 
     async def remove_all(self) -> None:
         view = await self.read_kernel()
         if view.exists:
-            (await self._runner.run(["nft", "delete", "table", FAMILY, TABLE])).check()
+            (await self._runner.run(["nft", "delete", "table", self.family.nft_table_family, TABLE])).check()
         self.forget()

@@ -1,43 +1,61 @@
-"""Render the policy data plane as one nftables table of our own (pure: DesiredState -> nft text).
+"""Print the rule layout (rule_layout) as one nftables table of our own per family (pure: -> nft text).
 
-Same layout and behaviour as the iptables back end (see iptables_render), in nftables' terms:
-base chains filter-FORWARD / filter-INPUT (priority filter) jump to vpcn-FORWARD / vpcn-INPUT; dispatch
-to the per-veth chains is a verdict map keyed by interface name (anything not in the map is dropped);
-selector, CIDR and named-port members are native sets (interval sets of ipv4_addr, and
-ipv4_addr . inet_proto . inet_service). Rules carry the same "vpcn:<hash>" ids as comments.
+The same layout as the iptables back end, in nftables' terms: the hooks become base chains filter-FORWARD /
+filter-INPUT (priority filter) of our table ("ip vpcnet", or "ip6 vpcnet" for IPv6); a Dispatch is a
+verdict map keyed by interface name (anything not in the map is dropped); selector, CIDR and named-port
+members are native sets (interval sets of ipv4_addr / ipv6_addr, and addr . inet_proto . inet_service).
+Each layout rule is one nft rule: nft has anonymous sets and several statements per rule.
+Rules carry the same "vpcn:<hash>" ids as comments.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from vpcnet.dataplane import names
-from vpcnet.dataplane.policy_state import (
-    MARK_ACCEPT,
-    MARK_ALL,
-    MARK_PASS,
-    DesiredState,
-    EndpointSpec,
-    IpSetSpec,
-    PolicyChainSpec,
-    PolicyRule,
-    PortMatch,
-    PortRange,
-    TierPolicies,
-)
+from vpcnet.dataplane import names, rule_layout
+from vpcnet.dataplane.family import IpFamily
+from vpcnet.dataplane.policy_state import DesiredState, IpSetSpec, PortRange
 from vpcnet.dataplane.render_cache import IdentityCache
+from vpcnet.dataplane.rule_layout import (
+    Accept,
+    AddrSet,
+    Chain,
+    CtState,
+    Dispatch,
+    Drop,
+    Goto,
+    Icmp,
+    Iface,
+    Jump,
+    Layout,
+    Log,
+    MarkClear,
+    MarkIs,
+    MarkSet,
+    Match,
+    NamedPorts,
+    Ports,
+    Protocol,
+    Return,
+    Rule,
+    RuleAction,
+    SrcNotIn,
+)
 
-FAMILY = "ip"
 TABLE = names.NFT_TABLE
 FROM_WL_MAP = names.CHAIN_PREFIX + "from-wl-map"
 TO_WL_MAP = names.CHAIN_PREFIX + "to-wl-map"
+DISPATCH_MAPS = {names.FROM_WL_DISPATCH: FROM_WL_MAP, names.TO_WL_DISPATCH: TO_WL_MAP}
 BASE_CHAINS = {
     "filter-FORWARD": "type filter hook forward priority filter; policy accept;",
     "filter-INPUT": "type filter hook input priority filter; policy accept;",
 }
 _FULL = 0xFFFFFFFF
+# The order nft prints conntrack states in (by their bit values).
+_CT_ORDER = ("invalid", "established", "related", "new", "untracked")
+_LOG_LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
 
 
 @dataclass(frozen=True)
@@ -45,12 +63,13 @@ class NftSet:
     name: str
     kind: str  # "hash:net" | "hash:ip,port" (members in the same text as ipset's, converted when rendered)
     members: frozenset[str]
+    family: IpFamily = IpFamily.V4
 
     @property
     def declaration(self) -> str:
         if self.kind == "hash:net":
-            return "type ipv4_addr; flags interval;"
-        return "type ipv4_addr . inet_proto . inet_service;"
+            return f"type {self.family.nft_address_type}; flags interval;"
+        return f"type {self.family.nft_address_type} . inet_proto . inet_service;"
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,12 @@ class NftRender:
     chains: dict[str, tuple[str, ...]]  # every chain (base ones too) -> rule texts, each ending in its id
     sets: dict[str, NftSet]
     maps: dict[str, NftMap]
+    family: IpFamily = IpFamily.V4
+
+    @property
+    def table(self) -> str:
+        """The table as nft commands name it: "ip vpcnet" / "ip6 vpcnet"."""
+        return f"{self.family.nft_table_family} {TABLE}"
 
 
 def element(kind: str, member: str) -> str:
@@ -93,188 +118,123 @@ def _finish(chain: str, rules: Iterable[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(with_id(chain, rule, note) for rule, note in rules)
 
 
-def _clear(bits: int) -> str:
-    return f"meta mark set meta mark & {_FULL & ~bits:#010x}"
-
-
-def _set_bits(bits: int) -> str:
-    return f"meta mark set meta mark | {bits:#010x}"
-
-
-def _is_clear(bits: int) -> str:
-    return f"meta mark & {bits:#010x} == 0x00000000"
-
-
-def _is_set(bits: int) -> str:
-    return f"meta mark & {bits:#010x} == {bits:#010x}"
-
-
 def render(state: DesiredState) -> NftRender:
-    chains: dict[str, tuple[str, ...]] = {}
-    chains["filter-FORWARD"] = _finish("filter-FORWARD", [(f"jump {names.FORWARD_CHAIN}", "")])
-    chains["filter-INPUT"] = _finish("filter-INPUT", [(f"jump {names.INPUT_CHAIN}", "")])
-    chains[names.FORWARD_CHAIN] = _forward_chain(state.interface_prefixes)
-    chains[names.INPUT_CHAIN] = _input_chain(state.interface_prefixes)
-    chains[names.FROM_WL_DISPATCH] = _dispatch_chain(names.FROM_WL_DISPATCH, "iifname", FROM_WL_MAP)
-    chains[names.TO_WL_DISPATCH] = _dispatch_chain(names.TO_WL_DISPATCH, "oifname", TO_WL_MAP)
-    ifaces = sorted(state.endpoints)
-    for iface in ifaces:
-        endpoint = state.endpoints[iface]
-        chains[names.from_workload_chain(iface)] = _egress_chains(endpoint)
-        chains[names.to_workload_chain(iface)] = _ingress_chains(endpoint)
-    for key in sorted(state.policies):
-        policy = state.policies[key]
-        chains[policy.chain] = _policy_chains(policy)
-    for cache in (_egress_chains, _ingress_chains, _policy_chains):
-        cache.sweep()
-    maps = {
-        FROM_WL_MAP: NftMap(FROM_WL_MAP, tuple((i, f"goto {names.from_workload_chain(i)}") for i in ifaces)),
-        TO_WL_MAP: NftMap(TO_WL_MAP, tuple((i, f"goto {names.to_workload_chain(i)}") for i in ifaces)),
-    }
-    sets = {name: _nft_set(spec) for name, spec in state.ipsets.items()}
-    return NftRender(chains=chains, sets=sets, maps=maps)
+    return print_layout(rule_layout.layout(state), state.ipsets)
+
+
+def print_layout(layout: Layout, ipsets: Mapping[str, IpSetSpec]) -> NftRender:
+    family = layout.family
+    printer = _CHAIN_PRINTERS[family]
+    chains: dict[str, tuple[str, ...]] = dict(_base_chains(layout.hooks, family))
+    maps: dict[str, NftMap] = {}
+    for item in layout.items:
+        if isinstance(item, Dispatch):
+            vmap = DISPATCH_MAPS[item.chain]
+            chains[item.chain] = _dispatch_chain(item.chain, item.direction, vmap)
+            maps[vmap] = NftMap(vmap, tuple((iface, f"goto {chain}") for iface, chain in item.targets))
+        else:
+            chains[item.name] = printer(item)
+    printer.sweep()
+    sets = {name: _nft_set(spec, family) for name, spec in ipsets.items()}
+    return NftRender(chains=chains, sets=sets, maps=maps, family=family)
 
 
 @functools.lru_cache(maxsize=65536)
-def _nft_set(spec: IpSetSpec) -> NftSet:
-    return NftSet(spec.name, spec.kind, spec.members)
+def _nft_set(spec: IpSetSpec, family: IpFamily) -> NftSet:
+    return NftSet(spec.name, spec.kind, spec.members, family)
+
+
+@functools.lru_cache(maxsize=8)
+def _base_chains(hooks: tuple[rule_layout.Hook, ...], family: IpFamily) -> dict[str, tuple[str, ...]]:
+    """Our base chains, holding the hooks inserted into the kernel's chain of the same name. Appended hooks
+    are left out: they accept what policy allowed, and a base chain of our own table accepts by policy."""
+    rules: dict[str, list[tuple[str, str]]] = {}
+    for hook in hooks:
+        if hook.position == "insert":
+            rules.setdefault(f"filter-{hook.kernel_chain}", []).append(
+                (rule_text(hook.rule, family), hook.rule.note)
+            )
+    return {chain: _finish(chain, chain_rules) for chain, chain_rules in rules.items()}
 
 
 @functools.cache
-def _forward_chain(prefixes: tuple[str, ...]) -> tuple[str, ...]:
-    rules = [(_clear(MARK_ALL), "")]
-    rules += [(f'iifname "{p}*" jump {names.FROM_WL_DISPATCH}', "") for p in prefixes]
-    rules += [(f'oifname "{p}*" jump {names.TO_WL_DISPATCH}', "") for p in prefixes]
-    return _finish(names.FORWARD_CHAIN, rules)
-
-
-@functools.cache
-def _input_chain(prefixes: tuple[str, ...]) -> tuple[str, ...]:
-    rules = [(_clear(MARK_ALL), "")]
-    rules += [(f'iifname "{p}*" jump {names.FROM_WL_DISPATCH}', "") for p in prefixes]
-    return _finish(names.INPUT_CHAIN, rules)
-
-
-@functools.cache
-def _dispatch_chain(chain: str, key: str, vmap: str) -> tuple[str, ...]:
+def _dispatch_chain(chain: str, direction: str, vmap: str) -> tuple[str, ...]:
+    key = "iifname" if direction == "in" else "oifname"
     return _finish(chain, [(f"{key} vmap @{vmap}", ""), ("drop", "unknown interface")])
 
 
-def endpoint_chain(endpoint: EndpointSpec, direction: str) -> tuple[str, ...]:
-    if direction == "egress":
-        chain = names.from_workload_chain(endpoint.iface)
-        tiers = endpoint.egress
-    else:
-        chain = names.to_workload_chain(endpoint.iface)
-        tiers = endpoint.ingress
-    rules: list[tuple[str, str]] = []
-    if direction == "egress":
-        if not endpoint.addresses:
-            rules.append(("drop", "pod has no address yet"))
-        else:
-            addresses = ", ".join(endpoint.addresses)
-            rules.append((f"ip saddr != {{ {addresses} }} drop", "anti-spoofing"))
-    rules.append(("ct state established,related accept", ""))
-    rules.append(("ct state invalid drop", ""))
-    rules.append((_clear(MARK_ALL), ""))
-    for tier in tiers:
-        rules += _tier_rules(tier, direction)
-    rules.append((_set_bits(MARK_ACCEPT), "no policy decided: allow"))
-    return _finish(chain, rules)
+def print_chain(chain: Chain, family: IpFamily = IpFamily.V4) -> tuple[str, ...]:
+    return _finish(chain.name, [(rule_text(rule, family), rule.note) for rule in chain.rules])
 
 
-def _egress(endpoint: EndpointSpec) -> tuple[str, ...]:
-    return endpoint_chain(endpoint, "egress")
+_CHAIN_PRINTERS = {f: IdentityCache(functools.partial(print_chain, family=f)) for f in IpFamily}
 
 
-def _ingress(endpoint: EndpointSpec) -> tuple[str, ...]:
-    return endpoint_chain(endpoint, "ingress")
+@functools.lru_cache(maxsize=65536)
+def rule_text(rule: Rule, family: IpFamily) -> str:
+    """One nft rule (remembered: every endpoint has the same conntrack and mark rules)."""
+    return " ".join([*(_match(m, family) for m in rule.matches), *(_action(a) for a in rule.actions)])
 
 
-_egress_chains = IdentityCache(_egress)
-_ingress_chains = IdentityCache(_ingress)
+def _not(negated: bool) -> str:
+    return "!= " if negated else ""
 
 
-def _tier_rules(tier: TierPolicies, direction: str) -> list[tuple[str, str]]:
-    rules = [(_clear(MARK_PASS), f"start of tier {tier.tier}")]
-    for policy_id in tier.policy_ids:
-        rules.append((f"{_is_clear(MARK_PASS)} jump {names.policy_chain(policy_id, direction)}", ""))
-        rules.append((f"{_is_set(MARK_ACCEPT)} return", ""))
-    if tier.default_action == "deny":
-        rules.append((f"{_is_clear(MARK_PASS)} drop", f"end of tier {tier.tier}: drop"))
-    return rules
+def _match(match: Match, family: IpFamily) -> str:
+    ip = family.nft_address_match
+    if isinstance(match, Iface):
+        key = "iifname" if match.direction == "in" else "oifname"
+        return f'{key} "{match.name}{"*" if match.wildcard else ""}"'
+    if isinstance(match, AddrSet):
+        return f"{ip} {_address(match.side)} {_not(match.negated)}@{match.set_name}"
+    if isinstance(match, SrcNotIn):
+        return f"{ip} saddr != {{ {', '.join(match.addresses)} }}"
+    if isinstance(match, Protocol):
+        name = family.icmp_protocol if match.name == "icmp" else match.name
+        return f"meta l4proto {_not(match.negated)}{name}"
+    if isinstance(match, Ports):
+        return f"th {match.side[0]}port {_not(match.negated)}{{ {_ports_text(match.ranges)} }}"
+    if isinstance(match, NamedPorts):
+        key = f"{ip} {_address(match.side)} . meta l4proto . th {match.side[0]}port"
+        return f"{key} {_not(match.negated)}@{match.set_name}"
+    if isinstance(match, Icmp):
+        icmp = "icmp" if family is IpFamily.V4 else "icmpv6"
+        if not match.negated:
+            code = f" {icmp} code {match.code}" if match.code is not None else ""
+            return f"{icmp} type {match.type}{code}"
+        if match.code is None:
+            return f"{icmp} type != {match.type}"
+        return f"{icmp} type . {icmp} code != {{ {match.type} . {match.code} }}"
+    if isinstance(match, MarkIs):
+        return f"meta mark & {match.mask:#010x} == {match.value:#010x}"
+    if isinstance(match, CtState):
+        return f"ct state {','.join(s for s in _CT_ORDER if s in match.states)}"
+    raise TypeError(f"no nft form for match {match!r}")
 
 
-def policy_chain(policy: PolicyChainSpec) -> tuple[str, ...]:
-    rules: list[tuple[str, str]] = []
-    for rule in policy.rules:
-        verdict = _verdict(rule.action)
-        rules += [(f"{match} {verdict}".strip(), "") for match in rule_matches(rule)]
-    return _finish(policy.chain, rules)
+def _address(side: str) -> str:
+    return "saddr" if side == "src" else "daddr"
 
 
-def _verdict(action: str) -> str:
-    if action == "allow":
-        return f"{_set_bits(MARK_ACCEPT)} return"
-    if action == "pass":
-        return f"{_set_bits(MARK_PASS)} return"
-    if action == "deny":
+def _action(action: RuleAction) -> str:
+    if isinstance(action, Jump):
+        return f"jump {action.chain}"
+    if isinstance(action, Goto):
+        return f"goto {action.chain}"
+    if isinstance(action, Accept):
+        return "accept"
+    if isinstance(action, Drop):
         return "drop"
-    if action == "log":
-        return 'log prefix "vpcn-packet: " level notice'
-    raise ValueError(f"rule action {action!r} must be allow, deny, pass or log")
-
-
-_policy_chains = IdentityCache(policy_chain)
-
-
-def rule_matches(rule: PolicyRule) -> list[str]:
-    common: list[str] = []
-    if rule.protocol is not None:
-        common.append(f"meta l4proto {rule.protocol.lower()}")
-    if rule.not_protocol is not None:
-        common.append(f"meta l4proto != {rule.not_protocol.lower()}")
-    common += [f"ip saddr @{s}" for s in rule.src_sets]
-    common += [f"ip saddr != @{s}" for s in rule.not_src_sets]
-    common += [f"ip daddr @{s}" for s in rule.dst_sets]
-    common += [f"ip daddr != @{s}" for s in rule.not_dst_sets]
-    common += _negated_ports(rule.not_src_ports, "src")
-    common += _negated_ports(rule.not_dst_ports, "dst")
-    if rule.icmp_type is not None:
-        common.append(f"icmp type {rule.icmp_type}")
-        if rule.icmp_code is not None:
-            common.append(f"icmp code {rule.icmp_code}")
-    if rule.not_icmp_type is not None:
-        if rule.not_icmp_code is None:
-            common.append(f"icmp type != {rule.not_icmp_type}")
-        else:
-            common.append(f"icmp type . icmp code != {{ {rule.not_icmp_type} . {rule.not_icmp_code} }}")
-    matches = []
-    for src in _port_alternatives(rule.src_ports, "src"):
-        for dst in _port_alternatives(rule.dst_ports, "dst"):
-            matches.append(" ".join(part for part in (*common, src, dst) if part))
-    return matches
+    if isinstance(action, Return):
+        return "return"
+    if isinstance(action, MarkSet):
+        return f"meta mark set meta mark | {action.bits:#010x}"
+    if isinstance(action, MarkClear):
+        return f"meta mark set meta mark & {_FULL & ~action.bits:#010x}"
+    if isinstance(action, Log):
+        return f'log prefix "{action.prefix}" level {_LOG_LEVELS[action.level]}'
+    raise TypeError(f"no nft form for action {action!r}")
 
 
 def _ports_text(ranges: Sequence[PortRange]) -> str:
     return ", ".join(str(r.first) if r.first == r.last else f"{r.first}-{r.last}" for r in sorted(ranges))
-
-
-def _port_alternatives(ports: PortMatch, side: str) -> list[str]:
-    if not ports:
-        return [""]
-    address = "saddr" if side == "src" else "daddr"
-    alternatives = []
-    if ports.ranges:
-        alternatives.append(f"th {side[0]}port {{ {_ports_text(ports.ranges)} }}")
-    alternatives += [f"ip {address} . meta l4proto . th {side[0]}port @{s}" for s in ports.named_sets]
-    return alternatives
-
-
-def _negated_ports(ports: PortMatch, side: str) -> list[str]:
-    address = "saddr" if side == "src" else "daddr"
-    parts = []
-    if ports.ranges:
-        parts.append(f"th {side[0]}port != {{ {_ports_text(ports.ranges)} }}")
-    parts += [f"ip {address} . meta l4proto . th {side[0]}port != @{s}" for s in ports.named_sets]
-    return parts

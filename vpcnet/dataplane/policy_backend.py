@@ -3,6 +3,8 @@
 Order inside one apply (both back ends): sets are created and filled before rules refer to them; sets no
 longer referred to are removed after the rules. A failure leaves the previous state in place (each step
 is atomic or idempotent) and makes the next apply re-read the kernel.
+A data plane is of one address family (IPv4 by default; an IPv6 one uses ip6tables / inet6 sets / an ip6
+table) and refuses a desired state of the other.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from vpcnet.dataplane import iptables_render, nft_render
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.ipset_apply import IpsetApplier
 from vpcnet.dataplane.iptables_apply import IptablesApplier
 from vpcnet.dataplane.kernel_cmd import CommandRunner
@@ -51,17 +54,24 @@ class PolicyDataplane(Protocol):
         ...
 
 
+def _check_family(state: DesiredState, family: IpFamily) -> None:
+    if state.family is not family:
+        raise ValueError(f"an IPv{state.family.value} desired state given to an IPv{family.value} data plane")
+
+
 class IptablesDataplane:
     name: BackendName = "iptables"
 
-    def __init__(self, runner: CommandRunner) -> None:
-        self.ipsets = IpsetApplier(runner)
-        self.tables = IptablesApplier(runner)
+    def __init__(self, runner: CommandRunner, family: IpFamily = IpFamily.V4) -> None:
+        self.family = family
+        self.ipsets = IpsetApplier(runner, family)
+        self.tables = IptablesApplier(runner, family=family)
         self._applied: DesiredState | None = None
 
     async def apply(self, state: DesiredState) -> ApplyStats:
         if state is self._applied:  # the calculation hands out the same object while nothing changed
             return ApplyStats(0, 0)
+        _check_family(state, self.family)
         self._applied = None
         set_bytes = await self.ipsets.apply_updates(state.ipsets)
         rule_bytes = await self.tables.apply(iptables_render.render(state))
@@ -87,13 +97,15 @@ class IptablesDataplane:
 class NftDataplane:
     name: BackendName = "nftables"
 
-    def __init__(self, runner: CommandRunner) -> None:
-        self.table = NftApplier(runner)
+    def __init__(self, runner: CommandRunner, family: IpFamily = IpFamily.V4) -> None:
+        self.family = family
+        self.table = NftApplier(runner, family)
         self._applied: DesiredState | None = None
 
     async def apply(self, state: DesiredState) -> ApplyStats:
         if state is self._applied:
             return ApplyStats(0, 0)
+        _check_family(state, self.family)
         self._applied = None
         sent = await self.table.apply(nft_render.render(state))
         self._applied = state
@@ -111,9 +123,9 @@ class NftDataplane:
         await self.table.remove_all()
 
 
-def make_dataplane(backend: str, runner: CommandRunner) -> PolicyDataplane:
+def make_dataplane(backend: str, runner: CommandRunner, family: IpFamily = IpFamily.V4) -> PolicyDataplane:
     if backend == "iptables":
-        return IptablesDataplane(runner)
+        return IptablesDataplane(runner, family)
     if backend == "nftables":
-        return NftDataplane(runner)
+        return NftDataplane(runner, family)
     raise ValueError(f"policy back end {backend!r} must be one of {list(BACKENDS)}")

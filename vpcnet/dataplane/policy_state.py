@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vpcnet.dataplane import names
+from vpcnet.dataplane.family import IpFamily
 
 Action = Literal["allow", "deny", "pass", "log"]
 Direction = Literal["ingress", "egress"]
@@ -129,14 +130,14 @@ class EndpointSpec:
     """
 
     iface: str
-    addresses: tuple[str, ...]  # the pod's own addresses as /32 CIDRs; it may send from nothing else
+    addresses: tuple[str, ...]  # the pod's own addresses as /32 (/128) CIDRs; it may send from nothing else
     ingress: tuple[TierPolicies, ...] = ()
     egress: tuple[TierPolicies, ...] = ()
 
     def __post_init__(self) -> None:
         names.check_ifname(self.iface)
         for address in self.addresses:
-            ipaddress.IPv4Network(address)
+            ipaddress.ip_network(address)  # of the state's family: checked where the layout uses them
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class DesiredState:
     endpoints: Mapping[str, EndpointSpec]  # by iface
     policies: Mapping[tuple[str, Direction], PolicyChainSpec]  # by (policy id, direction)
     ipsets: Mapping[str, IpSetSpec]  # by kernel name
+    family: IpFamily = IpFamily.V4  # addresses, sets and rules are all of this family
 
     def __post_init__(self) -> None:
         if not self.interface_prefixes:

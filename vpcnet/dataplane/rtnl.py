@@ -6,6 +6,9 @@ plugin run. Netlink accepts several messages in one send and acks each, so ADD i
 veth; the pod's address, routes and neighbour; the host's route and rules), each message ~10 us to encode.
 The kernel runs rtnetlink requests inside sendmsg, so the acks are queued when send returns. pyroute2
 stays for everything else (CHECK, the node rules, dumps).
+
+Every message that carries an address takes an IpFamily (IPv4 by default): it sets the header's family
+and the address length (4 or 16 bytes), and an address of the other family is refused before anything is sent.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
+
+from vpcnet.dataplane.family import IpFamily
+
+Address = IPv4Address | IPv6Address | str
+V4 = IpFamily.V4
 
 NLMSG_ERROR = 2
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
@@ -64,8 +72,8 @@ def _mac(mac: str) -> bytes:
     return bytes(int(x, 16) for x in mac.split(":"))
 
 
-def _ip(address: IPv4Address | str) -> bytes:
-    return IPv4Address(address).packed
+def _ip(address: Address, family: IpFamily) -> bytes:
+    return family.packed(address)
 
 
 def _u32(value: int) -> bytes:
@@ -76,16 +84,16 @@ def _ifinfo(index: int = 0, flags: int = 0, change: int = 0) -> bytes:
     return struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
 
 
-def _rtmsg(dst_len: int, scope: int, table: int = MAIN_TABLE, protocol: int = RTPROT_STATIC) -> bytes:
+def _rtmsg(
+    family: IpFamily, dst_len: int, scope: int, table: int = MAIN_TABLE, protocol: int = RTPROT_STATIC
+) -> bytes:
     return struct.pack(
-        "BBBBBBBBI", socket.AF_INET, dst_len, 0, 0, min(table, 255), protocol, scope, RTN_UNICAST, 0
+        "BBBBBBBBI", family.af, dst_len, 0, 0, min(table, 255), protocol, scope, RTN_UNICAST, 0
     )
 
 
-def _rule_hdr(dst_len: int, src_len: int, table: int) -> bytes:
-    return struct.pack(
-        "BBBBBBBBI", socket.AF_INET, dst_len, src_len, 0, min(table, 255), 0, 0, FR_ACT_TO_TBL, 0
-    )
+def _rule_hdr(family: IpFamily, dst_len: int, src_len: int, table: int) -> bytes:
+    return struct.pack("BBBBBBBBI", family.af, dst_len, src_len, 0, min(table, 255), 0, 0, FR_ACT_TO_TBL, 0)
 
 
 @dataclass(frozen=True)
@@ -134,65 +142,82 @@ def get_link(name: str) -> Message:
     return Message(RTM_GETLINK, 0, _ifinfo() + _attr(IFLA_IFNAME, _name(name)), f"find link {name}")
 
 
-def add_address(index: int, address: IPv4Address, prefixlen: int = 32) -> Message:
-    body = struct.pack("BBBBI", socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
-    body += _attr(IFA_LOCAL, _ip(address)) + _attr(IFA_ADDRESS, _ip(address))
+def add_address(index: int, address: Address, prefixlen: int | None = None, family: IpFamily = V4) -> Message:
+    """The address on the interface; prefixlen defaults to one host (/32, /128)."""
+    if prefixlen is None:
+        prefixlen = family.host_prefixlen
+    packed = _ip(address, family)
+    body = struct.pack("BBBBI", family.af, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+    body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
     return Message(RTM_NEWADDR, F_CREATE | F_REPLACE, body, f"add {address}/{prefixlen}")
 
 
 def replace_route(
-    dst: IPv4Address | str | None, dst_len: int, oif: int, gateway: str | None = None, table: int = MAIN_TABLE
+    dst: Address | None,
+    dst_len: int,
+    oif: int,
+    gateway: Address | None = None,
+    table: int = MAIN_TABLE,
+    family: IpFamily = V4,
 ) -> Message:
     scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
-    body = _rtmsg(dst_len, scope, table) + _attr(RTA_TABLE, _u32(table)) + _attr(RTA_OIF, _u32(oif))
+    body = _rtmsg(family, dst_len, scope, table) + _attr(RTA_TABLE, _u32(table)) + _attr(RTA_OIF, _u32(oif))
     if dst is not None:
-        body += _attr(RTA_DST, _ip(dst))
+        body += _attr(RTA_DST, _ip(dst, family))
     if gateway is not None:
-        body += _attr(RTA_GATEWAY, _ip(gateway))
+        body += _attr(RTA_GATEWAY, _ip(gateway, family))
     return Message(RTM_NEWROUTE, F_CREATE | F_REPLACE, body, f"route {dst or 'default'}/{dst_len}")
 
 
 def delete_route(
-    dst: IPv4Address | str, dst_len: int, oif: int, table: int = MAIN_TABLE, missing_ok: bool = True
+    dst: Address,
+    dst_len: int,
+    oif: int,
+    table: int = MAIN_TABLE,
+    missing_ok: bool = True,
+    family: IpFamily = V4,
 ) -> Message:
     """Only the route through oif; missing_ok=False reports ESRCH when there is none."""
     # Scope "nowhere" and protocol 0 match any route to dst through oif (as `ip route del` does).
-    body = (
-        _rtmsg(dst_len, RT_SCOPE_NOWHERE, table, 0) + _attr(RTA_TABLE, _u32(table)) + _attr(RTA_DST, _ip(dst))
-    )
-    body += _attr(RTA_OIF, _u32(oif))
+    body = _rtmsg(family, dst_len, RT_SCOPE_NOWHERE, table, 0) + _attr(RTA_TABLE, _u32(table))
+    body += _attr(RTA_DST, _ip(dst, family)) + _attr(RTA_OIF, _u32(oif))
     ok = (errno.ESRCH, errno.ENODEV) if missing_ok else ()
     return Message(RTM_DELROUTE, 0, body, f"delete route {dst}/{dst_len}", ok=ok)
 
 
-def permanent_neighbour(index: int, address: str, mac: str) -> Message:
-    body = struct.pack("BxxxiHBB", socket.AF_INET, index, NUD_PERMANENT, 0, 0)
-    body += _attr(NDA_DST, _ip(address)) + _attr(NDA_LLADDR, _mac(mac))
+def permanent_neighbour(index: int, address: Address, mac: str, family: IpFamily = V4) -> Message:
+    body = struct.pack("BxxxiHBB", family.af, index, NUD_PERMANENT, 0, 0)
+    body += _attr(NDA_DST, _ip(address, family)) + _attr(NDA_LLADDR, _mac(mac))
     return Message(RTM_NEWNEIGH, F_CREATE | F_REPLACE, body, f"neighbour {address}")
 
 
-def _rule(priority: int, table: int, dst: str | None, src: str | None) -> bytes:
-    body = _rule_hdr(32 if dst else 0, 32 if src else 0, table)
+def _rule(priority: int, table: int, dst: str | None, src: str | None, family: IpFamily) -> bytes:
+    host = family.host_prefixlen
+    body = _rule_hdr(family, host if dst else 0, host if src else 0, table)
     if dst:
-        body += _attr(FRA_DST, _ip(dst))
+        body += _attr(FRA_DST, _ip(dst, family))
     if src:
-        body += _attr(FRA_SRC, _ip(src))
+        body += _attr(FRA_SRC, _ip(src, family))
     body += _attr(FRA_PRIORITY, _u32(priority))
     if table:
         body += _attr(FRA_TABLE, _u32(table))
     return body
 
 
-def add_rule(priority: int, table: int, *, dst: str | None = None, src: str | None = None) -> Message:
-    body = _rule(priority, table, dst, src)
+def add_rule(
+    priority: int, table: int, *, dst: str | None = None, src: str | None = None, family: IpFamily = V4
+) -> Message:
+    body = _rule(priority, table, dst, src, family)
     what = f"rule {'to ' + dst if dst else 'from ' + str(src)} lookup {table} prio {priority}"
     # The same rule for the same address already there is what we want.
     return Message(RTM_NEWRULE, F_CREATE | F_EXCL, body, what, ok=(errno.EEXIST,))
 
 
-def delete_rule(priority: int, table: int, *, dst: str | None = None, src: str | None = None) -> Message:
+def delete_rule(
+    priority: int, table: int, *, dst: str | None = None, src: str | None = None, family: IpFamily = V4
+) -> Message:
     """table 0 matches a rule of any table."""
-    body = _rule(priority, table, dst, src)
+    body = _rule(priority, table, dst, src, family)
     what = f"delete rule {'to ' + dst if dst else 'from ' + str(src)} prio {priority}"
     return Message(RTM_DELRULE, 0, body, what, ok=(errno.ENOENT, errno.ESRCH))
 

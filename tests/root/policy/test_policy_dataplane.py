@@ -12,6 +12,7 @@ import policy_netkit as netkit
 import pytest
 
 from vpcnet.dataplane import names
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.kernel_cmd import CommandResult, DataplaneError, SubprocessRunner
 from vpcnet.dataplane.policy_backend import BACKENDS, PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_state import (
@@ -357,3 +358,34 @@ def test_resync_puts_our_hook_back_on_top_of_a_rule_inserted_above_it(node: netk
     assert not netkit.tcp_connects(other, web, 80), "policy decides again"
     dp.resync()
     assert run(dp.apply(desired)).total == 0, "in place: nothing more to do"
+
+
+def test_an_ipv6_state_loads_beside_the_ipv4_one(node: netkit.Node, backend: str) -> None:
+    """The same layout for IPv6 (ip6tables + inet6 sets, or an ip6 nft table) is accepted by the real tools
+    and re-applies to nothing; each family's data plane owns only its own rules and sets."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "dataplane"))
+    from test_policy_render_family import small_state
+
+    runner = SubprocessRunner(node.netns)
+    v4, v6 = make_dataplane(backend, runner), make_dataplane(backend, runner, IpFamily.V6)
+    assert run(v4.apply(small_state(IpFamily.V4))).total > 0
+    assert run(v6.apply(small_state(IpFamily.V6))).total > 0
+    for dp, family in ((v4, IpFamily.V4), (v6, IpFamily.V6)):
+        dp.resync()
+        assert run(dp.apply(small_state(family))).total == 0, f"IPv{family.value} read back as applied"
+    if backend == "iptables":
+        saved6 = netkit.sh("ip", "netns", "exec", node.netns, "ip6tables-save")
+        assert "-m icmp6 --icmpv6-type 128/0" in saved6 and "! -s fd00:1::5/128" in saved6
+        assert "family inet6" in netkit.sh("ip", "netns", "exec", node.netns, "ipset", "list", "-t")
+    else:
+        tables = netkit.sh("ip", "netns", "exec", node.netns, "nft", "list", "tables")
+        assert "table ip vpcnet" in tables and "table ip6 vpcnet" in tables
+    run(v6.remove_all())
+    assert run(v6.installed()) is False
+    v4.resync()
+    assert run(v4.apply(small_state(IpFamily.V4))).total == 0, "the IPv4 data plane is untouched"
+    run(v4.remove_all())
+    assert "vpcn" not in netkit.sh("ip", "netns", "exec", node.netns, "ipset", "list", "-n")

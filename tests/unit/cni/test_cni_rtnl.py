@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import struct
 from ipaddress import IPv4Address
 from typing import Any
 
+import pytest
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -13,6 +16,7 @@ from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from vpcnet.dataplane import rtnl
+from vpcnet.dataplane.family import IpFamily
 
 
 def decode(cls: type, message: rtnl.Message) -> Any:
@@ -61,3 +65,31 @@ def test_rules() -> None:
     assert from_pod["action"] == 1 and from_pod.get_attr("FRA_TABLE") == 2
     any_table = decode(fibmsg, rtnl.delete_rule(1536, 0, src="10.0.2.10"))
     assert any_table.get_attr("FRA_TABLE") is None and any_table["table"] == 0
+
+
+def test_ipv6_messages_carry_16_byte_addresses() -> None:
+    v6 = IpFamily.V6
+    addr = decode(ifaddrmsg, rtnl.add_address(2, "fd00:1::a", family=v6))
+    assert addr["family"] == socket.AF_INET6 and addr["prefixlen"] == 128
+    assert addr.get_attr("IFA_LOCAL") == "fd00:1::a"
+    route = decode(rtmsg, rtnl.replace_route("fd00:1::a", 128, 3, family=v6))
+    assert route["family"] == socket.AF_INET6 and route.get_attr("RTA_DST") == "fd00:1::a"
+    default = decode(rtmsg, rtnl.replace_route(None, 0, 2, gateway="fe80::1", family=v6))
+    assert default.get_attr("RTA_GATEWAY") == "fe80::1"
+    gone = decode(rtmsg, rtnl.delete_route("fd00:1::a", 128, 3, family=v6))
+    assert gone["family"] == socket.AF_INET6 and gone.get_attr("RTA_OIF") == 3
+    neigh = decode(ndmsg, rtnl.permanent_neighbour(2, "fe80::1", "02:00:00:00:00:01", family=v6))
+    assert neigh["family"] == socket.AF_INET6 and neigh.get_attr("NDA_DST") == "fe80::1"
+    rule = decode(fibmsg, rtnl.add_rule(1536, 2, src="fd00:2::a", family=v6))
+    assert rule["family"] == socket.AF_INET6 and rule["src_len"] == 128
+    assert rule.get_attr("FRA_SRC") == "fd00:2::a"
+    to_pod = decode(fibmsg, rtnl.delete_rule(512, 254, dst="fd00:2::a", family=v6))
+    assert to_pod["dst_len"] == 128 and to_pod.get_attr("FRA_DST") == "fd00:2::a"
+
+
+def test_an_address_of_the_other_family_is_refused() -> None:
+    with pytest.raises(ValueError, match=re.escape("address fd00::1 is not an IPv4 address")):
+        rtnl.add_rule(512, 254, dst="fd00::1")
+    with pytest.raises(ValueError, match=re.escape("address 10.0.0.1 is not an IPv6 address")):
+        rtnl.replace_route("10.0.0.1", 128, 2, family=IpFamily.V6)
+    assert decode(ifaddrmsg, rtnl.add_address(2, IPv4Address("10.0.1.10")))["family"] == socket.AF_INET
