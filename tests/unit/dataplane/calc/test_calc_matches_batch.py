@@ -51,7 +51,7 @@ def meta(name: str, namespace: str | None = None, **extra: Any) -> dict[str, Any
 @st.composite
 def pods(draw: st.DrawFn) -> dict[str, Any]:
     ip = draw(st.sampled_from([None, "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.1.0.5", "10.0.0.1"]))
-    ports = draw(
+    ports: list[dict[str, Any]] = draw(
         st.lists(
             st.sampled_from(
                 [
@@ -62,7 +62,7 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
                 ]
             ),
             max_size=2,
-            unique_by=lambda p: (p.get("name"), p.get("protocol")),
+            unique_by=lambda p: (str(p.get("name")), str(p.get("protocol"))),
         )
     )
     spec: dict[str, Any] = {
