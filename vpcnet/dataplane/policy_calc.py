@@ -73,7 +73,8 @@ class PolicyCalculator:
             return
         entry = self.index.entry_for(pod)
         old = self.index.put_pod(entry)
-        if old is not None and old == entry:
+        # Labels and addresses first: comparing whole pods is the expensive part.
+        if old is not None and old.labels == entry.labels and old.ips == entry.ips and old.pod == pod:
             return
         self.ipsets.pod_changed(ref, old, entry)
         if pod.node_name == self.node_name and entry.ips:
