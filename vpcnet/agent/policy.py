@@ -29,41 +29,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
-from vpcnet.api.base import ResourceKey
-from vpcnet.api.calico import CalicoNetworkPolicy, GlobalNetworkPolicy, GlobalNetworkSet, NetworkSet, Tier
-from vpcnet.api.core import Namespace, Pod
-from vpcnet.api.loader import parse_resource
-from vpcnet.api.networking import K8sNetworkPolicy
+from vpcnet.dataplane.calc.feed import KINDS, feed_stored
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
 from vpcnet.dataplane.policy_state import DesiredState
 from vpcnet.datastore.resources import ResourceEvent, ResourceRef, ResourceStore, StoredResource
 from vpcnet.datastore.types import EventType
-from vpcnet.policy.compile import compile_policy
-from vpcnet.policy.model import DEFAULT_TIER_SPEC, Action, TierSpec
 
 log = logging.getLogger(__name__)
 
 STATUS_FILE = "policy-status.json"  # read by vpcnet.lab.converge
-POD = "pod"
-NAMESPACE = "namespace"
-K8S_POLICY = "networkpolicy.networking.k8s.io"
-CALICO_POLICY = "networkpolicy.projectcalico.org"
-GLOBAL_POLICY = "globalnetworkpolicy.projectcalico.org"
-TIER = "tier.projectcalico.org"
-NETWORK_SET = "networkset.projectcalico.org"
-GLOBAL_NETWORK_SET = "globalnetworkset.projectcalico.org"
-KINDS = frozenset(
-    {POD, NAMESPACE, K8S_POLICY, CALICO_POLICY, GLOBAL_POLICY, TIER, NETWORK_SET, GLOBAL_NETWORK_SET}
-)
-_POLICY_ID_KIND = {K8S_POLICY: "knp", CALICO_POLICY: "np", GLOBAL_POLICY: "gnp"}
 IDLE_SETTLE = 0.1  # while quiet, how often the watch's progress revision is reported as enforced
-
-
-def policy_id(ref: ResourceRef) -> str:
-    short = _POLICY_ID_KIND[ref.kind]
-    return f"{short}/{ref.namespace}/{ref.name}" if ref.namespace else f"{short}/{ref.name}"
 
 
 class PolicyMetrics:
@@ -142,33 +119,7 @@ class PolicyAgent:
             log.warning("policy: ignoring %s: %s", ref, exc)
 
     def _handle(self, ref: ResourceRef, stored: StoredResource | None) -> None:
-        if stored is None:
-            if ref.kind == POD:
-                self.calc.delete_pod(f"{ref.namespace}/{ref.name}")
-            elif ref.kind == NAMESPACE:
-                self.calc.delete_namespace(ref.name)
-            elif ref.kind in _POLICY_ID_KIND:
-                self.calc.delete_policy(policy_id(ref))
-            elif ref.kind == TIER:
-                self.calc.delete_tier(ref.name)
-            elif ref.kind in (NETWORK_SET, GLOBAL_NETWORK_SET):
-                kind = "NetworkSet" if ref.kind == NETWORK_SET else "GlobalNetworkSet"
-                self.calc.delete_network_set(ResourceKey(kind, ref.namespace, ref.name))
-            return
-        resource = parse_resource(stored.body, str(ref))
-        if isinstance(resource, Pod):
-            self.calc.upsert_pod(resource)
-        elif isinstance(resource, Namespace):
-            self.calc.upsert_namespace(resource)
-        elif isinstance(resource, K8sNetworkPolicy | CalicoNetworkPolicy | GlobalNetworkPolicy):
-            self.calc.upsert_policy(compile_policy(resource))
-        elif isinstance(resource, NetworkSet | GlobalNetworkSet):
-            self.calc.upsert_network_set(resource)
-        elif isinstance(resource, Tier):
-            order = resource.order
-            if resource.metadata.name == DEFAULT_TIER_SPEC.name and order is None:
-                order = DEFAULT_TIER_SPEC.order
-            self.calc.upsert_tier(TierSpec(resource.metadata.name, order, Action(resource.default_action)))
+        feed_stored(self.calc, ref, stored)
 
     # ------------------------------------------------------------------ the loop
 

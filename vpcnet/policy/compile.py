@@ -25,11 +25,13 @@ from vpcnet.api.calico import (
     EntityRule,
     GlobalNetworkPolicy,
     PortSpec,
+    Tier,
 )
 from vpcnet.api.networking import K8sNetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicyRule
 from vpcnet.api.selector import All, Compare, Global, Has, Node, Not, Selector, and_all, parse_selector
 from vpcnet.policy.model import (
     DEFAULT_TIER,
+    DEFAULT_TIER_SPEC,
     K8S_POLICY_ORDER,
     NAMESPACE_LABEL,
     NAMESPACE_LABEL_PREFIX,
@@ -44,12 +46,22 @@ from vpcnet.policy.model import (
     PortMatch,
     PortRange,
     Rule,
+    TierSpec,
 )
 
 _K8S_PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
 _IS_K8S_POD = Compare(ORCHESTRATOR_LABEL, "==", "k8s")
 
 PolicyResource = K8sNetworkPolicy | CalicoNetworkPolicy | GlobalNetworkPolicy
+
+
+def compile_tier(tier: Tier) -> TierSpec:
+    """A Tier resource in the model. The one home of the rule that tier "default" without an order keeps
+    its built-in order (1,000,000), as Calico's default tier does; any other tier without one runs last."""
+    order = tier.order
+    if tier.metadata.name == DEFAULT_TIER and order is None:
+        order = DEFAULT_TIER_SPEC.order
+    return TierSpec(tier.metadata.name, order, Action(tier.default_action))
 
 
 def compile_policy(resource: PolicyResource) -> Policy:

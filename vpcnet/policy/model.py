@@ -80,6 +80,12 @@ class PolicyKind(StrEnum):
 _KIND_SHORT = {PolicyKind.KUBERNETES: "knp", PolicyKind.CALICO: "np", PolicyKind.GLOBAL: "gnp"}
 
 
+def policy_id(kind: PolicyKind, namespace: str | None, name: str) -> str:
+    """Felix-style policy id: knp/<ns>/<name>, np/<ns>/<name> or gnp/<name>."""
+    short = _KIND_SHORT[kind]
+    return f"{short}/{namespace}/{name}" if namespace else f"{short}/{name}"
+
+
 @dataclass(frozen=True, order=True)
 class PortRange:
     """Inclusive port range; a single port has first == last."""
@@ -215,8 +221,7 @@ class Policy:
     @property
     def id(self) -> str:
         """Felix-style policy id: knp/<ns>/<name>, np/<ns>/<name> or gnp/<name>."""
-        short = _KIND_SHORT[self.kind]
-        return f"{short}/{self.namespace}/{self.name}" if self.namespace else f"{short}/{self.name}"
+        return policy_id(self.kind, self.namespace, self.name)
 
     @property
     def sort_key(self) -> tuple[bool, float, str, str, str]:

@@ -19,14 +19,11 @@ from vpcnet.api.calico import CalicoNetworkPolicy, GlobalNetworkPolicy, GlobalNe
 from vpcnet.api.core import Namespace, Pod
 from vpcnet.api.errors import Fault, ValidationError
 from vpcnet.api.networking import K8sNetworkPolicy
-from vpcnet.policy.compile import compile_policy
+from vpcnet.policy.compile import compile_policy, compile_tier
+from vpcnet.policy.labels import endpoint_labels, namespace_labels, network_set_labels
 from vpcnet.policy.model import (
     DEFAULT_TIER,
     DEFAULT_TIER_SPEC,
-    NAMESPACE_LABEL,
-    NAMESPACE_LABEL_PREFIX,
-    ORCHESTRATOR_LABEL,
-    Action,
     IPAddress,
     IPNetwork,
     Policy,
@@ -72,10 +69,7 @@ class ClusterState:
             if isinstance(r, Namespace):
                 namespaces[r.metadata.name] = r
             elif isinstance(r, Tier):
-                order = r.order
-                if r.metadata.name == DEFAULT_TIER and order is None:
-                    order = DEFAULT_TIER_SPEC.order
-                tiers[r.metadata.name] = TierSpec(r.metadata.name, order, Action(r.default_action))
+                tiers[r.metadata.name] = compile_tier(r)
             elif isinstance(r, Pod):
                 if not r.host_network:
                     pods.append(r)
@@ -110,18 +104,8 @@ class ClusterState:
 
     def _labels_of(self, pod: Pod) -> dict[str, str]:
         ns = pod.metadata.namespace or "default"
-        labels = dict(pod.metadata.labels)
         namespace = self.namespaces.get(ns)
-        if namespace is not None:
-            for k, v in namespace.metadata.labels.items():
-                labels[NAMESPACE_LABEL_PREFIX + k] = v
-        else:
-            labels[NAMESPACE_LABEL_PREFIX + "kubernetes.io/metadata.name"] = ns
-        labels[NAMESPACE_LABEL] = ns
-        labels[ORCHESTRATOR_LABEL] = "k8s"
-        if pod.service_account_name:
-            labels["projectcalico.org/serviceaccount"] = pod.service_account_name
-        return labels
+        return endpoint_labels(pod, namespace_labels(ns, namespace.metadata.labels if namespace else None))
 
     @cached_property
     def _pods_by_id(self) -> dict[int, Pod]:
@@ -166,12 +150,9 @@ class ClusterState:
 
 
 def _network_set_endpoint(s: NetworkSetResource, namespaces: dict[str, Namespace]) -> NetworkSetEndpoint:
-    labels = dict(s.metadata.labels)
     ns = s.metadata.namespace if isinstance(s, NetworkSet) else None
-    if ns is not None:
-        for k, v in namespaces[ns].metadata.labels.items():
-            labels[NAMESPACE_LABEL_PREFIX + k] = v
-        labels[NAMESPACE_LABEL] = ns
+    ns_labels = namespace_labels(ns, namespaces[ns].metadata.labels) if ns is not None else None
+    labels = network_set_labels(s.metadata.labels, ns, ns_labels)
     nets = tuple(
         ipaddress.ip_network(n if "/" in n else n + ("/128" if ":" in n else "/32"), strict=False)
         for n in s.nets

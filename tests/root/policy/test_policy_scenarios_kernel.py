@@ -16,20 +16,16 @@ import policy_netkit as netkit
 import pytest
 
 from vpcnet.api.base import Resource, ResourceKey
-from vpcnet.api.calico import CalicoNetworkPolicy, GlobalNetworkPolicy, GlobalNetworkSet, NetworkSet, Tier
-from vpcnet.api.core import Namespace, Pod
-from vpcnet.api.networking import K8sNetworkPolicy
+from vpcnet.api.core import Pod
+from vpcnet.dataplane.calc.feed import delete_resource, feed_resource, ref_of
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.policy_backend import BACKENDS, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
-from vpcnet.policy.compile import compile_policy
-from vpcnet.policy.model import DEFAULT_TIER_SPEC, Action, TierSpec
 from vpcnet.policy.scenarios import Topology, load_scenarios
 
 pytestmark = pytest.mark.root
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "netpol"
-POLICY_TYPES = (K8sNetworkPolicy, CalicoNetworkPolicy, GlobalNetworkPolicy)
 
 
 class Feeder:
@@ -43,13 +39,14 @@ class Feeder:
         wanted = {r.key: self._local(r) for r in resources}
         for key, old in list(self.current.items()):
             if key not in wanted:
-                self._delete(old)
+                delete_resource(self.calc, ref_of(old))
         for key, resource in wanted.items():
             old = self.current.get(key)
             if old != resource:
                 if old is not None and type(old) is not type(resource):
-                    self._delete(old)  # a Calico and a Kubernetes NetworkPolicy share the key
-                self._upsert(resource)
+                    # A Calico and a Kubernetes NetworkPolicy share the key.
+                    delete_resource(self.calc, ref_of(old))
+                feed_resource(self.calc, resource)
         self.current = wanted
 
     @staticmethod
@@ -57,33 +54,6 @@ class Feeder:
         if isinstance(resource, Pod):
             return dataclasses.replace(resource, node_name="n1")
         return resource
-
-    def _upsert(self, r: Resource) -> None:
-        if isinstance(r, Pod):
-            self.calc.upsert_pod(r)
-        elif isinstance(r, Namespace):
-            self.calc.upsert_namespace(r)
-        elif isinstance(r, POLICY_TYPES):
-            self.calc.upsert_policy(compile_policy(r))
-        elif isinstance(r, Tier):
-            order = (
-                r.order if r.order is not None or r.metadata.name != "default" else DEFAULT_TIER_SPEC.order
-            )
-            self.calc.upsert_tier(TierSpec(r.metadata.name, order, Action(r.default_action)))
-        elif isinstance(r, NetworkSet | GlobalNetworkSet):
-            self.calc.upsert_network_set(r)
-
-    def _delete(self, r: Resource) -> None:
-        if isinstance(r, Pod):
-            self.calc.delete_pod(f"{r.metadata.namespace}/{r.metadata.name}")
-        elif isinstance(r, Namespace):
-            self.calc.delete_namespace(r.metadata.name)
-        elif isinstance(r, POLICY_TYPES):
-            self.calc.delete_policy(compile_policy(r).id)
-        elif isinstance(r, Tier):
-            self.calc.delete_tier(r.metadata.name)
-        elif isinstance(r, NetworkSet | GlobalNetworkSet):
-            self.calc.delete_network_set(r.key)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
