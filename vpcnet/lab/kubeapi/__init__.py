@@ -1,0 +1,1 @@
+"""A Kubernetes API stand-in for the lab, served over its etcd."""
