@@ -303,12 +303,14 @@ def _merge_map(original: dict[str, Any], patch: dict[str, Any], schema: Schema, 
         )
     _apply_retain_keys(original, patch, where)
     ordered = _apply_element_orders(original, patch, schema, where)
+    # Deletions before additions, so an item both deleted and added stays (upstream's order is random here).
+    for key, value in patch.items():
+        if key.startswith(_DELETE_FROM):
+            here = _pointer(where, key)
+            _delete_from_primitive_list(original, key[len(_DELETE_FROM) :], value, schema, here)
     for key, value in patch.items():
         here = _pointer(where, key)
-        if key in ordered or key == _RETAIN_KEYS or key.startswith(_SET_ORDER):
-            continue
-        if key.startswith(_DELETE_FROM):
-            _delete_from_primitive_list(original, key[len(_DELETE_FROM) :], value, schema, here)
+        if key in ordered or key == _RETAIN_KEYS or key.startswith((_SET_ORDER, _DELETE_FROM)):
             continue
         if key.startswith("$"):
             raise PatchError(
@@ -436,16 +438,54 @@ def _apply_element_orders(
         else:
             merged = _merge_list([] if current is _MISSING else current, incoming, rule, field_where)
         patch_items, server_only = _split(merged, order, merge.key, field_where)
-        server_order = [] if current is _MISSING else current
+        if current is _MISSING:
+            server_order = []
+        elif incoming is _MISSING or merge.key is None:
+            server_order = current
+        else:
+            server_order = _stored_order_as_upstream_reads_it(current, incoming, merge.key)
         original[name] = _order(patch_items, server_only, order, server_order, merge.key)
         done.add(name)
     return done
+
+
+def _stored_order_as_upstream_reads_it(current: list[Any], patch_list: list[Any], key: str) -> list[Any]:
+    """The stored list as upstream's $setElementOrder step reads it, to place the server-only items alike.
+
+    Upstream reads the stored order through a Go slice that the list merge just changed in place: each
+    `$patch: delete` shifted the later items left, and new items were appended into the freed slots. Replaying
+    that keeps the order of kubectl apply's results as kube-apiserver's (checked against kubectl patch).
+    """
+    slots = list(current)
+    length = len(slots)
+    plain = []
+    replace = False
+    for item in patch_list:
+        directive = item.get(_PATCH) if isinstance(item, dict) else None
+        if directive == "delete":
+            while (found := _position(slots[:length], item, key)) >= 0:
+                slots[found : length - 1] = slots[found + 1 : length]
+                length -= 1
+        elif directive == "replace":
+            replace = True
+        elif directive is None:
+            plain.append(item)
+    for item in [] if replace else plain:
+        if _position(slots[:length], item, key) >= 0:
+            continue  # merged into the item in place
+        if length == len(slots):
+            break  # the Go slice grows into a new array: the stored one is no longer written
+        slots[length] = item
+        length += 1
+    return slots
 
 
 def _check_order_agrees(
     patch_list: list[Any], order: list[Any], key: str | None, where: str, order_where: str
 ) -> None:
     """The patch list's items (deletions aside) must appear in $setElementOrder, in the same order."""
+    if not order:
+        return  # upstream checks nothing against an empty order list
     pending = [item for item in patch_list if not (isinstance(item, dict) and _PATCH in item)]
     position = 0
     for item in pending:
