@@ -1,7 +1,7 @@
 """PATCH through the lab's API: the content types map to the patch engines (vpcnet/lab/kubeapi/patch.py).
 
-These need the real patch module; with the placeholder (engines raise NotImplementedError) they are skipped,
-and only the media-type answers (415s), which need no engine, run."""
+Merge, JSON and strategic patches over HTTP, kubectl apply twice (client-side apply sends a strategic merge
+patch), kubectl label, and the media types the server refuses (415)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,6 @@ from conftest import KubeApi
 from test_http import call, pod
 from test_kubectl import KUBECTLS, Kubectl
 
-from vpcnet.lab.kubeapi import patch as patch_module
-
-
-def _engines_present() -> bool:
-    try:
-        patch_module.apply_merge_patch({}, {})
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_engines = pytest.mark.skipif(not _engines_present(), reason="needs the patch helper's patch.py")
 POD_PATH = "/api/v1/namespaces/default/pods"
 
 
@@ -31,7 +19,6 @@ def test_unknown_patch_type_is_415(kube_api: KubeApi) -> None:
     assert (status, doc["reason"]) == (415, "UnsupportedMediaType")
 
 
-@needs_engines
 def test_merge_json_and_strategic_patches(kube_api: KubeApi) -> None:
     call(kube_api, "POST", POD_PATH, pod("p"))
     status, doc = call(
@@ -62,7 +49,6 @@ def test_merge_json_and_strategic_patches(kube_api: KubeApi) -> None:
     assert call(kube_api, "PATCH", f"{POD_PATH}/p", bad, "application/json-patch+json")[0] in (409, 422, 400)
 
 
-@needs_engines
 @pytest.mark.skipif(not KUBECTLS, reason="needs kubectl")
 @pytest.mark.parametrize("binary", KUBECTLS)
 def test_kubectl_apply_twice_and_label(

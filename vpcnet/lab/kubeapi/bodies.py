@@ -74,6 +74,6 @@ def apply_patch(rt: ResourceType, current: dict[str, Any], body: bytes, content_
             return apply_merge_patch(current, patch)
         if kind == JSON_PATCH:
             return apply_json_patch(current, patch)
-        return apply_strategic_merge_patch(current, patch, rt.kind)
+        return apply_strategic_merge_patch(current, patch, f"{rt.api_version}/{rt.kind}")
     except PatchError as err:
         raise bad_request(str(err)) from None
