@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -91,6 +92,11 @@ class Instance:
     tags: dict[str, str] = field(default_factory=dict)
     primary_eni_id: str = ""
     image_id: str = "ami-0vpcnetlab0000000"
+
+
+def timestamp() -> str:
+    """Now, as EC2 writes launch and attach times."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def to_dict(obj: Vpc | Subnet | SecurityGroup | Eni | Instance) -> dict[str, Any]:
