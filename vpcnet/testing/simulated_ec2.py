@@ -4,9 +4,9 @@ benchmark.
 EC2's rules live once, in the lab's state engine (`vpcnet.lab.ec2.state.Cloud`: ENI and address limits per
 instance type from the bundled table, unique addresses in a subnet, aligned /28 prefixes, device indexes,
 no delete while attached, subnet exhaustion, EC2's error codes) and its action layer
-(`vpcnet.lab.ec2.api`: parameters, filters, pagination). Requests are built and answers parsed by
-`Ec2QueryClient`, the same code the real boto3 client uses; only the transport differs: a direct call
-instead of HTTP.
+(`vpcnet.lab.ec2.api`, handlers in `vpcnet.lab.ec2.actions`: parameters, filters, pagination). Requests are
+built and answers parsed by `Ec2QueryClient`, the same code the real boto3 client uses; only the transport
+differs: a direct call instead of HTTP.
 
 What this module adds is what the lab cannot do for an in-process test on a virtual clock: the lab's fault
 injector (`vpcnet.lab.ec2.faults`) sleeps and counts tokens on the wall clock in the HTTP server's
