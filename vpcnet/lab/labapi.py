@@ -72,6 +72,10 @@ def node_object(node: Any, region: str) -> dict[str, Any]:
                 "containerRuntimeVersion": "vpcnet-lab://1",
                 "osImage": "vpcnet lab",
                 "kernelVersion": "",
+                # Identities a real kubelet reads from the machine; the instance id stands for all three.
+                "machineID": node.instance_id,
+                "systemUUID": node.instance_id,
+                "bootID": node.instance_id,
             },
         },
     }
