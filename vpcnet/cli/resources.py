@@ -179,7 +179,11 @@ def merge_pod(new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, A
         return new
     out: dict[str, Any] = json.loads(json.dumps(new))
     old_spec, new_spec = stored.get("spec", {}), out.setdefault("spec", {})
-    if old_spec.get("containers") != new_spec.get("containers"):
+    from vpcnet.controllers.apistore import contains
+
+    # The API fills in defaults (imagePullPolicy, terminationMessagePath...): the same containers as the
+    # file's, plus defaults, are unchanged.
+    if not contains(old_spec.get("containers"), new_spec.get("containers")):
         raise ValueError(
             "spec.containers: a pod's containers cannot change; delete the pod and apply it again"
         )

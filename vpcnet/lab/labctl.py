@@ -610,8 +610,10 @@ def _repair(layout: LabLayout, info: LabInfo, *, agents: bool, progress: Progres
         info = dataclasses.replace(info, endpoints=_endpoints(ready, etcd_url))
         _write_json(layout.state_file, info.to_json())
         bootstrap_api(layout, info)
+    # kube-controllers and the kubelet reconnect by themselves to a restarted API (its host port is kept):
+    # only a dead one is restarted.
     for name in CONTROL_PROCESSES:
-        if changed or not control_alive(layout, name):
+        if not control_alive(layout, name):
             progress(f"restarting {name}")
             procs.stop(control_pid_file(layout, name), control_marker(layout, name))
             start_control(layout, name, info)
