@@ -1,10 +1,12 @@
-"""`vpcnet demo`: the tour `make demo` gives. Every step is a `vpcnet` command a user could type, printed
-before it runs; the lab is torn down at the end even when a step fails."""
+"""`vpcnet demo`: the tour `make demo` gives. Every step is a `vpcnet` or `kubectl` command a user could
+type, printed before it runs; the lab is torn down at the end even when a step fails. Objects go in through
+kubectl (the lab serves a Kubernetes API); `vpcnet lab ...` shows what kubectl cannot (real packets)."""
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,11 +33,21 @@ def _vpcnet(*args: str, check: bool = True) -> None:
         raise DemoStepFailed(f"`vpcnet {shlex.join(args)}` exited {done.returncode}")
 
 
+def _kubectl(kubeconfig: str, *args: str, check: bool = True) -> None:
+    binary = shutil.which("kubectl")
+    if binary is None:
+        raise DemoStepFailed("kubectl is not installed (Debian's kubernetes-client; `make deps` installs it)")
+    typer.secho(f"\n$ kubectl --kubeconfig {kubeconfig} {shlex.join(args)}", fg=typer.colors.CYAN, bold=True)
+    done = subprocess.run([binary, "--kubeconfig", kubeconfig, *args], check=False)
+    if check and done.returncode != 0:
+        raise DemoStepFailed(f"`kubectl {shlex.join(args)}` exited {done.returncode}")
+
+
 def _say(text: str) -> None:
     typer.secho(f"\n# {text}", fg=typer.colors.YELLOW)
 
 
-def run_demo(nodes: int, keep: bool) -> None:
+def run_demo(nodes: int, keep: bool, kubeconfig: str) -> None:
     pods = str(EXAMPLES / "pods.yaml")
     policy = str(EXAMPLES / "policy.yaml")
     try:
@@ -44,14 +56,19 @@ def run_demo(nodes: int, keep: bool) -> None:
         )
         _vpcnet("lab", "up", "--nodes", str(nodes))
         _vpcnet("lab", "status")
+        _say("The lab serves a Kubernetes API: kubectl sees its nodes (InternalIP, zone, instance type).")
+        _kubectl(kubeconfig, "get", "nodes", "-o", "wide", "-L", "topology.kubernetes.io/zone")
         _say("Pods get real VPC addresses from the node's warm pool of ENI secondary addresses.")
-        _vpcnet("apply", "-f", pods)
-        _vpcnet("get", "pods", "-A", "-o", "wide")
+        _kubectl(kubeconfig, "apply", "-f", pods)
+        _vpcnet("lab", "sync")  # the lab kubelet has started them (it watches the API; this waits for it)
+        _kubectl(kubeconfig, "get", "pods", "-A", "-o", "wide")
         _vpcnet("ipam", "status", "--node", "node1")
         _say("Every pod reaches every other, on one node, across nodes and across AZs: real packets.")
         _vpcnet("lab", "probe", "--port", "80", "--protocol", "TCP", "-o", "table")
         _say("Network policy: billing takes nothing, except its ledger from the shop's cart.")
-        _vpcnet("apply", "-f", policy)
+        _kubectl(kubeconfig, "apply", "-f", policy)
+        _kubectl(kubeconfig, "get", "networkpolicies", "-A")
+        _say("kube-controllers mirrors the API into etcd, which the agents read; `lab wait` waits for both.")
         _vpcnet("lab", "wait")
         _vpcnet("lab", "probe", "--port", "80", "--protocol", "TCP", "-o", "table")
         _say("The kernel and the policy engine agree on every pair:")
@@ -111,4 +128,4 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 err=True,
             )
             raise typer.Exit(2)
-        run_demo(nodes, keep)
+        run_demo(nodes, keep, str(layout.kubeconfig))

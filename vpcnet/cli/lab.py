@@ -97,7 +97,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
         typer.echo(
             f"lab {layout.prefix} is up in {took:.2f} s: VPC {info.vpc_cidr}, {len(info.nodes)} nodes "
             f"({', '.join(f'{n.name} {n.primary_ip}' for n in info.nodes)}); EC2 endpoint "
-            f"{info.endpoints['ec2_host']}; see `vpcnet lab status`"
+            f"{info.endpoints['ec2_host']}; KUBECONFIG={layout.kubeconfig}; see `vpcnet lab status`"
         )
 
     @lab.command("down")
@@ -265,6 +265,12 @@ def _print_status(doc: dict[str, Any]) -> None:
         )  # fmt: skip
     console.print(table)
     ep = doc["endpoints"]
+    if "kubeapi" in ep:
+        console.print(
+            f"Kubernetes API {ep['kubeapi']} (host: {ep['kubeapi_host']})   "
+            f"KUBECONFIG={doc['kubeconfig']}   (kubectl --kubeconfig {doc['kubeconfig']} get nodes -o wide)",
+            soft_wrap=True,
+        )
     console.print(
         f"EC2 {ep['ec2']} (host: {ep['ec2_host']})   IMDS {ep['imds']}   "
         f"etcd {ep['etcd']} (host: {ep['etcd_host']})   internet host {doc['internet_host']}"

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from vpcnet.cli.groups import Groups
-from vpcnet.cli.resources import PREFIX_HELP, CliError, fail, lab_layout, report_sync, with_store
+from vpcnet.cli.resources import PREFIX_HELP, CliError, fail, lab_layout, report_sync, with_api
 
 
 def register(app: typer.Typer, groups: Groups) -> None:
@@ -61,6 +61,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
     def sync_command(prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP)) -> None:
         """Run the lab kubelet once: start stored pods that are not running, stop the ones deleted."""
         from vpcnet.lab.kubelet import Kubelet, lab_nodes
+        from vpcnet.lab.podsource import ApiPods
 
         try:
             layout = lab_layout(prefix)
@@ -68,10 +69,10 @@ def register(app: typer.Typer, groups: Groups) -> None:
             if not nodes:
                 raise CliError(f"lab {layout.prefix} is not up", 1)
 
-            async def go(store: Any) -> Any:
-                return await Kubelet(layout, store, nodes).sync()
+            async def go(_store: Any, client: Any) -> Any:
+                return await Kubelet(layout, ApiPods(client), nodes).sync()
 
-            report = with_store(layout, go)
+            report = with_api(layout, go)
         except CliError as exc:
             raise fail(exc) from exc
         code = report_sync(report)

@@ -9,7 +9,15 @@ import typer
 
 from vpcnet.cli.groups import Groups
 from vpcnet.cli.matrix_table import print_matrix
-from vpcnet.cli.resources import PREFIX_HELP, CliError, fail, lab_layout, load_resources, with_store
+from vpcnet.cli.resources import (
+    PREFIX_HELP,
+    CliError,
+    fail,
+    lab_layout,
+    load_resources,
+    with_api,
+    with_store,
+)
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
@@ -146,10 +154,14 @@ def register(app: typer.Typer, groups: Groups) -> None:
         timeout: float = typer.Option(30.0, "--timeout", min=0.0, help="give up after this many seconds"),
         prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
     ) -> None:
-        """Return once every node's agent has enforced the datastore as it is now."""
-        from vpcnet.lab.converge import status_path, wait_for_revision
+        """Return once every node's agent has enforced the lab's API as it is now (kube-controllers has
+        mirrored it into etcd, and the agents have caught up with etcd)."""
+        import time
+
+        from vpcnet.lab.converge import status_path, wait_for_mirror, wait_for_revision
         from vpcnet.lab.kubelet import lab_nodes
 
+        started = time.monotonic()
         try:
             layout = lab_layout(prefix)
             nodes = [n.name for n in lab_nodes(layout)]
@@ -159,17 +171,25 @@ def register(app: typer.Typer, groups: Groups) -> None:
             async def revision(store: Any) -> int:
                 return int(await store.datastore.current_revision())
 
+            mirrored = with_store(layout, revision)
+            seen = wait_for_mirror(layout, mirrored, timeout)
+            if seen is None or seen < mirrored:
+                raise CliError(
+                    f"kube-controllers has not mirrored the API up to revision {mirrored} in {timeout:.0f} s "
+                    f"(it reports {seen}; `vpcnet lab status`, {layout.run_dir}/kube-controllers.log)",
+                    1,
+                )
             target = with_store(layout, revision)
         except CliError as exc:
             raise fail(exc) from exc
-        result = wait_for_revision(layout, nodes, target, timeout)
+        result = wait_for_revision(layout, nodes, target, max(0.0, timeout - (time.monotonic() - started)))
         if result.converged:
             typer.echo(f"all {len(nodes)} agents at revision {target} or later ({result.seconds:.2f} s)")
             return
         for node, rev in result.lagging().items():
             where = status_path(layout, node)
-            seen = f"at revision {rev}" if rev is not None else f"no status in {where}: is its agent running?"
-            typer.echo(f"error: node {node}: {seen}, waiting for {target}", err=True)
+            at = f"at revision {rev}" if rev is not None else f"no status in {where}: is its agent running?"
+            typer.echo(f"error: node {node}: {at}, waiting for {target}", err=True)
         raise typer.Exit(1)
 
 
@@ -179,11 +199,11 @@ def _expected(
     from vpcnet.api import ValidationError, parse_resource
     from vpcnet.cli.resources import kind_paths
 
-    async def snapshot(store: Any) -> list[Any]:
+    async def snapshot(store: Any, _client: Any) -> list[Any]:
         items, _ = await store.snapshot(set(kind_paths().values()))
         return list(items)
 
-    stored = with_store(layout, snapshot)
+    stored = with_api(layout, snapshot)
     try:
         resources = [parse_resource(item.body, str(item.ref)) for item in stored]
     except ValidationError as exc:

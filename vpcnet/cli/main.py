@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "labpods",
     "labprobe",
     "labkubeapi",
+    "kubecontrollers",
     "demo",
     "agent",
     "resources",

@@ -1,10 +1,14 @@
-"""`vpcnet apply`, `vpcnet get`, `vpcnet delete`: resources in the datastore, run by the lab kubelet.
+"""`vpcnet apply`, `vpcnet get`, `vpcnet delete`: conveniences over the lab's Kubernetes API (what kubectl
+drives too; the API is the one source of truth for these kinds), run by the lab kubelet.
 
-The datastore is the one VPCNET_DATASTORE_ENDPOINTS names (VPCNET_ETCD_ENDPOINTS, deprecated, too), else the
-running lab's etcd (its host URL in the lab state file), else the local default.
-`apply` validates every document first (nothing is stored if one is bad), stores them in one transaction,
-then, when a lab is up, lets the lab kubelet start the pods; `delete` removes objects (a Namespace with
+`apply` validates every document first with vpcnet.api (nothing is written if one is bad: the API has no
+multi-object transaction, so the checks come first), writes them (Calico's projectcalico.org/v3 kinds as
+their crd.projectcalico.org/v1 CRDs, as calicoctl does in Kubernetes-datastore mode), then runs a pass of
+the lab kubelet so that it can say which pods started; `delete` removes objects (a Namespace with
 everything in it) and lets the kubelet stop the pods (CNI DEL).
+
+`with_store` opens the etcd datastore (VPCNET_DATASTORE_ENDPOINTS, else the running lab's etcd) for what
+lives only there: the agents' IPAM objects, and the revisions `lab wait` compares.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import typer
@@ -90,6 +94,22 @@ def with_store(layout: Any, fn: Callable[[Any], Awaitable[T]]) -> T:
         raise CliError(f"datastore: {exc}", 1) from exc
 
 
+def with_api(layout: Any, fn: Callable[[Any, Any], Coroutine[Any, Any, T]]) -> T:
+    """Run fn(ApiResourceStore, ApiClient) against the lab's Kubernetes API (its kubeconfig)."""
+    import asyncio
+
+    from vpcnet.controllers.apiclient import ApiClient, ApiError, server_from_kubeconfig
+    from vpcnet.controllers.apistore import ApiResourceStore
+
+    if not layout.kubeconfig.exists():
+        raise CliError(f"lab {layout.prefix} is not up (no {layout.kubeconfig}; `vpcnet lab up`)", 1)
+    try:
+        client = ApiClient(server_from_kubeconfig(layout.kubeconfig))
+        return asyncio.run(fn(ApiResourceStore(client), client))
+    except ApiError as exc:
+        raise CliError(f"Kubernetes API: {exc}", 1) from exc
+
+
 def kind_paths() -> dict[str, str]:
     """Every name a kind is known by (kind, plural, short name, kind.group) -> its datastore kind path."""
     from vpcnet.api import known_kinds
@@ -159,7 +179,11 @@ def merge_pod(new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, A
         return new
     out: dict[str, Any] = json.loads(json.dumps(new))
     old_spec, new_spec = stored.get("spec", {}), out.setdefault("spec", {})
-    if old_spec.get("containers") != new_spec.get("containers"):
+    from vpcnet.controllers.apistore import contains
+
+    # The API fills in defaults (imagePullPolicy, terminationMessagePath...): the same containers as the
+    # file's, plus defaults, are unchanged.
+    if not contains(old_spec.get("containers"), new_spec.get("containers")):
         raise ValueError(
             "spec.containers: a pod's containers cannot change; delete the pod and apply it again"
         )
@@ -261,14 +285,38 @@ async def apply_resources(store: Any, resources: Sequence[Any], node_names: Sequ
         raise CliError(str(exc)) from exc
 
 
-def run_kubelet(layout: Any, store: Any) -> Awaitable[Any] | None:
-    """The kubelet's sync, when a lab is up (None otherwise)."""
-    from vpcnet.lab.kubelet import Kubelet, lab_nodes
+async def run_kubelet(
+    layout: Any, client: Any, created: Sequence[Any] = (), deleted: Sequence[Any] = ()
+) -> Any:
+    """A pass of the lab kubelet (None when no lab is up), its report completed with what the lab's
+    kubelet daemon did meanwhile to the pods just created (started, or failed) or deleted (stopped)."""
+    from vpcnet.lab.kubelet import Kubelet, PodRuntime, lab_nodes
+    from vpcnet.lab.podsource import ApiPods
 
     nodes = lab_nodes(layout)
     if not nodes:
         return None
-    return Kubelet(layout, store, nodes).sync()
+    report = await Kubelet(layout, ApiPods(client), nodes).sync()
+    pods = {
+        item["metadata"]["namespace"] + "/" + item["metadata"]["name"]: item
+        for item in await ApiPods(client).list()
+    }
+    for ref in created:
+        if ref.kind != "pod":
+            continue
+        key = f"{ref.namespace}/{ref.name}"
+        status = pods.get(key, {}).get("status", {})
+        if status.get("phase") == "Running" and key not in report.started:
+            report.started.append(key)
+        elif status.get("message") and key not in report.failed:
+            report.failed[key] = str(status["message"])
+    running = {r.ref for r in PodRuntime(layout).records([n.name for n in nodes])}
+    for ref in deleted:
+        key = f"{ref.namespace}/{ref.name}"
+        if ref.kind == "pod" and key not in running and key not in report.stopped:
+            report.stopped.append(key)
+    report.started.sort()
+    return report
 
 
 def report_sync(report: Any) -> int:
@@ -304,12 +352,11 @@ def register(app: typer.Typer, groups: Groups) -> None:
             resources = load_resources(files)
             node_names = [n.name for n in lab_nodes(layout)]
 
-            async def go(store: Any) -> tuple[Any, Any]:
+            async def go(store: Any, client: Any) -> tuple[Any, Any]:
                 result = await apply_resources(store, resources, node_names)
-                sync = run_kubelet(layout, store)
-                return result, (await sync if sync is not None else None)
+                return result, await run_kubelet(layout, client, created=result.created)
 
-            result, report = with_store(layout, go)
+            result, report = with_api(layout, go)
         except CliError as exc:
             raise fail(exc) from exc
         for verb, refs in (("created", result.created), ("configured", result.configured)):
@@ -346,7 +393,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 namespace, name = name.split("/", 1)
             ns = None if all_namespaces or not namespaced else (namespace or "default")
 
-            async def go(store: Any) -> list[Any]:
+            async def go(store: Any, _client: Any) -> list[Any]:
                 if name is not None:
                     item = await store.get(ResourceRef(path, ns, name))
                     if item is None:
@@ -356,7 +403,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 items, _ = await store.list(path, ns)
                 return list(items)
 
-            items = with_store(layout, go)
+            items = with_api(layout, go)
         except CliError as exc:
             raise fail(exc) from exc
         bodies = [item.body for item in items]
@@ -395,17 +442,17 @@ def register(app: typer.Typer, groups: Groups) -> None:
                     ns, _, obj = raw.rpartition("/") if "/" in raw else (namespace or "default", "", raw)
                     refs.append(ResourceRef(path, ns if namespaced else None, obj))
 
-            async def go(store: Any) -> tuple[list[Any], Any]:
-                targets = list(refs)
+            async def go(store: Any, client: Any) -> tuple[list[Any], Any]:
                 gone_namespaces = {r.name for r in refs if r.kind == "namespace"}
-                if gone_namespaces:
-                    everything, _ = await store.snapshot(set(kind_paths().values()))
-                    targets += [i.ref for i in everything if i.ref.namespace in gone_namespaces]
-                deleted = await store.delete(sorted(set(targets)))
-                sync = run_kubelet(layout, store)
-                return deleted, (await sync if sync is not None else None)
+                pods_going: list[Any] = []
+                if gone_namespaces:  # the API takes a namespace's objects along; their pods are stopped
+                    listed, _ = await store.list("pod")
+                    pods_going = [i.ref for i in listed if i.ref.namespace in gone_namespaces]
+                deleted = await store.delete(list(refs))
+                gone = pods_going + [r for r in deleted if r.kind == "pod"]
+                return deleted, await run_kubelet(layout, client, deleted=gone)
 
-            deleted, report = with_store(layout, go)
+            deleted, report = with_api(layout, go)
         except CliError as exc:
             raise fail(exc) from exc
         deleted_set = set(deleted)

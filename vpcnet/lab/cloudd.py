@@ -5,8 +5,10 @@ but its listening sockets are bound inside the VPC namespace by short-lived thre
     10.0.255.254:80      EC2 endpoint (nodes, as the VPC interface endpoint for EC2)
     169.254.169.254:80   IMDS (identifies the calling instance by its source address)
     10.0.255.253:2379    etcd, relayed to the lab's etcd on the host loopback
+    10.0.255.252:6443    the lab's Kubernetes API (vpcnet.lab.kubeapi, plain HTTP) over that etcd
     198.51.100.100:80    (in the internet namespace) a web page answering with the caller's address
-plus the EC2 endpoint on 127.0.0.1:<free port> in the host namespace for the CLI and tests: a listening
+plus the EC2 endpoint and the Kubernetes API on 127.0.0.1:<free port> in the host namespace for the CLI,
+kubectl and tests: a listening
 socket, not a link, so the lab stays sealed. Once every socket is bound it writes run_dir/cloudd.json.
 """
 
@@ -32,6 +34,8 @@ from vpcnet.lab.layout import (
     EC2_ENDPOINT_ADDRESS,
     ETCD_ENDPOINT_ADDRESS,
     IMDS_ADDRESS,
+    KUBEAPI_ADDRESS,
+    KUBEAPI_PORT,
     LabLayout,
     check_prefix,
 )
@@ -86,7 +90,37 @@ def _wait_for_go(layout: LabLayout, timeout: float = 120.0) -> None:
         time.sleep(0.01)
 
 
-def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go: bool = False) -> None:
+# Watches of the lab's API send a bookmark this often: `lab wait` learns from them how far kube-controllers
+# has mirrored the API into etcd.
+LAB_BOOKMARK_INTERVAL = 0.2
+
+
+async def start_kube_api(layout: LabLayout, etcd_url: str, host_port: int, vpc_sock: socket.socket) -> Any:
+    """The API on the host loopback (its old port if still free) and on the VPC socket; waits for etcd."""
+    from vpcnet.datastore.settings import EtcdSettings
+    from vpcnet.lab import labetcd
+    from vpcnet.lab.kubeapi.httpd import HttpServer
+    from vpcnet.lab.kubeapi.server import start
+
+    await asyncio.to_thread(labetcd.wait_healthy, layout, etcd_url)
+    settings = EtcdSettings.from_strings([etcd_url])
+    try:
+        api = await start(settings, "127.0.0.1", host_port, bookmark_interval=LAB_BOOKMARK_INTERVAL)
+    except OSError:
+        log.warning("host port %d is taken; the host-side Kubernetes API moves", host_port)
+        api = await start(settings, "127.0.0.1", 0, bookmark_interval=LAB_BOOKMARK_INTERVAL)
+    in_vpc = HttpServer(api.app)
+    await in_vpc.listen_on(vpc_sock)
+    return api, in_vpc
+
+
+def serve(
+    layout: LabLayout,
+    etcd_url: str,
+    ec2_host_port: int = 0,
+    wait_for_go: bool = False,
+    kube_host_port: int = 0,
+) -> None:
     from vpcnet.lab.ec2.httpserve import RunningServer, make_server
     from vpcnet.lab.ec2.server import Ec2Service
     from vpcnet.lab.ec2.state import Cloud
@@ -116,6 +150,7 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
         RunningServer(make_server(whoami, bind_in_netns(layout.internet_netns, INTERNET_HOST_ADDRESS, 80))),
     ]
     etcd_sock = bind_in_netns(vpc, ETCD_ENDPOINT_ADDRESS, ETCD_VPC_PORT)
+    kube_sock = bind_in_netns(vpc, KUBEAPI_ADDRESS, KUBEAPI_PORT)
     upstream = urlsplit(etcd_url)
     if upstream.hostname is None or upstream.port is None:
         raise ValueError(f"--etcd {etcd_url!r} must be a URL with host and port")
@@ -126,6 +161,7 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         proxy = await serve_proxy(etcd_sock, upstream.hostname or "", upstream.port or 0)
+        api, api_in_vpc = await start_kube_api(layout, etcd_url, kube_host_port, kube_sock)
         ready = {
             "pid": os.getpid(),
             "ec2_host": servers[1].url,
@@ -134,6 +170,8 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
             "etcd": f"http://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
             "etcd_upstream": etcd_url,
             "internet_http": f"http://{INTERNET_HOST_ADDRESS}",
+            "kubeapi_host": api.url,
+            "kubeapi": f"http://{KUBEAPI_ADDRESS}:{KUBEAPI_PORT}",
         }
         ready_file = layout.run_dir / "cloudd.json"
         tmp = ready_file.with_name(".cloudd.json.tmp")
@@ -143,6 +181,8 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
         await stop.wait()
         log.info("stopping")
         proxy.close()
+        await api_in_vpc.close()
+        await api.close()
 
     try:
         asyncio.run(run())
@@ -156,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--etcd", required=True, help="the lab etcd's client URL on the host")
     parser.add_argument("--ec2-host-port", type=int, default=0, help="port of the host-side EC2 endpoint")
+    parser.add_argument("--kube-host-port", type=int, default=0, help="port of the host-side Kubernetes API")
     parser.add_argument(
         "--wait-for-go", action="store_true", help="load the state once run_dir/cloudd.go exists"
     )
@@ -165,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     layout = LabLayout(check_prefix(args.prefix))
     try:
-        serve(layout, args.etcd, args.ec2_host_port, args.wait_for_go)
+        serve(layout, args.etcd, args.ec2_host_port, args.wait_for_go, args.kube_host_port)
     except Exception:
         log.exception("lab daemon failed")
         return 1

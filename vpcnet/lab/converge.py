@@ -7,8 +7,10 @@ Contract with the policy agent: after each apply to the kernel, the agent of nod
 empty, the store revision its watch stream reports — etcd's progress notifications move it forward even
 when nothing under the agent's prefix changed.)
 
-`wait` reads the store revision once, when it starts, and returns when every node's agent has reported
-a revision at least that high.
+With the lab's Kubernetes API in front, `wait` has two steps: first kube-controllers must report (in
+`run_dir/kube-controllers-progress.json`, same form) that it has mirrored every API change up to the store
+revision read when `wait` starts; then `wait` reads the store revision again (now past the mirrored writes)
+and returns when every node's agent has reported a revision at least that high.
 """
 
 from __future__ import annotations
@@ -45,6 +47,26 @@ def write_status(layout: LabLayout, node: str, revision: int, **extra: object) -
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps({"revision": revision, **extra}))
     tmp.replace(path)
+
+
+def mirror_progress_path(layout: LabLayout) -> Path:
+    return layout.run_dir / "kube-controllers-progress.json"
+
+
+def wait_for_mirror(layout: LabLayout, target: int, timeout: float, interval: float = 0.02) -> int | None:
+    """The revision kube-controllers reports once it is >= target (or what it reports at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            data = json.loads(mirror_progress_path(layout).read_text())
+            seen = data.get("revision") if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            seen = None
+        if isinstance(seen, int) and seen >= target:
+            return seen
+        if time.monotonic() >= deadline:
+            return seen if isinstance(seen, int) else None
+        time.sleep(interval)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from vpcnet.lab.layout import (
     ETCD_ENDPOINT_ADDRESS,
     IMDS_ADDRESS,
     INTERNET_CIDR,
+    KUBEAPI_ADDRESS,
     LabLayout,
 )
 
@@ -126,6 +127,7 @@ def render_vpc_base(layout: LabLayout) -> list[str]:
         "link set lo up",
         f"address add {EC2_ENDPOINT_ADDRESS}/32 dev lo",
         f"address add {ETCD_ENDPOINT_ADDRESS}/32 dev lo",
+        f"address add {KUBEAPI_ADDRESS}/32 dev lo",
         f"address add {IMDS_ADDRESS}/32 dev lo",
         f"link add {VPC_INET_LINK} mtu {INTERNET_MTU} type veth peer name eth0 netns {layout.internet_netns}",
         f"address add {INTERNET_ROUTER_ADDRESS}/{inet_len} dev {VPC_INET_LINK}",

@@ -1,4 +1,5 @@
-"""The lab kubelet: runs the Pods stored in the datastore on the lab's nodes, as kubelet and a runtime would.
+"""The lab kubelet: runs the lab's Pods (read from its Kubernetes API) on the lab's nodes, as kubelet and a
+runtime would.
 
 For each pod bound to a lab node: a network namespace `{prefix}-pod-<ns>-<pod>`, then CNI ADD by exec of the
 plugins of the node's conflist (installed by `vpcnet install-cni` into the node's CNI dirs), then the pod
@@ -7,10 +8,12 @@ server answers on its containerPorts. The kubelet records what it did in two pla
 - a runtime record per pod under `layout.node_dir(node)/pods/` (container id, namespace path, the CNI result
   that DEL needs as prevResult, like libcni's result cache) — the kernel side, so DEL works even when the
   datastore object is gone;
-- the Pod in the datastore: spec.nodeName, status.phase/podIP/podIPs/hostIP and annotations with the
+- the Pod in the API (vpcnet.lab.podsource): spec.nodeName (the binding), status (phase, conditions,
+  podIP/podIPs, hostIP, startTime, through the status subresource) and annotations with the
   container id, host interface and ENI (what `vpcnet get pods -o wide` shows and the policy agent reads).
 
-`sync` makes the nodes match the datastore: it starts what is missing, stops what is no longer stored.
+`sync` makes the nodes match the API: it starts what is missing, stops what is no longer stored (the lab's
+kubelet daemon, vpcnet.lab.kubeletd, runs it on every change it watches).
 Everything is idempotent, and a failing ADD is rolled back (CNI DEL, namespace removed): it leaves nothing.
 """
 
@@ -410,10 +413,28 @@ def _copy(body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _encode(body: Mapping[str, Any]) -> bytes:
-    copy = json.loads(json.dumps(body))
-    copy.get("metadata", {}).pop("resourceVersion", None)
-    return json.dumps(copy, sort_keys=True, separators=(",", ":")).encode()
+def _without_version(body: Mapping[str, Any]) -> dict[str, Any]:
+    out = _copy(body)
+    out.get("metadata", {}).pop("resourceVersion", None)
+    return out
+
+
+def pod_conditions(ready: bool, since: str) -> list[dict[str, Any]]:
+    """The conditions a kubelet reports for a pod whose sandbox is (or is not) up."""
+    status = "True" if ready else "False"
+    kinds = (
+        ("Initialized", "True"),
+        ("Ready", status),
+        ("ContainersReady", status),
+        ("PodScheduled", "True"),
+    )
+    return [{"type": t, "status": v, "lastProbeTime": None, "lastTransitionTime": since} for t, v in kinds]
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pod_status_patch(body: dict[str, Any], record: PodRecord, host_ip: str) -> dict[str, Any]:
@@ -431,6 +452,10 @@ def pod_status_patch(body: dict[str, Any], record: PodRecord, host_ip: str) -> d
         annotations[ANNOTATION_POD_IPS] = record.ip
     status = out.setdefault("status", {})
     status.pop("message", None)
+    if status.get("phase") != "Running" or "startTime" not in status:
+        since = _now()
+        status["startTime"] = status.get("startTime") or since
+        status["conditions"] = pod_conditions(True, since)
     status["phase"] = "Running"
     if host_ip:
         status["hostIP"] = host_ip
@@ -451,39 +476,23 @@ def pod_failed_patch(body: dict[str, Any], node: str, message: str) -> dict[str,
         status.pop(key, None)
     status["phase"] = "Pending"
     status["message"] = message
+    if not any(c.get("type") == "Ready" and c.get("status") == "False" for c in status.get("conditions", [])):
+        status["conditions"] = pod_conditions(False, _now())
     return out
 
 
 class Kubelet:
-    """Runs the Pods of a ResourceStore on the lab's nodes."""
+    """Runs the Pods of a pod source (the lab API: ApiPods, or a bare etcd: StorePods) on the lab nodes."""
 
-    def __init__(self, layout: LabLayout, store: Any, nodes: Sequence[LabNode] | None = None) -> None:
+    def __init__(self, layout: LabLayout, pods: Any, nodes: Sequence[LabNode] | None = None) -> None:
         self.layout = layout
-        self.store = store  # a vpcnet.datastore.resources.ResourceStore
+        self.pods = pods  # vpcnet.lab.podsource.PodSource
         self.nodes = list(nodes) if nodes is not None else lab_nodes(layout)
         self.runtime = PodRuntime(layout)
 
     @property
     def node_names(self) -> list[str]:
         return [n.name for n in self.nodes]
-
-    async def _update(self, ref: Any, mutate: Any) -> None:
-        """Read-modify-write one stored object under compare-and-swap (retried on conflicts)."""
-        from vpcnet.datastore.types import PutOp, RevisionIs
-
-        for _ in range(20):
-            stored = await self.store.get(ref)
-            if stored is None:
-                return  # deleted meanwhile: the next sync stops it
-            body = mutate(stored.body)
-            if _encode(body) == _encode(stored.body):
-                return
-            committed = await self.store.datastore.commit(
-                [RevisionIs(ref.key, stored.revision)], [PutOp(ref.key, _encode(body))]
-            )
-            if committed is not None:
-                return
-        raise RuntimeError(f"{ref}: kept changing while the kubelet wrote its status")
 
     async def sync(self) -> SyncReport:
         """One pass at a time per lab: two commands syncing at once would race on the same pods (one's
@@ -498,25 +507,27 @@ class Kubelet:
     async def _sync(self) -> SyncReport:
         from vpcnet.api.loader import parse_resource
 
-        stored, _ = await self.store.list("pod")
-        pods: list[tuple[Any, Pod]] = []
-        for item in stored:
-            resource = parse_resource(item.body, str(item.ref))
+        pods: list[Pod] = []
+        for body in await self.pods.list():
+            meta = body.get("metadata", {})
+            if meta.get("deletionTimestamp"):
+                continue  # being deleted: stopped below like a deleted pod
+            resource = parse_resource(
+                _without_version(body), f"pod {meta.get('namespace')}/{meta.get('name')}"
+            )
             if isinstance(resource, Pod) and not resource.host_network:
-                pods.append((item, resource))
+                pods.append(resource)
         names = self.node_names
-        if not names:
-            return SyncReport()
         # Bind: pods without a node (or without a uid) get one, written back before anything runs.
         load: dict[str, int] = {}
-        for _, pod in pods:
+        for pod in pods:
             if pod.node_name:
                 load[pod.node_name] = load.get(pod.node_name, 0) + 1
-        unbound = [pod for _, pod in pods if pod.node_name is None]
+        unbound = [pod for pod in pods if pod.node_name is None]
         placement = schedule(unbound, names, load) if unbound else {}
         desired: list[DesiredPod] = []
-        bound: list[tuple[Any, Pod]] = []
-        for item, pod in pods:
+        bound: list[Pod] = []
+        for pod in pods:
             node = pod.node_name or placement[pod.ref]
             uid = pod.metadata.extra.get("uid")
             if pod.node_name is None or not isinstance(uid, str) or not uid:
@@ -528,32 +539,34 @@ class Kubelet:
                     out.setdefault("metadata", {}).setdefault("uid", uid)
                     return out
 
-                await self._update(item.ref, bind)
-                fresh = await self.store.get(item.ref)
+                fresh = await self.pods.update(pod.metadata.namespace or "default", pod.name, bind)
                 if fresh is None:
                     continue
-                reparsed = parse_resource(fresh.body, str(fresh.ref))
+                reparsed = parse_resource(_without_version(fresh), pod.ref)
                 assert isinstance(reparsed, Pod)
-                item, pod = fresh, reparsed
+                pod = reparsed
                 node = pod.node_name or node
                 uid = str(pod.metadata.extra.get("uid", uid))
             if node in names:
                 desired.append(DesiredPod(pod, node, uid))
-                bound.append((item, pod))
+                bound.append(pod)
         report, running = await converge(self.runtime, desired, names)
         await asyncio.to_thread(self._fill_enis, list(running.values()))
         host_ips = {n.name: n.primary_ip for n in self.nodes}
-        for item, pod in bound:
+        for pod in bound:
+            namespace = pod.metadata.namespace or "default"
             record = running.get(pod.ref)
             if record is not None:
                 rec = record
-                await self._update(
-                    item.ref, lambda b, r=rec: pod_status_patch(b, r, host_ips.get(r.node, ""))
+                await self.pods.update(
+                    namespace, pod.name, lambda b, r=rec: pod_status_patch(b, r, host_ips.get(r.node, ""))
                 )
             elif pod.ref in report.failed:
                 message = report.failed[pod.ref]
                 node = pod.node_name or ""
-                await self._update(item.ref, lambda b, n=node, m=message: pod_failed_patch(b, n, m))
+                await self.pods.update(
+                    namespace, pod.name, lambda b, n=node, m=message: pod_failed_patch(b, n, m)
+                )
         return report
 
     def records(self) -> list[PodRecord]:

@@ -143,6 +143,85 @@ def daemon_marker(layout: LabLayout) -> str:
     return f"vpcnet.lab.cloudd --prefix {layout.prefix} "
 
 
+# The lab's control-plane processes beside the daemon: kube-controllers (the API mirrored into etcd, which
+# the agents read) and the lab kubelet (pods of the API run on the nodes). name -> module argv.
+CONTROL_PROCESSES = ("kube-controllers", "kubelet")
+
+
+def control_pid_file(layout: LabLayout, name: str) -> Path:
+    return layout.run_dir / f"{name}.pid"
+
+
+def control_log(layout: LabLayout, name: str) -> Path:
+    return layout.run_dir / f"{name}.log"
+
+
+def control_marker(layout: LabLayout, name: str) -> str:
+    return f"{layout.run_dir}/{name}"
+
+
+def mirror_progress_file(layout: LabLayout) -> Path:
+    """kube-controllers' {"revision": R}: every API change up to R is in etcd (read by `lab wait`)."""
+    from vpcnet.lab.converge import mirror_progress_path
+
+    return mirror_progress_path(layout)
+
+
+def start_control(layout: LabLayout, name: str, info: LabInfo) -> None:
+    # The marker (a path under the run dir) rides on the command line so that `down` can check the pid.
+    if name == "kube-controllers":
+        argv = [
+            sys.executable, "-c", "from vpcnet.cli.main import main; main()", "kube-controllers",
+            "--kubeconfig", str(layout.kubeconfig),
+            "--progress-file", str(mirror_progress_file(layout)),
+            "--marker", control_marker(layout, name),
+        ]  # fmt: skip
+        env = {**os.environ, "VPCNET_DATASTORE_ENDPOINTS": info.endpoints["etcd_host"]}
+        env.pop("VPCNET_ETCD_ENDPOINTS", None)
+    else:
+        argv = [
+            sys.executable, "-m", "vpcnet.lab.kubeletd", "--prefix", layout.prefix,
+            "--marker", control_marker(layout, name),
+        ]  # fmt: skip
+        env = dict(os.environ)
+    procs.spawn(argv, log_file=control_log(layout, name), pid_file=control_pid_file(layout, name), env=env)
+
+
+def control_alive(layout: LabLayout, name: str) -> bool:
+    return procs.alive(control_pid_file(layout, name), control_marker(layout, name))
+
+
+def bootstrap_api(layout: LabLayout, info: LabInfo) -> None:
+    """kubeconfigs, CRDs and Nodes in the lab's API."""
+    import asyncio
+
+    from vpcnet.controllers.apiclient import ApiError
+    from vpcnet.lab.labapi import bootstrap, write_kubeconfigs
+
+    write_kubeconfigs(layout, info.endpoints["kubeapi_host"], info.endpoints["kubeapi"])
+    try:
+        asyncio.run(bootstrap(info.endpoints["kubeapi_host"], info.nodes, info.region))
+    except ApiError as exc:
+        raise LabError(f"the lab's Kubernetes API refused its CRDs or Nodes: {exc}") from exc
+
+
+def wait_mirror(layout: LabLayout, timeout: float = READY_TIMEOUT) -> None:
+    """Until kube-controllers has mirrored the API once (its first progress report)."""
+    from vpcnet.controllers.kubecontrollers import read_progress
+
+    deadline = time.monotonic() + timeout
+    while read_progress(mirror_progress_file(layout)) is None:
+        if not control_alive(layout, "kube-controllers"):
+            raise LabError(
+                "kube-controllers exited during start-up; "
+                f"{control_log(layout, 'kube-controllers')} ends with:\n"
+                + _tail(control_log(layout, "kube-controllers"), 20)
+            )
+        if time.monotonic() > deadline:
+            raise LabError(f"kube-controllers did not mirror the API in {timeout:.0f} s")
+        time.sleep(0.02)
+
+
 def agent_pid_file(layout: LabLayout, node: str) -> Path:
     return layout.node_dir(node) / "agent.pid"
 
@@ -151,11 +230,19 @@ def agent_marker(layout: LabLayout, node: str) -> str:
     return str(layout.agent_socket(node))
 
 
-def start_daemon(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go: bool = False) -> None:
+def start_daemon(
+    layout: LabLayout,
+    etcd_url: str,
+    ec2_host_port: int = 0,
+    wait_for_go: bool = False,
+    kube_host_port: int = 0,
+) -> None:
     daemon_ready_file(layout).unlink(missing_ok=True)
     argv = [sys.executable, "-m", "vpcnet.lab.cloudd", "--prefix", layout.prefix, "--etcd", etcd_url]
     if ec2_host_port:
         argv += ["--ec2-host-port", str(ec2_host_port)]
+    if kube_host_port:
+        argv += ["--kube-host-port", str(kube_host_port)]
     if wait_for_go:
         argv.append("--wait-for-go")
     procs.spawn(argv, log_file=daemon_log(layout), pid_file=daemon_pid_file(layout))
@@ -418,18 +505,23 @@ def _create(
             region=topo.region,
             subnets={s.name: _subnet_json(s, subnet_ids[s.name]) for s in topo.subnets},
             nodes=nodes,
-            endpoints=_endpoints(ready["ec2_host"], etcd_url),
+            endpoints=_endpoints(ready, etcd_url),
             internet_host=INTERNET_HOST_ADDRESS,
             agents=agents,
             agent_settings=agent_settings,
         )
         _write_json(layout.state_file, info.to_json())
+        progress("registering CRDs and Nodes in the lab's Kubernetes API; starting kube-controllers, kubelet")
+        bootstrap_api(layout, info)
+        for name in CONTROL_PROCESSES:
+            start_control(layout, name, info)
         if info.agents:
             progress(f"starting node agents on {len(nodes)} nodes")
             for n in nodes:
                 start_agent(layout, n.name, info)
             progress("waiting for the nodes to turn Ready (agent up, CNI config installed)")
             install_cni(layout, info, [n.name for n in nodes])
+        wait_mirror(layout)
     except BaseException as e:
         _down(layout)  # never leave a half-made lab behind
         if isinstance(e, (labetcd.EtcdError, netns.KernelError, FabricError, Ec2Error)):
@@ -442,12 +534,14 @@ def _subnet_json(s: SubnetSpec, subnet_id: str) -> dict[str, str]:
     return {"id": subnet_id, "cidr": s.cidr, "az": s.az, "role": s.role}
 
 
-def _endpoints(ec2_host: str, etcd_host: str) -> dict[str, str]:
+def _endpoints(ready: Mapping[str, Any], etcd_host: str) -> dict[str, str]:
     return {
+        "kubeapi": str(ready["kubeapi"]),
+        "kubeapi_host": str(ready["kubeapi_host"]),
+        "ec2_host": str(ready["ec2_host"]),
         "ec2": f"http://{EC2_ENDPOINT_ADDRESS}",
         "imds": f"http://{IMDS_ADDRESS}",
         "etcd": f"http://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
-        "ec2_host": ec2_host,
         "etcd_host": etcd_host,
         "internet": INTERNET_CIDR,
         "internet_http": f"http://{INTERNET_HOST_ADDRESS}",
@@ -505,13 +599,25 @@ def _repair(layout: LabLayout, info: LabInfo, *, agents: bool, progress: Progres
     if not daemon_up or "etcd restarted" in changed:
         progress("restarting the lab daemon")
         procs.stop(daemon_pid_file(layout), daemon_marker(layout))
-        start_daemon(layout, etcd_url, urlsplit(info.endpoints["ec2_host"]).port or 0)
+        kube_port = urlsplit(info.endpoints.get("kubeapi_host", "")).port or 0
+        start_daemon(
+            layout, etcd_url, urlsplit(info.endpoints["ec2_host"]).port or 0, kube_host_port=kube_port
+        )
         changed.append("lab daemon restarted")
     if changed:
         ready = wait_daemon(layout)
         labetcd.wait_healthy(layout, etcd_url)
-        info = dataclasses.replace(info, endpoints=_endpoints(ready["ec2_host"], etcd_url))
+        info = dataclasses.replace(info, endpoints=_endpoints(ready, etcd_url))
         _write_json(layout.state_file, info.to_json())
+        bootstrap_api(layout, info)
+    # kube-controllers and the kubelet reconnect by themselves to a restarted API (its host port is kept):
+    # only a dead one is restarted.
+    for name in CONTROL_PROCESSES:
+        if not control_alive(layout, name):
+            progress(f"restarting {name}")
+            procs.stop(control_pid_file(layout, name), control_marker(layout, name))
+            start_control(layout, name, info)
+            changed.append(f"{name} restarted")
     if info.agents:
         for n in info.nodes:
             if not procs.alive(agent_pid_file(layout, n.name), agent_marker(layout, n.name)):
@@ -548,6 +654,8 @@ def _down(layout: LabLayout) -> DownResult:
     nodes_dir = layout.run_dir / "nodes"
     if nodes_dir.is_dir():
         agents = [(agent_pid_file(layout, d.name), agent_marker(layout, d.name)) for d in nodes_dir.iterdir()]
+    # The kubelet and kube-controllers go with the agents, before the API and etcd they talk to.
+    agents += [(control_pid_file(layout, n), control_marker(layout, n)) for n in CONTROL_PROCESSES]
     services = [
         (daemon_pid_file(layout), daemon_marker(layout)),
         (labetcd.pid_file(layout), str(labetcd.data_dir(layout))),
@@ -635,7 +743,9 @@ def status(layout: LabLayout) -> dict[str, Any]:
         "processes": {
             "etcd": labetcd.running(layout),
             "cloudd": procs.alive(daemon_pid_file(layout), daemon_marker(layout)),
+            **{name: control_alive(layout, name) for name in CONTROL_PROCESSES},
         },
+        "kubeconfig": str(layout.kubeconfig),
         "run_dir": str(layout.run_dir),
     }
 

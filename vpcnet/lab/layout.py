@@ -18,6 +18,8 @@ _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
 IMDS_ADDRESS = "169.254.169.254"
 EC2_ENDPOINT_ADDRESS = "10.0.255.254"  # the VPC interface endpoint for EC2 (last host of the default VPC)
 ETCD_ENDPOINT_ADDRESS = "10.0.255.253"  # the datastore, as nodes reach it
+KUBEAPI_ADDRESS = "10.0.255.252"  # the lab's Kubernetes API, as nodes reach it (plain HTTP)
+KUBEAPI_PORT = 6443
 INTERNET_CIDR = "198.51.100.0/24"  # TEST-NET-2 stands for the internet, behind the VPC router
 
 
@@ -64,6 +66,16 @@ class LabLayout:
 
     def pod_netns(self, namespace: str, pod: str) -> str:
         return f"{self.prefix}-pod-{namespace}-{pod}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """kubectl's kubeconfig for the lab: the API on the host loopback (written by `lab up`)."""
+        return self.run_dir / "kubeconfig"
+
+    @property
+    def node_kubeconfig(self) -> Path:
+        """The kubeconfig of what runs on the nodes: the API at its VPC address."""
+        return self.run_dir / "kubeconfig-node"
 
     def node_dir(self, node: str) -> Path:
         return self.run_dir / "nodes" / node

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from vpcnet.lab.layout import EC2_ENDPOINT_ADDRESS, ETCD_ENDPOINT_ADDRESS, INTERNET_CIDR
+from vpcnet.lab.layout import EC2_ENDPOINT_ADDRESS, ETCD_ENDPOINT_ADDRESS, INTERNET_CIDR, KUBEAPI_ADDRESS
 
 DEFAULT_VPC_CIDR = "10.0.0.0/16"
 DEFAULT_REGION = "us-east-1"
@@ -116,7 +116,9 @@ def build_topology(
     wanted = len(zones) * (2 if pod_subnets else 1)
     blocks = list(vpc.subnets(new_prefix=SUBNET_PREFIX_LEN))
     # The control-plane endpoints sit at the top of the default VPC; keep subnets off them.
-    reserved = [ipaddress.IPv4Address(a) for a in (EC2_ENDPOINT_ADDRESS, ETCD_ENDPOINT_ADDRESS)]
+    reserved = [
+        ipaddress.IPv4Address(a) for a in (EC2_ENDPOINT_ADDRESS, ETCD_ENDPOINT_ADDRESS, KUBEAPI_ADDRESS)
+    ]
     blocks = [b for b in blocks if not any(a in b for a in reserved)]
     if len(blocks) < wanted:
         raise TopologyError(

@@ -23,6 +23,7 @@ from vpcnet.datastore.etcd import EtcdDatastore
 from vpcnet.datastore.resources import ResourceRef, ResourceStore
 from vpcnet.lab.kubelet import ANNOTATION_CONTAINER_ID, Kubelet, LabNode, SyncReport
 from vpcnet.lab.layout import LabLayout
+from vpcnet.lab.podsource import StorePods
 from vpcnet.lab.probe import ProbeEndpoint, probe_matrix
 
 pytestmark = pytest.mark.root
@@ -68,7 +69,7 @@ class Env:
         return asyncio.run(go())
 
     def sync(self) -> SyncReport:
-        return self.run(lambda store: Kubelet(self.layout, store, self.nodes).sync())
+        return self.run(lambda store: Kubelet(self.layout, StorePods(store), self.nodes).sync())
 
     def apply(self, *docs: dict[str, Any]) -> None:
         self.run(lambda store: store.apply(list(docs)))
@@ -132,7 +133,9 @@ def env(etcd_server: Any, tmp_path: Path) -> Iterator[Env]:
     finally:
         try:
             kubelet_nodes = environment.all_nodes
-            environment.run(lambda store: asyncio.to_thread(Kubelet(layout, store, kubelet_nodes).stop_all))
+            environment.run(
+                lambda store: asyncio.to_thread(Kubelet(layout, StorePods(store), kubelet_nodes).stop_all)
+            )
         finally:
             for name in environment.netns():
                 subprocess.run(["ip", "netns", "del", name], capture_output=True)
@@ -364,6 +367,8 @@ def test_stop_all_stops_the_pod_server_even_when_its_socket_is_gone(env: Env) ->
     pid = procs.read_pid(pid_file, str(socket_path))
     assert pid is not None
     socket_path.unlink()  # it can no longer be asked to shut down
-    report = env.run(lambda store: asyncio.to_thread(Kubelet(env.layout, store, env.nodes).stop_all))
+    report = env.run(
+        lambda store: asyncio.to_thread(Kubelet(env.layout, StorePods(store), env.nodes).stop_all)
+    )
     assert report.stopped == ["x/a"]
     assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]

@@ -20,7 +20,8 @@ from vpcnet.cli.main import app
         ("VPCNET_DATASTORE_ENDPOINTS", "127.0.0.1:notaport", "bad port"),
     ],
 )
-@pytest.mark.parametrize("command", [["get", "pods", "-A"], ["ipam", "show"]])
+# `vpcnet get` reads the lab's Kubernetes API now; the IPAM commands read etcd.
+@pytest.mark.parametrize("command", [["ipam", "show"]])
 def test_bad_endpoint_setting_is_a_clear_error(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str, command: list[str]
 ) -> None:

@@ -19,6 +19,7 @@ def steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str, ..
     monkeypatch.setattr(layout, "RUN_ROOT", tmp_path)
     monkeypatch.setattr(demo.os, "geteuid", lambda: 0)
     monkeypatch.setattr(demo, "_vpcnet", lambda *args, check=True: ran.append(args))
+    monkeypatch.setattr(demo, "_kubectl", lambda _config, *args, check=True: ran.append(("kubectl", *args)))
     return ran
 
 
@@ -42,3 +43,4 @@ def test_a_free_name_runs_the_tour_and_tears_down(steps: list[tuple[str, ...]]) 
     result = CliRunner().invoke(app, ["demo", "--nodes", "2"], env={"VPCNET_LAB": "aufree"})
     assert result.exit_code == 0, result.output
     assert steps[0] == ("lab", "up", "--nodes", "2") and steps[-1] == ("lab", "down")
+    assert ("kubectl", "get", "pods", "-A", "-o", "wide") in steps  # the story is told through kubectl

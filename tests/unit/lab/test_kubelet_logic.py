@@ -96,18 +96,35 @@ def test_status_patch_writes_the_kubelet_view_and_failed_patch_clears_it() -> No
     body = make_pod("a").to_dict()
     running = kubelet.pod_status_patch(body, record(interface="eni0123456789a", eni="eni-1"), "10.0.0.4")
     assert running["spec"]["nodeName"] == "n1"
-    assert running["status"] == {
+    status = running["status"]
+    since = status["startTime"]
+    assert status == {
         "phase": "Running",
         "hostIP": "10.0.0.4",
         "podIP": "10.0.0.9",
         "podIPs": [{"ip": "10.0.0.9"}],
+        "startTime": since,
+        "conditions": kubelet.pod_conditions(True, since),
     }
+    assert {c["type"] for c in status["conditions"]} == {
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    }
+    # A second pass over a running pod changes nothing (no new transition times).
+    assert (
+        kubelet.pod_status_patch(running, record(interface="eni0123456789a", eni="eni-1"), "10.0.0.4")
+        == running
+    )
     annotations = running["metadata"]["annotations"]
     assert annotations[kubelet.ANNOTATION_ENI] == "eni-1"
     assert annotations[kubelet.ANNOTATION_POD_IPS] == "10.0.0.9"
     assert "status" not in body  # the input is not changed
     failed = kubelet.pod_failed_patch(running, "n1", "CNI ADD failed")
-    assert failed["status"] == {"phase": "Pending", "message": "CNI ADD failed"}
+    assert failed["status"]["phase"] == "Pending" and failed["status"]["message"] == "CNI ADD failed"
+    assert {c["type"]: c["status"] for c in failed["status"]["conditions"]}["Ready"] == "False"
+    assert "podIP" not in failed["status"]
     assert not set(failed["metadata"].get("annotations", {})) & set(kubelet.KUBELET_ANNOTATIONS)
     # The stored Pod still validates after the kubelet's writes.
     (again,) = load_documents(json.dumps(running))

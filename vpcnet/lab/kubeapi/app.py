@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from vpcnet.datastore.types import DatastoreError, DatastoreUnavailable
-from vpcnet.lab.kubeapi import discovery, errors
+from vpcnet.lab.kubeapi import discovery, errors, tables
 from vpcnet.lab.kubeapi.bodies import JSON, dump, load_object
 from vpcnet.lab.kubeapi.errors import ApiError, bad_request, method_not_allowed
 from vpcnet.lab.kubeapi.handlers import Verbs
@@ -126,7 +126,11 @@ class KubeApp:
             if method == "GET" and (target.watch_path or _truthy(request.arg("watch"))):
                 await self._watch(request, responder, rt, ns, None)
             elif method == "GET":
-                await self._json(responder, await self.verbs.list(rt, ns, selector))
+                listing = await self.verbs.list(rt, ns, selector)
+                if tables.wants_table(request.headers.get("accept", "")):
+                    version = listing["metadata"]["resourceVersion"]
+                    listing = tables.table(rt, listing["items"], version, request.arg("includeObject"))
+                await self._json(responder, listing)
             elif method == "POST":
                 if rt.namespaced and ns is None:
                     raise method_not_allowed(f"create {rt.plural} under /namespaces/<namespace>/{rt.plural}")
@@ -143,7 +147,12 @@ class KubeApp:
         if method == "GET" and target.watch_path and not status_only:
             await self._watch(request, responder, rt, ns, name)
         elif method == "GET":
-            await self._json(responder, await self.verbs.get(rt, ns, name))
+            obj = await self.verbs.get(rt, ns, name)
+            if tables.wants_table(request.headers.get("accept", "")) and not status_only:
+                obj = tables.table(
+                    rt, [obj], obj["metadata"]["resourceVersion"], request.arg("includeObject")
+                )
+            await self._json(responder, obj)
         elif method == "PUT":
             body = load_object(request.body, request.headers.get("content-type", ""))
             await self._json(responder, await self.verbs.update(rt, ns, name, body, status_only=status_only))
@@ -181,7 +190,10 @@ class KubeApp:
             bookmark_interval=self.bookmark_interval,
         )
         await responder.stream(200, JSON)
-        streaming = asyncio.create_task(_stream_events(responder, watch_events(self.store, spec)))
+        events = watch_events(self.store, spec)
+        if tables.wants_table(request.headers.get("accept", "")):
+            events = _as_tables(events, rt, request.arg("includeObject"))
+        streaming = asyncio.create_task(_stream_events(responder, events))
         gone = asyncio.create_task(responder.client_gone())  # a watcher that hangs up ends its etcd watch
         try:
             await asyncio.wait({streaming, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -191,6 +203,21 @@ class KubeApp:
             await asyncio.wait({streaming, gone})
         if not streaming.cancelled() and streaming.exception() is not None:
             raise streaming.exception()  # type: ignore[misc]
+
+
+async def _as_tables(
+    events: AsyncIterator[dict[str, Any]], rt: ResourceType, include: str
+) -> AsyncIterator[dict[str, Any]]:
+    """A watch for a Table: each event's object becomes a one-row Table (bookmarks and errors as they are)."""
+    try:
+        async for event in events:
+            obj = event.get("object") or {}
+            if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and obj.get("kind") != "Status":
+                version = obj.get("metadata", {}).get("resourceVersion", "")
+                event = {**event, "object": tables.table(rt, [obj], version, include)}
+            yield event
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
 
 
 async def _stream_events(responder: Responder, events: AsyncIterator[dict[str, Any]]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -188,6 +189,12 @@ class HttpServer:
 
     async def listen(self, host: str, port: int) -> tuple[str, int]:
         self.server = await asyncio.start_server(self._serve_connection, host, port, limit=1024 * 1024)
+        bound = self.server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    async def listen_on(self, sock: socket.socket) -> tuple[str, int]:
+        """Serve on a socket bound elsewhere (the lab binds one inside its VPC namespace)."""
+        self.server = await asyncio.start_server(self._serve_connection, sock=sock, limit=1024 * 1024)
         bound = self.server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 

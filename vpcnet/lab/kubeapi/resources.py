@@ -29,6 +29,8 @@ class ResourceType:
     storage_path: str = ""  # below the registry root; default: plural (built-in) or group/plural (custom)
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)  # CRD openAPIV3Schema
     categories: tuple[str, ...] = ()
+    # A CRD version's additionalPrinterColumns (server-side printing, vpcnet.lab.kubeapi.tables).
+    printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
 
     @property
     def api_version(self) -> str:
@@ -134,6 +136,7 @@ def crd_types(crd: dict[str, Any]) -> list[ResourceType]:
                 builtin=False,
                 schema=schema,
                 categories=tuple(names.get("categories") or ()),
+                printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
             )
         )
     return out
