@@ -83,6 +83,7 @@ class ReflectorEvent:
     key: str  # "<namespace>/<name>", or "<name>" for cluster-scoped objects ("" for SYNCED/PROGRESS)
     object: Object | None  # the object (the last one known, for DELETED); None for SYNCED/PROGRESS
     resource_version: str  # the object's, or for synthesized DELETED/SYNCED the list's
+    from_list: bool = False  # part of a relist's diff (in no particular order), not a watch event
 
 
 def object_key(obj: Mapping[str, Any]) -> str:
@@ -205,16 +206,16 @@ class Reflector:
         for key in [k for k in self.cache if k not in fresh]:
             gone = self.cache.pop(key)
             self.stats.synthesized_deletes += 1
-            self.sink(ReflectorEvent(EventType.DELETED, key, gone, result.resource_version))
+            self.sink(ReflectorEvent(EventType.DELETED, key, gone, result.resource_version, True))
         for key, obj in fresh.items():
             known = self.cache.get(key)
             if known is not None and object_rv(known) == object_rv(obj):
                 continue
             self.cache[key] = obj
             kind = EventType.ADDED if known is None else EventType.MODIFIED
-            self.sink(ReflectorEvent(kind, key, obj, object_rv(obj)))
+            self.sink(ReflectorEvent(kind, key, obj, object_rv(obj), True))
         self.resource_version = result.resource_version
-        self.sink(ReflectorEvent(EventType.SYNCED, "", None, result.resource_version))
+        self.sink(ReflectorEvent(EventType.SYNCED, "", None, result.resource_version, True))
         self.synced.set()
 
     async def _watch_until(self, stop_at: float) -> int:
