@@ -35,6 +35,7 @@ from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
 from vpcnet.dataplane.policy_state import DesiredState
 from vpcnet.datastore.resources import ResourceEvent, ResourceRef, ResourceStore, StoredResource
+from vpcnet.datastore.store import ResourceStoreLike
 from vpcnet.datastore.types import EventType
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,12 @@ class PolicyMetrics:
 
 
 class PolicyAgent:
-    """Drives one node's policy data plane from a ResourceStore; usable without the daemon (tests, bench)."""
+    """Drives one node's policy data plane from a resource store (over etcd or the Kubernetes API); usable
+    without the daemon (tests, bench)."""
 
     def __init__(
         self,
-        store: ResourceStore,
+        store: ResourceStoreLike,
         calculator: PolicyCalculator,
         dataplane: PolicyDataplane,
         *,

@@ -118,6 +118,14 @@ def _encode(document: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _checked(document: Mapping[str, Any]) -> tuple[ResourceRef, bytes]:
+    ref = ref_of(document)
+    try:
+        return ref, _encode(document)
+    except (TypeError, ValueError) as err:
+        raise ResourceError(f"{ref}: not plain JSON data: {err}") from None
+
+
 def _decode(ref: ResourceRef, kv: KeyValue) -> StoredResource:
     body = json.loads(kv.value)
     body.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
@@ -211,6 +219,24 @@ class ResourceStore:
             if await self.datastore.commit(conditions, writes) is not None:
                 return [ref for ref, _ in present]
         raise ResourceError(f"delete: the resources kept changing under us ({_APPLY_ATTEMPTS} attempts)")
+
+    async def create(self, document: Mapping[str, Any]) -> StoredResource | None:
+        """Store a new resource; None when one of that name exists."""
+        ref, value = _checked(document)
+        revision = await self.datastore.create(ref.key, value)
+        return None if revision is None else _decode(ref, KeyValue(ref.key, value, revision, revision, 1))
+
+    async def replace(self, document: Mapping[str, Any], expected_revision: int) -> StoredResource | None:
+        """Overwrite a resource still at expected_revision; None when it changed or is gone."""
+        ref, value = _checked(document)
+        if expected_revision <= 0:  # 0 would mean "absent" to etcd: that is create's job
+            return None
+        revision = await self.datastore.compare_and_swap(ref.key, value, expected_revision)
+        return None if revision is None else _decode(ref, KeyValue(ref.key, value, 0, revision, 0))
+
+    async def delete_at(self, ref: ResourceRef, expected_revision: int) -> bool:
+        """Delete a resource still at expected_revision; False when it changed or is gone."""
+        return expected_revision > 0 and await self.datastore.delete(ref.key, expected_revision)
 
     async def watch(
         self, kinds: Collection[str], start_revision: int, progress: Callable[[int], None] | None = None

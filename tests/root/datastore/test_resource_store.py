@@ -157,3 +157,27 @@ def test_batch_too_big_for_one_transaction_is_refused_whole(etcd_server: EtcdSer
         assert await store.datastore.current_revision() == before
 
     run(etcd_server, body)
+
+
+def test_compare_and_swap_per_object(etcd_server: EtcdServer) -> None:
+    """create / replace(expected) / delete_at(expected): per-object CAS, as the Kubernetes store has."""
+    ns = "vtcas"
+
+    async def body(store: ResourceStore) -> None:
+        first = await store.create(doc("projectcalico.org/v3", "NetworkPolicy", "ipam", ns, order=1))
+        assert first is not None and first.body["metadata"]["resourceVersion"] == str(first.revision)
+        assert await store.create(doc("projectcalico.org/v3", "NetworkPolicy", "ipam", ns, order=9)) is None
+        second = await store.replace(
+            doc("projectcalico.org/v3", "NetworkPolicy", "ipam", ns, order=2), first.revision
+        )
+        assert second is not None and second.revision > first.revision
+        stale = doc("projectcalico.org/v3", "NetworkPolicy", "ipam", ns, order=3)
+        assert await store.replace(stale, first.revision) is None
+        assert await store.replace(stale, 0) is None  # 0 never means "absent" here: that is create
+        got = await store.get(second.ref)
+        assert got is not None and got.body["spec"] == {"order": 2} and got.revision == second.revision
+        assert not await store.delete_at(second.ref, first.revision)
+        assert await store.delete_at(second.ref, second.revision)
+        assert await store.get(second.ref) is None and not await store.delete_at(second.ref, second.revision)
+
+    run(etcd_server, body)
