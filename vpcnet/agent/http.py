@@ -17,7 +17,33 @@ log = logging.getLogger(__name__)
 Response = tuple[int, str, bytes]
 Handler = Callable[[str], Awaitable[Response]]  # receives the query string
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Error",
+}
+MAX_HEADER_LINES = 100
+MAX_LINE = 8 * 1024  # as most servers; the stream's own limit (64 KiB) would raise instead of answering
+
+
+class _TooLarge(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+async def _read_line(reader: asyncio.StreamReader, status: int) -> bytes:
+    """One line of at most MAX_LINE bytes; longer is _TooLarge(status) (the line is not read to its end)."""
+    try:
+        line = await asyncio.wait_for(reader.readline(), 5)
+    except ValueError as exc:  # asyncio.LimitOverrunError, re-raised by readline as ValueError
+        raise _TooLarge(status) from exc
+    if len(line) > MAX_LINE:
+        raise _TooLarge(status)
+    return line
 
 
 class HttpServer:
@@ -54,13 +80,22 @@ class HttpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while True:  # skip the headers
-                line = await asyncio.wait_for(reader.readline(), 5)
-                if line in (b"\r\n", b"\n", b""):
-                    break
-            parts = request.decode("latin-1").split()
-            if len(parts) < 2:
+            try:
+                request = await _read_line(reader, 414)
+                for _ in range(MAX_HEADER_LINES + 1):  # skip the headers
+                    line = await _read_line(reader, 431)
+                    if line in (b"\r\n", b"\n", b""):
+                        break
+                else:
+                    raise _TooLarge(431)
+                parts = request.decode("latin-1").split()
+            except _TooLarge as too_large:
+                parts, status = [], too_large.status
+            else:
+                status = 0
+            if status:
+                ctype, body = "text/plain", f"{_REASONS[status].lower()}\n".encode()
+            elif len(parts) < 2:
                 status, ctype, body = 400, "text/plain", b"bad request\n"
             elif parts[0] != "GET":
                 status, ctype, body = 405, "text/plain", b"only GET\n"

@@ -18,6 +18,7 @@ from vpcnet.api.fields import (
     Ctx,
     as_list,
     as_mapping,
+    ascii_decimal,
     check_known,
     join,
     opt_bool,
@@ -26,6 +27,7 @@ from vpcnet.api.fields import (
     opt_str,
     parse_cidr,
     port_name_problem,
+    quote,
     str_list,
 )
 from vpcnet.api.selector import Global, Node, Not, SelectorError, parse_selector
@@ -50,7 +52,7 @@ def protocol_number(value: int | str) -> int:
     for name, number in PROTOCOL_NUMBERS.items():
         if name.lower() == value.lower():
             return number
-    raise ValueError(f"unknown protocol {value!r}")
+    raise ValueError(f"unknown protocol {quote(value)}")
 
 
 def protocol_name(number: int) -> str:
@@ -196,9 +198,9 @@ class _CalicoPolicyBase(Resource):
         seen: set[str] = set()
         for i, t in enumerate(types):
             if t not in ("Ingress", "Egress"):
-                ctx.fault(join("spec.types", i), f"must be Ingress or Egress, got {t!r}")
+                ctx.fault(join("spec.types", i), f"must be Ingress or Egress, got {quote(t)}")
             elif t in seen:
-                ctx.fault(join("spec.types", i), f"duplicate value {t!r}")
+                ctx.fault(join("spec.types", i), f"duplicate value {quote(t)}")
             seen.add(t)
         if not types:
             if egress and ingress:
@@ -212,7 +214,9 @@ class _CalicoPolicyBase(Resource):
         hints = str_list(ctx, spec, "performanceHints", "spec")
         for i, hint in enumerate(hints):
             if hint != "AssumeNeededOnEveryNode":
-                ctx.fault(join("spec.performanceHints", i), f"must be AssumeNeededOnEveryNode, got {hint!r}")
+                ctx.fault(
+                    join("spec.performanceHints", i), f"must be AssumeNeededOnEveryNode, got {quote(hint)}"
+                )
         return {
             "tier": tier,
             "order": order,
@@ -335,7 +339,7 @@ class Tier(Resource):
         order = opt_float(ctx, spec, "order", "spec")
         action = opt_str(ctx, spec, "defaultAction", "spec") or "Deny"
         if action not in ("Deny", "Pass"):
-            ctx.fault("spec.defaultAction", f"must be Deny or Pass, got {action!r}")
+            ctx.fault("spec.defaultAction", f"must be Deny or Pass, got {quote(action)}")
         return cls(metadata, order, action)
 
     def to_dict(self) -> dict[str, Any]:
@@ -406,7 +410,7 @@ def _check_selector(ctx: Ctx, text: str, path: str, *, allow_global: bool) -> No
     try:
         root = parse_selector(text).root
     except SelectorError as exc:
-        ctx.fault(path, f"invalid selector {text!r}: {exc.message} at position {exc.position}")
+        ctx.fault(path, f"invalid selector {quote(text)}: {exc.message} at position {exc.position}")
         return None
     if not allow_global and _contains_global(root):
         ctx.fault(path, "global() may only be used in a rule's namespaceSelector")
@@ -446,16 +450,16 @@ def _protocol(ctx: Ctx, data: dict[str, Any], key: str, path: str) -> int | None
         return None
     if isinstance(value, int):
         if not 1 <= value <= 255:
-            ctx.fault(p, f"protocol number must be 1-255, got {value}")
+            ctx.fault(p, f"protocol number must be 1-255, got {quote(value)}")
             return None
         return value
     if isinstance(value, str):
-        if value.isdigit():
-            return _protocol(ctx, {key: int(value)}, key, path)
+        if (number := ascii_decimal(value)) is not None:
+            return _protocol(ctx, {key: number}, key, path)
         # Calico's validator takes the names exactly as spelled (no "tcp"), as for actions.
         if value in PROTOCOL_NUMBERS:
             return PROTOCOL_NUMBERS[value]
-        ctx.fault(p, f"must be one of {', '.join(PROTOCOL_NUMBERS)} or a number 1-255, got {value!r}")
+        ctx.fault(p, f"must be one of {', '.join(PROTOCOL_NUMBERS)} or a number 1-255, got {quote(value)}")
         return None
     ctx.fault(p, "must be a protocol name or number")
     return None
@@ -486,24 +490,23 @@ def _ports(ctx: Ctx, data: dict[str, Any], key: str, path: str) -> tuple[PortSpe
             ctx.fault(ip, "must be a port number, a range 'first:last' or a port name")
         elif isinstance(item, int):
             if not 0 <= item <= 65535:
-                ctx.fault(ip, f"port must be 0-65535, got {item}")
+                ctx.fault(ip, f"port must be 0-65535, got {quote(item)}")
             else:
                 out.append(item)
         elif isinstance(item, str):
-            if item.isdigit():
-                n = int(item)
+            if (n := ascii_decimal(item)) is not None:
                 if n > 65535:
-                    ctx.fault(ip, f"port must be 0-65535, got {item}")
+                    ctx.fault(ip, f"port must be 0-65535, got {quote(item)}")
                 else:
                     out.append(n)
             elif ":" in item:
-                first, _, last = item.partition(":")
-                if not (first.isdigit() and last.isdigit()):
-                    ctx.fault(ip, f"invalid port range {item!r}: expected 'first:last'")
-                elif not int(first) <= int(last) <= 65535:
-                    ctx.fault(ip, f"invalid port range {item!r}: need first <= last <= 65535")
+                first, _, last = (ascii_decimal(part) for part in item.partition(":"))
+                if first is None or last is None:
+                    ctx.fault(ip, f"invalid port range {quote(item)}: expected 'first:last'")
+                elif not first <= last <= 65535:
+                    ctx.fault(ip, f"invalid port range {quote(item)}: need first <= last <= 65535")
                 else:
-                    out.append((int(first), int(last)))
+                    out.append((first, last))
             elif problem := port_name_problem(item):
                 ctx.fault(ip, problem)
             else:
@@ -606,7 +609,7 @@ def _rule(ctx: Ctx, raw: Any, path: str) -> CalicoRule:
         ctx.fault(join(path, "action"), "required (Allow, Deny, Log or Pass)")
     else:
         if action_text not in ACTIONS:  # case matters, as in Calico's validator
-            ctx.fault(join(path, "action"), f"must be Allow, Deny, Log or Pass, got {action_text!r}")
+            ctx.fault(join(path, "action"), f"must be Allow, Deny, Log or Pass, got {quote(action_text)}")
         else:
             action = action_text
     protocol = _protocol(ctx, data, "protocol", path)

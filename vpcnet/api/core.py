@@ -22,6 +22,7 @@ from vpcnet.api.fields import (
     opt_str,
     parse_ip,
     port_name_problem,
+    quote,
 )
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -83,6 +84,15 @@ class Container:
         if self.ports:
             out["ports"] = [p.to_dict() for p in self.ports]
         return out
+
+
+def _check_host_port(ctx: Ctx, port: dict[str, Any], path: str) -> None:
+    """hostPort, kept verbatim in `extra`, is still a port number: 1-65535; 0 means none, as in Kubernetes."""
+    host_port = port.get("hostPort")
+    if not (type(host_port) is int and host_port == 0):
+        opt_int(ctx, port, "hostPort", path, 1, 65535)
+    if port.get("hostIP") is not None:
+        parse_ip(ctx, port["hostIP"], join(path, "hostIP"))
 
 
 @register_kind
@@ -149,7 +159,8 @@ class Pod(Resource):
                 protocol = opt_str(ctx, pdata, "protocol", ppath) or "TCP"
                 if protocol not in PROTOCOLS:
                     ctx.fault(
-                        join(ppath, "protocol"), f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}"
+                        join(ppath, "protocol"),
+                        f"must be one of {', '.join(PROTOCOLS)}, got {quote(protocol)}",
                     )
                 pname = opt_str(ctx, pdata, "name", ppath)
                 if pname is not None:
@@ -157,10 +168,12 @@ class Pod(Resource):
                         ctx.fault(join(ppath, "name"), problem)
                     elif pname in port_names:
                         ctx.fault(
-                            join(ppath, "name"), f"duplicate port name {pname!r} (also {port_names[pname]})"
+                            join(ppath, "name"),
+                            f"duplicate port name {quote(pname)} (also {port_names[pname]})",
                         )
                     else:
                         port_names[pname] = ppath
+                _check_host_port(ctx, pdata, ppath)
                 extra = {k: v for k, v in pdata.items() if k not in ("containerPort", "protocol", "name")}
                 ports.append(ContainerPort(number or 0, protocol, pname, extra))
             cextra = {k: v for k, v in data.items() if k not in ("name", "ports")}

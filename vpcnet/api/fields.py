@@ -24,6 +24,27 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
+QUOTE_LIMIT = 64
+
+
+def quote(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """A value as error messages show it: repr() of at most `limit` characters, so that a 20 MB value in a
+    manifest does not come back whole in the error; the size says how much was left out."""
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        size = len(value.encode("utf-8", "surrogatepass"))
+        return f"{value[:limit]!r}… ({size} bytes)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+def reason(exc: Exception) -> str:
+    """A parser's exception message, which may quote (part of) the bad value whole: cut like `quote`."""
+    text = str(exc)
+    return text if len(text) <= 2 * QUOTE_LIMIT else f"{text[: 2 * QUOTE_LIMIT]}… ({len(text)} characters)"
+
+
 @dataclass
 class Ctx:
     """Where faults of one document are collected."""
@@ -38,6 +59,8 @@ class Ctx:
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if len(key) > QUOTE_LIMIT:  # a huge key is shown like a huge value
+        key = quote(key)
     return f"{path}.{key}" if path else key
 
 
@@ -49,7 +72,7 @@ def as_mapping(ctx: Ctx, value: Any, path: str) -> dict[str, Any]:
         return {}
     bad = [k for k in value if not isinstance(k, str)]
     for k in bad:
-        ctx.fault(path, f"key {k!r} must be a string")
+        ctx.fault(path, f"key {quote(k)} must be a string")
     return {k: v for k, v in value.items() if isinstance(k, str)}
 
 
@@ -60,6 +83,15 @@ def as_list(ctx: Ctx, value: Any, path: str) -> list[Any]:
         ctx.fault(path, f"must be a list, got {_type_name(value)}")
         return []
     return value
+
+
+def ascii_decimal(text: str) -> int | None:
+    """`text` as a non-negative integer if it is written in ASCII digits, else None. str.isdigit() alone
+    would pass '²' (which int() refuses) and a 5,000-digit string (which int() refuses too); such a number
+    is larger than any field takes, so it reads as 10**18 and fails the caller's range check."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= 18 else 10**18
 
 
 def check_known(ctx: Ctx, data: Mapping[str, Any], path: str, known: tuple[str, ...]) -> None:
@@ -86,7 +118,7 @@ def opt_int(ctx: Ctx, data: Mapping[str, Any], key: str, path: str, lo: int, hi:
         ctx.fault(join(path, key), f"must be an integer, got {_type_name(value)}")
         return None
     if not lo <= value <= hi:
-        ctx.fault(join(path, key), f"must be between {lo} and {hi} inclusive, got {value}")
+        ctx.fault(join(path, key), f"must be between {lo} and {hi} inclusive, got {quote(value)}")
         return None
     return value
 
@@ -158,12 +190,12 @@ def label_key_problem(key: str) -> str | None:
     prefix, slash, name = key.rpartition("/")
     if slash:
         if not prefix:
-            return f"invalid label key {key!r}: prefix part must be non-empty"
+            return f"invalid label key {quote(key)}: prefix part must be non-empty"
         if len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix):
-            return f"invalid label key {key!r}: prefix part must be a DNS subdomain"
+            return f"invalid label key {quote(key)}: prefix part must be a DNS subdomain"
     if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
         return (
-            f"invalid label key {key!r}: name part must be at most 63 characters of alphanumerics, "
+            f"invalid label key {quote(key)}: name part must be at most 63 characters of alphanumerics, "
             "'-', '_' or '.', starting and ending with an alphanumeric"
         )
     return None
@@ -172,7 +204,7 @@ def label_key_problem(key: str) -> str | None:
 def label_value_problem(value: str) -> str | None:
     if len(value) > 63 or not _LABEL_VALUE.match(value):
         return (
-            f"invalid label value {value!r}: at most 63 characters of alphanumerics, '-', '_' or '.', "
+            f"invalid label value {quote(value)}: at most 63 characters of alphanumerics, '-', '_' or '.', "
             "starting and ending with an alphanumeric (or empty)"
         )
     return None
@@ -181,7 +213,7 @@ def label_value_problem(value: str) -> str | None:
 def dns_label_problem(name: str) -> str | None:
     if len(name) > 63 or not _DNS1123_LABEL.match(name):
         return (
-            f"{name!r} is not a valid DNS-1123 label (lowercase alphanumerics and '-', "
+            f"{quote(name)} is not a valid DNS-1123 label (lowercase alphanumerics and '-', "
             "starting and ending with an alphanumeric, at most 63 characters)"
         )
     return None
@@ -190,7 +222,7 @@ def dns_label_problem(name: str) -> str | None:
 def dns_subdomain_problem(name: str) -> str | None:
     if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
         return (
-            f"{name!r} is not a valid DNS-1123 subdomain (lowercase alphanumerics, '-' and '.', "
+            f"{quote(name)} is not a valid DNS-1123 subdomain (lowercase alphanumerics, '-' and '.', "
             "at most 253 characters)"
         )
     return None
@@ -199,13 +231,16 @@ def dns_subdomain_problem(name: str) -> str | None:
 def port_name_problem(name: str) -> str | None:
     """IANA_SVC_NAME: 1-15 lowercase alphanumerics or '-', at least one letter, no '--', no edge '-'."""
     if not 1 <= len(name) <= 15:
-        return f"port name {name!r} must be 1-15 characters"
+        return f"port name {quote(name)} must be 1-15 characters"
     if not _IANA_SVC_NAME.match(name):
-        return f"port name {name!r} must be lowercase alphanumerics and '-', not starting or ending with '-'"
+        return (
+            f"port name {quote(name)} must be lowercase alphanumerics and '-', "
+            "not starting or ending with '-'"
+        )
     if "--" in name:
-        return f"port name {name!r} must not contain '--'"
+        return f"port name {quote(name)} must not contain '--'"
     if not any(c.isalpha() for c in name):
-        return f"port name {name!r} must contain at least one letter"
+        return f"port name {quote(name)} must contain at least one letter"
     return None
 
 
@@ -216,12 +251,12 @@ def parse_cidr(ctx: Ctx, value: Any, path: str, *, strict: bool = False) -> IPNe
         return None
     text = value if "/" in value else None
     if text is None:
-        ctx.fault(path, f"invalid CIDR {value!r}: missing /prefix-length")
+        ctx.fault(path, f"invalid CIDR {quote(value)}: missing /prefix-length")
         return None
     try:
         net = ipaddress.ip_network(text, strict=strict)
     except ValueError as exc:
-        ctx.fault(path, f"invalid CIDR {value!r}: {exc}")
+        ctx.fault(path, f"invalid CIDR {quote(value)}: {reason(exc)}")
         return None
     return net
 
@@ -233,7 +268,7 @@ def parse_ip(ctx: Ctx, value: Any, path: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(value)
     except ValueError:
-        ctx.fault(path, f"invalid IP address {value!r}")
+        ctx.fault(path, f"invalid IP address {quote(value)}")
         return None
 
 
@@ -243,9 +278,9 @@ def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int | float):
-        return f"a number ({value})"
+        return f"a number ({quote(value)})"
     if isinstance(value, str):
-        return f"a string ({value!r})"
+        return f"a string ({quote(value)})"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, Mapping):

@@ -13,7 +13,7 @@ from ipaddress import IPv4Network
 from typing import Any, ClassVar, Self
 
 from vpcnet.api.base import ObjectMeta, Resource, register_kind, spec_of
-from vpcnet.api.fields import Ctx, check_known, opt_bool, opt_int, opt_str
+from vpcnet.api.fields import Ctx, check_known, opt_bool, opt_int, opt_str, quote, reason
 from vpcnet.api.selector import SelectorError, parse_selector
 
 API_VERSION = "projectcalico.org/v3"
@@ -78,7 +78,7 @@ class IPPool(Resource):
         for key in ("ipipMode", "vxlanMode"):
             mode = opt_str(ctx, spec, key, "spec") or "Never"
             if mode not in ENCAP_MODES:
-                ctx.fault(f"spec.{key}", f"must be one of {', '.join(ENCAP_MODES)}, got {mode!r}")
+                ctx.fault(f"spec.{key}", f"must be one of {', '.join(ENCAP_MODES)}, got {quote(mode)}")
                 mode = "Never"
             modes[key] = mode
         if modes["ipipMode"] != "Never" and modes["vxlanMode"] != "Never":
@@ -87,7 +87,10 @@ class IPPool(Resource):
         try:
             parse_selector(selector)
         except SelectorError as exc:
-            ctx.fault("spec.nodeSelector", f"invalid selector {selector!r}: {exc}")
+            ctx.fault(
+                "spec.nodeSelector",
+                f"invalid selector {quote(selector)}: {exc.message} at position {exc.position}",
+            )
         return cls(
             metadata,
             cidr or IPv4Network("0.0.0.0/32"),
@@ -118,18 +121,18 @@ def _pool_cidr(ctx: Ctx, value: Any) -> IPv4Network | None:
         ctx.fault("spec.cidr", "required")
         return None
     if not isinstance(value, str) or "/" not in value:
-        ctx.fault("spec.cidr", f"must be a CIDR like 10.244.0.0/16, got {value!r}")
+        ctx.fault("spec.cidr", f"must be a CIDR like 10.244.0.0/16, got {quote(value)}")
         return None
     try:
         network = ipaddress.ip_network(value, strict=False)
     except ValueError as exc:
-        ctx.fault("spec.cidr", f"invalid CIDR {value!r}: {exc}")
+        ctx.fault("spec.cidr", f"invalid CIDR {quote(value)}: {reason(exc)}")
         return None
     if not isinstance(network, IPv4Network):
         ctx.fault("spec.cidr", "IPv6 pools are not supported by vpcnet")
         return None
     if str(network) != value:
-        ctx.fault("spec.cidr", f"{value!r} has host bits set (did you mean {network}?)")
+        ctx.fault("spec.cidr", f"{quote(value)} has host bits set (did you mean {network}?)")
         return None
     if network.overlaps(LINK_LOCAL):
         ctx.fault("spec.cidr", f"{value} overlaps the link-local range {LINK_LOCAL}")
@@ -156,7 +159,8 @@ class IPAMConfiguration(Resource):
         check_known(ctx, spec, "spec", ("strictAffinity", "maxBlocksPerHost"))
         if metadata.name and metadata.name != "default":
             ctx.fault(
-                "metadata.name", f"must be 'default' (there is one IPAMConfiguration), got {metadata.name!r}"
+                "metadata.name",
+                f"must be 'default' (there is one IPAMConfiguration), got {quote(metadata.name)}",
             )
         strict = bool(opt_bool(ctx, spec, "strictAffinity", "spec"))
         max_blocks = opt_int(ctx, spec, "maxBlocksPerHost", "spec", 0, 1 << 20) or 0

@@ -10,7 +10,8 @@ import yaml
 
 from vpcnet.api.base import ObjectMeta, Resource, kind_class, known_kinds
 from vpcnet.api.errors import Fault, ValidationError
-from vpcnet.api.fields import Ctx, check_known
+from vpcnet.api.fields import Ctx, check_known, quote
+from vpcnet.api.yamlread import ManifestDecodeError, decode_manifest, documents_with_lines
 
 
 def parse_resource(doc: Any, document: str) -> Resource:
@@ -22,28 +23,16 @@ def parse_resource(doc: Any, document: str) -> Resource:
     return resources
 
 
-def _documents_with_lines(text: str) -> list[tuple[int, Any]]:
-    """Every YAML document with the line it starts on (1-based), so errors point into the file."""
-    loader = yaml.SafeLoader(text)
-    try:
-        docs: list[tuple[int, Any]] = []
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:  # check_node said there is one; never None in practice
-                break
-            docs.append((node.start_mark.line + 1, loader.construct_document(node)))
-        return docs
-    finally:
-        loader.dispose()
-
-
-def load_documents(text: str, source: str = "<input>") -> list[Resource]:
-    """Validate every document in `text`; return the resources, or raise ValidationError listing every
-    fault of every document as "<source>:<line> (document N) <Kind> <ns>/<name>: <field path>: <message>".
+def load_documents(data: str | bytes, source: str = "<input>") -> list[Resource]:
+    """Validate every document in `data` (text, or bytes that must be UTF-8); return the resources, or raise
+    ValidationError listing every fault of every document as
+    "<source>:<line> (document N) <Kind> <ns>/<name>: <field path>: <message>".
     Empty documents (e.g. a trailing ---) are skipped; a List kind's items are expanded.
     """
     try:
-        docs = _documents_with_lines(text)
+        docs = documents_with_lines(decode_manifest(data))
+    except ManifestDecodeError as exc:
+        raise ValidationError([Fault(source, "", str(exc))]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:line {mark.line + 1} column {mark.column + 1}" if mark is not None else source
@@ -76,12 +65,12 @@ def load_files(paths: Iterable[str | Path]) -> list[Resource]:
     for path in paths:
         p = Path(path)
         try:
-            text = p.read_text()
+            data = p.read_bytes()
         except OSError as exc:
             faults.append(Fault(str(p), "", f"cannot read: {exc.strerror or exc}"))
             continue
         try:
-            out += load_documents(text, str(p))
+            out += load_documents(data, str(p))
         except ValidationError as exc:
             faults += exc.faults
     if faults:
@@ -117,7 +106,7 @@ def _parse(doc: Any, where: str) -> tuple[Resource | None, list[Fault]]:
     cls = kind_class(api_version, kind)
     if cls is None:
         known = ", ".join(f"{k} ({v})" for v, k in known_kinds())
-        ctx.fault("kind", f"unknown kind {kind!r} in apiVersion {api_version!r}; known: {known}")
+        ctx.fault("kind", f"unknown kind {quote(kind)} in apiVersion {quote(api_version)}; known: {known}")
         return None, ctx.faults
     data = {str(k): v for k, v in doc.items()}
     check_known(ctx, data, "", cls.TOP_LEVEL)

@@ -26,6 +26,7 @@ from vpcnet.api.fields import (
     opt_str,
     parse_cidr,
     port_name_problem,
+    quote,
     str_list,
 )
 from vpcnet.api.selector import Compare, Has, InSet, Node, Not, and_all
@@ -121,7 +122,7 @@ class LabelSelector:
             if op is None:
                 ctx.fault(join(p, "operator"), "required")
             elif op not in OPERATORS:
-                ctx.fault(join(p, "operator"), f"must be one of {', '.join(OPERATORS)}, got {op!r}")
+                ctx.fault(join(p, "operator"), f"must be one of {', '.join(OPERATORS)}, got {quote(op)}")
             values = str_list(ctx, rd, "values", p)
             if op in ("In", "NotIn") and not values:
                 ctx.fault(join(p, "values"), f"must be non-empty when operator is {op}")
@@ -243,7 +244,7 @@ class K8sNetworkPolicy(Resource):
         else:
             for i, t in enumerate(types):
                 if t not in POLICY_TYPES:
-                    ctx.fault(join("spec.policyTypes", i), f"must be Ingress or Egress, got {t!r}")
+                    ctx.fault(join("spec.policyTypes", i), f"must be Ingress or Egress, got {quote(t)}")
         if not types:
             types = ["Ingress", "Egress"] if egress else ["Ingress"]
         return cls(metadata, pod_selector, ingress, egress, tuple(t for t in types if t in POLICY_TYPES))
@@ -284,7 +285,7 @@ def _port(ctx: Ctx, raw: Any, path: str) -> NetworkPolicyPort:
     check_known(ctx, data, path, ("protocol", "port", "endPort"))
     protocol = opt_str(ctx, data, "protocol", path) or "TCP"
     if protocol not in PROTOCOLS:
-        ctx.fault(join(path, "protocol"), f"must be one of TCP, UDP, SCTP, got {protocol!r}")
+        ctx.fault(join(path, "protocol"), f"must be one of TCP, UDP, SCTP, got {quote(protocol)}")
     port: int | str | None = None
     raw_port = data.get("port")
     if isinstance(raw_port, str):

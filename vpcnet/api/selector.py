@@ -34,6 +34,10 @@ Labels = Mapping[str, str]
 Matcher = Callable[[Labels], bool]
 
 MAX_LABEL_LENGTH = 512
+# Parentheses nest by recursion; real selectors nest a few levels, and a bound keeps 5,000 of them an error
+# message instead of a RecursionError.
+MAX_NESTING = 100
+_DESCRIBE_LIMIT = 64
 _WHITESPACE = " \t"
 _LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./-")
 
@@ -423,6 +427,7 @@ class _Parser:
         self.text = text
         self.toks = _tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Tok:
         return self.toks[self.i]
@@ -473,7 +478,11 @@ class _Parser:
         elif tok.kind == "global":
             node = Global()
         elif tok.kind == "(":
+            if self.depth >= MAX_NESTING:
+                raise self.fail(tok, f"parentheses nested deeper than {MAX_NESTING} levels")
+            self.depth += 1
             node = self.parse_or()
+            self.depth -= 1
             close = self.take()
             if close.kind != ")":
                 raise self.fail(close, f"expected ) but found {_describe(close)}")
@@ -511,6 +520,8 @@ def _describe(tok: _Tok) -> str:
     if tok.kind == "eof":
         return "end of selector"
     if tok.kind == "string":
+        if len(tok.value) > _DESCRIBE_LIMIT:  # the error names the token, not a megabyte of it
+            return f"string {_quote(tok.value[:_DESCRIBE_LIMIT])}… ({len(tok.value)} characters)"
         return f"string {_quote(tok.value)}"
     if tok.kind == "label":
         return f"label '{tok.value}'"

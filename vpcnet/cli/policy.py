@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -38,7 +39,7 @@ def _load_state(files: list[str]) -> ClusterState:
     for name in files:
         source = "<stdin>" if name == "-" else name
         try:
-            text = sys.stdin.read() if name == "-" else open(name).read()  # noqa: SIM115
+            text = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
         except OSError as exc:
             faults.append(Fault(name, "", f"cannot read: {exc.strerror or exc}"))
             continue

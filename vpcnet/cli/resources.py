@@ -164,7 +164,7 @@ def load_resources(files: Sequence[str]) -> list[Any]:
 
     try:
         if list(files) == ["-"]:
-            return load_documents(sys.stdin.read(), "<stdin>")
+            return load_documents(sys.stdin.buffer.read(), "<stdin>")
         return load_files(files)
     except ValidationError as exc:
         raise CliError(str(exc)) from exc

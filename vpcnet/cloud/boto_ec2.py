@@ -14,7 +14,6 @@ from typing import Any
 
 import boto3
 import botocore.exceptions
-from botocore import UNSIGNED
 from botocore.config import Config
 
 from vpcnet.cloud.ec2 import Ec2Error
@@ -35,14 +34,17 @@ class Boto3Ec2(Ec2QueryClient):
         rng: random.Random | None = None,
     ) -> None:
         session = boto3.session.Session(region_name=region)
-        # no credentials (the lab's endpoint does not check signatures): send unsigned requests
-        signed = session.get_credentials() is not None
+        if session.get_credentials() is None:  # EC2 (and the lab's endpoint) refuse unsigned requests
+            raise Ec2Error(
+                "credentials",
+                "MissingAuthenticationToken",
+                "no AWS credentials found (environment, shared files or instance role) to sign EC2 requests",
+            )
         config = Config(
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=timeout,
             read_timeout=timeout,
             max_pool_connections=16,
-            signature_version=None if signed else UNSIGNED,
         )
         self._client: Any = session.client("ec2", endpoint_url=endpoint_url, config=config)
         self._bucket = TokenBucket(rate_limit, max(1.0, 2 * rate_limit))

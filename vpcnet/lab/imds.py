@@ -6,6 +6,9 @@ every answer is read live from the EC2 state, so it is always consistent with th
     PUT /latest/api/token  (X-aws-ec2-metadata-token-ttl-seconds: 1..21600)  -> a token for this instance
     GET /latest/meta-data/...  (X-aws-ec2-metadata-token: T)                  -> 401 without a valid one
     GET /latest/dynamic/instance-identity/document                            -> the identity JSON
+
+The token answer travels with IP TTL = the hop limit (EC2's HttpPutResponseHopLimit, default 1 here as on
+EKS-recommended instances): the node gets it, a pod behind the node's routing (one hop more) does not.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from vpcnet.lab.ec2.state import Cloud
 TOKEN_HEADER = "x-aws-ec2-metadata-token"
 TTL_HEADER = "x-aws-ec2-metadata-token-ttl-seconds"
 MAX_TTL = 21600
+DEFAULT_HOP_LIMIT = 1  # HttpPutResponseHopLimit
 
 Tree = dict[str, "str | Tree"]
 
@@ -55,8 +59,14 @@ class ImdsApp:
         cloud: Cloud,
         resolve_source: Callable[[str], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        hop_limit: int = DEFAULT_HOP_LIMIT,
     ) -> None:
+        if not 1 <= hop_limit <= 64:
+            raise ValueError(
+                f"IMDS hop limit must be 1-64 (as EC2's HttpPutResponseHopLimit), got {hop_limit}"
+            )
         self.cloud = cloud
+        self.hop_limit = hop_limit
         self._resolve = resolve_source or (lambda ip: ip)
         self._clock = clock
         self._lock = threading.Lock()
@@ -95,7 +105,8 @@ class ImdsApp:
         with self._lock:
             self._tokens = {t: v for t, v in self._tokens.items() if v[1] > now}
             self._tokens[token] = (instance.id, now + int(raw))
-        return Response(200, token.encode(), "text/plain", {"X-aws-ec2-metadata-token-ttl-seconds": raw})
+        headers = {"X-aws-ec2-metadata-token-ttl-seconds": raw}
+        return Response(200, token.encode(), "text/plain", headers, ip_ttl=self.hop_limit)
 
     def _token_ok(self, token: str, instance_id: str) -> bool:
         with self._lock:
@@ -182,8 +193,13 @@ class ImdsApp:
 class ImdsService:
     """Serving the IMDS app, like `Ec2Service`: on a caller-bound socket or 127.0.0.1:0."""
 
-    def __init__(self, cloud: Cloud, resolve_source: Callable[[str], str] | None = None) -> None:
-        self.app = ImdsApp(cloud, resolve_source)
+    def __init__(
+        self,
+        cloud: Cloud,
+        resolve_source: Callable[[str], str] | None = None,
+        hop_limit: int = DEFAULT_HOP_LIMIT,
+    ) -> None:
+        self.app = ImdsApp(cloud, resolve_source, hop_limit=hop_limit)
 
     def make_server(self, sock: socket.socket) -> LabHTTPServer:
         return make_server(self.app, sock)

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from vpcnet.cni.install import CONFLIST_NAME
 from vpcnet.lab import labetcd, netns, procs
 from vpcnet.lab.cloudd import go_file
+from vpcnet.lab.ec2.auth import LAB_CREDENTIALS as LAB_CREDENTIALS  # its home; agents sign with it
 from vpcnet.lab.ec2.errors import Ec2Error
 from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric, FabricError
 from vpcnet.lab.layout import (
@@ -45,8 +46,6 @@ ETCD_VPC_PORT = 2379
 READY_TIMEOUT = 30.0
 AGENT_READY_TIMEOUT = 60.0  # a node agent must answer STATUS ready this soon after it starts
 AGENT_STOP_TIMEOUT = 5.0  # an agent gets this long to shut down cleanly after SIGTERM, then SIGKILL
-# The lab's EC2 endpoint does not check signatures; boto3 just needs some credentials to sign with.
-LAB_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAVPCNETLAB0000000", "AWS_SECRET_ACCESS_KEY": "vpcnet-lab-secret"}
 
 Progress = Callable[[str], None]
 

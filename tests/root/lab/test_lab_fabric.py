@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from lab_fixture import LabHandle, recv_or_none
 
+from vpcnet.lab.ec2.auth import LAB_CREDENTIALS
 from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS
 
 pytestmark = pytest.mark.root
@@ -240,8 +241,8 @@ def test_ec2_endpoint_reachable_from_nodes_as_on_an_instance(lab: LabHandle) -> 
             "ec2",
             endpoint_url=lab.info.endpoints["ec2"],
             region_name=lab.info.region,
-            aws_access_key_id="AKIAEXAMPLE",
-            aws_secret_access_key="secret",
+            aws_access_key_id=LAB_CREDENTIALS["AWS_ACCESS_KEY_ID"],  # the lab's endpoint checks signatures
+            aws_secret_access_key=LAB_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
         reservations = client.describe_instances()["Reservations"]
         return sorted(i["InstanceId"] for r in reservations for i in r["Instances"])

@@ -18,7 +18,15 @@ from vpcnet.ipam.interfaces import EveryPodExists, NoNetworking
 from vpcnet.ipam.types import IpamKey
 from vpcnet.ipam.vpc import VpcAllocator, VpcSettings, capacity_for
 from vpcnet.ipam.warm import WarmTargets
+from vpcnet.lab.ec2.auth import LAB_CREDENTIALS
 from vpcnet.lab.ec2.local import LocalCloud
+
+
+@pytest.fixture(autouse=True)
+def lab_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's endpoint checks signatures: sign with its credentials, as the lab's agents do."""
+    for name, value in LAB_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -176,3 +184,13 @@ def test_allocator_through_boto3_on_the_lab_endpoint(cloud: LocalCloud) -> None:
         await a.stop()
 
     asyncio.run(body())
+
+
+def test_without_credentials_the_client_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    for name in LAB_CREDENTIALS:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(Ec2Error, match="MissingAuthenticationToken: no AWS credentials"):
+        Boto3Ec2("us-west-2", endpoint_url="http://127.0.0.1:1")

@@ -166,3 +166,22 @@ def test_served_over_http_with_a_source_override(cloud: Cloud) -> None:
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(running.url + "/latest/meta-data/instance-id", timeout=5)
         assert e.value.code == 401
+
+
+@pytest.mark.parametrize("hop_limit", [1, 2])
+def test_token_answers_carry_the_hop_limit_as_ttl(cloud: Cloud, hop_limit: int) -> None:
+    inst = cloud.launch_instance("t3.medium", _subnet(cloud, "us-west-2b"))
+    node_ip = cloud.eni(inst.primary_eni_id).primary_ip
+    app = ImdsApp(cloud, resolve_source=lambda _peer: node_ip, hop_limit=hop_limit)
+    token = app(
+        Request("PUT", "/latest/api/token", "", {"x-aws-ec2-metadata-token-ttl-seconds": "30"}, b"", "x")
+    )
+    assert token.status == 200 and token.ip_ttl == hop_limit
+    headers = {"x-aws-ec2-metadata-token": token.body.decode()}
+    get = app(Request("GET", "/latest/meta-data/instance-id", "", headers, b"", "x"))
+    assert get.body == inst.id.encode() and get.ip_ttl is None  # metadata answers: the default TTL
+
+
+def test_hop_limit_is_checked(cloud: Cloud) -> None:
+    with pytest.raises(ValueError, match="hop limit must be 1-64"):
+        ImdsApp(cloud, hop_limit=0)

@@ -34,6 +34,7 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain"
     headers: dict[str, str] = field(default_factory=dict)
+    ip_ttl: int | None = None  # the IP TTL this answer travels with (IMDS's hop limit); None: the default
 
 
 App = Callable[[Request], Response]
@@ -75,6 +76,10 @@ def _handler_for(app: App) -> type[BaseHTTPRequestHandler]:
             except Exception:
                 log.exception("lab HTTP app failed on %s %s", self.command, self.path)
                 response = Response(500, b"internal error\n")
+            if response.ip_ttl is not None:  # this answer only (the connection may be kept alive)
+                default_ttl = self.connection.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+                self.wfile.flush()
+                self.connection.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, response.ip_ttl)
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
@@ -83,6 +88,9 @@ def _handler_for(app: App) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(response.body)
+            if response.ip_ttl is not None:
+                self.wfile.flush()
+                self.connection.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, default_ttl)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
 

@@ -5,7 +5,8 @@
     POST /lab/faults   apply a faults document (JSON body); answers the new configuration
     GET  /healthz      "ok" once the server answers
 
-Requests may carry any AWS SigV4 signature; it is not verified.
+EC2 requests must be signed (SigV4) with the lab's credentials (auth.py), as EC2 requires; the lab-only
+paths need no signature.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from vpcnet.lab.ec2.api import ACTIONS, Ec2Api
+from vpcnet.lab.ec2.auth import LabCredentials, check_signature
 from vpcnet.lab.ec2.errors import Ec2Error
 from vpcnet.lab.ec2.faults import Faults, FaultsError
 from vpcnet.lab.ec2.httpserve import LabHTTPServer, Request, Response, RunningServer, bind_local, make_server
@@ -40,8 +42,11 @@ def _json(status: int, doc: Any) -> Response:
 class Ec2Service:
     """The HTTP app of the EC2 endpoint for one `Cloud`."""
 
-    def __init__(self, cloud: Cloud, faults: Faults | None = None) -> None:
+    def __init__(
+        self, cloud: Cloud, faults: Faults | None = None, credentials: LabCredentials | None = None
+    ) -> None:
         self.cloud = cloud
+        self.credentials = credentials or LabCredentials.from_env()
         self.faults = faults if faults is not None else Faults()
         self.api = Ec2Api(cloud)
         service_model()  # load botocore's EC2 model now, not on the first request
@@ -51,6 +56,12 @@ class Ec2Service:
             return self._lab(request)
         if request.method not in ("POST", "GET"):
             return Response(405, b"EC2 takes POST (or GET) requests\n")
+        try:
+            check_signature(request, self.credentials)
+        except Ec2Error as e:
+            log.info("EC2 request refused: %s: %s", e.code, e.message)
+            xml = render_error(e.code, e.message, new_request_id())
+            return Response(e.status, xml, "text/xml;charset=UTF-8")
         body = request.body.decode("utf-8", "replace") if request.method == "POST" else request.query
         return self.ec2(body)
 

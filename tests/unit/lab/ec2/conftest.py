@@ -10,6 +10,7 @@ from botocore.config import Config
 from ec2lab import CLIENT_CONFIG, Endpoint, Lab
 
 from vpcnet.lab.ec2.api import Ec2Api
+from vpcnet.lab.ec2.auth import LAB_CREDENTIALS
 from vpcnet.lab.ec2.faults import Faults
 from vpcnet.lab.ec2.server import Ec2Service
 from vpcnet.lab.ec2.state import Cloud
@@ -18,7 +19,9 @@ from vpcnet.lab.ec2.state import Cloud
 @pytest.fixture(scope="session")
 def boto_session() -> boto3.session.Session:
     return boto3.session.Session(
-        aws_access_key_id="AKIDLAB", aws_secret_access_key="lab-secret", region_name="us-west-2"
+        aws_access_key_id=LAB_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=LAB_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-west-2",
     )
 
 

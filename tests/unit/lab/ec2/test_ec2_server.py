@@ -15,10 +15,14 @@ from xml.etree import ElementTree as ET
 
 import boto3
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from ec2lab import AZ_A, CLIENT_CONFIG, Endpoint, Lab, error_code
 
+from vpcnet.lab.ec2.auth import LAB_CREDENTIALS
 from vpcnet.lab.ec2.faults import EC2_LIKE_THROTTLE, Faults, load_faults
 from vpcnet.lab.ec2.local import LocalCloud
 from vpcnet.lab.ec2.model import Eni, Instance
@@ -26,10 +30,20 @@ from vpcnet.lab.ec2.server import Ec2Service
 from vpcnet.lab.ec2.state import Cloud
 
 
+def signed(url: str, body: bytes, content_type: str, secret: str | None = None) -> dict[str, str]:
+    """Headers of a POST signed (SigV4) as boto3 signs it, with the lab's credentials unless `secret`."""
+    creds = Credentials(
+        LAB_CREDENTIALS["AWS_ACCESS_KEY_ID"], secret or LAB_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    )
+    request = AWSRequest(method="POST", url=url, data=body, headers={"Content-Type": content_type})
+    SigV4Auth(creds, "ec2", "us-west-2").add_auth(request)
+    return dict(request.headers.items())
+
+
 def _post(
     url: str, body: bytes, content_type: str = "application/x-www-form-urlencoded"
 ) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+    req = urllib.request.Request(url, data=body, method="POST", headers=signed(url, body, content_type))
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.read()
@@ -390,3 +404,56 @@ def test_bad_http_is_refused(endpoint: Endpoint) -> None:
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=5)
     assert e.value.code == 405
+
+
+FORM = "application/x-www-form-urlencoded"
+DESCRIBE = b"Action=DescribeVpcs&Version=2016-11-15"
+
+
+def _raw(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_signed_requests_pass(endpoint: Endpoint) -> None:
+    assert "Vpcs" in endpoint.client.describe_vpcs()  # boto3 with the lab's credentials
+    status, _ = _raw(endpoint.url + "/", DESCRIBE, signed(endpoint.url + "/", DESCRIBE, FORM))
+    assert status == 200
+
+
+def test_unsigned_request_is_refused(endpoint: Endpoint) -> None:
+    status, body = _raw(endpoint.url + "/", DESCRIBE, {"Content-Type": FORM})
+    assert status == 401
+    assert b"<Code>MissingAuthenticationToken</Code>" in body and b"<RequestID>" in body
+
+
+def test_wrong_secret_is_refused_by_boto3(endpoint: Endpoint) -> None:
+    session = boto3.session.Session(
+        aws_access_key_id=LAB_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key="not-the-lab-secret",
+        region_name="us-west-2",
+    )
+    client = session.client("ec2", endpoint_url=endpoint.url, config=CLIENT_CONFIG)
+    with pytest.raises(ClientError) as info:
+        client.describe_vpcs()
+    assert info.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    other = boto3.session.Session(
+        aws_access_key_id="AKIAOTHERACCOUNT0000", aws_secret_access_key="x", region_name="us-west-2"
+    ).client("ec2", endpoint_url=endpoint.url, config=CLIENT_CONFIG)
+    with pytest.raises(ClientError) as info:
+        other.describe_vpcs()
+    assert info.value.response["Error"]["Code"] == "AuthFailure"
+
+
+def test_a_tampered_request_is_refused(endpoint: Endpoint) -> None:
+    headers = signed(endpoint.url + "/", DESCRIBE, FORM)
+    status, body = _raw(endpoint.url + "/", b"Action=DescribeSubnets&Version=2016-11-15", headers)
+    assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in body
+    headers["Authorization"] = "AWS4-HMAC-SHA256 Credential=nonsense"
+    status, body = _raw(endpoint.url + "/", DESCRIBE, headers)
+    assert status == 400 and b"<Code>IncompleteSignature</Code>" in body
