@@ -4,15 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMPS := .make
 APT_PACKAGES := iproute2 iptables ipset nftables etcd-server containerd runc containernetworking-plugins \
-	busybox-static tcpdump procps python3-venv gcc libc6-dev kubernetes-client
+	busybox-static tcpdump procps python3-venv gcc libc6-dev
 PYTEST_ARGS ?=
 LINT_PATHS = $(wildcard vpcnet tests bench scripts)
 
-.PHONY: all deps system venv lint format typecheck test unit demo bench clean
+.PHONY: all deps system venv kubectl lint format typecheck test unit demo bench clean
 
 all: test
 
-deps: system venv
+deps: system venv kubectl
 
 # System packages: installed only when one is missing, so repeated runs cost nothing.
 system: $(STAMPS)/system
@@ -24,6 +24,31 @@ $(STAMPS)/system: Makefile
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+	@touch $@
+
+# Debian's kubectl (package kubernetes-client) drives the lab. Where another package already owns
+# /usr/bin/kubectl (a cloud SDK's kubectl), Debian's is unpacked under .make instead of fighting dpkg over the
+# path. Either way the venv carries a `kubectl` link to it, which the demo and the tests use first.
+KUBECTL_DIR := $(STAMPS)/debian-kubectl
+kubectl: $(STAMPS)/kubectl
+$(STAMPS)/kubectl: Makefile $(STAMPS)/system $(STAMPS)/venv
+	@export DEBIAN_FRONTEND=noninteractive; \
+	if dpkg-query -W -f='$${Status}' kubernetes-client 2>/dev/null | grep -q 'install ok installed'; then \
+		target=/usr/bin/kubectl; \
+	elif [ -e /usr/bin/kubectl ]; then \
+		echo "/usr/bin/kubectl belongs to another package: Debian's kubectl unpacked into $(KUBECTL_DIR)"; \
+		rm -rf $(KUBECTL_DIR) && mkdir -p $(KUBECTL_DIR) && \
+		(cd $(KUBECTL_DIR) && (apt-get download -qq kubernetes-client 2>/dev/null || \
+			(apt-get update -qq && apt-get download -qq kubernetes-client)) && \
+			dpkg -x kubernetes-client_*.deb root && rm -f kubernetes-client_*.deb) || exit 1; \
+		target=$(CURDIR)/$(KUBECTL_DIR)/root/usr/bin/kubectl; \
+	else \
+		echo "installing system packages: kubernetes-client"; \
+		(apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null 2>&1 || \
+			(apt-get update -qq && apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null)) || exit 1; \
+		target=/usr/bin/kubectl; \
+	fi; \
+	ln -sfn "$$target" $(VENV)/bin/kubectl
 	@touch $@
 
 venv: $(STAMPS)/venv

@@ -9,6 +9,8 @@ import shutil
 import pytest
 from etcd_fixture import etcd_prefix, etcd_server, fresh_etcd_server  # noqa: F401  (pytest fixtures)
 
+from vpcnet.lab.kubectl import venv_kubectl
+
 # What the root and end-to-end tests use (installed by `make system`).
 REQUIRED_TOOLS = ("ip", "bridge", "iptables", "iptables-restore", "ipset", "nft", "etcd", "containerd", "ctr",
                   "runc", "busybox", "tcpdump", "cc")  # fmt: skip
@@ -20,6 +22,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if os.geteuid() != 0:
             raise pytest.UsageError("CI runs the root tests: run the suite as root")
         missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+        if venv_kubectl() is None:
+            missing.append("Debian's kubectl linked into the venv")
         if missing:
             raise pytest.UsageError(f"CI needs {', '.join(missing)} (run `make system`)")
         return

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +33,9 @@ def _vpcnet(*args: str, check: bool = True) -> None:
 
 
 def _kubectl(kubeconfig: str, *args: str, check: bool = True) -> None:
-    binary = shutil.which("kubectl")
+    from vpcnet.lab.kubectl import find_kubectl
+
+    binary = find_kubectl()
     if binary is None:
         raise DemoStepFailed("kubectl is not installed (Debian's kubernetes-client; `make deps` installs it)")
     typer.secho(f"\n$ kubectl --kubeconfig {kubeconfig} {shlex.join(args)}", fg=typer.colors.CYAN, bold=True)

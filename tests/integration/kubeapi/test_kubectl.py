@@ -1,9 +1,8 @@
-"""kubectl (whatever is on PATH, plus Debian's 1.20 when KUBECTL_1_20 names it) drives the lab's API."""
+"""kubectl drives the lab's API: Debian's (kubernetes-client 1.20, linked into the venv by `make deps`)
+and any other on PATH."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,7 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import KubeApi
 
-KUBECTLS = [k for k in (shutil.which("kubectl"), os.environ.get("KUBECTL_1_20")) if k and Path(k).exists()]
+from vpcnet.lab.kubectl import all_kubectls
+
+KUBECTLS = all_kubectls()
 if not KUBECTLS:
     pytest.skip("needs kubectl (Debian's kubernetes-client)", allow_module_level=True)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import statistics
 import subprocess
 import time
@@ -20,9 +19,11 @@ from pathlib import Path
 import pytest
 from lab_fixture import LabCli, pod_doc, running_lab
 
+from vpcnet.lab.kubectl import find_kubectl
+
 pytestmark = pytest.mark.root
 
-KUBECTL = shutil.which("kubectl")
+KUBECTL = find_kubectl()
 if KUBECTL is None:
     pytest.skip("needs kubectl (Debian's kubernetes-client)", allow_module_level=True)
 
