@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "agent",
     "resources",
     "policy",
+    "flows",
     "ipam",
     "poolipam",
     "maxpods",
