@@ -26,6 +26,7 @@ from vpcnet.datastore.settings import (
 
 if TYPE_CHECKING:
     from vpcnet.dataplane.policy_backend import BackendName
+    from vpcnet.dataplane.policy_state import FlowLogSpec
 
 E = TypeVar("E", bound=enum.StrEnum)
 
@@ -92,6 +93,15 @@ class AgentConfig:
     # --- the policy component (vpcnet/agent/policy.py) ---
     policy_backend: BackendName = "iptables"
     policy_resync_interval: float = 90.0  # the applier re-reads the kernel and repairs hand edits this often
+    # --- flow logs (vpcnet/agent/flow_logs.py): off | denied (every denied packet) | all (and allowed
+    # connections, sampled at flow_log_allow_rate per second per rule)
+    flow_logs: str = "denied"
+    flow_log_group: int = 20  # the NFLOG group the verdict points log to
+    flow_log_allow_rate: int = 100
+    flow_log_window: float = 5.0  # seconds of packets aggregated into one record per flow
+    flow_log_file: Path | None = None  # None: flows.jsonl beside the agent socket
+    flow_log_max_bytes: int = 10 * 1024 * 1024  # one file's size before it is rotated
+    flow_log_files: int = 5  # rotated files kept (flows.jsonl.1 ... .N)
     # --- Calico mode (vpcnet/agent/pool_ipam.py) ---
     ipam_node_grace: float = 900.0  # a node gone this long loses its blocks (Calico's LeakGracePeriod)
     ipam_node_ttl: float = 15.0  # the node record's lease (at least 5 s is used)
@@ -117,6 +127,16 @@ class AgentConfig:
                 v = v.value
             out[ENV_NAMES.get(k, k)] = v
         return out
+
+    def flow_log_spec(self) -> FlowLogSpec | None:
+        """What the policy layout logs to the flow log component (None: flow logs off)."""
+        from vpcnet.dataplane.policy_state import FlowLogSpec
+
+        if self.flow_logs == "off":
+            return None
+        return FlowLogSpec(
+            "all" if self.flow_logs == "all" else "denied", self.flow_log_group, self.flow_log_allow_rate
+        )
 
     def datastore_settings(self) -> DatastoreSettings:
         """What vpcnet.datastore.open.open_datastore needs."""
@@ -165,6 +185,13 @@ ENV_NAMES = {
     "node_name": "VPCNET_NODE_NAME",
     "policy_backend": "VPCNET_POLICY_BACKEND",
     "policy_resync_interval": "VPCNET_POLICY_RESYNC_SECONDS",
+    "flow_logs": "VPCNET_FLOW_LOGS",
+    "flow_log_group": "VPCNET_FLOW_LOGS_GROUP",
+    "flow_log_allow_rate": "VPCNET_FLOW_LOGS_ALLOW_RATE",
+    "flow_log_window": "VPCNET_FLOW_LOGS_WINDOW_SECONDS",
+    "flow_log_file": "VPCNET_FLOW_LOGS_FILE",
+    "flow_log_max_bytes": "VPCNET_FLOW_LOGS_MAX_BYTES",
+    "flow_log_files": "VPCNET_FLOW_LOGS_FILES",
     "ipam_node_grace": "VPCNET_IPAM_NODE_GRACE_SECONDS",
     "ipam_node_ttl": "VPCNET_IPAM_NODE_TTL_SECONDS",
     "route_resync_interval": "VPCNET_ROUTE_RESYNC_SECONDS",
@@ -366,6 +393,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     cfg["assign_wait"] = e.float("VPCNET_ASSIGN_WAIT", 30.0)
     cfg["node_name"] = e.raw("VPCNET_NODE_NAME") or e.raw("MY_NODE_NAME") or ""
     cfg.update(_policy_settings(e))
+    cfg.update(_flow_log_settings(e))
     cfg.update(_calico_settings(e))
 
     if cfg["enable_prefix_delegation"] and not (
@@ -384,6 +412,19 @@ def _policy_settings(e: _Env) -> dict[str, Any]:
     return {
         "policy_backend": e.one_of("VPCNET_POLICY_BACKEND", BACKENDS, "iptables"),
         "policy_resync_interval": e.float("VPCNET_POLICY_RESYNC_SECONDS", 90.0, above=True),
+    }
+
+
+def _flow_log_settings(e: _Env) -> dict[str, Any]:
+    path = e.raw("VPCNET_FLOW_LOGS_FILE")
+    return {
+        "flow_logs": e.one_of("VPCNET_FLOW_LOGS", ("off", "denied", "all"), "denied"),
+        "flow_log_group": e.int("VPCNET_FLOW_LOGS_GROUP", 20, lo=1, hi=65535),
+        "flow_log_allow_rate": e.int("VPCNET_FLOW_LOGS_ALLOW_RATE", 100, lo=0, hi=10000),
+        "flow_log_window": e.float("VPCNET_FLOW_LOGS_WINDOW_SECONDS", 5.0, lo=0.1),
+        "flow_log_file": Path(path) if path else None,
+        "flow_log_max_bytes": e.int("VPCNET_FLOW_LOGS_MAX_BYTES", 10 * 1024 * 1024, lo=4096),
+        "flow_log_files": e.int("VPCNET_FLOW_LOGS_FILES", 5, lo=1, hi=100),
     }
 
 

@@ -18,6 +18,7 @@ from vpcnet.cloud.node import NodeInfo
 from vpcnet.ipam.types import Allocator
 
 if TYPE_CHECKING:
+    from vpcnet.agent.policy import PolicyAgent
     from vpcnet.cni.service import CniService
     from vpcnet.ipam.interfaces import PodExistence
 
@@ -39,6 +40,8 @@ class AgentContext:
     cni: CniService | None = None
     # How the VPC ipam component learns whether a checkpointed pod still exists; None: by its host veth.
     pod_existence: PodExistence | None = None
+    # The policy loop (set by the policy component's start(); None in a mode or test without it).
+    policy: PolicyAgent | None = None
     _allocator: Allocator | None = None
     _node: NodeInfo | None = None
 

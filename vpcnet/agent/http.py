@@ -1,7 +1,8 @@
 """A small asyncio HTTP/1.1 server for the agent's read-only endpoints (/metrics, introspection).
 
 One task per connection on the agent's loop; no threads. Handlers are registered by path and return
-(status, content type, body). Only GET is served; anything else is 405.
+(status, content type, body). Only GET is served; anything else is 405. A body may be a stream (an async
+iterator of chunks, e.g. the flow log's ?follow=1): it is sent as it comes, until the client goes away.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-Response = tuple[int, str, bytes]
+Response = tuple[int, str, bytes | AsyncIterator[bytes]]
 Handler = Callable[[str], Awaitable[Response]]  # receives the query string
 
 _REASONS = {
@@ -93,6 +94,7 @@ class HttpServer:
                 parts, status = [], too_large.status
             else:
                 status = 0
+            body: bytes | AsyncIterator[bytes]
             if status:
                 ctype, body = "text/plain", f"{_REASONS[status].lower()}\n".encode()
             elif len(parts) < 2:
@@ -110,8 +112,12 @@ class HttpServer:
                     except Exception as exc:
                         log.exception("%s: handler for %s failed", self.name, path)
                         status, ctype, body = 500, "text/plain", f"{exc}\n".encode()
+            reason = _REASONS.get(status, "Status")
+            if not isinstance(body, bytes):
+                await _stream(writer, f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n", body)
+                return
             head = (
-                f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\nContent-Type: {ctype}\r\n"
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
             )
             writer.write(head.encode() + body)
@@ -122,3 +128,17 @@ class HttpServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+async def _stream(writer: asyncio.StreamWriter, head: str, chunks: AsyncIterator[bytes]) -> None:
+    """No length: the body ends when the connection closes (HTTP/1.1 with Connection: close)."""
+    writer.write((head + "Connection: close\r\n\r\n").encode())
+    try:
+        async for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+    finally:
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()

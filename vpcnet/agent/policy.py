@@ -317,12 +317,13 @@ class PolicyComponent:
         await close_bare_node(dataplane, prefixes)
         self.agent = PolicyAgent(
             ResourceStore(self._datastore),
-            PolicyCalculator(node, prefixes),
+            PolicyCalculator(node, prefixes, cfg.flow_log_spec()),
             dataplane,
             status_path=cfg.agent_socket.parent / STATUS_FILE,
             resync_interval=cfg.policy_resync_interval,
             metrics=PolicyMetrics(self.ctx.metrics),
         )
+        self.ctx.policy = self.agent  # the flow log reads the calculation (pods, verdict points)
         self.ctx.introspection.route("/v1/policy", self._introspect)
         self._task = asyncio.create_task(self.agent.run(), name="policy")
 

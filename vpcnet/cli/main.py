@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "agent",
     "resources",
     "policy",
+    "flows",
     "ipam",
     "poolipam",
     "maxpods",

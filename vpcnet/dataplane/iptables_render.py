@@ -38,6 +38,7 @@ from vpcnet.dataplane.rule_layout import (
     MarkIs,
     MarkSet,
     NamedPorts,
+    Nflog,
     Ports,
     Protocol,
     Return,
@@ -162,6 +163,10 @@ def rule_lines(rule: Rule, family: IpFamily) -> tuple[tuple[str, str], ...]:
     if split is not None:
         return split
     matches = [_MATCHES[type(m)](m, family) for m in rule.matches]
+    if isinstance(rule.actions[0], Nflog) and len(rule.actions) > 1:
+        # NFLOG goes on to the next rule: the same matches again for what follows it.
+        rest = Rule(rule.matches, rule.actions[1:], rule.note)
+        return ((" ".join([*matches, _action(rule.actions[0])]), ""), *rule_lines(rest, family))
     last = len(rule.actions) - 1
     lines = [(" ".join([*matches, _action(rule.actions[0])]), rule.note if last == 0 else "")]
     for index in range(1, last + 1):
@@ -270,6 +275,12 @@ def _action(action: RuleAction) -> str:
         return f"-j MARK --set-xmark {0:#x}/{action.bits:#x}"
     if isinstance(action, Log):
         return f'-j LOG --log-prefix "{action.prefix}" --log-level {action.level}'
+    if isinstance(action, Nflog):
+        limit = f"-m limit --limit {action.rate}/second --limit-burst {action.rate} " if action.rate else ""
+        return (
+            f'{limit}-j NFLOG --nflog-group {action.group} --nflog-prefix "{action.prefix}"'
+            f" --nflog-size {action.snaplen}"
+        )
     raise TypeError(f"no iptables form for action {action!r}")
 
 

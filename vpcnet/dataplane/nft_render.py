@@ -36,6 +36,7 @@ from vpcnet.dataplane.rule_layout import (
     MarkSet,
     Match,
     NamedPorts,
+    Nflog,
     Ports,
     Protocol,
     Return,
@@ -164,7 +165,18 @@ def _dispatch_chain(chain: str, direction: str, vmap: str) -> tuple[str, ...]:
 
 
 def print_chain(chain: Chain, family: IpFamily = IpFamily.V4) -> tuple[str, ...]:
-    return _finish(chain.name, [(rule_text(rule, family), rule.note) for rule in chain.rules])
+    return _finish(chain.name, [line for rule in chain.rules for line in rule_lines(rule, family)])
+
+
+@functools.lru_cache(maxsize=65536)
+def rule_lines(rule: Rule, family: IpFamily) -> tuple[tuple[str, str], ...]:
+    """(text, note) of the nft rules for rule: one, except that a rate-limited log is a rule of its own
+    (a limit statement ends the rule for the packets over the rate, which must still get the verdict)."""
+    first = rule.actions[0]
+    if isinstance(first, Nflog) and first.rate and len(rule.actions) > 1:
+        rest = Rule(rule.matches, rule.actions[1:], rule.note)
+        return ((rule_text(Rule(rule.matches, (first,)), family), ""), *rule_lines(rest, family))
+    return ((rule_text(rule, family), rule.note),)
 
 
 _CHAIN_PRINTERS = {f: IdentityCache(functools.partial(print_chain, family=f)) for f in IpFamily}
@@ -233,6 +245,9 @@ def _action(action: RuleAction) -> str:
         return f"meta mark set meta mark & {_FULL & ~action.bits:#010x}"
     if isinstance(action, Log):
         return f'log prefix "{action.prefix}" level {_LOG_LEVELS[action.level]}'
+    if isinstance(action, Nflog):
+        limit = f"limit rate {action.rate}/second burst {action.rate} packets " if action.rate else ""
+        return f'{limit}log prefix "{action.prefix}" group {action.group} snaplen {action.snaplen}'
     raise TypeError(f"no nft form for action {action!r}")
 
 

@@ -22,13 +22,16 @@ from vpcnet.dataplane.calc.activerules import ActiveRules
 from vpcnet.dataplane.calc.ipsets import IpSetCalculator
 from vpcnet.dataplane.calc.labelindex import LabelIndex, PodEntry, pod_ref
 from vpcnet.dataplane.calc.resolver import EndpointResolver
-from vpcnet.dataplane.policy_state import DesiredState
+from vpcnet.dataplane.policy_state import DesiredState, FlowLogSpec
 from vpcnet.policy.model import Policy, TierSpec
 
 
 class PolicyCalculator:
-    def __init__(self, node_name: str, interface_prefixes: Iterable[str]) -> None:
+    def __init__(
+        self, node_name: str, interface_prefixes: Iterable[str], flow_logs: FlowLogSpec | None = None
+    ) -> None:
         self.node_name = node_name
+        self.flow_logs = flow_logs  # the verdict points' log actions (vpcnet.dataplane.flow_points)
         self.interface_prefixes = tuple(interface_prefixes)
         self.veth_prefix = self.interface_prefixes[0]
         self.index = LabelIndex()
@@ -113,6 +116,7 @@ class PolicyCalculator:
                 dict(self.resolver.endpoints),
                 dict(self.rules.chains),
                 dict(self.ipsets.sets),
+                flow_logs=self.flow_logs,
             )
             for part in parts:
                 part.changed = False

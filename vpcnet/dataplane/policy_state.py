@@ -83,6 +83,9 @@ class PolicyRule:
     icmp_code: int | None = None
     not_icmp_type: int | None = None
     not_icmp_code: int | None = None
+    # Where the rule came from: its index in the policy's spec.ingress / spec.egress (what `policy explain`
+    # names); flow logs carry it. None: unknown (a rule made by hand).
+    spec_index: int | None = None
 
     def __post_init__(self) -> None:
         for proto in (self.protocol, self.not_protocol):
@@ -140,6 +143,43 @@ class EndpointSpec:
             ipaddress.ip_network(address)  # of the state's family: checked where the layout uses them
 
 
+FlowLogMode = Literal["off", "denied", "all"]
+FLOW_LOG_MODES: tuple[FlowLogMode, ...] = ("off", "denied", "all")
+
+
+@dataclass(frozen=True)
+class FlowLogSpec:
+    """Which verdict points send packets to the agent over NFLOG (vpcnet.dataplane.flow_points).
+
+    denied: every policy Deny, end-of-tier drop and anti-spoofing drop, per packet (a denied attempt is
+    always seen). all: those, and the first packet of every allowed connection (the policy chains only
+    see a connection's first packet; conntrack accepts the rest), at most allow_rate per second per rule.
+    """
+
+    mode: FlowLogMode = "denied"
+    group: int = 20  # the NFLOG group the agent listens on
+    allow_rate: int = 100  # allowed-connection samples per second per verdict point (0: no limit)
+    snaplen: int = 128  # bytes of each packet copied to the agent: the headers are enough
+
+    def __post_init__(self) -> None:
+        if self.mode not in FLOW_LOG_MODES:
+            raise ValueError(f"flow log mode {self.mode!r} must be one of {list(FLOW_LOG_MODES)}")
+        if not 0 <= self.group <= 65535:
+            raise ValueError(f"flow log NFLOG group {self.group} must be within 0..65535")
+        if self.allow_rate < 0:
+            raise ValueError(f"flow log allow rate {self.allow_rate} must be 0 or more")
+        if not 40 <= self.snaplen <= 65535:
+            raise ValueError(f"flow log snaplen {self.snaplen} must be within 40..65535")
+
+    @property
+    def logs_denied(self) -> bool:
+        return self.mode != "off"
+
+    @property
+    def logs_allowed(self) -> bool:
+        return self.mode == "all"
+
+
 @dataclass(frozen=True)
 class DesiredState:
     interface_prefixes: tuple[str, ...]
@@ -147,6 +187,7 @@ class DesiredState:
     policies: Mapping[tuple[str, Direction], PolicyChainSpec]  # by (policy id, direction)
     ipsets: Mapping[str, IpSetSpec]  # by kernel name
     family: IpFamily = IpFamily.V4  # addresses, sets and rules are all of this family
+    flow_logs: FlowLogSpec | None = None  # None: no log actions at the verdict points
 
     def __post_init__(self) -> None:
         if not self.interface_prefixes:

@@ -17,6 +17,11 @@ The layout is Calico felix's, with our own "vpcn-" prefix:
   vpcn-pi-<policy> / vpcn-po-<policy>: Allow = set accept bit + RETURN, Pass = set pass bit + RETURN,
                 Deny = DROP, Log = LOG and go on.
 
+With flow logs on (DesiredState.flow_logs), the verdict points also send the packet to the agent over
+NFLOG before their verdict, with a short id naming the point (vpcnet.dataplane.flow_points): a policy's
+Deny, the end-of-tier drop and the anti-spoofing drop always; a policy's Allow and "no policy decided"
+when allowed flows are logged too (sampled at a rate).
+
 The vocabulary is small, after felix's generic match builder: a Rule is match terms (all must hold) and then
 its actions, in order. A dialect prints one rule as several where it cannot say it in one (iptables: one
 target per rule, no anonymous address sets, 15 ports per multiport match), and picks its own mechanism for
@@ -30,7 +35,7 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
-from vpcnet.dataplane import names
+from vpcnet.dataplane import flow_points, names
 from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.policy_state import (
     MARK_ACCEPT,
@@ -38,7 +43,9 @@ from vpcnet.dataplane.policy_state import (
     MARK_PASS,
     Action,
     DesiredState,
+    Direction,
     EndpointSpec,
+    FlowLogSpec,
     PolicyChainSpec,
     PolicyRule,
     PortMatch,
@@ -173,7 +180,18 @@ class Log:
     level: int = 5  # syslog: notice
 
 
-RuleAction = Jump | Goto | Accept | Drop | Return | MarkSet | MarkClear | Log
+@dataclass(frozen=True)
+class Nflog:
+    """Send the packet (its first snaplen bytes) to NFLOG group with prefix, and go on; rate: at most
+    that many packets per second (0: every one)."""
+
+    group: int
+    prefix: str
+    snaplen: int
+    rate: int = 0
+
+
+RuleAction = Jump | Goto | Accept | Drop | Return | MarkSet | MarkClear | Log | Nflog
 ACCEPT, DROP, RETURN = Accept(), Drop(), Return()
 
 # ------------------------------------------------------------------------------------------------ structure
@@ -237,14 +255,14 @@ def layout(state: DesiredState) -> Layout:
         dispatch(names.FROM_WL_DISPATCH, "in", prefixes, ifaces),
         dispatch(names.TO_WL_DISPATCH, "out", prefixes, ifaces),
     ]
-    egress, ingress = _ENDPOINT_CACHES[family]
+    egress, ingress, policies = _caches(family, state.flow_logs)
     for iface in ifaces:
         endpoint = state.endpoints[iface]
         items.append(egress(endpoint))
         items.append(ingress(endpoint))
     for key in sorted(state.policies):
-        items.append(_policy_chains(state.policies[key]))
-    for cache in (egress, ingress, _policy_chains):
+        items.append(policies(state.policies[key]))
+    for cache in (egress, ingress, policies):
         cache.sweep()
     return Layout(family, HOOKS, tuple(items))
 
@@ -272,7 +290,12 @@ def dispatch(
     return Dispatch(chain, direction, prefixes, tuple((iface, target(iface)) for iface in ifaces))
 
 
-def endpoint_chain(endpoint: EndpointSpec, direction: str, family: IpFamily = IpFamily.V4) -> Chain:
+def endpoint_chain(
+    endpoint: EndpointSpec,
+    direction: str,
+    family: IpFamily = IpFamily.V4,
+    flow_logs: FlowLogSpec | None = None,
+) -> Chain:
     if direction == "egress":
         chain = names.from_workload_chain(endpoint.iface)
         tiers = endpoint.egress
@@ -284,11 +307,11 @@ def endpoint_chain(endpoint: EndpointSpec, direction: str, family: IpFamily = Ip
     rules: list[Rule] = []
     if direction == "egress":
         # Before conntrack: a spoofed source must not ride on someone else's established flow.
-        rules.append(_anti_spoofing(endpoint, family))
+        rules.append(_logged_denial(_anti_spoofing(endpoint, family), flow_points.ANTI_SPOOFING, flow_logs))
     rules += (_ESTABLISHED, _INVALID, _CLEAR_MARKS)
     for tier in tiers:
-        rules += _tier_rules(tier, direction)
-    rules.append(_NO_POLICY_DECIDED)
+        rules += _tier_rules(tier, direction, flow_logs)
+    rules.append(_no_policy_decided(direction, flow_logs))
     return Chain(chain, tuple(rules))
 
 
@@ -312,34 +335,78 @@ def _anti_spoofing(endpoint: EndpointSpec, family: IpFamily) -> Rule:
     return Rule((SrcNotIn(endpoint.addresses),), (DROP,), "anti-spoofing")
 
 
-def _tier_rules(tier: TierPolicies, direction: str) -> list[Rule]:
+def _tier_rules(tier: TierPolicies, direction: str, flow_logs: FlowLogSpec | None = None) -> list[Rule]:
     pass_clear = MarkIs(0, MARK_PASS)
     rules = [Rule((), (MarkClear(MARK_PASS),), f"start of tier {tier.tier}")]
     for policy_id in tier.policy_ids:
         rules.append(Rule((pass_clear,), (Jump(names.policy_chain(policy_id, direction)),)))
         rules.append(_ACCEPTED_RETURNS)
     if tier.default_action == "deny":
-        rules.append(Rule((pass_clear,), (DROP,), f"end of tier {tier.tier}: drop"))
+        drop = Rule((pass_clear,), (DROP,), f"end of tier {tier.tier}: drop")
+        prefix = flow_points.end_of_tier_prefix(_direction(direction), tier.tier)
+        rules.append(_logged_denial(drop, prefix, flow_logs))
     return rules
 
 
-def _endpoint_cache(direction: str, family: IpFamily) -> IdentityCache[EndpointSpec, Chain]:
-    return IdentityCache(lambda endpoint: endpoint_chain(endpoint, direction, family))
+def _direction(direction: str) -> Direction:
+    if direction not in ("ingress", "egress"):
+        raise ValueError(f"direction {direction!r} must be 'ingress' or 'egress'")
+    return "ingress" if direction == "ingress" else "egress"
 
 
-# One pair per family: the same endpoint object is valid in one family only.
-_ENDPOINT_CACHES = {f: (_endpoint_cache("egress", f), _endpoint_cache("ingress", f)) for f in IpFamily}
+def _nflog(prefix: str, flow_logs: FlowLogSpec, rate: int = 0) -> Nflog:
+    return Nflog(flow_logs.group, prefix, flow_logs.snaplen, rate)
 
 
-def policy_chain(policy: PolicyChainSpec) -> Chain:
+def _logged_denial(rule: Rule, prefix: str, flow_logs: FlowLogSpec | None) -> Rule:
+    """rule (a drop) sending its packets to the flow log first, when flow logs are on."""
+    if flow_logs is None or not flow_logs.logs_denied:
+        return rule
+    return Rule(rule.matches, (_nflog(prefix, flow_logs), *rule.actions), rule.note)
+
+
+def _no_policy_decided(direction: str, flow_logs: FlowLogSpec | None) -> Rule:
+    if flow_logs is None or not flow_logs.logs_allowed:
+        return _NO_POLICY_DECIDED
+    sample = _nflog(flow_points.no_policy_prefix(_direction(direction)), flow_logs, flow_logs.allow_rate)
+    return Rule((), (sample, *_NO_POLICY_DECIDED.actions), _NO_POLICY_DECIDED.note)
+
+
+def policy_chain(policy: PolicyChainSpec, flow_logs: FlowLogSpec | None = None) -> Chain:
     rules: list[Rule] = []
-    for rule in policy.rules:
+    for position, rule in enumerate(policy.rules):
         actions = rule_actions(rule.action)
+        if flow_logs is not None and rule.action in ("allow", "deny"):
+            index = flow_points.point_index(rule.spec_index, position)
+            verdict: flow_points.Verdict = "allow" if rule.action == "allow" else "deny"
+            prefix = flow_points.rule_prefix(verdict, policy.direction, index, policy.chain)
+            if verdict == "deny" and flow_logs.logs_denied:
+                actions = (_nflog(prefix, flow_logs), *actions)
+            elif verdict == "allow" and flow_logs.logs_allowed:
+                actions = (_nflog(prefix, flow_logs, flow_logs.allow_rate), *actions)
         rules += [Rule(matches, actions) for matches in rule_matches(rule)]
     return Chain(policy.chain, tuple(rules))
 
 
-_policy_chains = IdentityCache(policy_chain)
+_EndpointCache = IdentityCache[EndpointSpec, Chain]
+_Caches = tuple[_EndpointCache, _EndpointCache, IdentityCache[PolicyChainSpec, Chain]]
+# One set per family and flow log setting: the same endpoint object is valid in one family only, and its
+# chain differs with the flow log setting (which changes rarely: the caches of an old setting are dropped).
+_CACHES: dict[tuple[IpFamily, FlowLogSpec | None], _Caches] = {}
+
+
+def _caches(family: IpFamily, flow_logs: FlowLogSpec | None) -> _Caches:
+    key = (family, flow_logs)
+    found = _CACHES.get(key)
+    if found is None:
+        for old in [k for k in _CACHES if k[0] is family]:
+            del _CACHES[old]
+        found = _CACHES[key] = (
+            IdentityCache(lambda endpoint: endpoint_chain(endpoint, "egress", family, flow_logs)),
+            IdentityCache(lambda endpoint: endpoint_chain(endpoint, "ingress", family, flow_logs)),
+            IdentityCache(lambda policy: policy_chain(policy, flow_logs)),
+        )
+    return found
 
 
 def rule_actions(action: Action | str) -> tuple[RuleAction, ...]:

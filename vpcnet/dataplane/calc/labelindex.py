@@ -140,6 +140,10 @@ class LabelIndex:
         for ip in new.ips if new else ():
             self._ip_owners.setdefault(ip, set()).add(ref)
 
+    def pods_with_ip(self, ip: str) -> list[PodEntry]:
+        """The pods that have address ip (usually one; two briefly while an address moves)."""
+        return [self.pods[ref] for ref in sorted(self._ip_owners.get(ip, ()))]
+
     def other_owners(self, ip: str, ref: str) -> list[PodEntry]:
         """The pods other than ref that have address ip (two pods briefly sharing one)."""
         return [self.pods[other] for other in self._ip_owners.get(ip, set()) - {ref}]

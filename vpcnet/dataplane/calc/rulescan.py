@@ -80,12 +80,19 @@ def scan_policy(policy: Policy) -> ScannedPolicy:
     for d in DIRECTIONS:
         if MODEL_DIRECTION[d] not in policy.types:
             continue
-        rules = [r for r in (translate_rule(rule, used) for rule in policy.rules(MODEL_DIRECTION[d])) if r]
+        direction = MODEL_DIRECTION[d]
+        translated = (
+            translate_rule(rule, used, policy.spec_rule_index(direction, index))
+            for index, rule in enumerate(policy.rules(direction))
+        )
+        rules = [r for r in translated if r]
         chains[d] = PolicyChainSpec(policy.id, d, tuple(rules))
     return ScannedPolicy(chains, tuple(used.values()))
 
 
-def translate_rule(rule: Rule, used: dict[str, SetRequest]) -> PolicyRule | None:
+def translate_rule(
+    rule: Rule, used: dict[str, SetRequest], spec_index: int | None = None
+) -> PolicyRule | None:
     """The model's rule in data plane terms, adding the sets it uses to used; None if it can never
     match an IPv4 packet (IPv6-only, ICMPv6, IPv6 nets only, or a named port without a protocol)."""
     if rule.ip_version == 6:
@@ -117,6 +124,7 @@ def translate_rule(rule: Rule, used: dict[str, SetRequest]) -> PolicyRule | None
         icmp_code=icmp.code if icmp and icmp.type is not None else None,
         not_icmp_type=not_icmp.type if not_icmp else None,
         not_icmp_code=not_icmp.code if not_icmp and not_icmp.type is not None else None,
+        spec_index=spec_index,
     )
 
 

@@ -1,0 +1,271 @@
+"""The flow log component: packets the policy chains' verdict points logged (NFLOG) -> flows with identity.
+
+The policy layout logs at its verdict points when VPCNET_FLOW_LOGS is denied (default) or all
+(vpcnet.dataplane.flow_points); this component binds the NFLOG group, aggregates the packets per flow in
+a window of VPCNET_FLOW_LOGS_WINDOW_SECONDS, and at each window's end resolves every flow's verdict point
+and addresses against the policy calculation (which policy and rule, which pods), then writes the
+records to a rotated JSON lines file, keeps the latest for GET /v1/flows (?follow=1 streams them), and
+counts them per policy and verdict in Prometheus.
+
+Bounded everywhere: the socket's buffer (the kernel drops beyond it, counted as lost), the window's flows
+(overflow counted), the recent records and each follower's queue (a slow follower misses records).
+Allowed flows carry the packets and bytes of the connection's first packet only: the policy chains see
+nothing after it (conntrack accepts the rest); conntrack's own counters are not read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from vpcnet.agent.context import AgentContext
+from vpcnet.agent.flow_sink import RotatingJsonLines
+from vpcnet.agent.flow_window import FlowFilter, FlowWindow, record
+from vpcnet.agent.http import Response
+from vpcnet.dataplane.flow_points import Decider, decider_table, resolve
+from vpcnet.dataplane.nflog import LoggedPacket
+from vpcnet.dataplane.nflog_socket import NflogSocket
+from vpcnet.dataplane.policy_calc import PolicyCalculator
+from vpcnet.dataplane.policy_state import DesiredState, EndpointSpec
+
+log = logging.getLogger(__name__)
+
+RECENT = 2000  # records kept for GET /v1/flows
+FOLLOWER_QUEUE = 4096  # records a follower may lag behind before it misses some
+HEARTBEAT = 10.0  # seconds: a following client that went away is noticed by the next write
+FLOWS_FILE = "flows.jsonl"
+
+
+class FlowMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("direction", "verdict", "reason", "policy")
+        self.packets = Counter(
+            "vpcnet_flow_log_packets", "Packets the verdict points logged", labels, registry=registry
+        )
+        self.flows = Counter("vpcnet_flow_log_flows", "Flow records written", labels, registry=registry)
+        self.lost = Counter(
+            "vpcnet_flow_log_lost_messages",
+            "NFLOG messages the kernel dropped because the agent fell behind (ENOBUFS)",
+            registry=registry,
+        )
+        self.overflow = Counter(
+            "vpcnet_flow_log_overflow_packets",
+            "Logged packets not aggregated because the window held its maximum of flows",
+            registry=registry,
+        )
+
+
+class FlowLog:
+    """Window -> records, resolved against a policy calculation; usable without the daemon (tests)."""
+
+    def __init__(
+        self,
+        calc: PolicyCalculator,
+        node: str,
+        sink: RotatingJsonLines | None,
+        metrics: FlowMetrics | None = None,
+        max_flows: int = 10000,
+    ) -> None:
+        self.calc = calc
+        self.node = node
+        self.sink = sink
+        self.metrics = metrics
+        self.window = FlowWindow(max_flows)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.followers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.packets = 0
+        self.records = 0
+        self.overflow = 0
+        self._state: DesiredState | None = None
+        self._table: dict[str, Decider] = {}
+        self._previous: dict[str, Decider] = {}
+        self._endpoints: dict[str, EndpointSpec] = {}  # address -> local endpoint
+
+    def add(self, packets: list[LoggedPacket]) -> None:
+        self.packets += len(packets)
+        self.window.add(packets, time.time())
+
+    def flush(self) -> list[dict[str, Any]]:
+        flows, overflow = self.window.drain()
+        self.overflow += overflow
+        if self.metrics is not None and overflow:
+            self.metrics.overflow.inc(overflow)
+        if not flows:
+            return []
+        self._refresh()
+        records = []
+        for key, counts in flows.items():
+            endpoint = self._endpoints.get(key.dst if key.prefix[1:2] == "i" else key.src)
+            rec = record(key, counts, resolve(self._table, key.prefix, endpoint), self._identify, self.node)
+            records.append(rec)
+            if self.metrics is not None:
+                labels = (rec["direction"] or "", rec["verdict"], rec["reason"], rec["policy"] or "")
+                self.metrics.packets.labels(*labels).inc(counts.packets)
+                self.metrics.flows.labels(*labels).inc()
+        records.sort(key=lambda r: (r["start"], r["src"]["ip"], r["dst"]["ip"]))
+        self.records += len(records)
+        if self.sink is not None:
+            self.sink.write(records)
+        self.recent.extend(records)
+        for queue in self.followers:
+            for rec in records:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(rec)
+        return records
+
+    def _refresh(self) -> None:
+        """The verdict points of the state now programmed; those of the previous state stay known (a packet
+        logged just before its policy was deleted is still named)."""
+        state = self.calc.desired()
+        if state is self._state:
+            return
+        self._state = state
+        current = decider_table(state)
+        self._table = {**self._previous, **current}
+        self._previous = current
+        self._endpoints = {
+            address.split("/")[0]: endpoint
+            for endpoint in state.endpoints.values()
+            for address in endpoint.addresses
+        }
+
+    def _identify(self, ip: str) -> Mapping[str, Any] | None:
+        pods = self.calc.index.pods_with_ip(ip)
+        if not pods:
+            return None
+        entry = pods[0]
+        pod = entry.pod
+        return {
+            "namespace": pod.metadata.namespace or "default",
+            "pod": pod.metadata.name,
+            "labels": dict(pod.metadata.labels),
+            "node": pod.node_name,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "packets": self.packets,
+            "records": self.records,
+            "overflowPackets": self.overflow,
+            "flowsInWindow": len(self.window.flows),
+            "followers": len(self.followers),
+        }
+
+
+class FlowLogComponent:
+    name = "flows"
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+        self.flow_log: FlowLog | None = None
+        self.socket: NflogSocket | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.error = ""
+
+    async def start(self) -> None:
+        cfg = self.ctx.config
+        spec = cfg.flow_log_spec()
+        self.ctx.introspection.route("/v1/flows", self._flows)
+        self.ctx.introspection.route("/v1/flows/status", self._status)
+        if spec is None or self.ctx.policy is None:
+            return
+        path = cfg.flow_log_file or Path(cfg.agent_socket).parent / FLOWS_FILE
+        node = cfg.node_name or self.ctx.policy.calc.node_name
+        sink = RotatingJsonLines(path, cfg.flow_log_max_bytes, cfg.flow_log_files)
+        self.flow_log = FlowLog(self.ctx.policy.calc, node, sink, FlowMetrics(self.ctx.metrics))
+        self.socket = NflogSocket(spec.group, spec.snaplen)
+        try:
+            self.socket.open()
+        except OSError as exc:  # the flow log is an observer: the node's networking goes on without it
+            self.error = f"binding NFLOG group {spec.group}: {exc}"
+            log.error("flow log off: %s", self.error)
+            self.socket = None
+            return
+        self.socket.start_reading(self.flow_log.add)
+        self._task = asyncio.create_task(self._flush_loop(cfg.flow_log_window), name="flow-log")
+
+    async def _flush_loop(self, window: float) -> None:
+        assert self.flow_log is not None
+        lost = 0
+        while True:
+            await asyncio.sleep(window)
+            try:
+                self.flow_log.flush()
+            except Exception:
+                log.exception("flow log: writing a window failed")
+            if self.socket is not None and self.flow_log.metrics is not None and self.socket.lost > lost:
+                self.flow_log.metrics.lost.inc(self.socket.lost - lost)
+                lost = self.socket.lost
+
+    async def _flows(self, query: str) -> Response:
+        params = urllib.parse.parse_qs(query)
+        try:
+            selected = FlowFilter.from_query(params)
+        except ValueError as exc:
+            return 400, "text/plain", f"{exc}\n".encode()
+        if self.flow_log is None:
+            body = {"enabled": False, "mode": self.ctx.config.flow_logs, "error": self.error}
+            return 200, "application/json", json.dumps(body).encode()
+        if (params.get("follow") or ["0"])[-1] in ("1", "true"):
+            return 200, "application/x-ndjson", self._follow(selected)
+        lines = [json.dumps(r) for r in self.flow_log.recent if selected.matches(r)]
+        return 200, "application/x-ndjson", "".join(line + "\n" for line in lines).encode()
+
+    async def _status(self, query: str) -> Response:
+        body: dict[str, Any] = {"mode": self.ctx.config.flow_logs, "error": self.error}
+        if self.flow_log is not None:
+            body.update(self.flow_log.status())
+        if self.socket is not None:
+            body.update(lostMessages=self.socket.lost, malformedMessages=self.socket.malformed)
+        return 200, "application/json", json.dumps(body).encode()
+
+    async def _follow(self, selected: FlowFilter) -> AsyncIterator[bytes]:
+        assert self.flow_log is not None
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(FOLLOWER_QUEUE)
+        self.flow_log.followers.add(queue)
+        try:
+            for rec in list(self.flow_log.recent):
+                if selected.matches(rec):
+                    yield (json.dumps(rec) + "\n").encode()
+            while True:
+                try:
+                    rec = await asyncio.wait_for(queue.get(), HEARTBEAT)
+                except TimeoutError:
+                    yield b"\n"
+                    continue
+                if selected.matches(rec):
+                    yield (json.dumps(rec) + "\n").encode()
+        finally:
+            self.flow_log.followers.discard(queue)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+        if self.flow_log is not None:
+            with contextlib.suppress(Exception):
+                self.flow_log.flush()
+            if self.flow_log.sink is not None:
+                self.flow_log.sink.close()
+
+    def ready(self) -> bool:
+        return True  # an observer: its trouble (self.error) never holds the node back
+
+
+def make_component(ctx: AgentContext) -> FlowLogComponent:
+    return FlowLogComponent(ctx)
