@@ -34,6 +34,7 @@ from vpcnet.cni.spec import (
 )
 from vpcnet.dataplane.names import host_veth_name
 from vpcnet.dataplane.podnet import (
+    HostNetworkNamespace,
     NotANetworkNamespace,
     PodNamespaceGone,
     PodNetwork,
@@ -126,6 +127,8 @@ class CniHandler:
 
     async def add(self, request: CniRequest, key: IpamKey) -> bytes:
         env, conf = request.env, request.conf
+        # Validate before allocating: a refused ADD must not take an address into its cooldown.
+        self._check_netns(env.netns)
         allocator = self.allocator()
         if not allocator.ready():
             raise CniError(ERR_TRY_AGAIN_LATER, "the address manager is starting (no pool yet)")
@@ -149,10 +152,8 @@ class CniHandler:
             wired = await self.podnet.wire(spec)
         except BaseException as exc:
             await self._release_quietly(allocator, key)
-            if isinstance(exc, PodNamespaceGone):
-                raise CniError(ERR_INVALID_ENV, "CNI_NETNS does not exist", env.netns) from None
-            if isinstance(exc, NotANetworkNamespace):
-                raise CniError(ERR_INVALID_ENV, "CNI_NETNS is not a network namespace", env.netns) from None
+            if isinstance(exc, PodNamespaceGone | NotANetworkNamespace):
+                raise netns_error(exc, env.netns) from None
             if isinstance(exc, WiringError):
                 raise CniError(ERR_WIRING_FAILED, "wiring the pod failed (undone)", str(exc)) from None
             raise
@@ -167,6 +168,12 @@ class CniHandler:
             conf.prev_result,
         )
         return answer(0, result)
+
+    def _check_netns(self, netns: str) -> None:
+        try:
+            self.podnet.check_netns(netns)
+        except (PodNamespaceGone, NotANetworkNamespace) as exc:
+            raise netns_error(exc, netns) from None
 
     async def _release_quietly(self, allocator: Allocator, key: IpamKey) -> None:
         try:
@@ -244,3 +251,14 @@ class CniHandler:
             await allocator.release(key)
             del self.endpoints[key]
             await self.podnet.unwire(endpoint.assignment.address, endpoint.host_veth)
+
+
+def netns_error(exc: WiringError, netns: str) -> CniError:
+    """CNI_NETNS names no usable pod namespace: the spec's invalid-environment error (4), saying why."""
+    if isinstance(exc, PodNamespaceGone):
+        return CniError(ERR_INVALID_ENV, "CNI_NETNS does not exist", netns)
+    if isinstance(exc, HostNetworkNamespace):
+        return CniError(
+            ERR_INVALID_ENV, "CNI_NETNS is the node's own network namespace, not a pod's (refused)", netns
+        )
+    return CniError(ERR_INVALID_ENV, "CNI_NETNS is not a network namespace", netns)

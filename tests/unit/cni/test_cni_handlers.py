@@ -10,20 +10,23 @@ from cnifakes import FakePodNetwork
 from vpcnet.cni.handlers import CniHandler
 from vpcnet.cni.shim import encode_request
 from vpcnet.dataplane.podnet import PodSpec, WiredPod, WiringError
+from vpcnet.ipam.types import Assignment, IpamKey
 from vpcnet.testing.memalloc import MemoryAllocator
 
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni"}).encode()
 
 
-def request(command: str, container: str) -> bytes:
+def request(
+    command: str, container: str, netns: bytes = b"/run/netns/x", conf: bytes = CONF, pod: bytes = b"web"
+) -> bytes:
     env = {
         b"CNI_COMMAND": command.encode(),
         b"CNI_CONTAINERID": container.encode(),
-        b"CNI_NETNS": b"/run/netns/x",
+        b"CNI_NETNS": netns,
         b"CNI_IFNAME": b"eth0",
-        b"CNI_ARGS": b"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+        b"CNI_ARGS": b"K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + pod,
     }
-    return encode_request(env, CONF)
+    return encode_request(env, conf)
 
 
 class SlowPodNetwork(FakePodNetwork):
@@ -74,3 +77,25 @@ def test_exhausted_pool_is_the_vpc_cni_error() -> None:
     assert asyncio.run(handler.handle(request("ADD", "c1"))).startswith(b"0\n")
     body = json.loads(asyncio.run(handler.handle(request("ADD", "c2"))).partition(b"\n")[2])
     assert body["code"] == 100 and body["msg"] == "add cmd: failed to assign an IP address to container"
+
+
+class CountingAllocator(MemoryAllocator):
+    assigns: int = 0
+
+    async def assign(self, key: IpamKey, pod_namespace: str, pod_name: str) -> Assignment:
+        self.assigns += 1
+        return await super().assign(key, pod_namespace, pod_name)
+
+
+def test_refused_netns_takes_no_address() -> None:
+    """Defect 8: an ADD whose CNI_NETNS is refused is refused before the allocator is asked (a release would
+    put the address into its cooldown: five bad ADDs made the next good one wait)."""
+    allocator = CountingAllocator(MemoryAllocator.from_ranges([("10.0.1.0/24", 5, 0)]).slices)
+    podnet = FakePodNetwork()
+    podnet.bad_netns.add("/tmp/fifo")
+    handler = CniHandler(lambda: allocator, podnet)  # type: ignore[arg-type]
+    for i in range(5):
+        head, _, body = asyncio.run(handler.handle(request("ADD", f"c{i}", b"/tmp/fifo"))).partition(b"\n")
+        assert head == b"1" and json.loads(body)["code"] == 4, body
+        assert json.loads(body)["msg"] == "CNI_NETNS is not a network namespace"
+    assert allocator.assigns == 0 and allocator.assigned == {}
