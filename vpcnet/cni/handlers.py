@@ -3,7 +3,8 @@
 ADD assigns (idempotent per key), wires, and on any failure undoes the wiring and releases the address.
 DEL releases by key and removes the host side by the address the allocator gives back; a key the
 allocator no longer knows (agent restarted without it, ADD never finished) falls back on prevResult's
-address, and a missing namespace or container is not an error: DEL always converges to "nothing left".
+addresses, but only those no key holds (a stale DEL must not cut off a live pod); a missing namespace or
+container is not an error: DEL always converges to "nothing left".
 """
 
 from __future__ import annotations
@@ -195,14 +196,16 @@ class CniHandler:
         if known is not None:
             await self.podnet.unwire(known.assignment.address, known.host_veth)
             return
-        # Unknown key: clean up from prevResult, unless the address now belongs to another pod.
+        # Unknown key (nothing in the checkpoint): prevResult is only the runtime's word. Its addresses are
+        # cleaned up only when no key holds them; an address the allocator gives to a live pod keeps that
+        # pod's route and rules, whatever a stale DEL says.
         env = request.env
         veth = self._veth(request, env.pod_namespace, env.pod_name)
-        in_use = {e.assignment.address for e in self.endpoints.values()}
-        addresses = prev_result_addresses(request.conf.prev_result)
-        for address in addresses:
-            if address not in in_use:
-                await self.podnet.unwire(address, veth)
+        for address in prev_result_addresses(request.conf.prev_result):
+            if await allocator.holds(address):
+                log.info("DEL of an unknown container names %s, held by another: left alone", address)
+                continue
+            await self.podnet.unwire(address, veth)
         # Without an address nothing says the veth of that name is this container's: the runtime's
         # removal of the namespace takes it.
 

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from ipaddress import IPv4Address
 
 from vpcnet.cloud.ec2 import Ec2Api
 from vpcnet.cloud.node import NodeInfo
@@ -97,6 +98,9 @@ class VpcAllocator:
 
     async def lookup(self, key: IpamKey) -> Assignment | None:
         return await self.allocator.lookup(key)
+
+    async def holds(self, address: IPv4Address) -> bool:
+        return await self.allocator.holds(address)
 
     # ------------------------------------------------------------------ what the agent and tests read
 

@@ -21,6 +21,7 @@ from vpcnet.dataplane import nsenter, rtnl
 from vpcnet.dataplane.hostnet import apply_host_network, remove_host_network
 from vpcnet.dataplane.names import host_veth_name
 from vpcnet.dataplane.podnet import PodNetwork, PodSpec, VethPodExistence
+from vpcnet.testing.memalloc import MemoryAllocator
 
 pytestmark = pytest.mark.root
 
@@ -453,3 +454,23 @@ def test_a_fifo_as_netns_neither_hangs_the_agent_nor_takes_an_address(node: Node
         assert code == 1 and err is not None and err["code"] == 4, err
     assert [a.pod_name for a in node.allocator.assigned.values()] == ["web"]
     assert node.cni("DEL", "c1", ns, "web") == (0, None)
+
+
+def test_stale_del_after_a_restart_keeps_the_live_pod(node: Node) -> None:
+    """Defect 6: after a restart the agent's memory is empty; a DEL for a container nobody knows, whose
+    prevResult names a live pod's address, removed that pod's rules at 512 and 1536. The allocator (the
+    checkpoint) says the address is held: it is left alone."""
+    ns = node.new_pod_netns()
+    node.allocator = MemoryAllocator.from_ranges([("10.0.2.0/24", 4, 1)])  # a secondary ENI: both rules
+    node.stop()
+    node.start()
+    code, live = node.cni("ADD", "live", ns, "web")
+    assert code == 0 and live is not None
+    node.stop()
+    node.start()  # restarted: only the allocator's state survives
+    stale = {"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni", "prevResult": live}
+    assert node.cni("DEL", "gone", "", "old-web", conf=stale) == (0, None)
+    node.drain()
+    assert_wired(node, ns, "web", live, ENI_TABLE)
+    assert node.cni("DEL", "live", ns, "web") == (0, None)
+    assert_gone(node, live["ips"][0]["address"].split("/")[0], "web")

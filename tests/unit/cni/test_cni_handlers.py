@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from ipaddress import IPv4Address
 
 from cnifakes import FakePodNetwork
 
@@ -99,3 +100,23 @@ def test_refused_netns_takes_no_address() -> None:
         assert head == b"1" and json.loads(body)["code"] == 4, body
         assert json.loads(body)["msg"] == "CNI_NETNS is not a network namespace"
     assert allocator.assigns == 0 and allocator.assigned == {}
+
+
+def test_stale_del_of_an_unknown_container_leaves_a_live_pods_address() -> None:
+    """Defect 6: after a restart the handler's memory is empty; a DEL for a container the allocator does
+    not know, whose prevResult names a live pod's address, must not unwire that address."""
+    allocator = MemoryAllocator.from_ranges([("10.0.1.0/24", 5, 0)])
+    podnet = FakePodNetwork()
+    handler = CniHandler(lambda: allocator, podnet)  # type: ignore[arg-type]
+    head, _, body = asyncio.run(handler.handle(request("ADD", "live"))).partition(b"\n")
+    assert head == b"0"
+    live = json.loads(body)
+    restarted = CniHandler(lambda: allocator, podnet)  # type: ignore[arg-type]
+    stale = json.dumps({**json.loads(CONF), "prevResult": live}).encode()
+    assert asyncio.run(restarted.handle(request("DEL", "gone", conf=stale, pod=b"old"))) == b"0\n"
+    assert podnet.unwired == []
+    assert len(allocator.assigned) == 1
+    # an address nobody holds is still cleaned up from prevResult (a DEL whose ADD never finished)
+    free = json.dumps({**json.loads(CONF), "prevResult": {"ips": [{"address": "10.0.1.14/32"}]}}).encode()
+    assert asyncio.run(restarted.handle(request("DEL", "gone", conf=free, pod=b"old"))) == b"0\n"
+    assert podnet.unwired == [IPv4Address("10.0.1.14")]
