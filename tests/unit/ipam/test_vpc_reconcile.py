@@ -127,3 +127,34 @@ def test_created_age_reads_the_tag_and_ignores_a_bad_one() -> None:
     assert created_age("1970-01-01T00:01:40Z", 1000.0) == 900.0
     assert created_age(None, 1000.0) is None
     assert created_age("yesterday", 1000.0) is None
+
+
+def test_sweep_never_deletes_an_eni_the_pool_controller_is_attaching() -> None:
+    """An ENI of ours is 'available' between CreateNetworkInterface and the end of its attach. A sweep that
+    ran beside the controller (it took no lock) deleted it once its age passed the grace period (the lab
+    test: grace 3 s, attach 2 s plus load, createdAt truncated to the second): the attach then failed
+    and the controller backed off. The sweep waits for the controller's EC2 work instead."""
+    from vpcnet.ipam.eni_pool import Eni
+    from vpcnet.ipam.vpc_pool import PoolController
+
+    node = make_node("m5.large", latency={"AttachNetworkInterface": 10.0})
+
+    async def body() -> None:
+        st, rc = reconciler(node, leaked_eni_grace=5.0)
+        await rc.adopt_enis()
+        controller = PoolController(st, node.ec2, node.net)
+
+        async def grow() -> Eni:
+            async with st.ec2_lock:  # as the controller's _grow and _ensure_eni_headroom call it
+                return await controller._new_eni(2)
+
+        growing = asyncio.create_task(grow())
+        await asyncio.sleep(1.0)  # created, attach under way
+        await rc.sweep_leaked_enis()  # seen unattached for the first time (if it does not wait)
+        await asyncio.sleep(6.0)
+        await rc.sweep_leaked_enis()  # 6 s > grace since first seen: deleted, unless it waits
+        eni = await growing
+        assert eni.eni_id in st.pool.enis and eni.eni_id in node.eni_ids()
+        assert st.counters.leaked_enis_deleted == 0
+
+    run(body)
