@@ -182,6 +182,8 @@ class VpcAllocator:
             "coolingIPs": s.cooling,
             "availableIPs": s.available,
             "targetIPs": self.target(),
+            # EC2 actions under way: until they end, EC2 may hold what the pool does not (yet)
+            "ec2InProgress": {fn: n for fn, n in sorted(self.in_progress.items()) if n},
             "maxENIs": cap.max_enis,
             "maxIPs": cap.address_ceiling,
             "maxPods": cap.max_pods,
