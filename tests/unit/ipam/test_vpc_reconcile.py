@@ -158,3 +158,22 @@ def test_sweep_never_deletes_an_eni_the_pool_controller_is_attaching() -> None:
         assert st.counters.leaked_enis_deleted == 0
 
     run(body)
+
+
+def test_addresses_a_dead_agent_asked_for_are_adopted_by_the_next_reconcile() -> None:
+    """kill -9 during AssignPrivateIpAddresses: EC2 completes the call after the restarted agent adopted
+    its ENIs. The next reconcile takes the addresses in (free, for pods), so EC2 and the pool agree."""
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        st, rc = reconciler(node)
+        await rc.adopt_enis()
+        ours = await attach_eni(node, 1, {TAG_INSTANCE_ID: node.iid}, 2)
+        await rc.reconcile()
+        late, _ = await node.ec2.assign_private_ips(ours, count=3)  # the dead agent's call lands now
+        await rc.reconcile()
+        assert set(late) <= set(st.pool.slots) and all(st.pool.slots[a].key is None for a in late)
+        on_ec2 = {IPv4Address(a) for e in node.ec2.cloud.enis_of(node.iid) for a in e.secondary_ips}
+        assert on_ec2 == set(st.pool.slots)
+
+    run(body)
