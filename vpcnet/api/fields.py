@@ -7,6 +7,7 @@ neutral value so that validation can continue and report every problem at once.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,7 +131,12 @@ def opt_float(ctx: Ctx, data: Mapping[str, Any], key: str, path: str) -> float |
     if isinstance(value, bool) or not isinstance(value, int | float):
         ctx.fault(join(path, key), f"must be a number, got {_type_name(value)}")
         return None
-    return float(value)
+    # NaN and infinity (YAML .nan, .inf; huge integers overflow to it) have no order: refused.
+    number = float(value) if isinstance(value, float) or abs(value) < 2**1023 else math.inf
+    if not math.isfinite(number):
+        ctx.fault(join(path, key), f"must be a finite number, got {_type_name(value)}")
+        return None
+    return number
 
 
 def opt_bool(ctx: Ctx, data: Mapping[str, Any], key: str, path: str) -> bool | None:

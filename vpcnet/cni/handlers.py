@@ -3,7 +3,8 @@
 ADD assigns (idempotent per key), wires, and on any failure undoes the wiring and releases the address.
 DEL releases by key and removes the host side by the address the allocator gives back; a key the
 allocator no longer knows (agent restarted without it, ADD never finished) falls back on prevResult's
-address, and a missing namespace or container is not an error: DEL always converges to "nothing left".
+addresses, but only those no key holds (a stale DEL must not cut off a live pod); a missing namespace or
+container is not an error: DEL always converges to "nothing left".
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from vpcnet.cni.spec import (
 )
 from vpcnet.dataplane.names import host_veth_name
 from vpcnet.dataplane.podnet import (
+    HostNetworkNamespace,
     NotANetworkNamespace,
     PodNamespaceGone,
     PodNetwork,
@@ -126,6 +128,8 @@ class CniHandler:
 
     async def add(self, request: CniRequest, key: IpamKey) -> bytes:
         env, conf = request.env, request.conf
+        # Validate before allocating: a refused ADD must not take an address into its cooldown.
+        self._check_netns(env.netns)
         allocator = self.allocator()
         if not allocator.ready():
             raise CniError(ERR_TRY_AGAIN_LATER, "the address manager is starting (no pool yet)")
@@ -149,10 +153,8 @@ class CniHandler:
             wired = await self.podnet.wire(spec)
         except BaseException as exc:
             await self._release_quietly(allocator, key)
-            if isinstance(exc, PodNamespaceGone):
-                raise CniError(ERR_INVALID_ENV, "CNI_NETNS does not exist", env.netns) from None
-            if isinstance(exc, NotANetworkNamespace):
-                raise CniError(ERR_INVALID_ENV, "CNI_NETNS is not a network namespace", env.netns) from None
+            if isinstance(exc, PodNamespaceGone | NotANetworkNamespace):
+                raise netns_error(exc, env.netns) from None
             if isinstance(exc, WiringError):
                 raise CniError(ERR_WIRING_FAILED, "wiring the pod failed (undone)", str(exc)) from None
             raise
@@ -167,6 +169,12 @@ class CniHandler:
             conf.prev_result,
         )
         return answer(0, result)
+
+    def _check_netns(self, netns: str) -> None:
+        try:
+            self.podnet.check_netns(netns)
+        except (PodNamespaceGone, NotANetworkNamespace) as exc:
+            raise netns_error(exc, netns) from None
 
     async def _release_quietly(self, allocator: Allocator, key: IpamKey) -> None:
         try:
@@ -188,14 +196,16 @@ class CniHandler:
         if known is not None:
             await self.podnet.unwire(known.assignment.address, known.host_veth)
             return
-        # Unknown key: clean up from prevResult, unless the address now belongs to another pod.
+        # Unknown key (nothing in the checkpoint): prevResult is only the runtime's word. Its addresses are
+        # cleaned up only when no key holds them; an address the allocator gives to a live pod keeps that
+        # pod's route and rules, whatever a stale DEL says.
         env = request.env
         veth = self._veth(request, env.pod_namespace, env.pod_name)
-        in_use = {e.assignment.address for e in self.endpoints.values()}
-        addresses = prev_result_addresses(request.conf.prev_result)
-        for address in addresses:
-            if address not in in_use:
-                await self.podnet.unwire(address, veth)
+        for address in prev_result_addresses(request.conf.prev_result):
+            if await allocator.holds(address):
+                log.info("DEL of an unknown container names %s, held by another: left alone", address)
+                continue
+            await self.podnet.unwire(address, veth)
         # Without an address nothing says the veth of that name is this container's: the runtime's
         # removal of the namespace takes it.
 
@@ -244,3 +254,14 @@ class CniHandler:
             await allocator.release(key)
             del self.endpoints[key]
             await self.podnet.unwire(endpoint.assignment.address, endpoint.host_veth)
+
+
+def netns_error(exc: WiringError, netns: str) -> CniError:
+    """CNI_NETNS names no usable pod namespace: the spec's invalid-environment error (4), saying why."""
+    if isinstance(exc, PodNamespaceGone):
+        return CniError(ERR_INVALID_ENV, "CNI_NETNS does not exist", netns)
+    if isinstance(exc, HostNetworkNamespace):
+        return CniError(
+            ERR_INVALID_ENV, "CNI_NETNS is the node's own network namespace, not a pod's (refused)", netns
+        )
+    return CniError(ERR_INVALID_ENV, "CNI_NETNS is not a network namespace", netns)

@@ -1,13 +1,14 @@
 """CNI spec 1.1 on the agent's side: the request (environment + network config), errors and results.
 
-Everything a runtime can send is checked here; anything wrong becomes a `CniError` carrying the spec's code
-and a message that names the variable or field, never a traceback.
+Everything a runtime can send is checked; anything wrong becomes a `CniError` carrying the spec's code and
+a message that names the variable or field, never a traceback. The checks themselves live in the shim
+(`check_env`, `check_config`), which runs them when the agent cannot answer: one set of rules, so a
+malformed request gets the same code whether or not the agent is up.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -24,6 +25,13 @@ from vpcnet.cni.shim import (
     LATEST_VERSION,
     PROTOCOL,
     SUPPORTED_VERSIONS,
+    VALID_ATTACHMENTS,
+    CniError,
+    check_config,
+    check_env,
+    check_ifname,
+    parse_cni_args,
+    valid_attachments,
 )
 
 __all__ = [
@@ -36,6 +44,9 @@ __all__ = [
     "ERR_TRY_AGAIN_LATER",
     "LATEST_VERSION",
     "SUPPORTED_VERSIONS",
+    "CniError",
+    "check_ifname",
+    "parse_cni_args",
 ]
 
 # Plugin-specific codes (the spec reserves 100+ for plugins).
@@ -45,25 +56,6 @@ ERR_WIRING_FAILED = 102  # the kernel refused part of ADD (everything was rolled
 
 GATEWAY = IPv4Address("169.254.1.1")
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC")
-NEEDS_CONTAINER = ("ADD", "DEL", "CHECK")
-VALID_ATTACHMENTS = "cni.dev/valid-attachments"
-
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_IFNAME_BAD = re.compile(r"[/:\s]")
-_VETH_PREFIX = re.compile(r"^[A-Za-z0-9]{1,4}$")
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-
-
-class CniError(Exception):
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
-        super().__init__(f"{msg}: {details}" if details else msg)
-        self.code = code
-        self.msg = msg
-        self.details = details
-
-    def to_json(self, version: str) -> dict[str, Any]:
-        return {"cniVersion": version, "code": self.code, "msg": self.msg, "details": self.details}
 
 
 @dataclass(frozen=True)
@@ -128,149 +120,30 @@ def decode_wire(data: bytes) -> tuple[dict[str, str], bytes]:
     return env, data[pos:]
 
 
-def parse_cni_args(text: str) -> dict[str, str]:
-    """CNI_ARGS is "K=V;K2=V2" (the spec's form); an entry without "=" is an error."""
-    out: dict[str, str] = {}
-    for part in text.split(";"):
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        if not sep or not key:
-            raise CniError(ERR_INVALID_ENV, "CNI_ARGS entries must be KEY=VALUE separated by ';'", repr(part))
-        out[key] = value
-    return out
-
-
-def check_ifname(name: str, what: str) -> str:
-    if not 1 <= len(name) <= 15 or name in (".", "..") or _IFNAME_BAD.search(name):
-        raise CniError(
-            ERR_INVALID_ENV,
-            f"{what} must be a valid interface name (1-15 characters, no '/', ':' or spaces)",
-            repr(name),
-        )
-    return name
-
-
 def parse_env(env: Mapping[str, str]) -> CniEnv:
-    command = env.get("CNI_COMMAND", "")
-    if command not in COMMANDS:
-        raise CniError(
-            ERR_INVALID_ENV, "CNI_COMMAND must be one of ADD, DEL, CHECK, STATUS, GC", f"{command!r}"
-        )
-    container_id = env.get("CNI_CONTAINERID", "")
-    netns = env.get("CNI_NETNS", "")
-    ifname = env.get("CNI_IFNAME", "")
-    if command in NEEDS_CONTAINER:
-        if not container_id:
-            raise CniError(ERR_INVALID_ENV, f"CNI_CONTAINERID is required for {command}")
-        if not _CONTAINER_ID.match(container_id):
-            raise CniError(
-                ERR_INVALID_ENV,
-                "CNI_CONTAINERID must be letters, digits, '_', '.' or '-', starting with a letter or digit",
-                repr(container_id[:80]),
-            )
-        check_ifname(ifname, "CNI_IFNAME")
-    if command in ("ADD", "CHECK"):
-        if not netns:
-            raise CniError(ERR_INVALID_ENV, f"CNI_NETNS is required for {command}")
-        if not netns.startswith("/"):
-            raise CniError(ERR_INVALID_ENV, "CNI_NETNS must be an absolute path", repr(netns[:200]))
-    args = parse_cni_args(env.get("CNI_ARGS", ""))
-    for key in ("K8S_POD_NAMESPACE", "K8S_POD_NAME"):
-        value = args.get(key)
-        if value is not None and (len(value) > 253 or not _K8S_NAME.match(value)):
-            raise CniError(
-                ERR_INVALID_ENV, f"CNI_ARGS {key} is not a valid Kubernetes name", repr(value[:80])
-            )
+    args = check_env(env)
     return CniEnv(
-        command=command,
-        container_id=container_id,
-        netns=netns,
-        ifname=ifname,
+        command=env.get("CNI_COMMAND", ""),
+        container_id=env.get("CNI_CONTAINERID", ""),
+        netns=env.get("CNI_NETNS", ""),
+        ifname=env.get("CNI_IFNAME", ""),
         args=args,
         path=env.get("CNI_PATH", ""),
     )
 
 
-def _valid_attachments(value: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, list):
-        raise CniError(ERR_INVALID_CONFIG, f"{VALID_ATTACHMENTS} must be a list", type(value).__name__)
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise CniError(ERR_INVALID_CONFIG, f"{VALID_ATTACHMENTS}[{i}] must be an object")
-        cid, ifname = item.get("containerID"), item.get("ifname")
-        if not isinstance(cid, str) or not isinstance(ifname, str):
-            raise CniError(
-                ERR_INVALID_CONFIG, f"{VALID_ATTACHMENTS}[{i}] needs string containerID and ifname"
-            )
-        out.append((cid, ifname))
-    return tuple(out)
-
-
 def parse_config(data: bytes, command: str) -> NetConf:
-    try:
-        conf = json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise CniError(ERR_DECODE, "the network configuration on stdin is not JSON", str(exc)[:200]) from None
-    if not isinstance(conf, dict):
-        raise CniError(ERR_DECODE, "the network configuration must be a JSON object", type(conf).__name__)
-    version = conf.get("cniVersion")
-    if not isinstance(version, str):
-        raise CniError(ERR_INVALID_CONFIG, "cniVersion must be a string", repr(version)[:80])
-    if version not in SUPPORTED_VERSIONS:
-        raise CniError(
-            ERR_INCOMPATIBLE_VERSION,
-            f"cniVersion must be one of {', '.join(SUPPORTED_VERSIONS)}",
-            repr(version[:40]),
-        )
-    if command in ("STATUS", "GC") and version != "1.1.0":
-        raise CniError(ERR_INCOMPATIBLE_VERSION, f"{command} needs cniVersion 1.1.0", version)
-    name = conf.get("name")
-    if not isinstance(name, str) or not _NETWORK_NAME.match(name):
-        raise CniError(
-            ERR_INVALID_CONFIG,
-            "name must be a network name (letters, digits, '_', '.', '-'; starting with a letter or digit)",
-            repr(name)[:80],
-        )
-    plugin_type = conf.get("type")
-    if not isinstance(plugin_type, str) or not plugin_type:
-        raise CniError(ERR_INVALID_CONFIG, "type must be a non-empty string", repr(plugin_type)[:80])
-    mtu = conf.get("mtu")
-    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 9001):
-        raise CniError(ERR_INVALID_CONFIG, "mtu must be an integer from 576 to 9001", repr(mtu)[:40])
-    prefix = conf.get("vethPrefix")
-    if prefix is not None and (
-        not isinstance(prefix, str) or not _VETH_PREFIX.match(prefix) or prefix in ("eth", "lo", "vlan")
-    ):
-        raise CniError(
-            ERR_INVALID_CONFIG, "vethPrefix must be 1-4 letters or digits, not eth, lo or vlan", repr(prefix)
-        )
-    prev = conf.get("prevResult")
-    if prev is not None and not isinstance(prev, dict):
-        raise CniError(ERR_INVALID_CONFIG, "prevResult must be an object", type(prev).__name__)
-    if prev is not None:
-        _check_prev_result(prev)
-    attachments = None
-    if command == "GC":
-        attachments = _valid_attachments(conf.get(VALID_ATTACHMENTS, []))
+    conf = check_config(data, command)
     return NetConf(
-        cni_version=version,
-        name=name,
-        type=plugin_type,
-        mtu=mtu,
-        veth_prefix=prefix,
-        prev_result=prev,
-        valid_attachments=attachments,
+        cni_version=conf["cniVersion"],
+        name=conf["name"],
+        type=conf["type"],
+        mtu=conf.get("mtu"),
+        veth_prefix=conf.get("vethPrefix"),
+        prev_result=conf.get("prevResult"),
+        valid_attachments=valid_attachments(conf.get(VALID_ATTACHMENTS, [])) if command == "GC" else None,
         raw=conf,
     )
-
-
-def _check_prev_result(prev: dict[str, Any]) -> None:
-    for key in ("interfaces", "ips", "routes"):
-        value = prev.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
-            raise CniError(ERR_INVALID_CONFIG, f"prevResult.{key} must be a list of objects")
 
 
 def prev_result_addresses(prev: dict[str, Any] | None) -> list[IPv4Address]:

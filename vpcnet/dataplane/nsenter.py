@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,25 +46,75 @@ def setns(fd: int) -> None:
 
 
 def open_netns(path: str | os.PathLike[str]) -> int:
-    """An fd for the namespace at path (/run/netns/NAME or /proc/PID/ns/net); the caller closes it."""
+    """An fd for the namespace at path (/run/netns/NAME or /proc/PID/ns/net); the caller closes it.
+    O_NONBLOCK: if path was swapped for a FIFO, the open must not hang the event loop's thread."""
     try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise NamespaceError(exc.errno, f"network namespace {path}: {exc.strerror}") from None
 
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+
+
+def netns_identity(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(st_dev, st_ino) of a namespace file: two paths name the same namespace iff these are equal."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _nsfs_device() -> int:
+    # Every namespace file lives on the one nsfs superblock: its device tells namespace files apart from
+    # anything else without opening them (opening a FIFO or a device could block or have side effects).
+    return os.stat("/proc/thread-self/ns/net").st_dev
+
+
 def is_netns(path: str) -> bool:
-    """Whether path is a network namespace (not a plain file, nor another kind of namespace)."""
+    """Whether path is a network namespace (not a plain file, a FIFO, a device, nor another kind of
+    namespace). Never blocks: nothing is opened unless stat says it is a namespace file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        st = os.stat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_dev != _nsfs_device():
+        return False
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError:
         return False
     try:
+        after = os.fstat(fd)
+        if (after.st_dev, after.st_ino) != (st.st_dev, st.st_ino):
+            return False  # swapped between stat and open
         return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
     except OSError:  # ENOTTY: not a namespace file at all
         return False
     finally:
         os.close(fd)
+
+
+def host_netns_paths(node_netns: str | None) -> list[str]:
+    """The namespaces a pod must never be wired into: the agent's own (the node's, for a host-network
+    agent), the node's when the agent works on it from elsewhere, and init's (the machine's)."""
+    paths = ["/proc/self/ns/net", "/proc/1/ns/net"]
+    if node_netns is not None:
+        paths.append(node_netns)
+    return paths
+
+
+def is_host_netns(path: str, node_netns: str | None = None) -> bool:
+    """Whether path names the same network namespace as the agent's, the node's or init's."""
+    try:
+        target = netns_identity(path)
+    except OSError:
+        return False
+    for host in host_netns_paths(node_netns):
+        try:
+            if netns_identity(host) == target:
+                return True
+        except OSError:  # /proc/1 hidden (hidepid): the others still count
+            continue
+    return False
 
 
 def enter_for_good(path: str | os.PathLike[str]) -> None:

@@ -62,7 +62,11 @@ class PodNamespaceGone(WiringError):
 
 
 class NotANetworkNamespace(WiringError):
-    """The pod's namespace path names something else (a plain file, another kind of namespace)."""
+    """The pod's namespace path names something else (a plain file, a FIFO, another kind of namespace)."""
+
+
+class HostNetworkNamespace(NotANetworkNamespace):
+    """The pod's namespace path names the node's own namespace (or the agent's, or the machine's)."""
 
 
 @dataclass(frozen=True)
@@ -201,13 +205,20 @@ class PodNetwork:
             messages.append(rtnl.add_rule(FROM_POD_PRIORITY, spec.route_table, src=ip))
         return messages
 
+    def check_netns(self, netns: str) -> None:
+        """Refuse a pod namespace path that is missing, not a network namespace, or the node's own: wiring
+        there would replace the node's default route. Opens nothing that could block (nsenter.is_netns)."""
+        if not os.path.exists(netns):
+            raise PodNamespaceGone(f"network namespace {netns} does not exist")
+        if not nsenter.is_netns(netns):
+            raise NotANetworkNamespace(f"{netns} is not a network namespace")
+        if nsenter.is_host_netns(netns, self.node_netns):
+            raise HostNetworkNamespace(f"{netns} is the node's own network namespace, not a pod's")
+
     async def wire(self, spec: PodSpec) -> WiredPod:
         """Make the pod's interface and the host's routes and rules; on failure undo everything and raise."""
         await self._wait_pending(spec.host_veth)
-        if not os.path.exists(spec.netns):
-            raise PodNamespaceGone(f"network namespace {spec.netns} does not exist")
-        if not nsenter.is_netns(spec.netns):
-            raise NotANetworkNamespace(f"{spec.netns} is not a network namespace")
+        self.check_netns(spec.netns)
         host_mac, pod_mac = random_mac(), random_mac()
         created: rtnl.Link | None = None
         try:

@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from vpcnet.datastore.resources import ResourceStore
 from vpcnet.datastore.types import Datastore, DatastoreUnavailable, DeleteOp, PutOp, RevisionIs
@@ -292,3 +292,11 @@ class PoolAllocator:
     async def lookup(self, key: IpamKey) -> Assignment | None:
         record = await self.ipam.lookup(handle_id(key))
         return self._assignment(record) if record else None
+
+    async def holds(self, address: IPv4Address) -> bool:
+        """Whether the block holding address allocates it (to any node: borrowed addresses count)."""
+        for kv in (await self.ipam.datastore.list(BLOCKS)).items:
+            if address in block_from_key_name(kv.key[len(BLOCKS) :]):
+                block = Block.from_bytes(kv.value)
+                return block.ordinal(address) in block.allocations
+        return False

@@ -50,4 +50,9 @@ class Allocator(Protocol):
 
     async def lookup(self, key: IpamKey) -> Assignment | None: ...
 
+    async def holds(self, address: IPv4Address) -> bool:
+        """Whether some key holds address (the CNI's DEL for an unknown key leaves such an address's
+        wiring alone, whatever prevResult says)."""
+        ...
+
     def ready(self) -> bool: ...

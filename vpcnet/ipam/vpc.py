@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from ipaddress import IPv4Address
 
 from vpcnet.cloud.ec2 import Ec2Api
 from vpcnet.cloud.node import NodeInfo
@@ -98,6 +99,9 @@ class VpcAllocator:
     async def lookup(self, key: IpamKey) -> Assignment | None:
         return await self.allocator.lookup(key)
 
+    async def holds(self, address: IPv4Address) -> bool:
+        return await self.allocator.holds(address)
+
     # ------------------------------------------------------------------ what the agent and tests read
 
     @property
@@ -178,6 +182,8 @@ class VpcAllocator:
             "coolingIPs": s.cooling,
             "availableIPs": s.available,
             "targetIPs": self.target(),
+            # EC2 actions under way: until they end, EC2 may hold what the pool does not (yet)
+            "ec2InProgress": {fn: n for fn, n in sorted(self.in_progress.items()) if n},
             "maxENIs": cap.max_enis,
             "maxIPs": cap.address_ceiling,
             "maxPods": cap.max_pods,

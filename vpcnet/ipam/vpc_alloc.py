@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from ipaddress import IPv4Address
 
 from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Assignment, IpamKey
 from vpcnet.ipam.vpc_state import VpcPoolState
@@ -94,6 +95,10 @@ class VpcAddressAllocator:
     async def lookup(self, key: IpamKey) -> Assignment | None:
         slot = self.state.pool.by_key.get(key)
         return None if slot is None else self.state.pool.assignment(slot)
+
+    async def holds(self, address: IPv4Address) -> bool:
+        slot = self.state.pool.slots.get(address)
+        return slot is not None and slot.key is not None
 
     def hard_limit(self) -> str | None:
         """Why no address can be had at all (not just now), or None if growing (or waiting) can help."""

@@ -187,6 +187,12 @@ class Reconciler:
     async def sweep_leaked_enis(self) -> None:
         """Delete ENIs tagged with our instance id that stayed unattached beyond the grace period (a crash
         between create and attach, or a delete that failed after detach)."""
+        # Under the EC2 lock: an ENI the pool controller has created and is still attaching is 'available'
+        # too, and may be older than the grace period by its createdAt tag (a slow attach, a short grace).
+        async with self.state.ec2_lock:
+            await self._sweep_leaked_enis()
+
+    async def _sweep_leaked_enis(self) -> None:
         st = self.state
         now = st.now()
         leaked = await self.ec2.describe_network_interfaces(

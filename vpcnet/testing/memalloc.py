@@ -68,5 +68,8 @@ class MemoryAllocator:
     async def lookup(self, key: IpamKey) -> Assignment | None:
         return self.assigned.get(key)
 
+    async def holds(self, address: IPv4Address) -> bool:
+        return any(a.address == address for a in self.assigned.values())
+
     def ready(self) -> bool:
         return self.is_ready

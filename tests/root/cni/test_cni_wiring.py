@@ -4,6 +4,7 @@ pod on the primary ENI (table main) and one on a secondary ENI (table 2), in nam
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 import subprocess
@@ -20,6 +21,7 @@ from vpcnet.dataplane import nsenter, rtnl
 from vpcnet.dataplane.hostnet import apply_host_network, remove_host_network
 from vpcnet.dataplane.names import host_veth_name
 from vpcnet.dataplane.podnet import PodNetwork, PodSpec, VethPodExistence
+from vpcnet.testing.memalloc import MemoryAllocator
 
 pytestmark = pytest.mark.root
 
@@ -411,3 +413,64 @@ def test_veth_pod_existence_for_the_address_manager(node: Node) -> None:
     assert pod_rules(node, ip) == [(512, "to", "main")]  # what the vanished pod left
     node.loop.run(existence.prune(IPv4Address(ip)))
     assert pod_rules(node, ip) == []
+
+
+def node_default_routes(node: Node) -> list[dict[str, Any]]:
+    return [
+        r for r in ip_json("-n", node.netns, "route", "show", "table", "all") if r.get("dst") == "default"
+    ]
+
+
+def test_the_nodes_own_namespace_is_refused_and_left_alone(node: Node) -> None:
+    """Defect 5: CNI_NETNS naming the node's namespace replaced the node's default route. Refused (4),
+    nothing changes, no address is taken."""
+    before = node_default_routes(node), rules(node), sorted(links(node.netns))
+    # /run/netns/<node>: the node's own namespace (eth7: as in the report, no clash with the node's eth0)
+    code, err = node.cni("ADD", "c1", node.netns, "web", ifname="eth7")
+    assert code == 1 and err is not None and err["code"] == 4, err
+    assert "node's own network namespace" in err["msg"], err
+    node.drain()
+    assert (node_default_routes(node), rules(node), sorted(links(node.netns))) == before
+    assert node.allocator.assigned == {}
+
+
+def test_a_fifo_as_netns_neither_hangs_the_agent_nor_takes_an_address(node: Node) -> None:
+    """Defect 4: a FIFO as CNI_NETNS was opened with a blocking open() on the event loop: every request
+    stopped. Now it is refused (4) at once, and other pods are served meanwhile."""
+    import concurrent.futures
+
+    fifo = node.tmp / "fifo"
+    os.mkfifo(fifo)
+    ns = node.new_pod_netns()
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        stuck = ex.submit(node.cni, "ADD", "c-fifo", f"../..{fifo}", "fifo")
+        try:
+            code, result = ex.submit(node.cni, "ADD", "c1", ns, "web").result(timeout=30)
+            assert code == 0 and result is not None, result
+            code, err = stuck.result(timeout=30)
+        finally:
+            if not stuck.done():  # the old code: unblock the agent's open() so the test can end
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        assert code == 1 and err is not None and err["code"] == 4, err
+    assert [a.pod_name for a in node.allocator.assigned.values()] == ["web"]
+    assert node.cni("DEL", "c1", ns, "web") == (0, None)
+
+
+def test_stale_del_after_a_restart_keeps_the_live_pod(node: Node) -> None:
+    """Defect 6: after a restart the agent's memory is empty; a DEL for a container nobody knows, whose
+    prevResult names a live pod's address, removed that pod's rules at 512 and 1536. The allocator (the
+    checkpoint) says the address is held: it is left alone."""
+    ns = node.new_pod_netns()
+    node.allocator = MemoryAllocator.from_ranges([("10.0.2.0/24", 4, 1)])  # a secondary ENI: both rules
+    node.stop()
+    node.start()
+    code, live = node.cni("ADD", "live", ns, "web")
+    assert code == 0 and live is not None
+    node.stop()
+    node.start()  # restarted: only the allocator's state survives
+    stale = {"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni", "prevResult": live}
+    assert node.cni("DEL", "gone", "", "old-web", conf=stale) == (0, None)
+    node.drain()
+    assert_wired(node, ns, "web", live, ENI_TABLE)
+    assert node.cni("DEL", "live", ns, "web") == (0, None)
+    assert_gone(node, live["ips"][0]["address"].split("/")[0], "web")

@@ -84,12 +84,12 @@ def ec2_enis(lab: LabHandle, node: str) -> list[dict[str, Any]]:
     return enis
 
 
-def ec2_pod_addresses(lab: LabHandle, node: str) -> set[str]:
+def ec2_pod_addresses(lab: LabHandle, node: str, enis: list[dict[str, Any]] | None = None) -> set[str]:
     """Addresses for pods on the node's ENIs as EC2 sees them (secondary IPs and prefix members)."""
     import ipaddress
 
     out: set[str] = set()
-    for e in ec2_enis(lab, node):
+    for e in ec2_enis(lab, node) if enis is None else enis:
         for a in e.get("PrivateIpAddresses", []):
             if not a.get("Primary"):
                 out.add(a["PrivateIpAddress"])
@@ -140,3 +140,47 @@ def set_faults(lab: LabHandle, doc: dict[str, Any]) -> None:
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
         resp.read()
+
+
+def agent_view(doc: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """(ENI ids, addresses for pods) as the agent holds them."""
+    return sorted(e["id"] for e in doc["ENIs"]), {ip["address"] for e in doc["ENIs"] for ip in e["ips"]}
+
+
+def agreed_with_ec2(lab: LabHandle, node: str, timeout: float = 60.0) -> dict[str, Any]:
+    """The agent's view once it agrees with EC2's and holds still; fails (saying how they differ) if
+    they do not agree within timeout (many reconcile intervals).
+
+    One read of the agent and one of EC2 are not one snapshot: a warm-pool growth that EC2 has applied
+    and the agent has not yet recorded (its answer on the way back, or started between the two reads;
+    after a restart, growth deferred by the EC2 error backoff can start at any moment) looks like a leak.
+    So: the pool at its target with no EC2 action under way, and the agent's view the same before and
+    after EC2 is read, and equal to it."""
+    seen: list[str] = []
+
+    def agreed() -> bool:
+        before = ipam(lab, node)
+        enis = ec2_enis(lab, node)
+        after = ipam(lab, node)
+        ec2 = sorted(e["NetworkInterfaceId"] for e in enis), ec2_pod_addresses(lab, node, enis)
+        mine = agent_view(after)
+        seen[:] = [
+            f"agent ENIs {mine[0]}, EC2 ENIs {ec2[0]}; only EC2 holds {sorted(ec2[1] - mine[1])},"
+            f" only the agent holds {sorted(mine[1] - ec2[1])}; total {after['totalIPs']}, target"
+            f" {after['targetIPs']}, EC2 actions under way {after.get('ec2InProgress')}",
+            json.dumps(after),
+        ]
+        return (
+            not after.get("ec2InProgress")
+            and after["totalIPs"] >= after["targetIPs"]
+            and agent_view(before) == mine
+            and mine == ec2
+        )
+
+    end = time.monotonic() + timeout
+    while not agreed():
+        if time.monotonic() > end:
+            raise AssertionError(f"the agent's view and EC2's did not agree within {timeout:g}s: {seen[0]}")
+        time.sleep(0.5)
+    doc: dict[str, Any] = json.loads(seen[1])
+    return doc

@@ -373,3 +373,23 @@ status: {}
     assert isinstance(gnp, GlobalNetworkPolicy) and gnp.performance_hints == ("AssumeNeededOnEveryNode",)
     assert gnp.to_dict()["metadata"]["resourceVersion"] == "12"
     assert isinstance(knp, K8sNetworkPolicy) and knp.policy_types == ("Ingress",)
+
+
+@pytest.mark.parametrize(
+    ("kind", "namespace", "order"),
+    [
+        ("NetworkPolicy", "x", ".nan"),
+        ("NetworkPolicy", "x", "-.inf"),
+        ("GlobalNetworkPolicy", None, ".inf"),
+        ("GlobalNetworkPolicy", None, "1.0e+400"),
+        ("GlobalNetworkPolicy", None, "1" + "0" * 400),
+    ],
+)
+def test_order_must_be_a_finite_number(kind: str, namespace: str | None, order: str) -> None:
+    """Defect 7 (issue 14): NaN has no order (policy ordering became nondeterministic) and neither JSON
+    nor the kernel's view of the order can carry it: refused with the field's path."""
+    ns = f", namespace: {namespace}" if namespace else ""
+    text = f"apiVersion: projectcalico.org/v3\nkind: {kind}\nmetadata: {{name: p{ns}}}\n"
+    text += f"spec:\n  order: {order}\n"
+    faults = _faults(text)
+    assert len(faults) == 1 and "spec.order" in faults[0] and "finite number" in faults[0], faults

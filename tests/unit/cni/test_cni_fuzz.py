@@ -91,3 +91,24 @@ def test_server_alive_and_consistent_after_fuzzing(agent: tuple[Path, MemoryAllo
     assert code == 0
     code, _ = shim.run({**env, b"CNI_COMMAND": b"DEL"}, conf, str(path))  # idempotent
     assert code == 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(env=st.dictionaries(st.sampled_from(ENV_KEYS), env_values), stdin=stdins)
+def test_fuzz_agent_down_codes_are_the_agents(env: dict[str, str], stdin: bytes) -> None:
+    """With the agent down the shim answers a malformed request with the code the agent would give it
+    (4, 6, 7 or 1); only a valid request gets 11 (50 for STATUS). VERSION is the shim's own."""
+    from vpcnet.cni.spec import CniError, parse_request
+
+    raw = {k.encode(): v.encode() for k, v in env.items()}
+    code, out = shim.run(raw, stdin, "/nonexistent/vpcnet.sock")
+    check_answer(code, out)
+    if env.get("CNI_COMMAND") == "VERSION":
+        return
+    try:
+        parse_request(shim.encode_request(raw, stdin))
+    except CniError as err:
+        expected = err.code
+    else:
+        expected = shim.ERR_NOT_AVAILABLE if env.get("CNI_COMMAND") == "STATUS" else shim.ERR_TRY_AGAIN_LATER
+    assert code == 1 and json.loads(out)["code"] == expected, (env, stdin, out)

@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+from ipaddress import IPv4Address
 
 from cnifakes import FakePodNetwork
 
 from vpcnet.cni.handlers import CniHandler
 from vpcnet.cni.shim import encode_request
 from vpcnet.dataplane.podnet import PodSpec, WiredPod, WiringError
+from vpcnet.ipam.types import Assignment, IpamKey
 from vpcnet.testing.memalloc import MemoryAllocator
 
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni"}).encode()
 
 
-def request(command: str, container: str) -> bytes:
+def request(
+    command: str, container: str, netns: bytes = b"/run/netns/x", conf: bytes = CONF, pod: bytes = b"web"
+) -> bytes:
     env = {
         b"CNI_COMMAND": command.encode(),
         b"CNI_CONTAINERID": container.encode(),
-        b"CNI_NETNS": b"/run/netns/x",
+        b"CNI_NETNS": netns,
         b"CNI_IFNAME": b"eth0",
-        b"CNI_ARGS": b"K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+        b"CNI_ARGS": b"K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + pod,
     }
-    return encode_request(env, CONF)
+    return encode_request(env, conf)
 
 
 class SlowPodNetwork(FakePodNetwork):
@@ -74,3 +78,45 @@ def test_exhausted_pool_is_the_vpc_cni_error() -> None:
     assert asyncio.run(handler.handle(request("ADD", "c1"))).startswith(b"0\n")
     body = json.loads(asyncio.run(handler.handle(request("ADD", "c2"))).partition(b"\n")[2])
     assert body["code"] == 100 and body["msg"] == "add cmd: failed to assign an IP address to container"
+
+
+class CountingAllocator(MemoryAllocator):
+    assigns: int = 0
+
+    async def assign(self, key: IpamKey, pod_namespace: str, pod_name: str) -> Assignment:
+        self.assigns += 1
+        return await super().assign(key, pod_namespace, pod_name)
+
+
+def test_refused_netns_takes_no_address() -> None:
+    """Defect 8: an ADD whose CNI_NETNS is refused is refused before the allocator is asked (a release would
+    put the address into its cooldown: five bad ADDs made the next good one wait)."""
+    allocator = CountingAllocator(MemoryAllocator.from_ranges([("10.0.1.0/24", 5, 0)]).slices)
+    podnet = FakePodNetwork()
+    podnet.bad_netns.add("/tmp/fifo")
+    handler = CniHandler(lambda: allocator, podnet)  # type: ignore[arg-type]
+    for i in range(5):
+        head, _, body = asyncio.run(handler.handle(request("ADD", f"c{i}", b"/tmp/fifo"))).partition(b"\n")
+        assert head == b"1" and json.loads(body)["code"] == 4, body
+        assert json.loads(body)["msg"] == "CNI_NETNS is not a network namespace"
+    assert allocator.assigns == 0 and allocator.assigned == {}
+
+
+def test_stale_del_of_an_unknown_container_leaves_a_live_pods_address() -> None:
+    """Defect 6: after a restart the handler's memory is empty; a DEL for a container the allocator does
+    not know, whose prevResult names a live pod's address, must not unwire that address."""
+    allocator = MemoryAllocator.from_ranges([("10.0.1.0/24", 5, 0)])
+    podnet = FakePodNetwork()
+    handler = CniHandler(lambda: allocator, podnet)  # type: ignore[arg-type]
+    head, _, body = asyncio.run(handler.handle(request("ADD", "live"))).partition(b"\n")
+    assert head == b"0"
+    live = json.loads(body)
+    restarted = CniHandler(lambda: allocator, podnet)  # type: ignore[arg-type]
+    stale = json.dumps({**json.loads(CONF), "prevResult": live}).encode()
+    assert asyncio.run(restarted.handle(request("DEL", "gone", conf=stale, pod=b"old"))) == b"0\n"
+    assert podnet.unwired == []
+    assert len(allocator.assigned) == 1
+    # an address nobody holds is still cleaned up from prevResult (a DEL whose ADD never finished)
+    free = json.dumps({**json.loads(CONF), "prevResult": {"ips": [{"address": "10.0.1.14/32"}]}}).encode()
+    assert asyncio.run(restarted.handle(request("DEL", "gone", conf=free, pod=b"old"))) == b"0\n"
+    assert podnet.unwired == [IPv4Address("10.0.1.14")]

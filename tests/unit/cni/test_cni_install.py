@@ -40,9 +40,14 @@ def test_launcher_runs_the_shim_isolated(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0
     assert json.loads(proc.stdout)["supportedVersions"] == ["0.4.0", "1.0.0", "1.1.0"]
-    proc = subprocess.run([str(target)], input=b"{}", env={"CNI_COMMAND": "ADD"}, capture_output=True)
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/run/netns/x", "CNI_IFNAME": "eth0"}
+    conf = b'{"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni"}'
+    proc = subprocess.run([str(target)], input=conf, env=env, capture_output=True)
     body = json.loads(proc.stdout)
     assert proc.returncode == 1 and body["code"] == 11 and str(tmp_path / "agent.sock") in body["details"]
+    # a malformed request is answered by its own code even with the agent down (the runtime must not retry)
+    proc = subprocess.run([str(target)], input=b"{}", env={"CNI_COMMAND": "ADD"}, capture_output=True)
+    assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 4
 
 
 def test_no_conflist_while_the_agent_is_down(tmp_path: Path) -> None:

@@ -61,8 +61,14 @@ def test_agent_down_is_answered_by_the_python_shim(tmp_path: Path) -> None:
     code, out = run(binary, env, CONF)
     body = json.loads(out)
     assert code == 1 and body["code"] == 11 and body["cniVersion"] == "1.0.0"  # stdin was replayed
-    code, out = run(binary, {"CNI_COMMAND": "STATUS"}, b'{"cniVersion": "1.1.0"}')
+    status_conf = b'{"cniVersion": "1.1.0", "name": "vpcnet", "type": "vpcnet-cni"}'
+    code, out = run(binary, {"CNI_COMMAND": "STATUS"}, status_conf)
     assert code == 1 and json.loads(out)["code"] == 50
+    # malformed: the Python shim answers the spec's code for it, agent or not
+    code, out = run(binary, {**env, "CNI_CONTAINERID": ""}, CONF)
+    assert code == 1 and json.loads(out)["code"] == 4
+    code, out = run(binary, env, b'{"cniVersion": "9.9.9", "name": "vpcnet", "type": "vpcnet-cni"}')
+    assert code == 1 and json.loads(out)["code"] == 1
 
 
 def test_paths_that_cannot_be_compiled_in_are_refused(tmp_path: Path) -> None:

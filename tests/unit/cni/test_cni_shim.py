@@ -16,6 +16,7 @@ import pytest
 from vpcnet.cni import shim
 
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni"}).encode()
+CONF_1_1 = json.dumps({"cniVersion": "1.1.0", "name": "vpcnet", "type": "vpcnet-cni"}).encode()
 ENV = {
     b"CNI_COMMAND": b"ADD",
     b"CNI_CONTAINERID": b"c1",
@@ -47,7 +48,8 @@ def test_bad_command_is_error_4(command: bytes) -> None:
 
 @pytest.mark.parametrize(("command", "code"), [(b"ADD", 11), (b"DEL", 11), (b"STATUS", 50)])
 def test_agent_down(command: bytes, code: int, tmp_path: Path) -> None:
-    rc, out = shim.run({**ENV, b"CNI_COMMAND": command}, CONF, str(tmp_path / "missing.sock"))
+    conf = CONF_1_1 if command == b"STATUS" else CONF
+    rc, out = shim.run({**ENV, b"CNI_COMMAND": command}, conf, str(tmp_path / "missing.sock"))
     assert rc == 1
     assert json.loads(out)["code"] == code
 
@@ -120,10 +122,64 @@ def test_shim_imports_only_builtins() -> None:
 
 
 def test_shim_as_a_process_prints_spec_error(tmp_path: Path) -> None:
-    env = {"CNI_COMMAND": "ADD", "VPCNET_AGENT_SOCKET": str(tmp_path / "none.sock")}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-S", shim.__file__], input=CONF, env=env, capture_output=True, check=False
-    )
-    assert proc.returncode == 1
-    assert json.loads(proc.stdout)["code"] == shim.ERR_TRY_AGAIN_LATER
-    assert proc.stderr == b""
+    env = {k.decode(): v.decode() for k, v in ENV.items()}
+    env["VPCNET_AGENT_SOCKET"] = str(tmp_path / "none.sock")
+    for changes, code in (({}, shim.ERR_TRY_AGAIN_LATER), ({"CNI_IFNAME": "é" * 8}, shim.ERR_INVALID_ENV)):
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", shim.__file__],
+            input=CONF,
+            env={**env, **changes},
+            capture_output=True,
+            check=False,
+        )
+        assert proc.returncode == 1
+        assert json.loads(proc.stdout)["code"] == code
+        assert proc.stderr == b""
+
+
+MALFORMED = [
+    # (what the issue found answered 11 with the agent down, the spec's code)
+    ({b"CNI_CONTAINERID": None}, CONF, shim.ERR_INVALID_ENV),
+    ({b"CNI_IFNAME": "é".encode() * 8}, CONF, shim.ERR_INVALID_ENV),  # 8 characters, 16 bytes
+    ({b"CNI_NETNS": b"relative"}, CONF, shim.ERR_INVALID_ENV),
+    ({b"CNI_ARGS": b"K8S_POD_NAME"}, CONF, shim.ERR_INVALID_ENV),
+    ({b"CNI_CONTAINERID": b"\xff"}, CONF, shim.ERR_INVALID_ENV),
+    ({}, b"not json{", shim.ERR_DECODE),
+    ({}, b"[1]", shim.ERR_DECODE),
+    ({}, b'{"cniVersion": "9.9.9", "name": "vpcnet", "type": "vpcnet-cni"}', shim.ERR_INCOMPATIBLE_VERSION),
+    (
+        {},
+        b'{"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni", "mtu": 1}',
+        shim.ERR_INVALID_CONFIG,
+    ),
+    ({}, b'{"cniVersion": "1.0.0", "type": "vpcnet-cni"}', shim.ERR_INVALID_CONFIG),
+]
+
+
+@pytest.mark.parametrize(("changes", "stdin", "code"), MALFORMED)
+def test_malformed_requests_get_their_code_with_the_agent_down(
+    changes: dict[bytes, bytes | None], stdin: bytes, code: int, tmp_path: Path
+) -> None:
+    """Defect 9 (issue 14): 11 tells a runtime to retry; a malformed request will never succeed."""
+    env = {k: v for k, v in {**ENV, **changes}.items() if v is not None}
+    rc, out = shim.run(env, stdin, str(tmp_path / "missing.sock"))
+    assert rc == 1 and json.loads(out)["code"] == code, out
+
+
+@pytest.mark.parametrize(("changes", "stdin", "code"), MALFORMED)
+def test_the_agent_gives_the_same_codes(
+    agent: tuple[Path, object], changes: dict[bytes, bytes | None], stdin: bytes, code: int
+) -> None:
+    path, _ = agent
+    env = {k: v for k, v in {**ENV, **changes}.items() if v is not None}
+    rc, out = shim.run(env, stdin, str(path))
+    assert rc == 1 and json.loads(out)["code"] == code, out
+
+
+def test_interface_names_are_measured_in_bytes() -> None:
+    assert shim.check_ifname("é" * 7, "CNI_IFNAME")  # 14 bytes: fits
+    assert shim.check_ifname("x" * 15, "CNI_IFNAME")
+    for name in ("é" * 8, "x" * 16, "", "a/b", "a b", "a:b", ".."):
+        with pytest.raises(shim.CniError) as info:
+            shim.check_ifname(name, "CNI_IFNAME")
+        assert info.value.code == shim.ERR_INVALID_ENV

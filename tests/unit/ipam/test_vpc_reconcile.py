@@ -127,3 +127,53 @@ def test_created_age_reads_the_tag_and_ignores_a_bad_one() -> None:
     assert created_age("1970-01-01T00:01:40Z", 1000.0) == 900.0
     assert created_age(None, 1000.0) is None
     assert created_age("yesterday", 1000.0) is None
+
+
+def test_sweep_never_deletes_an_eni_the_pool_controller_is_attaching() -> None:
+    """An ENI of ours is 'available' between CreateNetworkInterface and the end of its attach. A sweep that
+    ran beside the controller (it took no lock) deleted it once its age passed the grace period (the lab
+    test: grace 3 s, attach 2 s plus load, createdAt truncated to the second): the attach then failed
+    and the controller backed off. The sweep waits for the controller's EC2 work instead."""
+    from vpcnet.ipam.eni_pool import Eni
+    from vpcnet.ipam.vpc_pool import PoolController
+
+    node = make_node("m5.large", latency={"AttachNetworkInterface": 10.0})
+
+    async def body() -> None:
+        st, rc = reconciler(node, leaked_eni_grace=5.0)
+        await rc.adopt_enis()
+        controller = PoolController(st, node.ec2, node.net)
+
+        async def grow() -> Eni:
+            async with st.ec2_lock:  # as the controller's _grow and _ensure_eni_headroom call it
+                return await controller._new_eni(2)
+
+        growing = asyncio.create_task(grow())
+        await asyncio.sleep(1.0)  # created, attach under way
+        await rc.sweep_leaked_enis()  # seen unattached for the first time (if it does not wait)
+        await asyncio.sleep(6.0)
+        await rc.sweep_leaked_enis()  # 6 s > grace since first seen: deleted, unless it waits
+        eni = await growing
+        assert eni.eni_id in st.pool.enis and eni.eni_id in node.eni_ids()
+        assert st.counters.leaked_enis_deleted == 0
+
+    run(body)
+
+
+def test_addresses_a_dead_agent_asked_for_are_adopted_by_the_next_reconcile() -> None:
+    """kill -9 during AssignPrivateIpAddresses: EC2 completes the call after the restarted agent adopted
+    its ENIs. The next reconcile takes the addresses in (free, for pods), so EC2 and the pool agree."""
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        st, rc = reconciler(node)
+        await rc.adopt_enis()
+        ours = await attach_eni(node, 1, {TAG_INSTANCE_ID: node.iid}, 2)
+        await rc.reconcile()
+        late, _ = await node.ec2.assign_private_ips(ours, count=3)  # the dead agent's call lands now
+        await rc.reconcile()
+        assert set(late) <= set(st.pool.slots) and all(st.pool.slots[a].key is None for a in late)
+        on_ec2 = {IPv4Address(a) for e in node.ec2.cloud.enis_of(node.iid) for a in e.secondary_ips}
+        assert on_ec2 == set(st.pool.slots)
+
+    run(body)

@@ -23,6 +23,7 @@ empty bucket answers RequestLimitExceeded (HTTP 503). `load_faults(path)` reads 
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -83,8 +84,16 @@ class _Failure:
 
 
 def _number(raw: Any, where: str, minimum: float = 0.0) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < minimum:
-        raise FaultsError(f"{where}: expected a number >= {minimum}, got {raw!r}")
+    # NaN passes every comparison and infinity sleeps forever: both refused (JSON allows NaN, Infinity).
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, int | float)
+        or (isinstance(raw, int) and abs(raw) >= 2**1023)
+        or not math.isfinite(raw)
+        or raw < minimum
+    ):
+        shown = repr(raw) if not isinstance(raw, int) or abs(raw) < 10**30 else "a huge integer"
+        raise FaultsError(f"{where}: expected a finite number >= {minimum}, got {shown}")
     return float(raw)
 
 
