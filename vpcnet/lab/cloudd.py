@@ -99,6 +99,7 @@ def serve(layout: LabLayout, etcd_url: str, ec2_host_port: int = 0, wait_for_go:
     fabric = Fabric(layout)
     cloud = Cloud(layout.ec2_state_file)
     fabric.set_subnet_lookup(lambda sid: cloud.subnet(sid).cidr)
+    fabric.set_subnet6_lookup(lambda sid: cloud.subnet(sid).ipv6_cidr)
     # The kernel may have drifted from the state (a daemon restart, a veth deleted by hand): repair it
     # before answering anything, then follow every change through the hooks.
     fabric.reconcile_cloud(cloud.enis(), cloud.instances())
