@@ -3,7 +3,7 @@
 
 moto's file is a dump of DescribeInstanceTypes for every type AWS offers; we keep only what
 pod networking needs. Run with moto installed:
-    pip install moto==5.2.5 && python scripts/gen_instance_types.py
+    pip install moto==5.2.5 && python scripts/gen_instance_types.py [path/to/instance_types.json.gz]
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ def summarise(raw: dict) -> dict:
         "bare_metal": bool(raw.get("BareMetal", False)),
         "max_enis": net["MaximumNetworkInterfaces"],
         "ipv4_per_eni": net["Ipv4AddressesPerInterface"],
+        # EC2 counts IPv6 addresses (and /80 prefixes) per ENI apart from IPv4; 0 where IPv6 is unsupported.
+        "ipv6_per_eni": net.get("Ipv6AddressesPerInterface", 0) if net.get("Ipv6Supported") else 0,
         "default_card": default_card,
         # ENIs per network card; card 0 is the one the default path (and the VPC CNI) uses.
         "cards": [c["MaximumNetworkInterfaces"] for c in cards] or [net["MaximumNetworkInterfaces"]],
@@ -34,7 +36,12 @@ def summarise(raw: dict) -> dict:
 
 
 def main() -> int:
-    src = resources.files("moto.ec2.resources").joinpath("instance_types.json.gz")
+    # The dump's path may be given instead (moto's package import needs all of moto's dependencies).
+    src = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else resources.files("moto.ec2.resources").joinpath("instance_types.json.gz")
+    )
     with src.open("rb") as fh, gzip.open(fh) as unzipped:
         data = json.load(unzipped)
     table = {name: summarise(raw) for name, raw in sorted(data.items())}

@@ -56,6 +56,8 @@ class AgentConfig:
     minimum_ip_target: int = 0  # 0 = unset
     warm_prefix_target: int = 1  # the VPC CNI manifest's default
     enable_prefix_delegation: bool = False
+    enable_ipv4: bool = True  # the pods' family in VPC mode: exactly one of the two, as in the VPC CNI
+    enable_ipv6: bool = False
     max_eni: int | None = None
     ip_cooldown_period: float = 30.0
     external_snat: bool = False
@@ -150,6 +152,8 @@ ENV_NAMES = {
     "minimum_ip_target": "MINIMUM_IP_TARGET",
     "warm_prefix_target": "WARM_PREFIX_TARGET",
     "enable_prefix_delegation": "ENABLE_PREFIX_DELEGATION",
+    "enable_ipv4": "ENABLE_IPv4",
+    "enable_ipv6": "ENABLE_IPv6",
     "max_eni": "MAX_ENI",
     "ip_cooldown_period": "IP_COOLDOWN_PERIOD",
     "external_snat": "AWS_VPC_K8S_CNI_EXTERNALSNAT",
@@ -395,6 +399,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     cfg.update(_policy_settings(e))
     cfg.update(_flow_log_settings(e))
     cfg.update(_calico_settings(e))
+    cfg.update(_family_settings(e, cfg))
 
     if cfg["enable_prefix_delegation"] and not (
         cfg["warm_prefix_target"] or cfg["warm_ip_target"] or cfg["minimum_ip_target"]
@@ -404,6 +409,29 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
             " above 0"
         )
     return AgentConfig(**cfg)
+
+
+def _family_settings(e: _Env, cfg: dict[str, Any]) -> dict[str, Any]:
+    """ENABLE_IPv4 / ENABLE_IPv6 with the VPC CNI's rules: exactly one (no dual-stack pods), and IPv6
+    needs prefix delegation (a /80 on the primary ENI)."""
+    v4, v6 = e.bool("ENABLE_IPv4", True), e.bool("ENABLE_IPv6", False)
+    if v4 == v6:
+        raise ConfigError(
+            f"ENABLE_IPv4={str(v4).lower()} and ENABLE_IPv6={str(v6).lower()}: exactly one must be true"
+        )
+    if v6:
+        if cfg["mode"] is not Mode.VPC:
+            raise ConfigError("ENABLE_IPv6=true is a VPC-mode setting (VPCNET_MODE=vpc)")
+        if not cfg["enable_prefix_delegation"]:
+            raise ConfigError(
+                "ENABLE_IPv6=true needs ENABLE_PREFIX_DELEGATION=true (pods get a /80's addresses)"
+            )
+        # Honest about the gap: the EC2 side and the lab's fabric speak IPv6, the pod wiring does not yet.
+        raise ConfigError(
+            "ENABLE_IPv6=true: this agent does not wire IPv6 pods yet (issue 15); the lab's VPC can be dual "
+            "stack for IPv4 pods (`vpcnet lab up --ip-family dual`)"
+        )
+    return {"enable_ipv4": v4, "enable_ipv6": v6}
 
 
 def _policy_settings(e: _Env) -> dict[str, Any]:

@@ -52,6 +52,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
         agent_env: list[str] = typer.Option(  # noqa: B008
             [], "--agent-env", "-e", help="KEY=VALUE for every node agent (VPC CNI knobs...), repeatable"
         ),
+        ip_family: str = typer.Option(
+            "ipv4",
+            "--ip-family",
+            help="ipv4; dual (an IPv6 /56 in the VPC, a /64 per subnet, nodes dual stack); "
+            "ipv6 (dual, and the agents in IPv6 mode: ENABLE_IPv6, prefix delegation)",
+        ),
     ) -> None:
         """Bring the lab up: a VPC with a subnet per AZ, nodes as namespaces, the EC2 endpoint, IMDS and etcd.
         Running it again with the lab up changes nothing."""
@@ -64,8 +70,20 @@ def register(app: typer.Typer, groups: Groups) -> None:
         _need_root()
         layout = _layout(prefix)
         settings = _agent_settings(mode, agent_env)
+        if ip_family == "ipv6":  # the VPC CNI's IPv6 mode: IPv6 pods from a /80, prefix delegation required
+            settings = {
+                "ENABLE_IPv6": "true",
+                "ENABLE_IPv4": "false",
+                "ENABLE_PREFIX_DELEGATION": "true",
+            } | settings
         try:
-            topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type, pod_subnets=pod_subnets)
+            topo = build_topology(
+                nodes=nodes,
+                azs=azs,
+                instance_type=instance_type,
+                pod_subnets=pod_subnets,
+                ip_family=ip_family,
+            )
             instance_limits(instance_type)
         except TopologyError as e:
             typer.echo(f"error: {e}", err=True)

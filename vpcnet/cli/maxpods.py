@@ -14,6 +14,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
     def max_pods_command(
         instance_type: str = typer.Argument(..., help="EC2 instance type, for example m5.large"),
         prefix_delegation: bool = typer.Option(False, "--prefix-delegation", help="/28 prefixes per slot"),
+        ipv6: bool = typer.Option(False, "--ipv6", help="IPv6 mode (ENABLE_IPv6; implies prefix delegation)"),
         custom_networking: bool = typer.Option(
             False, "--custom-networking", help="the primary ENI carries no pods"
         ),
@@ -26,6 +27,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
             n = max_pods(
                 limits,
                 prefix_delegation=prefix_delegation,
+                ipv6=ipv6,
                 custom_networking=custom_networking,
                 max_eni=max_eni,
                 cap=not no_cap,

@@ -26,6 +26,7 @@ class InstanceLimits:
     ipv4_per_eni: int  # primary address included
     default_card: int
     enis_per_card: tuple[int, ...]
+    ipv6_per_eni: int = 0  # IPv6 addresses and /80 prefixes per ENI, counted apart from IPv4; 0: no IPv6
 
     @property
     def is_nitro(self) -> bool:
@@ -66,4 +67,5 @@ def instance_limits(name: str) -> InstanceLimits:
         ipv4_per_eni=int(str(row["ipv4_per_eni"])),
         default_card=int(str(row["default_card"])),
         enis_per_card=tuple(int(c) for c in cards),
+        ipv6_per_eni=int(str(row.get("ipv6_per_eni", 0))),
     )

@@ -30,7 +30,14 @@ def max_pods(
     custom_networking: bool = False,
     max_eni: int | None = None,
     cap: bool = True,
+    ipv6: bool = False,
 ) -> int:
+    """`ipv6`: the VPC CNI's IPv6 mode requires prefix delegation, so the number is the calculator's with
+    prefix delegation on (what EKS has IPv6 nodes run), capped as always; the /80 itself never limits."""
+    if ipv6:
+        if limits.ipv6_per_eni < 1:
+            raise MaxPodsError(f"{limits.name} does not support IPv6")
+        prefix_delegation = True
     if prefix_delegation and not limits.is_nitro:
         raise MaxPodsError(f"{limits.name} is not a Nitro instance type: prefix delegation is not available")
     enis = usable_enis(limits, custom_networking=custom_networking, max_eni=max_eni)

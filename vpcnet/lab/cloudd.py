@@ -133,6 +133,7 @@ def serve(
     fabric = Fabric(layout)
     cloud = Cloud(layout.ec2_state_file)
     fabric.set_subnet_lookup(lambda sid: cloud.subnet(sid).cidr)
+    fabric.set_subnet6_lookup(lambda sid: cloud.subnet(sid).ipv6_cidr)
     # The kernel may have drifted from the state (a daemon restart, a veth deleted by hand): repair it
     # before answering anything, then follow every change through the hooks.
     fabric.reconcile_cloud(cloud.enis(), cloud.instances())

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from vpcnet.lab import netns
+from vpcnet.lab import fabric6, netns
 from vpcnet.lab.ec2.model import Eni, Instance
 from vpcnet.lab.layout import (
     EC2_ENDPOINT_ADDRESS,
@@ -73,6 +73,7 @@ def router_mac(subnet_id: str) -> str:
 class SubnetWire:
     subnet_id: str
     cidr: str
+    ipv6_cidr: str = ""  # the subnet's /64 when the VPC has IPv6 (see fabric6)
 
     @property
     def bridge(self) -> str:
@@ -100,6 +101,8 @@ class EniWire:
     addresses: tuple[str, ...]  # primary first, then secondaries
     prefixes: tuple[str, ...]  # /28 blocks
     source_dest_check: bool
+    ipv6_addresses: tuple[str, ...] = ()
+    ipv6_prefixes: tuple[str, ...] = ()  # /80 blocks
 
     @property
     def port(self) -> str:
@@ -155,6 +158,7 @@ def render_subnet(subnet: SubnetWire) -> list[str]:
         f"link set {subnet.bridge} alias {subnet.subnet_id}",
         f"address add {subnet.gateway}/{subnet.prefix_len} dev {subnet.bridge}",
         f"link set {subnet.bridge} up",
+        *(fabric6.render_subnet6(subnet.bridge, subnet.ipv6_cidr) if subnet.ipv6_cidr else []),
     ]
 
 
@@ -187,6 +191,7 @@ def render_primary_config(eni: EniWire) -> list[str]:
         f"address add {eni.primary_ip}/{eni.subnet.prefix_len} dev {eni.ifname}",
         f"link set {eni.ifname} up",
         f"route replace default via {eni.subnet.gateway} dev {eni.ifname}",
+        *(fabric6.render_primary_config6(eni.ifname, eni.ipv6_addresses[0]) if eni.ipv6_addresses else []),
     ]
 
 
@@ -209,25 +214,49 @@ def render_nft(table: str, enis: Iterable[EniWire]) -> str:
         if elements:
             lines.append(f"    elements = {{ {elements} }}")
         lines.append("  }")
+        lines += fabric6.render_sets6(eni.port, [*eni.ipv6_addresses, *eni.ipv6_prefixes])
     # Source/dest check on the way in: covers bridged and routed traffic (prerouting sees both).
     lines.append("  chain ingress {")
     lines.append("    type filter hook prerouting priority filter; policy accept;")
-    lines.append("    ether type != { ip, arp } drop")  # the lab's VPC is IPv4 only
+    lines.append("    ether type != { ip, arp, ip6 } drop")
     for eni in enis:
         if eni.source_dest_check:
             lines.append(f'    iifname "{eni.port}" ip saddr != @{set_name(eni.port)} drop')
+            lines.append(fabric6.ingress_rule6(eni.port))
     lines.append("  }")
     # Delivery: only to the ENI that owns the destination, whether bridged (forward) or routed (output);
     # with SourceDestCheck off an ENI also takes traffic for other addresses (as on EC2: Calico, NAT).
     for chain, hook in (("deliver_bridged", "forward"), ("deliver_routed", "output")):
         lines.append(f"  chain {chain} {{")
         lines.append(f"    type filter hook {hook} priority filter; policy accept;")
+        if hook == "output":
+            lines.append(fabric6.REDIRECT_DROP)
         for eni in enis:
             if eni.source_dest_check:
                 lines.append(f'    oifname "{eni.port}" ip daddr != @{set_name(eni.port)} drop')
+                lines.append(fabric6.delivery_rule6(eni.port))
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _eni6_lines(eni: EniWire, *, remove: bool = False) -> list[str]:
+    """The VPC's IPv6 entries for an ENI (proxy ND, neighbours, /80 routes); none for an IPv4-only ENI."""
+    if not (eni.ipv6_addresses or eni.ipv6_prefixes):
+        return []
+    bridge = eni.subnet.bridge
+    lines = fabric6.render_eni6(bridge, eni.mac, eni.ipv6_addresses, eni.ipv6_prefixes, remove=remove)
+    if remove and eni.ipv6_prefixes:
+        lines += fabric6.render_hop_removal(bridge, eni.mac)
+    return lines
+
+
+def _eni6_change_lines(old: EniWire, new: EniWire) -> list[str]:
+    gone_addresses = sorted(set(old.ipv6_addresses) - set(new.ipv6_addresses))
+    gone_prefixes = sorted(set(old.ipv6_prefixes) - set(new.ipv6_prefixes))
+    bridge = new.subnet.bridge
+    lines = fabric6.render_eni6(bridge, old.mac, gone_addresses, gone_prefixes, remove=True)
+    return lines + _eni6_lines(new)
 
 
 # ------------------------------------------------------------------ applying
@@ -249,6 +278,7 @@ class Fabric:
     def __init__(self, layout: LabLayout, subnet_cidr: Callable[[str], str] | None = None) -> None:
         self.layout = layout
         self._subnet_cidr = subnet_cidr
+        self._subnet_ipv6_cidr: Callable[[str], str] = lambda _sid: ""
         self._state = _State()
         self._lock = threading.RLock()
         self._nft: netns.Nft | None = None  # opened on first use, inside the VPC namespace
@@ -260,10 +290,15 @@ class Fabric:
     def set_subnet_lookup(self, subnet_cidr: Callable[[str], str]) -> None:
         self._subnet_cidr = subnet_cidr
 
+    def set_subnet6_lookup(self, subnet_ipv6_cidr: Callable[[str], str]) -> None:
+        """The subnet's IPv6 /64 ("" for none), for a VPC with IPv6."""
+        self._subnet_ipv6_cidr = subnet_ipv6_cidr
+
     # ---- the base: namespaces, router, internet
 
-    def create_base(self, vpc_cidr: str, node_names: Iterable[str]) -> None:
-        """Make the namespaces and the router (idempotent: an existing namespace is kept as it is)."""
+    def create_base(self, vpc_cidr: str, node_names: Iterable[str], vpc_ipv6_cidr: str | None = None) -> None:
+        """Make the namespaces and the router (idempotent: an existing namespace is kept as it is);
+        `vpc_ipv6_cidr` adds IPv6 routing, proxy ND and the egress-only internet gateway (see fabric6)."""
         layout = self.layout
         wanted = [layout.vpc_netns, layout.internet_netns] + [layout.node_netns(n) for n in node_names]
         missing = [n for n in wanted if not netns.netns_exists(n)]
@@ -274,10 +309,22 @@ class Fabric:
             netns.write_sysctl(layout.vpc_netns, "net.ipv4.conf.all.send_redirects", "0")
         if layout.internet_netns in missing or layout.vpc_netns in missing:
             netns.ip_batch(render_internet(vpc_cidr), layout.internet_netns)
+        if vpc_ipv6_cidr and layout.vpc_netns in missing:
+            self._create_base6(vpc_ipv6_cidr)
         for n in node_names:
             if layout.node_netns(n) in missing:
                 netns.ip_batch(["link set lo up"], layout.node_netns(n))
         self._apply_nft()
+
+    def _create_base6(self, vpc_ipv6_cidr: str) -> None:
+        layout = self.layout
+        for key, value in fabric6.vpc_sysctls():
+            netns.write_sysctl(layout.vpc_netns, key, value)
+        netns.ip_batch(fabric6.render_vpc_base6(VPC_INET_LINK), layout.vpc_netns)
+        netns.ip_batch(fabric6.render_internet6(vpc_ipv6_cidr), layout.internet_netns)
+        if self._nft is None:
+            self._nft = netns.Nft(layout.vpc_netns)
+        self._nft.apply(fabric6.render_egress_only_gateway(self.nft_table, VPC_INET_LINK))
 
     # ---- subnets and ENIs
 
@@ -288,7 +335,7 @@ class Fabric:
             return known, []
         if self._subnet_cidr is None:
             raise FabricError(f"the fabric does not know subnet {subnet_id}")
-        wire = SubnetWire(subnet_id, self._subnet_cidr(subnet_id))
+        wire = SubnetWire(subnet_id, self._subnet_cidr(subnet_id), self._subnet_ipv6_cidr(subnet_id))
         return wire, render_subnet(wire)
 
     def plug(self, eni: EniWire, bridge_lines_first: list[str] | None = None) -> None:
@@ -301,8 +348,14 @@ class Fabric:
             ip_lines, bridge_lines = render_port(eni)
             vpc = self.layout.vpc_netns
             try:
-                netns.ip_batch(subnet_lines + ip_lines + render_neighbours(eni, eni.owned_hosts()), vpc)
+                netns.ip_batch(
+                    subnet_lines + ip_lines + render_neighbours(eni, eni.owned_hosts()) + _eni6_lines(eni),
+                    vpc,
+                )
                 netns.bridge_batch(bridge_lines, vpc)
+                if subnet_lines and eni.subnet.ipv6_cidr:
+                    for key, value in fabric6.bridge_sysctls(eni.subnet.bridge):
+                        netns.write_sysctl(vpc, key, value)
                 if eni.device_index == 0:
                     netns.ip_batch(render_primary_config(eni), eni.node_netns)
                 self._state.subnets[eni.subnet.subnet_id] = eni.subnet
@@ -322,6 +375,7 @@ class Fabric:
             before, after = set(old.owned_hosts()), set(eni.owned_hosts())
             lines = render_neighbours(old, sorted(before - after), remove=True)
             lines += render_neighbours(eni, sorted(after - before))
+            lines += _eni6_change_lines(old, eni)
             self._state.enis[eni.eni_id] = eni
             try:
                 netns.ip_batch(lines, self.layout.vpc_netns)
@@ -336,7 +390,11 @@ class Fabric:
             if eni is None:
                 return
             # Deleting one end of a veth deletes both: eth<N> disappears from the node (EC2's hot-unplug).
-            lines = [*render_neighbours(eni, eni.owned_hosts(), remove=True), f"link del {eni.port}"]
+            lines = [
+                *render_neighbours(eni, eni.owned_hosts(), remove=True),
+                *_eni6_lines(eni, remove=True),
+                f"link del {eni.port}",
+            ]
             netns.ip_batch(lines, self.layout.vpc_netns, force=True)
             self._apply_nft()
 
@@ -372,6 +430,8 @@ class Fabric:
             addresses=tuple(eni.private_ips),
             prefixes=tuple(eni.prefixes),
             source_dest_check=eni.source_dest_check,
+            ipv6_addresses=tuple(eni.ipv6_addresses),
+            ipv6_prefixes=tuple(eni.ipv6_prefixes),
         )
         return wire, lines
 
@@ -438,7 +498,7 @@ class Fabric:
                 if sub.bridge in existing_bridges:
                     self._state.subnets[sub.subnet_id] = sub
                 if eni.port in existing_ports:
-                    netns.ip_batch(render_neighbours(eni, eni.owned_hosts()), vpc)
+                    netns.ip_batch(render_neighbours(eni, eni.owned_hosts()) + _eni6_lines(eni), vpc)
                     self._state.enis[eni.eni_id] = eni
                 else:
                     lines = [] if sub.subnet_id in self._state.subnets else render_subnet(sub)

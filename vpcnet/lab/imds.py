@@ -187,7 +187,22 @@ class ImdsApp:
         }
         if eni.prefixes:  # IMDS has no ipv4-prefix key while the ENI holds none (a GET is a 404)
             node["ipv4-prefix"] = "\n".join(eni.prefixes)
+        node.update(self._ipv6_keys(eni, subnet.ipv6_cidr, vpc.ipv6_cidr))
         return dict(sorted(node.items()))
+
+    @staticmethod
+    def _ipv6_keys(eni: Eni, subnet_block: str, vpc_block: str) -> Tree:
+        """The IPv6 keys of a MAC, each present only when it has a value (as on EC2: a GET is a 404)."""
+        keys: Tree = {}
+        if eni.ipv6_addresses:
+            keys["ipv6s"] = "\n".join(eni.ipv6_addresses)
+        if eni.ipv6_prefixes:
+            keys["ipv6-prefix"] = "\n".join(eni.ipv6_prefixes)
+        if subnet_block:
+            keys["subnet-ipv6-cidr-blocks"] = subnet_block
+        if vpc_block:
+            keys["vpc-ipv6-cidr-blocks"] = vpc_block
+        return keys
 
 
 class ImdsService:

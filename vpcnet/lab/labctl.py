@@ -483,14 +483,19 @@ def _create(
         start_daemon(layout, etcd_url, wait_for_go=True)
         progress(f"creating namespaces: VPC, internet and {len(topo.nodes)} nodes")
         fabric = Fabric(layout)
-        fabric.create_base(topo.vpc_cidr, [n.name for n in topo.nodes])
+        fabric.create_base(topo.vpc_cidr, [n.name for n in topo.nodes], topo.vpc_ipv6_cidr or None)
         progress("creating the VPC, subnets and instances")
         cloud = Cloud(layout.ec2_state_file, hooks=fabric, region=topo.region)
         fabric.set_subnet_lookup(lambda sid: cloud.subnet(sid).cidr)
-        vpc = cloud.create_vpc(topo.vpc_cidr, tags={"Name": f"{layout.prefix}-vpc"})
+        fabric.set_subnet6_lookup(lambda sid: cloud.subnet(sid).ipv6_cidr)
+        vpc = cloud.create_vpc(
+            topo.vpc_cidr, tags={"Name": f"{layout.prefix}-vpc"}, ipv6_cidr=topo.vpc_ipv6_cidr or None
+        )
         subnet_ids: dict[str, str] = {}
         for s in topo.subnets:
-            subnet_ids[s.name] = cloud.create_subnet(vpc.id, s.cidr, s.az, tags={"Name": s.name}).id
+            subnet_ids[s.name] = cloud.create_subnet(
+                vpc.id, s.cidr, s.az, tags={"Name": s.name}, ipv6_cidr=s.ipv6_cidr or None
+            ).id
         nodes = [_launch(cloud, layout, topo, n, subnet_ids) for n in topo.nodes]
         fabric.close()  # from here on the lab daemon's fabric follows the cloud
         go_file(layout).touch()

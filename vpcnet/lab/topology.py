@@ -7,11 +7,17 @@ EC2 objects (mininet's Topo vs Mininet split), and the unit tests check the carv
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vpcnet.lab.layout import EC2_ENDPOINT_ADDRESS, ETCD_ENDPOINT_ADDRESS, INTERNET_CIDR, KUBEAPI_ADDRESS
 
 DEFAULT_VPC_CIDR = "10.0.0.0/16"
+# The VPC's IPv6 /56 stands for an Amazon-provided block (EC2 hands out global unicast from its own ranges,
+# e.g. 2600:1f14::/32). The lab takes it from the documentation range 2001:db8::/32 (RFC 3849): it is never
+# routed anywhere, so nothing the lab sends can reach or shadow a real host even if it leaked, and it keeps
+# clear of this machine's own fd00::/64; the lab's IPv4 internet uses TEST-NET-2 for the same reason.
+DEFAULT_VPC_IPV6_CIDR = "2001:db8:1f14:8c00::/56"
+IP_FAMILIES = ("ipv4", "ipv6", "dual")
 DEFAULT_REGION = "us-east-1"
 DEFAULT_INSTANCE_TYPE = "t3.medium"
 DEFAULT_NODES = 3
@@ -31,6 +37,7 @@ class SubnetSpec:
     cidr: str
     az: str
     role: str  # "node" (nodes' primary ENIs) or "pod" (custom networking)
+    ipv6_cidr: str = ""  # a /64 of the VPC's /56 when the lab has IPv6
 
     @property
     def gateway(self) -> str:
@@ -56,6 +63,8 @@ class LabTopology:
     region: str
     subnets: tuple[SubnetSpec, ...]
     nodes: tuple[NodeSpec, ...]
+    ip_family: str = "ipv4"  # ipv4 | ipv6 | dual: which families the VPC (and the pods) have
+    vpc_ipv6_cidr: str = ""
 
     @property
     def azs(self) -> tuple[str, ...]:
@@ -92,6 +101,7 @@ def build_topology(
     vpc_cidr: str = DEFAULT_VPC_CIDR,
     region: str = DEFAULT_REGION,
     pod_subnets: bool = False,
+    ip_family: str = "ipv4",
 ) -> LabTopology:
     """Carve the VPC into /20s: one node subnet per AZ first, then (optionally) one pod subnet per AZ for
     custom networking. Nodes go round-robin over the AZs: node1 in the first AZ, node2 in the second..."""
@@ -112,6 +122,8 @@ def build_topology(
     if vpc.overlaps(ipaddress.IPv4Network(INTERNET_CIDR)):
         raise TopologyError(f"VPC CIDR {vpc_cidr} overlaps the lab's internet {INTERNET_CIDR}")
 
+    if ip_family not in IP_FAMILIES:
+        raise TopologyError(f"--ip-family must be one of {', '.join(IP_FAMILIES)}, got {ip_family!r}")
     zones = az_names(region, azs)
     wanted = len(zones) * (2 if pod_subnets else 1)
     blocks = list(vpc.subnets(new_prefix=SUBNET_PREFIX_LEN))
@@ -130,8 +142,19 @@ def build_topology(
         subnets += [
             SubnetSpec(f"pod-{az}", str(blocks[len(zones) + i]), az, "pod") for i, az in enumerate(zones)
         ]
+    vpc6 = DEFAULT_VPC_IPV6_CIDR if ip_family != "ipv4" else ""
+    if vpc6:  # subnet i takes the /64 numbered i + 1 of the /56 (EC2 lets the owner pick the number)
+        blocks6 = list(ipaddress.IPv6Network(vpc6).subnets(new_prefix=64))
+        subnets = [replace(s, ipv6_cidr=str(blocks6[i + 1])) for i, s in enumerate(subnets)]
     node_specs = tuple(
         NodeSpec(f"node{i + 1}", zones[i % len(zones)], f"node-{zones[i % len(zones)]}", instance_type)
         for i in range(nodes)
     )
-    return LabTopology(vpc_cidr=str(vpc), region=region, subnets=tuple(subnets), nodes=node_specs)
+    return LabTopology(
+        vpc_cidr=str(vpc),
+        region=region,
+        subnets=tuple(subnets),
+        nodes=node_specs,
+        ip_family=ip_family,
+        vpc_ipv6_cidr=vpc6,
+    )

@@ -85,5 +85,5 @@ def test_nft_checks_source_only_with_source_dest_check() -> None:
 
 def test_nft_without_enis_is_valid_shape() -> None:
     text = render_nft("vt01", [])
-    assert "ether type != { ip, arp } drop" in text
+    assert "ether type != { ip, arp, ip6 } drop" in text
     assert "set " not in text

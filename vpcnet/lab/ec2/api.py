@@ -30,6 +30,8 @@ ACTIONS = (
     "DeleteNetworkInterface",
     "AssignPrivateIpAddresses",
     "UnassignPrivateIpAddresses",
+    "AssignIpv6Addresses",
+    "UnassignIpv6Addresses",
     "ModifyNetworkInterfaceAttribute",
     "CreateTags",
     "DeleteTags",

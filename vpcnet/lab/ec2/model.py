@@ -13,6 +13,7 @@ class Vpc:
     cidr: str
     seq: int  # creation order: stable listing order and pagination
     tags: dict[str, str] = field(default_factory=dict)
+    ipv6_cidr: str = ""  # the Amazon-provided /56, if one is associated
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Subnet:
     az: str
     seq: int
     tags: dict[str, str] = field(default_factory=dict)
+    ipv6_cidr: str = ""  # a /64 of the VPC's /56; its ENIs get one IPv6 address at launch when set
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Eni:
     tags: dict[str, str] = field(default_factory=dict)
     attachment: Attachment | None = None
     interface_type: str = "interface"
+    ipv6_addresses: list[str] = field(default_factory=list)  # in assignment order
+    ipv6_prefixes: list[str] = field(default_factory=list)  # /80 blocks, in assignment order
 
     @property
     def status(self) -> str:
@@ -72,6 +76,11 @@ class Eni:
     def private_ips(self) -> list[str]:
         """Primary first, then the secondary addresses."""
         return [self.primary_ip, *self.secondary_ips]
+
+    @property
+    def ipv6_slots(self) -> int:
+        """What counts against the per-ENI IPv6 limit (apart from IPv4): each address and each /80 prefix."""
+        return len(self.ipv6_addresses) + len(self.ipv6_prefixes)
 
     @property
     def address_slots(self) -> int:

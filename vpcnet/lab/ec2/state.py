@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vpcnet.lab.ec2.engine.addresses import AddressAssignment
+from vpcnet.lab.ec2.engine.addresses6 import Ipv6Assignment
 from vpcnet.lab.ec2.engine.enis import EniLifecycle
 from vpcnet.lab.ec2.engine.security_groups import SecurityGroups
 from vpcnet.lab.ec2.engine.store import Store, dump
@@ -48,7 +49,8 @@ class Cloud:
         self._groups = SecurityGroups(self._store)
         self._addresses = AddressAssignment(self._store)
         self._enis = EniLifecycle(self._store, self._addresses, self._groups)
-        self._topology = Topology(self._store, self._groups, self._enis)
+        self._addresses6 = Ipv6Assignment(self._store)
+        self._topology = Topology(self._store, self._groups, self._enis, self._addresses6)
 
     @property
     def region(self) -> str:
@@ -142,17 +144,26 @@ class Cloud:
 
     # ---------------------------------------------------------------- lab-side API
 
-    def create_vpc(self, cidr: str, tags: Mapping[str, str] | None = None) -> Vpc:
+    def create_vpc(
+        self, cidr: str, tags: Mapping[str, str] | None = None, ipv6_cidr: str | None = None
+    ) -> Vpc:
         with self._lock:
-            return copy.deepcopy(self._topology.create_vpc(cidr, tags))
+            return copy.deepcopy(self._topology.create_vpc(cidr, tags, ipv6_cidr))
 
     def create_security_group(self, vpc_id: str, name: str, description: str = "") -> SecurityGroup:
         with self._lock:
             return copy.deepcopy(self._groups.create(vpc_id, name, description))
 
-    def create_subnet(self, vpc_id: str, cidr: str, az: str, tags: Mapping[str, str] | None = None) -> Subnet:
+    def create_subnet(
+        self,
+        vpc_id: str,
+        cidr: str,
+        az: str,
+        tags: Mapping[str, str] | None = None,
+        ipv6_cidr: str | None = None,
+    ) -> Subnet:
         with self._lock:
-            return copy.deepcopy(self._topology.create_subnet(vpc_id, cidr, az, tags))
+            return copy.deepcopy(self._topology.create_subnet(vpc_id, cidr, az, tags, ipv6_cidr))
 
     def launch_instance(
         self,
@@ -238,6 +249,30 @@ class Cloud:
         self, eni_id: str, *, addresses: Sequence[str] = (), prefixes: Sequence[str] = ()
     ) -> None:
         self._addresses.unassign(eni_id, addresses=addresses, prefixes=prefixes)
+
+    def assign_ipv6_addresses(
+        self,
+        eni_id: str,
+        *,
+        address_count: int = 0,
+        addresses: Sequence[str] = (),
+        prefix_count: int = 0,
+        prefixes: Sequence[str] = (),
+    ) -> tuple[list[str], list[str]]:
+        """AssignIpv6Addresses; returns only what was added: (addresses, /80 prefixes)."""
+        return self._addresses6.assign(
+            eni_id,
+            address_count=address_count,
+            addresses=addresses,
+            prefix_count=prefix_count,
+            prefixes=prefixes,
+        )
+
+    def unassign_ipv6_addresses(
+        self, eni_id: str, *, addresses: Sequence[str] = (), prefixes: Sequence[str] = ()
+    ) -> tuple[list[str], list[str]]:
+        """UnassignIpv6Addresses; returns what was removed."""
+        return self._addresses6.unassign(eni_id, addresses=addresses, prefixes=prefixes)
 
     def modify_network_interface_attribute(
         self,

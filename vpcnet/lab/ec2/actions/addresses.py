@@ -1,5 +1,5 @@
-"""Address actions: Assign/UnassignPrivateIpAddresses (IPv4 addresses and /28 prefixes of an ENI).
-Assign/UnassignIpv6Addresses (addresses and /80 prefixes) belong here too."""
+"""Address actions: Assign/UnassignPrivateIpAddresses (IPv4 addresses and /28 prefixes of an ENI) and
+Assign/UnassignIpv6Addresses (IPv6 addresses and /80 prefixes)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ class AddressActions:
         return {
             "AssignPrivateIpAddresses": self.assign_private_ip_addresses,
             "UnassignPrivateIpAddresses": self.unassign_private_ip_addresses,
+            "AssignIpv6Addresses": self.assign_ipv6_addresses,
+            "UnassignIpv6Addresses": self.unassign_ipv6_addresses,
         }
 
     def assign_private_ip_addresses(self, p: Params) -> Answer:
@@ -40,3 +42,29 @@ class AddressActions:
             prefixes=p.get("Ipv4Prefixes", []),
         )
         return {}
+
+    def assign_ipv6_addresses(self, p: Params) -> Answer:
+        eni_id = required(p, "NetworkInterfaceId")
+        addresses, prefixes = self.cloud.assign_ipv6_addresses(
+            eni_id,
+            address_count=p.get("Ipv6AddressCount", 0),
+            addresses=p.get("Ipv6Addresses", []),
+            prefix_count=p.get("Ipv6PrefixCount", 0),
+            prefixes=p.get("Ipv6Prefixes", []),
+        )
+        return {
+            "NetworkInterfaceId": eni_id,
+            "AssignedIpv6Addresses": addresses or None,
+            "AssignedIpv6Prefixes": prefixes or None,
+        }
+
+    def unassign_ipv6_addresses(self, p: Params) -> Answer:
+        eni_id = required(p, "NetworkInterfaceId")
+        addresses, prefixes = self.cloud.unassign_ipv6_addresses(
+            eni_id, addresses=p.get("Ipv6Addresses", []), prefixes=p.get("Ipv6Prefixes", [])
+        )
+        return {
+            "NetworkInterfaceId": eni_id,
+            "UnassignedIpv6Addresses": addresses or None,
+            "UnassignedIpv6Prefixes": prefixes or None,
+        }

@@ -25,6 +25,8 @@ _INSTANCE_ENI_MEMBERS = (
     "PrivateIpAddress",
     "PrivateIpAddresses",
     "Ipv4Prefixes",
+    "Ipv6Addresses",
+    "Ipv6Prefixes",
     "SourceDestCheck",
     "Status",
     "SubnetId",
@@ -88,6 +90,8 @@ class Answers:
                 for a in eni.private_ips
             ],
             "Ipv4Prefixes": [{"Ipv4Prefix": p} for p in eni.prefixes] or None,
+            "Ipv6Addresses": [{"Ipv6Address": a, "IsPrimaryIpv6": False} for a in eni.ipv6_addresses] or None,
+            "Ipv6Prefixes": [{"Ipv6Prefix": p} for p in eni.ipv6_prefixes] or None,
             "RequesterManaged": False,
             "SourceDestCheck": eni.source_dest_check,
             "Status": eni.status,
@@ -161,6 +165,19 @@ class Answers:
             "OwnerId": self.cloud.account,
             "SubnetArn": f"arn:aws:ec2:{self.cloud.region}:{self.cloud.account}:subnet/{s.id}",
             "Tags": tags_out(s.tags),
+            # Lab subnets with an IPv6 block give each launched instance an address (EKS IPv6 needs it).
+            "AssignIpv6AddressOnCreation": bool(s.ipv6_cidr),
+            "Ipv6CidrBlockAssociationSet": [
+                {
+                    "AssociationId": s.id.replace("subnet-", "subnet-cidr-assoc-"),
+                    "Ipv6CidrBlock": s.ipv6_cidr,
+                    "Ipv6CidrBlockState": {"State": "associated"},
+                    "Ipv6AddressAttribute": "public",
+                    "IpSource": "amazon",
+                }
+            ]
+            if s.ipv6_cidr
+            else None,
         }
 
     def vpc(self, v: Vpc) -> Answer:
@@ -179,6 +196,19 @@ class Answers:
                     "CidrBlockState": {"State": "associated"},
                 }
             ],
+            "Ipv6CidrBlockAssociationSet": [
+                {
+                    "AssociationId": v.id.replace("vpc-", "vpc-cidr-assoc-6"),
+                    "Ipv6CidrBlock": v.ipv6_cidr,
+                    "Ipv6CidrBlockState": {"State": "associated"},
+                    "NetworkBorderGroup": self.cloud.region,
+                    "Ipv6Pool": "Amazon",
+                    "Ipv6AddressAttribute": "public",
+                    "IpSource": "amazon",
+                }
+            ]
+            if v.ipv6_cidr
+            else None,
             "Tags": tags_out(v.tags),
         }
 
@@ -194,8 +224,8 @@ def instance_type_out(name: str) -> Answer:
         "NetworkInfo": {
             "MaximumNetworkInterfaces": lim.max_enis,
             "Ipv4AddressesPerInterface": lim.ipv4_per_eni,
-            "Ipv6AddressesPerInterface": lim.ipv4_per_eni,
-            "Ipv6Supported": True,
+            "Ipv6AddressesPerInterface": lim.ipv6_per_eni,
+            "Ipv6Supported": lim.ipv6_per_eni > 0,
             "MaximumNetworkCards": len(cards),
             "DefaultNetworkCardIndex": lim.default_card,
             "NetworkCards": [

@@ -29,7 +29,17 @@ class InstanceActions:
         }
     )
     SUBNET_FILTERS: ClassVar[frozenset[str]] = frozenset(
-        {"subnet-id", "vpc-id", "availability-zone", "cidr-block", "cidr", "cidrBlock", "state", "owner-id"}
+        {
+            "subnet-id",
+            "vpc-id",
+            "availability-zone",
+            "cidr-block",
+            "cidr",
+            "cidrBlock",
+            "ipv6-cidr-block-association.ipv6-cidr-block",
+            "state",
+            "owner-id",
+        }
     )
     VPC_FILTERS: ClassVar[frozenset[str]] = frozenset(
         {"vpc-id", "cidr", "cidr-block-association.cidr-block", "state", "owner-id", "is-default"}
@@ -120,6 +130,7 @@ class InstanceActions:
                 "cidr-block": [s.cidr],
                 "cidr": [s.cidr],
                 "cidrBlock": [s.cidr],
+                "ipv6-cidr-block-association.ipv6-cidr-block": [s.ipv6_cidr] if s.ipv6_cidr else [],
                 "state": ["available"],
                 "owner-id": [self.cloud.account],
             }

@@ -5,7 +5,7 @@ store's lock. Lookups return the stored object itself (callers that hand it out 
 
 from __future__ import annotations
 
-from ipaddress import AddressValueError, IPv4Address, IPv4Network
+from ipaddress import ip_address, ip_network
 from typing import TypeVar
 
 from vpcnet.lab.ec2.errors import not_found
@@ -56,8 +56,8 @@ class Tables:
     def instance_by_address(self, address: str) -> Instance | None:
         """The running instance one of whose ENIs holds `address` (as an address or inside a prefix)."""
         try:
-            ip = IPv4Address(address)
-        except (AddressValueError, ValueError):
+            ip = ip_address(address)
+        except ValueError:
             return None
         for eni in self.enis.values():
             if eni.attachment is None:
@@ -65,7 +65,11 @@ class Tables:
             inst = self.instances.get(eni.attachment.instance_id)
             if inst is None or inst.state != "running":
                 continue
-            if address in eni.private_ips or any(ip in IPv4Network(p) for p in eni.prefixes):
+            if ip.version == 4:
+                held = str(ip) in eni.private_ips or any(ip in ip_network(p) for p in eni.prefixes)
+            else:
+                held = str(ip) in eni.ipv6_addresses or any(ip in ip_network(p) for p in eni.ipv6_prefixes)
+            if held:
                 return inst
         return None
 

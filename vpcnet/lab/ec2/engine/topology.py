@@ -4,9 +4,11 @@ brings its primary ENI, a termination releases its ENIs). EC2 clients never call
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from ipaddress import AddressValueError, IPv4Network, NetmaskValueError
+from ipaddress import AddressValueError, IPv4Network, IPv6Network, NetmaskValueError
 
 from vpcnet.ipam.limits import UnknownInstanceType, instance_limits
+from vpcnet.lab.ec2 import addressing6
+from vpcnet.lab.ec2.engine.addresses6 import Ipv6Assignment
 from vpcnet.lab.ec2.engine.enis import EniLifecycle
 from vpcnet.lab.ec2.engine.security_groups import SecurityGroups
 from vpcnet.lab.ec2.engine.store import Store
@@ -24,26 +26,54 @@ def _parse_cidr(cidr: str, what: str) -> IPv4Network:
 
 
 class Topology:
-    def __init__(self, store: Store, groups: SecurityGroups, enis: EniLifecycle) -> None:
+    def __init__(
+        self,
+        store: Store,
+        groups: SecurityGroups,
+        enis: EniLifecycle,
+        addresses6: Ipv6Assignment | None = None,
+    ) -> None:
         self._store = store
         self._groups = groups
         self._enis = enis
+        self._addresses6 = addresses6 or Ipv6Assignment(store)
 
-    def create_vpc(self, cidr: str, tags: Mapping[str, str] | None = None) -> Vpc:
+    def create_vpc(
+        self, cidr: str, tags: Mapping[str, str] | None = None, ipv6_cidr: str | None = None
+    ) -> Vpc:
+        """A VPC; `ipv6_cidr` associates an IPv6 /56 (the lab's stand-in for an Amazon-provided block)."""
         net = _parse_cidr(cidr, "VPC CIDR block")
         if not 16 <= net.prefixlen <= 28:
             raise invalid_value(f"VPC CIDR block {cidr} must be between /16 and /28")
+        net6 = (
+            addressing6.parse_network(ipv6_cidr, addressing6.VPC_PREFIX_LEN, "VPC IPv6 CIDR block")
+            if ipv6_cidr
+            else None
+        )
         t = self._store.tables
         with self._store.mutation():
             seq = t.next_seq()
-            vpc = Vpc(id=make_id("vpc", seq), cidr=str(net), seq=seq)
+            vpc = Vpc(id=make_id("vpc", seq), cidr=str(net), seq=seq, ipv6_cidr=str(net6) if net6 else "")
             add_tags(vpc.tags, tags or {}, vpc.id)
             t.vpcs[vpc.id] = vpc
             self._groups.add(vpc.id, "default", "default VPC security group")
             return vpc
 
-    def create_subnet(self, vpc_id: str, cidr: str, az: str, tags: Mapping[str, str] | None = None) -> Subnet:
+    def create_subnet(
+        self,
+        vpc_id: str,
+        cidr: str,
+        az: str,
+        tags: Mapping[str, str] | None = None,
+        ipv6_cidr: str | None = None,
+    ) -> Subnet:
+        """A subnet; `ipv6_cidr` (a /64 of the VPC's /56) makes it dual stack."""
         net = _parse_cidr(cidr, "subnet CIDR block")
+        net6 = (
+            addressing6.parse_network(ipv6_cidr, addressing6.SUBNET_PREFIX_LEN, "subnet IPv6 CIDR block")
+            if ipv6_cidr
+            else None
+        )
         t = self._store.tables
         with self._store.mutation():
             vpc = t.vpc(vpc_id)
@@ -52,10 +82,19 @@ class Topology:
             for other in t.subnets.values():
                 if other.vpc_id == vpc_id and IPv4Network(other.cidr).overlaps(net):
                     raise Ec2Error("InvalidSubnet.Conflict", f"The CIDR '{cidr}' conflicts with {other.id}")
+            if net6 is not None:
+                self._check_ipv6_subnet(vpc, net6)
             if not az.startswith(t.region):
                 raise invalid_value(f"Availability zone {az!r} is not in region {t.region}")
             seq = t.next_seq()
-            subnet = Subnet(id=make_id("subnet", seq), vpc_id=vpc_id, cidr=str(net), az=az, seq=seq)
+            subnet = Subnet(
+                id=make_id("subnet", seq),
+                vpc_id=vpc_id,
+                cidr=str(net),
+                az=az,
+                seq=seq,
+                ipv6_cidr=str(net6) if net6 else "",
+            )
             add_tags(subnet.tags, tags or {}, subnet.id)
             t.subnets[subnet.id] = subnet
             return subnet
@@ -96,9 +135,21 @@ class Topology:
                 security_group_ids=security_group_ids,
                 private_ip=private_ip,
             )
+            self._addresses6.give_launch_address(eni, subnet, instance_type)
             inst.primary_eni_id = eni.id
             self._enis.attach_primary(eni, inst)
             return inst
+
+    def _check_ipv6_subnet(self, vpc: Vpc, net6: IPv6Network) -> None:
+        if not vpc.ipv6_cidr:
+            raise Ec2Error("InvalidSubnet.Range", f"VPC {vpc.id} has no IPv6 CIDR block for subnet {net6}")
+        if not net6.subnet_of(IPv6Network(vpc.ipv6_cidr)):
+            raise Ec2Error(
+                "InvalidSubnet.Range", f"The IPv6 CIDR '{net6}' is invalid for VPC {vpc.ipv6_cidr}"
+            )
+        for other in self._store.tables.subnets.values():
+            if other.vpc_id == vpc.id and other.ipv6_cidr == str(net6):
+                raise Ec2Error("InvalidSubnet.Conflict", f"The IPv6 CIDR '{net6}' conflicts with {other.id}")
 
     def terminate_instance(self, instance_id: str) -> None:
         """Detach every ENI; delete those with DeleteOnTermination (as EC2 does)."""

@@ -1,0 +1,36 @@
+"""ENABLE_IPv4 / ENABLE_IPv6 with the VPC CNI's rules, shown in /v1/ipamd-env-settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from vpcnet.agent.config import ConfigError, load_config
+
+
+def test_ipv4_by_default_and_shown_under_the_vpc_cni_names() -> None:
+    cfg = load_config({})
+    assert cfg.enable_ipv4 and not cfg.enable_ipv6
+    shown = cfg.env_settings()
+    assert shown["ENABLE_IPv4"] is True and shown["ENABLE_IPv6"] is False
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"ENABLE_IPv4": "false"}, "exactly one"),
+        ({"ENABLE_IPv6": "true"}, "exactly one"),
+        ({"ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}, "ENABLE_PREFIX_DELEGATION=true"),
+        (
+            {"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "VPCNET_MODE": "calico"},
+            "VPC-mode",
+        ),
+        (
+            {"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "ENABLE_PREFIX_DELEGATION": "true"},
+            "does not wire IPv6 pods yet",
+        ),
+        ({"ENABLE_IPv6": "maybe"}, "ENABLE_IPv6"),
+    ],
+)
+def test_bad_family_settings_are_named(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_config(env)
