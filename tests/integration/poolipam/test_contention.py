@@ -114,9 +114,7 @@ async def hammer(store: ResourceStoreLike, seed: int) -> dict[str, int]:
         stats["conflicts"] += ipam.counters.conflicts
         stats["borrowed"] += ipam.counters.borrowed
 
-    tasks = [
-        allocator(node, n * 10 + k) for n, (node, count) in enumerate(ALLOCATORS) for k in range(count)
-    ]
+    tasks = [allocator(node, n * 10 + k) for n, (node, count) in enumerate(ALLOCATORS) for k in range(count)]
     await asyncio.wait_for(asyncio.gather(*tasks), 240)
     assert held == {}
     state = await read_state(store)
