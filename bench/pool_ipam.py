@@ -2,7 +2,7 @@
 
 1. Allocations per second with N allocators at once (N nodes, each its own etcd connection, each assigning
    pod after pod and claiming blocks as they fill; releases afterwards, untimed), every allocation a
-   compare-and-swap transaction on the node's block and the pod's handle. Reference measured in the same
+   compare-and-swap on the pod's IPAMHandle then one on the node's IPAMBlock. Reference measured in the same
    run: the raw etcd rate of the same kind of write (read a key, then a two-key conditional transaction, on
    N connections, no IPAM logic), so the ratio says what the IPAM logic costs. Also counted: CAS conflicts,
    blocks claimed. Last row: N concurrent ADDs on one node through its one agent (serialized by the
@@ -89,7 +89,8 @@ async def ipam_rate(
     stores = [EtcdDatastore(etcd.settings()) for _ in range(n)]
     # one_node: n concurrent CNI ADDs on one node, served by that node's agent (one PoolIpam).
     ipams = [
-        PoolIpam(stores[0 if one_node else i], f"r{round_no}-node{0 if one_node else i}") for i in range(n)
+        PoolIpam(ResourceStore(stores[0 if one_node else i]), f"r{round_no}-node{0 if one_node else i}")
+        for i in range(n)
     ]
     if one_node:
         ipams = [ipams[0]] * n

@@ -28,6 +28,7 @@ from vpcnet.agent.http import Response
 from vpcnet.agent.pool_routes import PoolRouteSync
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.dataplane.poolroutes import vtep_mac
+from vpcnet.datastore.store import ResourceStoreLike
 from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolalloc import PoolAllocator, PoolIpam
 from vpcnet.ipam.poolgc import cleanup_gone_nodes
@@ -77,32 +78,27 @@ def default_pool_document(cfg: AgentConfig) -> dict[str, Any]:
     return document
 
 
-async def ensure_default_pool(datastore: Any, cfg: AgentConfig) -> bool:
+async def ensure_default_pool(store: ResourceStoreLike, cfg: AgentConfig) -> bool:
     """Create the default pool when no IPPool exists (first agent wins); True when this one created it."""
-    from vpcnet.datastore.resources import ResourceRef, ResourceStore
-    from vpcnet.ipam.poolstore import IPPOOL_KIND
+    from vpcnet.ipam.poolobjects import IPPOOL_KIND
 
-    pools, _ = await ResourceStore(datastore).list(IPPOOL_KIND)
+    pools, _ = await store.list(IPPOOL_KIND)
     if pools:
         return False
     document = default_pool_document(cfg)
-    key = ResourceRef(IPPOOL_KIND, None, DEFAULT_POOL_NAME).key
-    created = await datastore.create(
-        key, json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    )
+    created = await store.create(document)
     if created is not None:
         log.info("created the default IPPool %s", document["spec"])
     return created is not None
 
 
-async def warn_if_ipip_unsupported(datastore: Any) -> None:
+async def warn_if_ipip_unsupported(store: ResourceStoreLike) -> None:
     """Say at start, once and plainly, that IP-in-IP pools cannot work on this kernel."""
-    from vpcnet.datastore.resources import ResourceStore
     from vpcnet.ipam.poolstore import read_pool_config
 
     if os.path.isdir("/sys/module/ipip"):
         return
-    config = await read_pool_config(ResourceStore(datastore))
+    config = await read_pool_config(store)
     for pool in config.pools:
         if pool.encapsulation == "ipip" and not pool.disabled:
             log.error(
@@ -118,7 +114,7 @@ class PoolIpamComponent:
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
-        self.datastore: Any = None
+        self.store: ResourceStoreLike | None = None
         self.registration: NodeRegistration | None = None
         self.routes: PoolRouteSync | None = None
         self.allocator: PoolAllocator | None = None
@@ -132,29 +128,27 @@ class PoolIpamComponent:
 
     async def start(self) -> None:
         from vpcnet.cloud.imds import Imds
-        from vpcnet.datastore.open import open_datastore
+        from vpcnet.datastore.open import open_resource_store
 
         cfg = self.ctx.config
         node = await Imds(cfg.imds_endpoint).node_info()
         name = cfg.node_name or node.instance_id
-        self.datastore = await open_datastore(cfg.datastore_settings())
+        self.store = store = await open_resource_store(cfg.datastore_settings())
         labels = node_labels(name, node)
         record = NodeRecord(
             name, node.primary_ip, node.subnet_cidr, vtep_mac(name), node.availability_zone, labels
         )
         if not self.keep_sdc:
             await disable_source_dest_check(self.ctx, node)
-        await ensure_default_pool(self.datastore, cfg)
-        await warn_if_ipip_unsupported(self.datastore)
-        self.registration = NodeRegistration(self.datastore, record, self.ttl)
+        await ensure_default_pool(store, cfg)
+        await warn_if_ipip_unsupported(store)
+        self.registration = NodeRegistration(store, record, self.ttl)
         await self.registration.start()
-        self.allocator = PoolAllocator(PoolIpam(self.datastore, name, labels))
+        self.allocator = PoolAllocator(PoolIpam(store, name, labels))
         from vpcnet.dataplane.poolroutes_apply import link_mtu
 
         mtu = await link_mtu(UPLINK)  # the VXLAN device gets this less its 50 bytes of headers
-        self.routes = PoolRouteSync(
-            self.datastore, record, uplink=UPLINK, uplink_mtu=mtu, resync_interval=self.resync
-        )
+        self.routes = PoolRouteSync(store, record, uplink=UPLINK, uplink_mtu=mtu, resync_interval=self.resync)
         self.ctx.node = node
         self.ctx.allocator = self.allocator
         self.ctx.introspection.route("/v1/pool-ipam", self._introspect)
@@ -174,7 +168,8 @@ class PoolIpamComponent:
         while True:
             await asyncio.sleep(period)
             try:
-                done = await cleanup_gone_nodes(self.datastore, self.grace)
+                assert self.store is not None
+                done = await cleanup_gone_nodes(self.store, self.grace)
                 self.cleanups += 1
                 if done.released_addresses or done.released_blocks:
                     log.info(
@@ -212,12 +207,14 @@ class PoolIpamComponent:
             except Exception as err:  # stop() must not raise; the lease expires by itself
                 log.warning("ignored while stopping the node registration (its lease expires): %s", err)
             self.registration = None
-        if self.datastore is not None:
+        if self.store is not None:
+            from vpcnet.datastore.open import close_resource_store
+
             try:
-                await self.datastore.close()
+                await close_resource_store(self.store)
             except Exception as err:  # stop() must not raise; the connection is dropped with the process
                 log.debug("ignored while closing the datastore: %s", err)
-            self.datastore = None
+            self.store = None
 
     def ready(self) -> bool:
         return self.allocator is not None and self.allocator.ready()

@@ -3,9 +3,11 @@
 Routes are computed from block affinities, not learned over BGP: the datastore already holds who owns
 which block and it is watched anyway, so one watch replaces a BIRD process per node and its N-1 BGP
 sessions, a node that dies is withdrawn when its lease expires, and borrowed addresses get their /32s
-from the same data. The loop: read blocks, nodes and pools at one revision, render, apply only the
-difference; then watch from that revision, and on any relevant change do it again (changes that arrive
-together are handled together). A periodic resync re-applies even without events (repairs manual edits).
+from the same data. The loop: take a snapshot of blocks, node leases and pools (a ResourceStoreLike: etcd
+or the Kubernetes API), render, apply only the difference; then watch from the snapshot's revision, and on
+any relevant change do it again (changes that arrive together are handled together). A lease renewal that
+changes nothing is not a change; the loop also wakes when the next live lease would expire (an expiry is
+no event). A periodic resync re-applies even without events (repairs manual edits).
 """
 
 from __future__ import annotations
@@ -19,28 +21,29 @@ from typing import Any
 from vpcnet.dataplane.kernel_cmd import CommandRunner, SubprocessRunner
 from vpcnet.dataplane.poolroutes import PoolDataplane, render
 from vpcnet.dataplane.poolroutes_apply import ApplyStats, IpipUnsupported, apply_pool_dataplane
-from vpcnet.datastore.resources import ROOT, ResourceStore
-from vpcnet.datastore.types import Datastore, DatastoreError, WatchCompacted
-from vpcnet.ipam.blocks import Block
+from vpcnet.datastore.store import ResourceStoreLike
+from vpcnet.datastore.types import DatastoreError, EventType, WatchCompacted
 from vpcnet.ipam.node_record import NodeRecord
-from vpcnet.ipam.poolstore import (
-    BLOCKS,
+from vpcnet.ipam.poolobjects import (
+    BLOCK_KIND,
     IPAMCONFIG_KIND,
     IPPOOL_KIND,
-    NODES,
-    node_record_from_kv,
-    read_pool_config,
+    LEASE_KIND,
+    NodeLease,
+    parse_block,
+    parse_lease,
 )
+from vpcnet.ipam.poolstore import PoolConfig, parse_pool_config
 
 log = logging.getLogger(__name__)
 
-_RELEVANT = (BLOCKS, NODES, f"{ROOT}{IPPOOL_KIND}/", f"{ROOT}{IPAMCONFIG_KIND}/")
+KINDS = (BLOCK_KIND, LEASE_KIND, IPPOOL_KIND, IPAMCONFIG_KIND)
 
 
 class PoolRouteSync:
     def __init__(
         self,
-        datastore: Datastore,
+        store: ResourceStoreLike,
         local: NodeRecord,
         *,
         runner: CommandRunner | None = None,
@@ -48,7 +51,7 @@ class PoolRouteSync:
         uplink_mtu: int = 1500,
         resync_interval: float = 60.0,
     ) -> None:
-        self.datastore = datastore
+        self.store = store
         self.local = local
         self.runner = runner or SubprocessRunner()
         self.uplink = uplink
@@ -63,26 +66,38 @@ class PoolRouteSync:
         self.unsupported = ""  # what this kernel cannot do that the pools ask for (IP-in-IP)
         self.synced = asyncio.Event()
         self._dirty = asyncio.Event()
+        self._live: dict[str, NodeLease] = {}  # the live leases the kernel reflects
+        self.next_expiry = float("inf")  # when the first of them runs out
 
     async def sync_once(self, force: bool = True) -> int:
         """Read, render, apply; the revision read. Raises on failure (the caller retries). Without force,
         a desired state equal to the one last applied is not applied again: most changes (an address
         taken in an existing block) change no route, and reading the kernel back costs four execs."""
-        blocks_listing = await self.datastore.list(BLOCKS)
-        nodes_listing = await self.datastore.list(NODES)
-        config = await read_pool_config(ResourceStore(self.datastore))
-        blocks = [Block.from_bytes(kv.value) for kv in blocks_listing.items]
-        nodes = {}
-        for kv in nodes_listing.items:
-            record = node_record_from_kv(kv)
-            nodes[record.name] = record
+        items, revision = await self.store.snapshot(KINDS)
+        now = time.time()
+        blocks, leases, pools_and_config = [], {}, []
+        for stored in items:
+            if stored.ref.kind == BLOCK_KIND:
+                try:
+                    blocks.append(parse_block(stored))
+                except ValueError as err:
+                    log.warning("routes: %s ignored: %s", stored.ref, err)
+            elif stored.ref.kind == LEASE_KIND:
+                lease = parse_lease(stored)
+                if lease is not None and lease.live(now):
+                    leases[lease.node] = lease
+            else:
+                pools_and_config.append(stored)
+        config: PoolConfig = parse_pool_config(pools_and_config)
+        self._live = leases
+        self.next_expiry = min((lease.expires for lease in leases.values()), default=float("inf"))
+        nodes: dict[str, NodeRecord] = {n: lease.record for n, lease in leases.items() if lease.record}
         nodes[self.local.name] = self.local  # route as ourselves even before our record shows up
         desired = render(
             self.local, nodes, blocks, config.pools, uplink=self.uplink, uplink_mtu=self.uplink_mtu
         )
         for note in desired.notes:
             log.info("routes: %s", note)
-        revision = min(blocks_listing.revision, nodes_listing.revision)
         if not force and desired == self.last:
             self.skipped += 1
             return revision
@@ -125,7 +140,8 @@ class PoolRouteSync:
         try:
             next_resync = time.monotonic() + self.resync_interval
             while True:
-                timeout = max(0.0, next_resync - time.monotonic())
+                until_expiry = self.next_expiry + 0.05 - time.time()  # a lease running out is no event
+                timeout = max(0.0, min(next_resync - time.monotonic(), until_expiry))
                 dirty = asyncio.create_task(self._dirty.wait())
                 await asyncio.wait({dirty, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 dirty.cancel()
@@ -145,10 +161,17 @@ class PoolRouteSync:
                 await watcher
 
     async def _watch(self, start: int) -> None:
-        async for event in self.datastore.watch("/vpcnet/", start):
-            if event.key.startswith(_RELEVANT):
-                self.revision = max(self.revision, event.revision)
-                self._dirty.set()
+        async for event in self.store.watch(KINDS, start):
+            self.revision = max(self.revision, event.revision)
+            if event.type is EventType.PUT and event.resource is not None and event.ref.kind == LEASE_KIND:
+                lease = parse_lease(event.resource)
+                known = self._live.get(lease.node) if lease else None
+                if lease is not None and known is not None and lease.record == known.record:
+                    # A renewal: the same node, still live; only its expiry moves.
+                    self._live[lease.node] = lease
+                    self.next_expiry = min(x.expires for x in self._live.values())
+                    continue
+            self._dirty.set()
         raise DatastoreError("the route watch ended")
 
     def status(self) -> dict[str, Any]:

@@ -21,12 +21,13 @@ def _run(prefix: str | None, fn: Any) -> Any:
 
     from vpcnet.cli.resources import CliError, datastore_settings, lab_layout
     from vpcnet.datastore.open import open_datastore
+    from vpcnet.datastore.resources import ResourceStore
     from vpcnet.datastore.types import DatastoreError
 
     async def go() -> Any:
         datastore = await open_datastore(settings)
         try:
-            return await fn(datastore)
+            return await fn(ResourceStore(datastore))
         finally:
             await datastore.close()
 
@@ -46,12 +47,12 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-async def show_data(datastore: Any) -> dict[str, Any]:
-    from vpcnet.datastore.resources import ResourceStore
+async def show_data(store: Any) -> dict[str, Any]:
+    """What `ipam show` prints, from a resource store (ResourceStoreLike)."""
     from vpcnet.ipam.poolstore import read_pool_config, read_state
 
-    config = await read_pool_config(ResourceStore(datastore))
-    state = await read_state(datastore)
+    config = await read_pool_config(store)
+    state = await read_state(store)
     pools = []
     for pool in config.pools:
         blocks = [b for c, (b, _) in state.blocks.items() if c.subnet_of(pool.cidr)]

@@ -10,11 +10,12 @@ and handed to someone else) frees nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
+
+AFFINITY_PREFIX = "host:"  # Calico's block affinity for a node ("virtual:" ones are not used here)
 
 
 @dataclass(frozen=True)
@@ -24,21 +25,6 @@ class Allocation:
     node: str  # the node the address is used on (differs from the block's affinity when borrowed)
     namespace: str = ""
     pod: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "handle": self.handle,
-            "seq": self.sequence,
-            "node": self.node,
-            "ns": self.namespace,
-            "pod": self.pod,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Allocation:
-        return cls(
-            str(data["handle"]), int(data["seq"]), str(data["node"]), str(data["ns"]), str(data["pod"])
-        )
 
 
 @dataclass
@@ -108,28 +94,67 @@ class Block:
             problems.append(f"block {self.cidr}: ordinals neither free nor held")
         return problems
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "cidr": str(self.cidr),
-                "affinity": self.affinity,
-                "allocations": {str(o): a.to_json() for o, a in sorted(self.allocations.items())},
-                "unallocated": self.unallocated,
-                "sequence": self.sequence,
-            },
-            separators=(",", ":"),
-        ).encode()
+    def to_spec(self) -> dict[str, Any]:
+        """The block as Calico's IPAMBlock spec: `allocations` maps each ordinal to an index into
+        `attributes` (or None when free), `sequenceNumberForAllocation` keeps each allocation's sequence
+        number (ABA protection on release), `affinity` is "host:<node>" (absent when unclaimed)."""
+        allocations: list[int | None] = [None] * self.size
+        attributes: list[dict[str, Any]] = []
+        sequences: dict[str, int] = {}
+        for ordinal, held in sorted(self.allocations.items()):
+            allocations[ordinal] = len(attributes)
+            attributes.append(
+                {
+                    "handle_id": held.handle,
+                    "secondary": {"node": held.node, "namespace": held.namespace, "pod": held.pod},
+                }
+            )
+            sequences[str(ordinal)] = held.sequence
+        spec: dict[str, Any] = {
+            "cidr": str(self.cidr),
+            "allocations": allocations,
+            "unallocated": list(self.unallocated),
+            "attributes": attributes,
+            "sequenceNumber": self.sequence,
+            "sequenceNumberForAllocation": sequences,
+            "deleted": False,
+        }
+        if self.affinity is not None:
+            spec["affinity"] = f"{AFFINITY_PREFIX}{self.affinity}"
+        return spec
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Block:
-        data = json.loads(raw)
-        return cls(
-            cidr=IPv4Network(data["cidr"]),
-            affinity=data["affinity"],
-            allocations={int(o): Allocation.from_json(a) for o, a in data["allocations"].items()},
-            unallocated=[int(o) for o in data["unallocated"]],
-            sequence=int(data["sequence"]),
-        )
+    def from_spec(cls, spec: dict[str, Any]) -> Block:
+        """A block from Calico's IPAMBlock spec (see to_spec); raises ValueError naming the bad field."""
+        try:
+            cidr = IPv4Network(spec["cidr"])
+            affinity = spec.get("affinity") or None
+            if affinity is not None and not str(affinity).startswith(AFFINITY_PREFIX):
+                raise ValueError(f"affinity {affinity!r}: only host affinities are supported")
+            attributes = spec.get("attributes") or []
+            sequences = spec.get("sequenceNumberForAllocation") or {}
+            allocations = {}
+            for ordinal, index in enumerate(spec.get("allocations") or []):
+                if index is None:
+                    continue
+                attribute = attributes[int(index)]
+                secondary = attribute.get("secondary") or {}
+                allocations[ordinal] = Allocation(
+                    str(attribute.get("handle_id", "")),
+                    int(sequences.get(str(ordinal), 0)),
+                    str(secondary.get("node", "")),
+                    str(secondary.get("namespace", "")),
+                    str(secondary.get("pod", "")),
+                )
+            return cls(
+                cidr=cidr,
+                affinity=str(affinity)[len(AFFINITY_PREFIX) :] if affinity else None,
+                allocations=allocations,
+                unallocated=[int(o) for o in spec.get("unallocated") or []],
+                sequence=int(spec.get("sequenceNumber", 0)),
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            raise ValueError(f"IPAMBlock spec {spec.get('cidr')!r}: {err}") from None
 
 
 def block_cidrs(pool: IPv4Network, block_size: int, start_hint: str = "") -> Iterator[IPv4Network]:
@@ -152,10 +177,6 @@ def _stable_hash(text: str) -> int:
     return value
 
 
-def block_key_name(cidr: IPv4Network) -> str:
-    """The key segment of a block: 10.244.0.0/26 -> 10.244.0.0-26 (as Calico names them)."""
-    return str(cidr).replace("/", "-")
-
-
-def block_from_key_name(name: str) -> IPv4Network:
-    return IPv4Network(name.replace("-", "/"))
+def block_name(cidr: IPv4Network) -> str:
+    """A block's object name: 10.244.0.0/26 -> 10-244-0-0-26 (as Calico's KDD names IPAMBlocks)."""
+    return str(cidr).replace(".", "-").replace("/", "-")

@@ -1,10 +1,10 @@
-"""Calico-mode address management: blocks affine to nodes in the datastore, every write a compare-and-swap.
+"""Calico-mode address management: blocks affine to nodes, every write a compare-and-swap on one object.
 
 `PoolIpam` hands out addresses for one node: from its own blocks first, then from a newly claimed block,
-then (unless strictAffinity) borrowed from any block with room. Each step reads, changes a copy, and
-writes back in one transaction conditional on the revisions it read (block, handle, affinity); when
-another node won the race the whole step starts again from fresh reads. `PoolAllocator` adapts it to
-the CNI server's Allocator protocol.
+then (unless strictAffinity) borrowed from any block with room. The writes and their order (handle, then
+block; the invariant that keeps a crash from leaking) are in vpcnet/ipam/poolwrites.py. When another writer
+won a compare-and-swap, the attempt starts again from fresh reads. `PoolAllocator` adapts it to the CNI
+server's Allocator protocol. It takes any ResourceStoreLike: etcd or the Kubernetes API.
 """
 
 from __future__ import annotations
@@ -12,22 +12,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
-from vpcnet.datastore.resources import ResourceStore
-from vpcnet.datastore.types import Datastore, DatastoreUnavailable, DeleteOp, PutOp, RevisionIs
-from vpcnet.ipam.blocks import Block, block_cidrs, block_from_key_name
-from vpcnet.ipam.poolstore import (
-    AFFINITIES,
-    BLOCKS,
+from vpcnet.datastore.store import ResourceStoreLike
+from vpcnet.datastore.types import DatastoreUnavailable
+from vpcnet.ipam.blocks import Block, block_cidrs
+from vpcnet.ipam.poolobjects import (
+    AFFINITY_KIND,
+    BLOCK_KIND,
+    PENDING_DELETION,
     HandleRecord,
-    PoolConfig,
-    affinity_key,
-    block_key,
-    handle_key,
-    read_pool_config,
+    handle_document,
+    handle_ref,
+    parse_affinity,
+    parse_block,
+    parse_handle,
+    records_in,
+)
+from vpcnet.ipam.poolstore import PoolConfig, read_pool_config
+from vpcnet.ipam.poolwrites import (
+    MAX_ATTEMPTS,
+    ConflictRetriesExhausted,
+    backoff,
+    claim_block,
+    confirm_affinity,
+    handle_holdings,
+    read_block,
+    recount_handle,
+    release_in_block,
+    write_block,
 )
 from vpcnet.ipam.types import (
     MAIN_ROUTE_TABLE,
@@ -39,11 +55,7 @@ from vpcnet.ipam.types import (
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 100  # as Calico's datastoreRetries
-
-
-class ConflictRetriesExhausted(RuntimeError):
-    pass
+__all__ = ["ConflictRetriesExhausted", "IpamCounters", "PoolAllocator", "PoolIpam", "release_handle"]
 
 
 @dataclass
@@ -65,53 +77,56 @@ def handle_id(key: IpamKey) -> str:
 class PoolIpam:
     def __init__(
         self,
-        datastore: Datastore,
+        store: ResourceStoreLike,
         node: str,
         node_labels: dict[str, str] | None = None,
         *,
-        config_loader: Callable[[], asyncio.Future[PoolConfig]] | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.datastore = datastore
+        self.store = store
         self.node = node
         self.node_labels = node_labels if node_labels is not None else {"kubernetes.io/hostname": node}
-        self._resources = ResourceStore(datastore)
         self._rng = rng or random.Random()
+        self._clock = clock
         self.counters = IpamCounters()
         self._affine: list[IPv4Network] | None = None  # blocks affine to this node, as last read
+        self._blocks: dict[IPv4Network, tuple[Block, int]] = {}  # our blocks as we last wrote them
         # One change at a time from this node (Calico's CNI takes a host-wide lock for the same reason):
         # concurrent ADDs on one node would all pick the same block and fail each other's CAS.
         self._lock = asyncio.Lock()
 
     async def config(self) -> PoolConfig:
-        return await read_pool_config(self._resources)
+        return await read_pool_config(self.store)
 
     async def lookup(self, handle: str) -> HandleRecord | None:
-        kv = await self.datastore.get(handle_key(handle))
-        return HandleRecord.from_kv(kv) if kv else None
+        stored = await self.store.get(handle_ref(handle))
+        if stored is None:
+            return None
+        _, records = await handle_holdings(self.store, stored)
+        return records[0] if records else None
 
     async def _backoff(self, attempt: int) -> None:
         self.counters.conflicts += 1
-        # Jittered, growing pauses so that nodes racing for one block fall out of step.
-        await asyncio.sleep(self._rng.uniform(0, min(0.002 * (2 ** min(attempt, 6)), 0.1)))
+        await backoff(attempt, self._rng)
 
     async def assign(self, handle: str, namespace: str = "", pod: str = "") -> HandleRecord:
         """The handle's address: the one it holds already, or a new one. Raises AddressExhausted."""
         async with self._lock:
-            return await self._assign_locked(handle, namespace, pod)
+            try:
+                return await self._assign_locked(handle, namespace, pod)
+            except (AddressExhausted, ConflictRetriesExhausted):
+                # An attempt that lost its block CAS may have left the handle counting an address it never
+                # got: take that back now rather than leave it to the GC.
+                await recount_handle(self.store, handle, self._clock)
+                raise
 
     async def _assign_locked(self, handle: str, namespace: str, pod: str) -> HandleRecord:
         for attempt in range(MAX_ATTEMPTS):
-            # The first attempt does not read the handle: its transaction requires the handle to be absent,
-            # so a repeated ADD fails that condition and the next attempt finds the address it holds.
-            if attempt:
-                existing = await self.lookup(handle)
-                if existing is not None:
-                    return existing
             try:
                 record = await self._assign_once(handle, namespace, pod)
             except DatastoreUnavailable:
-                # The outcome of our write is unknown: the handle read at the top tells.
+                # The outcome of our writes is unknown: the next attempt reads the handle and finds out.
                 await asyncio.sleep(0.2)
                 continue
             if record is not None:
@@ -122,50 +137,104 @@ class PoolIpam:
 
     async def _assign_once(self, handle: str, namespace: str, pod: str) -> HandleRecord | None:
         """One attempt; None when a compare-and-swap lost (the caller starts again)."""
+        try:
+            block, revision = await self._choose_block()
+        except _Lost:
+            return None
+        taken = block.allocate(handle, self.node, namespace, pod)
+        if taken is None:
+            self._blocks.pop(block.cidr, None)
+            return None
+        ordinal, sequence = taken
+        # 1. The handle, counting the allocation about to be made (see poolwrites: handle first).
+        written = await self._count_in_handle(handle, block.cidr)
+        if isinstance(written, HandleRecord):
+            return written  # the handle holds an address already (a repeated ADD)
+        if not written:
+            return None
+        # 2. The block.
+        new_revision = await write_block(self.store, block, revision)
+        if new_revision is None:
+            self._blocks.pop(block.cidr, None)
+            return None
+        if block.affinity == self.node:
+            self._blocks[block.cidr] = (block, new_revision)
+        else:
+            self.counters.borrowed += 1
+        held = block.allocations[ordinal]
+        return HandleRecord(
+            handle, block.address(ordinal), block.cidr, ordinal, sequence, self.node, held.namespace, held.pod
+        )
+
+    async def _count_in_handle(self, handle: str, cidr: IPv4Network) -> HandleRecord | bool:
+        """Create the handle counting one address in cidr, or (it exists) return the address it holds, or
+        recount it plus one. False on a conflict."""
+        created = await self.store.create(handle_document(handle, {cidr: 1}, self._clock()))
+        if created is not None:
+            return True
+        stored = await self.store.get(handle_ref(handle))
+        if stored is None:
+            return False  # deleted between the two calls: start again
+        counts, records = await handle_holdings(self.store, stored)
+        if records:
+            return records[0]
+        counts[cidr] = counts.get(cidr, 0) + 1
+        replaced = await self.store.replace(handle_document(handle, counts, self._clock()), stored.revision)
+        return replaced is not None
+
+    async def _choose_block(self) -> tuple[Block, int]:
+        """A block with room for this node: its own, a newly claimed one, or (unless strictAffinity) any."""
         # 1. A block this node holds (the list of them is kept in memory; a block that is gone or no longer
         # ours makes us read the affinities again).
-        fresh = self._affine is None
-        if self._affine is None:
-            affine = await self.datastore.list(f"{AFFINITIES}{self.node}/")
-            self._affine = [block_from_key_name(kv.key.rpartition("/")[2]) for kv in affine.items]
-        affine_blocks = list(self._affine)
-        for cidr in affine_blocks:
-            block_kv = await self.datastore.get(block_key(cidr))
-            block = Block.from_bytes(block_kv.value) if block_kv else None
-            if block_kv is None or block is None or block.affinity != self.node:
-                self._affine = None
-                continue
-            if block.free:
-                return await self._allocate_in(block, block_kv.mod_revision, handle, namespace, pod)
-        if not fresh:
-            # Before claiming another block, make sure no block of ours was claimed meanwhile elsewhere.
-            self._affine = None
-            return await self._assign_once(handle, namespace, pod)
-        # 2. A new block, claimed and allocated from in one transaction.
+        for _ in range(2):
+            fresh = self._affine is None
+            if self._affine is None:
+                self._affine = await self._read_affine()
+            for cidr in list(self._affine):
+                read = self._blocks.get(cidr) or await read_block(self.store, cidr)
+                if read is None or read[0].affinity != self.node:
+                    self._affine, self._blocks = None, {}
+                    continue
+                if read[0].free:
+                    return Block.from_spec(read[0].to_spec()), read[1]  # a copy: ours to change
+            if fresh:
+                break
+            self._affine = None  # make sure no block of ours was claimed meanwhile elsewhere
+        affine_count = len(self._affine or [])
+        # 2. A new block.
         config = await self.config()
         pools = config.usable_by(self.node_labels)
         if not pools:
             raise AddressExhausted(f"node {self.node}: no enabled IPPool selects this node")
         may_claim = not (config.strict_affinity and config.max_blocks_per_host) or (
-            len(affine_blocks) < config.max_blocks_per_host
+            affine_count < config.max_blocks_per_host
         )
-        all_blocks = await self.datastore.list(BLOCKS)
-        taken = {kv.key[len(BLOCKS) :] for kv in all_blocks.items}
+        listed, _ = await self.store.list(BLOCK_KIND)
+        blocks = []
+        for stored in listed:
+            try:
+                blocks.append((parse_block(stored), stored.revision))
+            except ValueError:
+                continue
+        taken = {b.cidr for b, _ in blocks}
         if may_claim:
             for pool in pools:
                 for cidr in block_cidrs(pool.cidr, pool.block_size, self.node):
-                    if block_key(cidr)[len(BLOCKS) :] in taken:
+                    if cidr in taken:
                         continue
-                    return await self._claim(cidr, handle, namespace, pod)
+                    claimed = await claim_block(self.store, self.node, cidr)
+                    if claimed is None:
+                        raise _Lost()
+                    self.counters.blocks_claimed += 1
+                    log.info("node %s claimed block %s", self.node, cidr)
+                    if self._affine is not None:
+                        self._affine.append(cidr)
+                    return claimed
         # 3. Borrow an address from any block with room (another node's), unless strictAffinity.
         if not config.strict_affinity:
-            for kv in all_blocks.items:
-                block = Block.from_bytes(kv.value)
+            for block, revision in blocks:
                 if block.free and any(block.cidr.subnet_of(p.cidr) for p in pools):
-                    record = await self._allocate_in(block, kv.mod_revision, handle, namespace, pod)
-                    if record is not None:
-                        self.counters.borrowed += 1
-                    return record
+                    return block, revision
         limit = (
             f"maxBlocksPerHost {config.max_blocks_per_host} reached and strictAffinity forbids borrowing"
             if not may_claim
@@ -176,83 +245,54 @@ class PoolIpam:
             f"node {self.node}: no address in pools {', '.join(str(p.cidr) for p in pools)}: {limit}"
         )
 
-    def _record(
-        self, block: Block, ordinal: int, sequence: int, handle: str, ns: str, pod: str
-    ) -> HandleRecord:
-        return HandleRecord(handle, block.address(ordinal), block.cidr, ordinal, sequence, self.node, ns, pod)
-
-    async def _allocate_in(
-        self, block: Block, revision: int, handle: str, namespace: str, pod: str
-    ) -> HandleRecord | None:
-        taken = block.allocate(handle, self.node, namespace, pod)
-        if taken is None:
-            return None
-        record = self._record(block, *taken, handle, namespace, pod)
-        committed = await self.datastore.commit(
-            [RevisionIs(block_key(block.cidr), revision), RevisionIs(handle_key(handle), 0)],
-            [PutOp(block_key(block.cidr), block.to_bytes()), PutOp(handle_key(handle), record.to_bytes())],
-        )
-        return record if committed is not None else None
-
-    async def _claim(self, cidr: IPv4Network, handle: str, namespace: str, pod: str) -> HandleRecord | None:
-        block = Block.new(cidr, self.node)
-        taken = block.allocate(handle, self.node, namespace, pod)
-        assert taken is not None
-        record = self._record(block, *taken, handle, namespace, pod)
-        bkey, akey, hkey = block_key(cidr), affinity_key(self.node, cidr), handle_key(handle)
-        committed = await self.datastore.commit(
-            [RevisionIs(bkey, 0), RevisionIs(akey, 0), RevisionIs(hkey, 0)],
-            [PutOp(bkey, block.to_bytes()), PutOp(akey, b"{}"), PutOp(hkey, record.to_bytes())],
-        )
-        if committed is None:
-            return None
-        self.counters.blocks_claimed += 1
-        if self._affine is not None:
-            self._affine.append(cidr)
-        log.info("node %s claimed block %s", self.node, cidr)
-        return record
+    async def _read_affine(self) -> list[IPv4Network]:
+        """This node's blocks: its affinities (a pending one whose block names us is confirmed now)."""
+        listed, _ = await self.store.list(AFFINITY_KIND)
+        mine = []
+        for stored in listed:
+            affinity = parse_affinity(stored)
+            if affinity.node != self.node or affinity.state == PENDING_DELETION:
+                continue
+            if affinity.state != "confirmed":
+                read = await read_block(self.store, affinity.cidr)
+                if read is None or read[0].affinity != self.node:
+                    continue  # a claim in progress, or one that lost: not ours
+                await confirm_affinity(self.store, self.node, affinity.cidr)
+            mine.append(affinity.cidr)
+        return sorted(mine)
 
     async def release(self, handle: str) -> HandleRecord | None:
         """Free the handle's address (only the allocation it names, by sequence number); None if none."""
         async with self._lock:
-            return await release_handle(self.datastore, handle, counters=self.counters)
+            record = await release_handle(self.store, handle, counters=self.counters, clock=self._clock)
+            if record is not None:
+                self._blocks.pop(record.block, None)
+            return record
+
+
+class _Lost(Exception):
+    """Another node claimed the block we tried (the attempt starts again)."""
 
 
 async def release_handle(
-    datastore: Datastore,
+    store: ResourceStoreLike,
     handle: str,
     *,
-    expect_sequence: int | None = None,
     counters: IpamCounters | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> HandleRecord | None:
-    """Release handle's allocation and delete the handle, atomically. With expect_sequence, only if the
-    handle still holds that very allocation (a report may be stale). None when there was nothing to do."""
-    for attempt in range(MAX_ATTEMPTS):
-        hkv = await datastore.get(handle_key(handle))
-        if hkv is None:
-            return None
-        record = HandleRecord.from_kv(hkv)
-        if expect_sequence is not None and record.sequence != expect_sequence:
-            return None
-        bkey = block_key(record.block)
-        bkv = await datastore.get(bkey)
-        conditions = [
-            RevisionIs(handle_key(handle), hkv.mod_revision),
-            RevisionIs(bkey, bkv.mod_revision if bkv else 0),
-        ]
-        writes: list[PutOp | DeleteOp] = [DeleteOp(handle_key(handle))]
-        if bkv is not None:
-            block = Block.from_bytes(bkv.value)
-            if block.release(record.ordinal, record.sequence, handle):
-                writes.append(PutOp(bkey, block.to_bytes()))
-        if await datastore.commit(conditions, writes) is not None:
-            if counters:
-                counters.released += 1
-            return record
-        if counters:
-            counters.conflicts += 1
-        await asyncio.sleep(random.uniform(0, min(0.002 * (2 ** min(attempt, 6)), 0.1)))
-    raise ConflictRetriesExhausted(f"release {handle}: still conflicting after {MAX_ATTEMPTS} attempts")
+    """Release every allocation of handle (blocks first, then the handle: see poolwrites); the first one
+    released, or None when it held nothing."""
+    stored = await store.get(handle_ref(handle))
+    if stored is None:
+        return None
+    freed: list[HandleRecord] = []
+    for cidr in sorted(parse_handle(stored).blocks):
+        freed += await release_in_block(store, cidr, lambda b: records_in(b, handle))
+    await recount_handle(store, handle, clock)
+    if freed and counters:
+        counters.released += 1
+    return freed[0] if freed else None
 
 
 class PoolAllocator:

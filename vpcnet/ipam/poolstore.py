@@ -1,22 +1,16 @@
-"""Where the Calico-mode IPAM keeps its state in the datastore, and how it reads it.
+"""Reading the pool IPAM's whole state from a resource store, and the pool configuration.
 
-Keys under /vpcnet/ipam/v1/:
-  block/<10.244.0.0-26>        a Block (JSON): affinity, allocations with sequence numbers, free FIFO
-  affinity/<node>/<block>      the node's claim on a block (written in the same transaction as the block)
-  handle/<handle id>           one pod interface's address: block, ordinal, sequence number, pod
-  node/<node>                  a live node's record (address, subnet, VTEP MAC), bound to a lease
-  gone/<node>                  when a node was first seen gone (for the grace period before cleanup)
-Pools and the IPAM configuration are resources: IPPool and IPAMConfiguration (projectcalico.org/v3).
-
-Claiming a block is one transaction (block absent and affinity absent -> write both and the first
-allocation), so Calico's two-phase pending/confirmed affinity is not needed with etcd.
+The objects and their layout are in vpcnet/ipam/poolobjects.py (Calico's KDD kinds: IPAMBlock, BlockAffinity,
+IPAMHandle; node Leases). Pools and the IPAM configuration are resources too: IPPool and IPAMConfiguration
+(projectcalico.org/v3). Over the Kubernetes API each kind is listed on its own, so a state is not one
+snapshot of everything; readers that act on it (the GC) re-check each object with a compare-and-swap.
 """
 
 from __future__ import annotations
 
-import json
+import time
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from typing import Any
 
 import vpcnet.api.ippool  # noqa: F401  (registers IPPool and IPAMConfiguration)
@@ -24,123 +18,85 @@ from vpcnet.api.errors import ValidationError
 from vpcnet.api.ippool import IPAMConfiguration, IPPool
 from vpcnet.api.loader import parse_resource
 from vpcnet.api.selector import parse_selector
-from vpcnet.datastore.resources import ResourceRef, ResourceStore, kind_path
-from vpcnet.datastore.types import Datastore, KeyValue
-from vpcnet.ipam.blocks import Block, block_from_key_name, block_key_name
+from vpcnet.datastore.resources import ResourceRef, StoredResource
+from vpcnet.datastore.store import ResourceStoreLike
+from vpcnet.ipam.blocks import Block
 from vpcnet.ipam.node_record import NodeRecord
+from vpcnet.ipam.poolobjects import (
+    AFFINITY_KIND,
+    BLOCK_KIND,
+    HANDLE_KIND,
+    IPAMCONFIG_KIND,
+    IPPOOL_KIND,
+    LEASE_KIND,
+    LEASE_NAMESPACE,
+    Affinity,
+    Handle,
+    NodeLease,
+    parse_affinity,
+    parse_block,
+    parse_handle,
+    parse_lease,
+)
 
-IPAM_ROOT = "/vpcnet/ipam/v1/"
-BLOCKS = IPAM_ROOT + "block/"
-AFFINITIES = IPAM_ROOT + "affinity/"
-HANDLES = IPAM_ROOT + "handle/"
-NODES = IPAM_ROOT + "node/"
-GONE = IPAM_ROOT + "gone/"
-IPPOOL_KIND = kind_path(IPPool.API_VERSION, IPPool.KIND)
-IPAMCONFIG_KIND = kind_path(IPAMConfiguration.API_VERSION, IPAMConfiguration.KIND)
-
-
-def block_key(cidr: IPv4Network) -> str:
-    return BLOCKS + block_key_name(cidr)
-
-
-def affinity_key(node: str, cidr: IPv4Network) -> str:
-    return f"{AFFINITIES}{node}/{block_key_name(cidr)}"
-
-
-def handle_key(handle: str) -> str:
-    return HANDLES + handle
-
-
-def node_key(node: str) -> str:
-    return NODES + node
-
-
-@dataclass(frozen=True)
-class HandleRecord:
-    """What one pod interface holds: the address, where it lives in its block, and whose it is."""
-
-    handle: str
-    address: IPv4Address
-    block: IPv4Network
-    ordinal: int
-    sequence: int
-    node: str
-    namespace: str
-    pod: str
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "address": str(self.address),
-                "block": str(self.block),
-                "ordinal": self.ordinal,
-                "seq": self.sequence,
-                "node": self.node,
-                "ns": self.namespace,
-                "pod": self.pod,
-            },
-            separators=(",", ":"),
-        ).encode()
-
-    @classmethod
-    def from_kv(cls, kv: KeyValue) -> HandleRecord:
-        data = json.loads(kv.value)
-        return cls(
-            handle=kv.key[len(HANDLES) :],
-            address=IPv4Address(data["address"]),
-            block=IPv4Network(data["block"]),
-            ordinal=int(data["ordinal"]),
-            sequence=int(data["seq"]),
-            node=str(data["node"]),
-            namespace=str(data["ns"]),
-            pod=str(data["pod"]),
-        )
-
-
-def node_record_from_kv(kv: KeyValue) -> NodeRecord:
-    """The NodeRecord stored at node/<name>."""
-    return NodeRecord.from_bytes(kv.key[len(NODES) :], kv.value)
+_USER_METADATA = ("name", "namespace", "labels", "annotations")
 
 
 @dataclass(frozen=True)
 class IpamState:
-    """Everything the IPAM keeps, read at one revision (for routes, `ipam show` and `ipam check`)."""
+    """Everything the IPAM keeps (for routes, `ipam show`, `ipam check` and the GC)."""
 
-    revision: int
-    blocks: dict[IPv4Network, tuple[Block, int]]  # block -> (block, mod_revision)
-    affinities: dict[str, set[IPv4Network]]  # node -> blocks it claims
-    handles: dict[str, tuple[HandleRecord, int]]  # handle -> (record, mod_revision)
-    nodes: dict[str, NodeRecord]
-    gone_since: dict[str, float]  # node -> when first seen gone
+    revision: int  # the newest of the listings' revisions
+    now: float  # the wall clock when read (liveness of leases)
+    blocks: dict[IPv4Network, tuple[Block, int]]  # block -> (block, revision)
+    affinities: dict[str, dict[IPv4Network, tuple[Affinity, int]]]  # node -> block -> (affinity, revision)
+    handles: dict[str, tuple[Handle, int]]  # handle id -> (handle, revision)
+    leases: dict[str, tuple[NodeLease, int]]  # node -> (lease, revision)
 
+    @property
+    def nodes(self) -> dict[str, NodeRecord]:
+        """The live nodes."""
+        leases = self.leases.items()
+        return {n: lease.record for n, (lease, _) in leases if lease.record and lease.live(self.now)}
 
-def parse_state(items: list[KeyValue], revision: int) -> IpamState:
-    blocks: dict[IPv4Network, tuple[Block, int]] = {}
-    affinities: dict[str, set[IPv4Network]] = {}
-    handles: dict[str, tuple[HandleRecord, int]] = {}
-    nodes: dict[str, NodeRecord] = {}
-    gone: dict[str, float] = {}
-    for kv in items:
-        if kv.key.startswith(BLOCKS):
-            block = Block.from_bytes(kv.value)
-            blocks[block.cidr] = (block, kv.mod_revision)
-        elif kv.key.startswith(AFFINITIES):
-            node, _, name = kv.key[len(AFFINITIES) :].rpartition("/")
-            affinities.setdefault(node, set()).add(block_from_key_name(name))
-        elif kv.key.startswith(HANDLES):
-            record = HandleRecord.from_kv(kv)
-            handles[record.handle] = (record, kv.mod_revision)
-        elif kv.key.startswith(NODES):
-            node_record = node_record_from_kv(kv)
-            nodes[node_record.name] = node_record
-        elif kv.key.startswith(GONE):
-            gone[kv.key[len(GONE) :]] = float(json.loads(kv.value)["since"])
-    return IpamState(revision, blocks, affinities, handles, nodes, gone)
+    @property
+    def gone_since(self) -> dict[str, float]:
+        """Nodes whose lease ran out, and since when."""
+        return {n: lease.expires for n, (lease, _) in self.leases.items() if not lease.live(self.now)}
+
+    def claimed(self, node: str) -> set[IPv4Network]:
+        """The blocks node claims (a pending affinity is no claim yet)."""
+        return {c for c, (a, _) in self.affinities.get(node, {}).items() if a.state != "pending"}
 
 
-async def read_state(datastore: Datastore) -> IpamState:
-    listing = await datastore.list(IPAM_ROOT)
-    return parse_state(listing.items, listing.revision)
+async def read_state(store: ResourceStoreLike, now: float | None = None) -> IpamState:
+    blocks_listed, r1 = await store.list(BLOCK_KIND)
+    affinities_listed, r2 = await store.list(AFFINITY_KIND)
+    handles_listed, r3 = await store.list(HANDLE_KIND)
+    leases_listed, r4 = await store.list(LEASE_KIND, LEASE_NAMESPACE)
+    blocks = {}
+    for stored in blocks_listed:
+        try:
+            block = parse_block(stored)
+        except ValueError:
+            continue  # not ours to judge here; `ipam check` of a malformed block is out of scope
+        blocks[block.cidr] = (block, stored.revision)
+    affinities: dict[str, dict[IPv4Network, tuple[Affinity, int]]] = {}
+    for stored in affinities_listed:
+        affinity = parse_affinity(stored)
+        affinities.setdefault(affinity.node, {})[affinity.cidr] = (affinity, stored.revision)
+    handles = {}
+    for stored in handles_listed:
+        handle = parse_handle(stored)
+        handles[handle.handle_id] = (handle, stored.revision)
+    leases = {}
+    for stored in leases_listed:
+        lease = parse_lease(stored)
+        if lease is not None:
+            leases[lease.node] = (lease, stored.revision)
+    return IpamState(
+        max(r1, r2, r3, r4), time.time() if now is None else now, blocks, affinities, handles, leases
+    )
 
 
 @dataclass(frozen=True)
@@ -154,25 +110,33 @@ class PoolConfig:
         return [p for p in self.pools if not p.disabled and parse_selector(p.node_selector).matches(labels)]
 
 
-async def read_pool_config(resources: ResourceStore) -> PoolConfig:
+async def read_pool_config(resources: ResourceStoreLike) -> PoolConfig:
     """The IPPools and the IPAMConfiguration from the datastore (validated again on the way in)."""
+    pools, _ = await resources.list(IPPOOL_KIND)
+    config = await resources.get(ResourceRef(IPAMCONFIG_KIND, None, "default"))
+    return parse_pool_config([*pools, *([config] if config else [])])
+
+
+def parse_pool_config(stored: list[StoredResource]) -> PoolConfig:
+    """The pools and the configuration among stored resources (others are ignored)."""
     pools: list[IPPool] = []
-    for stored in (await resources.list(IPPOOL_KIND))[0]:
-        resource = _parse(stored.body, str(stored.ref))
+    config: IPAMConfiguration | None = None
+    for item in stored:
+        resource = _parse(item.body, str(item.ref))
         if isinstance(resource, IPPool):
             pools.append(resource)
+        elif isinstance(resource, IPAMConfiguration) and item.ref.name == "default":
+            config = resource
     pools.sort(key=lambda p: p.name)
-    config = await resources.get(ResourceRef(IPAMCONFIG_KIND, None, "default"))
     if config is not None:
-        parsed = _parse(config.body, "IPAMConfiguration default")
-        if isinstance(parsed, IPAMConfiguration):
-            return PoolConfig(pools, parsed.strict_affinity, parsed.max_blocks_per_host)
+        return PoolConfig(pools, config.strict_affinity, config.max_blocks_per_host)
     return PoolConfig(pools)
 
 
 def _parse(body: dict[str, Any], where: str) -> object:
     body = {k: v for k, v in body.items()}
-    body["metadata"] = {k: v for k, v in body.get("metadata", {}).items() if k != "resourceVersion"}
+    # Only what a user writes: the Kubernetes API adds uid, creationTimestamp, resourceVersion, ...
+    body["metadata"] = {k: v for k, v in body.get("metadata", {}).items() if k in _USER_METADATA}
     try:
         return parse_resource(body, where)
     except ValidationError:

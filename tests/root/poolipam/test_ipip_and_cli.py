@@ -94,7 +94,7 @@ def test_an_ipip_pool_on_a_kernel_without_ipip_leaves_the_other_pools_routed(
             store = ResourceStore(ds)
             await store.apply([_pool_doc("vx", "10.246.0.0/16", vxlanMode="Always")])
             await store.apply([_pool_doc("ip", "10.247.0.0/16", ipipMode="Always")])
-            routes = PoolRouteSync(ds, local, runner=runner)
+            routes = PoolRouteSync(ResourceStore(ds), local, runner=runner)
             await routes.sync_once()  # does not raise: everything else is in place
             await routes.sync_once(force=False)
             return routes
@@ -140,9 +140,9 @@ def test_ipam_cli_show_check_release(
                 [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "alive", "namespace": "ns"}}]
             )
             await NodeRegistration(
-                ds, NodeRecord("n1", IPv4Address("10.79.1.1"), IPv4Network("10.79.1.0/24"))
+                ResourceStore(ds), NodeRecord("n1", IPv4Address("10.79.1.1"), IPv4Network("10.79.1.0/24"))
             ).register()
-            ipam = PoolIpam(ds, "n1")
+            ipam = PoolIpam(ResourceStore(ds), "n1")
             await ipam.assign("h-alive", "ns", "alive")
             await ipam.assign("h-dead", "ns", "dead")
         finally:

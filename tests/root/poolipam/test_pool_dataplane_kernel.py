@@ -203,16 +203,16 @@ def test_cross_subnet_vxlan_direct_within_subnet_and_withdrawal(
                 for name, (_, addr, subnet) in topo.nodes.items()
                 if name in ("n1", "n2", "n3")
             }
-            regs = {name: NodeRegistration(ds, rec) for name, rec in records.items()}
+            regs = {name: NodeRegistration(ResourceStore(ds), rec) for name, rec in records.items()}
             for reg in regs.values():
                 await reg.register()
             addresses = {}
             for i, name in enumerate(("n1", "n2", "n3")):
-                record = await PoolIpam(ds, name).assign(f"net.p{i}.eth0", "default", f"p{i}")
+                record = await PoolIpam(ResourceStore(ds), name).assign(f"net.p{i}.eth0", "default", f"p{i}")
                 addresses[name] = record.address
             if withdraw:
                 await regs[withdraw].stop(withdraw=True)
-            state = await read_state(ds)
+            state = await read_state(ResourceStore(ds))
             config = await read_pool_config(store)
             for name in ("n1", "n2", "n3"):
                 if name == withdraw:

@@ -83,7 +83,7 @@ def test_route_sync_follows_nodes_and_blocks(node_ns: str, fresh_etcd_server: Et
     async def main() -> None:
         ds = EtcdDatastore(fresh_etcd_server.settings())
         local = record("local", "10.78.1.11", "10.78.1.0/24")
-        sync = PoolRouteSync(ds, local, runner=SubprocessRunner(node_ns), resync_interval=2)
+        sync = PoolRouteSync(ResourceStore(ds), local, runner=SubprocessRunner(node_ns), resync_interval=2)
         task = asyncio.create_task(sync.run())
         try:
             await ResourceStore(ds).apply(
@@ -97,14 +97,14 @@ def test_route_sync_follows_nodes_and_blocks(node_ns: str, fresh_etcd_server: Et
                 ]
             )
             await asyncio.wait_for(sync.synced.wait(), 10)
-            mine = await PoolIpam(ds, "local").assign("h-local")
+            mine = await PoolIpam(ResourceStore(ds), "local").assign("h-local")
             await until(lambda: f"blackhole {mine.block}" in routes(node_ns), "own block blackholed")
-            near = NodeRegistration(ds, record("near", "10.78.1.12", "10.78.1.0/24"))
-            far = NodeRegistration(ds, record("far", "10.78.2.13", "10.78.2.0/24"))
+            near = NodeRegistration(ResourceStore(ds), record("near", "10.78.1.12", "10.78.1.0/24"))
+            far = NodeRegistration(ResourceStore(ds), record("far", "10.78.2.13", "10.78.2.0/24"))
             await near.register()
             await far.register()
-            near_block = (await PoolIpam(ds, "near").assign("h-near")).block
-            far_block = (await PoolIpam(ds, "far").assign("h-far")).block
+            near_block = (await PoolIpam(ResourceStore(ds), "near").assign("h-near")).block
+            far_block = (await PoolIpam(ResourceStore(ds), "far").assign("h-far")).block
             await until(lambda: f"{near_block} via 10.78.1.12 dev eth0" in routes(node_ns), "direct route")
             await until(
                 lambda: f"{far_block} via 10.78.2.13 dev vxlan.calico" in routes(node_ns), "VXLAN route"
@@ -113,7 +113,7 @@ def test_route_sync_follows_nodes_and_blocks(node_ns: str, fresh_etcd_server: Et
             await until(lambda: str(far_block) not in routes(node_ns), "withdrawn")
             assert f"{near_block} via 10.78.1.12" in routes(node_ns)
             # An address taken in an existing block changes no route: nothing is sent to the kernel.
-            await PoolIpam(ds, "near").assign("h-near-2")
+            await PoolIpam(ResourceStore(ds), "near").assign("h-near-2")
             await until(lambda: sync.skipped > 0, "an unchanged desired state skipped")
             # Someone deletes our route by hand: the periodic resync reads the kernel back and repairs it.
             subprocess.run(

@@ -4,33 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from ipaddress import IPv4Address, IPv4Network
 
-from vpcnet.datastore.resources import ResourceRef
+from vpcnet.datastore.resources import ResourceRef, ResourceStore, ref_of
 from vpcnet.datastore.types import KeyValue, Listing
 from vpcnet.ipam.blocks import Block
 from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolgc import check_against_pods
-from vpcnet.ipam.poolstore import HandleRecord, affinity_key, block_key, handle_key, node_key
+from vpcnet.ipam.poolobjects import (
+    CONFIRMED,
+    affinity_document,
+    block_document,
+    handle_document,
+    lease_document,
+)
 
 CIDR = IPv4Network("10.244.0.0/26")
+NOW = time.time()
 
 
 def world(pod_started: bool) -> dict[str, bytes]:
     """The datastore before and after pod shop/web starts (the Pod is stored, then its address taken)."""
-    keys = {
-        node_key("n1"): NodeRecord("n1", IPv4Address("10.0.0.4"), IPv4Network("10.0.0.0/20")).to_bytes(),
-        affinity_key("n1", CIDR): b"{}",
-    }
+    record = NodeRecord("n1", IPv4Address("10.0.0.4"), IPv4Network("10.0.0.0/20"))
+    documents = [lease_document("n1", record, 3600, NOW), affinity_document("n1", CIDR, CONFIRMED)]
     block = Block.new(CIDR, "n1")
     if pod_started:
-        ordinal, seq = block.allocate("h-web", "n1", "shop", "web") or (0, 0)
-        record = HandleRecord("h-web", block.address(ordinal), CIDR, ordinal, seq, "n1", "shop", "web")
-        keys[handle_key("h-web")] = record.to_bytes()
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"}}
-        keys[ResourceRef("pod", "shop", "web").key] = json.dumps(pod).encode()
-    keys[block_key(CIDR)] = block.to_bytes()
-    return keys
+        block.allocate("h-web", "n1", "shop", "web")
+        documents.append(handle_document("h-web", {CIDR: 1}, NOW))
+        documents.append(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"}}
+        )
+    documents.append(block_document(block))
+    return {ref_of(d).key: json.dumps(d).encode() for d in documents}
 
 
 class PodStartsDuringTheCheck:
@@ -41,13 +47,13 @@ class PodStartsDuringTheCheck:
 
     async def list(self, prefix: str) -> Listing:
         self.reads += 1
-        keys = world(pod_started=self.reads > 1)
+        keys = world(pod_started="/pod/" in prefix)  # the IPAM is read first, the Pods last
         items = [KeyValue(k, v, 1, self.reads, 1) for k, v in sorted(keys.items()) if k.startswith(prefix)]
         return Listing(items, self.reads)
 
 
 def test_a_pod_started_between_the_reads_is_not_a_leak() -> None:
-    report = asyncio.run(check_against_pods(PodStartsDuringTheCheck()))  # type: ignore[arg-type]
+    report = asyncio.run(check_against_pods(ResourceStore(PodStartsDuringTheCheck())))  # type: ignore[arg-type]
     assert report.leaked == [] and report.clean, report.to_json()
 
 
@@ -60,7 +66,7 @@ class PodGone:
 
 
 def test_a_pod_that_is_gone_is_a_leak() -> None:
-    report = asyncio.run(check_against_pods(PodGone()))  # type: ignore[arg-type]
+    report = asyncio.run(check_against_pods(ResourceStore(PodGone())))  # type: ignore[arg-type]
     assert [(leak.pod, leak.reason) for leak in report.leaked] == [("web", "pod-gone")]
 
 
@@ -81,11 +87,11 @@ class PodMadeAgain:
 
 def test_the_address_of_an_earlier_pod_of_the_same_name_is_a_leak() -> None:
     other = {"podIP": "10.244.0.9", "podIPs": [{"ip": "10.244.0.9"}]}
-    report = asyncio.run(check_against_pods(PodMadeAgain(other)))  # type: ignore[arg-type]
+    report = asyncio.run(check_against_pods(ResourceStore(PodMadeAgain(other))))  # type: ignore[arg-type]
     assert [(leak.address, leak.reason) for leak in report.leaked] == [
         ("10.244.0.0", "pod-has-another-address")
     ]
     same = {"podIP": "10.244.0.0", "podIPs": [{"ip": "10.244.0.0"}]}
-    assert asyncio.run(check_against_pods(PodMadeAgain(same))).clean  # type: ignore[arg-type]
+    assert asyncio.run(check_against_pods(ResourceStore(PodMadeAgain(same)))).clean  # type: ignore[arg-type]
     # No address reported yet (the kubelet writes it after the CNI ADD): not judged.
-    assert asyncio.run(check_against_pods(PodMadeAgain({}))).clean  # type: ignore[arg-type]
+    assert asyncio.run(check_against_pods(ResourceStore(PodMadeAgain({})))).clean  # type: ignore[arg-type]
