@@ -335,8 +335,9 @@ class PoolAllocator:
 
     async def holds(self, address: IPv4Address) -> bool:
         """Whether the block holding address allocates it (to any node: borrowed addresses count)."""
-        for kv in (await self.ipam.datastore.list(BLOCKS)).items:
-            if address in block_from_key_name(kv.key[len(BLOCKS) :]):
-                block = Block.from_bytes(kv.value)
+        listed, _ = await self.ipam.store.list(BLOCK_KIND)
+        for stored in listed:
+            block = parse_block(stored)
+            if address in block.cidr:
                 return block.ordinal(address) in block.allocations
         return False

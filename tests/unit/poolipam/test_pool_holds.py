@@ -6,22 +6,24 @@ from __future__ import annotations
 import asyncio
 from ipaddress import IPv4Address, IPv4Network
 
-from vpcnet.datastore.types import KeyValue, Listing
+from vpcnet.datastore.resources import StoredResource
 from vpcnet.ipam.blocks import Block
 from vpcnet.ipam.poolalloc import PoolAllocator, PoolIpam
-from vpcnet.ipam.poolstore import block_key
+from vpcnet.ipam.poolobjects import BLOCK_KIND, block_document, block_ref
 
 CIDR = IPv4Network("10.244.0.0/26")
 
 
 class Blocks:
+    """Only what holds() reads: the listing of IPAMBlocks."""
+
     def __init__(self, block: Block) -> None:
         self.block = block
 
-    async def list(self, prefix: str) -> Listing:
-        key = block_key(self.block.cidr)
-        items = [KeyValue(key, self.block.to_bytes(), 1, 1, 1)] if key.startswith(prefix) else []
-        return Listing(items, 1)
+    async def list(self, kind: str, namespace: str | None = None) -> tuple[list[StoredResource], int]:
+        if kind != BLOCK_KIND:
+            return [], 1
+        return [StoredResource(block_ref(self.block.cidr), block_document(self.block), 1)], 1
 
 
 def test_holds_reads_the_block_of_the_address() -> None:
