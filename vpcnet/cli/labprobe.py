@@ -136,7 +136,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
             caption = f"{protocol}/{port}, measured with real packets" + (
                 ", beside the policy engine" if compare else ""
             )
-            typer.echo(matrix_svg(caption, measured, expected), nl=False)
+            typer.echo(matrix_svg(caption, measured, expected, ignore_loopback=ignore_loopback), nl=False)
         elif output == "json" and not compare:
             typer.echo(json.dumps(measured, indent=2))
         elif output == "json":

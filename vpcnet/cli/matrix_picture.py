@@ -22,9 +22,15 @@ def _word(value: bool | None) -> str:
 
 
 def matrix_svg(
-    caption: str, measured: Matrix | None = None, expected: Matrix | None = None, label_width: int = 0
+    caption: str,
+    measured: Matrix | None = None,
+    expected: Matrix | None = None,
+    label_width: int = 0,
+    ignore_loopback: bool = False,
 ) -> str:
-    """The grid for the refs of either matrix (in their order); raises ValueError if given neither."""
+    """The grid for the refs of either matrix (in their order); raises ValueError if given neither.
+    ignore_loopback: a pod's traffic to itself is not a disagreement (it never meets policy in the kernel,
+    as `vpcnet lab probe --compare` says)."""
     if measured is None and expected is None:
         raise ValueError("a matrix picture needs a measured or an expected matrix")
     refs = list(expected if expected is not None else measured or {})
@@ -55,7 +61,9 @@ def matrix_svg(
             shown = want if expected is not None else got
             allowed += bool(shown)
             fill = UNKNOWN if shown is None else (ALLOW if shown else DENY)
-            disagree = got is not None and want is not None and got != want
+            disagree = (
+                got is not None and want is not None and got != want and not (ignore_loopback and src == dst)
+            )
             differs += disagree
             x = left + CELL * j
             stroke = 'stroke="#c00000" stroke-width="3"' if disagree else 'stroke="#ffffff"'

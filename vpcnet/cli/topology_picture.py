@@ -184,6 +184,7 @@ def _pod_dot(pod: PodBox) -> str:
 LINE = 16  # px per text line
 PAD = 10
 NODE_W = 330
+WARM_SHOWN = 6  # warm addresses listed per ENI; the rest are counted
 COLORS = {"vpc": "#f4f8fc", "subnet": "#e6f0e6", "node": "#ffffff", "eni": "#fff7e0", "pod": "#dcecff"}
 
 
@@ -202,9 +203,11 @@ def _eni_lines(eni: EniBox) -> list[str]:
     if eni.prefixes:
         lines.append("prefixes " + ", ".join(eni.prefixes))
     if eni.addresses:
-        lines.append(f"{len(eni.addresses)} secondary, warm pool {len(eni.warm)}: " + " ".join(eni.warm[:4]))
-        if len(eni.warm) > 4:
-            lines.append(f"  ... and {len(eni.warm) - 4} more")
+        lines.append(f"{len(eni.addresses)} secondary, warm pool {len(eni.warm)}" + (":" if eni.warm else ""))
+        shown = eni.warm[:WARM_SHOWN]
+        lines += ["  " + " ".join(shown[i : i + 3]) for i in range(0, len(shown), 3)]  # three fit a line
+        if len(eni.warm) > WARM_SHOWN:
+            lines.append(f"  ... and {len(eni.warm) - WARM_SHOWN} more")
     return lines
 
 

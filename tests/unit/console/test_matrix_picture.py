@@ -59,3 +59,10 @@ def test_the_engines_matrix_alone_has_no_marks() -> None:
 def test_no_matrix_is_an_error() -> None:
     with pytest.raises(ValueError, match="measured or an expected"):
         matrix_svg("TCP/80")
+
+
+def test_a_pods_traffic_to_itself_can_be_left_out_of_the_disagreements() -> None:
+    expected = {"x/a": {"x/a": False}}
+    measured = {"x/a": {"x/a": True}}
+    assert cells(matrix_svg("TCP/80", measured, expected))[("x/a", "x/a")][2] == "cell differs"
+    assert cells(matrix_svg("TCP/80", measured, expected, ignore_loopback=True))[("x/a", "x/a")][2] == "cell"

@@ -79,7 +79,7 @@ def test_svg_parses_and_holds_every_subnet_node_eni_and_pod() -> None:
     assert groups("eni", "data-id") == ["eni-1", "eni-2", "eni-3"]
     assert sorted(groups("pod", "data-ref")) == ["x/a", "x/b", "y/c"]
     texts = " ".join(t.text or "" for t in root.iter(SVG + "text"))
-    assert "warm pool 2: 10.0.1.11 10.0.1.13" in texts and "x/b  10.0.2.21" in texts
+    assert "warm pool 2:   10.0.1.11 10.0.1.13" in texts and "x/b  10.0.2.21" in texts
     # a pod inside its ENI's group, the pool pod directly in its node's
     eni3 = next(g for g in root.iter(SVG + "g") if g.get("data-id") == "eni-3")
     assert [g.get("data-ref") for g in eni3.iter(SVG + "g") if g.get("class") == "pod"] == ["x/b"]

@@ -120,7 +120,7 @@ def matrix_doc(
         "expected": expected,
         "measured": measured,
         "disagreements": [{"from": s, "to": d, "measured": g, "expected": w} for s, d, g, w in diffs],
-        "svg": matrix_svg(caption, measured, expected),
+        "svg": matrix_svg(caption, measured, expected, ignore_loopback=True),
     }
 
 
