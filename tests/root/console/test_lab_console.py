@@ -176,3 +176,29 @@ def test_the_page_in_headless_chromium_shows_every_node_pod_and_the_denied_flow(
     )
     assert shot.stat().st_size > 10_000
     print(f"console screenshot: {shot}")
+
+
+def test_pictures_for_the_terminal(console_lab: tuple[LabCli, str]) -> None:
+    import xml.etree.ElementTree as ET
+
+    lab, _ = console_lab
+    svg = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(lab.cli("lab", "status", "-o", "svg"))
+    groups = {(g.get("class"), g.get("data-name") or g.get("data-ref")) for g in root.iter(svg + "g")}
+    assert {("node", n) for n in lab.lab.node_names} <= groups
+    assert {("pod", f"{ns}/{pod}") for ns, pod in PLACEMENT} <= groups
+    dot = lab.cli("lab", "status", "-o", "dot")
+    assert dot.startswith('digraph "vpc ') and all(f'"{n}" [shape=box3d' in dot for n in lab.lab.node_names)
+    # the kernel's matrix beside the engine's: the denied pair is a deny cell, and they agree
+    picture = lab.cli("lab", "probe", "-o", "svg", "--compare", "--timeout", "0.5")
+    cells = {
+        (g.get("data-from"), g.get("data-to")): (
+            g.get("data-expected"),
+            g.get("data-measured"),
+            g.get("class"),
+        )
+        for g in ET.fromstring(picture).iter(svg + "g")
+    }
+    assert cells[("y/c", "x/b")] == ("deny", "deny", "cell")
+    assert cells[("x/a", "x/b")] == ("allow", "allow", "cell")
+    assert not any(c[2] == "cell differs" for c in cells.values())
