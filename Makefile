@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMPS := .make
 APT_PACKAGES := iproute2 iptables ipset nftables etcd-server containerd runc containernetworking-plugins \
-	busybox-static tcpdump procps python3-venv gcc libc6-dev
+	busybox-static tcpdump procps python3-venv gcc libc6-dev chromium
 PYTEST_ARGS ?=
 LINT_PATHS = $(wildcard vpcnet tests bench scripts)
 

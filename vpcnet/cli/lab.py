@@ -142,13 +142,13 @@ def register(app: typer.Typer, groups: Groups) -> None:
     @lab.command("status")
     def status_command(
         prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
-        output: str = typer.Option("table", "--output", "-o", help="table or json"),
+        output: str = typer.Option("table", "--output", "-o", help="table, json, svg or dot (pictures)"),
     ) -> None:
         """The lab's nodes (instance, AZ, subnet, ENIs with addresses and prefixes) and endpoints."""
         from vpcnet.lab.labctl import LabError, status
 
-        if output not in ("table", "json"):
-            typer.echo(f"error: --output must be table or json, not {output!r}", err=True)
+        if output not in ("table", "json", "svg", "dot"):
+            typer.echo(f"error: --output must be table, json, svg or dot, not {output!r}", err=True)
             raise typer.Exit(2)
         layout = _layout(prefix)
         try:
@@ -158,6 +158,10 @@ def register(app: typer.Typer, groups: Groups) -> None:
             raise typer.Exit(1) from e
         if output == "json":
             typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        elif output in ("svg", "dot") and doc["up"]:
+            from vpcnet.cli.topology_picture import draw_lab
+
+            typer.echo(draw_lab(layout, doc, output), nl=False)
         else:
             _print_status(doc)
         if not doc["up"]:

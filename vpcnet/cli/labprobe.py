@@ -85,7 +85,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
     def probe_command(
         port: int = typer.Option(80, "--port", min=1, max=65535, help="destination port"),
         protocol: str = typer.Option("TCP", "--protocol", help="TCP, UDP or SCTP"),
-        output: str = typer.Option("json", "--output", "-o", help="json or table"),
+        output: str = typer.Option("json", "--output", "-o", help="json, table or svg (a picture)"),
         compare: bool = typer.Option(
             False, "--compare", help="list where the kernel and the policy engine differ"
         ),
@@ -112,8 +112,8 @@ def register(app: typer.Typer, groups: Groups) -> None:
         try:
             if protocol not in PROTOCOLS:
                 raise CliError(f"--protocol {protocol!r}: expected TCP, UDP or SCTP")
-            if output not in ("json", "table"):
-                raise CliError(f"--output {output!r}: expected json or table")
+            if output not in ("json", "table", "svg"):
+                raise CliError(f"--output {output!r}: expected json, table or svg")
             if files and not compare:
                 raise CliError("-f POLICIES goes with --compare")
             layout = lab_layout(prefix)
@@ -124,12 +124,20 @@ def register(app: typer.Typer, groups: Groups) -> None:
             report = asyncio.run(probe_matrix(pods, pods, port, protocol, timeout=timeout, attempts=attempts))
             measured = report.matrix()
             diffs: list[tuple[str, str, bool, bool]] = []
+            expected = None
             if compare:
                 expected = _expected(layout, file_resources, list(measured), port, protocol)
                 diffs = disagreements(measured, expected, ignore_loopback=ignore_loopback)
         except CliError as exc:
             raise fail(exc) from exc
-        if output == "json" and not compare:
+        if output == "svg":
+            from vpcnet.cli.matrix_picture import matrix_svg
+
+            caption = f"{protocol}/{port}, measured with real packets" + (
+                ", beside the policy engine" if compare else ""
+            )
+            typer.echo(matrix_svg(caption, measured, expected, ignore_loopback=ignore_loopback), nl=False)
+        elif output == "json" and not compare:
             typer.echo(json.dumps(measured, indent=2))
         elif output == "json":
             body = {

@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "resources",
     "policy",
     "flows",
+    "console",
     "ipam",
     "poolipam",
     "maxpods",
