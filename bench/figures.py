@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-_NAME = re.compile(r"^[a-z0-9_]+$")
+_NAME = re.compile(r"^[a-z0-9_.]+$")
 
 
 class Figures:
@@ -15,7 +15,7 @@ class Figures:
 
     def add(self, name: str, value: float) -> None:
         if not _NAME.match(name):
-            raise ValueError(f"figure name {name!r}: lower-case letters, digits and _ only")
+            raise ValueError(f"figure name {name!r}: lower-case letters, digits, _ and . only")
         self._values[name] = value
 
     def print(self) -> None:
