@@ -118,7 +118,8 @@ class PoolIpamComponent:
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
-        self.datastore: Any = None
+        self.opened: Any = None  # vpcnet.datastore.open.OpenStore
+        self.datastore: Any = None  # its raw etcd datastore
         self.registration: NodeRegistration | None = None
         self.routes: PoolRouteSync | None = None
         self.allocator: PoolAllocator | None = None
@@ -132,12 +133,13 @@ class PoolIpamComponent:
 
     async def start(self) -> None:
         from vpcnet.cloud.imds import Imds
-        from vpcnet.datastore.open import open_datastore
+        from vpcnet.datastore.open import open_store
 
         cfg = self.ctx.config
         node = await Imds(cfg.imds_endpoint).node_info()
         name = cfg.node_name or node.instance_id
-        self.datastore = await open_datastore(cfg.datastore_settings())
+        self.opened = await open_store(cfg.datastore_settings())
+        self.datastore = self.opened.need_kv("the pool IPAM (VPCNET_MODE=calico)")
         labels = node_labels(name, node)
         record = NodeRecord(
             name, node.primary_ip, node.subnet_cidr, vtep_mac(name), node.availability_zone, labels
@@ -212,11 +214,12 @@ class PoolIpamComponent:
             except Exception as err:  # stop() must not raise; the lease expires by itself
                 log.warning("ignored while stopping the node registration (its lease expires): %s", err)
             self.registration = None
-        if self.datastore is not None:
+        if self.opened is not None:
             try:
-                await self.datastore.close()
+                await self.opened.close()
             except Exception as err:  # stop() must not raise; the connection is dropped with the process
                 log.debug("ignored while closing the datastore: %s", err)
+            self.opened = None
             self.datastore = None
 
     def ready(self) -> bool:
