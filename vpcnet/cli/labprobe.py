@@ -199,7 +199,7 @@ def _expected(
     from vpcnet.api import ValidationError, parse_resource
     from vpcnet.cli.resources import kind_paths
 
-    async def snapshot(store: Any, _client: Any) -> list[Any]:
+    async def snapshot(store: Any) -> list[Any]:
         items, _ = await store.snapshot(set(kind_paths().values()))
         return list(items)
 

@@ -11,10 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vpcnet.datastore.settings import TYPE_VARIABLE, DatastoreSettings, DatastoreType
 from vpcnet.datastore.store import ResourceStoreLike
 from vpcnet.datastore.types import Datastore, DatastoreError
+
+if TYPE_CHECKING:
+    from vpcnet.datastore.kube import KubeResourceStore
 
 
 @dataclass
@@ -62,3 +67,13 @@ async def open_datastore(settings: DatastoreSettings) -> Datastore:
     from vpcnet.datastore.etcd import EtcdDatastore
 
     return EtcdDatastore(settings.etcd())
+
+
+async def open_kube_store(kubeconfig: Path, *, sync_timeout: float = 60.0) -> KubeResourceStore:
+    """The Kubernetes store over the API a kubeconfig names (what the lab's control plane and the CLI use);
+    the caller closes it."""
+    from vpcnet.datastore.kube import KubeResourceStore
+    from vpcnet.datastore.kube_client import KubeApi
+    from vpcnet.datastore.kube_settings import KubeSettings
+
+    return KubeResourceStore(await KubeApi.connect(KubeSettings(kubeconfig)), sync_timeout=sync_timeout)

@@ -194,13 +194,13 @@ def bootstrap_api(layout: LabLayout, info: LabInfo) -> None:
     """kubeconfigs, CRDs and Nodes in the lab's API."""
     import asyncio
 
-    from vpcnet.controllers.apiclient import ApiError
+    from vpcnet.datastore.types import DatastoreError
     from vpcnet.lab.labapi import bootstrap, write_kubeconfigs
 
     write_kubeconfigs(layout, info.endpoints["kubeapi_host"], info.endpoints["kubeapi"])
     try:
-        asyncio.run(bootstrap(info.endpoints["kubeapi_host"], info.nodes, info.region))
-    except ApiError as exc:
+        asyncio.run(bootstrap(layout.kubeconfig, info.nodes, info.region))
+    except DatastoreError as exc:
         raise LabError(f"the lab's Kubernetes API refused its CRDs or Nodes: {exc}") from exc
 
 
