@@ -154,12 +154,14 @@ def register(app: typer.Typer, groups: Groups) -> None:
         timeout: float = typer.Option(30.0, "--timeout", min=0.0, help="give up after this many seconds"),
         prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
     ) -> None:
-        """Return once every node's agent has enforced the lab's API as it is now (kube-controllers has
-        mirrored it into etcd, and the agents have caught up with etcd)."""
+        """Return once every node's agent has enforced the lab's API as it is now (in etcd mode,
+        kube-controllers has mirrored it into etcd first). The API's resourceVersion is the etcd revision, so
+        both modes compare the agents' applied revision with etcd's."""
         import time
 
         from vpcnet.lab.converge import status_path, wait_for_mirror, wait_for_revision
         from vpcnet.lab.kubelet import lab_nodes
+        from vpcnet.lab.labctl import read_info
 
         started = time.monotonic()
         try:
@@ -171,8 +173,10 @@ def register(app: typer.Typer, groups: Groups) -> None:
             async def revision(store: Any) -> int:
                 return int(await store.datastore.current_revision())
 
+            info = read_info(layout)
             mirrored = with_store(layout, revision)
-            seen = wait_for_mirror(layout, mirrored, timeout)
+            seen = mirrored if info is not None and info.datastore == "kubernetes" else None
+            seen = seen if seen is not None else wait_for_mirror(layout, mirrored, timeout)
             if seen is None or seen < mirrored:
                 raise CliError(
                     f"kube-controllers has not mirrored the API up to revision {mirrored} in {timeout:.0f} s "
