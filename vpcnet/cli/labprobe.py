@@ -161,7 +161,6 @@ def register(app: typer.Typer, groups: Groups) -> None:
 
         from vpcnet.lab.converge import status_path, wait_for_mirror, wait_for_revision
         from vpcnet.lab.kubelet import lab_nodes
-        from vpcnet.lab.labctl import read_info
 
         started = time.monotonic()
         try:
@@ -173,10 +172,11 @@ def register(app: typer.Typer, groups: Groups) -> None:
             async def revision(store: Any) -> int:
                 return int(await store.datastore.current_revision())
 
-            info = read_info(layout)
             mirrored = with_store(layout, revision)
-            seen = mirrored if info is not None and info.datastore == "kubernetes" else None
-            seen = seen if seen is not None else wait_for_mirror(layout, mirrored, timeout)
+            if lab_datastore(layout) == "kubernetes":  # the agents watch the API: no mirror in between
+                seen: int | None = mirrored
+            else:
+                seen = wait_for_mirror(layout, mirrored, timeout)
             if seen is None or seen < mirrored:
                 raise CliError(
                     f"kube-controllers has not mirrored the API up to revision {mirrored} in {timeout:.0f} s "
@@ -195,6 +195,15 @@ def register(app: typer.Typer, groups: Groups) -> None:
             at = f"at revision {rev}" if rev is not None else f"no status in {where}: is its agent running?"
             typer.echo(f"error: node {node}: {at}, waiting for {target}", err=True)
         raise typer.Exit(1)
+
+
+def lab_datastore(layout: Any) -> str:
+    """What the lab's agents read, from its state file ("etcd" for a lab that does not say)."""
+    try:
+        state = json.loads(layout.state_file.read_text())
+    except (OSError, ValueError):
+        return "etcd"
+    return str(state.get("datastore", "etcd")) if isinstance(state, dict) else "etcd"
 
 
 def _expected(
