@@ -211,12 +211,14 @@ def running_lab(
     agents: bool = False,
     agent_env: dict[str, str] | None = None,
     prefix: str | None = None,
+    datastore: str | None = None,
 ) -> Iterator[LabHandle]:
-    """A lab for the block; agent_env is extra environment for every node agent (e.g. VPCNET_MODE=calico)."""
+    """A lab for the block; agent_env is extra environment for every node agent (e.g. VPCNET_MODE=calico);
+    datastore: what the agents read (kubernetes or etcd; None: the lab's default, labctl.lab_datastore)."""
     layout = LabLayout(prefix or random_prefix())
     try:
         topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type)
-        result = labctl.up(topo, layout, agents=agents, agent_settings=agent_env)
+        result = labctl.up(topo, layout, agents=agents, agent_settings=agent_env, datastore=datastore)
         yield LabHandle(layout, result.info)
     finally:
         labctl.down(layout)

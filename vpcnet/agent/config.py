@@ -16,6 +16,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vpcnet.datastore.kube_settings import KubeSettings
 from vpcnet.datastore.settings import (
     DEFAULT_ENDPOINT,
     DatastoreSettings,
@@ -82,7 +83,9 @@ class AgentConfig:
     agent_socket: Path = DEFAULT_RUN_DIR / "agent.sock"
     checkpoint_path: Path = DEFAULT_RUN_DIR / "ipam.json"
     datastore_type: DatastoreType = DatastoreType.ETCD
-    datastore_endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    datastore_endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)  # etcd's
+    kubeconfig: Path | None = None  # the Kubernetes datastore's API; None = in-cluster (or etcd)
+    kube_context: str | None = None  # a kubeconfig context other than its current one
     ec2_rate_limit: float = 10.0  # EC2 requests per second this agent allows itself (burst = 2x)
     ec2_max_attempts: int = 8
     leaked_eni_grace: float = 300.0  # our ENIs left unattached this long are deleted
@@ -141,8 +144,11 @@ class AgentConfig:
         )
 
     def datastore_settings(self) -> DatastoreSettings:
-        """What vpcnet.datastore.open.open_datastore needs."""
-        return DatastoreSettings(type=self.datastore_type, endpoints=self.datastore_endpoints)
+        """What vpcnet.datastore.open.open_store needs."""
+        kube = None
+        if self.datastore_type is DatastoreType.KUBERNETES:
+            kube = KubeSettings(self.kubeconfig, self.kube_context)
+        return DatastoreSettings(type=self.datastore_type, endpoints=self.datastore_endpoints, kube=kube)
 
 
 # AgentConfig field -> the environment variable load_config reads it from
@@ -178,6 +184,8 @@ ENV_NAMES = {
     "checkpoint_path": "AWS_VPC_K8S_CNI_BACKING_STORE",
     "datastore_type": "VPCNET_DATASTORE_TYPE",
     "datastore_endpoints": "VPCNET_DATASTORE_ENDPOINTS",  # or the deprecated VPCNET_ETCD_ENDPOINTS
+    "kubeconfig": "KUBECONFIG",  # unset in a pod: the service account (in-cluster)
+    "kube_context": "VPCNET_KUBE_CONTEXT",
     "ec2_rate_limit": "VPCNET_EC2_RATE_LIMIT",
     "ec2_max_attempts": "VPCNET_EC2_MAX_ATTEMPTS",
     "leaked_eni_grace": "VPCNET_LEAKED_ENI_GRACE",
@@ -384,6 +392,9 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         raise ConfigError(str(exc)) from None
     cfg["datastore_type"] = datastore.type
     cfg["datastore_endpoints"] = datastore.endpoints
+    if datastore.kube is not None:
+        cfg["kubeconfig"] = datastore.kube.kubeconfig
+        cfg["kube_context"] = datastore.kube.context
     rate = e.float("VPCNET_EC2_RATE_LIMIT", 10.0)
     if rate <= 0:
         raise ConfigError(f"VPCNET_EC2_RATE_LIMIT={rate}: must be more than 0")

@@ -34,7 +34,7 @@ from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
 from vpcnet.dataplane.policy_state import DesiredState
-from vpcnet.datastore.resources import ResourceEvent, ResourceRef, ResourceStore, StoredResource
+from vpcnet.datastore.resources import ResourceEvent, ResourceRef, StoredResource
 from vpcnet.datastore.store import ResourceStoreLike
 from vpcnet.datastore.types import EventType
 
@@ -298,13 +298,13 @@ class PolicyComponent:
         self._datastore: Any = None
 
     async def start(self) -> None:
-        from vpcnet.datastore.open import open_datastore
+        from vpcnet.datastore.open import open_store
 
         cfg = self.ctx.config
         backend = cfg.policy_backend
         node = cfg.node_name or socket.gethostname()
         prefixes = ("cali",) if cfg.mode is Mode.CALICO else (cfg.veth_prefix,)
-        self._datastore = await open_datastore(cfg.datastore_settings())
+        self._datastore = await open_store(cfg.datastore_settings())
         runner = SubprocessRunner()
         dataplane = make_dataplane(backend, runner)
         # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.
@@ -316,7 +316,7 @@ class PolicyComponent:
         # Before the CNI component starts wiring pods (it starts after this one).
         await close_bare_node(dataplane, prefixes)
         self.agent = PolicyAgent(
-            ResourceStore(self._datastore),
+            self._datastore.store,
             PolicyCalculator(node, prefixes, cfg.flow_log_spec()),
             dataplane,
             status_path=cfg.agent_socket.parent / STATUS_FILE,

@@ -114,6 +114,7 @@ class PoolIpamComponent:
 
     def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
+        self.opened: Any = None  # vpcnet.datastore.open.OpenStore
         self.store: ResourceStoreLike | None = None
         self.registration: NodeRegistration | None = None
         self.routes: PoolRouteSync | None = None
@@ -128,12 +129,13 @@ class PoolIpamComponent:
 
     async def start(self) -> None:
         from vpcnet.cloud.imds import Imds
-        from vpcnet.datastore.open import open_resource_store
+        from vpcnet.datastore.open import open_store
 
         cfg = self.ctx.config
         node = await Imds(cfg.imds_endpoint).node_info()
         name = cfg.node_name or node.instance_id
-        self.store = store = await open_resource_store(cfg.datastore_settings())
+        self.opened = await open_store(cfg.datastore_settings())
+        self.store = store = self.opened.store
         labels = node_labels(name, node)
         record = NodeRecord(
             name, node.primary_ip, node.subnet_cidr, vtep_mac(name), node.availability_zone, labels
@@ -207,13 +209,12 @@ class PoolIpamComponent:
             except Exception as err:  # stop() must not raise; the lease expires by itself
                 log.warning("ignored while stopping the node registration (its lease expires): %s", err)
             self.registration = None
-        if self.store is not None:
-            from vpcnet.datastore.open import close_resource_store
-
+        if self.opened is not None:
             try:
-                await close_resource_store(self.store)
+                await self.opened.close()
             except Exception as err:  # stop() must not raise; the connection is dropped with the process
                 log.debug("ignored while closing the datastore: %s", err)
+            self.opened = None
             self.store = None
 
     def ready(self) -> bool:

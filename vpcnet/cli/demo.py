@@ -69,7 +69,7 @@ def run_demo(nodes: int, keep: bool, kubeconfig: str) -> None:
         _say("Network policy: billing takes nothing, except its ledger from the shop's cart.")
         _kubectl(kubeconfig, "apply", "-f", policy)
         _kubectl(kubeconfig, "get", "networkpolicies", "-A")
-        _say("kube-controllers mirrors the API into etcd, which the agents read; `lab wait` waits for both.")
+        _say("the agents watch the lab's API (the Kubernetes datastore); `lab wait` waits for them.")
         _vpcnet("lab", "wait")
         _vpcnet("lab", "probe", "--port", "80", "--protocol", "TCP", "-o", "table")
         _say("The kernel and the policy engine agree on every pair:")

@@ -25,7 +25,6 @@ def register(app: typer.Typer, groups: Groups) -> None:
     ) -> None:
         """Mirror Pods, Namespaces, Nodes, ServiceAccounts, NetworkPolicies and the Calico and ENIConfig
         custom resources from the Kubernetes API into etcd (VPCNET_DATASTORE_ENDPOINTS), leader-elected."""
-        from vpcnet.controllers.apiclient import ApiError, server_from_kubeconfig
         from vpcnet.controllers.kubecontrollers import main
         from vpcnet.datastore.settings import DatastoreSettingsError, read_datastore_settings
 
@@ -36,10 +35,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
         if path is None:
             typer.echo("error: --kubeconfig (or KUBECONFIG) names the API to mirror", err=True)
             raise typer.Exit(2)
+        if not path.is_file():
+            typer.echo(f"error: --kubeconfig {path}: not a readable file", err=True)
+            raise typer.Exit(2)
         try:
-            server = server_from_kubeconfig(path)
-            settings = read_datastore_settings(os.environ)
-        except (ApiError, DatastoreSettingsError) as exc:
+            settings = read_datastore_settings({**os.environ, "VPCNET_DATASTORE_TYPE": "etcd"})
+        except DatastoreSettingsError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
-        main(server, settings, progress_file)
+        main(path, settings, progress_file)

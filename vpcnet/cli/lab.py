@@ -58,6 +58,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
             help="ipv4; dual (an IPv6 /56 in the VPC, a /64 per subnet, nodes dual stack); "
             "ipv6 (dual, and the agents in IPv6 mode: ENABLE_IPv6, prefix delegation)",
         ),
+        datastore: str | None = typer.Option(
+            None,
+            "--datastore",
+            help="what the agents read: kubernetes (the lab's API; the default) or etcd (kube-controllers "
+            "mirrors the API into it; the default with --mode calico, whose pool IPAM needs etcd)",
+        ),
     ) -> None:
         """Bring the lab up: a VPC with a subnet per AZ, nodes as namespaces, the EC2 endpoint, IMDS and etcd.
         Running it again with the lab up changes nothing."""
@@ -100,7 +106,14 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 spinner.update(f"lab {layout.prefix}: {msg}")
 
             try:
-                result = up(topo, layout, agents=agents, agent_settings=settings, progress=progress)
+                result = up(
+                    topo,
+                    layout,
+                    agents=agents,
+                    agent_settings=settings,
+                    progress=progress,
+                    datastore=datastore,
+                )
             except LabError as e:
                 typer.echo(f"error: {e}", err=True)
                 raise typer.Exit(1) from e

@@ -69,8 +69,8 @@ def register(app: typer.Typer, groups: Groups) -> None:
             if not nodes:
                 raise CliError(f"lab {layout.prefix} is not up", 1)
 
-            async def go(_store: Any, client: Any) -> Any:
-                return await Kubelet(layout, ApiPods(client), nodes).sync()
+            async def go(store: Any) -> Any:
+                return await Kubelet(layout, ApiPods(store), nodes).sync()
 
             report = with_api(layout, go)
         except CliError as exc:

@@ -162,8 +162,9 @@ def register(app: typer.Typer, groups: Groups) -> None:
         timeout: float = typer.Option(30.0, "--timeout", min=0.0, help="give up after this many seconds"),
         prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
     ) -> None:
-        """Return once every node's agent has enforced the lab's API as it is now (kube-controllers has
-        mirrored it into etcd, and the agents have caught up with etcd)."""
+        """Return once every node's agent has enforced the lab's API as it is now (in etcd mode,
+        kube-controllers has mirrored it into etcd first). The API's resourceVersion is the etcd revision, so
+        both modes compare the agents' applied revision with etcd's."""
         import time
 
         from vpcnet.lab.converge import status_path, wait_for_mirror, wait_for_revision
@@ -180,7 +181,10 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 return int(await store.datastore.current_revision())
 
             mirrored = with_store(layout, revision)
-            seen = wait_for_mirror(layout, mirrored, timeout)
+            if lab_datastore(layout) == "kubernetes":  # the agents watch the API: no mirror in between
+                seen: int | None = mirrored
+            else:
+                seen = wait_for_mirror(layout, mirrored, timeout)
             if seen is None or seen < mirrored:
                 raise CliError(
                     f"kube-controllers has not mirrored the API up to revision {mirrored} in {timeout:.0f} s "
@@ -201,13 +205,22 @@ def register(app: typer.Typer, groups: Groups) -> None:
         raise typer.Exit(1)
 
 
+def lab_datastore(layout: Any) -> str:
+    """What the lab's agents read, from its state file ("etcd" for a lab that does not say)."""
+    try:
+        state = json.loads(layout.state_file.read_text())
+    except (OSError, ValueError):
+        return "etcd"
+    return str(state.get("datastore", "etcd")) if isinstance(state, dict) else "etcd"
+
+
 def _expected(
     layout: Any, file_resources: list[Any], refs: list[str], port: int, protocol: str
 ) -> dict[str, dict[str, bool]]:
     from vpcnet.api import ValidationError, parse_resource
     from vpcnet.cli.resources import kind_paths
 
-    async def snapshot(store: Any, _client: Any) -> list[Any]:
+    async def snapshot(store: Any) -> list[Any]:
         items, _ = await store.snapshot(set(kind_paths().values()))
         return list(items)
 

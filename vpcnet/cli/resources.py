@@ -67,8 +67,9 @@ def datastore_settings(layout: Any) -> Any:
         lab_endpoints = [str(state["endpoints"]["etcd_host"])]
     except (OSError, ValueError, KeyError, TypeError):
         lab_endpoints = [DEFAULT_ENDPOINT]
-    try:
-        return read_datastore_settings(os.environ, default_endpoints=lab_endpoints)
+    try:  # etcd whatever VPCNET_DATASTORE_TYPE says: what is read here lives only there
+        env = {**os.environ, "VPCNET_DATASTORE_TYPE": "etcd"}
+        return read_datastore_settings(env, default_endpoints=lab_endpoints)
     except DatastoreSettingsError as exc:  # a typo in the setting is the user's to fix, not a traceback
         raise CliError(str(exc)) from exc
 
@@ -94,19 +95,29 @@ def with_store(layout: Any, fn: Callable[[Any], Awaitable[T]]) -> T:
         raise CliError(f"datastore: {exc}", 1) from exc
 
 
-def with_api(layout: Any, fn: Callable[[Any, Any], Coroutine[Any, Any, T]]) -> T:
-    """Run fn(ApiResourceStore, ApiClient) against the lab's Kubernetes API (its kubeconfig)."""
+def with_api(layout: Any, fn: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """Run fn(KubeResourceStore) against the lab's Kubernetes API (its kubeconfig)."""
     import asyncio
 
-    from vpcnet.controllers.apiclient import ApiClient, ApiError, server_from_kubeconfig
-    from vpcnet.controllers.apistore import ApiResourceStore
+    from vpcnet.datastore.open import open_kube_store
+    from vpcnet.datastore.resources import ResourceError
+    from vpcnet.datastore.types import DatastoreError
 
     if not layout.kubeconfig.exists():
         raise CliError(f"lab {layout.prefix} is not up (no {layout.kubeconfig}; `vpcnet lab up`)", 1)
+
+    async def go() -> T:
+        store = await open_kube_store(layout.kubeconfig, sync_timeout=30)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
     try:
-        client = ApiClient(server_from_kubeconfig(layout.kubeconfig))
-        return asyncio.run(fn(ApiResourceStore(client), client))
-    except ApiError as exc:
+        return asyncio.run(go())
+    except ResourceError as exc:
+        raise CliError(str(exc)) from exc
+    except DatastoreError as exc:
         raise CliError(f"Kubernetes API: {exc}", 1) from exc
 
 
@@ -179,7 +190,7 @@ def merge_pod(new: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, A
         return new
     out: dict[str, Any] = json.loads(json.dumps(new))
     old_spec, new_spec = stored.get("spec", {}), out.setdefault("spec", {})
-    from vpcnet.controllers.apistore import contains
+    from vpcnet.datastore.kube import contains
 
     # The API fills in defaults (imagePullPolicy, terminationMessagePath...): the same containers as the
     # file's, plus defaults, are unchanged.
@@ -286,7 +297,7 @@ async def apply_resources(store: Any, resources: Sequence[Any], node_names: Sequ
 
 
 async def run_kubelet(
-    layout: Any, client: Any, created: Sequence[Any] = (), deleted: Sequence[Any] = ()
+    layout: Any, store: Any, created: Sequence[Any] = (), deleted: Sequence[Any] = ()
 ) -> Any:
     """A pass of the lab kubelet (None when no lab is up), its report completed with what the lab's
     kubelet daemon did meanwhile to the pods just created (started, or failed) or deleted (stopped)."""
@@ -296,10 +307,10 @@ async def run_kubelet(
     nodes = lab_nodes(layout)
     if not nodes:
         return None
-    report = await Kubelet(layout, ApiPods(client), nodes).sync()
+    report = await Kubelet(layout, ApiPods(store), nodes).sync()
     pods = {
         item["metadata"]["namespace"] + "/" + item["metadata"]["name"]: item
-        for item in await ApiPods(client).list()
+        for item in await ApiPods(store).list()
     }
     for ref in created:
         if ref.kind != "pod":
@@ -352,9 +363,9 @@ def register(app: typer.Typer, groups: Groups) -> None:
             resources = load_resources(files)
             node_names = [n.name for n in lab_nodes(layout)]
 
-            async def go(store: Any, client: Any) -> tuple[Any, Any]:
+            async def go(store: Any) -> tuple[Any, Any]:
                 result = await apply_resources(store, resources, node_names)
-                return result, await run_kubelet(layout, client, created=result.created)
+                return result, await run_kubelet(layout, store, created=result.created)
 
             result, report = with_api(layout, go)
         except CliError as exc:
@@ -393,7 +404,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 namespace, name = name.split("/", 1)
             ns = None if all_namespaces or not namespaced else (namespace or "default")
 
-            async def go(store: Any, _client: Any) -> list[Any]:
+            async def go(store: Any) -> list[Any]:
                 if name is not None:
                     item = await store.get(ResourceRef(path, ns, name))
                     if item is None:
@@ -442,7 +453,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                     ns, _, obj = raw.rpartition("/") if "/" in raw else (namespace or "default", "", raw)
                     refs.append(ResourceRef(path, ns if namespaced else None, obj))
 
-            async def go(store: Any, client: Any) -> tuple[list[Any], Any]:
+            async def go(store: Any) -> tuple[list[Any], Any]:
                 gone_namespaces = {r.name for r in refs if r.kind == "namespace"}
                 pods_going: list[Any] = []
                 if gone_namespaces:  # the API takes a namespace's objects along; their pods are stopped
@@ -450,7 +461,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                     pods_going = [i.ref for i in listed if i.ref.namespace in gone_namespaces]
                 deleted = await store.delete(list(refs))
                 gone = pods_going + [r for r in deleted if r.kind == "pod"]
-                return deleted, await run_kubelet(layout, client, deleted=gone)
+                return deleted, await run_kubelet(layout, store, deleted=gone)
 
             deleted, report = with_api(layout, go)
         except CliError as exc:

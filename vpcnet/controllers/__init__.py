@@ -1,2 +1,3 @@
 """Controllers over the Kubernetes API: kube-controllers (the Kubernetes and Calico kinds mirrored into the
-etcd datastore, as Calico's etcd install does), its leader election, and the small API client they share."""
+etcd datastore, as Calico's etcd install does) and its leader election. They reach the API through the
+datastore's Kubernetes store (vpcnet/datastore/kube.py)."""

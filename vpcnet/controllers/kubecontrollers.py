@@ -12,10 +12,9 @@ import os
 import socket
 from pathlib import Path
 
-from vpcnet.controllers.apiclient import ApiClient
 from vpcnet.controllers.lease import LeaderElector
 from vpcnet.controllers.mirror import Mirror
-from vpcnet.datastore.open import open_datastore
+from vpcnet.datastore.open import open_datastore, open_kube_store
 from vpcnet.datastore.resources import ResourceStore
 from vpcnet.datastore.settings import DatastoreSettings
 
@@ -38,14 +37,14 @@ def read_progress(path: Path) -> int | None:
 
 
 async def run(
-    server: str,
+    kubeconfig: Path,
     settings: DatastoreSettings,
     *,
     identity: str | None = None,
     progress_file: Path | None = None,
     lease_seconds: float = 15.0,
 ) -> None:
-    client = ApiClient(server)
+    api = await open_kube_store(kubeconfig)
     datastore = await open_datastore(settings)
     identity = identity or f"{socket.gethostname()}-{os.getpid()}"
     try:
@@ -55,14 +54,15 @@ async def run(
                 write_progress(progress_file, revision)
 
         async def lead() -> None:
-            await Mirror(client, ResourceStore(datastore), on_progress=progress).run()
+            await Mirror(api, ResourceStore(datastore), on_progress=progress).run()
 
-        await LeaderElector(client, identity, duration=lease_seconds).run(lead)
+        await LeaderElector(api, identity, duration=lease_seconds).run(lead)
     finally:
         await datastore.close()
+        await api.close()
 
 
-def main(server: str, settings: DatastoreSettings, progress_file: Path | None) -> None:
+def main(kubeconfig: Path, settings: DatastoreSettings, progress_file: Path | None) -> None:
     async def go() -> None:
         import signal
 
@@ -71,7 +71,7 @@ def main(server: str, settings: DatastoreSettings, progress_file: Path | None) -
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
-        await run(server, settings, progress_file=progress_file)
+        await run(kubeconfig, settings, progress_file=progress_file)
 
     try:
         asyncio.run(go())

@@ -12,8 +12,9 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vpcnet.controllers.apiclient import ApiClient, ApiError
-from vpcnet.controllers.kinds import LEASE
+from vpcnet.datastore.resources import ResourceRef
+from vpcnet.datastore.store import ResourceStoreLike
+from vpcnet.datastore.types import DatastoreError
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,21 @@ def parse_time(text: str) -> datetime | None:
     return None
 
 
+LEASE = "lease.coordination.k8s.io"
+
+
 class LeaderElector:
     def __init__(
         self,
-        client: ApiClient,
+        store: ResourceStoreLike,
         identity: str,
         name: str = "vpcnet-kube-controllers",
         namespace: str = "kube-system",
         duration: float = 15.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.client = client
+        self.store = store
+        self.ref = ResourceRef(LEASE, namespace, name)
         self.identity = identity
         self.name = name
         self.namespace = namespace
@@ -58,22 +63,16 @@ class LeaderElector:
 
     async def try_acquire(self) -> bool:
         """Take or renew the Lease; True if we hold it now."""
-        lease = await self.client.get(LEASE, self.namespace, self.name)
+        lease = await self.store.get(self.ref)
         if lease is None:
             body = {
-                "apiVersion": LEASE.api_version,
-                "kind": LEASE.kind,
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec(None, 0),
             }
-            try:
-                await self.client.create(LEASE, body)
-            except ApiError as exc:
-                if exc.code == 409:
-                    return False
-                raise
-            return True
-        spec = lease.get("spec") or {}
+            return await self.store.create(body) is not None  # None: another made it first
+        spec = lease.body.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
         transitions = int(spec.get("leaseTransitions") or 0)
         if holder and holder != self.identity:
@@ -83,22 +82,20 @@ class LeaderElector:
                 return False
             transitions += 1
         acquired = spec.get("acquireTime") if holder == self.identity else None
-        lease["spec"] = self._spec(acquired, transitions)
-        try:
-            await self.client.replace(LEASE, lease)  # carries the read resourceVersion: a CAS
-        except ApiError as exc:
-            if exc.code == 409:
-                return False
-            raise
-        return True
+        body = {**lease.body, "spec": self._spec(acquired, transitions)}
+        # A replace at the read resourceVersion: two candidates cannot both win.
+        return await self.store.replace(body, lease.revision) is not None
 
     async def release(self) -> None:
-        with contextlib.suppress(ApiError):
-            lease = await self.client.get(LEASE, self.namespace, self.name)
-            if lease is not None and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"]["holderIdentity"] = ""
-                lease["spec"]["renewTime"] = micro_time(datetime(1970, 1, 1, tzinfo=UTC))
-                await self.client.replace(LEASE, lease)
+        with contextlib.suppress(DatastoreError):
+            lease = await self.store.get(self.ref)
+            if lease is not None and (lease.body.get("spec") or {}).get("holderIdentity") == self.identity:
+                spec = {
+                    **lease.body["spec"],
+                    "holderIdentity": "",
+                    "renewTime": micro_time(datetime(1970, 1, 1, tzinfo=UTC)),
+                }
+                await self.store.replace({**lease.body, "spec": spec}, lease.revision)
 
     async def run(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run `work` while we lead: wait to acquire, renew every duration/3, stop `work` when a renewal
@@ -134,6 +131,6 @@ class LeaderElector:
     async def _safe_acquire(self) -> bool:
         try:
             return await self.try_acquire()
-        except ApiError as exc:
+        except DatastoreError as exc:
             log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
             return False

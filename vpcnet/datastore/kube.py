@@ -10,7 +10,8 @@ it into the events that bring the consumer's view to the API's. One-off reads (`
 Writes are object by object, since the API has no multi-object transaction: `apply` validates every
 document first (bad input changes nothing), then creates or replaces each one, re-reading on a conflict
 (as kubectl apply does, a failure half-way leaves the earlier documents applied). `create`, `replace` and
-`delete_at` are the compare-and-swap on resourceVersion that Calico's IPAM uses in KDD.
+`delete_at` are the compare-and-swap on resourceVersion that Calico's IPAM uses in KDD; `replace_status` is
+the same on the status subresource (what a kubelet writes).
 
 Revisions: resourceVersions read as ints (true of every etcd-backed API server, where they are etcd
 revisions); the contract calls them opaque, so a server whose versions are not integers is refused with an
@@ -192,6 +193,21 @@ class KubeResourceStore:
             raise status_error("PUT", path, status, answer)
         return _stored(kk, answer)
 
+    async def replace_status(
+        self, document: Mapping[str, Any], expected_revision: int
+    ) -> StoredResource | None:
+        """Overwrite the status of a resource still at expected_revision (the `/status` subresource: the
+        rest of the document is ignored by the server); None when it changed or is gone."""
+        kk, ref, body = _prepared(document)
+        body["metadata"]["resourceVersion"] = str(expected_revision)
+        path = kk.object_path(ref.namespace, ref.name) + "/status"
+        status, answer = await self.api.request("PUT", path, body=body)
+        if status in (404, 409):
+            return None
+        if status not in (200, 201):
+            raise status_error("PUT", path, status, answer)
+        return _stored(kk, answer)
+
     async def delete_at(self, ref: ResourceRef, expected_revision: int) -> bool:
         kk = kube_kind(ref.kind)
         path = kk.object_path(ref.namespace, ref.name)
@@ -215,6 +231,8 @@ class KubeResourceStore:
             seen[ref] = i
         result = ApplyResult(revision=0)
         newest = 0
+        # Namespaces first, as kubectl does: the objects in them are refused until they exist.
+        prepared.sort(key=lambda p: p[1].kind != "namespace")
         for kk, ref, body in prepared:
             outcome, rev = await self._apply_one(kk, ref, body)
             getattr(result, outcome).append(ref)
@@ -281,17 +299,32 @@ def _prepared(
     return kk, ref, body
 
 
+def contains(have: Any, want: Any) -> bool:
+    """`want` is in `have`: every field `want` sets has that value in `have` (which may hold more, such as
+    the defaults the server filled in)."""
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(k in have and contains(have[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(have) == len(want)
+            and all(contains(h, w) for h, w in zip(have, want, strict=True))
+        )
+    return bool(have == want)
+
+
 def _same(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Does the stored object already say everything the document says? (Fields the server adds to
-    metadata and status are not ours to compare.)"""
-    for key, value in desired.items():
-        if key == "metadata":
-            meta = current.get("metadata") or {}
-            if any(meta.get(k) != v for k, v in value.items()):
-                return False
-        elif current.get(key) != value:
+    """Nothing to write: the stored object already says everything the document says (fields the server
+    adds, its defaults and status are not ours to compare), with exactly the document's labels and
+    annotations (one removed from the file is removed from the object)."""
+    meta, old = desired.get("metadata") or {}, current.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        if (meta.get(key) or {}) != (old.get(key) or {}):
             return False
-    return True
+    if any(old.get(k) != v for k, v in meta.items() if k not in ("labels", "annotations")):
+        return False
+    rest = {k: v for k, v in desired.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+    return contains(current, rest)
 
 
-__all__ = ["ApiStatusError", "KubeResourceStore", "revision"]
+__all__ = ["ApiStatusError", "KubeResourceStore", "contains", "revision"]

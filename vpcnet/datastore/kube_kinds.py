@@ -118,6 +118,15 @@ KINDS: dict[str, KubeKind] = {
         _calico("IPAMBlock", "ipamblocks", False),
         _calico("IPAMHandle", "ipamhandles", False),
         _builtin("eniconfig.crd.k8s.amazonaws.com", ENICONFIG_API_VERSION, "ENIConfig", "eniconfigs", False),
+        # What the lab's control plane writes: leader election, and the CRDs that make the kinds above served.
+        _builtin("lease.coordination.k8s.io", "coordination.k8s.io/v1", "Lease", "leases", True),
+        _builtin(
+            "customresourcedefinition.apiextensions.k8s.io",
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            False,
+        ),
     )
 }
 

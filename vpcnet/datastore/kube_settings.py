@@ -1,8 +1,7 @@
-"""Which datastore, and where the Kubernetes API is: VPCNET_DATASTORE_TYPE (Calico's DATASTORE_TYPE, with our
-prefix) = kubernetes | etcd; for kubernetes, KUBECONFIG or the pod's service account.
+"""Where the Kubernetes API is, for the Kubernetes datastore (which datastore is chosen, and the default in a
+pod, is vpcnet/datastore/settings.py's rule): KUBECONFIG or the pod's service account.
 
-The default is kubernetes when the agent runs in a pod (KUBERNETES_SERVICE_HOST is set, as the kubelet does
-for every pod), etcd otherwise. The API is found as kubectl and client-go find it: KUBECONFIG (a path; the
+The API is found as kubectl and client-go find it: KUBECONFIG (a path; the
 first of a colon-separated list) wins; then, in a pod, the in-cluster config (the service account token and
 CA under /var/run/secrets/kubernetes.io/serviceaccount and KUBERNETES_SERVICE_HOST/PORT); then
 ~/.kube/config.
@@ -14,34 +13,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-DATASTORE_TYPE_ENV = "VPCNET_DATASTORE_TYPE"
-DATASTORE_TYPES = ("kubernetes", "etcd")
 KUBECONFIG_ENV = "KUBECONFIG"
 KUBE_CONTEXT_ENV = "VPCNET_KUBE_CONTEXT"
 SERVICE_HOST_ENV = "KUBERNETES_SERVICE_HOST"
 SERVICE_PORT_ENV = "KUBERNETES_SERVICE_PORT"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
-DatastoreType = Literal["kubernetes", "etcd"]
-
 
 class KubeSettingsError(ValueError):
     """A datastore setting is wrong; the message names the variable."""
-
-
-def datastore_type_from_env(environ: Mapping[str, str]) -> DatastoreType:
-    raw = environ.get(DATASTORE_TYPE_ENV, "").strip().lower()
-    if not raw:
-        return "kubernetes" if environ.get(SERVICE_HOST_ENV) else "etcd"
-    if raw == "kubernetes":
-        return "kubernetes"
-    if raw in ("etcd", "etcdv3"):  # Calico spells it etcdv3
-        return "etcd"
-    raise KubeSettingsError(
-        f"{DATASTORE_TYPE_ENV}={environ[DATASTORE_TYPE_ENV]!r}: expected one of {', '.join(DATASTORE_TYPES)}"
-    )
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """Where the datastore is and what kind it is, and how the environment names it (one home for the names).
 
-VPCNET_DATASTORE_TYPE picks the backend (etcd today); VPCNET_DATASTORE_ENDPOINTS lists its endpoints
-(comma-separated, one per etcd member). VPCNET_ETCD_ENDPOINTS, the CLI's old name, is still accepted with a
-logged deprecation warning. Calico's own ETCD_ENDPOINTS is deliberately not read: calicoctl users often
-have it exported for another cluster, and picking it up would silently point vpcnet at that cluster.
+VPCNET_DATASTORE_TYPE picks the backend (Calico's DATASTORE_TYPE with our prefix): `kubernetes` (the API,
+found as vpcnet/datastore/kube_settings.py says: KUBECONFIG, else the pod's service account) or `etcd`
+(`etcdv3`, Calico's spelling, is accepted). Unset, it is kubernetes when the process runs in a pod
+(KUBERNETES_SERVICE_HOST is set, as the kubelet does for every pod) and etcd otherwise.
+VPCNET_DATASTORE_ENDPOINTS lists etcd's endpoints (comma-separated, one per etcd member).
+VPCNET_ETCD_ENDPOINTS, the CLI's old name, is still accepted with a logged deprecation warning. Calico's
+own ETCD_ENDPOINTS is deliberately not read: calicoctl users often have it exported for another cluster,
+and picking it up would silently point vpcnet at that cluster.
 
 The agent reads these through vpcnet/agent/config.py and the CLI through vpcnet/cli/resources.py; both hand
 their environment mapping to `read_datastore_settings`, so neither name nor rule is written twice.
@@ -17,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from vpcnet.datastore.kube_settings import SERVICE_HOST_ENV, KubeSettings, KubeSettingsError
+
 log = logging.getLogger(__name__)
 
 TYPE_VARIABLE = "VPCNET_DATASTORE_TYPE"
@@ -26,6 +32,7 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:2379"
 
 
 class DatastoreType(enum.StrEnum):
+    KUBERNETES = "kubernetes"
     ETCD = "etcd"
 
 
@@ -62,10 +69,11 @@ class EtcdSettings:
 
 @dataclass(frozen=True)
 class DatastoreSettings:
-    """What `vpcnet.datastore.open.open_datastore` needs: the backend and where it is."""
+    """What `vpcnet.datastore.open.open_store` needs: the backend and where it is."""
 
     type: DatastoreType = DatastoreType.ETCD
-    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)  # etcd's
+    kube: KubeSettings | None = None  # where the Kubernetes API is (type kubernetes)
 
     def etcd(self) -> EtcdSettings:
         return EtcdSettings.from_strings(self.endpoints)
@@ -104,6 +112,8 @@ def parse_endpoints(variable: str, raw: str) -> tuple[str, ...]:
 def read_datastore_type(env: Mapping[str, str]) -> DatastoreType:
     raw = env.get(TYPE_VARIABLE, "").strip()
     if not raw:
+        return DatastoreType.KUBERNETES if env.get(SERVICE_HOST_ENV) else DatastoreType.ETCD
+    if raw.lower() == "etcdv3":  # Calico's spelling
         return DatastoreType.ETCD
     try:
         return DatastoreType(raw.lower())
@@ -115,10 +125,18 @@ def read_datastore_type(env: Mapping[str, str]) -> DatastoreType:
 def read_datastore_settings(
     env: Mapping[str, str], default_endpoints: Sequence[str] = (DEFAULT_ENDPOINT,)
 ) -> DatastoreSettings:
-    """The datastore settings in env; `default_endpoints` when no endpoints variable is set."""
+    """The datastore settings in env; `default_endpoints` when no endpoints variable is set. For the
+    Kubernetes datastore, where its API is (an error naming the variable when nothing says)."""
     variable = endpoints_variable(env)
     endpoints = parse_endpoints(variable, env[variable]) if variable is not None else tuple(default_endpoints)
-    return DatastoreSettings(type=read_datastore_type(env), endpoints=endpoints)
+    kind = read_datastore_type(env)
+    kube = None
+    if kind is DatastoreType.KUBERNETES:
+        try:
+            kube = KubeSettings.from_env(env)
+        except KubeSettingsError as exc:
+            raise DatastoreSettingsError(f"{TYPE_VARIABLE}=kubernetes: {exc}") from None
+    return DatastoreSettings(type=kind, endpoints=endpoints, kube=kube)
 
 
 def parse_endpoint(text: str) -> Endpoint:

@@ -7,7 +7,9 @@ Contract with the policy agent: after each apply to the kernel, the agent of nod
 empty, the store revision its watch stream reports — etcd's progress notifications move it forward even
 when nothing under the agent's prefix changed.)
 
-With the lab's Kubernetes API in front, `wait` has two steps: first kube-controllers must report (in
+In kubernetes mode (`lab up --datastore kubernetes`) the agents watch the lab's API, whose resourceVersions
+are etcd revisions and whose bookmarks (every 0.2 s) move quiet kinds on: `wait` compares the agents'
+revisions with etcd's directly. In etcd mode `wait` has two steps: first kube-controllers must report (in
 `run_dir/kube-controllers-progress.json`, same form) that it has mirrored every API change up to the store
 revision read when `wait` starts; then `wait` reads the store revision again (now past the mirrored writes)
 and returns when every node's agent has reported a revision at least that high.

@@ -1,9 +1,10 @@
 """The lab's kubelet daemon: watches the Pods of the lab's API and runs a kubelet pass (vpcnet.lab.kubelet)
 after every change, so that `kubectl apply` and `kubectl delete` of a pod start and stop it on a node.
 
-A lab process (started by `lab up`, in the host namespace, talking to the API on the host loopback): list,
-then watch from the list's version; a burst of events makes one pass; when the watch ends or fails it lists
-again, and a pass runs at least every RESYNC seconds whatever happens (a failed ADD is retried then)."""
+A lab process (started by `lab up`, in the host namespace, talking to the API on the host loopback). It
+follows the Pods through the Kubernetes store's reflector (vpcnet/datastore/reflector.py: list, watch with
+bookmarks, relist on 410, backoff, hang detection); a burst of events makes one pass, and a pass runs at
+least every RESYNC seconds whatever happens (a failed ADD is retried then)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import logging
 import signal
 import sys
 
-from vpcnet.controllers.apiclient import ApiClient, ApiError, server_from_kubeconfig
-from vpcnet.controllers.kinds import POD
+from vpcnet.datastore.kube import KubeResourceStore
+from vpcnet.datastore.open import open_kube_store
+from vpcnet.datastore.types import DatastoreError, WatchCompacted
 from vpcnet.lab.kubelet import Kubelet
 from vpcnet.lab.layout import LabLayout, check_prefix
 from vpcnet.lab.podsource import ApiPods
@@ -26,30 +28,27 @@ RESYNC = 30.0
 SETTLE = 0.05  # events arriving this close together make one pass
 
 
-async def watch_pods(client: ApiClient, changed: asyncio.Event) -> None:
+async def watch_pods(store: KubeResourceStore, changed: asyncio.Event) -> None:
     delay = 0.2
     while True:
         try:
-            listing = await client.list(POD)
+            _, revision = await store.snapshot(["pod"])
             changed.set()
-            version = str(listing.get("metadata", {}).get("resourceVersion", "0"))
-            async for event in client.watch(POD, version, timeout_seconds=300):
-                if event.get("type") == "ERROR":
-                    break
-                if event.get("type") != "BOOKMARK":
-                    changed.set()
-            delay = 0.2
-        except (ApiError, OSError, ValueError) as exc:
-            log.warning("pod watch: %s; listing again", exc)
+            async for _event in store.watch(["pod"], revision + 1):
+                changed.set()
+        except WatchCompacted:
+            continue  # the store's event log moved past us: take a snapshot again
+        except DatastoreError as exc:
+            log.warning("pod watch: %s; again in %.1f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
 
 async def run(layout: LabLayout) -> None:
-    client = ApiClient(server_from_kubeconfig(layout.kubeconfig))
-    kubelet = Kubelet(layout, ApiPods(client))
+    store = await open_kube_store(layout.kubeconfig)
+    kubelet = Kubelet(layout, ApiPods(store))
     changed = asyncio.Event()
-    watcher = asyncio.create_task(watch_pods(client, changed))
+    watcher = asyncio.create_task(watch_pods(store, changed))
     try:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -58,7 +57,7 @@ async def run(layout: LabLayout) -> None:
             changed.clear()
             try:
                 report = await kubelet.sync()
-            except (ApiError, OSError, RuntimeError, ValueError) as exc:
+            except (DatastoreError, OSError, RuntimeError, ValueError) as exc:
                 log.warning("kubelet pass failed: %s", exc)
                 continue
             for ref in report.started:
@@ -71,6 +70,7 @@ async def run(layout: LabLayout) -> None:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

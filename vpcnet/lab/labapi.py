@@ -12,8 +12,10 @@ from typing import Any
 
 import yaml
 
-from vpcnet.controllers.apiclient import ApiClient, ApiError
-from vpcnet.controllers.kinds import CRD, NODE
+from vpcnet.datastore.kube import KubeResourceStore
+from vpcnet.datastore.open import open_kube_store
+from vpcnet.datastore.resources import ResourceRef, ref_of
+from vpcnet.datastore.types import DatastoreError
 from vpcnet.lab.kubeapi.discovery import VERSION
 from vpcnet.lab.kubeapi.kubeconfig import write_kubeconfig
 from vpcnet.lab.layout import LabLayout
@@ -81,29 +83,33 @@ def node_object(node: Any, region: str) -> dict[str, Any]:
     }
 
 
-async def _upsert(client: ApiClient, kind: Any, obj: dict[str, Any], status: bool) -> None:
-    name = obj["metadata"]["name"]
-    current = await client.get(kind, None, name)
-    if current is None:
-        try:
-            current = await client.create(kind, obj)
-        except ApiError as exc:
-            if exc.code != 409:
-                raise
-            current = await client.get(kind, None, name)
-            assert current is not None
-    else:
-        body = copy.deepcopy(obj)
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        body["metadata"] = {**current["metadata"], **body["metadata"]}
-        current = await client.replace(kind, body)
-    if status and current.get("status") != obj.get("status"):
-        current["status"] = obj["status"]
-        await client.replace(kind, current, sub="status")
+async def _upsert(store: KubeResourceStore, obj: dict[str, Any], status: bool) -> None:
+    """Create obj, or bring the stored one to it (its metadata merged over the stored); then its status."""
+    ref: ResourceRef = ref_of(obj)
+    for _ in range(20):
+        current = await store.get(ref)
+        if current is None:
+            current = await store.create(obj)
+            if current is None:
+                continue  # made meanwhile: read it
+        else:
+            body = copy.deepcopy(obj)
+            body["metadata"] = {**current.body["metadata"], **body["metadata"]}
+            current = await store.replace(body, current.revision)
+            if current is None:
+                continue
+        if not status or current.body.get("status") == obj.get("status"):
+            return
+        if await store.replace_status({**current.body, "status": obj["status"]}, current.revision):
+            return
+    raise DatastoreError(f"{ref}: kept changing while the lab wrote it")
 
 
-async def bootstrap(server: str, nodes: Sequence[Any], region: str) -> None:
+async def bootstrap(kubeconfig: Path, nodes: Sequence[Any], region: str) -> None:
     """CRDs and Nodes, created or brought up to date (so `lab up` on a running lab repairs them)."""
-    client = ApiClient(server)
-    await asyncio.gather(*(_upsert(client, CRD, doc, status=False) for doc in crd_documents()))
-    await asyncio.gather(*(_upsert(client, NODE, node_object(n, region), status=True) for n in nodes))
+    store = await open_kube_store(kubeconfig)
+    try:
+        await asyncio.gather(*(_upsert(store, doc, status=False) for doc in crd_documents()))
+        await asyncio.gather(*(_upsert(store, node_object(n, region), status=True) for n in nodes))
+    finally:
+        await store.close()

@@ -87,6 +87,8 @@ class LabInfo:
     agents: bool
     # Environment the lab gives every node agent on top of its own (VPCNET_MODE=calico, WARM_IP_TARGET=...).
     agent_settings: dict[str, str] = dataclasses.field(default_factory=dict)
+    # What the node agents read: "kubernetes" (the lab's API) or "etcd" (kube-controllers' mirror of it).
+    datastore: str = "etcd"
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -143,8 +145,23 @@ def daemon_marker(layout: LabLayout) -> str:
 
 
 # The lab's control-plane processes beside the daemon: kube-controllers (the API mirrored into etcd, which
-# the agents read) and the lab kubelet (pods of the API run on the nodes). name -> module argv.
+# the agents read in etcd mode) and the lab kubelet (pods of the API run on the nodes).
 CONTROL_PROCESSES = ("kube-controllers", "kubelet")
+DATASTORES = ("kubernetes", "etcd")
+
+
+def lab_datastore(datastore: str | None, agent_settings: Mapping[str, str]) -> str:
+    """What the lab's agents read: as asked, else the lab's Kubernetes API (both modes run over either)."""
+    if datastore is None:
+        return "kubernetes"
+    if datastore not in DATASTORES:
+        raise LabError(f"--datastore {datastore!r}: expected one of {', '.join(DATASTORES)}")
+    return datastore
+
+
+def control_processes(info: LabInfo) -> tuple[str, ...]:
+    """kube-controllers only in etcd mode: over the Kubernetes datastore the agents watch the API."""
+    return CONTROL_PROCESSES if info.datastore == "etcd" else ("kubelet",)
 
 
 def control_pid_file(layout: LabLayout, name: str) -> Path:
@@ -194,13 +211,13 @@ def bootstrap_api(layout: LabLayout, info: LabInfo) -> None:
     """kubeconfigs, CRDs and Nodes in the lab's API."""
     import asyncio
 
-    from vpcnet.controllers.apiclient import ApiError
+    from vpcnet.datastore.types import DatastoreError
     from vpcnet.lab.labapi import bootstrap, write_kubeconfigs
 
     write_kubeconfigs(layout, info.endpoints["kubeapi_host"], info.endpoints["kubeapi"])
     try:
-        asyncio.run(bootstrap(info.endpoints["kubeapi_host"], info.nodes, info.region))
-    except ApiError as exc:
+        asyncio.run(bootstrap(layout.kubeconfig, info.nodes, info.region))
+    except DatastoreError as exc:
         raise LabError(f"the lab's Kubernetes API refused its CRDs or Nodes: {exc}") from exc
 
 
@@ -283,11 +300,18 @@ _CALLER_ONLY = (
 def agent_env(layout: LabLayout, node: str, info: LabInfo) -> dict[str, str]:
     """The node agent's environment: the caller's (minus its AWS identity), the lab's endpoints and paths,
     then the lab's agent settings (`lab up --mode/--agent-env`), which win."""
-    return _agent_env(layout, node, info.endpoints, info.agent_settings)
+    return _agent_env(
+        layout, node, info.endpoints, info.agent_settings, info.datastore, layout.node_kubeconfig
+    )
 
 
 def _agent_env(
-    layout: LabLayout, node: str, endpoints: Mapping[str, str], settings: Mapping[str, str]
+    layout: LabLayout,
+    node: str,
+    endpoints: Mapping[str, str],
+    settings: Mapping[str, str],
+    datastore: str,
+    kubeconfig: Path,
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _CALLER_ONLY}
     env.update(LAB_CREDENTIALS)
@@ -299,20 +323,28 @@ def _agent_env(
             "AWS_VPC_K8S_CNI_BACKING_STORE": str(layout.checkpoint_file(node)),
             "VPCNET_NODE_NAME": node,
             "VPCNET_DATASTORE_ENDPOINTS": endpoints["etcd"],
+            "VPCNET_DATASTORE_TYPE": datastore,
         }
     )
+    if datastore == "kubernetes":  # the node-side kubeconfig: the API at its VPC address
+        env["KUBECONFIG"] = str(kubeconfig)
+    else:
+        env.pop("KUBECONFIG", None)
     env.update(settings)
     return env
 
 
-def check_agent_settings(layout: LabLayout, settings: Mapping[str, str]) -> None:
+def check_agent_settings(layout: LabLayout, settings: Mapping[str, str], datastore: str) -> None:
     """The agents' configuration (caller's environment and settings) through the agent's own parser, before
     anything is made: a bad knob is a LabError naming it, not agents that never turn Ready."""
+    import tempfile
+
     from vpcnet.agent.config import ConfigError, load_config
 
     endpoints = {"ec2": "http://ec2.lab", "imds": "http://169.254.169.254", "etcd": "http://etcd.lab:2379"}
     try:
-        load_config(_agent_env(layout, "node1", endpoints, settings))
+        with tempfile.NamedTemporaryFile() as kubeconfig:  # the lab writes the real one later
+            load_config(_agent_env(layout, "node1", endpoints, settings, datastore, Path(kubeconfig.name)))
     except ConfigError as exc:
         raise LabError(f"node agent setting {exc} (from --agent-env/--mode or the environment)") from None
 
@@ -435,21 +467,32 @@ def up(
     agents: bool = True,
     agent_settings: Mapping[str, str] | None = None,
     progress: Progress = lambda _msg: None,
+    datastore: str | None = None,
 ) -> UpResult:
-    """Bring the lab up (or find it up). agent_settings: extra environment for every node agent."""
+    """Bring the lab up (or find it up). agent_settings: extra environment for every node agent; datastore:
+    what the agents read (lab_datastore's rule when None)."""
     settings = dict(agent_settings or {})
+    chosen = lab_datastore(datastore, settings)
     if agents:
-        check_agent_settings(layout, settings)
+        check_agent_settings(layout, settings, chosen)
     with _locked():
-        return _up(topo, layout, agents=agents, agent_settings=settings, progress=progress)
+        return _up(topo, layout, agents=agents, agent_settings=settings, progress=progress, datastore=chosen)
 
 
 def _up(
-    topo: LabTopology, layout: LabLayout, *, agents: bool, agent_settings: dict[str, str], progress: Progress
+    topo: LabTopology,
+    layout: LabLayout,
+    *,
+    agents: bool,
+    agent_settings: dict[str, str],
+    progress: Progress,
+    datastore: str,
 ) -> UpResult:
     info = read_info(layout)
     if info is not None:
         differs = _same_shape(info, topo) or _same_settings(info, agents, agent_settings)
+        if not differs and agents and info.datastore != datastore:
+            differs = f"its agents read the {info.datastore} datastore"
         if differs:
             raise LabError(
                 f"lab {layout.prefix} is already up and {differs}; run `vpcnet lab down` first "
@@ -460,7 +503,9 @@ def _up(
     if leftovers or layout.run_dir.exists():
         progress(f"removing a half-made lab {layout.prefix}")
         _down(layout)
-    return _create(topo, layout, agents=agents, agent_settings=agent_settings, progress=progress)
+    return _create(
+        topo, layout, agents=agents, agent_settings=agent_settings, progress=progress, datastore=datastore
+    )
 
 
 def _same_settings(info: LabInfo, agents: bool, settings: dict[str, str]) -> str | None:
@@ -471,7 +516,13 @@ def _same_settings(info: LabInfo, agents: bool, settings: dict[str, str]) -> str
 
 
 def _create(
-    topo: LabTopology, layout: LabLayout, *, agents: bool, agent_settings: dict[str, str], progress: Progress
+    topo: LabTopology,
+    layout: LabLayout,
+    *,
+    agents: bool,
+    agent_settings: dict[str, str],
+    progress: Progress,
+    datastore: str,
 ) -> UpResult:
     from vpcnet.lab.ec2.state import Cloud  # the EC2 emulator (imported here: it loads the instance table)
 
@@ -513,11 +564,13 @@ def _create(
             internet_host=INTERNET_HOST_ADDRESS,
             agents=agents,
             agent_settings=agent_settings,
+            datastore=datastore,
         )
         _write_json(layout.state_file, info.to_json())
-        progress("registering CRDs and Nodes in the lab's Kubernetes API; starting kube-controllers, kubelet")
+        controls = control_processes(info)
+        progress(f"registering CRDs and Nodes in the lab's Kubernetes API; starting {', '.join(controls)}")
         bootstrap_api(layout, info)
-        for name in CONTROL_PROCESSES:
+        for name in controls:
             start_control(layout, name, info)
         if info.agents:
             progress(f"starting node agents on {len(nodes)} nodes")
@@ -525,7 +578,8 @@ def _create(
                 start_agent(layout, n.name, info)
             progress("waiting for the nodes to turn Ready (agent up, CNI config installed)")
             install_cni(layout, info, [n.name for n in nodes])
-        wait_mirror(layout)
+        if "kube-controllers" in controls:
+            wait_mirror(layout)
     except BaseException as e:
         _down(layout)  # never leave a half-made lab behind
         if isinstance(e, (labetcd.EtcdError, netns.KernelError, FabricError, Ec2Error)):
@@ -616,7 +670,7 @@ def _repair(layout: LabLayout, info: LabInfo, *, agents: bool, progress: Progres
         bootstrap_api(layout, info)
     # kube-controllers and the kubelet reconnect by themselves to a restarted API (its host port is kept):
     # only a dead one is restarted.
-    for name in CONTROL_PROCESSES:
+    for name in control_processes(info):
         if not control_alive(layout, name):
             progress(f"restarting {name}")
             procs.stop(control_pid_file(layout, name), control_marker(layout, name))
@@ -744,10 +798,11 @@ def status(layout: LabLayout) -> dict[str, Any]:
         "endpoints": info.endpoints,
         "internet_host": info.internet_host,
         "agent_settings": info.agent_settings,
+        "datastore": info.datastore,
         "processes": {
             "etcd": labetcd.running(layout),
             "cloudd": procs.alive(daemon_pid_file(layout), daemon_marker(layout)),
-            **{name: control_alive(layout, name) for name in CONTROL_PROCESSES},
+            **{name: control_alive(layout, name) for name in control_processes(info)},
         },
         "kubeconfig": str(layout.kubeconfig),
         "run_dir": str(layout.run_dir),

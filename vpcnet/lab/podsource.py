@@ -11,9 +11,6 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from vpcnet.controllers.apiclient import ApiClient, ApiError
-from vpcnet.controllers.kinds import POD
-
 Obj = dict[str, Any]
 Mutate = Callable[[Obj], Obj]
 _ATTEMPTS = 20
@@ -34,36 +31,38 @@ def _strip(body: Mapping[str, Any], *drop: str) -> Obj:
 
 
 class ApiPods:
-    """Pods through the API: spec and metadata by replace, status by the status subresource."""
+    """Pods through the API (a vpcnet.datastore.kube.KubeResourceStore): spec and metadata by replace,
+    status by the status subresource, each a compare-and-swap on the read resourceVersion."""
 
-    def __init__(self, client: ApiClient) -> None:
-        self.client = client
+    def __init__(self, store: Any) -> None:
+        self.store = store
 
     async def list(self) -> list[Obj]:
-        return list((await self.client.list(POD)).get("items", []))
+        items, _ = await self.store.list("pod")
+        return [dict(item.body) for item in items]
 
     async def update(self, namespace: str, name: str, mutate: Mutate) -> Obj | None:
+        from vpcnet.datastore.resources import ResourceRef
+
+        ref = ResourceRef("pod", namespace, name)
         for _ in range(_ATTEMPTS):
-            current = await self.client.get(POD, namespace, name)
+            current = await self.store.get(ref)
             if current is None:
                 return None
-            wanted = mutate(copy.deepcopy(current))
-            try:
-                if _strip(wanted, "status") != _strip(current, "status"):
-                    body = {**wanted, "metadata": {**wanted["metadata"]}}
-                    body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                    current = await self.client.replace(POD, body)
-                if wanted.get("status") != current.get("status"):
-                    body = copy.deepcopy(current)
-                    body["status"] = wanted.get("status", {})
-                    current = await self.client.replace(POD, body, sub="status")
-            except ApiError as exc:
-                if exc.code == 409:
-                    continue  # changed meanwhile: read again
-                if exc.code == 404:
-                    return None
-                raise
-            return current
+            body, revision = dict(current.body), current.revision
+            wanted = mutate(copy.deepcopy(body))
+            if _strip(wanted, "status") != _strip(body, "status"):
+                replaced = await self.store.replace(wanted, revision)
+                if replaced is None:
+                    continue  # changed meanwhile (or gone): read again
+                body, revision = dict(replaced.body), replaced.revision
+            if wanted.get("status") != body.get("status"):
+                document = {**copy.deepcopy(body), "status": wanted.get("status", {})}
+                replaced = await self.store.replace_status(document, revision)
+                if replaced is None:
+                    continue
+                body = dict(replaced.body)
+            return body
         raise RuntimeError(f"pod {namespace}/{name}: kept changing while the kubelet wrote to it")
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from kubeapi_fixture import KubeApi, serve_kube_api
 
 from vpcnet.datastore.etcd import EtcdDatastore
 from vpcnet.datastore.resources import ResourceRef, ResourceStore
-from vpcnet.lab.kubelet import ANNOTATION_CONTAINER_ID, Kubelet, LabNode, SyncReport
+from vpcnet.lab.kubelet import ANNOTATION_CONTAINER_ID, Kubelet, LabNode, PodRuntime, SyncReport
 from vpcnet.lab.layout import LabLayout
 from vpcnet.lab.podsource import StorePods
 from vpcnet.lab.probe import ProbeEndpoint, probe_matrix
@@ -216,6 +217,28 @@ def test_a_failing_add_leaves_nothing(env: Env) -> None:
     assert not list(env.layout.node_dir("n2").joinpath("pods").glob("*.json"))
 
 
+@pytest.fixture
+def lab_api(env: Env) -> Iterator[KubeApi]:
+    """The lab's Kubernetes API over the same etcd (under a root of this test's), with the lab's CRDs, its
+    kubeconfig where the lab writes it: what `vpcnet apply/get/delete` and `lab probe` talk to."""
+    from vpcnet.datastore.open import open_kube_store
+    from vpcnet.lab.labapi import crd_documents
+
+    env.layout.run_dir.mkdir(parents=True, exist_ok=True)
+    root = f"/{env.layout.prefix}/registry"
+    with serve_kube_api(env.settings, env.layout.kubeconfig, root=root, bookmark_interval=0.2) as api:
+
+        async def install_crds() -> None:
+            store = await open_kube_store(api.kubeconfig)
+            try:
+                await store.apply(crd_documents())
+            finally:
+                await store.close()
+
+        asyncio.run(install_crds())
+        yield api
+
+
 MANIFEST = """
 apiVersion: v1
 kind: Namespace
@@ -233,7 +256,9 @@ spec:
 """
 
 
-def test_cli_apply_get_delete(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_apply_get_delete(
+    env: Env, lab_api: KubeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from vpcnet.cli.main import app
@@ -260,12 +285,12 @@ def test_cli_apply_get_delete(env: Env, tmp_path: Path, monkeypatch: pytest.Monk
     assert result.exit_code == 0, result.output
     assert "pod/x/a unchanged" in result.output  # the kubelet's status survives a re-apply
 
-    ip = env.stored("a")["status"]["podIP"]
+    result = runner.invoke(app, ["get", "pod", "x/a", "-o", "json", *prefix])
+    ip = json.loads(result.output)["status"]["podIP"]
+    assert ip in {r.ip for r in PodRuntime(env.layout).records(["n1"])}  # the kubelet wrote what it made
     result = runner.invoke(app, ["get", "pods", "-n", "x", "-o", "wide", *prefix])
     assert result.exit_code == 0, result.output
     assert ip in result.output and "n1" in result.output and "Running" in result.output
-    result = runner.invoke(app, ["get", "pod", "x/a", "-o", "json", *prefix])
-    assert json.loads(result.output)["status"]["podIP"] == ip
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(MANIFEST.replace("nodeName: n1", "nodeName: n9").replace("name: a,", "name: b,"))
@@ -293,7 +318,9 @@ spec:
 """
 
 
-def test_cli_probe_compare_and_wait(env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_probe_compare_and_wait(
+    env: Env, lab_api: KubeApi, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from vpcnet.cli.main import app
@@ -305,6 +332,7 @@ def test_cli_probe_compare_and_wait(env: Env, tmp_path: Path, monkeypatch: pytes
     state = {
         "nodes": [{"name": "n1", "az": "az1", "primary_ip": "10.252.0.1"}],
         "endpoints": {"etcd_host": env.settings.endpoints[0].target},
+        "datastore": "kubernetes",
     }
     env.layout.state_file.write_text(json.dumps(state))
     manifest = tmp_path / "pods.yaml"

@@ -141,7 +141,14 @@ def test_datastore_settings_canonical_and_deprecated_names(caplog: pytest.LogCap
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"VPCNET_DATASTORE_TYPE": "kubernetes"}, "VPCNET_DATASTORE_TYPE='kubernetes': expected one of etcd"),
+        (
+            {"VPCNET_DATASTORE_TYPE": "consul"},
+            "VPCNET_DATASTORE_TYPE='consul': expected one of kubernetes, etcd",
+        ),
+        (
+            {"VPCNET_DATASTORE_TYPE": "kubernetes", "KUBECONFIG": "/nonexistent/kc"},
+            "VPCNET_DATASTORE_TYPE=kubernetes: KUBECONFIG='/nonexistent/kc': /nonexistent/kc is not",
+        ),
         ({"VPCNET_DATASTORE_ENDPOINTS": "https://e:2379"}, "VPCNET_DATASTORE_ENDPOINTS: etcd endpoint"),
         ({"VPCNET_ETCD_ENDPOINTS": "e:x"}, "VPCNET_ETCD_ENDPOINTS: etcd endpoint 'e:x': bad port"),
         ({"CALICO_IPV4POOL_BLOCK_SIZE": "x"}, "CALICO_IPV4POOL_BLOCK_SIZE='x': expected an integer"),
@@ -151,6 +158,36 @@ def test_datastore_settings_canonical_and_deprecated_names(caplog: pytest.LogCap
 def test_bad_datastore_and_pool_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(env)
+
+
+def test_the_kubernetes_datastore_settings(tmp_path: Path) -> None:
+    from vpcnet.datastore.kube_settings import KubeSettings
+    from vpcnet.datastore.settings import DatastoreType
+
+    kubeconfig = tmp_path / "kc"
+    kubeconfig.write_text("{}")
+    env = {"VPCNET_DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(kubeconfig), "VPCNET_KUBE_CONTEXT": "lab"}
+    c = load_config(env)
+    assert (c.datastore_type, c.kubeconfig, c.kube_context) == (DatastoreType.KUBERNETES, kubeconfig, "lab")
+    assert c.datastore_settings().kube == KubeSettings(kubeconfig, "lab")
+    shown = c.env_settings()
+    assert (shown["VPCNET_DATASTORE_TYPE"], shown["KUBECONFIG"]) == ("kubernetes", str(kubeconfig))
+    assert load_config({k: str(v) for k, v in shown.items() if v is not None and k in env}) == c
+    # In a pod the default is the Kubernetes datastore, found through the service account.
+    in_pod = load_config({"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+    assert in_pod.datastore_type is DatastoreType.KUBERNETES and in_pod.kubeconfig is None
+    assert in_pod.datastore_settings().kube == KubeSettings(None)
+    assert load_config({}).datastore_type is DatastoreType.ETCD
+
+
+def test_calico_mode_runs_over_either_datastore() -> None:
+    from vpcnet.datastore.settings import DatastoreType
+
+    in_pod = {"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    cfg = load_config({**in_pod, "VPCNET_MODE": "calico"})
+    assert (cfg.mode.value, cfg.datastore_type) == ("calico", DatastoreType.KUBERNETES)
+    cfg = load_config({**in_pod, "VPCNET_MODE": "calico", "VPCNET_DATASTORE_TYPE": "etcd"})
+    assert (cfg.mode.value, cfg.datastore_type) == ("calico", DatastoreType.ETCD)
 
 
 def test_the_readme_lists_every_variable() -> None:

@@ -1,5 +1,5 @@
 """The pure parts of the lab's kubectl integration: Calico's v3 <-> CRD mapping, what the mirror stores,
-"nothing to write" in `vpcnet apply` over the API, the Lease's take-over rule, and server-side printing."""
+"nothing to write" in an apply over the API, the Lease's take-over rule, and server-side printing."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from vpcnet.controllers.apiclient import ApiError
-from vpcnet.controllers.apistore import _same, contains, mirrored_for
-from vpcnet.controllers.kinds import (
-    CALICO_KINDS,
-    MIRRORED,
-    api_kind_of,
-    from_api_document,
-    to_api_document,
-)
 from vpcnet.controllers.lease import LeaderElector, micro_time
+from vpcnet.controllers.mirror import MIRRORED, etcd_document
+from vpcnet.datastore.kube import _same, contains
+from vpcnet.datastore.kube_kinds import kube_kind, user_document
+from vpcnet.datastore.resources import ResourceRef, StoredResource
 from vpcnet.lab.kubeapi.resources import BUILTIN, crd_types
 from vpcnet.lab.kubeapi.tables import human_age, table, wants_table
 
@@ -29,13 +24,13 @@ GNP = {
 
 
 def test_calico_v3_documents_are_stored_as_their_crds_and_mirrored_back() -> None:
-    stored = to_api_document(GNP)
+    kk = kube_kind("globalnetworkpolicy.projectcalico.org")
+    stored = kk.to_api(GNP)
     assert stored["apiVersion"] == "crd.projectcalico.org/v1" and stored["kind"] == "GlobalNetworkPolicy"
     assert GNP["apiVersion"] == "projectcalico.org/v3"  # the input is not changed
-    ipam = to_api_document({**GNP, "kind": "IPAMConfiguration"})
+    ipam = kube_kind("ipamconfiguration.projectcalico.org").to_api({**GNP, "kind": "IPAMConfiguration"})
     assert ipam["kind"] == "IPAMConfig"  # the one kind Calico renames
-    assert api_kind_of("projectcalico.org/v3", "IPAMConfiguration") == CALICO_KINDS["IPAMConfiguration"]
-    assert api_kind_of("v1", "Pod") is not None and api_kind_of("v1", "Secret") is None
+    assert user_document(ipam)["kind"] == "IPAMConfiguration"
     obj = {
         **stored,
         "metadata": {
@@ -45,12 +40,13 @@ def test_calico_v3_documents_are_stored_as_their_crds_and_mirrored_back() -> Non
             "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
         },
     }
-    back = from_api_document(obj, mirrored_for("globalnetworkpolicy.projectcalico.org"))
+    back = etcd_document(kk.from_api(obj))
     assert back == {**GNP, "metadata": {"name": "deny", "uid": "u"}}
     # Every kind vpcnet's API layer knows is mirrored (the agents read them all from etcd).
     from vpcnet.api import known_kinds
+    from vpcnet.datastore.resources import kind_path
 
-    assert {(a, k) for a, k in known_kinds()} <= {(m.api_version, m.kind) for m in MIRRORED}
+    assert {kind_path(a, k) for a, k in known_kinds()} <= set(MIRRORED)
 
 
 def test_apply_over_the_api_writes_only_what_differs() -> None:
@@ -65,34 +61,42 @@ def test_apply_over_the_api_writes_only_what_differs() -> None:
         "metadata": {"name": "a", "labels": {"app": "a"}},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
     }
-    assert contains(current, {"spec": same["spec"]}) and _same(same, current)  # server defaults don't count
-    assert not _same({**same, "metadata": {"name": "a", "labels": {}}}, current)  # a label removed
+    assert contains(current, {"spec": same["spec"]}) and _same(current, same)  # server defaults don't count
+    assert not _same(current, {**same, "metadata": {"name": "a", "labels": {}}})  # a label removed
     other = {**same, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
-    assert not _same(other, current)
+    assert not _same(current, other)
 
 
 class FakeLeases:
+    """The compare-and-swap part of a resource store, for one Lease."""
+
     def __init__(self) -> None:
         self.lease: dict[str, Any] | None = None
         self.version = 0
 
-    async def get(self, kind: Any, namespace: str, name: str) -> dict[str, Any] | None:
-        return None if self.lease is None else {**self.lease, "metadata": {**self.lease["metadata"]}}
-
-    async def create(self, kind: Any, body: dict[str, Any]) -> dict[str, Any]:
-        if self.lease is not None:
-            raise ApiError(409, "AlreadyExists", "exists")
-        self.version += 1
-        self.lease = {**body, "metadata": {**body["metadata"], "resourceVersion": str(self.version)}}
-        return self.lease
-
-    async def replace(self, kind: Any, body: dict[str, Any], sub: str | None = None) -> dict[str, Any]:
+    def _stored(self) -> StoredResource:
         assert self.lease is not None
-        if body["metadata"]["resourceVersion"] != self.lease["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "stale")
+        body = {**self.lease, "metadata": {**self.lease["metadata"]}}
+        return StoredResource(
+            ResourceRef("lease.coordination.k8s.io", "kube-system", "x"), body, self.version
+        )
+
+    async def get(self, ref: ResourceRef) -> StoredResource | None:
+        return None if self.lease is None else self._stored()
+
+    async def create(self, body: dict[str, Any]) -> StoredResource | None:
+        if self.lease is not None:
+            return None
         self.version += 1
-        self.lease = {**body, "metadata": {**body["metadata"], "resourceVersion": str(self.version)}}
-        return self.lease
+        self.lease = body
+        return self._stored()
+
+    async def replace(self, body: dict[str, Any], expected_revision: int) -> StoredResource | None:
+        if self.lease is None or expected_revision != self.version:
+            return None
+        self.version += 1
+        self.lease = body
+        return self._stored()
 
 
 def test_a_lease_is_held_until_it_expires_then_taken_over() -> None:

@@ -1,4 +1,4 @@
-"""VPCNET_DATASTORE_TYPE, where the Kubernetes API is, and the kind map (Calico v3 <-> CRD v1)."""
+"""Where the Kubernetes API is, and the kind map (Calico v3 <-> CRD v1)."""
 
 from __future__ import annotations
 
@@ -7,30 +7,9 @@ from pathlib import Path
 import pytest
 
 from vpcnet.datastore.kube_kinds import KINDS, UnknownKind, eniconfig_label, kube_kind, user_document
-from vpcnet.datastore.kube_settings import KubeSettings, KubeSettingsError, datastore_type_from_env
+from vpcnet.datastore.kube_settings import KubeSettings, KubeSettingsError
 
 IN_POD = {"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"}
-
-
-@pytest.mark.parametrize(
-    ("environ", "expected"),
-    [
-        ({}, "etcd"),
-        (IN_POD, "kubernetes"),
-        ({**IN_POD, "VPCNET_DATASTORE_TYPE": "etcd"}, "etcd"),
-        ({"VPCNET_DATASTORE_TYPE": "Kubernetes"}, "kubernetes"),
-        ({"VPCNET_DATASTORE_TYPE": "etcdv3"}, "etcd"),
-    ],
-)
-def test_datastore_type(environ: dict[str, str], expected: str) -> None:
-    assert datastore_type_from_env(environ) == expected
-
-
-def test_a_bad_datastore_type_names_the_variable() -> None:
-    with pytest.raises(
-        KubeSettingsError, match=r"VPCNET_DATASTORE_TYPE='consul': expected one of kubernetes, etcd"
-    ):
-        datastore_type_from_env({"VPCNET_DATASTORE_TYPE": "consul"})
 
 
 def test_where_the_api_is(tmp_path: Path) -> None:

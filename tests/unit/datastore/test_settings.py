@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -89,13 +90,76 @@ def test_calicos_etcd_endpoints_is_not_read() -> None:
     )
 
 
-@pytest.mark.parametrize("value", ["kubernetes", "etcdv3", "zookeeper"])
+@pytest.mark.parametrize("value", ["consul", "zookeeper"])
 def test_an_unknown_datastore_type_is_refused_naming_the_variable(value: str) -> None:
     with pytest.raises(
-        DatastoreSettingsError, match=f"VPCNET_DATASTORE_TYPE='{value}': expected one of etcd"
+        DatastoreSettingsError, match=f"VPCNET_DATASTORE_TYPE='{value}': expected one of kubernetes, etcd"
     ):
         read_datastore_settings({"VPCNET_DATASTORE_TYPE": value})
     assert read_datastore_settings({"VPCNET_DATASTORE_TYPE": "ETCD"}).type is DatastoreType.ETCD
+
+
+IN_POD = {"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, DatastoreType.ETCD),
+        (IN_POD, DatastoreType.KUBERNETES),
+        ({**IN_POD, "VPCNET_DATASTORE_TYPE": "etcd"}, DatastoreType.ETCD),
+        ({**IN_POD, "VPCNET_DATASTORE_TYPE": "Kubernetes"}, DatastoreType.KUBERNETES),
+        ({"VPCNET_DATASTORE_TYPE": "etcdv3"}, DatastoreType.ETCD),
+    ],
+)
+def test_the_datastore_type_defaults_to_kubernetes_in_a_pod(
+    environ: dict[str, str], expected: DatastoreType
+) -> None:
+    assert read_datastore_settings(environ).type is expected
+
+
+def test_the_kubernetes_datastore_says_where_its_api_is(tmp_path: Path) -> None:
+    from vpcnet.datastore.kube_settings import KubeSettings
+
+    assert read_datastore_settings(IN_POD).kube == KubeSettings(None)
+    assert read_datastore_settings({}).kube is None
+    config = tmp_path / "kc"
+    config.write_text("{}")
+    env = {"VPCNET_DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(config)}
+    assert read_datastore_settings(env).kube == KubeSettings(config)
+    with pytest.raises(DatastoreSettingsError, match="VPCNET_DATASTORE_TYPE=kubernetes: no Kubernetes API"):
+        read_datastore_settings({"VPCNET_DATASTORE_TYPE": "kubernetes", "HOME": str(tmp_path)})
+
+
+def test_open_store_opens_either_backend_without_io(tmp_path: Path) -> None:
+    import asyncio
+
+    from vpcnet.datastore.kube import KubeResourceStore
+    from vpcnet.datastore.kube_settings import KubeSettings
+    from vpcnet.datastore.open import open_store
+    from vpcnet.datastore.resources import ResourceStore
+    from vpcnet.datastore.types import DatastoreError
+
+    config = tmp_path / "kc"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+        "current-context: x\n"
+    )
+
+    async def main() -> None:
+        etcd = await open_store(DatastoreSettings(endpoints=("http://127.0.0.1:1",)))
+        assert isinstance(etcd.store, ResourceStore) and etcd.need_kv("x") is etcd.kv
+        await etcd.close()
+        kube = await open_store(DatastoreSettings(DatastoreType.KUBERNETES, kube=KubeSettings(config)))
+        assert isinstance(kube.store, KubeResourceStore) and kube.kv is None
+        with pytest.raises(
+            DatastoreError, match=r"the pool IPAM needs the etcd datastore .*it is kubernetes"
+        ):
+            kube.need_kv("the pool IPAM")
+        await kube.close()
+
+    asyncio.run(main())
 
 
 def test_open_datastore_opens_etcd_without_io() -> None:

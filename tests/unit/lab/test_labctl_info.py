@@ -115,7 +115,24 @@ def test_bad_agent_settings_are_refused_before_anything_is_made(
     assert list(tmp_path.iterdir()) == []
     # The settings the lab's own tests use pass.
     calico = {"VPCNET_MODE": "calico", "AWS_VPC_K8S_CNI_VETHPREFIX": "cali"}
-    labctl.check_agent_settings(lab, {**calico, "CALICO_IPV4POOL_CIDR": "10.244.0.0/16"})
+    calico_settings = {**calico, "CALICO_IPV4POOL_CIDR": "10.244.0.0/16"}
+    assert labctl.lab_datastore(None, calico_settings) == "etcd"  # the pool IPAM needs etcd
+    labctl.check_agent_settings(lab, calico_settings, "etcd")
+    assert labctl.lab_datastore(None, {}) == "kubernetes"
+    labctl.check_agent_settings(lab, {}, "kubernetes")
+    with pytest.raises(labctl.LabError, match="VPCNET_MODE=calico needs VPCNET_DATASTORE_TYPE=etcd"):
+        labctl.up(build_topology(nodes=1), lab, agent_settings=calico_settings, datastore="kubernetes")
+    with pytest.raises(labctl.LabError, match="--datastore 'consul': expected one of kubernetes, etcd"):
+        labctl.up(build_topology(nodes=1), lab, datastore="consul")
+
+
+def test_the_agents_environment_names_the_datastore(tmp_path: Path) -> None:
+    lab = LabLayout("audst")
+    endpoints = {"ec2": "http://ec2.lab", "imds": "http://169.254.169.254", "etcd": "http://etcd.lab:2379"}
+    kube = labctl._agent_env(lab, "node1", endpoints, {}, "kubernetes", tmp_path / "kc")
+    assert (kube["VPCNET_DATASTORE_TYPE"], kube["KUBECONFIG"]) == ("kubernetes", str(tmp_path / "kc"))
+    etcd = labctl._agent_env(lab, "node1", endpoints, {}, "etcd", tmp_path / "kc")
+    assert etcd["VPCNET_DATASTORE_TYPE"] == "etcd" and "KUBECONFIG" not in etcd
 
 
 def test_a_node_that_does_not_turn_ready_shows_its_agent_log(

@@ -57,11 +57,13 @@ async def api_resources(kubeconfig: Path) -> list[Any]:
     """Every object of the kinds vpcnet knows, from the Kubernetes API (what `lab probe --compare` reads)."""
     from vpcnet.api import parse_resource
     from vpcnet.cli.resources import kind_paths
-    from vpcnet.controllers.apiclient import ApiClient, server_from_kubeconfig
-    from vpcnet.controllers.apistore import ApiResourceStore
+    from vpcnet.datastore.open import open_kube_store
 
-    store = ApiResourceStore(ApiClient(server_from_kubeconfig(kubeconfig)))
-    items, _ = await store.snapshot(set(kind_paths().values()))
+    store = await open_kube_store(kubeconfig, sync_timeout=30)
+    try:
+        items, _ = await store.snapshot(set(kind_paths().values()))
+    finally:
+        await store.close()
     return [parse_resource(item.body, str(item.ref)) for item in items]
 
 
