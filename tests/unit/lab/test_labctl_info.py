@@ -116,12 +116,11 @@ def test_bad_agent_settings_are_refused_before_anything_is_made(
     # The settings the lab's own tests use pass.
     calico = {"VPCNET_MODE": "calico", "AWS_VPC_K8S_CNI_VETHPREFIX": "cali"}
     calico_settings = {**calico, "CALICO_IPV4POOL_CIDR": "10.244.0.0/16"}
-    assert labctl.lab_datastore(None, calico_settings) == "etcd"  # the pool IPAM needs etcd
+    assert labctl.lab_datastore(None, calico_settings) == "kubernetes"  # both modes run over either
     labctl.check_agent_settings(lab, calico_settings, "etcd")
+    labctl.check_agent_settings(lab, calico_settings, "kubernetes")
     assert labctl.lab_datastore(None, {}) == "kubernetes"
     labctl.check_agent_settings(lab, {}, "kubernetes")
-    with pytest.raises(labctl.LabError, match="VPCNET_MODE=calico needs VPCNET_DATASTORE_TYPE=etcd"):
-        labctl.up(build_topology(nodes=1), lab, agent_settings=calico_settings, datastore="kubernetes")
     with pytest.raises(labctl.LabError, match="--datastore 'consul': expected one of kubernetes, etcd"):
         labctl.up(build_topology(nodes=1), lab, datastore="consul")
 
