@@ -405,7 +405,8 @@ def _create(
         subnet_ids: dict[str, str] = {}
         for s in topo.subnets:
             subnet_ids[s.name] = cloud.create_subnet(vpc.id, s.cidr, s.az, tags={"Name": s.name}).id
-        nodes = [_launch(cloud, layout, topo, n, subnet_ids) for n in topo.nodes]
+        node_group = create_node_group(cloud, vpc.id, layout.prefix)
+        nodes = [_launch(cloud, layout, topo, n, subnet_ids, node_group) for n in topo.nodes]
         fabric.close()  # from here on the lab daemon's fabric follows the cloud
         go_file(layout).touch()
         progress("waiting for the lab daemon and etcd")
@@ -454,13 +455,28 @@ def _endpoints(ec2_host: str, etcd_host: str) -> dict[str, str]:
     }
 
 
+def create_node_group(cloud: Any, vpc_id: str, prefix: str) -> str:
+    """The nodes' security group, as EKS's cluster group: all traffic among its members, all egress (the
+    fabric enforces groups; the agents give the nodes' secondary ENIs the primary ENI's groups)."""
+    group = cloud.create_security_group(vpc_id, f"{prefix}-nodes", "lab nodes: all traffic among the nodes")
+    everything = {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group.id}]}
+    cloud.authorize_security_group(group.id, [everything], egress=False)
+    return str(group.id)
+
+
 def _launch(
-    cloud: Any, layout: LabLayout, topo: LabTopology, node: NodeSpec, subnet_ids: dict[str, str]
+    cloud: Any,
+    layout: LabLayout,
+    topo: LabTopology,
+    node: NodeSpec,
+    subnet_ids: dict[str, str],
+    node_group: str,
 ) -> NodeInfo:
     subnet = topo.subnet(node.subnet)
     inst = cloud.launch_instance(
         node.instance_type,
         subnet_ids[node.subnet],
+        security_group_ids=[node_group],
         tags={NODE_TAG: node.name, "Name": f"{layout.prefix}-{node.name}"},
     )
     eni = cloud.eni(inst.primary_eni_id)
