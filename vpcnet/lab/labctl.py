@@ -405,7 +405,7 @@ def _create(
         subnet_ids: dict[str, str] = {}
         for s in topo.subnets:
             subnet_ids[s.name] = cloud.create_subnet(vpc.id, s.cidr, s.az, tags={"Name": s.name}).id
-        node_group = create_node_group(cloud, vpc.id, layout.prefix)
+        node_group = create_node_group(cloud, vpc.id, layout.prefix, pool_cidrs(agents, agent_settings))
         nodes = [_launch(cloud, layout, topo, n, subnet_ids, node_group) for n in topo.nodes]
         fabric.close()  # from here on the lab daemon's fabric follows the cloud
         go_file(layout).touch()
@@ -455,11 +455,26 @@ def _endpoints(ec2_host: str, etcd_host: str) -> dict[str, str]:
     }
 
 
-def create_node_group(cloud: Any, vpc_id: str, prefix: str) -> str:
+def pool_cidrs(agents: bool, settings: Mapping[str, str]) -> list[str]:
+    """The pod CIDR a calico-mode lab's pods send from (its default pool): not VPC addresses, so the nodes'
+    group must allow it, as Calico's AWS guide asks of an operator (pools added later need their own rule)."""
+    from vpcnet.agent.config import AgentConfig
+
+    if not agents or settings.get("VPCNET_MODE") != "calico":
+        return []
+    return [settings.get("CALICO_IPV4POOL_CIDR") or AgentConfig().default_pool_cidr]
+
+
+def create_node_group(cloud: Any, vpc_id: str, prefix: str, pod_cidrs: Sequence[str] = ()) -> str:
     """The nodes' security group, as EKS's cluster group: all traffic among its members, all egress (the
-    fabric enforces groups; the agents give the nodes' secondary ENIs the primary ENI's groups)."""
+    fabric enforces groups; the agents give the nodes' secondary ENIs the primary ENI's groups), and all
+    from the pod CIDRs that are not VPC addresses."""
     group = cloud.create_security_group(vpc_id, f"{prefix}-nodes", "lab nodes: all traffic among the nodes")
-    everything = {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": group.id}]}
+    everything = {
+        "IpProtocol": "-1",
+        "UserIdGroupPairs": [{"GroupId": group.id}],
+        "IpRanges": [{"CidrIp": c, "Description": "pod pool"} for c in pod_cidrs],
+    }
     cloud.authorize_security_group(group.id, [everything], egress=False)
     return str(group.id)
 

@@ -68,7 +68,13 @@ class SecurityGroupActions:
         for r in rules:
             perm = grouped.get((r.protocol, r.from_port, r.to_port))
             if perm is None:
-                perm = {"IpProtocol": r.protocol, "IpRanges": [], "UserIdGroupPairs": []}
+                perm = {
+                    "IpProtocol": r.protocol,
+                    "IpRanges": [],
+                    "Ipv6Ranges": [],
+                    "PrefixListIds": [],
+                    "UserIdGroupPairs": [],
+                }
                 if _has_ports(r.protocol):
                     perm.update({"FromPort": r.from_port, "ToPort": r.to_port})
                 grouped[(r.protocol, r.from_port, r.to_port)] = perm
