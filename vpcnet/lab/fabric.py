@@ -17,6 +17,9 @@ Layout (all inside the lab's namespaces, nothing in the host's):
   i.e. for pod addresses; its proxy is meant for EVPN uplinks. `proxy_arp on` does answer, and it also stops
   broadcasts from being flooded to the ports, as the VPC does not flood.)
 
+Security groups are enforced beside the delivery rules, in the same nft transaction (`sgfabric`: stateful,
+per ENI, both directions; its docstring says how).
+
 `Fabric` implements the EC2 emulator's FabricHooks, so every API change is in the kernel before the API
 answers. Rendering is pure (text for `ip -batch`, `bridge -batch`, `nft -f`); applying is a few execs.
 """
