@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from lab_fixture import LabHandle
 
 from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS
+from vpcnet.lab.layout import EC2_ENDPOINT_ADDRESS
 
 pytestmark = pytest.mark.root
 
@@ -159,3 +160,16 @@ def test_referenced_group_follows_its_members(lab: LabHandle, groups: dict[str, 
         assert err.value.response["Error"]["Code"] == "DependencyViolation"
     finally:
         server.close()
+
+
+def test_control_plane_stays_reachable_without_egress_rules(lab: LabHandle, groups: dict[str, str]) -> None:
+    ec2 = lab.ec2()
+    everything = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    ec2.revoke_security_group_egress(GroupId=groups["web"], IpPermissions=everything)
+    set_groups(lab, "node3", [groups["web"]])  # no rule at all
+    assert refused(lab, "node3", INTERNET_HOST_ADDRESS, 80)
+    assert refused(lab, "node3", lab.node("node1").primary_ip, 22)
+    # IMDS is never filtered; the lab's EC2 endpoint stays reachable whatever the ENI's groups.
+    status, body = lab.imds_get("node3", "/latest/meta-data/instance-id")
+    assert status == 200 and body == lab.node("node3").instance_id
+    assert connects(lab, "node3", EC2_ENDPOINT_ADDRESS, 80)
