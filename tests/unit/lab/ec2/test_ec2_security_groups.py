@@ -162,6 +162,10 @@ def test_bad_rules_get_ec2s_codes_and_change_nothing(endpoint: Endpoint) -> None
         "InvalidPermission.NotFound"
     )
     assert error_code(u.revoke_security_group_egress, GroupId=gid) == "InvalidParameterCombination"
+    tagged = {"ResourceType": "security-group-rule", "Tags": [{"Key": "k", "Value": "v"}]}
+    assert error_code(
+        c.authorize_security_group_ingress, GroupId=gid, IpPermissions=[_tcp(80)], TagSpecifications=[tagged]
+    ) == ("InvalidParameterValue")
     assert _rules(endpoint, gid) == before
 
 

@@ -153,6 +153,8 @@ class SecurityGroupActions:
 
     def authorize(self, p: Params, *, egress: bool) -> Answer:
         gid = self._group_id(p)
+        if p.get("TagSpecifications"):
+            raise invalid_value("The lab does not tag security group rules (TagSpecifications on Authorize)")
         added = self.cloud.authorize_security_group(gid, self._permissions_in(p), egress=egress)
         return {"Return": True, "SecurityGroupRules": [self.rule_out(gid, r) for r in added]}
 
