@@ -136,7 +136,7 @@ def serve(
     fabric.set_subnet6_lookup(lambda sid: cloud.subnet(sid).ipv6_cidr)
     # The kernel may have drifted from the state (a daemon restart, a veth deleted by hand): repair it
     # before answering anything, then follow every change through the hooks.
-    fabric.reconcile_cloud(cloud.enis(), cloud.instances())
+    fabric.reconcile_cloud(cloud.enis(), cloud.instances(), cloud.security_groups())
     cloud.hooks = fabric
     log.info("state %s loaded and reconciled: %d ENIs plugged", layout.ec2_state_file, len(fabric.plugged()))
 

@@ -17,6 +17,9 @@ Layout (all inside the lab's namespaces, nothing in the host's):
   i.e. for pod addresses; its proxy is meant for EVPN uplinks. `proxy_arp on` does answer, and it also stops
   broadcasts from being flooded to the ports, as the VPC does not flood.)
 
+Security groups are enforced beside the delivery rules, in the same nft transaction (`sgfabric`: stateful,
+per ENI, both directions; its docstring says how).
+
 `Fabric` implements the EC2 emulator's FabricHooks, so every API change is in the kernel before the API
 answers. Rendering is pure (text for `ip -batch`, `bridge -batch`, `nft -f`); applying is a few execs.
 """
@@ -31,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from vpcnet.lab import fabric6, netns
-from vpcnet.lab.ec2.model import Eni, Instance
+from vpcnet.lab.ec2.model import Eni, Instance, SecurityGroup
 from vpcnet.lab.layout import (
     EC2_ENDPOINT_ADDRESS,
     ETCD_ENDPOINT_ADDRESS,
@@ -40,6 +43,7 @@ from vpcnet.lab.layout import (
     KUBEAPI_ADDRESS,
     LabLayout,
 )
+from vpcnet.lab.sgfabric import BRIDGE_CALLS_IPTABLES, render_security_groups
 
 ENI_MTU = 9001  # EC2's jumbo frames inside the VPC
 INTERNET_MTU = 1500  # traffic that leaves the VPC is limited to 1500, as on EC2
@@ -103,6 +107,7 @@ class EniWire:
     source_dest_check: bool
     ipv6_addresses: tuple[str, ...] = ()
     ipv6_prefixes: tuple[str, ...] = ()  # /80 blocks
+    security_groups: tuple[str, ...] = ()
 
     @property
     def port(self) -> str:
@@ -282,6 +287,7 @@ class Fabric:
         self._state = _State()
         self._lock = threading.RLock()
         self._nft: netns.Nft | None = None  # opened on first use, inside the VPC namespace
+        self._groups: dict[str, SecurityGroup] = {}  # enforced by `sgfabric` with the ENIs' ports
 
     @property
     def nft_table(self) -> str:
@@ -307,6 +313,7 @@ class Fabric:
             netns.ip_batch(render_vpc_base(layout), layout.vpc_netns)
             netns.write_sysctl(layout.vpc_netns, "net.ipv4.ip_forward", "1")
             netns.write_sysctl(layout.vpc_netns, "net.ipv4.conf.all.send_redirects", "0")
+            netns.write_sysctl(layout.vpc_netns, BRIDGE_CALLS_IPTABLES, "1")
         if layout.internet_netns in missing or layout.vpc_netns in missing:
             netns.ip_batch(render_internet(vpc_cidr), layout.internet_netns)
         if vpc_ipv6_cidr and layout.vpc_netns in missing:
@@ -405,7 +412,9 @@ class Fabric:
     def _apply_nft(self) -> None:
         if self._nft is None:
             self._nft = netns.Nft(self.layout.vpc_netns)
-        self._nft.apply(render_nft(self.nft_table, self._state.enis.values()))
+        enis = self._state.enis.values()
+        groups = render_security_groups(self.nft_table, enis, self._groups)
+        self._nft.apply(render_nft(self.nft_table, enis) + groups)
 
     def close(self) -> None:
         """Release the nft context (and its thread in the VPC namespace)."""
@@ -432,6 +441,7 @@ class Fabric:
             source_dest_check=eni.source_dest_check,
             ipv6_addresses=tuple(eni.ipv6_addresses),
             ipv6_prefixes=tuple(eni.ipv6_prefixes),
+            security_groups=tuple(eni.security_group_ids),
         )
         return wire, lines
 
@@ -463,11 +473,23 @@ class Fabric:
     def eni_deleted(self, eni: Eni) -> None:
         self.unplug(eni.id)
 
-    def reconcile_cloud(self, enis: Iterable[Eni], instances: Iterable[Instance]) -> None:
+    def security_groups_changed(self, groups: list[SecurityGroup]) -> None:
+        with self._lock:
+            old, self._groups = self._groups, {g.id: g for g in groups}
+            try:
+                self._apply_nft()
+            except Exception:
+                self._groups = old
+                raise
+
+    def reconcile_cloud(
+        self, enis: Iterable[Eni], instances: Iterable[Instance], groups: Iterable[SecurityGroup] = ()
+    ) -> None:
         """Reconcile from the cloud's state (lab daemon start)."""
         by_id = {i.id: i for i in instances}
         wires = []
         with self._lock:
+            self._groups = {g.id: g for g in groups}
             for eni in enis:
                 if eni.attachment is None or eni.attachment.instance_id not in by_id:
                     continue

@@ -547,7 +547,8 @@ def _create(
             subnet_ids[s.name] = cloud.create_subnet(
                 vpc.id, s.cidr, s.az, tags={"Name": s.name}, ipv6_cidr=s.ipv6_cidr or None
             ).id
-        nodes = [_launch(cloud, layout, topo, n, subnet_ids) for n in topo.nodes]
+        node_group = create_node_group(cloud, vpc.id, layout.prefix, pool_cidrs(agents, agent_settings))
+        nodes = [_launch(cloud, layout, topo, n, subnet_ids, node_group) for n in topo.nodes]
         fabric.close()  # from here on the lab daemon's fabric follows the cloud
         go_file(layout).touch()
         progress("waiting for the lab daemon and etcd")
@@ -606,13 +607,43 @@ def _endpoints(ready: Mapping[str, Any], etcd_host: str) -> dict[str, str]:
     }
 
 
+def pool_cidrs(agents: bool, settings: Mapping[str, str]) -> list[str]:
+    """The pod CIDR a calico-mode lab's pods send from (its default pool): not VPC addresses, so the nodes'
+    group must allow it, as Calico's AWS guide asks of an operator (pools added later need their own rule)."""
+    from vpcnet.agent.config import AgentConfig
+
+    if not agents or settings.get("VPCNET_MODE") != "calico":
+        return []
+    return [settings.get("CALICO_IPV4POOL_CIDR") or AgentConfig().default_pool_cidr]
+
+
+def create_node_group(cloud: Any, vpc_id: str, prefix: str, pod_cidrs: Sequence[str] = ()) -> str:
+    """The nodes' security group, as EKS's cluster group: all traffic among its members, all egress (the
+    fabric enforces groups; the agents give the nodes' secondary ENIs the primary ENI's groups), and all
+    from the pod CIDRs that are not VPC addresses."""
+    group = cloud.create_security_group(vpc_id, f"{prefix}-nodes", "lab nodes: all traffic among the nodes")
+    everything = {
+        "IpProtocol": "-1",
+        "UserIdGroupPairs": [{"GroupId": group.id}],
+        "IpRanges": [{"CidrIp": c, "Description": "pod pool"} for c in pod_cidrs],
+    }
+    cloud.authorize_security_group(group.id, [everything], egress=False)
+    return str(group.id)
+
+
 def _launch(
-    cloud: Any, layout: LabLayout, topo: LabTopology, node: NodeSpec, subnet_ids: dict[str, str]
+    cloud: Any,
+    layout: LabLayout,
+    topo: LabTopology,
+    node: NodeSpec,
+    subnet_ids: dict[str, str],
+    node_group: str,
 ) -> NodeInfo:
     subnet = topo.subnet(node.subnet)
     inst = cloud.launch_instance(
         node.instance_type,
         subnet_ids[node.subnet],
+        security_group_ids=[node_group],
         tags={NODE_TAG: node.name, "Name": f"{layout.prefix}-{node.name}"},
     )
     eni = cloud.eni(inst.primary_eni_id)

@@ -127,6 +127,12 @@ def test_vpc_delivers_an_address_only_to_the_eni_that_holds_it(lab: LabHandle) -
     assert udp_delivered(lab, "node2", "node3", ip) is None
 
 
+def node_group(lab: LabHandle) -> str:
+    """The lab nodes' security group (on every node's primary ENI)."""
+    inst = lab.ec2().describe_instances(InstanceIds=[lab.node("node1").instance_id])
+    return str(inst["Reservations"][0]["Instances"][0]["SecurityGroups"][0]["GroupId"])
+
+
 def test_source_dest_check(lab: LabHandle) -> None:
     ec2 = lab.ec2()
     eni = _enis(lab, "node1")[0]
@@ -138,8 +144,22 @@ def test_source_dest_check(lab: LabHandle) -> None:
     ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["id"], SourceDestCheck={"Value": False})
     try:
         assert not _enis(lab, "node1")[0]["source_dest_check"]
-        assert udp_delivered(lab, "node1", "node3", lab.node("node3").primary_ip, src_ip=spoofed) == spoofed
-        assert udp_delivered(lab, "node1", "node2", lab.node("node2").primary_ip, src_ip=spoofed) == spoofed
+        # Past the check, the receivers' security group (the nodes' own addresses only) drops the source.
+        assert udp_delivered(lab, "node1", "node3", lab.node("node3").primary_ip, src_ip=spoofed) is None
+        group = node_group(lab)
+        spoofed_in = [
+            {"IpProtocol": "udp", "FromPort": 0, "ToPort": 65535, "IpRanges": [{"CidrIp": f"{spoofed}/32"}]}
+        ]
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=spoofed_in)
+        try:
+            assert (
+                udp_delivered(lab, "node1", "node3", lab.node("node3").primary_ip, src_ip=spoofed) == spoofed
+            )
+            assert (
+                udp_delivered(lab, "node1", "node2", lab.node("node2").primary_ip, src_ip=spoofed) == spoofed
+            )
+        finally:
+            ec2.revoke_security_group_ingress(GroupId=group, IpPermissions=spoofed_in)
     finally:
         ec2.modify_network_interface_attribute(NetworkInterfaceId=eni["id"], SourceDestCheck={"Value": True})
     assert udp_delivered(lab, "node1", "node3", lab.node("node3").primary_ip, src_ip=spoofed) is None
@@ -151,7 +171,10 @@ def extra_eni(lab: LabHandle) -> Iterator[dict[str, Any]]:
     """An ENI created and attached to node1 at device index 1 through boto3; detached and deleted after."""
     ec2 = lab.ec2()
     node = lab.node("node1")
-    eni = ec2.create_network_interface(SubnetId=node.subnet_id, Description="lab test")["NetworkInterface"]
+    # In the nodes' group, as ipamd creates its ENIs (the VPC's default group takes nothing from the nodes).
+    eni = ec2.create_network_interface(
+        SubnetId=node.subnet_id, Description="lab test", Groups=[node_group(lab)]
+    )["NetworkInterface"]
     att = ec2.attach_network_interface(
         NetworkInterfaceId=eni["NetworkInterfaceId"], InstanceId=node.instance_id, DeviceIndex=1
     )

@@ -13,8 +13,8 @@
 - `model`: the records; `addressing`, `allocator`: subnet address arithmetic and per-action allocation.
 - `hooks.FabricHooks`: what the namespace fabric implements; called under the lock before an action answers.
 - `wire`, `api`, `actions`: the EC2 Query protocol (botocore's own EC2 model drives parsing and XML answers),
-  the entry (`api.ACTIONS`, `api.Ec2Api.call`) and the 16 actions' handlers grouped by area (instances and
-  subnets, ENIs, addresses, tags) with answer rendering in `actions.answers`.
+  the entry (`api.ACTIONS`, `api.Ec2Api.call`) and the actions' handlers grouped by area (instances and
+  subnets, ENIs, addresses, tags, security groups) with answer rendering in `actions.answers`.
 - `faults.Faults`: latency per action, token-bucket throttling per action class, injected failures.
 - `server.Ec2Service`: the HTTP app (EC2 at POST /, lab paths /lab/state, /lab/faults, /healthz); serves on a
   caller-bound socket (`make_server(sock)`, `serve_socket(sock)`) or on 127.0.0.1 (`start_local()`).

@@ -11,6 +11,7 @@ from vpcnet.lab.ec2.actions.answers import Answers
 from vpcnet.lab.ec2.actions.common import Answer, Handler, Params
 from vpcnet.lab.ec2.actions.enis import EniActions
 from vpcnet.lab.ec2.actions.instances import InstanceActions
+from vpcnet.lab.ec2.actions.security_groups import SecurityGroupActions
 from vpcnet.lab.ec2.actions.tags import TagActions
 from vpcnet.lab.ec2.errors import Ec2Error
 from vpcnet.lab.ec2.state import Cloud
@@ -35,6 +36,14 @@ ACTIONS = (
     "ModifyNetworkInterfaceAttribute",
     "CreateTags",
     "DeleteTags",
+    "CreateSecurityGroup",
+    "DeleteSecurityGroup",
+    "AuthorizeSecurityGroupIngress",
+    "AuthorizeSecurityGroupEgress",
+    "RevokeSecurityGroupIngress",
+    "RevokeSecurityGroupEgress",
+    "DescribeSecurityGroups",
+    "DescribeSecurityGroupRules",
 )
 
 
@@ -62,6 +71,7 @@ class Ec2Api:
             EniActions(cloud, answers).handlers(),
             AddressActions(cloud).handlers(),
             TagActions(cloud).handlers(),
+            SecurityGroupActions(cloud).handlers(),
         )
         handlers: dict[str, Handler] = {}
         for group in groups:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from vpcnet.lab.ec2.model import Eni, Instance
+from vpcnet.lab.ec2.model import Eni, Instance, SecurityGroup
 
 
 class FabricHooks(Protocol):
@@ -31,6 +31,11 @@ class FabricHooks(Protocol):
         """`eni` no longer exists (it was detached before, with its own eni_detached call)."""
         ...
 
+    def security_groups_changed(self, groups: list[SecurityGroup]) -> None:
+        """A group was created or deleted, or its rules changed: `groups` is every group there is now.
+        (Membership changes come as eni_changed: an ENI's groups are on the ENI.)"""
+        ...
+
 
 class NullHooks:
     """No fabric: the state alone (unit tests, a cloud without namespaces)."""
@@ -45,4 +50,7 @@ class NullHooks:
         pass
 
     def eni_deleted(self, eni: Eni) -> None:
+        pass
+
+    def security_groups_changed(self, groups: list[SecurityGroup]) -> None:
         pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,24 @@ class Subnet:
 
 
 @dataclass
+class SgRule:
+    """One security-group rule as EC2 counts and lists it: one peer (a CIDR or a group) per rule."""
+
+    id: str  # sgr-...
+    egress: bool
+    protocol: str  # "-1" (all), "tcp", "udp", "icmp", "icmpv6" or another protocol number as text
+    from_port: int  # tcp/udp: first port; icmp: type; -1 where it does not apply
+    to_port: int  # tcp/udp: last port; icmp: code; -1 where it does not apply
+    cidr: str = ""  # exactly one of cidr and group_id is set
+    group_id: str = ""
+    description: str = ""
+
+    def key(self) -> tuple[bool, str, int, int, str, str]:
+        """What makes two rules the same rule (InvalidPermission.Duplicate / .NotFound)."""
+        return (self.egress, self.protocol, self.from_port, self.to_port, self.cidr, self.group_id)
+
+
+@dataclass
 class SecurityGroup:
     id: str
     vpc_id: str
@@ -35,6 +54,7 @@ class SecurityGroup:
     description: str
     seq: int
     tags: dict[str, str] = field(default_factory=dict)
+    rules: list[SgRule] = field(default_factory=list)  # ingress and egress, in creation order
 
 
 @dataclass
@@ -110,6 +130,29 @@ def timestamp() -> str:
 
 def to_dict(obj: Vpc | Subnet | SecurityGroup | Eni | Instance) -> dict[str, Any]:
     return asdict(obj)
+
+
+def group_from_dict(raw: dict[str, Any]) -> SecurityGroup:
+    data = dict(raw)
+    rules = data.pop("rules", None)
+    group = SecurityGroup(**data)
+    if rules is None:
+        # A state written before groups had rules: the rules EC2 gives a group when it creates it.
+        group.rules = initial_rules(group, lambda n: f"sgr-{group.id[4:]}{n}")
+    else:
+        group.rules = [SgRule(**r) for r in rules]
+    return group
+
+
+def initial_rules(group: SecurityGroup, new_id: Callable[[int], str]) -> list[SgRule]:
+    """EC2's rules of a new VPC group: all egress to 0.0.0.0/0; the default group also takes all traffic
+    from its own members."""
+    rules = [SgRule(id=new_id(0), egress=True, protocol="-1", from_port=-1, to_port=-1, cidr="0.0.0.0/0")]
+    if group.name == "default":
+        rules.insert(
+            0, SgRule(id=new_id(1), egress=False, protocol="-1", from_port=-1, to_port=-1, group_id=group.id)
+        )
+    return rules
 
 
 def eni_from_dict(raw: dict[str, Any]) -> Eni:

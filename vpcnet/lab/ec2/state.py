@@ -26,7 +26,7 @@ from vpcnet.lab.ec2.engine.tables import Tables, attachment_of
 from vpcnet.lab.ec2.engine.tagging import Tagging
 from vpcnet.lab.ec2.engine.topology import Topology
 from vpcnet.lab.ec2.hooks import FabricHooks
-from vpcnet.lab.ec2.model import Eni, Instance, SecurityGroup, Subnet, Vpc
+from vpcnet.lab.ec2.model import Eni, Instance, SecurityGroup, SgRule, Subnet, Vpc
 
 DEFAULT_REGION = "us-west-2"
 DEFAULT_ACCOUNT = "123456789012"
@@ -150,9 +150,12 @@ class Cloud:
         with self._lock:
             return copy.deepcopy(self._topology.create_vpc(cidr, tags, ipv6_cidr))
 
-    def create_security_group(self, vpc_id: str, name: str, description: str = "") -> SecurityGroup:
+    def create_security_group(
+        self, vpc_id: str, name: str, description: str = "", tags: Mapping[str, str] | None = None
+    ) -> SecurityGroup:
+        """CreateSecurityGroup (also the lab's own node group)."""
         with self._lock:
-            return copy.deepcopy(self._groups.create(vpc_id, name, description))
+            return copy.deepcopy(self._groups.create(vpc_id, name, description or name, tags))
 
     def create_subnet(
         self,
@@ -293,6 +296,28 @@ class Cloud:
             attachment_id=attachment_id,
             delete_on_termination=delete_on_termination,
         )
+
+    def delete_security_group(self, group_id: str) -> None:
+        self._groups.delete(group_id)
+
+    def authorize_security_group(
+        self, group_id: str, permissions: Sequence[Mapping[str, Any]], *, egress: bool
+    ) -> list[SgRule]:
+        """AuthorizeSecurityGroupIngress/Egress; returns the rules added."""
+        with self._lock:
+            return copy.deepcopy(self._groups.authorize(group_id, egress, permissions))
+
+    def revoke_security_group(
+        self,
+        group_id: str,
+        *,
+        egress: bool,
+        permissions: Sequence[Mapping[str, Any]] = (),
+        rule_ids: Sequence[str] = (),
+    ) -> list[SgRule]:
+        """RevokeSecurityGroupIngress/Egress; returns the rules removed."""
+        with self._lock:
+            return copy.deepcopy(self._groups.revoke(group_id, egress, permissions, rule_ids))
 
     def create_tags(self, resource_ids: Sequence[str], tags: Mapping[str, str]) -> None:
         self._tagging.create_tags(resource_ids, tags)

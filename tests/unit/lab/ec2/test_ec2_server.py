@@ -25,7 +25,7 @@ from ec2lab import AZ_A, CLIENT_CONFIG, Endpoint, Lab, error_code
 from vpcnet.lab.ec2.auth import LAB_CREDENTIALS
 from vpcnet.lab.ec2.faults import EC2_LIKE_THROTTLE, Faults, load_faults
 from vpcnet.lab.ec2.local import LocalCloud
-from vpcnet.lab.ec2.model import Eni, Instance
+from vpcnet.lab.ec2.model import Eni, Instance, SecurityGroup
 from vpcnet.lab.ec2.server import Ec2Service
 from vpcnet.lab.ec2.state import Cloud
 
@@ -207,6 +207,7 @@ def test_restart_reloads_state_and_ids_continue(tmp_path: Path, boto_session: bo
 class RecordingHooks:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.group_changes: list[list[str]] = []
         self.fail_on: str | None = None
 
     def _record(self, name: str, eni: Eni) -> None:
@@ -227,6 +228,9 @@ class RecordingHooks:
 
     def eni_deleted(self, eni: Eni) -> None:
         self._record("deleted", eni)
+
+    def security_groups_changed(self, groups: list[SecurityGroup]) -> None:
+        self.group_changes.append(sorted(g.id for g in groups))
 
 
 def test_hooks_are_called_and_a_failing_hook_rolls_back(endpoint: Endpoint, tmp_path: Path) -> None:

@@ -6,8 +6,9 @@
 - `enis.EniActions`: Describe/Create/Attach/Detach/Delete NetworkInterface, ModifyNetworkInterfaceAttribute.
 - `addresses.AddressActions`: Assign/UnassignPrivateIpAddresses (Assign/UnassignIpv6Addresses go here).
 - `tags.TagActions`: CreateTags, DeleteTags.
+- `security_groups.SecurityGroupActions`: Create/Delete/Describe security groups, Authorize/Revoke
+  ingress and egress rules, DescribeSecurityGroupRules.
 
 Each group maps parameters, filters and paginates, and leaves the rules to `state.Cloud`. A new area is a new
-group here (security groups: `security_groups.SecurityGroupActions` with Create/Authorize/Revoke/Describe;
-trunk ENIs: `trunking`), registered in `api.ACTIONS` and `Ec2Api`.
+group here (trunk ENIs: `trunking`), registered in `api.ACTIONS` and `Ec2Api`.
 """

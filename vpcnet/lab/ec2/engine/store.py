@@ -19,7 +19,7 @@ from vpcnet.lab.ec2.engine.tables import Tables
 from vpcnet.lab.ec2.errors import Ec2Error, internal_error
 from vpcnet.lab.ec2.hooks import FabricHooks, NullHooks
 from vpcnet.lab.ec2.jsonfile import write_json_atomic
-from vpcnet.lab.ec2.model import Instance, SecurityGroup, Subnet, Vpc, eni_from_dict, to_dict
+from vpcnet.lab.ec2.model import Instance, Subnet, Vpc, eni_from_dict, group_from_dict, to_dict
 
 STATE_VERSION = 1
 
@@ -48,7 +48,7 @@ def load(tables: Tables, raw: Mapping[str, Any], where: object) -> None:
     tables.seq = int(raw["seq"])
     tables.vpcs = {v["id"]: Vpc(**v) for v in raw["vpcs"]}
     tables.subnets = {s["id"]: Subnet(**s) for s in raw["subnets"]}
-    tables.groups = {g["id"]: SecurityGroup(**g) for g in raw["security_groups"]}
+    tables.groups = {g["id"]: group_from_dict(g) for g in raw["security_groups"]}
     tables.instances = {i["id"]: Instance(**i) for i in raw["instances"]}
     tables.enis = {e["id"]: eni_from_dict(e) for e in raw["network_interfaces"]}
 
