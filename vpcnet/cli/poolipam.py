@@ -1,6 +1,7 @@
 """`vpcnet ipam show | check | release`: the Calico-mode pools, blocks and allocations in the datastore.
 
-The datastore is found as `vpcnet get` finds it: VPCNET_DATASTORE_ENDPOINTS, else the running lab's etcd.
+The datastore is the running lab's (its Kubernetes API, or its etcd when the lab's agents read etcd), else
+VPCNET_DATASTORE_ENDPOINTS.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from vpcnet.cli.resources import PREFIX_HELP
 def _run(prefix: str | None, fn: Any) -> Any:
     import asyncio
 
-    from vpcnet.cli.resources import CliError, datastore_settings, lab_layout
+    from vpcnet.cli.resources import CliError, datastore_settings, lab_layout, with_api
     from vpcnet.datastore.open import open_datastore
     from vpcnet.datastore.resources import ResourceStore
     from vpcnet.datastore.types import DatastoreError
+    from vpcnet.lab.labctl import read_info
 
     async def go() -> Any:
         datastore = await open_datastore(settings)
@@ -33,7 +35,11 @@ def _run(prefix: str | None, fn: Any) -> Any:
 
     # Printed as `error: ...` with its exit status, never a traceback (no datastore, a bad setting).
     try:
-        settings = datastore_settings(lab_layout(prefix))
+        layout = lab_layout(prefix)
+        info = read_info(layout)
+        if info is not None and info.datastore == "kubernetes":
+            return with_api(layout, fn)
+        settings = datastore_settings(layout)
         try:
             return asyncio.run(go())
         except DatastoreError as exc:
