@@ -27,6 +27,7 @@ class InstanceLimits:
     default_card: int
     enis_per_card: tuple[int, ...]
     ipv6_per_eni: int = 0  # IPv6 addresses and /80 prefixes per ENI, counted apart from IPv4; 0: no IPv6
+    branch_interfaces: int | None = None  # branch ENIs for security groups for pods; None: no source says
 
     @property
     def is_nitro(self) -> bool:
@@ -68,4 +69,7 @@ def instance_limits(name: str) -> InstanceLimits:
         default_card=int(str(row["default_card"])),
         enis_per_card=tuple(int(c) for c in cards),
         ipv6_per_eni=int(str(row.get("ipv6_per_eni", 0))),
+        branch_interfaces=None
+        if row.get("branch_interfaces") is None
+        else int(str(row["branch_interfaces"])),
     )
