@@ -64,7 +64,8 @@ def register(app: typer.Typer, groups: Groups) -> None:
             typer.echo(f"error: {exc}; nothing was written", err=True)
             raise typer.Exit(2) from exc
         except AgentNotReady as exc:
-            typer.echo(f"error: {exc}; the plugin is in {bin_dir}, the config was not written", err=True)
+            done = "" if conf_only else f"the plugin is in {bin_dir}, "
+            typer.echo(f"error: {exc}; {done}the config was not written", err=True)
             raise typer.Exit(1) from exc
         except (OSError, NativeBuildError) as exc:
             typer.echo(f"error: {exc}", err=True)
