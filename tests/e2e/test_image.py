@@ -10,11 +10,13 @@ temporary directory (no CRI plugin), so the host's containerd, if any, is not in
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -87,7 +89,8 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
                 subprocess.run([*ctr, "tasks", "kill", "-s", "SIGKILL", task], capture_output=True)
             for container in _out([*ctr, "containers", "ls", "-q"]).split():
                 subprocess.run([*ctr, "containers", "rm", container], capture_output=True)
-            subprocess.run([*ctr, "images", "rm", IMAGE], capture_output=True)
+            for image in _out([*ctr, "images", "ls", "-q"]).split():
+                subprocess.run([*ctr, "images", "rm", image], capture_output=True)
         proc.terminate()
         try:
             proc.wait(10)
@@ -109,32 +112,39 @@ def _out(argv: list[str], timeout: float = 60) -> str:
     return proc.stdout
 
 
+def image_name(archive: Path) -> str:
+    """The name the archive's index gives its image (what `ctr images import` tags it as)."""
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("index.json")
+        assert member is not None
+        (entry,) = json.load(member)["manifests"]
+    return str(entry["annotations"]["io.containerd.image.name"])
+
+
 @pytest.fixture(scope="module")
-def imported(archive: Path, containerd: tuple[Path, str]) -> tuple[Path, str]:
+def imported(archive: Path, containerd: tuple[Path, str]) -> tuple[Path, str, str]:
     sock, namespace = containerd
     _out(["ctr", "-a", str(sock), "-n", namespace, "images", "import", str(archive)], timeout=180)
-    return containerd
+    return sock, namespace, image_name(archive)
 
 
-def run_in_image(ctx: tuple[Path, str], *argv: str, mounts: tuple[str, ...] = ()) -> str:
+def run_in_image(ctx: tuple[Path, str, str], *argv: str, mounts: tuple[str, ...] = ()) -> str:
     """`ctr run --rm` one command in the image (stdin closed: ctr would otherwise hold it open)."""
-    sock, namespace = ctx
+    sock, namespace, image = ctx
     name = f"vpcnet-e2e-{secrets.token_hex(4)}"
     flags = [f"--mount={m}" for m in mounts]
-    return _out(["ctr", "-a", str(sock), "-n", namespace, "run", "--rm", *flags, IMAGE, name, *argv])
+    return _out(["ctr", "-a", str(sock), "-n", namespace, "run", "--rm", *flags, image, name, *argv])
 
 
-def test_archive_imports_under_its_name(archive: Path, imported: tuple[Path, str]) -> None:
-    sock, namespace = imported
+def test_archive_imports_under_its_name(archive: Path, imported: tuple[Path, str, str]) -> None:
+    sock, namespace, image = imported
     listed = _out(["ctr", "-a", str(sock), "-n", namespace, "images", "ls", "-q"]).split()
-    if "VPCNET_IMAGE" not in os.environ:
-        assert IMAGE in listed
+    assert image in listed
     size_mb = archive.stat().st_size / 1e6
     assert size_mb < 150, f"the image grew to {size_mb:.0f} MB"
 
 
-@pytest.mark.skipif("VPCNET_IMAGE" in os.environ, reason="a given archive carries its own name")
-def test_cli_runs_in_the_image(imported: tuple[Path, str]) -> None:
+def test_cli_runs_in_the_image(imported: tuple[Path, str, str]) -> None:
     assert run_in_image(imported, "vpcnet", "--version").strip() == f"vpcnet {VERSION}"
     assert run_in_image(imported, "vpcnet", "max-pods", "m5.large").strip() == "29"
     # ipset asks the kernel too, which an unprivileged container may not: its own version line is enough
@@ -143,15 +153,15 @@ def test_cli_runs_in_the_image(imported: tuple[Path, str]) -> None:
     assert "iproute2" in tools and "nf_tables" in tools and "ipset v" in tools and "nftables" in tools
 
 
-@pytest.mark.skipif("VPCNET_IMAGE" in os.environ, reason="a given archive carries its own name")
-def test_native_client_answers_version_in_the_image(imported: tuple[Path, str]) -> None:
+def test_native_client_answers_version_in_the_image(imported: tuple[Path, str, str]) -> None:
     script = 'echo \'{"cniVersion": "1.0.0"}\' | CNI_COMMAND=VERSION /opt/cni/bin/vpcnet-cni'
     out = run_in_image(imported, "sh", "-c", script)
     assert '"cniVersion": "1.0.0"' in out and '"1.1.0"' in out
 
 
-@pytest.mark.skipif("VPCNET_IMAGE" in os.environ, reason="a given archive carries its own name")
-def test_init_step_installs_a_plugin_the_node_can_run(imported: tuple[Path, str], tmp_path: Path) -> None:
+def test_init_step_installs_a_plugin_the_node_can_run(
+    imported: tuple[Path, str, str], tmp_path: Path
+) -> None:
     """The DaemonSet's init container copies the plugins into the node's /opt/cni/bin; there, the native
     client's fallback runs the node's python3 on the copied shim (VERSION goes through it)."""
     host_bin = tmp_path / "opt-cni-bin"
