@@ -8,7 +8,7 @@ APT_PACKAGES := iproute2 iptables ipset nftables etcd-server containerd runc con
 PYTEST_ARGS ?=
 LINT_PATHS = $(wildcard vpcnet tests bench scripts)
 
-.PHONY: all deps system venv kubectl lint format typecheck test unit demo bench clean
+.PHONY: all deps system venv kubectl lint format typecheck test unit demo bench image clean
 
 all: test
 
@@ -83,6 +83,19 @@ demo: deps
 bench: deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
+# The node image, offline from Debian packages and PyPI (no Docker daemon, no registry): scripts/image/build.py.
+# Needs root (mmdebstrap's root mode), network access to deb.debian.org and PyPI; about 2-3 minutes.
+IMAGE ?= vpcnet.oci.tar
+IMAGE_PACKAGES := mmdebstrap gcc libc6-dev
+image: venv
+	@missing=$$(for p in $(IMAGE_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing image build packages: $$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	$(PY) scripts/image/build.py --output $(IMAGE)
+
 clean:
 	-$(VENV)/bin/vpcnet lab down 2>/dev/null
-	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache build/image vpcnet.oci.tar

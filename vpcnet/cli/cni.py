@@ -39,6 +39,11 @@ def register(app: typer.Typer, groups: Groups) -> None:
         native: bool = typer.Option(
             False, "--native", help="compile the native fast-path client (needs cc); else the Python launcher"
         ),
+        conf_only: bool = typer.Option(
+            False,
+            "--conf-only",
+            help="only the network config: the plugin is in place (the image's init step)",
+        ),
     ) -> None:
         """Install vpcnet-cni and, once the agent answers STATUS ready, its network config (last)."""
         from vpcnet.cni.install import AgentNotReady, InstallError, NativeBuildError, install
@@ -53,14 +58,18 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 veth_prefix=veth_prefix,
                 portmap=not no_portmap,
                 native=native,
+                binary=not conf_only,
             )
         except InstallError as exc:
             typer.echo(f"error: {exc}; nothing was written", err=True)
             raise typer.Exit(2) from exc
         except AgentNotReady as exc:
-            typer.echo(f"error: {exc}; the plugin is in {bin_dir}, the config was not written", err=True)
+            done = "" if conf_only else f"the plugin is in {bin_dir}, "
+            typer.echo(f"error: {exc}; {done}the config was not written", err=True)
             raise typer.Exit(1) from exc
         except (OSError, NativeBuildError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
-        typer.echo(f"installed {Path(bin_dir) / 'vpcnet-cni'} and {target}")
+        typer.echo(
+            f"installed {target}" if conf_only else f"installed {Path(bin_dir) / 'vpcnet-cni'} and {target}"
+        )

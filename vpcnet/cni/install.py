@@ -138,19 +138,28 @@ def _c_string(name: str, value: str) -> str:
     return f'-D{name}="{value}"'
 
 
-def install_native(bin_dir: Path, socket_path: str, compiler: str | None = None) -> Path:
+def install_native(
+    bin_dir: Path,
+    socket_path: str,
+    compiler: str | None = None,
+    *,
+    python: str | None = None,
+    shim_dir: str | None = None,
+) -> Path:
     """Compile the native fast-path client into bin_dir/vpcnet-cni (static if the C library allows).
-    It hands VERSION and every error to the Python shim, which install_native also prepares."""
+    It hands VERSION and every error to the Python shim, which install_native also prepares. The image
+    build passes `python` and `shim_dir` as they will be on the node, where it places the shim itself."""
     cc = compiler or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise NativeBuildError("no C compiler (cc) found; install gcc or use the Python launcher")
-    py_compile.compile(shim.__file__, doraise=True)
-    shim_dir = os.path.dirname(os.path.abspath(shim.__file__))
+    if shim_dir is None:
+        py_compile.compile(shim.__file__, doraise=True)
+        shim_dir = os.path.dirname(os.path.abspath(shim.__file__))
     bin_dir.mkdir(parents=True, exist_ok=True)
     target = bin_dir / PLUGIN_TYPE
     temp = bin_dir / f".{PLUGIN_TYPE}.{os.getpid()}.tmp"
     defines = [
-        _c_string("VPCNET_PYTHON", interpreter()),
+        _c_string("VPCNET_PYTHON", python or interpreter()),
         _c_string("VPCNET_SHIM_DIR", shim_dir),
         _c_string("VPCNET_SOCKET", socket_path),
     ]
@@ -178,13 +187,15 @@ def install(
     veth_prefix: str = "eni",
     portmap: bool = True,
     native: bool = False,
+    binary: bool = True,
 ) -> Path:
     """Install the plugin (the Python launcher, or with native=True the compiled fast path), wait until the
-    agent is ready, then write the conflist; returns its path. Bad input raises InstallError first."""
+    agent is ready, then write the conflist; returns its path. Bad input raises InstallError first.
+    binary=False writes only the conflist: the image's init container has placed the plugin already."""
     check_input(bin_dir, conf_dir, socket_path, mtu=mtu, veth_prefix=veth_prefix)
-    if native:
+    if binary and native:
         install_native(bin_dir, socket_path)
-    else:
+    elif binary:
         install_binary(bin_dir, socket_path)
     deadline = time.monotonic() + timeout
     while True:
