@@ -211,11 +211,13 @@ def running_lab(
     agents: bool = False,
     agent_env: dict[str, str] | None = None,
     prefix: str | None = None,
+    ip_family: str = "ipv4",
 ) -> Iterator[LabHandle]:
-    """A lab for the block; agent_env is extra environment for every node agent (e.g. VPCNET_MODE=calico)."""
+    """A lab for the block; agent_env is extra environment for every node agent (e.g. VPCNET_MODE=calico);
+    ip_family as `lab up --ip-family` (the agents' IPv6 settings are the caller's to pass)."""
     layout = LabLayout(prefix or random_prefix())
     try:
-        topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type)
+        topo = build_topology(nodes=nodes, azs=azs, instance_type=instance_type, ip_family=ip_family)
         result = labctl.up(topo, layout, agents=agents, agent_settings=agent_env)
         yield LabHandle(layout, result.info)
     finally:
