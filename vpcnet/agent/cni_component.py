@@ -7,6 +7,7 @@ from vpcnet.agent.context import AgentContext
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane.hostnet import HostNetConfig
+from vpcnet.ipam.ipv6 import EGRESS_V4_CIDR
 
 PRIMARY_INTERFACE = "eth0"
 
@@ -23,6 +24,7 @@ def make_component(ctx: AgentContext) -> CniService:
             external_snat=cfg.external_snat,
             primary_interface=PRIMARY_INTERFACE,
             veth_prefix=cfg.veth_prefix,
+            ipv6_egress_v4=EGRESS_V4_CIDR if cfg.enable_ipv6 else None,
         )
 
     service = CniService(

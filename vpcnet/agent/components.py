@@ -29,7 +29,7 @@ COMPONENTS: tuple[Entry, ...] = (
     Entry("ipam", "vpcnet.agent.vpc_ipam:make_component", (Mode.VPC,)),
     Entry("ipam", "vpcnet.agent.pool_ipam:make_component", (Mode.CALICO,)),
     # policy before cni: it closes a bare node's pod veths before the first pod can be wired (fail closed).
-    Entry("policy", "vpcnet.agent.policy:make_component"),
+    Entry("policy", "vpcnet.agent.policy_family:make_component"),
     # after policy: it reads the policy calculation (ctx.policy) to name pods and deciding rules.
     Entry("flows", "vpcnet.agent.flow_logs:make_component"),
     Entry("cni", "vpcnet.agent.cni_component:make_component"),

@@ -437,11 +437,6 @@ def _family_settings(e: _Env, cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 "ENABLE_IPv6=true needs ENABLE_PREFIX_DELEGATION=true (pods get a /80's addresses)"
             )
-        # Honest about the gap: the EC2 side and the lab's fabric speak IPv6, the pod wiring does not yet.
-        raise ConfigError(
-            "ENABLE_IPv6=true: this agent does not wire IPv6 pods yet (issue 15); the lab's VPC can be dual "
-            "stack for IPv4 pods (`vpcnet lab up --ip-family dual`)"
-        )
     return {"enable_ipv4": v4, "enable_ipv6": v6}
 
 

@@ -18,6 +18,7 @@ from vpcnet.agent.config import AgentConfig, ConfigError
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
 from vpcnet.agent.ipam_metrics import ApiMetrics, PoolCollector
+from vpcnet.agent.vpc_ipam6 import Ipv6IpamComponent
 from vpcnet.cloud.boto_ec2 import Boto3Ec2
 from vpcnet.cloud.ec2 import Ec2Api, Ec2Error, InstanceTypeInfo
 from vpcnet.cloud.imds import Imds
@@ -31,7 +32,9 @@ from vpcnet.ipam.warm import WarmTargets
 log = logging.getLogger("vpcnet.agent.ipam")
 
 
-def make_component(ctx: AgentContext) -> VpcIpamComponent:
+def make_component(ctx: AgentContext) -> VpcIpamComponent | Ipv6IpamComponent:
+    if ctx.config.enable_ipv6:  # the VPC CNI's IPv6 mode: one /80, no warm pool
+        return Ipv6IpamComponent(ctx)
     return VpcIpamComponent(ctx)
 
 

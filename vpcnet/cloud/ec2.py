@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Protocol
 
 # Tags the VPC CNI puts on the ENIs it creates; vpcnet uses the same so that the two recognise each other's.
@@ -73,6 +73,8 @@ class NetworkInterface:
     primary_ip: IPv4Address
     secondary_ips: tuple[IPv4Address, ...] = ()
     prefixes: tuple[IPv4Network, ...] = ()
+    ipv6_addresses: tuple[IPv6Address, ...] = ()
+    ipv6_prefixes: tuple[IPv6Network, ...] = ()  # /80 prefixes (the VPC CNI's IPv6 mode)
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
     attachment: Attachment | None = None
@@ -137,6 +139,16 @@ class Ec2Api(Protocol):
 
     async def unassign_private_ips(
         self, eni_id: str, *, addresses: Sequence[IPv4Address] = (), prefixes: Sequence[IPv4Network] = ()
+    ) -> None: ...
+
+    async def assign_ipv6(
+        self, eni_id: str, *, count: int = 0, prefix_count: int = 0
+    ) -> tuple[list[IPv6Address], list[IPv6Network]]:
+        """AssignIpv6Addresses: count addresses or prefix_count /80 prefixes; returns what EC2 assigned."""
+        ...
+
+    async def unassign_ipv6(
+        self, eni_id: str, *, addresses: Sequence[IPv6Address] = (), prefixes: Sequence[IPv6Network] = ()
     ) -> None: ...
 
     async def create_tags(self, resource_ids: Sequence[str], tags: Mapping[str, str]) -> None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from vpcnet.cloud.ec2 import Attachment, Ec2Error, InstanceTypeInfo, NetworkInterface, Subnet
@@ -159,6 +159,30 @@ class Ec2QueryClient(ABC):
             params["Ipv4Prefixes"] = [str(p) for p in prefixes]
         await self._call("UnassignPrivateIpAddresses", **params)
 
+    async def assign_ipv6(
+        self, eni_id: str, *, count: int = 0, prefix_count: int = 0
+    ) -> tuple[list[IPv6Address], list[IPv6Network]]:
+        params: dict[str, Any] = {"NetworkInterfaceId": eni_id}
+        if count:
+            params["Ipv6AddressCount"] = count
+        if prefix_count:
+            params["Ipv6PrefixCount"] = prefix_count
+        out = await self._call("AssignIpv6Addresses", **params)
+        # boto3's shapes: lists of strings (unlike AssignPrivateIpAddresses' list of structures)
+        addrs = [IPv6Address(a) for a in out.get("AssignedIpv6Addresses", [])]
+        prefixes = [IPv6Network(p) for p in out.get("AssignedIpv6Prefixes", [])]
+        return addrs, prefixes
+
+    async def unassign_ipv6(
+        self, eni_id: str, *, addresses: Sequence[IPv6Address] = (), prefixes: Sequence[IPv6Network] = ()
+    ) -> None:
+        params: dict[str, Any] = {"NetworkInterfaceId": eni_id}
+        if addresses:
+            params["Ipv6Addresses"] = [str(a) for a in addresses]
+        if prefixes:
+            params["Ipv6Prefixes"] = [str(p) for p in prefixes]
+        await self._call("UnassignIpv6Addresses", **params)
+
     async def create_tags(self, resource_ids: Sequence[str], tags: Mapping[str, str]) -> None:
         await self._call(
             "CreateTags",
@@ -175,6 +199,8 @@ def _eni(row: Mapping[str, Any]) -> NetworkInterface:
         if not a.get("Primary") and IPv4Address(a["PrivateIpAddress"]) != primary
     )
     prefixes = tuple(IPv4Network(p["Ipv4Prefix"]) for p in row.get("Ipv4Prefixes", []))
+    ipv6 = tuple(IPv6Address(a["Ipv6Address"]) for a in row.get("Ipv6Addresses", []))
+    ipv6_prefixes = tuple(IPv6Network(p["Ipv6Prefix"]) for p in row.get("Ipv6Prefixes", []))
     att = row.get("Attachment")
     attachment = None
     if att and att.get("InstanceId"):
@@ -196,6 +222,8 @@ def _eni(row: Mapping[str, Any]) -> NetworkInterface:
         primary_ip=primary,
         secondary_ips=secondary,
         prefixes=prefixes,
+        ipv6_addresses=ipv6,
+        ipv6_prefixes=ipv6_prefixes,
         description=row.get("Description", ""),
         tags=tags,
         attachment=attachment,

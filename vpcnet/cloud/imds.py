@@ -11,7 +11,7 @@ import asyncio
 import random
 import urllib.error
 import urllib.request
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 
 from vpcnet.cloud.node import NodeInfo
 
@@ -73,6 +73,14 @@ class Imds:
                     raise ImdsError(f"IMDS at {self.endpoint} did not answer {path}: {exc}") from exc
                 await asyncio.sleep(self._rng.uniform(0, min(5.0, 0.1 * 2**attempt)))
         raise AssertionError("unreachable")
+
+    async def ipv6_prefixes(self, mac: str) -> list[IPv6Network]:
+        """The /80 (or other) IPv6 prefixes of the interface with this MAC; none when IMDS has no such key."""
+        try:
+            text = await self.get(f"network/interfaces/macs/{mac}/ipv6-prefix")
+        except ImdsNotFound:
+            return []
+        return [IPv6Network(p) for p in text.split()]
 
     async def node_info(self) -> NodeInfo:
         instance_id = (await self.get("instance-id")).strip()

@@ -148,6 +148,7 @@ class CniHandler:
             address=assignment.address,
             route_table=assignment.route_table,
             mtu=conf.mtu or self.settings.mtu,
+            egress_v4=assignment.egress_v4,
         )
         try:
             wired = await self.podnet.wire(spec)
@@ -227,6 +228,7 @@ class CniHandler:
             address=assignment.address,
             route_table=assignment.route_table,
             mtu=request.conf.mtu or self.settings.mtu,
+            egress_v4=assignment.egress_v4,
         )
         problems = await self.podnet.check(spec)
         if problems:

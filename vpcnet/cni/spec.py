@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 from vpcnet.cni.shim import (
@@ -55,6 +55,7 @@ ERR_CHECK_FAILED = 101  # CHECK found the pod's wiring different from what ADD m
 ERR_WIRING_FAILED = 102  # the kernel refused part of ADD (everything was rolled back)
 
 GATEWAY = IPv4Address("169.254.1.1")
+GATEWAY6 = IPv6Address("fe80::1")  # an IPv6 pod's (the VPC CNI's IPv6 mode)
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC")
 
 
@@ -146,16 +147,18 @@ def parse_config(data: bytes, command: str) -> NetConf:
     )
 
 
-def prev_result_addresses(prev: dict[str, Any] | None) -> list[IPv4Address]:
-    """IPv4 addresses in a prevResult (what DEL falls back on when the agent no longer knows the key)."""
-    out: list[IPv4Address] = []
+def prev_result_addresses(prev: dict[str, Any] | None) -> list[IPv4Address | IPv6Address]:
+    """Addresses in a prevResult (what DEL falls back on when the agent no longer knows the key)."""
+    out: list[IPv4Address | IPv6Address] = []
     for ip in (prev or {}).get("ips", []):
         addr = ip.get("address") if isinstance(ip, dict) else None
         if isinstance(addr, str):
             try:
-                out.append(IPv4Address(addr.partition("/")[0]))
+                parsed = ip_address(addr.partition("/")[0])
             except ValueError:
                 continue
+            if not parsed.is_link_local:  # a pod's own addresses only, never its gateway's
+                out.append(parsed)
     return out
 
 
@@ -185,10 +188,12 @@ class Interface:
 def add_result(
     version: str,
     interfaces: list[Interface],
-    address: IPv4Address,
+    address: IPv4Address | IPv6Address,
     prev: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ADD result: the host veth, the pod's interface (sandbox = netns) and its /32 via 169.254.1.1.
+    """The ADD result: the host veth, the pod's interface (sandbox = netns) and its /32 via 169.254.1.1
+    (an IPv6 pod: its /128 via fe80::1; its node-local IPv4 is not reported, as the VPC CNI's egress
+    plugin does not: the pod's IP is the IPv6 one).
 
     If a previous plugin produced a result, ours is appended to it (its interface indices kept)."""
     prev = prev or {}
@@ -202,11 +207,12 @@ def add_result(
             entry["sandbox"] = iface.sandbox
         ifaces.append(entry)
     sandbox_index = base + next((i for i, x in enumerate(interfaces) if x.sandbox), len(interfaces) - 1)
-    ip: dict[str, Any] = {"address": f"{address}/32", "gateway": str(GATEWAY), "interface": sandbox_index}
+    gateway, plen = (GATEWAY, 32) if address.version == 4 else (GATEWAY6, 128)
+    ip: dict[str, Any] = {"address": f"{address}/{plen}", "gateway": str(gateway), "interface": sandbox_index}
     if version == "0.4.0":
-        ip = {"version": "4", **ip}
+        ip = {"version": str(address.version), **ip}
     ips.append(ip)
-    routes.append({"dst": "0.0.0.0/0", "gw": str(GATEWAY)})
+    routes.append({"dst": "0.0.0.0/0" if address.version == 4 else "::/0", "gw": str(gateway)})
     result: dict[str, Any] = {"cniVersion": version, "interfaces": ifaces, "ips": ips, "routes": routes}
     result["dns"] = prev.get("dns", {}) if isinstance(prev.get("dns", {}), dict) else {}
     return result

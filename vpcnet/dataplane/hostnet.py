@@ -10,6 +10,9 @@ mangle: PREROUTING -> AWS-NODEPORT-CHAIN-0: connections entering on the primary 
         address get connmark 0x80; packets from pods restore it (replies route by the fwmark rule).
 rule:   fwmark 0x80/0x80 lookup main, priority 1024.
 With external SNAT, the SNAT and outbound-connmark chains are empty (the VPC CNI removes those rules).
+IPv6 pods (ipv6_egress_v4 set): the VPC CNI puts no IPv4 SNAT or connmark rules (all pods are on the primary
+ENI, IPv6 needs no NAT); its egress-v4 plugin SNATs each pod's node-local IPv4 to the node's primary IPv4.
+Here that is one rule in the SNAT chain for the whole node-local range, and the node forwards IPv6.
 
 Rendering is pure (golden-tested text). Applying touches only our chains: each is declared (which empties
 it) and refilled in one `iptables-restore --noflush`; the jumps from the built-in chains are added only
@@ -46,6 +49,8 @@ class HostNetConfig:
     primary_interface: str = "eth0"
     veth_prefix: str = "eni"
     node_port_support: bool = True
+    # IPv6 pods: their node-local IPv4 range (169.254.172.0/22), SNATed to primary_ip; None for IPv4 pods.
+    ipv6_egress_v4: IPv4Network | None = None
 
 
 def jump_rules(cfg: HostNetConfig) -> dict[str, list[str]]:
@@ -66,7 +71,13 @@ def chain_rules(cfg: HostNetConfig) -> dict[str, dict[str, list[str]]]:
     """Our chains and their rules, per table."""
     snat: list[str] = []
     connmark: list[str] = []
-    if not cfg.external_snat:
+    if cfg.ipv6_egress_v4 is not None:
+        snat.append(
+            f"-A {SNAT_CHAIN} -s {cfg.ipv6_egress_v4} "
+            '-m comment --comment "vpcnet, IPv4 egress of IPv6 pods" '
+            f"-j SNAT --to-source {cfg.primary_ip} --random-fully"
+        )
+    elif not cfg.external_snat:
         for cidr in cfg.vpc_cidrs:
             snat.append(f'-A {SNAT_CHAIN} -d {cidr} -m comment --comment "AWS SNAT CHAIN" -j RETURN')
         for cidr in cfg.excluded_snat_cidrs:
@@ -174,11 +185,19 @@ async def read_tables(netns: str | None) -> dict[str, set[str]]:
 
 
 def node_sysctls(cfg: HostNetConfig) -> list[tuple[str, str]]:
-    return [
+    out = [
         (f"net/ipv4/conf/{cfg.primary_interface}/rp_filter", "2"),  # loose: NodePort replies, secondary ENIs
         ("net/ipv4/ip_forward", "1"),
         ("net/ipv4/tcp_early_demux", "1"),
     ]
+    if cfg.ipv6_egress_v4 is not None:  # the VPC CNI's init container in IPv6 mode
+        out += [
+            ("net/ipv6/conf/all/disable_ipv6", "0"),
+            ("net/ipv6/conf/all/forwarding", "1"),
+            # forwarding on would make the primary ENI ignore router advertisements: 2 keeps them
+            (f"net/ipv6/conf/{cfg.primary_interface}/accept_ra", "2"),
+        ]
+    return out
 
 
 async def apply_host_network(cfg: HostNetConfig, netns: str | None = None) -> None:

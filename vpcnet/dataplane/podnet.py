@@ -6,6 +6,12 @@ prefix + sha1("<namespace>.<pod>")[:11] (names.host_veth_name; created with its 
 namespace: one netlink call, no move), a /32 route to the pod through it, `to <ip> lookup main` at priority
 512 and, for an address of a secondary ENI, `from <ip> lookup <ENI table>` at 1536.
 
+An IPv6 pod (the VPC CNI's IPv6 mode) is the same with the other family: <ip>/128 (no DAD: the allocator
+made it unique), the default route via fe80::1 with a permanent neighbour entry for it, IPv6 enabled in the
+pod, and the host's /128 route and to-rule; the host also pins the pod's address to the pod's MAC (no
+neighbour discovery on a veth whose link-local address may still be tentative). Its node-local IPv4
+(egress, 169.254.172.0/22) is wired as an IPv4 pod's address is, without rules: the node SNATs it.
+
 The node's netlink sockets stay open for the agent's life: a batched rtnetlink socket for ADD and DEL
 (rtnl.py: three sends per ADD) and a pyroute2 AsyncIPRoute for the rest (CHECK). A pod's namespace is new
 each time, so its socket is opened per ADD, through setns (see nsenter.py), not pyroute2's forked helper.
@@ -32,7 +38,9 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from vpcnet.dataplane import nsenter, rtnl
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.names import host_veth_name
+from vpcnet.ipam.types import PodAddress
 
 log = logging.getLogger("vpcnet.dataplane.podnet")
 
@@ -40,6 +48,7 @@ MAIN_TABLE = 254
 TO_POD_PRIORITY = 512
 FROM_POD_PRIORITY = 1536
 GATEWAY = "169.254.1.1"
+GATEWAY6 = "fe80::1"  # the VPC CNI's IPv6 gateway for eth0 (fe80::(i+1))
 NUD_PERMANENT = 0x80
 IFF_UP = 1
 # Set on the host veth before traffic flows, as the VPC CNI does.
@@ -74,9 +83,14 @@ class PodSpec:
     netns: str  # path of the pod's network namespace
     ifname: str  # the pod-side interface (CNI_IFNAME)
     host_veth: str
-    address: IPv4Address
+    address: PodAddress
     route_table: int  # 254 on the primary ENI; the ENI's table otherwise
     mtu: int
+    egress_v4: IPv4Address | None = None  # an IPv6 pod's node-local IPv4 (see ipam.types.Assignment)
+
+    @property
+    def family(self) -> IpFamily:
+        return IpFamily(self.address.version)
 
 
 @dataclass(frozen=True)
@@ -193,16 +207,18 @@ class PodNetwork:
             )
 
     def _host_side_messages(self, spec: PodSpec, host_index: int) -> list[rtnl.Message]:
-        ip = str(spec.address)
+        ip, family = str(spec.address), spec.family
         messages = [
-            rtnl.replace_route(ip, 32, host_index),
-            rtnl.add_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip),
+            rtnl.replace_route(ip, family.host_prefixlen, host_index, family=family),
+            rtnl.add_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip, family=family),
             # A from-rule left by an earlier holder of this address (a DEL that never came) may point at
             # another ENI's table; the first of two rules at one priority would win.
-            rtnl.delete_rule(FROM_POD_PRIORITY, 0, src=ip),
+            rtnl.delete_rule(FROM_POD_PRIORITY, 0, src=ip, family=family),
         ]
         if spec.route_table != MAIN_TABLE:
-            messages.append(rtnl.add_rule(FROM_POD_PRIORITY, spec.route_table, src=ip))
+            messages.append(rtnl.add_rule(FROM_POD_PRIORITY, spec.route_table, src=ip, family=family))
+        if spec.egress_v4 is not None:
+            messages.append(rtnl.replace_route(str(spec.egress_v4), 32, host_index))
         return messages
 
     def check_netns(self, netns: str) -> None:
@@ -233,7 +249,12 @@ class PodNetwork:
                 created = self._create_veth(spec, host_mac, pod_mac)
             self._host_sysctls(spec.host_veth)
             self._wire_pod_side(spec, created.peer_index, host_mac)
-            self.netlink.run(self._host_side_messages(spec, created.index))
+            host_side = self._host_side_messages(spec, created.index)
+            if spec.family is IpFamily.V6:
+                host_side.append(
+                    rtnl.permanent_neighbour(created.index, str(spec.address), pod_mac, family=IpFamily.V6)
+                )
+            self.netlink.run(host_side)
         except BaseException as exc:
             if created is not None:
                 try:
@@ -249,6 +270,10 @@ class PodNetwork:
         )
 
     def _wire_pod_side(self, spec: PodSpec, index: int, host_mac: str) -> None:
+        if spec.family is IpFamily.V6:  # as the VPC CNI: IPv6 on in the pod, whatever the runtime's default
+            nsenter.write_sysctls(
+                [(f"net/ipv6/conf/{name}/disable_ipv6", "0") for name in (spec.ifname, "lo")], spec.netns
+            )
         pod = rtnl.Rtnl(nsenter.netlink_socket(spec.netns))
         try:
             if not index:
@@ -256,29 +281,29 @@ class PodNetwork:
                 if link is None:
                     raise WiringError(f"{spec.ifname} is missing in {spec.netns}")
                 index = link.index
-            pod.run(
-                [
-                    rtnl.set_up(index),
-                    rtnl.add_address(index, spec.address),
-                    rtnl.replace_route(GATEWAY, 32, index),
-                    rtnl.replace_route(None, 0, index, gateway=GATEWAY),
-                    rtnl.permanent_neighbour(index, GATEWAY, host_mac),
-                ]
-            )
+            messages = [rtnl.set_up(index)]
+            if spec.family is IpFamily.V6:
+                messages += _pod_side_messages(index, spec.address, GATEWAY6, host_mac, IpFamily.V6)
+            if spec.family is IpFamily.V4 or spec.egress_v4 is not None:
+                v4 = spec.egress_v4 if spec.egress_v4 is not None else spec.address
+                messages += _pod_side_messages(index, v4, GATEWAY, host_mac, IpFamily.V4)
+            pod.run(messages)
         finally:
             pod.close()
 
-    def _unwire_host(self, address: IPv4Address, host_index: int | None) -> bool:
-        """Delete the pod's rules, and its /32 only through host_index (a new pod may own the address by
-        now). True if such a route was there: the veth at host_index carried this address."""
-        ip = str(address)
+    def _unwire_host(self, address: PodAddress, host_index: int | None) -> bool:
+        """Delete the pod's rules, and its /32 (/128) only through host_index (a new pod may own the address
+        by now). True if such a route was there: the veth at host_index carried this address."""
+        ip, family = str(address), IpFamily(address.version)
         messages = [
-            rtnl.delete_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip),
+            rtnl.delete_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip, family=family),
             # Whatever table it points at (table 0 matches any).
-            rtnl.delete_rule(FROM_POD_PRIORITY, 0, src=ip),
+            rtnl.delete_rule(FROM_POD_PRIORITY, 0, src=ip, family=family),
         ]
         if host_index is not None:
-            messages.append(rtnl.delete_route(ip, 32, host_index, missing_ok=False))
+            messages.append(
+                rtnl.delete_route(ip, family.host_prefixlen, host_index, missing_ok=False, family=family)
+            )
         errors, _ = self.netlink.batch(messages)
         routed = host_index is not None
         for error in errors:
@@ -288,7 +313,7 @@ class PodNetwork:
             raise error
         return routed
 
-    async def unwire(self, address: IPv4Address, host_veth: str | None) -> None:
+    async def unwire(self, address: PodAddress, host_veth: str | None) -> None:
         """Remove the host side of a pod by its address (and veth name, when known): rules and route now,
         the veth by the reaper. Idempotent: what is already gone is skipped. When the veth is gone (its
         namespace was removed) the kernel took the route with it. A veth of that name that does not carry
@@ -301,19 +326,20 @@ class PodNetwork:
     async def check(self, spec: PodSpec) -> list[str]:
         """What differs from the wiring ADD makes (empty: all present)."""
         problems: list[str] = []
-        ip = str(spec.address)
+        ip, family = str(spec.address), spec.family
+        plen, gateway = family.host_prefixlen, GATEWAY if family is IpFamily.V4 else GATEWAY6
         try:
             links = await self.node.link("get", ifname=spec.host_veth)
             host_index = int(links[0]["index"])
         except NetlinkError:
             return [f"host veth {spec.host_veth} is missing"]
-        routes = [r async for r in await self.node.route("dump", table=MAIN_TABLE)]
+        routes = [r async for r in await self.node.route("dump", table=MAIN_TABLE, family=family.af)]
         if not any(
-            r.get_attr("RTA_DST") == ip and r["dst_len"] == 32 and r.get_attr("RTA_OIF") == host_index
+            r.get_attr("RTA_DST") == ip and r["dst_len"] == plen and r.get_attr("RTA_OIF") == host_index
             for r in routes
         ):
-            problems.append(f"host route {ip}/32 dev {spec.host_veth} is missing")
-        rules = [r async for r in await self.node.rule("dump")]
+            problems.append(f"host route {ip}/{plen} dev {spec.host_veth} is missing")
+        rules = [r async for r in await self.node.rule("dump", family=family.af)]
         if not _has_rule(rules, "FRA_DST", ip, MAIN_TABLE, TO_POD_PRIORITY):
             problems.append(f"rule to {ip} lookup main prio {TO_POD_PRIORITY} is missing")
         if spec.route_table != MAIN_TABLE and not _has_rule(
@@ -325,14 +351,26 @@ class PodNetwork:
         pod = AsyncIPRoute(use_socket=nsenter.netlink_socket(spec.netns))
         try:
             addrs = [a async for a in await pod.addr("dump")]
-            if not any(a.get_attr("IFA_ADDRESS") == ip and a["prefixlen"] == 32 for a in addrs):
-                problems.append(f"{spec.ifname} in the pod lacks {ip}/32")
-            pod_routes = [r async for r in await pod.route("dump", table=MAIN_TABLE)]
-            if not any(r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == GATEWAY for r in pod_routes):
-                problems.append(f"the pod's default route via {GATEWAY} is missing")
+            if not any(a.get_attr("IFA_ADDRESS") == ip and a["prefixlen"] == plen for a in addrs):
+                problems.append(f"{spec.ifname} in the pod lacks {ip}/{plen}")
+            pod_routes = [r async for r in await pod.route("dump", table=MAIN_TABLE, family=family.af)]
+            if not any(r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == gateway for r in pod_routes):
+                problems.append(f"the pod's default route via {gateway} is missing")
         finally:
             pod.close()
         return problems
+
+
+def _pod_side_messages(
+    index: int, address: PodAddress, gateway: str, host_mac: str, family: IpFamily
+) -> list[rtnl.Message]:
+    """The pod's address, a host route to the gateway, the default route via it, the gateway's MAC pinned."""
+    return [
+        rtnl.add_address(index, address, family=family, nodad=family is IpFamily.V6),
+        rtnl.replace_route(gateway, family.host_prefixlen, index, family=family),
+        rtnl.replace_route(None, 0, index, gateway=gateway, family=family),
+        rtnl.permanent_neighbour(index, gateway, host_mac, family=family),
+    ]
 
 
 def _has_rule(rules: list[Any], attr: str, ip: str, table: int, priority: int) -> bool:

@@ -37,7 +37,8 @@ F_REPLACE, F_EXCL, F_CREATE = 0x100, 0x200, 0x400
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 5, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
+IFA_F_NODAD = 0x02
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 NDA_DST, NDA_LLADDR = 1, 2
 FRA_DST, FRA_SRC, FRA_PRIORITY, FRA_TABLE = 1, 2, 6, 15
@@ -142,13 +143,24 @@ def get_link(name: str) -> Message:
     return Message(RTM_GETLINK, 0, _ifinfo() + _attr(IFLA_IFNAME, _name(name)), f"find link {name}")
 
 
-def add_address(index: int, address: Address, prefixlen: int | None = None, family: IpFamily = V4) -> Message:
-    """The address on the interface; prefixlen defaults to one host (/32, /128)."""
+def add_address(
+    index: int,
+    address: Address,
+    prefixlen: int | None = None,
+    family: IpFamily = V4,
+    *,
+    nodad: bool = False,
+) -> Message:
+    """The address on the interface; prefixlen defaults to one host (/32, /128). nodad: usable at once
+    (IPv6: no duplicate address detection, for an address the allocator made unique)."""
     if prefixlen is None:
         prefixlen = family.host_prefixlen
     packed = _ip(address, family)
-    body = struct.pack("BBBBI", family.af, prefixlen, 0, RT_SCOPE_UNIVERSE, index)
+    flags = IFA_F_NODAD if nodad else 0
+    body = struct.pack("BBBBI", family.af, prefixlen, flags, RT_SCOPE_UNIVERSE, index)
     body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
+    if flags:
+        body += _attr(IFA_FLAGS, _u32(flags))
     return Message(RTM_NEWADDR, F_CREATE | F_REPLACE, body, f"add {address}/{prefixlen}")
 
 

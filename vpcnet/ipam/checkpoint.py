@@ -12,11 +12,11 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Any, Protocol
 
-from vpcnet.ipam.types import IpamKey
+from vpcnet.ipam.types import IpamKey, PodAddress
 
 VERSION = "vpcnet-ipam/1"
 
@@ -28,11 +28,12 @@ class CheckpointError(Exception):
 @dataclass(frozen=True)
 class Allocation:
     key: IpamKey
-    address: IPv4Address
+    address: PodAddress  # written under "ipv4" or "ipv6", as the VPC CNI's checkpoint does
     eni_id: str
     pod_namespace: str
     pod_name: str
     assigned_at: float  # unix seconds
+    egress_v4: IPv4Address | None = None  # an IPv6 pod's node-local IPv4 (see types.Assignment)
 
 
 @dataclass
@@ -45,18 +46,7 @@ class CheckpointData:
         return {
             "version": VERSION,
             "instanceId": self.instance_id,
-            "allocations": [
-                {
-                    "networkName": a.key.network,
-                    "containerID": a.key.container_id,
-                    "ifName": a.key.ifname,
-                    "ipv4": str(a.address),
-                    "eniID": a.eni_id,
-                    "allocationTimestamp": int(a.assigned_at * 1e9),
-                    "metadata": {"k8sPodNamespace": a.pod_namespace, "k8sPodName": a.pod_name},
-                }
-                for a in self.allocations
-            ],
+            "allocations": [_allocation_json(a) for a in self.allocations],
             "cooldown": [{"ipv4": str(a), "releasedAt": t} for a, t in sorted(self.cooldown.items())],
         }
 
@@ -73,11 +63,12 @@ class CheckpointData:
                 out.allocations.append(
                     Allocation(
                         key=IpamKey(str(a["networkName"]), str(a["containerID"]), str(a["ifName"])),
-                        address=IPv4Address(a["ipv4"]),
+                        address=ip_address(a["ipv4"] if "ipv4" in a else a["ipv6"]),
                         eni_id=str(a.get("eniID", "")),
                         pod_namespace=str(meta.get("k8sPodNamespace", "")),
                         pod_name=str(meta.get("k8sPodName", "")),
                         assigned_at=int(a.get("allocationTimestamp", 0)) / 1e9,
+                        egress_v4=IPv4Address(a["egressIPv4"]) if a.get("egressIPv4") else None,
                     )
                 )
             for c in raw.get("cooldown", []):
@@ -85,6 +76,21 @@ class CheckpointData:
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{where}: entry {i}: {exc!r}") from exc
         return out
+
+
+def _allocation_json(a: Allocation) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "networkName": a.key.network,
+        "containerID": a.key.container_id,
+        "ifName": a.key.ifname,
+        f"ipv{a.address.version}": str(a.address),
+        "eniID": a.eni_id,
+        "allocationTimestamp": int(a.assigned_at * 1e9),
+        "metadata": {"k8sPodNamespace": a.pod_namespace, "k8sPodName": a.pod_name},
+    }
+    if a.egress_v4 is not None:
+        out["egressIPv4"] = str(a.egress_v4)
+    return out
 
 
 class Checkpoint(Protocol):

@@ -51,6 +51,7 @@ from vpcnet.ipam.types import (
     AddressManagerNotReady,
     Assignment,
     IpamKey,
+    PodAddress,
 )
 
 log = logging.getLogger(__name__)
@@ -333,11 +334,11 @@ class PoolAllocator:
         record = await self.ipam.lookup(handle_id(key))
         return self._assignment(record) if record else None
 
-    async def holds(self, address: IPv4Address) -> bool:
+    async def holds(self, address: PodAddress) -> bool:
         """Whether the block holding address allocates it (to any node: borrowed addresses count)."""
         listed, _ = await self.ipam.store.list(BLOCK_KIND)
         for stored in listed:
             block = parse_block(stored)
-            if address in block.cidr:
+            if isinstance(address, IPv4Address) and address in block.cidr:
                 return block.ordinal(address) in block.allocations
         return False

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Protocol
 
 MAIN_ROUTE_TABLE = 254
+
+# A pod's address: IPv4 (the default), or IPv6 in the VPC CNI's IPv6 mode (ENABLE_IPv6).
+PodAddress = IPv4Address | IPv6Address
 
 
 @dataclass(frozen=True, order=True)
@@ -20,15 +23,18 @@ class IpamKey:
 
 @dataclass(frozen=True)
 class Assignment:
-    address: IPv4Address
+    address: PodAddress
     # 0 for the primary ENI; the ENI's device index otherwise (-1 where ENIs do not apply: Calico pools).
     device_number: int
     # Route table for egress from this address: 254 (main) on the primary ENI, device index + 1 otherwise.
     route_table: int
     eni_id: str  # empty in Calico mode
-    subnet: IPv4Network  # the subnet (or block) the address came from
+    subnet: IPv4Network | IPv6Network  # the subnet (or block, or /80 prefix) the address came from
     pod_namespace: str
     pod_name: str
+    # An IPv6 pod's node-local IPv4 (169.254.172.0/22), SNATed to the node's IPv4 on the way out, as the
+    # VPC CNI's egress-v4 plugin gives it; None for IPv4 pods.
+    egress_v4: IPv4Address | None = None
 
 
 class AddressExhausted(Exception):
@@ -50,7 +56,7 @@ class Allocator(Protocol):
 
     async def lookup(self, key: IpamKey) -> Assignment | None: ...
 
-    async def holds(self, address: IPv4Address) -> bool:
+    async def holds(self, address: PodAddress) -> bool:
         """Whether some key holds address (the CNI's DEL for an unknown key leaves such an address's
         wiring alone, whatever prevResult says)."""
         ...

@@ -16,14 +16,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
 
 from vpcnet.cloud.ec2 import Ec2Api
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.ipam.checkpoint import Checkpoint
 from vpcnet.ipam.eni_pool import AddressPool, PoolStats
 from vpcnet.ipam.interfaces import EniNetworking, PodExistence
-from vpcnet.ipam.types import Assignment, IpamKey
+from vpcnet.ipam.types import Assignment, IpamKey, PodAddress
 from vpcnet.ipam.vpc_alloc import VpcAddressAllocator
 from vpcnet.ipam.vpc_pool import PoolController
 from vpcnet.ipam.vpc_reconcile import Reconciler
@@ -99,7 +98,7 @@ class VpcAllocator:
     async def lookup(self, key: IpamKey) -> Assignment | None:
         return await self.allocator.lookup(key)
 
-    async def holds(self, address: IPv4Address) -> bool:
+    async def holds(self, address: PodAddress) -> bool:
         return await self.allocator.holds(address)
 
     # ------------------------------------------------------------------ what the agent and tests read

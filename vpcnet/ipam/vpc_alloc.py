@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from ipaddress import IPv4Address
 
-from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Assignment, IpamKey
+from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Assignment, IpamKey, PodAddress
 from vpcnet.ipam.vpc_state import VpcPoolState
 
 
@@ -96,8 +96,8 @@ class VpcAddressAllocator:
         slot = self.state.pool.by_key.get(key)
         return None if slot is None else self.state.pool.assignment(slot)
 
-    async def holds(self, address: IPv4Address) -> bool:
-        slot = self.state.pool.slots.get(address)
+    async def holds(self, address: PodAddress) -> bool:
+        slot = self.state.pool.slots.get(address) if isinstance(address, IPv4Address) else None
         return slot is not None and slot.key is not None
 
     def hard_limit(self) -> str | None:

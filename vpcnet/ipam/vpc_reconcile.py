@@ -78,7 +78,7 @@ class Reconciler:
             return
         now, wall = st.now(), st.wall()
         for a in data.allocations:
-            slot = st.pool.slots.get(a.address)
+            slot = st.pool.slots.get(a.address) if isinstance(a.address, IPv4Address) else None
             if slot is None:
                 log.warning(
                     "checkpointed address is no longer on our ENIs; dropped", extra={"ip": str(a.address)}

@@ -227,13 +227,14 @@ class CniExecutor:
 
 
 def result_ip(result: Mapping[str, Any]) -> str | None:
-    """The pod's first IPv4 address in a CNI result (0.4.0 and 1.x shapes), without the prefix length."""
-    for entry in result.get("ips") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("address"), str):
-            address = str(entry["address"]).split("/")[0]
-            if ":" not in address:
-                return address
-    return None
+    """The pod's first IPv4 address in a CNI result (0.4.0 and 1.x shapes), without the prefix length; an
+    IPv6 pod's (no IPv4 in the result) first IPv6 address."""
+    addresses = [
+        str(entry["address"]).split("/")[0]
+        for entry in result.get("ips") or []
+        if isinstance(entry, dict) and isinstance(entry.get("address"), str)
+    ]
+    return next((a for a in addresses if ":" not in a), addresses[0] if addresses else None)
 
 
 def result_host_interface(result: Mapping[str, Any]) -> str | None:

@@ -283,7 +283,7 @@ class PodRuntime:
             record.eni = result_eni(result)
             self.save(record)
             if record.ip is None:
-                raise CniError(netlist.name, "ADD", 0, "the result carries no IPv4 address")
+                raise CniError(netlist.name, "ADD", 0, "the result carries no IP address")
             self.pod_server(node).serve(record.ref, record.netns_path, record.port_specs())
         except (CniError, ConfigError, PodServerError, OSError, subprocess.CalledProcessError) as exc:
             try:
@@ -580,7 +580,8 @@ class Kubelet:
         from vpcnet.lab.eniinfo import lookup_enis
 
         try:
-            owners = lookup_enis(self.layout, [r.ip for r in unknown if r.ip])
+            # IPv4 pods only: an IPv6 pod's address is in its node's /80 (the primary ENI's)
+            owners = lookup_enis(self.layout, [r.ip for r in unknown if r.ip and ":" not in r.ip])
         except Exception as exc:  # the ENI is a nicety for `get -o wide`; never fail a pod over it
             log.warning("ENI lookup failed: %s", exc)
             return

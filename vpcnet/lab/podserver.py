@@ -48,6 +48,35 @@ log = logging.getLogger("vpcnet.podserver")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
+def _listen(kind: int, port: int) -> list[socket.socket]:
+    """Sockets on 0.0.0.0:port and, where the pod has IPv6 (IPv6 pods), on [::]:port (IPv6 only, so the
+    IPv4 socket stays what it always was)."""
+    out: list[socket.socket] = []
+    try:
+        for family, address in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            sock = socket.socket(family, kind)
+            try:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if kind == socket.SOCK_STREAM:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, port))
+                if kind == socket.SOCK_STREAM:
+                    sock.listen(128)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                if family == socket.AF_INET:
+                    raise
+                continue  # IPv6 off in this pod: IPv4 only, as before
+            out.append(sock)
+    except BaseException:
+        for sock in out:
+            sock.close()
+        raise
+    return out
+
+
 @contextlib.contextmanager
 def in_netns(path: str | os.PathLike[str]) -> Iterator[None]:
     """Run the body with the calling thread inside the network namespace at `path` (nsenter.entered);
@@ -163,17 +192,9 @@ class PodServer:
             with in_netns(pod.netns):
                 for spec in sorted(pod.ports):
                     if spec.protocol == "TCP":
-                        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                        stream_socks.append(sock)
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                        sock.bind(("0.0.0.0", spec.port))
-                        sock.listen(128)
-                        sock.setblocking(False)
+                        stream_socks += _listen(socket.SOCK_STREAM, spec.port)
                     elif spec.protocol == "UDP":
-                        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                        dgram_socks.append(sock)
-                        sock.bind(("0.0.0.0", spec.port))
-                        sock.setblocking(False)
+                        dgram_socks += _listen(socket.SOCK_DGRAM, spec.port)
                 if sctp_ports:
                     pod.raw = sctp.raw_socket()
         except BaseException:

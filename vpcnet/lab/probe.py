@@ -166,7 +166,7 @@ class Prober:
     async def _tcp(self, source: ProbeEndpoint, target: ProbeEndpoint) -> bytes:
         loop = asyncio.get_running_loop()
         with in_netns(source.netns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock = socket.socket(_family(target.ip), socket.SOCK_STREAM)
         with sock:
             sock.setblocking(False)
             await loop.sock_connect(sock, (target.ip, self.port))
@@ -181,7 +181,7 @@ class Prober:
     async def _udp(self, source: ProbeEndpoint, target: ProbeEndpoint) -> bytes:
         loop = asyncio.get_running_loop()
         with in_netns(source.netns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock = socket.socket(_family(target.ip), socket.SOCK_DGRAM)
         with sock:
             sock.setblocking(False)
             await loop.sock_connect(sock, (target.ip, self.port))
@@ -214,6 +214,11 @@ class Prober:
             abort = sctp.abort_packet(local_port, self.port, ack.initiate_tag)
             listener.sock.sendto(abort.encode(), (target.ip, 0))
         return ack.cookie or b""
+
+
+def _family(ip: str) -> int:
+    """The socket family for the target's address (IPv6 pods: the VPC CNI's IPv6 mode)."""
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
 
 
 async def probe_matrix(

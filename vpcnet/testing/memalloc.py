@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from vpcnet.ipam.types import MAIN_ROUTE_TABLE, AddressExhausted, Assignment, IpamKey
+from vpcnet.ipam.types import MAIN_ROUTE_TABLE, AddressExhausted, Assignment, IpamKey, PodAddress
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class MemoryAllocator:
     async def lookup(self, key: IpamKey) -> Assignment | None:
         return self.assigned.get(key)
 
-    async def holds(self, address: IPv4Address) -> bool:
+    async def holds(self, address: PodAddress) -> bool:
         return any(a.address == address for a in self.assigned.values())
 
     def ready(self) -> bool:

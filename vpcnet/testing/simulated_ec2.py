@@ -43,6 +43,8 @@ DEFAULT_LATENCY = {
     "AttachNetworkInterface": 3.0,
     "AssignPrivateIpAddresses": 0.5,
     "UnassignPrivateIpAddresses": 0.4,
+    "AssignIpv6Addresses": 0.5,
+    "UnassignIpv6Addresses": 0.4,
     "DetachNetworkInterface": 1.0,
     "DeleteNetworkInterface": 0.4,
     "DescribeNetworkInterfaces": 0.2,
@@ -60,6 +62,7 @@ class SimulatedEc2(Ec2QueryClient):
         self,
         *,
         vpc_cidr: str = "10.0.0.0/16",
+        vpc_ipv6_cidr: str | None = None,
         latency: Mapping[str, float] | None = None,
         throttle_rate: float | None = None,
         throttle_burst: float = 10.0,
@@ -68,7 +71,7 @@ class SimulatedEc2(Ec2QueryClient):
         observer: CallObserver | None = None,
     ) -> None:
         self.cloud = Cloud()
-        self.vpc_id = self.cloud.create_vpc(vpc_cidr).id
+        self.vpc_id = self.cloud.create_vpc(vpc_cidr, ipv6_cidr=vpc_ipv6_cidr).id
         self._actions = LabEc2Actions(self.cloud)
         self.latency = dict(DEFAULT_LATENCY if latency is None else latency)
         self._server_bucket = TokenBucket(throttle_rate, throttle_burst) if throttle_rate else None
@@ -82,8 +85,8 @@ class SimulatedEc2(Ec2QueryClient):
 
     # --- set-up (the lab's side of the API, not EC2 calls) ---
 
-    def add_subnet(self, cidr: str, az: str | None = None) -> LabSubnet:
-        return self.cloud.create_subnet(self.vpc_id, cidr, az or f"{self.cloud.region}a")
+    def add_subnet(self, cidr: str, az: str | None = None, ipv6_cidr: str | None = None) -> LabSubnet:
+        return self.cloud.create_subnet(self.vpc_id, cidr, az or f"{self.cloud.region}a", ipv6_cidr=ipv6_cidr)
 
     def add_security_group(self, name: str) -> str:
         return self.cloud.create_security_group(self.vpc_id, name).id

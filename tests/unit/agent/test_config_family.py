@@ -24,13 +24,14 @@ def test_ipv4_by_default_and_shown_under_the_vpc_cni_names() -> None:
             {"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "VPCNET_MODE": "calico"},
             "VPC-mode",
         ),
-        (
-            {"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "ENABLE_PREFIX_DELEGATION": "true"},
-            "does not wire IPv6 pods yet",
-        ),
         ({"ENABLE_IPv6": "maybe"}, "ENABLE_IPv6"),
     ],
 )
 def test_bad_family_settings_are_named(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_config(env)
+
+
+def test_ipv6_mode_with_prefix_delegation_is_accepted() -> None:
+    cfg = load_config({"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "ENABLE_PREFIX_DELEGATION": "true"})
+    assert cfg.enable_ipv6 and not cfg.enable_ipv4 and cfg.enable_prefix_delegation

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
@@ -187,8 +187,25 @@ def test_add_result_0_4_has_ip_version_and_appends_to_prev() -> None:
 
 
 def test_prev_result_addresses() -> None:
-    prev = {"ips": [{"address": "10.0.0.9/32"}, {"address": "fe80::1/64"}, {"address": 5}]}
-    assert spec.prev_result_addresses(prev) == [IPv4Address("10.0.0.9")]
+    prev = {
+        "ips": [
+            {"address": "10.0.0.9/32"},
+            {"address": "fe80::1/64"},
+            {"address": 5},
+            {"address": "2001:db8::7/128"},
+        ]
+    }
+    assert spec.prev_result_addresses(prev) == [IPv4Address("10.0.0.9"), IPv6Address("2001:db8::7")]
+
+
+def test_add_result_of_an_ipv6_pod() -> None:
+    result = add_result(
+        "0.4.0", [Interface("h", "m1"), Interface("eth0", "m2", "/ns")], IPv6Address("2001:db8::7")
+    )
+    assert result["ips"] == [
+        {"version": "6", "address": "2001:db8::7/128", "gateway": "fe80::1", "interface": 1}
+    ]
+    assert result["routes"] == [{"dst": "::/0", "gw": "fe80::1"}]
 
 
 def test_random_mac_is_local_unicast() -> None:

@@ -83,3 +83,20 @@ def test_removal_deletes_only_what_is_present() -> None:
     assert '-D POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0' in text
     assert "-X AWS-SNAT-CHAIN-0" in text and "-X AWS-NODEPORT-CHAIN-0" in text
     assert "-D" not in render_removal({}, CFG)
+
+
+def test_ipv6_pods_get_one_snat_rule_for_their_node_local_ipv4_and_no_connmark() -> None:
+    from dataclasses import replace
+
+    from vpcnet.dataplane.hostnet import chain_rules, node_sysctls
+
+    cfg = replace(CFG, ipv6_egress_v4=IPv4Network("169.254.172.0/22"))
+    nat = chain_rules(cfg)["nat"]
+    assert nat["AWS-SNAT-CHAIN-0"] == [
+        '-A AWS-SNAT-CHAIN-0 -s 169.254.172.0/22 -m comment --comment "vpcnet, IPv4 egress of IPv6 pods" '
+        "-j SNAT --to-source 10.0.1.5 --random-fully"
+    ]
+    assert nat["AWS-CONNMARK-CHAIN-0"] == []
+    sysctls = dict(node_sysctls(cfg))
+    assert sysctls["net/ipv6/conf/all/forwarding"] == "1" and sysctls["net/ipv6/conf/eth0/accept_ra"] == "2"
+    assert "net/ipv6/conf/all/forwarding" not in dict(node_sysctls(CFG))
