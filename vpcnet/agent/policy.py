@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
-from vpcnet.dataplane.calc.feed import KINDS, feed_stored
+from vpcnet.dataplane.calc.feed import KINDS, feed_invalid, feed_stored
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
@@ -65,6 +65,11 @@ class PolicyMetrics:
         )
         self.revision = Gauge(
             "vpcnet_policy_applied_revision", "Datastore revision enforced", registry=registry
+        )
+        self.invalid = Gauge(
+            "vpcnet_policy_invalid_resources",
+            "Stored resources that do not decode or validate (skipped; a policy among them fails closed)",
+            registry=registry,
         )
 
 
@@ -107,8 +112,10 @@ class PolicyAgent:
     # ------------------------------------------------------------------ feeding the calculation
 
     def handle(self, ref: ResourceRef, resource: StoredResource | None) -> None:
-        """One resource put (resource given) or deleted (None). A resource that does not parse is
-        logged and ignored (the datastore validates on write; this guards against old or foreign data)."""
+        """One resource put (resource given) or deleted (None). A resource that does not decode or parse
+        (written around the API's validation: etcdctl, old or foreign data) is reported (log, metric,
+        status' ignored_resources) and skipped; a policy among them fails closed (feed_invalid). Whatever
+        one document holds, it never stops the loop."""
         if resource is None:
             self._known.discard(ref)
         else:
@@ -116,9 +123,21 @@ class PolicyAgent:
         try:
             self._handle(ref, resource)
             self._bad.pop(ref, None)
-        except (ValueError, KeyError) as exc:
-            self._bad[ref] = str(exc)
-            log.warning("policy: ignoring %s: %s", ref, exc)
+        except Exception as exc:  # any fault of one document: ValueError from validation, or worse
+            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            done = self._fail_closed(ref)
+            if self._bad.get(ref) != why:  # once per fault, not on every relist
+                log.warning("policy: %s is invalid (%s); %s", ref, why, done)
+            self._bad[ref] = why
+        if self.metrics is not None:
+            self.metrics.invalid.set(len(self._bad))
+
+    def _fail_closed(self, ref: ResourceRef) -> str:
+        """Put the invalid ref's fail-closed stand-in in place; says what was done, for the log."""
+        if feed_invalid(self.calc, ref):
+            scope = f"every pod of namespace {ref.namespace}" if ref.namespace else "every pod"
+            return f"denying {scope} in both directions until it is fixed or deleted"
+        return "skipped (the last valid version, if any, stays in force)"
 
     def _handle(self, ref: ResourceRef, stored: StoredResource | None) -> None:
         feed_stored(self.calc, ref, stored)

@@ -212,6 +212,13 @@ def _expected(
         return list(items)
 
     stored = with_api(layout, snapshot)
+    broken = [f"{item.ref}: {item.invalid}" for item in stored if item.invalid is not None]
+    if broken:
+        raise CliError(
+            "stored resources that do not decode (the agents deny what they could select; fix or delete "
+            "them to compare): " + "; ".join(broken),
+            1,
+        )
     try:
         resources = [parse_resource(item.body, str(item.ref)) for item in stored]
     except ValidationError as exc:
