@@ -8,7 +8,8 @@ and repairs what someone changed by hand.
 
 Settings (ctx.config): policy_backend (VPCNET_POLICY_BACKEND = iptables (default) | nftables) and
 policy_resync_interval (VPCNET_POLICY_RESYNC_SECONDS, default 90). The enforced revision is written to
-`<node dir>/policy-status.json` ({"revision": R, ...}; the contract `vpcnet lab wait` reads) and served
+`<node dir>/policy-status.json` ({"revision": R, "pid": P, "pid_start": T, ...}; the contract `vpcnet lab
+wait` reads, believed only while process P started at T lives: vpcnet.agent.liveness) and served
 on the introspection server at /v1/policy.
 """
 
@@ -29,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
+from vpcnet.agent.liveness import own_stamp
 from vpcnet.dataplane.calc.feed import KINDS, feed_invalid, feed_stored
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
@@ -291,7 +293,7 @@ class PolicyAgent:
             return
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.status_path.with_name(f".{self.status_path.name}.tmp")
-        tmp.write_text(json.dumps(self.status()))
+        tmp.write_text(json.dumps({**self.status(), **own_stamp()}))
         tmp.replace(self.status_path)
 
 

@@ -196,7 +196,11 @@ def register(app: typer.Typer, groups: Groups) -> None:
             return
         for node, rev in result.lagging().items():
             where = status_path(layout, node)
-            at = f"at revision {rev}" if rev is not None else f"no status in {where}: is its agent running?"
+            at = (
+                f"at revision {rev}"
+                if rev is not None
+                else f"no status from a live agent in {where}: is its agent running?"
+            )
             typer.echo(f"error: node {node}: {at}, waiting for {target}", err=True)
         raise typer.Exit(1)
 
