@@ -104,6 +104,7 @@ class PolicyAgent:
         self.applies = 0
         self.failures = 0
         self.last_error = ""
+        self.apply_failing = False  # the last kernel programming failed: endpoints are held closed
         self.last_apply_seconds = 0.0
         self.synced = asyncio.Event()
         self._events: asyncio.Queue[ResourceEvent | None] = asyncio.Queue()  # None: the watch ended
@@ -248,6 +249,7 @@ class PolicyAgent:
                 stats = await self.dataplane.apply(self.calc.desired())
             except Exception as exc:
                 self.failures += 1
+                self.apply_failing = True
                 if self.metrics is not None:
                     self.metrics.failures.inc()
                 self.last_error = str(exc)
@@ -272,9 +274,19 @@ class PolicyAgent:
                 self.metrics.endpoints.set(len(self.calc.local_endpoints))
                 self.metrics.revision.set(max(self.applied_revision, revision))
             self.last_error = ""
+            self.apply_failing = False
             self.applied_revision = max(self.applied_revision, revision)
             self._write_status()
             return
+
+    def programming_problem(self) -> str | None:
+        """Why this node cannot be called ready for pods (health, CNI STATUS), or None: the first apply has
+        not succeeded, or the last one failed (changes are not enforced; new endpoints stay dropped)."""
+        if self.apply_failing:
+            return f"programming the policy into the kernel is failing: {self.last_error}"
+        if not self.synced.is_set():
+            return "the policy has not been programmed yet"
+        return None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -284,6 +296,7 @@ class PolicyAgent:
             "applies": self.applies,
             "failures": self.failures,
             "last_error": self.last_error,
+            "apply_failing": self.apply_failing,
             "last_apply_seconds": round(self.last_apply_seconds, 6),
             "ignored_resources": {str(ref): why for ref, why in self._bad.items()},
         }
@@ -369,7 +382,7 @@ class PolicyComponent:
             self._datastore = None
 
     def ready(self) -> bool:
-        return self.agent is not None and self.agent.synced.is_set()
+        return self.agent is not None and self.agent.programming_problem() is None
 
 
 def make_component(ctx: AgentContext) -> PolicyComponent:
