@@ -45,6 +45,8 @@ STATE_VERSION = 1
 ETCD_VPC_PORT = 2379
 READY_TIMEOUT = 30.0
 AGENT_READY_TIMEOUT = 60.0  # a node agent must answer STATUS ready this soon after it starts
+# Node agents are restarted after 0.5 s, doubling to 30 s while they fail (the kubelet: 10 s up to 5 min).
+DEFAULT_RESTART_BACKOFF = "0.5:30"
 AGENT_STOP_TIMEOUT = 5.0  # an agent gets this long to shut down cleanly after SIGTERM, then SIGKILL
 
 Progress = Callable[[str], None]
@@ -87,6 +89,8 @@ class LabInfo:
     agents: bool
     # Environment the lab gives every node agent on top of its own (VPCNET_MODE=calico, WARM_IP_TARGET=...).
     agent_settings: dict[str, str] = dataclasses.field(default_factory=dict)
+    # How a node's supervisor restarts its agent: INITIAL:MAX seconds (vpcnet.lab.supervise).
+    restart_backoff: str = DEFAULT_RESTART_BACKOFF
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -229,6 +233,15 @@ def agent_marker(layout: LabLayout, node: str) -> str:
     return str(layout.agent_socket(node))
 
 
+def supervisor_pid_file(layout: LabLayout, node: str) -> Path:
+    """The node's agent supervisor (its command line carries the agent's, so agent_marker checks it too)."""
+    return layout.node_dir(node) / "agent-supervisor.pid"
+
+
+def agent_supervised(layout: LabLayout, node: str) -> bool:
+    return procs.alive(supervisor_pid_file(layout, node), agent_marker(layout, node))
+
+
 def start_daemon(
     layout: LabLayout,
     etcd_url: str,
@@ -318,7 +331,17 @@ def check_agent_settings(layout: LabLayout, settings: Mapping[str, str]) -> None
 
 
 def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
+    """The node's agent under its supervisor, which restarts it with back-off whenever it exits (a node
+    behaves as under a DaemonSet); the agent's own pid file names the agent, the supervisor's its own."""
     argv = [
+        sys.executable,
+        "-m",
+        "vpcnet.lab.supervise",
+        "--pid-file",
+        str(agent_pid_file(layout, node)),
+        "--backoff",
+        info.restart_backoff,
+        "--",
         sys.executable,
         "-c",
         "from vpcnet.cli.main import main; main()",
@@ -329,7 +352,7 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
     procs.spawn(
         argv,
         log_file=layout.agent_log(node),
-        pid_file=agent_pid_file(layout, node),
+        pid_file=supervisor_pid_file(layout, node),
         in_netns=layout.node_netns(node),
         env=agent_env(layout, node, info),
     )
@@ -428,24 +451,71 @@ def _locked() -> Iterator[None]:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class UpOptions:
+    """What `lab up` was asked for; a running lab records them (its state file), so that a repair (`lab up`
+    again) without flags means "as it was made", not the defaults."""
+
+    nodes: int
+    instance_type: str
+    azs: int
+    pod_subnets: bool
+    agents: bool
+    agent_settings: dict[str, str]
+    restart_backoff: str
+
+
+def recorded_options(info: LabInfo) -> UpOptions:
+    return UpOptions(
+        nodes=len(info.nodes),
+        instance_type=info.nodes[0].instance_type if info.nodes else "t3.medium",
+        azs=len({s["az"] for s in info.subnets.values()}),
+        pod_subnets=any(s.get("role") == "pod" for s in info.subnets.values()),
+        agents=info.agents,
+        agent_settings=dict(info.agent_settings),
+        restart_backoff=info.restart_backoff,
+    )
+
+
 def up(
     topo: LabTopology,
     layout: LabLayout,
     *,
     agents: bool = True,
     agent_settings: Mapping[str, str] | None = None,
+    restart_backoff: str = DEFAULT_RESTART_BACKOFF,
     progress: Progress = lambda _msg: None,
 ) -> UpResult:
-    """Bring the lab up (or find it up). agent_settings: extra environment for every node agent."""
+    """Bring the lab up (or find it up). agent_settings: extra environment for every node agent;
+    restart_backoff: INITIAL:MAX seconds of the agents' supervisors (recorded; a repair keeps the lab's)."""
+    from vpcnet.lab.supervise import parse_backoff
+
     settings = dict(agent_settings or {})
+    try:
+        parse_backoff(restart_backoff)
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
     if agents:
         check_agent_settings(layout, settings)
     with _locked():
-        return _up(topo, layout, agents=agents, agent_settings=settings, progress=progress)
+        return _up(
+            topo,
+            layout,
+            agents=agents,
+            agent_settings=settings,
+            restart_backoff=restart_backoff,
+            progress=progress,
+        )
 
 
 def _up(
-    topo: LabTopology, layout: LabLayout, *, agents: bool, agent_settings: dict[str, str], progress: Progress
+    topo: LabTopology,
+    layout: LabLayout,
+    *,
+    agents: bool,
+    agent_settings: dict[str, str],
+    restart_backoff: str,
+    progress: Progress,
 ) -> UpResult:
     info = read_info(layout)
     if info is not None:
@@ -460,7 +530,14 @@ def _up(
     if leftovers or layout.run_dir.exists():
         progress(f"removing a half-made lab {layout.prefix}")
         _down(layout)
-    return _create(topo, layout, agents=agents, agent_settings=agent_settings, progress=progress)
+    return _create(
+        topo,
+        layout,
+        agents=agents,
+        agent_settings=agent_settings,
+        restart_backoff=restart_backoff,
+        progress=progress,
+    )
 
 
 def _same_settings(info: LabInfo, agents: bool, settings: dict[str, str]) -> str | None:
@@ -471,7 +548,13 @@ def _same_settings(info: LabInfo, agents: bool, settings: dict[str, str]) -> str
 
 
 def _create(
-    topo: LabTopology, layout: LabLayout, *, agents: bool, agent_settings: dict[str, str], progress: Progress
+    topo: LabTopology,
+    layout: LabLayout,
+    *,
+    agents: bool,
+    agent_settings: dict[str, str],
+    restart_backoff: str,
+    progress: Progress,
 ) -> UpResult:
     from vpcnet.lab.ec2.state import Cloud  # the EC2 emulator (imported here: it loads the instance table)
 
@@ -513,6 +596,7 @@ def _create(
             internet_host=INTERNET_HOST_ADDRESS,
             agents=agents,
             agent_settings=agent_settings,
+            restart_backoff=restart_backoff,
         )
         _write_json(layout.state_file, info.to_json())
         progress("registering CRDs and Nodes in the lab's Kubernetes API; starting kube-controllers, kubelet")
@@ -624,6 +708,8 @@ def _repair(layout: LabLayout, info: LabInfo, *, agents: bool, progress: Progres
             changed.append(f"{name} restarted")
     if info.agents:
         for n in info.nodes:
+            if agent_supervised(layout, n.name):
+                continue  # its supervisor restarts it (perhaps after a back-off)
             if not procs.alive(agent_pid_file(layout, n.name), agent_marker(layout, n.name)):
                 progress(f"restarting the agent on {n.name}")
                 start_agent(layout, n.name, info)
@@ -657,7 +743,10 @@ def _down(layout: LabLayout) -> DownResult:
     agents: list[tuple[Path, str]] = []
     nodes_dir = layout.run_dir / "nodes"
     if nodes_dir.is_dir():
-        agents = [(agent_pid_file(layout, d.name), agent_marker(layout, d.name)) for d in nodes_dir.iterdir()]
+        for d in nodes_dir.iterdir():  # the supervisor first in the list: it must not restart its agent
+            marker = agent_marker(layout, d.name)
+            agents.append((supervisor_pid_file(layout, d.name), marker))
+            agents.append((agent_pid_file(layout, d.name), marker))
     # The kubelet and kube-controllers go with the agents, before the API and etcd they talk to.
     agents += [(control_pid_file(layout, n), control_marker(layout, n)) for n in CONTROL_PROCESSES]
     services = [
@@ -715,11 +804,12 @@ def eni_table(layout: LabLayout) -> dict[str, list[dict[str, Any]]]:
 
 
 def _agent_state(layout: LabLayout, node: str, enabled: bool) -> str:
-    """ready (running, its CNI socket is there), starting, stopped, or disabled (lab up --no-agents)."""
+    """ready (running, its CNI socket is there), starting, restarting (exited; its supervisor starts it
+    again after a back-off), stopped, or disabled (lab up --no-agents)."""
     if not enabled:
         return "disabled"
     if not procs.alive(agent_pid_file(layout, node), agent_marker(layout, node)):
-        return "stopped"
+        return "restarting" if agent_supervised(layout, node) else "stopped"
     return "ready" if layout.agent_socket(node).exists() else "starting"
 
 
