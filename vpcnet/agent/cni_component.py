@@ -33,6 +33,8 @@ def make_component(ctx: AgentContext) -> CniService:
         CniSettings(veth_prefix=cfg.veth_prefix, mtu=cfg.eni_mtu),
         # Calico mode has its own outgoing NAT (the pool's natOutgoing); the VPC SNAT chain is VPC mode's.
         host=host if cfg.mode == Mode.VPC else None,
+        # STATUS says "not available" while policy programming fails (ctx.policy is set by its start()).
+        policy_problem=lambda: ctx.policy.programming_problem() if ctx.policy is not None else None,
     )
     ctx.cni = service
     return service

@@ -8,7 +8,8 @@ and repairs what someone changed by hand.
 
 Settings (ctx.config): policy_backend (VPCNET_POLICY_BACKEND = iptables (default) | nftables) and
 policy_resync_interval (VPCNET_POLICY_RESYNC_SECONDS, default 90). The enforced revision is written to
-`<node dir>/policy-status.json` ({"revision": R, ...}; the contract `vpcnet lab wait` reads) and served
+`<node dir>/policy-status.json` ({"revision": R, "pid": P, "pid_start": T, ...}; the contract `vpcnet lab
+wait` reads, believed only while process P started at T lives: vpcnet.agent.liveness) and served
 on the introspection server at /v1/policy.
 """
 
@@ -29,7 +30,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
-from vpcnet.dataplane.calc.feed import KINDS, feed_stored
+from vpcnet.agent.liveness import own_stamp
+from vpcnet.dataplane.calc.feed import KINDS, feed_invalid, feed_stored
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
@@ -66,6 +68,11 @@ class PolicyMetrics:
         self.revision = Gauge(
             "vpcnet_policy_applied_revision", "Datastore revision enforced", registry=registry
         )
+        self.invalid = Gauge(
+            "vpcnet_policy_invalid_resources",
+            "Stored resources that do not decode or validate (skipped; a policy among them fails closed)",
+            registry=registry,
+        )
 
 
 class PolicyAgent:
@@ -97,6 +104,7 @@ class PolicyAgent:
         self.applies = 0
         self.failures = 0
         self.last_error = ""
+        self.apply_failing = False  # the last kernel programming failed: endpoints are held closed
         self.last_apply_seconds = 0.0
         self.synced = asyncio.Event()
         self._events: asyncio.Queue[ResourceEvent | None] = asyncio.Queue()  # None: the watch ended
@@ -107,8 +115,10 @@ class PolicyAgent:
     # ------------------------------------------------------------------ feeding the calculation
 
     def handle(self, ref: ResourceRef, resource: StoredResource | None) -> None:
-        """One resource put (resource given) or deleted (None). A resource that does not parse is
-        logged and ignored (the datastore validates on write; this guards against old or foreign data)."""
+        """One resource put (resource given) or deleted (None). A resource that does not decode or parse
+        (written around the API's validation: etcdctl, old or foreign data) is reported (log, metric,
+        status' ignored_resources) and skipped; a policy among them fails closed (feed_invalid). Whatever
+        one document holds, it never stops the loop."""
         if resource is None:
             self._known.discard(ref)
         else:
@@ -116,9 +126,21 @@ class PolicyAgent:
         try:
             self._handle(ref, resource)
             self._bad.pop(ref, None)
-        except (ValueError, KeyError) as exc:
-            self._bad[ref] = str(exc)
-            log.warning("policy: ignoring %s: %s", ref, exc)
+        except Exception as exc:  # any fault of one document: ValueError from validation, or worse
+            why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            done = self._fail_closed(ref)
+            if self._bad.get(ref) != why:  # once per fault, not on every relist
+                log.warning("policy: %s is invalid (%s); %s", ref, why, done)
+            self._bad[ref] = why
+        if self.metrics is not None:
+            self.metrics.invalid.set(len(self._bad))
+
+    def _fail_closed(self, ref: ResourceRef) -> str:
+        """Put the invalid ref's fail-closed stand-in in place; says what was done, for the log."""
+        if feed_invalid(self.calc, ref):
+            scope = f"every pod of namespace {ref.namespace}" if ref.namespace else "every pod"
+            return f"denying {scope} in both directions until it is fixed or deleted"
+        return "skipped (the last valid version, if any, stays in force)"
 
     def _handle(self, ref: ResourceRef, stored: StoredResource | None) -> None:
         feed_stored(self.calc, ref, stored)
@@ -227,6 +249,7 @@ class PolicyAgent:
                 stats = await self.dataplane.apply(self.calc.desired())
             except Exception as exc:
                 self.failures += 1
+                self.apply_failing = True
                 if self.metrics is not None:
                     self.metrics.failures.inc()
                 self.last_error = str(exc)
@@ -251,9 +274,19 @@ class PolicyAgent:
                 self.metrics.endpoints.set(len(self.calc.local_endpoints))
                 self.metrics.revision.set(max(self.applied_revision, revision))
             self.last_error = ""
+            self.apply_failing = False
             self.applied_revision = max(self.applied_revision, revision)
             self._write_status()
             return
+
+    def programming_problem(self) -> str | None:
+        """Why this node cannot be called ready for pods (health, CNI STATUS), or None: the first apply has
+        not succeeded, or the last one failed (changes are not enforced; new endpoints stay dropped)."""
+        if self.apply_failing:
+            return f"programming the policy into the kernel is failing: {self.last_error}"
+        if not self.synced.is_set():
+            return "the policy has not been programmed yet"
+        return None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -263,6 +296,7 @@ class PolicyAgent:
             "applies": self.applies,
             "failures": self.failures,
             "last_error": self.last_error,
+            "apply_failing": self.apply_failing,
             "last_apply_seconds": round(self.last_apply_seconds, 6),
             "ignored_resources": {str(ref): why for ref, why in self._bad.items()},
         }
@@ -272,7 +306,7 @@ class PolicyAgent:
             return
         self.status_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.status_path.with_name(f".{self.status_path.name}.tmp")
-        tmp.write_text(json.dumps(self.status()))
+        tmp.write_text(json.dumps({**self.status(), **own_stamp()}))
         tmp.replace(self.status_path)
 
 
@@ -348,7 +382,7 @@ class PolicyComponent:
             self._datastore = None
 
     def ready(self) -> bool:
-        return self.agent is not None and self.agent.synced.is_set()
+        return self.agent is not None and self.agent.programming_problem() is None
 
 
 def make_component(ctx: AgentContext) -> PolicyComponent:

@@ -36,6 +36,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
 
     @lab.command("up")
     def up_command(
+        ctx: typer.Context,
         nodes: int = typer.Option(3, "--nodes", "-n", help="number of nodes (instances)"),
         instance_type: str = typer.Option(
             "t3.medium", "--instance-type", "-t", help="the nodes' instance type"
@@ -62,15 +63,22 @@ def register(app: typer.Typer, groups: Groups) -> None:
             None,
             "--datastore",
             help="what the agents read: kubernetes (the lab's API; the default) or etcd (kube-controllers "
-            "mirrors the API into it; the default with --mode calico, whose pool IPAM needs etcd)",
+            "mirrors the API into it)",
+        ),
+        restart_backoff: str = typer.Option(
+            "0.5:30",
+            "--restart-backoff",
+            help="INITIAL:MAX seconds: a node agent that exits is restarted after INITIAL, doubling to MAX "
+            "while it keeps failing (the kubelet's CrashLoopBackOff is 10:300)",
         ),
     ) -> None:
         """Bring the lab up: a VPC with a subnet per AZ, nodes as namespaces, the EC2 endpoint, IMDS and etcd.
-        Running it again with the lab up changes nothing."""
+        Running it again with the lab up changes nothing but restarting what died; options not given then
+        mean what the lab was made with (its state records them), so a repair needs no flags repeated."""
         from rich.console import Console
 
         from vpcnet.ipam.limits import UnknownInstanceType, instance_limits
-        from vpcnet.lab.labctl import LabError, up
+        from vpcnet.lab.labctl import LabError, read_info, recorded_options, up
         from vpcnet.lab.topology import TopologyError, build_topology
 
         _need_root()
@@ -82,6 +90,23 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 "ENABLE_IPv4": "false",
                 "ENABLE_PREFIX_DELEGATION": "true",
             } | settings
+        try:
+            existing = read_info(layout)
+        except LabError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
+        if existing is not None:  # a repair: what was not given on this command line is what the lab has
+            given = _given(ctx)
+            was = recorded_options(existing)
+            nodes = nodes if "nodes" in given else was.nodes
+            instance_type = instance_type if "instance_type" in given else was.instance_type
+            azs = azs if "azs" in given else was.azs
+            pod_subnets = pod_subnets if "pod_subnets" in given else was.pod_subnets
+            agents = agents if "agents" in given else was.agents
+            if not given & {"mode", "agent_env", "ip_family"}:
+                settings = was.agent_settings
+            restart_backoff = was.restart_backoff
+            datastore = datastore if "datastore" in given else existing.datastore
         try:
             topo = build_topology(
                 nodes=nodes,
@@ -111,6 +136,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                     layout,
                     agents=agents,
                     agent_settings=settings,
+                    restart_backoff=restart_backoff,
                     progress=progress,
                     datastore=datastore,
                 )
@@ -236,6 +262,16 @@ def register(app: typer.Typer, groups: Groups) -> None:
         from vpcnet.lab.cloudd import main
 
         raise typer.Exit(main(["--prefix", prefix, "--etcd", etcd]))
+
+
+def _given(ctx: typer.Context) -> set[str]:
+    """The options given on the command line (or by environment), not left at their defaults."""
+    given = set()
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)  # click's ParameterSource (typer vendors click: by name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.add(name)
+    return given
 
 
 def _agent_settings(mode: str | None, pairs: list[str]) -> dict[str, str]:

@@ -200,7 +200,11 @@ def register(app: typer.Typer, groups: Groups) -> None:
             return
         for node, rev in result.lagging().items():
             where = status_path(layout, node)
-            at = f"at revision {rev}" if rev is not None else f"no status in {where}: is its agent running?"
+            at = (
+                f"at revision {rev}"
+                if rev is not None
+                else f"no status from a live agent in {where}: is its agent running?"
+            )
             typer.echo(f"error: node {node}: {at}, waiting for {target}", err=True)
         raise typer.Exit(1)
 
@@ -225,6 +229,13 @@ def _expected(
         return list(items)
 
     stored = with_api(layout, snapshot)
+    broken = [f"{item.ref}: {item.invalid}" for item in stored if item.invalid is not None]
+    if broken:
+        raise CliError(
+            "stored resources that do not decode (the agents deny what they could select; fix or delete "
+            "them to compare): " + "; ".join(broken),
+            1,
+        )
     try:
         resources = [parse_resource(item.body, str(item.ref)) for item in stored]
     except ValidationError as exc:

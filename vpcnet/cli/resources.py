@@ -417,7 +417,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
             items = with_api(layout, go)
         except CliError as exc:
             raise fail(exc) from exc
-        bodies = [item.body for item in items]
+        bodies = [shown_body(item) for item in items]
         if output == "json":
             typer.echo(json.dumps(bodies[0] if name else {"kind": "List", "items": bodies}, indent=2))
         elif output == "yaml":
@@ -479,6 +479,20 @@ def register(app: typer.Typer, groups: Groups) -> None:
             raise typer.Exit(1)
 
 
+def shown_body(item: Any) -> dict[str, Any]:
+    """What `get` shows of a stored resource: its body, with "invalid": why when it does not decode or
+    no longer validates (written around `apply`); the agents skip such a resource (a policy fails closed)."""
+    from vpcnet.api.loader import parse_resource
+
+    why = item.invalid
+    if why is None:
+        try:
+            parse_resource(item.body, str(item.ref))
+        except Exception as exc:  # any fault of the stored document is what we show, not a traceback
+            why = str(exc)
+    return dict(item.body) if why is None else {**item.body, "invalid": why}
+
+
 def print_table(path: str, bodies: Sequence[dict[str, Any]], *, wide: bool, show_namespace: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -491,6 +505,8 @@ def print_table(path: str, bodies: Sequence[dict[str, Any]], *, wide: bool, show
         columns += ["STATUS", "IP", "NODE"] + (["ENI", "INTERFACE"] if wide else [])
     elif path == "namespace":
         columns += ["LABELS"] if wide else []
+    invalid = any("invalid" in body for body in bodies)
+    columns += ["INVALID"] if invalid else []
     for column in columns:
         table.add_column(column)
     for body in bodies:
@@ -510,6 +526,8 @@ def print_table(path: str, bodies: Sequence[dict[str, Any]], *, wide: bool, show
                 ]
         elif path == "namespace" and wide:
             row.append(",".join(f"{k}={v}" for k, v in sorted(meta.get("labels", {}).items())))
+        if invalid:
+            row.append(str(body.get("invalid", ""))[:200])
         table.add_row(*row)
     if not bodies:
         typer.echo("No resources found.", err=True)

@@ -69,9 +69,15 @@ class _KeyLock:
 
 class CniHandler:
     def __init__(
-        self, allocator: Callable[[], Allocator], podnet: PodNetwork, settings: CniSettings | None = None
+        self,
+        allocator: Callable[[], Allocator],
+        podnet: PodNetwork,
+        settings: CniSettings | None = None,
+        policy_problem: Callable[[], str | None] | None = None,
     ) -> None:
+        """policy_problem: why the policy data plane is not ready (None: ready, or no policy here)."""
         self._allocator = allocator
+        self._policy_problem = policy_problem
         self.podnet = podnet
         self.settings = settings or CniSettings()
         # Pods wired since the agent started (GC and DEL's fallback consult it).
@@ -243,6 +249,11 @@ class CniHandler:
             ready = False
         if not ready:
             raise CniError(ERR_NOT_AVAILABLE, "the plugin is not available: the address manager is not ready")
+        problem = self._policy_problem() if self._policy_problem is not None else None
+        if problem is not None:  # pods would start behind the dispatch drop, unreachable
+            raise CniError(
+                ERR_NOT_AVAILABLE, "the plugin is not available: network policy is not ready", problem
+            )
         return answer(0, None)
 
     async def gc(self, request: CniRequest) -> None:

@@ -29,12 +29,13 @@ class CniService:
         settings: CniSettings | None = None,
         host: Callable[[], HostNetConfig] | None = None,
         node_netns: str | None = None,
+        policy_problem: Callable[[], str | None] | None = None,
     ) -> None:
         """allocator and host are read at start() (the ipam component sets them up first); node_netns is
         the node's namespace path, None when the agent runs inside it (always, outside tests)."""
         self.socket_path = socket_path
         self.podnet = PodNetwork(node_netns)
-        self.handler = CniHandler(allocator, self.podnet, settings)
+        self.handler = CniHandler(allocator, self.podnet, settings, policy_problem)
         self.server = CniServer(socket_path, self.handler.handle)
         self._host = host
         self._allocator = allocator

@@ -93,6 +93,9 @@ class StoredResource:
     ref: ResourceRef
     body: dict[str, Any]  # the document; metadata.resourceVersion is the store revision of its last write
     revision: int
+    # Why the stored value is not a document (undecodable bytes, not a JSON object); then body holds only
+    # the metadata the key gives. Readers report and skip such a resource; they never stop on it.
+    invalid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,27 @@ def _checked(document: Mapping[str, Any]) -> tuple[ResourceRef, bytes]:
 
 
 def _decode(ref: ResourceRef, kv: KeyValue) -> StoredResource:
-    body = json.loads(kv.value)
-    body.setdefault("metadata", {})["resourceVersion"] = str(kv.mod_revision)
+    """The resource stored at ref. A value that is not a JSON object (written around us: etcdctl, an old
+    version) is returned marked invalid rather than raised, so one bad key cannot stop a list, a snapshot
+    or a watch of every other resource."""
+    try:
+        body = json.loads(kv.value)
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        return _invalid(ref, kv, f"the stored value is not JSON ({err})")
+    if not isinstance(body, dict):
+        return _invalid(ref, kv, f"the stored value is a JSON {type(body).__name__}, not an object")
+    metadata = body.setdefault("metadata", {})
+    if not isinstance(metadata, dict):
+        return _invalid(ref, kv, f"metadata is a JSON {type(metadata).__name__}, not an object")
+    metadata["resourceVersion"] = str(kv.mod_revision)
     return StoredResource(ref=ref, body=body, revision=kv.mod_revision)
+
+
+def _invalid(ref: ResourceRef, kv: KeyValue, why: str) -> StoredResource:
+    metadata: dict[str, Any] = {"name": ref.name, "resourceVersion": str(kv.mod_revision)}
+    if ref.namespace is not None:
+        metadata["namespace"] = ref.namespace
+    return StoredResource(ref=ref, body={"metadata": metadata}, revision=kv.mod_revision, invalid=why)
 
 
 class ResourceStore:

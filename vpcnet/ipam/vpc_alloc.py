@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from ipaddress import IPv4Address
 
 from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Assignment, IpamKey, PodAddress
@@ -127,5 +128,9 @@ class VpcAddressAllocator:
             )
             if not can_use_existing and s.cooling == 0:
                 subnet = st.subnet_full[1]
-                return f"subnet {subnet} ({st.subnets.get(subnet, '?')}) has no free addresses left"
+                retry = max(1, math.ceil(st.subnet_full[0] - st.now()))
+                return (
+                    f"EC2 refused: subnet exhausted ({subnet}, {st.subnets.get(subnet, '?')}), "
+                    f"retrying in {retry} s"
+                )
         return None

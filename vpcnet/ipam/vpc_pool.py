@@ -30,7 +30,6 @@ from vpcnet.ipam.warm import desired_total
 
 log = logging.getLogger("vpcnet.ipam")
 
-SUBNET_FULL_BACKOFF = 120.0  # as the VPC CNI: do not retry a full subnet for two minutes
 DETACH_DELETE_ATTEMPTS = 6
 
 
@@ -114,7 +113,7 @@ class PoolController:
         async with st.ec2_lock:
             started = st.now()
             cap = st.capacity
-            units = -(-deficit // cap.unit)
+            units = asked = -(-deficit // cap.unit)
             used_new_eni = False
             try:
                 for eni in sorted(st.pool.enis.values(), key=lambda e: e.device_index):
@@ -136,11 +135,13 @@ class PoolController:
                     used_new_eni = True
                 st.error_streak = 0
                 st.last_error = ""
+                if units < asked:  # EC2 gave addresses: whatever was full is not now
+                    st.subnet_served()
             except Ec2Error as exc:
                 st.ec2_failed(exc)
-                if exc.code in SUBNET_FULL_CODES:
-                    subnet = st.settings.eni_subnet_id or st.node.subnet_id
-                    st.subnet_full = (st.now() + SUBNET_FULL_BACKOFF, subnet)
+                if exc.code in SUBNET_FULL_CODES:  # its own bounded backoff replaces the general one
+                    wait = st.subnet_refused(st.settings.eni_subnet_id or st.node.subnet_id)
+                    st.backoff_until = st.now() + wait
                 return
             took = st.now() - started
             # recent worst case, decaying toward new data

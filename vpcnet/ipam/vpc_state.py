@@ -24,6 +24,10 @@ from vpcnet.ipam.warm import ArrivalForecast, Capacity, WarmTargets
 log = logging.getLogger("vpcnet.ipam")
 
 ERROR_BACKOFF_MAX = 30.0
+# EC2 said a subnet is full: ask it again after 1 s, doubling while it stays full, at most 16 s. (The VPC
+# CNI waits a fixed 2 minutes; then a subnet freed meanwhile kept every ADD failing for up to 2 minutes.)
+SUBNET_FULL_BACKOFF_FIRST = 1.0
+SUBNET_FULL_BACKOFF_MAX = 16.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class VpcPoolState:
         self.foreign_devices: set[int] = set()  # device indexes of attached ENIs that are not ours
         # (until when, which subnet): EC2 said the subnet is full; do not ask again before then
         self.subnet_full: tuple[float, str] | None = None
+        self.subnet_full_streak = 0  # subnet-full refusals in a row (the backoff doubles with it)
         self.backoff_until = 0.0
         self.error_streak = 0
         self.last_error = ""
@@ -123,6 +128,19 @@ class VpcPoolState:
         self.error_streak += 1
         self.backoff_until = self.now() + min(ERROR_BACKOFF_MAX, 0.5 * 2**self.error_streak)
         log.warning("EC2 call failed", extra={"api": exc.api, "code": exc.code, "error": exc.message})
+
+    def subnet_refused(self, subnet_id: str) -> float:
+        """EC2 refused an address for a full subnet: do not ask it again for a bounded, doubling while; the
+        seconds until then."""
+        self.subnet_full_streak += 1
+        wait = min(SUBNET_FULL_BACKOFF_MAX, SUBNET_FULL_BACKOFF_FIRST * 2.0 ** (self.subnet_full_streak - 1))
+        self.subnet_full = (self.now() + wait, subnet_id)
+        return wait
+
+    def subnet_served(self) -> None:
+        """EC2 gave addresses again: the subnet is no longer known full."""
+        self.subnet_full = None
+        self.subnet_full_streak = 0
 
     def save(self) -> None:
         """Write the assignments and the cooling addresses to the checkpoint (times as wall-clock times)."""

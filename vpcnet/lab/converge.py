@@ -2,7 +2,9 @@
 
 Contract with the policy agent: after each apply to the kernel, the agent of node N writes
 `layout.node_dir(N)/policy-status.json` (atomically: write a temporary file, then rename) holding
-{"revision": R, ...}, meaning "every datastore change up to revision R is enforced in this node's kernel".
+{"revision": R, "pid": P, "pid_start": T, ...}, meaning "every datastore change up to revision R is enforced
+in this node's kernel". The file outlives its writer, so it is believed only while the process that wrote it
+(pid P, started at T) is alive (vpcnet.agent.liveness): a dead agent's last word is no report.
 (The agent learns R from its watch: the revision of the last event it applied, or, once its queue is
 empty, the store revision its watch stream reports — etcd's progress notifications move it forward even
 when nothing under the agent's prefix changed.)
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vpcnet.agent.liveness import own_stamp, stamp_alive
 from vpcnet.lab.layout import LabLayout
 
 STATUS_FILE = "policy-status.json"
@@ -33,21 +36,24 @@ def status_path(layout: LabLayout, node: str) -> Path:
 
 
 def applied_revision(layout: LabLayout, node: str) -> int | None:
-    """The revision node's agent reported, or None when it has reported nothing (readable) yet."""
+    """The revision node's live agent reported, or None when it has reported nothing (readable) yet, or the
+    agent that wrote it is gone."""
     try:
         data = json.loads(status_path(layout, node).read_text())
     except (OSError, ValueError):
         return None
-    revision = data.get("revision") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not stamp_alive(data):
+        return None
+    revision = data.get("revision")
     return revision if isinstance(revision, int) and not isinstance(revision, bool) else None
 
 
 def write_status(layout: LabLayout, node: str, revision: int, **extra: object) -> None:
-    """What an agent calls (the writer's side of the contract)."""
+    """The writer's side of the contract, stamped with the calling process (what an agent writes)."""
     path = status_path(layout, node)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"revision": revision, **extra}))
+    tmp.write_text(json.dumps({"revision": revision, **own_stamp(), **extra}))
     tmp.replace(path)
 
 

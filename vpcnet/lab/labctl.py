@@ -45,6 +45,8 @@ STATE_VERSION = 1
 ETCD_VPC_PORT = 2379
 READY_TIMEOUT = 30.0
 AGENT_READY_TIMEOUT = 60.0  # a node agent must answer STATUS ready this soon after it starts
+# Node agents are restarted after 0.5 s, doubling to 30 s while they fail (the kubelet: 10 s up to 5 min).
+DEFAULT_RESTART_BACKOFF = "0.5:30"
 AGENT_STOP_TIMEOUT = 5.0  # an agent gets this long to shut down cleanly after SIGTERM, then SIGKILL
 
 Progress = Callable[[str], None]
@@ -89,6 +91,8 @@ class LabInfo:
     agent_settings: dict[str, str] = dataclasses.field(default_factory=dict)
     # What the node agents read: "kubernetes" (the lab's API) or "etcd" (kube-controllers' mirror of it).
     datastore: str = "etcd"
+    # How a node's supervisor restarts its agent: INITIAL:MAX seconds (vpcnet.lab.supervise).
+    restart_backoff: str = DEFAULT_RESTART_BACKOFF
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -246,6 +250,15 @@ def agent_marker(layout: LabLayout, node: str) -> str:
     return str(layout.agent_socket(node))
 
 
+def supervisor_pid_file(layout: LabLayout, node: str) -> Path:
+    """The node's agent supervisor (its command line carries the agent's, so agent_marker checks it too)."""
+    return layout.node_dir(node) / "agent-supervisor.pid"
+
+
+def agent_supervised(layout: LabLayout, node: str) -> bool:
+    return procs.alive(supervisor_pid_file(layout, node), agent_marker(layout, node))
+
+
 def start_daemon(
     layout: LabLayout,
     etcd_url: str,
@@ -350,7 +363,17 @@ def check_agent_settings(layout: LabLayout, settings: Mapping[str, str], datasto
 
 
 def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
+    """The node's agent under its supervisor, which restarts it with back-off whenever it exits (a node
+    behaves as under a DaemonSet); the agent's own pid file names the agent, the supervisor's its own."""
     argv = [
+        sys.executable,
+        "-m",
+        "vpcnet.lab.supervise",
+        "--pid-file",
+        str(agent_pid_file(layout, node)),
+        "--backoff",
+        info.restart_backoff,
+        "--",
         sys.executable,
         "-c",
         "from vpcnet.cli.main import main; main()",
@@ -361,7 +384,7 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
     procs.spawn(
         argv,
         log_file=layout.agent_log(node),
-        pid_file=agent_pid_file(layout, node),
+        pid_file=supervisor_pid_file(layout, node),
         in_netns=layout.node_netns(node),
         env=agent_env(layout, node, info),
     )
@@ -460,23 +483,65 @@ def _locked() -> Iterator[None]:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class UpOptions:
+    """What `lab up` was asked for; a running lab records them (its state file), so that a repair (`lab up`
+    again) without flags means "as it was made", not the defaults."""
+
+    nodes: int
+    instance_type: str
+    azs: int
+    pod_subnets: bool
+    agents: bool
+    agent_settings: dict[str, str]
+    restart_backoff: str
+
+
+def recorded_options(info: LabInfo) -> UpOptions:
+    return UpOptions(
+        nodes=len(info.nodes),
+        instance_type=info.nodes[0].instance_type if info.nodes else "t3.medium",
+        azs=len({s["az"] for s in info.subnets.values()}),
+        pod_subnets=any(s.get("role") == "pod" for s in info.subnets.values()),
+        agents=info.agents,
+        agent_settings=dict(info.agent_settings),
+        restart_backoff=info.restart_backoff,
+    )
+
+
 def up(
     topo: LabTopology,
     layout: LabLayout,
     *,
     agents: bool = True,
     agent_settings: Mapping[str, str] | None = None,
+    restart_backoff: str = DEFAULT_RESTART_BACKOFF,
     progress: Progress = lambda _msg: None,
     datastore: str | None = None,
 ) -> UpResult:
     """Bring the lab up (or find it up). agent_settings: extra environment for every node agent; datastore:
-    what the agents read (lab_datastore's rule when None)."""
+    what the agents read (lab_datastore's rule when None); restart_backoff: INITIAL:MAX seconds of the agents'
+    supervisors (recorded; a repair keeps the lab's)."""
+    from vpcnet.lab.supervise import parse_backoff
+
     settings = dict(agent_settings or {})
     chosen = lab_datastore(datastore, settings)
+    try:
+        parse_backoff(restart_backoff)
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
     if agents:
         check_agent_settings(layout, settings, chosen)
     with _locked():
-        return _up(topo, layout, agents=agents, agent_settings=settings, progress=progress, datastore=chosen)
+        return _up(
+            topo,
+            layout,
+            agents=agents,
+            agent_settings=settings,
+            restart_backoff=restart_backoff,
+            progress=progress,
+            datastore=chosen,
+        )
 
 
 def _up(
@@ -485,6 +550,7 @@ def _up(
     *,
     agents: bool,
     agent_settings: dict[str, str],
+    restart_backoff: str,
     progress: Progress,
     datastore: str,
 ) -> UpResult:
@@ -504,7 +570,13 @@ def _up(
         progress(f"removing a half-made lab {layout.prefix}")
         _down(layout)
     return _create(
-        topo, layout, agents=agents, agent_settings=agent_settings, progress=progress, datastore=datastore
+        topo,
+        layout,
+        agents=agents,
+        agent_settings=agent_settings,
+        restart_backoff=restart_backoff,
+        progress=progress,
+        datastore=datastore,
     )
 
 
@@ -521,6 +593,7 @@ def _create(
     *,
     agents: bool,
     agent_settings: dict[str, str],
+    restart_backoff: str,
     progress: Progress,
     datastore: str,
 ) -> UpResult:
@@ -566,6 +639,7 @@ def _create(
             agents=agents,
             agent_settings=agent_settings,
             datastore=datastore,
+            restart_backoff=restart_backoff,
         )
         _write_json(layout.state_file, info.to_json())
         controls = control_processes(info)
@@ -709,6 +783,8 @@ def _repair(layout: LabLayout, info: LabInfo, *, agents: bool, progress: Progres
             changed.append(f"{name} restarted")
     if info.agents:
         for n in info.nodes:
+            if agent_supervised(layout, n.name):
+                continue  # its supervisor restarts it (perhaps after a back-off)
             if not procs.alive(agent_pid_file(layout, n.name), agent_marker(layout, n.name)):
                 progress(f"restarting the agent on {n.name}")
                 start_agent(layout, n.name, info)
@@ -742,7 +818,10 @@ def _down(layout: LabLayout) -> DownResult:
     agents: list[tuple[Path, str]] = []
     nodes_dir = layout.run_dir / "nodes"
     if nodes_dir.is_dir():
-        agents = [(agent_pid_file(layout, d.name), agent_marker(layout, d.name)) for d in nodes_dir.iterdir()]
+        for d in nodes_dir.iterdir():  # the supervisor first in the list: it must not restart its agent
+            marker = agent_marker(layout, d.name)
+            agents.append((supervisor_pid_file(layout, d.name), marker))
+            agents.append((agent_pid_file(layout, d.name), marker))
     # The kubelet and kube-controllers go with the agents, before the API and etcd they talk to.
     agents += [(control_pid_file(layout, n), control_marker(layout, n)) for n in CONTROL_PROCESSES]
     services = [
@@ -800,11 +879,12 @@ def eni_table(layout: LabLayout) -> dict[str, list[dict[str, Any]]]:
 
 
 def _agent_state(layout: LabLayout, node: str, enabled: bool) -> str:
-    """ready (running, its CNI socket is there), starting, stopped, or disabled (lab up --no-agents)."""
+    """ready (running, its CNI socket is there), starting, restarting (exited; its supervisor starts it
+    again after a back-off), stopped, or disabled (lab up --no-agents)."""
     if not enabled:
         return "disabled"
     if not procs.alive(agent_pid_file(layout, node), agent_marker(layout, node)):
-        return "stopped"
+        return "restarting" if agent_supervised(layout, node) else "stopped"
     return "ready" if layout.agent_socket(node).exists() else "starting"
 
 

@@ -235,3 +235,42 @@ def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
 
 def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_a_killed_agent_is_restarted_and_a_repair_needs_no_flags_repeated(prefix: str) -> None:
+    """Issue 14, defect 11: nothing restarted a killed agent; `lab up` again refused without the original
+    flags. Now each agent runs under a supervisor (restart with back-off), and a bare `lab up` repairs."""
+    layout = LabLayout(prefix)
+    made = [
+        "--nodes",
+        "1",
+        "--instance-type",
+        "t3.large",
+        "-e",
+        "WARM_IP_TARGET=2",
+        "--restart-backoff",
+        "0.2:1",
+    ]
+    cli("lab", "up", *made, "--prefix", prefix)
+    marker = labctl.agent_marker(layout, "node1")
+    first = procs.read_pid(labctl.agent_pid_file(layout, "node1"), marker)
+    assert first is not None and labctl.agent_supervised(layout, "node1")
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = procs.read_pid(labctl.agent_pid_file(layout, "node1"), marker)
+        if now is not None and now != first:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the killed agent was not restarted")
+    assert "agent exited (killed by SIGKILL)" in layout.agent_log("node1").read_text()
+    bare = cli("lab", "up", "--prefix", prefix)  # no flags: the lab as it was made
+    assert "already up (1 nodes)" in bare.stdout, bare.stdout + bare.stderr
+    other = cli("lab", "up", "--nodes", "2", "--prefix", prefix, check=False)  # a flag given still counts
+    assert other.returncode == 1 and "it has 1 nodes, 2 were asked for" in other.stderr
+    # lab down stops the supervisor with its agent (nothing restarts it afterwards).
+    now = procs.read_pid(labctl.agent_pid_file(layout, "node1"), marker)
+    cli("lab", "down", "--prefix", prefix)
+    assert now is not None and not Path(f"/proc/{now}").exists()
+    assert leftovers(layout) == []

@@ -261,3 +261,35 @@ def test_the_reported_revision_waits_for_the_watch_not_the_clock(tmp_path: Path)
             await task
 
     asyncio.run(main())
+
+
+def test_not_ready_while_the_last_apply_failed(tmp_path: Path) -> None:
+    """Issue 14, defect 11: health said ready while a later programming kept failing."""
+
+    async def main() -> None:
+        store = MemoryStore()
+        dataplane = ScriptedDataplane(failures=0)
+        agent = PolicyAgent(store, PolicyCalculator("n1", ["eni"]), dataplane, max_backoff=0.05)  # type: ignore[arg-type]
+        assert agent.programming_problem() == "the policy has not been programmed yet"
+        task = asyncio.create_task(agent.run())
+        await asyncio.wait_for(agent.synced.wait(), 10)
+        assert agent.programming_problem() is None
+        dataplane.failures = 10**6
+        store.put_pod("b", "10.0.0.2")
+        for _ in range(200):
+            if agent.programming_problem() is not None:
+                break
+            await asyncio.sleep(0.02)
+        problem = agent.programming_problem()
+        assert problem is not None and "injected" in problem and agent.status()["apply_failing"]
+        dataplane.failures = 0
+        for _ in range(200):
+            if agent.programming_problem() is None:
+                break
+            await asyncio.sleep(0.02)
+        assert agent.programming_problem() is None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())

@@ -120,3 +120,18 @@ def test_stale_del_of_an_unknown_container_leaves_a_live_pods_address() -> None:
     free = json.dumps({**json.loads(CONF), "prevResult": {"ips": [{"address": "10.0.1.14/32"}]}}).encode()
     assert asyncio.run(restarted.handle(request("DEL", "gone", conf=free, pod=b"old"))) == b"0\n"
     assert podnet.unwired == [IPv4Address("10.0.1.14")]
+
+
+def test_status_is_not_available_while_policy_programming_fails() -> None:
+    """Issue 14, defect 11: STATUS said ready while the policy could not be programmed."""
+    allocator = MemoryAllocator.from_ranges([("10.0.1.0/24", 5, 0)])
+    problem: list[str | None] = [
+        "programming the policy into the kernel is failing: iptables-restore exited 1"
+    ]
+    handler = CniHandler(lambda: allocator, FakePodNetwork(), policy_problem=lambda: problem[0])  # type: ignore[arg-type]
+    conf = CONF.replace(b"1.0.0", b"1.1.0")  # STATUS is a 1.1 command
+    answer = json.loads(asyncio.run(handler.handle(request("STATUS", "c1", conf=conf))).split(b"\n", 1)[1])
+    assert answer["code"] == 50 and "network policy is not ready" in answer["msg"]
+    assert "iptables-restore exited 1" in answer["details"]
+    problem[0] = None
+    assert asyncio.run(handler.handle(request("STATUS", "c1", conf=conf))).startswith(b"0")

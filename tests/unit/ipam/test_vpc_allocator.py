@@ -344,7 +344,8 @@ def test_full_subnet_is_named_in_the_error() -> None:
         a = node.allocator(WarmTargets(warm_ip=1), assign_wait=5.0)
         await a.start()
         got = []
-        full = rf"subnet {re.escape(node.info.subnet_id)} \(10\.0\.0\.0/28\) has no free"
+        subnet = re.escape(node.info.subnet_id)
+        full = rf"EC2 refused: subnet exhausted \({subnet}, 10\.0\.0\.0/28\), retrying in \d+ s"
         with pytest.raises(AddressExhausted, match=full):
             for i in range(20):
                 got.append(await a.assign(key(i), "ns", f"p{i}"))

@@ -8,8 +8,8 @@ import asyncio
 from vpcnode import Node, adopt_primary, ec2_view, key, make_node, run
 
 from vpcnet.cloud.ec2 import Ec2Error
-from vpcnet.ipam.vpc_pool import SUBNET_FULL_BACKOFF, PoolController
-from vpcnet.ipam.vpc_state import VpcPoolState
+from vpcnet.ipam.vpc_pool import PoolController
+from vpcnet.ipam.vpc_state import SUBNET_FULL_BACKOFF_FIRST, SUBNET_FULL_BACKOFF_MAX, VpcPoolState
 from vpcnet.ipam.warm import WarmTargets
 
 
@@ -73,12 +73,35 @@ def test_a_full_subnet_backs_off_and_is_remembered() -> None:
         node.ec2.fail_next["AssignPrivateIpAddresses"] = full
         await pc.adjust()
         assert st.stats().total == 0
-        assert st.subnet_full == (st.now() + SUBNET_FULL_BACKOFF, node.info.subnet_id)
+        assert st.subnet_full == (st.now() + SUBNET_FULL_BACKOFF_FIRST, node.info.subnet_id)
         assert st.backoff_until > st.now() and "InsufficientFreeAddressesInSubnet" in st.last_error
         assert st.counters.ec2_errors == {"AssignPrivateIpAddresses": 1}
         calls = len(node.ec2.calls)
         await pc.adjust()  # backing off: no call
         assert len(node.ec2.calls) == calls
+
+    run(body)
+
+
+def test_a_cleared_subnet_exhaustion_recovers_within_a_bounded_backoff() -> None:
+    """Issue 14, defect 11: a subnet full for a while, then freed, kept ADDs failing for 120 s."""
+    node = make_node("t3.medium")
+
+    async def body() -> None:
+        st, pc = controller(node, WarmTargets(warm_ip=3))
+        full = Ec2Error("AssignPrivateIpAddresses", "InsufficientFreeAddressesInSubnet", "full")
+        waits = []
+        for _ in range(8):  # full for minutes: the backoff doubles, up to its bound
+            node.ec2.fail_next["AssignPrivateIpAddresses"] = full
+            await asyncio.sleep(max(0.0, st.backoff_until - st.now()))
+            await pc.adjust()
+            assert st.subnet_full is not None
+            waits.append(st.subnet_full[0] - st.now())
+        assert waits[0] == SUBNET_FULL_BACKOFF_FIRST and waits[1] == 2 * SUBNET_FULL_BACKOFF_FIRST
+        assert max(waits) == SUBNET_FULL_BACKOFF_MAX
+        await asyncio.sleep(SUBNET_FULL_BACKOFF_MAX)  # freed meanwhile: the next round gets addresses
+        await pc.adjust()
+        assert st.stats().total >= 3 and st.subnet_full is None and st.subnet_full_streak == 0
 
     run(body)
 

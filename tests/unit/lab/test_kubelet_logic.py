@@ -204,3 +204,27 @@ def test_del_gets_the_port_mappings_add_had(lab_layout: LabLayout) -> None:
     (saved,) = runtime.records(["n1"])
     assert runtime.sandbox(saved).port_mappings == tuple(mappings)
     assert runtime.sandbox(record()).port_mappings == ()
+
+
+def test_wait_believes_a_status_only_while_its_writer_lives(lab_layout: LabLayout) -> None:
+    """Issue 14, defect 3: a status file left by a dead agent is no report (pid gone, or pid reused)."""
+    import os
+    import subprocess
+    import sys
+
+    path = converge.status_path(lab_layout, "n1")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import json, sys; from vpcnet.agent.liveness import own_stamp; "
+        "open(sys.argv[1], 'w').write(json.dumps({'revision': 9, **own_stamp()}))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    written = json.loads(converge.status_path(lab_layout, "n1").read_text())
+    assert written["revision"] == 9 and written["pid"] > 0  # a real agent's word, now dead
+    assert converge.applied_revision(lab_layout, "n1") is None
+    assert not converge.wait_for_revision(lab_layout, ["n1"], 5, timeout=0.0).converged
+    reused = {**written, "pid": os.getpid()}  # the pid now names another process: its start time differs
+    converge.status_path(lab_layout, "n1").write_text(json.dumps(reused))
+    assert converge.applied_revision(lab_layout, "n1") is None
+    converge.write_status(lab_layout, "n1", 9)  # this live process
+    assert converge.applied_revision(lab_layout, "n1") == 9

@@ -3,7 +3,9 @@
 `feed_stored` takes what a datastore watch delivers (a stored document, or None for a deletion) and
 `feed_resource` / `delete_resource` the parsed resource or the reference of a deleted one; the node
 agent and the tests feed the calculation through these, so a kind is handled the same way everywhere.
-Kinds the calculation does not use are ignored. `KINDS` are the datastore kinds it reads.
+Kinds the calculation does not use are ignored. `KINDS` are the datastore kinds it reads. A stored
+resource that does not decode or validate goes to `feed_invalid`: a policy is replaced by its fail-closed
+deny (vpcnet.policy.failclosed); any other kind keeps what the calculation had.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from vpcnet.api.loader import parse_resource
 from vpcnet.api.networking import K8sNetworkPolicy
 from vpcnet.datastore.resources import ResourceRef, StoredResource, kind_path
 from vpcnet.policy.compile import compile_policy, compile_tier
+from vpcnet.policy.failclosed import fail_closed_policy
 from vpcnet.policy.model import Policy, PolicyKind, TierSpec, policy_id
 
 
@@ -65,11 +68,24 @@ def ref_of(resource: Resource) -> ResourceRef:
 
 def feed_stored(calc: Calculation, ref: ResourceRef, stored: StoredResource | None) -> None:
     """A stored resource put, or deleted (None). Raises ValueError (nothing changed) when the document
-    does not parse."""
+    does not decode or parse; the caller then reports it and calls feed_invalid."""
     if stored is None:
         delete_resource(calc, ref)
+    elif stored.invalid is not None:
+        raise ValueError(f"{ref}: {stored.invalid}")
     else:
         feed_resource(calc, parse_resource(stored.body, str(ref)))
+
+
+def feed_invalid(calc: Calculation, ref: ResourceRef) -> bool:
+    """The resource at ref is stored but unreadable. A policy fails closed: its fail-closed deny takes its
+    place. Other kinds keep what the calculation had (a pod or namespace whose labels cannot be read keeps
+    its last ones; a new pod stays unprogrammed, so its veth meets the dispatch drop). True for a policy."""
+    kind = _POLICY_KIND.get(ref.kind)
+    if kind is None:
+        return False
+    calc.upsert_policy(fail_closed_policy(kind, ref.namespace, ref.name))
+    return True
 
 
 def feed_resource(calc: Calculation, resource: Resource) -> None:

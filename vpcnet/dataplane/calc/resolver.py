@@ -3,7 +3,8 @@
 It knows the tiers and turns, for each local endpoint, the policies that select it into the ordered
 tiers its chains jump through: tiers by (order, None last, name), each tier's policies by (order, None
 last, name), with the tier's default action. A policy naming a tier we do not know (yet) is not in
-force. No tier in a direction: nothing selects the endpoint that way, the namespace profile allows.
+force. The fail-closed tier (vpcnet.policy.failclosed) is built in, like "default", and runs first.
+No tier in a direction: nothing selects the endpoint that way, the namespace profile allows.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from vpcnet.dataplane.policy_state import EndpointSpec, TierDefault, TierPolicies
+from vpcnet.policy.failclosed import FAIL_CLOSED_TIER_SPEC
 from vpcnet.policy.model import DEFAULT_TIER_SPEC, Action, Policy, TierSpec
 
 
@@ -29,7 +31,10 @@ def order_tiers(policies: Iterable[Policy], tiers: Mapping[str, TierSpec]) -> tu
 
 class EndpointResolver:
     def __init__(self) -> None:
-        self.tiers: dict[str, TierSpec] = {DEFAULT_TIER_SPEC.name: DEFAULT_TIER_SPEC}
+        self.tiers: dict[str, TierSpec] = {
+            DEFAULT_TIER_SPEC.name: DEFAULT_TIER_SPEC,
+            FAIL_CLOSED_TIER_SPEC.name: FAIL_CLOSED_TIER_SPEC,
+        }
         self.endpoints: dict[str, EndpointSpec] = {}  # by iface: what the data plane gets
         self.iface_of: dict[str, str] = {}  # ref -> iface of the local endpoints
         self.changed = False  # set on every change of `endpoints`; the caller clears it
