@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
+import signal
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from lab_fixture import IP_TRANSPARENT, LabHandle, recv_or_none
+
+from vpcnet.lab import labctl, procs
+from vpcnet.lab.topology import build_topology
 
 pytestmark = pytest.mark.root
 
@@ -145,3 +151,26 @@ def test_branch_keeps_its_identity_groups_and_source_check(lab_factory: Any) -> 
             assert gone.returncode != 0
         finally:
             ec2.delete_security_group(GroupId=closed)
+
+
+def test_daemon_restart_puts_a_branch_device_back(lab_factory: Any) -> None:
+    with lab_factory(nodes=2, azs=1, instance_type="m5.large") as lab:
+        ec2 = lab.ec2()
+        group = ec2.describe_instances(InstanceIds=[lab.node("node1").instance_id])["Reservations"][0][
+            "Instances"
+        ][0]["NetworkInterfaces"][0]["Groups"][0]["GroupId"]
+        with _branch_on_trunk(lab, "node1", [group]) as eni:
+            pid = procs.read_pid(labctl.daemon_pid_file(lab.layout), labctl.daemon_marker(lab.layout))
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while procs.read_pid(labctl.daemon_pid_file(lab.layout), labctl.daemon_marker(lab.layout)):
+                assert time.monotonic() < deadline, "the killed lab daemon did not go"
+                time.sleep(0.05)
+            lab.exec("node1", "ip", "link", "del", f"vlan.eth.{VLAN}")
+            topo = build_topology(nodes=2, azs=1, instance_type="m5.large")
+            result = labctl.up(topo, lab.layout, agents=False)
+            assert result.changed == ["lab daemon restarted"]
+            lab = LabHandle(lab.layout, result.info)
+            link = json.loads(lab.exec("node1", "ip", "-json", "link", "show", f"vlan.eth.{VLAN}").stdout)[0]
+            assert link["address"] == eni["MacAddress"]
