@@ -6,6 +6,9 @@ Offline and reproducible: `python scripts/gen_instance_types.py` reads only thes
   IPv6 per ENI, network cards, hypervisor, bare metal).
 - vpc-cni-limits.tsv: rows of the VPC CNI's own limits table (pkg/vpc/vpc_ip_resource_limit.go), see its
   header.
+- vpc-resource-controller-branch-limits.tsv: (type, trunking compatible, branch interfaces) read from the
+  VPC resource controller's limits table (pkg/aws/vpc/limits.go), see its header; fills `trunking` and
+  `branch_interfaces` (null, with trunking false, for types it does not list).
 - eni-max-pods.txt: the VPC CNI's max-pods file, what the EKS AMI uses; it only arbitrates where the two
   limits sources disagree, and is what the table is tested against (tests/unit/ipam/test_instance_table.py).
 
@@ -28,6 +31,7 @@ OUT = ROOT / "vpcnet" / "ipam" / "data" / "instance_types.json"
 MOTO = DATA / "moto-5.2.5-instance_types.json.gz"
 VPC_CNI = DATA / "vpc-cni-limits.tsv"
 ENI_MAX_PODS = DATA / "eni-max-pods.txt"
+BRANCH_LIMITS = DATA / "vpc-resource-controller-branch-limits.tsv"
 
 Row = dict[str, Any]
 LIMIT_FIELDS = ("max_enis", "ipv4_per_eni", "cards", "default_card", "hypervisor", "bare_metal")
@@ -76,6 +80,24 @@ def read_vpc_cni(path: Path = VPC_CNI) -> dict[str, Row]:
             "cards": [int(c) for c in cards.split(",")] if cards != "-" else None,
         }
     return rows
+
+
+def read_branch_limits(path: Path = BRANCH_LIMITS) -> dict[str, tuple[bool, int]]:
+    """`TYPE<TAB>true|false<TAB>BRANCHES` rows: trunking compatible and branch ENIs per trunk."""
+    table: dict[str, tuple[bool, int]] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 3 or fields[1] not in ("true", "false") or not fields[2].isdigit():
+            raise ValueError(f"{path}:{lineno}: expected 'TYPE<TAB>true|false<TAB>BRANCHES', got {line!r}")
+        trunking, branches = fields[1] == "true", int(fields[2])
+        if trunking != (branches > 0):
+            raise ValueError(f"{path}:{lineno}: trunking {fields[1]} with {branches} branch interfaces")
+        if fields[0] in table:
+            raise ValueError(f"{path}:{lineno}: {fields[0]} listed twice")
+        table[fields[0]] = (trunking, branches)
+    return table
 
 
 def read_eni_max_pods(path: Path) -> dict[str, int]:
@@ -138,7 +160,10 @@ def completed(v: Row, m: Row | None) -> Row:
 
 
 def merge(
-    moto: dict[str, Row], vpc_cni: dict[str, Row], max_pods: dict[str, int]
+    moto: dict[str, Row],
+    vpc_cni: dict[str, Row],
+    max_pods: dict[str, int],
+    branches: dict[str, tuple[bool, int]] | None = None,
 ) -> tuple[dict[str, Row], list[Row]]:
     """Union of the two limits sources. Where both list a type and differ, the one whose default-card
     max-pods matches eni-max-pods.txt (the newest VPC CNI data, what the EKS AMI uses) wins; with no such
@@ -150,7 +175,9 @@ def merge(
         v = completed(raw_v, m) if raw_v is not None else None
         row: Row = dict(m) if m else {"ipv6_per_eni": 0}
         row["sources"] = [s for s, r in (("ec2-moto", m), ("vpc-cni", v)) if r]
-        row["branch_interfaces"] = None  # no source read here carries it yet
+        trunk = (branches or {}).get(name)
+        row["trunking"] = trunk is not None and trunk[0]
+        row["branch_interfaces"] = None if trunk is None else trunk[1]
         if v is not None:
             chosen, winner = v, "vpc-cni"
             expected = max_pods.get(name)
@@ -183,7 +210,9 @@ def merge(
 
 
 def main() -> int:
-    table, disagreements = merge(read_moto(), read_vpc_cni(), read_eni_max_pods(ENI_MAX_PODS))
+    table, disagreements = merge(
+        read_moto(), read_vpc_cni(), read_eni_max_pods(ENI_MAX_PODS), read_branch_limits()
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "source": "union of scripts/data: moto-5.2.5 DescribeInstanceTypes dump and the VPC CNI's limits "

@@ -28,6 +28,7 @@ class InstanceLimits:
     enis_per_card: tuple[int, ...]
     ipv6_per_eni: int = 0  # IPv6 addresses and /80 prefixes per ENI, counted apart from IPv4; 0: no IPv6
     branch_interfaces: int | None = None  # branch ENIs for security groups for pods; None: no source says
+    trunking: bool = False  # takes a trunk ENI (security groups for pods); False also where no source says
 
     @property
     def is_nitro(self) -> bool:
@@ -72,4 +73,5 @@ def instance_limits(name: str) -> InstanceLimits:
         branch_interfaces=None
         if row.get("branch_interfaces") is None
         else int(str(row["branch_interfaces"])),
+        trunking=bool(row.get("trunking", False)),
     )

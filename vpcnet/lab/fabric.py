@@ -17,6 +17,19 @@ Layout (all inside the lab's namespaces, nothing in the host's):
   i.e. for pod addresses; its proxy is meant for EVPN uplinks. `proxy_arp on` does answer, and it also stops
   broadcasts from being flooded to the ports, as the VPC does not flood.)
 
+Branch ENIs (security groups for pods). On EC2 a branch ENI's frames reach the instance over its trunk ENI's
+wire with an 802.1Q tag (the branch's VLAN id); the VPC CNI splits them off with a `vlan.eth.<id>` VLAN
+device on the trunk's interface and routes the pod through its own table (VLAN id + 100). This kernel has no
+8021q module, so the lab carries the tag in the topology instead: each associated branch gets its own veth,
+its outer end a port of its subnet's bridge like any ENI's (the branch's MAC, its own address set for
+delivery and SourceDestCheck, its own security groups in `sgfabric`), its inner end in the trunk's node as
+`vlan.eth.<VLAN id>`. What differs from EKS: the frames do not cross the trunk's interface (a capture on
+the trunk shows no branch traffic, and the trunk's MTU does not bound them), and there is no tag to strip:
+the device is an Ethernet link of its own, not a VLAN child of the trunk, so it has its own link state and
+MAC rather than the parent's. What holds: the branch's identity (MAC, addresses) and groups are the VPC's
+view of it, apart from the node's and the trunk's; the node (the CNI) still routes the pod through the
+device and a table of its own.
+
 Security groups are enforced beside the delivery rules, in the same nft transaction (`sgfabric`: stateful,
 per ENI, both directions; its docstring says how).
 
@@ -60,6 +73,12 @@ def _short_hash(text: str, length: int) -> str:
 def port_name(eni_id: str) -> str:
     """The ENI's bridge port in the VPC namespace: 15 characters, hashed (never truncated into collisions)."""
     return "e" + _short_hash(eni_id, 14)
+
+
+def branch_ifname(vlan_id: int) -> str:
+    """The node's device of a branch ENI: the name the VPC CNI gives the VLAN device on the trunk in EKS
+    (`vlan.eth.<VLAN id>`), here a veth of its own (see the Branch ENIs note in the module docstring)."""
+    return f"vlan.eth.{vlan_id}"
 
 
 def bridge_name(subnet_id: str) -> str:
@@ -108,6 +127,7 @@ class EniWire:
     ipv6_addresses: tuple[str, ...] = ()
     ipv6_prefixes: tuple[str, ...] = ()  # /80 blocks
     security_groups: tuple[str, ...] = ()
+    vlan_id: int = 0  # a branch ENI's VLAN id on its trunk; 0 for an attached ENI
 
     @property
     def port(self) -> str:
@@ -115,7 +135,8 @@ class EniWire:
 
     @property
     def ifname(self) -> str:
-        return f"eth{self.device_index}"
+        """eth<device index> for an attached ENI; for a branch, EKS's name of its VLAN device."""
+        return branch_ifname(self.vlan_id) if self.vlan_id else f"eth{self.device_index}"
 
     def owned_hosts(self) -> list[str]:
         """Every address the VPC delivers to this ENI: its addresses and each address of its prefixes."""
@@ -425,16 +446,17 @@ class Fabric:
 
     # ---- FabricHooks (the EC2 emulator calls these before an action answers)
 
-    def _wire(self, eni: Eni, node_netns: str) -> tuple[EniWire, list[str]]:
+    def _wire(self, eni: Eni, node_netns: str, vlan_id: int = 0) -> tuple[EniWire, list[str]]:
+        """The wire of an attached ENI, or with `vlan_id` of an associated branch ENI."""
         subnet, lines = self._subnet(eni.subnet_id)
-        if eni.attachment is None:
+        if eni.attachment is None and not vlan_id:
             raise FabricError(f"{eni.id} is not attached")
         wire = EniWire(
             eni_id=eni.id,
             mac=eni.mac,
             subnet=subnet,
             node_netns=node_netns,
-            device_index=eni.attachment.device_index,
+            device_index=eni.attachment.device_index if eni.attachment is not None else -1,
             primary_ip=eni.primary_ip,
             addresses=tuple(eni.private_ips),
             prefixes=tuple(eni.prefixes),
@@ -442,6 +464,7 @@ class Fabric:
             ipv6_addresses=tuple(eni.ipv6_addresses),
             ipv6_prefixes=tuple(eni.ipv6_prefixes),
             security_groups=tuple(eni.security_group_ids),
+            vlan_id=vlan_id,
         )
         return wire, lines
 
@@ -465,10 +488,22 @@ class Fabric:
     def eni_changed(self, eni: Eni) -> None:
         with self._lock:
             old = self._state.enis.get(eni.id)
-            if old is None or eni.attachment is None:
+            if old is None or (eni.attachment is None and not old.vlan_id):
                 return
-            wire, _ = self._wire(eni, old.node_netns)
+            wire, _ = self._wire(eni, old.node_netns, old.vlan_id)
             self.update(wire)
+
+    def branch_associated(self, branch: Eni, trunk: Eni, instance: Instance) -> None:
+        """A branch ENI reaches the trunk's node as its own port and `vlan.eth.<VLAN id>` there."""
+        assoc = branch.trunk_association
+        if assoc is None:
+            raise FabricError(f"{branch.id} has no trunk association")
+        with self._lock:
+            wire, lines = self._wire(branch, self.node_netns_of(instance), assoc.vlan_id)
+            self.plug(wire, lines)
+
+    def branch_disassociated(self, branch: Eni) -> None:
+        self.unplug(branch.id)
 
     def eni_deleted(self, eni: Eni) -> None:
         self.unplug(eni.id)
@@ -487,16 +522,22 @@ class Fabric:
     ) -> None:
         """Reconcile from the cloud's state (lab daemon start)."""
         by_id = {i.id: i for i in instances}
+        enis = list(enis)
+        trunks = {e.id: e for e in enis if e.interface_type == "trunk"}
         wires = []
         with self._lock:
             self._groups = {g.id: g for g in groups}
             for eni in enis:
-                if eni.attachment is None or eni.attachment.instance_id not in by_id:
+                # A branch is where its trunk is attached; any other ENI where it is attached itself.
+                assoc = eni.trunk_association
+                carrier = trunks.get(assoc.trunk_eni_id) if assoc is not None else eni
+                att = carrier.attachment if carrier is not None else None
+                if att is None or att.instance_id not in by_id:
                     continue
-                inst = by_id[eni.attachment.instance_id]
+                inst = by_id[att.instance_id]
                 if inst.state != "running":
                     continue
-                wire, _ = self._wire(eni, self.node_netns_of(inst))
+                wire, _ = self._wire(eni, self.node_netns_of(inst), assoc.vlan_id if assoc else 0)
                 wires.append(wire)
             self.reconcile(wires)
 

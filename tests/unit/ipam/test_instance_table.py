@@ -46,10 +46,27 @@ def _document() -> dict[str, Any]:
 
 
 def test_the_bundled_table_is_what_the_generator_makes_from_scripts_data() -> None:
-    table, disagreements = GEN.merge(GEN.read_moto(), GEN.read_vpc_cni(), ENI_MAX_PODS)
+    table, disagreements = GEN.merge(
+        GEN.read_moto(), GEN.read_vpc_cni(), ENI_MAX_PODS, GEN.read_branch_limits()
+    )
     doc = _document()
     assert doc["types"] == json.loads(json.dumps(table))
     assert doc["disagreements"] == json.loads(json.dumps(disagreements))
+
+
+def test_branch_limits_from_the_resource_controller_table() -> None:
+    """Spot facts of pkg/aws/vpc/limits.go; a type the transcription does not cover says nothing."""
+    for name, branches in (("c5.large", 9), ("c5.xlarge", 18), ("c5.2xlarge", 38), ("m5.metal", 120)):
+        limits = instance_limits(name)
+        assert (limits.trunking, limits.branch_interfaces) == (True, branches)
+    assert (instance_limits("t3.medium").trunking, instance_limits("t3.medium").branch_interfaces) == (
+        False,
+        0,
+    )
+    assert (instance_limits("r5.large").trunking, instance_limits("r5.large").branch_interfaces) == (
+        False,
+        None,
+    )
 
 
 def test_no_type_of_any_source_is_missing() -> None:

@@ -13,6 +13,7 @@ from vpcnet.lab.ec2.actions.enis import EniActions
 from vpcnet.lab.ec2.actions.instances import InstanceActions
 from vpcnet.lab.ec2.actions.security_groups import SecurityGroupActions
 from vpcnet.lab.ec2.actions.tags import TagActions
+from vpcnet.lab.ec2.actions.trunking import TrunkingActions
 from vpcnet.lab.ec2.errors import Ec2Error
 from vpcnet.lab.ec2.state import Cloud
 
@@ -44,6 +45,9 @@ ACTIONS = (
     "RevokeSecurityGroupEgress",
     "DescribeSecurityGroups",
     "DescribeSecurityGroupRules",
+    "AssociateTrunkInterface",
+    "DisassociateTrunkInterface",
+    "DescribeTrunkInterfaceAssociations",
 )
 
 
@@ -72,6 +76,7 @@ class Ec2Api:
             AddressActions(cloud).handlers(),
             TagActions(cloud).handlers(),
             SecurityGroupActions(cloud).handlers(),
+            TrunkingActions(cloud).handlers(),
         )
         handlers: dict[str, Handler] = {}
         for group in groups:

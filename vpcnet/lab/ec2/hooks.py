@@ -31,6 +31,15 @@ class FabricHooks(Protocol):
         """`eni` no longer exists (it was detached before, with its own eni_detached call)."""
         ...
 
+    def branch_associated(self, branch: Eni, trunk: Eni, instance: Instance) -> None:
+        """`branch` was associated with `trunk` (attached to `instance`) under branch.trunk_association's
+        VLAN id: its traffic is now delivered to that instance."""
+        ...
+
+    def branch_disassociated(self, branch: Eni) -> None:
+        """`branch` is no longer associated with a trunk (its trunk_association is None now)."""
+        ...
+
     def security_groups_changed(self, groups: list[SecurityGroup]) -> None:
         """A group was created or deleted, or its rules changed: `groups` is every group there is now.
         (Membership changes come as eni_changed: an ENI's groups are on the ENI.)"""
@@ -50,6 +59,12 @@ class NullHooks:
         pass
 
     def eni_deleted(self, eni: Eni) -> None:
+        pass
+
+    def branch_associated(self, branch: Eni, trunk: Eni, instance: Instance) -> None:
+        pass
+
+    def branch_disassociated(self, branch: Eni) -> None:
         pass
 
     def security_groups_changed(self, groups: list[SecurityGroup]) -> None:

@@ -69,6 +69,15 @@ class Attachment:
 
 
 @dataclass
+class TrunkAssociation:
+    """A branch ENI's association with a trunk ENI (AssociateTrunkInterface), kept on the branch."""
+
+    id: str  # trunk-assoc-...
+    trunk_eni_id: str
+    vlan_id: int  # 1..4094: the 802.1Q tag the branch's frames carry on the trunk's wire
+
+
+@dataclass
 class Eni:
     id: str
     subnet_id: str
@@ -87,10 +96,12 @@ class Eni:
     interface_type: str = "interface"
     ipv6_addresses: list[str] = field(default_factory=list)  # in assignment order
     ipv6_prefixes: list[str] = field(default_factory=list)  # /80 blocks, in assignment order
+    trunk_association: TrunkAssociation | None = None  # a branch ENI's trunk, while associated
 
     @property
     def status(self) -> str:
-        return "in-use" if self.attachment is not None else "available"
+        in_use = self.attachment is not None or self.trunk_association is not None
+        return "in-use" if in_use else "available"
 
     @property
     def private_ips(self) -> list[str]:
@@ -158,6 +169,8 @@ def initial_rules(group: SecurityGroup, new_id: Callable[[int], str]) -> list[Sg
 def eni_from_dict(raw: dict[str, Any]) -> Eni:
     data = dict(raw)
     att = data.pop("attachment", None)
+    trunk = data.pop("trunk_association", None)
     eni = Eni(**data)
     eni.attachment = Attachment(**att) if att is not None else None
+    eni.trunk_association = TrunkAssociation(**trunk) if trunk is not None else None
     return eni

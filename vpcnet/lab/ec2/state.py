@@ -25,6 +25,7 @@ from vpcnet.lab.ec2.engine.store import Store, dump
 from vpcnet.lab.ec2.engine.tables import Tables, attachment_of
 from vpcnet.lab.ec2.engine.tagging import Tagging
 from vpcnet.lab.ec2.engine.topology import Topology
+from vpcnet.lab.ec2.engine.trunking import Trunking
 from vpcnet.lab.ec2.hooks import FabricHooks
 from vpcnet.lab.ec2.model import Eni, Instance, SecurityGroup, SgRule, Subnet, Vpc
 
@@ -51,6 +52,7 @@ class Cloud:
         self._enis = EniLifecycle(self._store, self._addresses, self._groups)
         self._addresses6 = Ipv6Assignment(self._store)
         self._topology = Topology(self._store, self._groups, self._enis, self._addresses6)
+        self._trunking = Trunking(self._store)
 
     @property
     def region(self) -> str:
@@ -201,6 +203,7 @@ class Cloud:
         secondary_count: int = 0,
         prefix_count: int = 0,
         prefixes: Sequence[str] = (),
+        interface_type: str = "interface",
     ) -> Eni:
         with self._lock:
             eni = self._enis.create(
@@ -213,6 +216,7 @@ class Cloud:
                 secondary_count=secondary_count,
                 prefix_count=prefix_count,
                 prefixes=prefixes,
+                interface_type=interface_type,
             )
             return copy.deepcopy(eni)
 
@@ -296,6 +300,21 @@ class Cloud:
             attachment_id=attachment_id,
             delete_on_termination=delete_on_termination,
         )
+
+    def associate_trunk_interface(
+        self, branch_id: str, trunk_id: str, vlan_id: int | None, gre_key: int | None = None
+    ) -> Eni:
+        """AssociateTrunkInterface; returns the branch with its trunk_association."""
+        with self._lock:
+            return copy.deepcopy(self._trunking.associate(branch_id, trunk_id, vlan_id, gre_key))
+
+    def disassociate_trunk_interface(self, association_id: str) -> None:
+        self._trunking.disassociate(association_id)
+
+    def trunk_associations(self) -> list[Eni]:
+        """Every associated branch ENI (DescribeTrunkInterfaceAssociations), by creation order."""
+        with self._lock:
+            return copy.deepcopy(self._trunking.associated())
 
     def delete_security_group(self, group_id: str) -> None:
         self._groups.delete(group_id)

@@ -8,7 +8,8 @@
 - `tags.TagActions`: CreateTags, DeleteTags.
 - `security_groups.SecurityGroupActions`: Create/Delete/Describe security groups, Authorize/Revoke
   ingress and egress rules, DescribeSecurityGroupRules.
+- `trunking.TrunkingActions`: Associate/DisassociateTrunkInterface, DescribeTrunkInterfaceAssociations.
 
 Each group maps parameters, filters and paginates, and leaves the rules to `state.Cloud`. A new area is a new
-group here (trunk ENIs: `trunking`), registered in `api.ACTIONS` and `Ec2Api`.
+group here, registered in `api.ACTIONS` and `Ec2Api`.
 """

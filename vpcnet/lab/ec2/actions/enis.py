@@ -1,5 +1,6 @@
 """Network-interface actions: Describe/Create/Attach/Detach/DeleteNetworkInterface and
-ModifyNetworkInterfaceAttribute. Trunk/branch association actions belong in a `trunking` group beside this."""
+ModifyNetworkInterfaceAttribute (InterfaceType trunk and branch included; their association actions are in
+the `trunking` group)."""
 
 from __future__ import annotations
 
@@ -120,10 +121,6 @@ class EniActions:
                 primary = address
             elif address != primary:
                 secondaries.append(address)
-        if "InterfaceType" in p and p["InterfaceType"] != "interface":
-            raise invalid_value(
-                f"InterfaceType {p['InterfaceType']!r} is not supported by the lab (only 'interface')"
-            )
         eni = self.cloud.create_network_interface(
             subnet_id,
             description=p.get("Description", ""),
@@ -134,6 +131,7 @@ class EniActions:
             secondary_count=p.get("SecondaryPrivateIpAddressCount", 0),
             prefix_count=p.get("Ipv4PrefixCount", 0),
             prefixes=[required(x, "Ipv4Prefix") for x in p.get("Ipv4Prefixes", [])],
+            interface_type=str(p.get("InterfaceType", "interface")),
         )
         return {"NetworkInterface": self.answers.eni(eni), "ClientToken": p.get("ClientToken")}
 

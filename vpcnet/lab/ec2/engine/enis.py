@@ -2,8 +2,9 @@
 index and the limit per network card), detach (never device 0), delete (never while attached), attributes,
 and what an instance's launch and termination do to its ENIs.
 
-Trunk and branch ENIs (interface_type "trunk"/"branch", branch association to a trunk) belong in a
-`trunking` part that uses these attach rules, not in this module."""
+The interface types' own rules (a branch is never attached, one trunk per trunking-compatible instance, a
+trunk keeps its branches) live in `trunking`; this module calls them where an ENI is attached, detached,
+deleted or released."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ from vpcnet.lab.ec2.engine.security_groups import SecurityGroups
 from vpcnet.lab.ec2.engine.store import Store
 from vpcnet.lab.ec2.engine.tables import attachment_of
 from vpcnet.lab.ec2.engine.tagging import add_tags
+from vpcnet.lab.ec2.engine.trunking import (
+    branches_of,
+    check_attachable,
+    check_detachable,
+    check_interface_type,
+    drop_association,
+)
 from vpcnet.lab.ec2.errors import Ec2Error, invalid_value, not_found
 from vpcnet.lab.ec2.ids import make_id, make_mac
 from vpcnet.lab.ec2.model import Attachment, Eni, Instance, Subnet, timestamp
@@ -38,8 +46,10 @@ class EniLifecycle:
         secondary_count: int = 0,
         prefix_count: int = 0,
         prefixes: Sequence[str] = (),
+        interface_type: str = "interface",
     ) -> Eni:
         """Create an ENI in the tables (caller holds a mutation)."""
+        check_interface_type(interface_type)
         if secondary_ips and secondary_count:
             raise Ec2Error(
                 "InvalidParameterCombination",
@@ -82,6 +92,7 @@ class EniLifecycle:
             secondary_ips=seconds,
             prefixes=blocks,
             security_group_ids=groups,
+            interface_type=interface_type,
         )
         add_tags(eni.tags, tags or {}, eni.id)
         self._store.tables.enis[eni.id] = eni
@@ -99,6 +110,7 @@ class EniLifecycle:
         secondary_count: int = 0,
         prefix_count: int = 0,
         prefixes: Sequence[str] = (),
+        interface_type: str = "interface",
     ) -> Eni:
         """CreateNetworkInterface."""
         with self._store.mutation():
@@ -112,6 +124,7 @@ class EniLifecycle:
                 secondary_count=secondary_count,
                 prefix_count=prefix_count,
                 prefixes=prefixes,
+                interface_type=interface_type,
             )
 
     def attach_primary(self, eni: Eni, inst: Instance) -> None:
@@ -149,6 +162,7 @@ class EniLifecycle:
                     f"You may not attach a network interface to an instance if they are not in the same "
                     f"availability zone ({eni_id} is in {eni.az}, {instance_id} in {inst.az})"
                 )
+            check_attachable(t, eni, inst)
             self._check_device(inst, device_index, network_card_index)
             eni.attachment = Attachment(
                 id=make_id("eni-attach", t.next_seq()),
@@ -201,6 +215,7 @@ class EniLifecycle:
                     "OperationNotPermitted",
                     f"The network interface at device index 0 cannot be detached ({eni.id}).",
                 )
+            check_detachable(self._store.tables, eni)
             eni.attachment = None
             self._store.hook("eni_detached", eni, att.instance_id)
 
@@ -215,6 +230,8 @@ class EniLifecycle:
                     f"The network interface '{eni_id}' is currently in use "
                     f"(attached to {eni.attachment.instance_id}).",
                 )
+            if eni.trunk_association is not None:
+                drop_association(self._store, eni)
             del t.enis[eni_id]
             self._store.hook("eni_deleted", eni)
 
@@ -223,6 +240,8 @@ class EniLifecycle:
         DeleteOnTermination, as EC2 does (caller holds a mutation)."""
         t = self._store.tables
         for eni in sorted(t.attached_to(instance_id), key=lambda e: -attachment_of(e).device_index):
+            for branch in branches_of(t, eni.id):
+                drop_association(self._store, branch)
             delete = attachment_of(eni).delete_on_termination
             eni.attachment = None
             self._store.hook("eni_detached", eni, instance_id)
