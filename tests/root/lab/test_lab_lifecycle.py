@@ -50,8 +50,9 @@ def test_up_is_idempotent_status_exec_and_down_leaves_nothing(prefix: str) -> No
     assert "already up" in again.stdout and "nothing changed" in again.stdout
 
     doc = json.loads(cli("lab", "status", "-o", "json", "--prefix", prefix).stdout)
-    expected = {"etcd": True, "cloudd": True, "kube-controllers": True, "kubelet": True}
-    assert doc["up"] and doc["processes"] == expected
+    # The lab's default datastore is its Kubernetes API: no kube-controllers mirror to run.
+    expected = {"etcd": True, "cloudd": True, "kubelet": True}
+    assert doc["up"] and doc["processes"] == expected and doc["datastore"] == "kubernetes"
     assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
     n1, n2 = doc["nodes"]
     assert (n1["az"], n2["az"]) == ("us-east-1a", "us-east-1b")
