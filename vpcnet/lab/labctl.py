@@ -89,6 +89,8 @@ class LabInfo:
     agent_settings: dict[str, str] = dataclasses.field(default_factory=dict)
     # What the node agents read: "kubernetes" (the lab's API) or "etcd" (kube-controllers' mirror of it).
     datastore: str = "etcd"
+    # The image the node agents run from (`lab up --image`), in the lab's containerd; "" for processes.
+    agent_image: str = ""
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -350,6 +352,9 @@ def check_agent_settings(layout: LabLayout, settings: Mapping[str, str], datasto
 
 
 def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
+    if info.agent_image:
+        start_agent_container(layout, node, info)
+        return
     argv = [
         sys.executable,
         "-c",
@@ -365,6 +370,38 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
         in_netns=layout.node_netns(node),
         env=agent_env(layout, node, info),
     )
+
+
+def start_agent_container(layout: LabLayout, node: str, info: LabInfo) -> None:
+    """The node's agent from the lab's image, as the DaemonSet runs it (vpcnet/lab/imageagents.py)."""
+    from vpcnet.lab import containerd, imageagents
+
+    try:
+        containerd.start(layout)  # a no-op while it runs; `lab up` restarts a dead one here
+        imageagents.start(
+            layout,
+            node,
+            info.agent_image,
+            agent_env(layout, node, info),
+            info.agent_settings,
+            pid_file=agent_pid_file(layout, node),
+            marker=agent_marker(layout, node),
+        )
+    except (containerd.ContainerdError, imageagents.ManifestError) as exc:
+        raise LabError(f"cannot start the agent of {node} from image {info.agent_image}: {exc}") from exc
+
+
+def import_agent_image(layout: LabLayout, archive: Path) -> str:
+    """Start the lab's containerd and import archive into it; returns the image's name."""
+    from vpcnet.lab import containerd
+
+    if not archive.is_file():
+        raise LabError(f"--image {archive}: no such file (`make image` builds vpcnet.oci.tar)")
+    try:
+        containerd.start(layout)
+        return containerd.import_image(layout, archive)
+    except containerd.ContainerdError as exc:
+        raise LabError(f"--image {archive}: {exc}") from exc
 
 
 def _tail(path: Path, lines: int = 6) -> str:
@@ -468,15 +505,25 @@ def up(
     agent_settings: Mapping[str, str] | None = None,
     progress: Progress = lambda _msg: None,
     datastore: str | None = None,
+    image: Path | None = None,
 ) -> UpResult:
     """Bring the lab up (or find it up). agent_settings: extra environment for every node agent; datastore:
-    what the agents read (lab_datastore's rule when None)."""
+    what the agents read (lab_datastore's rule when None); image: an OCI archive (`make image`) the node
+    agents run from, as containers, instead of processes."""
     settings = dict(agent_settings or {})
     chosen = lab_datastore(datastore, settings)
     if agents:
         check_agent_settings(layout, settings, chosen)
     with _locked():
-        return _up(topo, layout, agents=agents, agent_settings=settings, progress=progress, datastore=chosen)
+        return _up(
+            topo,
+            layout,
+            agents=agents,
+            agent_settings=settings,
+            progress=progress,
+            datastore=chosen,
+            image=image,
+        )
 
 
 def _up(
@@ -487,12 +534,15 @@ def _up(
     agent_settings: dict[str, str],
     progress: Progress,
     datastore: str,
+    image: Path | None = None,
 ) -> UpResult:
     info = read_info(layout)
     if info is not None:
         differs = _same_shape(info, topo) or _same_settings(info, agents, agent_settings)
         if not differs and agents and info.datastore != datastore:
             differs = f"its agents read the {info.datastore} datastore"
+        if not differs and agents and bool(info.agent_image) != (image is not None):
+            differs = f"its agents run from {info.agent_image or 'processes'}"
         if differs:
             raise LabError(
                 f"lab {layout.prefix} is already up and {differs}; run `vpcnet lab down` first "
@@ -504,7 +554,13 @@ def _up(
         progress(f"removing a half-made lab {layout.prefix}")
         _down(layout)
     return _create(
-        topo, layout, agents=agents, agent_settings=agent_settings, progress=progress, datastore=datastore
+        topo,
+        layout,
+        agents=agents,
+        agent_settings=agent_settings,
+        progress=progress,
+        datastore=datastore,
+        image=image,
     )
 
 
@@ -523,6 +579,7 @@ def _create(
     agent_settings: dict[str, str],
     progress: Progress,
     datastore: str,
+    image: Path | None = None,
 ) -> UpResult:
     from vpcnet.lab.ec2.state import Cloud  # the EC2 emulator (imported here: it loads the instance table)
 
@@ -554,6 +611,10 @@ def _create(
         progress("waiting for the lab daemon and etcd")
         ready = wait_daemon(layout)
         labetcd.wait_healthy(layout, etcd_url)
+        agent_image = ""
+        if agents and image is not None:
+            progress(f"importing {image} into the lab's containerd")
+            agent_image = import_agent_image(layout, image)
         info = LabInfo(
             prefix=layout.prefix,
             vpc_id=vpc.id,
@@ -566,6 +627,7 @@ def _create(
             agents=agents,
             agent_settings=agent_settings,
             datastore=datastore,
+            agent_image=agent_image,
         )
         _write_json(layout.state_file, info.to_json())
         controls = control_processes(info)
@@ -754,6 +816,7 @@ def _down(layout: LabLayout) -> DownResult:
         pids = [pid for pid in (procs.read_pid(f, marker) for f, marker in group) if pid is not None]
         procs.kill_pids(pids, timeout)
         stopped += len(pids)
+    stopped += _remove_containerd(layout)
     names = [n for n in netns.list_netns() if layout.owns_netns(n)]
     stray = netns.pids_in_netns(names)  # anything else living in the lab (servers tests started in pods...)
     procs.kill_pids(stray, timeout=1.0)
@@ -765,6 +828,13 @@ def _down(layout: LabLayout) -> DownResult:
     existed = layout.run_dir.exists()
     shutil.rmtree(layout.run_dir, ignore_errors=True)
     return DownResult(names, stopped, existed)
+
+
+def _remove_containerd(layout: LabLayout) -> int:
+    """The lab's containerd (`lab up --image`), its containers, images and dirs: 1 if it was there."""
+    from vpcnet.lab import containerd
+
+    return int(containerd.remove(layout))
 
 
 # ------------------------------------------------------------------ status, exec
@@ -829,6 +899,7 @@ def status(layout: LabLayout) -> dict[str, Any]:
         "endpoints": info.endpoints,
         "internet_host": info.internet_host,
         "agent_settings": info.agent_settings,
+        "agent_image": info.agent_image,
         "datastore": info.datastore,
         "processes": {
             "etcd": labetcd.running(layout),
