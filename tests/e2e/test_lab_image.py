@@ -229,3 +229,26 @@ def test_rolling_update_loses_no_probe_and_no_address(
     assert body["disagreements"] == [], body
     assert probe(image_lab, "shop/churn2", "shop/cart") and probe(image_lab, "shop/churn3", "shop/churn2")
     assert not probe(image_lab, "shop/churn3", "billing/ledger")  # the policy's exception is cart only
+
+
+def test_etcd_lab_runs_kube_controllers_from_the_image(archives: tuple[Path, Path]) -> None:
+    """In etcd mode kube-controllers (the API mirrored into etcd, which the agents read) is the image's too,
+    as the Deployment runs it: its own user, the host's network."""
+    layout = LabLayout(random_prefix())
+    topo = build_topology(nodes=2, azs=2, instance_type="t3.medium")
+    try:
+        labctl.up(topo, layout, image=archives[0], datastore="etcd")
+        tasks = containerd.ctr(layout, "tasks", "ls").splitlines()[1:]
+        pids = {line.split()[0]: int(line.split()[1]) for line in tasks if "RUNNING" in line}
+        assert "kube-controllers" in pids, tasks
+        assert Path(f"/proc/{pids['kube-controllers']}/status").read_text().count("\t65534") >= 2
+        cli(layout, "apply", "-f", str(DEMO / "pods.yaml"))
+        cli(layout, "lab", "sync")
+        cli(layout, "apply", "-f", str(DEMO / "policy.yaml"))
+        cli(layout, "lab", "wait", "--timeout", "60")
+        body = json.loads(cli(layout, "lab", "probe", "--port", "80", "--protocol", "TCP", "--compare"))
+        assert body["disagreements"] == [], body
+        assert not probe(layout, *CLOSED_PAIR) and probe(layout, *OPEN_PAIRS[0])
+    finally:
+        labctl.down(layout)
+    assert leftovers(layout) == []

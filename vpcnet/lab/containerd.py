@@ -133,16 +133,17 @@ def run_argv(
     container_id: str,
     command: Sequence[str],
     *,
-    netns_path: str,
+    netns_path: str | None,
     mounts: Sequence[str],
     env_file: Path,
     labels: Sequence[str],
+    privileged: bool = True,
 ) -> list[str]:
-    """`ctr run --rm` in the foreground: privileged, joining the given network namespace."""
+    """`ctr run --rm` in the foreground, joining the given network namespace (the host's if None)."""
     flags = [
         "--rm",
-        "--privileged",
-        f"--with-ns=network:{netns_path}",
+        *(["--privileged"] if privileged else []),
+        f"--with-ns=network:{netns_path}" if netns_path else "--net-host",
         f"--env-file={env_file}",
         *(f"--mount={m}" for m in mounts),
         *(f"--label={label}" for label in labels),

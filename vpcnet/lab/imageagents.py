@@ -161,3 +161,105 @@ def start(
     )
     procs.spawn(argv, log_file=layout.agent_log(node), pid_file=pid_file)
     return container_id
+
+
+# ------------------------------------------------------------------ kube-controllers (etcd mode)
+
+CONTROLLERS_CONTAINER = "vpcnet-kube-controllers"
+CONTROLLERS_ID = "kube-controllers"
+CONTROLLERS_DIR = "/var/run/vpcnet-kube-controllers"  # in the container: its kubeconfig and progress file
+
+
+@dataclass(frozen=True)
+class ControllersManifest:
+    command: list[str]
+    env: dict[str, str]  # literal values and the ConfigMap's keys resolved
+    pod_name_vars: list[str]  # filled from metadata.name
+    run_as_user: int | None
+
+
+def load_controllers_manifest() -> ControllersManifest:
+    """The kube-controllers container of deploy/kube-controllers.yaml, its ConfigMap references resolved."""
+    docs = [d for d in _load_all("kube-controllers.yaml") if d and d.get("kind") == "Deployment"]
+    containers = [c for d in docs for c in d["spec"]["template"]["spec"]["containers"]]
+    found = [c for c in containers if c["name"] == CONTROLLERS_CONTAINER]
+    if not found:
+        where = DEPLOY_DIR / "kube-controllers.yaml"
+        raise ManifestError(f"{where} has no container {CONTROLLERS_CONTAINER!r}")
+    container = found[0]
+    config = {str(k): str(v) for k, v in (_load_yaml("configmap.yaml").get("data") or {}).items()}
+    env: dict[str, str] = {}
+    pod_name_vars = []
+    for var in container.get("env", []):
+        ref = var.get("valueFrom", {})
+        if "value" in var:
+            env[var["name"]] = str(var["value"])
+        elif "configMapKeyRef" in ref:
+            env[var["name"]] = config.get(ref["configMapKeyRef"]["key"], "")
+        elif ref.get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            pod_name_vars.append(var["name"])
+    user = container.get("securityContext", {}).get("runAsUser")
+    command = [*container.get("command", []), *container.get("args", [])]
+    return ControllersManifest(command, env, pod_name_vars, int(user) if user is not None else None)
+
+
+def _load_all(name: str) -> list[Any]:
+    import yaml
+
+    path = DEPLOY_DIR / name
+    try:
+        return list(yaml.safe_load_all(path.read_text()))
+    except OSError as exc:
+        raise ManifestError(f"{path}: {exc.strerror} (`lab up --image` runs from a checkout)") from exc
+
+
+def start_controllers(
+    layout: LabLayout,
+    image: str,
+    *,
+    kubeconfig: Path,
+    etcd_endpoints: str,
+    progress_file: Path,
+    pid_file: Path,
+    log_file: Path,
+    marker: str,
+) -> None:
+    """kube-controllers from image, as the Deployment runs it (its user, its environment) on the host's
+    network (where the lab's API and etcd answer on loopback); progress_file becomes a link into the
+    container's writable dir."""
+    manifest = load_controllers_manifest()
+    for old in containerd.containers(layout):
+        if old == CONTROLLERS_ID:
+            containerd.remove_container(layout, old)
+    host_dir = layout.run_dir / "kube-controllers.d"
+    host_dir.mkdir(parents=True, exist_ok=True)
+    uid = manifest.run_as_user
+    (host_dir / "kubeconfig").write_bytes(kubeconfig.read_bytes())
+    (host_dir / "kubeconfig").chmod(0o644)  # the lab's API takes no credentials
+    if uid is not None:
+        os.chown(host_dir, uid, uid)
+    progress_file.unlink(missing_ok=True)
+    progress_file.symlink_to(host_dir / "progress.json")
+    env = {**manifest.env, **{k: CONTROLLERS_ID for k in manifest.pod_name_vars}}
+    env.update({"VPCNET_DATASTORE_TYPE": "etcd", "VPCNET_DATASTORE_ENDPOINTS": etcd_endpoints})
+    env_file = host_dir / "env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
+    command = [
+        *manifest.command,
+        "--kubeconfig", f"{CONTROLLERS_DIR}/kubeconfig",
+        "--progress-file", f"{CONTROLLERS_DIR}/progress.json",
+    ]  # fmt: skip
+    if uid is not None:  # runAsUser: ctr has no --user; the image's setpriv drops to it
+        command = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *command]
+    argv = containerd.run_argv(
+        layout,
+        image,
+        CONTROLLERS_ID,
+        command,
+        netns_path=None,
+        mounts=[f"type=bind,src={host_dir},dst={CONTROLLERS_DIR},options=rbind:rw"],
+        env_file=env_file,
+        labels=[f"vpcnet.lab.marker={marker}", f"vpcnet.lab.image={image}"],
+        privileged=False,
+    )
+    procs.spawn(argv, log_file=log_file, pid_file=pid_file)

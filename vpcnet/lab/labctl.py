@@ -186,6 +186,9 @@ def mirror_progress_file(layout: LabLayout) -> Path:
 
 
 def start_control(layout: LabLayout, name: str, info: LabInfo) -> None:
+    if name == "kube-controllers" and info.agent_image:
+        start_controllers_container(layout, info)
+        return
     # The marker (a path under the run dir) rides on the command line so that `down` can check the pid.
     if name == "kube-controllers":
         argv = [
@@ -203,6 +206,26 @@ def start_control(layout: LabLayout, name: str, info: LabInfo) -> None:
         ]  # fmt: skip
         env = dict(os.environ)
     procs.spawn(argv, log_file=control_log(layout, name), pid_file=control_pid_file(layout, name), env=env)
+
+
+def start_controllers_container(layout: LabLayout, info: LabInfo) -> None:
+    """kube-controllers from the lab's image, as deploy/'s Deployment runs it (vpcnet/lab/imageagents.py)."""
+    from vpcnet.lab import containerd, imageagents
+
+    try:
+        containerd.start(layout)
+        imageagents.start_controllers(
+            layout,
+            info.agent_image,
+            kubeconfig=layout.kubeconfig,
+            etcd_endpoints=info.endpoints["etcd_host"],
+            progress_file=mirror_progress_file(layout),
+            pid_file=control_pid_file(layout, "kube-controllers"),
+            log_file=control_log(layout, "kube-controllers"),
+            marker=control_marker(layout, "kube-controllers"),
+        )
+    except (containerd.ContainerdError, imageagents.ManifestError) as exc:
+        raise LabError(f"cannot start kube-controllers from image {info.agent_image}: {exc}") from exc
 
 
 def control_alive(layout: LabLayout, name: str) -> bool:

@@ -82,3 +82,11 @@ def test_image_name_of_an_archive(tmp_path: Path) -> None:
     (tmp_path / "junk").write_text("not a tar")
     with pytest.raises(containerd.ContainerdError, match="not an OCI image archive"):
         containerd.image_name(tmp_path / "junk")
+
+
+def test_controllers_manifest_resolves_the_configmap() -> None:
+    m = imageagents.load_controllers_manifest()
+    assert m.command == ["vpcnet", "kube-controllers"]
+    assert m.run_as_user == 65534
+    assert m.env["VPCNET_DATASTORE_TYPE"] == "kubernetes"  # the ConfigMap's value; the lab sets etcd
+    assert m.pod_name_vars == ["POD_NAME"]
