@@ -414,6 +414,20 @@ def start_agent_container(layout: LabLayout, node: str, info: LabInfo) -> None:
         raise LabError(f"cannot start the agent of {node} from image {info.agent_image}: {exc}") from exc
 
 
+def check_image(archive: Path, agents: bool) -> None:
+    """--image before anything is made: a readable, named OCI archive, for a lab with agents."""
+    from vpcnet.lab import containerd
+
+    if not agents:
+        raise LabError("--image runs the node agents from the image: it cannot go with --no-agents")
+    if not archive.is_file():
+        raise LabError(f"--image {archive}: no such file (`make image` builds vpcnet.oci.tar)")
+    try:
+        containerd.image_name(archive)
+    except containerd.ContainerdError as exc:
+        raise LabError(f"--image {exc}") from exc
+
+
 def import_agent_image(layout: LabLayout, archive: Path) -> str:
     """Start the lab's containerd and import archive into it; returns the image's name."""
     from vpcnet.lab import containerd
@@ -537,6 +551,8 @@ def up(
     chosen = lab_datastore(datastore, settings)
     if agents:
         check_agent_settings(layout, settings, chosen)
+    if image is not None:
+        check_image(image, agents)
     with _locked():
         return _up(
             topo,

@@ -90,3 +90,15 @@ def test_controllers_manifest_resolves_the_configmap() -> None:
     assert m.run_as_user == 65534
     assert m.env["VPCNET_DATASTORE_TYPE"] == "kubernetes"  # the ConfigMap's value; the lab sets etcd
     assert m.pod_name_vars == ["POD_NAME"]
+
+
+def test_bad_image_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    from vpcnet.lab.labctl import LabError, check_image
+
+    with pytest.raises(LabError, match="no such file"):
+        check_image(tmp_path / "missing.oci.tar", agents=True)
+    (tmp_path / "junk.tar").write_text("junk")
+    with pytest.raises(LabError, match="not an OCI image archive"):
+        check_image(tmp_path / "junk.tar", agents=True)
+    with pytest.raises(LabError, match="--no-agents"):
+        check_image(tmp_path / "junk.tar", agents=False)
