@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -70,6 +71,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
             "--restart-backoff",
             help="INITIAL:MAX seconds: a node agent that exits is restarted after INITIAL, doubling to MAX "
             "while it keeps failing (the kubelet's CrashLoopBackOff is 10:300)",
+        ),
+        image: Path | None = typer.Option(  # noqa: B008
+            None,
+            "--image",
+            help="run the node agents from this OCI archive (`make image`) as containers of a private "
+            "containerd, shaped by deploy/'s DaemonSet and ConfigMap, instead of as processes",
         ),
     ) -> None:
         """Bring the lab up: a VPC with a subnet per AZ, nodes as namespaces, the EC2 endpoint, IMDS and etcd.
@@ -139,6 +146,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                     restart_backoff=restart_backoff,
                     progress=progress,
                     datastore=datastore,
+                    image=image,
                 )
             except LabError as e:
                 typer.echo(f"error: {e}", err=True)
@@ -177,6 +185,26 @@ def register(app: typer.Typer, groups: Groups) -> None:
             f"{result.processes} processes, "
             f"{layout.run_dir}"
         )
+
+    @lab.command("upgrade")
+    def upgrade_command(
+        image: Path = typer.Option(..., "--image", help="the new OCI archive (`make image`)"),  # noqa: B008
+        prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
+    ) -> None:
+        """Roll the node agents of a `lab up --image` lab to another image, one node at a time (stop the old
+        container, start the new, wait until it is ready); pods keep their addresses and traffic."""
+        from vpcnet.lab.labctl import LabError
+        from vpcnet.lab.labupgrade import upgrade
+
+        _need_root()
+        layout = _layout(prefix)
+        try:
+            result = upgrade(layout, image, progress=lambda msg: typer.echo(msg, err=True))
+        except LabError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
+        each = ", ".join(f"{n} {s:.1f} s" for n, s in result.seconds_per_node.items())
+        typer.echo(f"lab {layout.prefix}: agents {result.old_image} -> {result.new_image} ({each})")
 
     @lab.command("status")
     def status_command(

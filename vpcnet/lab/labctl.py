@@ -93,6 +93,8 @@ class LabInfo:
     datastore: str = "etcd"
     # How a node's supervisor restarts its agent: INITIAL:MAX seconds (vpcnet.lab.supervise).
     restart_backoff: str = DEFAULT_RESTART_BACKOFF
+    # The image the node agents run from (`lab up --image`), in the lab's containerd; "" for processes.
+    agent_image: str = ""
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -188,6 +190,9 @@ def mirror_progress_file(layout: LabLayout) -> Path:
 
 
 def start_control(layout: LabLayout, name: str, info: LabInfo) -> None:
+    if name == "kube-controllers" and info.agent_image:
+        start_controllers_container(layout, info)
+        return
     # The marker (a path under the run dir) rides on the command line so that `down` can check the pid.
     if name == "kube-controllers":
         argv = [
@@ -205,6 +210,26 @@ def start_control(layout: LabLayout, name: str, info: LabInfo) -> None:
         ]  # fmt: skip
         env = dict(os.environ)
     procs.spawn(argv, log_file=control_log(layout, name), pid_file=control_pid_file(layout, name), env=env)
+
+
+def start_controllers_container(layout: LabLayout, info: LabInfo) -> None:
+    """kube-controllers from the lab's image, as deploy/'s Deployment runs it (vpcnet/lab/imageagents.py)."""
+    from vpcnet.lab import containerd, imageagents
+
+    try:
+        containerd.start(layout)
+        imageagents.start_controllers(
+            layout,
+            info.agent_image,
+            kubeconfig=layout.kubeconfig,
+            etcd_endpoints=info.endpoints["etcd_host"],
+            progress_file=mirror_progress_file(layout),
+            pid_file=control_pid_file(layout, "kube-controllers"),
+            log_file=control_log(layout, "kube-controllers"),
+            marker=control_marker(layout, "kube-controllers"),
+        )
+    except (containerd.ContainerdError, imageagents.ManifestError) as exc:
+        raise LabError(f"cannot start kube-controllers from image {info.agent_image}: {exc}") from exc
 
 
 def control_alive(layout: LabLayout, name: str) -> bool:
@@ -364,7 +389,11 @@ def check_agent_settings(layout: LabLayout, settings: Mapping[str, str], datasto
 
 def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
     """The node's agent under its supervisor, which restarts it with back-off whenever it exits (a node
-    behaves as under a DaemonSet); the agent's own pid file names the agent, the supervisor's its own."""
+    behaves as under a DaemonSet); the agent's own pid file names the agent, the supervisor's its own. With
+    `lab up --image`, the agent is a container of the lab's containerd instead."""
+    if info.agent_image:
+        start_agent_container(layout, node, info)
+        return
     argv = [
         sys.executable,
         "-m",
@@ -388,6 +417,52 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
         in_netns=layout.node_netns(node),
         env=agent_env(layout, node, info),
     )
+
+
+def start_agent_container(layout: LabLayout, node: str, info: LabInfo) -> None:
+    """The node's agent from the lab's image, as the DaemonSet runs it (vpcnet/lab/imageagents.py)."""
+    from vpcnet.lab import containerd, imageagents
+
+    try:
+        containerd.start(layout)  # a no-op while it runs; `lab up` restarts a dead one here
+        imageagents.start(
+            layout,
+            node,
+            info.agent_image,
+            agent_env(layout, node, info),
+            info.agent_settings,
+            pid_file=agent_pid_file(layout, node),
+            marker=agent_marker(layout, node),
+        )
+    except (containerd.ContainerdError, imageagents.ManifestError) as exc:
+        raise LabError(f"cannot start the agent of {node} from image {info.agent_image}: {exc}") from exc
+
+
+def check_image(archive: Path, agents: bool) -> None:
+    """--image before anything is made: a readable, named OCI archive, for a lab with agents."""
+    from vpcnet.lab import containerd
+
+    if not agents:
+        raise LabError("--image runs the node agents from the image: it cannot go with --no-agents")
+    if not archive.is_file():
+        raise LabError(f"--image {archive}: no such file (`make image` builds vpcnet.oci.tar)")
+    try:
+        containerd.image_name(archive)
+    except containerd.ContainerdError as exc:
+        raise LabError(f"--image {exc}") from exc
+
+
+def import_agent_image(layout: LabLayout, archive: Path) -> str:
+    """Start the lab's containerd and import archive into it; returns the image's name."""
+    from vpcnet.lab import containerd
+
+    if not archive.is_file():
+        raise LabError(f"--image {archive}: no such file (`make image` builds vpcnet.oci.tar)")
+    try:
+        containerd.start(layout)
+        return containerd.import_image(layout, archive)
+    except containerd.ContainerdError as exc:
+        raise LabError(f"--image {archive}: {exc}") from exc
 
 
 def _tail(path: Path, lines: int = 6) -> str:
@@ -518,10 +593,12 @@ def up(
     restart_backoff: str = DEFAULT_RESTART_BACKOFF,
     progress: Progress = lambda _msg: None,
     datastore: str | None = None,
+    image: Path | None = None,
 ) -> UpResult:
     """Bring the lab up (or find it up). agent_settings: extra environment for every node agent; datastore:
     what the agents read (lab_datastore's rule when None); restart_backoff: INITIAL:MAX seconds of the agents'
-    supervisors (recorded; a repair keeps the lab's)."""
+    supervisors (recorded; a repair keeps the lab's); image: an OCI archive (`make image`) the node agents run
+    from, as containers, instead of processes."""
     from vpcnet.lab.supervise import parse_backoff
 
     settings = dict(agent_settings or {})
@@ -532,6 +609,8 @@ def up(
         raise LabError(str(exc)) from None
     if agents:
         check_agent_settings(layout, settings, chosen)
+    if image is not None:
+        check_image(image, agents)
     with _locked():
         return _up(
             topo,
@@ -541,6 +620,7 @@ def up(
             restart_backoff=restart_backoff,
             progress=progress,
             datastore=chosen,
+            image=image,
         )
 
 
@@ -553,12 +633,15 @@ def _up(
     restart_backoff: str,
     progress: Progress,
     datastore: str,
+    image: Path | None = None,
 ) -> UpResult:
     info = read_info(layout)
     if info is not None:
         differs = _same_shape(info, topo) or _same_settings(info, agents, agent_settings)
         if not differs and agents and info.datastore != datastore:
             differs = f"its agents read the {info.datastore} datastore"
+        if not differs and agents and bool(info.agent_image) != (image is not None):
+            differs = f"its agents run from {info.agent_image or 'processes'}"
         if differs:
             raise LabError(
                 f"lab {layout.prefix} is already up and {differs}; run `vpcnet lab down` first "
@@ -577,6 +660,7 @@ def _up(
         restart_backoff=restart_backoff,
         progress=progress,
         datastore=datastore,
+        image=image,
     )
 
 
@@ -596,6 +680,7 @@ def _create(
     restart_backoff: str,
     progress: Progress,
     datastore: str,
+    image: Path | None = None,
 ) -> UpResult:
     from vpcnet.lab.ec2.state import Cloud  # the EC2 emulator (imported here: it loads the instance table)
 
@@ -627,6 +712,10 @@ def _create(
         progress("waiting for the lab daemon and etcd")
         ready = wait_daemon(layout)
         labetcd.wait_healthy(layout, etcd_url)
+        agent_image = ""
+        if agents and image is not None:
+            progress(f"importing {image} into the lab's containerd")
+            agent_image = import_agent_image(layout, image)
         info = LabInfo(
             prefix=layout.prefix,
             vpc_id=vpc.id,
@@ -640,6 +729,7 @@ def _create(
             agent_settings=agent_settings,
             datastore=datastore,
             restart_backoff=restart_backoff,
+            agent_image=agent_image,
         )
         _write_json(layout.state_file, info.to_json())
         controls = control_processes(info)
@@ -833,6 +923,7 @@ def _down(layout: LabLayout) -> DownResult:
         pids = [pid for pid in (procs.read_pid(f, marker) for f, marker in group) if pid is not None]
         procs.kill_pids(pids, timeout)
         stopped += len(pids)
+    stopped += _remove_containerd(layout)
     names = [n for n in netns.list_netns() if layout.owns_netns(n)]
     stray = netns.pids_in_netns(names)  # anything else living in the lab (servers tests started in pods...)
     procs.kill_pids(stray, timeout=1.0)
@@ -844,6 +935,13 @@ def _down(layout: LabLayout) -> DownResult:
     existed = layout.run_dir.exists()
     shutil.rmtree(layout.run_dir, ignore_errors=True)
     return DownResult(names, stopped, existed)
+
+
+def _remove_containerd(layout: LabLayout) -> int:
+    """The lab's containerd (`lab up --image`), its containers, images and dirs: 1 if it was there."""
+    from vpcnet.lab import containerd
+
+    return int(containerd.remove(layout))
 
 
 # ------------------------------------------------------------------ status, exec
@@ -909,6 +1007,7 @@ def status(layout: LabLayout) -> dict[str, Any]:
         "endpoints": info.endpoints,
         "internet_host": info.internet_host,
         "agent_settings": info.agent_settings,
+        "agent_image": info.agent_image,
         "datastore": info.datastore,
         "processes": {
             "etcd": labetcd.running(layout),
