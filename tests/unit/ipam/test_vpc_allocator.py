@@ -428,6 +428,33 @@ def test_adaptive_mode_sizes_the_pool_from_recent_bursts_and_keeps_an_eni_ahead(
     run(body)
 
 
+def test_adaptive_mode_serves_steady_churn_with_few_ec2_calls() -> None:
+    """A pod every 30 s, each living 5 minutes: the pool grows in batches and gives back lazily, so the
+    hour costs a few assign/unassign calls, not one or two per pod (120 pods)."""
+    node = make_node("m5.large")
+
+    async def body() -> None:
+        a = node.allocator(WarmTargets(adaptive=True), cooldown=5.0)
+        await a.start()
+        await settle(60)
+
+        async def pod(i: int) -> None:
+            await asyncio.sleep(30 * i)
+            await a.assign(key(i), "ns", f"p{i}")
+            await asyncio.sleep(300)
+            await a.release(key(i))
+
+        await asyncio.gather(*(pod(i) for i in range(40)))  # the cold start (15 min): history builds up
+        before = len([c for c in node.ec2.calls if c.endswith("PrivateIpAddresses")])
+        await asyncio.gather(*(pod(100 + i) for i in range(120)))
+        calls = len([c for c in node.ec2.calls if c.endswith("PrivateIpAddresses")]) - before
+        assert a.counters.waited_for_ec2 == 0
+        assert calls <= 12
+        await a.stop()
+
+    run(body)
+
+
 def test_adaptive_mode_attaches_an_empty_eni_ahead_of_need() -> None:
     node = make_node("t3.medium")
 
