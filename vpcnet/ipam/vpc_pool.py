@@ -136,7 +136,11 @@ class PoolController:
             units = -(-deficit // cap.unit)
             used_new_eni = False
             try:
-                for eni in sorted(st.pool.enis.values(), key=lambda e: e.device_index):
+                # one call where one ENI has room for all: an ENI that does first, then by device index
+                def order(e: Eni) -> tuple[bool, int]:
+                    return (cap.slots_per_eni + 1 - e.used_slots < units, e.device_index)
+
+                for eni in sorted(st.pool.enis.values(), key=order):
                     if units <= 0:
                         break
                     free = cap.slots_per_eni + 1 - eni.used_slots

@@ -110,11 +110,12 @@ class ArrivalForecast:
 
     def batch(self, now: float, horizon: float, limit: int) -> int:
         """Arrivals to expect over the next `horizon` seconds at the window's mean rate (at least 1, at most
-        `limit`); before the history is trusted, 0 (the cold floor already holds an ENI's worth)."""
+        `limit`); before the history is trusted, half the limit (the cold floor holds an ENI's worth free;
+        without a batch every pod of the first minutes would cost a call)."""
         self._trim(now)
         seen = min(self.history, now - self.started)
         if seen < min(self.history, COLD_START_SECONDS):
-            return 0
+            return limit // 2
         return max(1, min(limit, -(-len(self.arrivals) * int(horizon) // max(1, int(seen)))))
 
     def forecast(self, now: float, lead: float) -> int:

@@ -78,7 +78,7 @@ def test_batch_is_the_mean_arrivals_of_the_horizon() -> None:
     f = ArrivalForecast(history=3600, cold_floor=9, started=0.0)
     for i in range(60):
         f.record(1000.0 + 10 * i)  # one every 10 s
-    assert f.batch(500.0, horizon=120, limit=9) == 0  # cold start: the cold floor is the batch
+    assert f.batch(500.0, horizon=120, limit=9) == 4  # cold start: half an ENI's worth
     assert f.batch(1600.0, horizon=120, limit=9) == 5  # 60 arrivals in 1,600 s: 4.5 in 120 s, rounded up
     assert f.batch(1600.0, horizon=600, limit=9) == 9  # never more than the limit (one ENI's worth)
     assert f.batch(3590.0, horizon=120, limit=9) == 3
