@@ -3,7 +3,9 @@
 One background task wakes on every assignment and release, when a cooldown ends, and every `pool_interval`
 seconds; it grows the pool (secondary IPs or prefixes on attached ENIs first, then a new ENI) and gives back
 a surplus only after it has lasted `release_delay` seconds, and then only the part of it that was never
-needed in that time (paced, so the pool does not flap).
+needed in that time (paced, so the pool does not flap). In adaptive mode it grows to a band's top (the
+target and a batch more) and gives back only what stays over that top for ADAPTIVE_RELEASE_DELAY: fewer
+EC2 calls per pod start, which a large cluster's EC2 throttling counts.
 """
 
 from __future__ import annotations
