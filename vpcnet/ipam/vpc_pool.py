@@ -3,7 +3,9 @@
 One background task wakes on every assignment and release, when a cooldown ends, and every `pool_interval`
 seconds; it grows the pool (secondary IPs or prefixes on attached ENIs first, then a new ENI) and gives back
 a surplus only after it has lasted `release_delay` seconds, and then only the part of it that was never
-needed in that time (paced, so the pool does not flap).
+needed in that time (paced, so the pool does not flap). In adaptive mode it grows to a band's top (the
+target and a batch more) and gives back only what stays over that top for ADAPTIVE_RELEASE_DELAY: fewer
+EC2 calls per pod start, which a large cluster's EC2 throttling counts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from vpcnet.cloud.ec2 import (
 from vpcnet.ipam.eni_pool import Eni
 from vpcnet.ipam.interfaces import EniNetworking
 from vpcnet.ipam.vpc_state import VpcPoolState
-from vpcnet.ipam.warm import desired_total
+from vpcnet.ipam.warm import ADAPTIVE_RELEASE_DELAY, BATCH_HORIZON, adaptive_band, desired_total
 
 log = logging.getLogger("vpcnet.ipam")
 
@@ -56,6 +58,19 @@ class PoolController:
             forecast = st.forecast.forecast(now, 2 * self._fast_lead + 0.5)
         return desired_total(s.used + st.waiters, st.settings.targets, st.capacity, forecast)
 
+    def band(self) -> tuple[int, int]:
+        """(grow below, shrink above): the target itself in static modes; in adaptive mode the target and a
+        batch more, so a refill serves many pods with one EC2 call and a small dip costs none."""
+        st = self.state
+        if not st.settings.targets.adaptive:
+            want = self.target()
+            return want, want
+        now = st.now()
+        s = st.pool.stats(now)
+        forecast = st.forecast.forecast(now, 2 * self._fast_lead + 0.5)
+        batch = st.forecast.batch(now, BATCH_HORIZON, st.capacity.per_eni)
+        return adaptive_band(s.used + st.waiters, st.settings.targets, st.capacity, forecast, batch)
+
     async def run(self) -> None:
         st = self.state
         while not st.stopped:
@@ -84,16 +99,17 @@ class PoolController:
         st = self.state
         now = st.now()
         total = st.pool.stats(now).total
-        want = self.target()
-        if total < want:
+        low, high = self.band()
+        if total < low:
             self._surplus_since = None
             if now >= st.backoff_until:
-                await self._grow(want - total)
+                await self._grow(high - total)
                 st.notify()
             return
-        if st.settings.targets.adaptive:
+        adaptive = st.settings.targets.adaptive
+        if adaptive:
             await self._ensure_eni_headroom()
-        surplus = total - want
+        surplus = total - high
         if surplus <= 0:
             self._surplus_since = None
             return
@@ -101,9 +117,14 @@ class PoolController:
             self._surplus_since, self._surplus_min = now, surplus
             return
         self._surplus_min = min(self._surplus_min, surplus)
-        if now - self._surplus_since >= st.settings.release_delay:
+        delay = (
+            max(st.settings.release_delay, ADAPTIVE_RELEASE_DELAY) if adaptive else st.settings.release_delay
+        )
+        if now - self._surplus_since >= delay:
             amount = self._surplus_min
             self._surplus_since = None
+            if adaptive and amount < max(1, high - low):
+                return  # not worth an EC2 call yet: look again after another delay
             await self._shrink(amount)
 
     # ------------------------------------------------------------------ growing
@@ -116,7 +137,11 @@ class PoolController:
             units = asked = -(-deficit // cap.unit)
             used_new_eni = False
             try:
-                for eni in sorted(st.pool.enis.values(), key=lambda e: e.device_index):
+                # one call where one ENI has room for all: an ENI that does first, then by device index
+                def order(e: Eni) -> tuple[bool, int]:
+                    return (cap.slots_per_eni + 1 - e.used_slots < units, e.device_index)
+
+                for eni in sorted(st.pool.enis.values(), key=order):
                     if units <= 0:
                         break
                     free = cap.slots_per_eni + 1 - eni.used_slots
@@ -305,7 +330,7 @@ class PoolController:
         st = self.state
         if not st.settings.targets.adaptive:
             return 1
-        return min(st.capacity.pod_enis, -(-self.target() // st.capacity.per_eni) + 1)
+        return min(st.capacity.pod_enis, -(-self.band()[1] // st.capacity.per_eni) + 1)
 
     async def _release_addresses(self, amount: int, now: float) -> None:
         pool = self.state.pool

@@ -13,6 +13,11 @@ from dataclasses import dataclass
 HOST_NETWORK_PODS = 2  # aws-node and kube-proxy: counted in max pods, need no VPC address
 COLD_START_SECONDS = 900.0  # the adaptive mode trusts its arrival history after this long
 FORECAST_MARGIN = 1  # one more than the worst burst seen: the next one may be a little bigger
+# EC2 calls are what a busy cluster runs out of (throttling), so adaptive mode asks in batches and gives back
+# lazily: a refill brings the arrivals of BATCH_HORIZON seconds, and a surplus goes back only after it
+# has lasted ADAPTIVE_RELEASE_DELAY seconds and is worth a call (half a batch or more).
+BATCH_HORIZON = 120.0
+ADAPTIVE_RELEASE_DELAY = 300.0
 
 
 def ceil_to(n: int, unit: int) -> int:
@@ -71,6 +76,15 @@ def desired_total(used: int, targets: WarmTargets, cap: Capacity, forecast: int 
     return min(want, cap.address_ceiling, ceil_to(cap.pod_limit, unit))
 
 
+def adaptive_band(
+    used: int, targets: WarmTargets, cap: Capacity, forecast: int, batch: int
+) -> tuple[int, int]:
+    """Adaptive mode's (low, high): the pool grows when it holds less than `low` (the next burst's need)
+    and then up to `high` (a batch more), and gives back only what stays above `high`."""
+    low = desired_total(used, targets, cap, forecast)
+    return low, max(low, desired_total(used, targets, cap, forecast + max(0, batch)))
+
+
 class ArrivalForecast:
     """Pod arrivals of the recent past, to size the pool for the next burst.
 
@@ -93,6 +107,16 @@ class ArrivalForecast:
     def _trim(self, now: float) -> None:
         while self.arrivals and self.arrivals[0] < now - self.history:
             self.arrivals.popleft()
+
+    def batch(self, now: float, horizon: float, limit: int) -> int:
+        """Arrivals to expect over the next `horizon` seconds at the window's mean rate (at least 1, at most
+        `limit`); before the history is trusted, half the limit (the cold floor holds an ENI's worth free;
+        without a batch every pod of the first minutes would cost a call)."""
+        self._trim(now)
+        seen = min(self.history, now - self.started)
+        if seen < min(self.history, COLD_START_SECONDS):
+            return limit // 2
+        return max(1, min(limit, -(-len(self.arrivals) * int(horizon) // max(1, int(seen)))))
 
     def forecast(self, now: float, lead: float) -> int:
         self._trim(now)

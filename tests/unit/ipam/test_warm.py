@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vpcnet.ipam.warm import ArrivalForecast, Capacity, WarmTargets, desired_total
+from vpcnet.ipam.warm import ArrivalForecast, Capacity, WarmTargets, adaptive_band, desired_total
 
 M5 = Capacity("m5.large", max_enis=3, slots_per_eni=9, unit=1, pod_enis=3, max_pods=29)
 M5_PD = Capacity("m5.large", max_enis=3, slots_per_eni=9, unit=16, pod_enis=3, max_pods=110)
@@ -64,3 +64,22 @@ def test_forecast_is_the_worst_burst_of_the_window_plus_one() -> None:
     assert f.forecast(1600.0, lead=0.2) == 3
     assert f.forecast(5000.0, lead=2.0) == 3  # the 1000 s burst has left the window
     assert f.forecast(9000.0, lead=2.0) == 0
+
+
+def test_adaptive_band_grows_a_batch_past_the_burst_need() -> None:
+    t = WarmTargets(adaptive=True)
+    assert adaptive_band(5, t, M5, forecast=3, batch=4) == (8, 12)
+    assert adaptive_band(5, t, M5, forecast=3, batch=0) == (8, 8)
+    assert adaptive_band(20, t, M5, forecast=3, batch=10) == (23, 27)  # the ceiling caps the batch
+    assert adaptive_band(5, t, M5_PD, forecast=3, batch=14) == (16, 32)  # whole prefixes
+
+
+def test_batch_is_the_mean_arrivals_of_the_horizon() -> None:
+    f = ArrivalForecast(history=3600, cold_floor=9, started=0.0)
+    for i in range(60):
+        f.record(1000.0 + 10 * i)  # one every 10 s
+    assert f.batch(500.0, horizon=120, limit=9) == 4  # cold start: half an ENI's worth
+    assert f.batch(1600.0, horizon=120, limit=9) == 5  # 60 arrivals in 1,600 s: 4.5 in 120 s, rounded up
+    assert f.batch(1600.0, horizon=600, limit=9) == 9  # never more than the limit (one ENI's worth)
+    assert f.batch(3590.0, horizon=120, limit=9) == 3
+    assert f.batch(9000.0, horizon=120, limit=9) == 1  # nothing seen for an hour: still one

@@ -1,0 +1,152 @@
+"""The warm pool's bound: the fewest idle addresses a pool knowing the future needs so no pod waits for EC2.
+
+A pure function of one node's pod trace and EC2's latency; the warm-pool benchmark divides a mode's mean idle
+count by this one's.
+
+Definitions (times in seconds, each pod a `PodLife(start, end)`, `end` when its address is released):
+
+- assigned(t): pods with start <= t < end.
+- used(t) = assigned(t) + cooling(t), where an address released at `end` cools until `end + cooldown` and can
+  neither be handed out nor given back to EC2 meanwhile (the pool's rule, `eni_pool`). No pool holds less.
+- An address handed to a pod at s must be in the pool at s, and EC2 takes `lead` seconds (one
+  AssignPrivateIpAddresses call) to add one, so a request for it is made by s - lead. The oracle never gives
+  back an address it needs again within `lead`: it could not get it back in time. So at each t it holds the
+  largest use of the coming lead:
+
+      held(t) = min(ceiling, ceil_to(max over s in [t, t + lead] of used(s), unit))
+
+  (`unit`: 1 address, or 16 with /28 prefixes; `ceiling`: the node's address ceiling). An ENI the oracle
+  attaches ahead of need holds no pod address, so ENI granularity costs it nothing but that ceiling.
+- idle(t) = held(t) - assigned(t); the bound is its mean over the trace's span.
+
+With lead = 0 the curve is used(t) itself (idle = cooling addresses only): the floor no pool can go under
+whatever EC2's latency. Both are computed exactly (integrals of step functions), not sampled.
+
+The oracle has no call budget: it makes one EC2 call per change of held(t), hundreds an hour on a busy
+node. A pool that must also keep its calls few cannot follow it closely; the benchmark reports both.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PodLife:
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        if not self.end >= self.start:
+            raise ValueError(f"pod life {self.start}..{self.end}: end must not be before start")
+
+
+@dataclass(frozen=True)
+class OracleResult:
+    mean_idle: float  # mean of held(t) - assigned(t) over the span
+    mean_held: float
+    peak_held: int
+    span: tuple[float, float]
+
+
+Steps = list[
+    tuple[float, int]
+]  # (from this time, value) pairs, times increasing; the value holds until the next
+
+
+def _step_function(changes: Iterable[tuple[float, int]]) -> Steps:
+    """(time, delta) events -> a step function starting at value 0 before the first event."""
+    out: Steps = []
+    value = 0
+    for t, d in sorted(changes):
+        value += d
+        if out and out[-1][0] == t:
+            out[-1] = (t, value)
+        else:
+            out.append((t, value))
+    return out
+
+
+def assigned_curve(pods: Sequence[PodLife]) -> Steps:
+    lives = [p for p in pods if p.end > p.start]  # a pod that ends as it starts holds nothing
+    return _step_function([(p.start, 1) for p in lives] + [(p.end, -1) for p in lives])
+
+
+def used_curve(pods: Sequence[PodLife], cooldown: float) -> Steps:
+    lives = [p for p in pods if p.end + cooldown > p.start]
+    return _step_function([(p.start, 1) for p in lives] + [(p.end + cooldown, -1) for p in lives])
+
+
+def _value_at(steps: Steps, index: int) -> int:
+    return steps[index][1] if index >= 0 else 0
+
+
+def held_curve(used: Steps, lead: float, unit: int = 1, ceiling: int | None = None) -> Steps:
+    """held(t) = ceil_to(max of used over [t, t + lead], unit), capped at `ceiling`: a step function whose
+    changes lie at used's changes and `lead` before them."""
+    if lead < 0 or unit < 1:
+        raise ValueError(f"lead {lead} must be >= 0 and unit {unit} >= 1")
+    times = sorted({t for t, _ in used} | {t - lead for t, _ in used})
+    out: Steps = []
+    window: deque[int] = deque()  # indexes into used, values decreasing: the sliding maximum
+    hi = -1  # last index of used whose time is <= t + lead
+    lo_time_index = -1  # index of the step in effect at t
+    for t in times:
+        while hi + 1 < len(used) and used[hi + 1][0] <= t + lead:
+            hi += 1
+            while window and used[window[-1]][1] <= used[hi][1]:
+                window.pop()
+            window.append(hi)
+        while lo_time_index + 1 < len(used) and used[lo_time_index + 1][0] <= t:
+            lo_time_index += 1
+        while window and window[0] < lo_time_index:
+            window.popleft()
+        peak = max(_value_at(used, lo_time_index), used[window[0]][1] if window else 0)
+        held = -(-peak // unit) * unit
+        if ceiling is not None:
+            held = min(held, max(ceiling, peak))  # never below use: over the ceiling pods wait for cooldowns
+        if not out or out[-1][1] != held:
+            out.append((t, held))
+    return out
+
+
+def integral(steps: Steps, start: float, end: float) -> float:
+    """The integral of a step function over [start, end]."""
+    total = 0.0
+    for i, (t, v) in enumerate(steps):
+        nxt = steps[i + 1][0] if i + 1 < len(steps) else end
+        a, b = max(t, start), min(nxt, end)
+        if b > a:
+            total += v * (b - a)
+    return total
+
+
+def oracle(
+    pods: Sequence[PodLife],
+    *,
+    lead: float,
+    cooldown: float,
+    unit: int = 1,
+    ceiling: int | None = None,
+    span: tuple[float, float] | None = None,
+) -> OracleResult:
+    """The oracle pool's mean idle count over `span` (default: from 0 to the last cooldown's end)."""
+    if not pods:
+        raise ValueError("oracle: the trace has no pods")
+    if cooldown < 0:
+        raise ValueError(f"oracle: cooldown {cooldown} must be >= 0")
+    start, end = span if span is not None else (0.0, max(p.end for p in pods) + cooldown)
+    if not end > start:
+        raise ValueError(f"oracle: span {start}..{end} is empty")
+    held = held_curve(used_curve(pods, cooldown), lead, unit, ceiling)
+    held_area = integral(held, start, end)
+    idle_area = held_area - integral(assigned_curve(pods), start, end)
+    length = end - start
+    return OracleResult(
+        mean_idle=idle_area / length,
+        mean_held=held_area / length,
+        peak_held=max((v for t, v in held if t < end), default=0),
+        span=(start, end),
+    )
