@@ -10,10 +10,12 @@ compile with the node's `cc`.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 NATIVE_DIR = Path(__file__).with_name("native")
@@ -98,12 +100,20 @@ def client_bytes(explicit: Path | None = None) -> tuple[bytes, str]:
 def smoke_test(path: Path) -> None:
     """Run the stamped client once (VERSION, which it hands to the Python shim): a binary for another
     architecture or C library, or a broken interpreter path, fails here rather than on every pod."""
-    try:
-        proc = subprocess.run(
-            [str(path)], input=b"", env={"CNI_COMMAND": "VERSION"}, capture_output=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise NativeBuildError(f"the native client {path} does not run: {exc}") from None
+    for attempt in range(50):
+        try:
+            proc = subprocess.run(
+                [str(path)], input=b"", env={"CNI_COMMAND": "VERSION"}, capture_output=True, timeout=30
+            )
+            break
+        except OSError as exc:
+            # ETXTBSY: a fork in another thread (installs run in parallel) still holds the file open for
+            # writing until its exec closes it; that passes in a moment.
+            if exc.errno != errno.ETXTBSY or attempt == 49:
+                raise NativeBuildError(f"the native client {path} does not run: {exc}") from None
+            time.sleep(0.02)
+        except subprocess.TimeoutExpired as exc:
+            raise NativeBuildError(f"the native client {path} does not run: {exc}") from None
     if proc.returncode != 0 or b"supportedVersions" not in proc.stdout:
         shown = (proc.stdout + proc.stderr).decode(errors="replace")[:300]
         raise NativeBuildError(f"the native client {path} answered VERSION with {proc.returncode}: {shown}")

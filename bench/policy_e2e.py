@@ -1,0 +1,293 @@
+"""Benchmark: policy change end to end, from the write to the datastore to the rules in every node's kernel.
+
+A lab with several nodes and their agents (`vpcnet lab up`). The cluster lives in the datastore only: N pods
+per node (Pod objects with IPs and labels, spec.nodeName a lab node; no containers, no veths: the agents
+render their rules all the same) in 100 namespaces, and 1,000 NetworkPolicies (10 per namespace, each
+selecting one app and allowing one role on one port). Each node holds pods of apps 0-3 in every namespace,
+so every node enforces policies of every namespace.
+
+A change: a new Pod (on no lab node) with a role a policy allows, so its IP enters a set on every node; then
+its deletion. For each change, from just before the etcd write until:
+  - kernel: the IP is in (or gone from) every node's sets, read in the node's namespace (`ipset save` or
+    `nft list sets`) in a loop per node; the time is the end of the first dump that shows it (an upper
+    bound: a dump takes a few ms, printed);
+  - agent: every node's agent reports an applied revision >= the write's (its policy-status.json).
+Each run measures CHANGES changes; RUNS runs back to back, p50/p99 per run. The agents' own
+calculation + render + kernel time per apply (last_apply_seconds) is read with each status, so the
+rest of the agent-status time is the datastore's fan-out (etcd watch) and the agent's batching.
+
+Root. Uses a lab with a random prefix ("vb" + 4 letters), removed at the end.
+Usage: python bench/policy_e2e.py [--nodes 3] [--pods 400] [--backends iptables,nftables] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import secrets
+import string
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from figures import Figures
+
+from vpcnet.datastore.open import open_datastore
+from vpcnet.datastore.resources import ResourceRef, ResourceStore, ref_of
+from vpcnet.lab import labctl
+from vpcnet.lab.layout import LabLayout
+from vpcnet.lab.topology import build_topology
+
+NAMESPACES = 100
+POLICIES_PER_NS = 10
+LOCAL_APPS = 4  # apps every node has pods of, in every namespace
+BATCH = 100  # documents per etcd transaction (etcd's default limit is 128 operations)
+
+
+def pod_doc(name: str, ns: str, node: str, ip: str, app: int, role: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": f"a{app}", "role": f"r{role}"}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    }
+
+
+def policy_doc(ns: str, k: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"p{k}", "namespace": ns},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": f"a{k}"}},
+            "ingress": [
+                {"from": [{"podSelector": {"matchLabels": {"role": f"r{k}"}}}], "ports": [{"port": 8000 + k}]}
+            ],
+        },
+    }
+
+
+def ip_of(index: int) -> str:
+    return f"10.{200 + index // 65536}.{(index // 256) % 256}.{index % 256}"
+
+
+def cluster(nodes: list[str], per_node: int) -> list[dict[str, Any]]:
+    rng = random.Random(17)
+    docs = [policy_doc(f"ns{n}", k) for n in range(NAMESPACES) for k in range(POLICIES_PER_NS)]
+    index = 0
+    for node in nodes:
+        for j in range(per_node):
+            ns = f"ns{(j // LOCAL_APPS) % NAMESPACES}"
+            app = j % LOCAL_APPS
+            docs.append(pod_doc(f"{node}-p{j}", ns, node, ip_of(index), app, rng.randrange(10)))
+            index += 1
+    return docs
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class NodeWatch:
+    """One node's kernel sets and agent status, polled in a thread of its own."""
+
+    def __init__(self, layout: LabLayout, node: str, backend: str) -> None:
+        self.netns = layout.node_netns(node)
+        self.status_path = layout.agent_socket(node).parent / "policy-status.json"
+        tool = ["ipset", "save"] if backend == "iptables" else ["nft", "list", "sets"]
+        self.argv = ["ip", "netns", "exec", self.netns, *tool]
+        self.dump_ms: list[float] = []
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.status_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def kernel_has(self, ip: str) -> tuple[bool, float]:
+        out = subprocess.run(self.argv, capture_output=True, text=True, check=True).stdout
+        return re.search(re.escape(ip) + r"(?![0-9])", out) is not None, time.perf_counter()
+
+    def wait_kernel(self, ip: str, present: bool, start: float, out: list[float]) -> None:
+        while True:
+            begin = time.perf_counter()
+            has, end = self.kernel_has(ip)
+            self.dump_ms.append((end - begin) * 1000)
+            if has == present:
+                out.append((end - start) * 1000)
+                return
+            if end - start > 60:
+                raise RuntimeError(f"{self.netns}: {ip} {'never appeared' if present else 'never left'}")
+
+    def wait_agent(self, revision: int, start: float, out: list[float], apply_s: list[float]) -> None:
+        while True:
+            status = self.status()
+            if int(status.get("revision", 0)) >= revision:
+                out.append((time.perf_counter() - start) * 1000)
+                apply_s.append(float(status.get("last_apply_seconds", 0.0)))
+                return
+            if time.perf_counter() - start > 60:
+                raise RuntimeError(f"{self.netns}: the agent never applied revision {revision}")
+            time.sleep(0.001)
+
+
+async def write(store: ResourceStore, doc: dict[str, Any] | None, ref: ResourceRef | None) -> int:
+    if doc is not None:
+        return (await store.apply([doc])).revision
+    assert ref is not None
+    await store.delete([ref])
+    return await store.datastore.current_revision()
+
+
+def measure(
+    layout: LabLayout, nodes: list[str], backend: str, per_node: int, runs: int, changes: int
+) -> dict:
+    watches = [NodeWatch(layout, node, backend) for node in nodes]
+
+    async def go() -> dict[str, Any]:
+        datastore = await open_datastore(_settings(layout))
+        store = ResourceStore(datastore)
+        try:
+            docs = cluster(nodes, per_node)
+            started = time.perf_counter()
+            for i in range(0, len(docs), BATCH):
+                revision = (await store.apply(docs[i : i + BATCH])).revision
+            loaded = time.perf_counter()
+            for w in watches:  # every agent has the whole cluster in its kernel
+                await asyncio.to_thread(w.wait_agent, revision, started, [], [])
+                if w.status().get("endpoints") != per_node:
+                    raise RuntimeError(f"{w.netns}: {w.status().get('endpoints')} endpoints, not {per_node}")
+            print(
+                f"  {backend}: {len(docs)} objects written in {loaded - started:.1f} s, all agents applied "
+                f"after {time.perf_counter() - started:.1f} s",
+                flush=True,
+            )
+            result: dict[str, Any] = {"runs": []}
+            serial = 0
+            for _ in range(runs):
+                kernel: list[float] = []
+                agent: list[float] = []
+                apply_s: list[float] = []
+                writes: list[float] = []
+                for _ in range(changes // 2):
+                    serial += 1
+                    ip = ip_of(1_000_000 + serial)
+                    k = serial % LOCAL_APPS
+                    ns = (
+                        f"ns{serial % min(NAMESPACES, max(1, per_node // LOCAL_APPS))}"  # one of every node's
+                    )
+                    doc = pod_doc(f"new{serial}", ns, "elsewhere", ip, 9, k)
+                    ref = ref_of(doc)
+                    for present in (True, False):
+                        per_kernel: list[float] = []
+                        per_agent: list[float] = []
+                        start = time.perf_counter()
+                        rev = await write(store, doc if present else None, None if present else ref)
+                        writes.append((time.perf_counter() - start) * 1000)
+                        threads = [
+                            threading.Thread(target=w.wait_kernel, args=(ip, present, start, per_kernel))
+                            for w in watches
+                        ] + [
+                            threading.Thread(target=w.wait_agent, args=(rev, start, per_agent, apply_s))
+                            for w in watches
+                        ]
+                        for t in threads:
+                            t.start()
+                        for t in threads:
+                            await asyncio.to_thread(t.join)
+                        if len(per_kernel) != len(watches) or len(per_agent) != len(watches):
+                            raise RuntimeError("a node did not converge (see the thread's error above)")
+                        kernel.append(max(per_kernel))  # every node's kernel
+                        agent.append(max(per_agent))
+                apply_ms = [s * 1000 for s in apply_s]
+                result["runs"].append(
+                    {"kernel": kernel, "agent": agent, "apply_ms": apply_ms, "write_ms": writes}
+                )
+            return result
+        finally:
+            await datastore.close()
+
+    out = asyncio.run(go())
+    out["dump_ms"] = [ms for w in watches for ms in w.dump_ms]
+    return out
+
+
+def _settings(layout: LabLayout) -> Any:
+    from vpcnet.cli.resources import datastore_settings
+
+    return datastore_settings(layout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--pods", type=str, default="400,1000", help="pods per node, comma-separated")
+    parser.add_argument("--backends", default="iptables,nftables")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--changes", type=int, default=20, help="changes per run (half adds, half deletes)")
+    opts = parser.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (the lab)", file=sys.stderr)
+        return 2
+    figs = Figures()
+    print(
+        f"policy end to end: {opts.nodes} nodes, {NAMESPACES * POLICIES_PER_NS} policies, "
+        f"load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    for per_node in (int(p) for p in opts.pods.split(",")):
+        for backend in opts.backends.split(","):
+            layout = LabLayout("vb" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4)))
+            try:
+                info = labctl.up(
+                    build_topology(nodes=opts.nodes, azs=2),
+                    layout,
+                    agents=True,
+                    agent_settings={"VPCNET_POLICY_BACKEND": backend},
+                ).info
+                nodes = [n.name for n in info.nodes]
+                res = measure(layout, nodes, backend, per_node, opts.runs, opts.changes)
+            finally:
+                labctl.down(layout)
+            worst_kernel = 0.0
+            for i, run in enumerate(res["runs"]):
+                k99, a99 = percentile(run["kernel"], 0.99), percentile(run["agent"], 0.99)
+                worst_kernel = max(worst_kernel, k99)
+                # The agent-status time less the datastore write and the slowest agent's apply: the watch's
+                # fan-out, the agent's event handling (parse, feed the calculation) and the status write.
+                applies = [
+                    max(run["apply_ms"][i : i + opts.nodes])
+                    for i in range(0, len(run["apply_ms"]), opts.nodes)
+                ]
+                fanout = [a - w - b for a, w, b in zip(run["agent"], run["write_ms"], applies, strict=True)]
+                print(
+                    f"  {backend} {per_node} pods/node run {i + 1}: kernel p50 "
+                    f"{percentile(run['kernel'], 0.5):6.1f} p99 {k99:6.1f} ms | agent status p50 "
+                    f"{percentile(run['agent'], 0.5):6.1f} p99 {a99:6.1f} ms | agent apply p50 "
+                    f"{percentile(run['apply_ms'], 0.5):6.1f} ms | write p50 "
+                    f"{percentile(run['write_ms'], 0.5):5.1f} ms"
+                    f" | rest (fan-out, event handling) p50 {percentile(fanout, 0.5):6.1f} ms",
+                    flush=True,
+                )
+            print(f"  kernel dump per poll p50 {percentile(res['dump_ms'], 0.5):.1f} ms", flush=True)
+            figs.add(f"policy.e2e.{backend}.p99_ms.{per_node}pods", worst_kernel)
+            all_apply = [ms for run in res["runs"] for ms in run["apply_ms"]]
+            all_agent = [ms for run in res["runs"] for ms in run["agent"]]
+            figs.add(
+                f"policy.e2e.{backend}.apply_share.{per_node}pods",
+                percentile(all_apply, 0.5) / percentile(all_agent, 0.5),
+            )
+    figs.print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
