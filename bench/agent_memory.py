@@ -52,6 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=400)
     parser.add_argument("--backend", default="iptables")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the agent (repeatable)")
     opts = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (the lab)", file=sys.stderr)
@@ -63,7 +64,7 @@ def main() -> int:
             build_topology(nodes=1, azs=1),
             layout,
             agents=True,
-            agent_settings={"VPCNET_POLICY_BACKEND": opts.backend},
+            agent_settings={"VPCNET_POLICY_BACKEND": opts.backend, **dict(e.split("=", 1) for e in opts.env)},
         ).info
         node = info.nodes[0].name
         pid = int(labctl.agent_pid_file(layout, node).read_text().split()[0])
