@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import random
@@ -34,6 +35,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from figures import Figures
@@ -89,6 +92,50 @@ def cluster(nodes: list[str], per_node: int) -> list[dict[str, Any]]:
             docs.append(pod_doc(f"{node}-p{j}", ns, node, ip_of(index), app, rng.randrange(10)))
             index += 1
     return docs
+
+
+class ApiWriter:
+    """Writes to the lab's Kubernetes API over plain HTTP (no client library: its start-up and machinery stay
+    out of the measurement). A Pod is created, then given its IP through /status, as a kubelet does (the
+    API resets the status on create); kube-controllers mirrors into etcd, which the agents read."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        from vpcnet.controllers.apiclient import server_from_kubeconfig
+
+        url = urllib.parse.urlsplit(server_from_kubeconfig(kubeconfig))
+        self.conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=30)
+
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, ok: tuple[int, ...] = ()
+    ) -> None:
+        data = json.dumps(body).encode() if body is not None else None
+        self.conn.request(method, path, data, {"Content-Type": "application/json"})
+        answer = self.conn.getresponse()
+        text = answer.read()
+        if answer.status >= 300 and answer.status not in ok:
+            raise RuntimeError(f"{method} {path}: {answer.status} {text[:300]!r}")
+
+    def put(self, doc: dict[str, Any], with_status: bool = True) -> None:
+        ns = doc["metadata"]["namespace"]
+        if doc["kind"] == "NetworkPolicy":
+            self.request("POST", f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies", doc)
+            return
+        self.request("POST", f"/api/v1/namespaces/{ns}/pods", doc)
+        if with_status:
+            self.set_status(doc)
+
+    def set_status(self, doc: dict[str, Any]) -> None:
+        ns, name = doc["metadata"]["namespace"], doc["metadata"]["name"]
+        self.request("PUT", f"/api/v1/namespaces/{ns}/pods/{name}/status", doc)
+
+    def delete_pod(self, doc: dict[str, Any]) -> None:
+        ns, name = doc["metadata"]["namespace"], doc["metadata"]["name"]
+        self.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}")
+
+    def namespaces(self, count: int) -> None:
+        for n in range(count):
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"ns{n}"}}
+            self.request("POST", "/api/v1/namespaces", body, ok=(409,))
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -148,9 +195,13 @@ async def write(store: ResourceStore, doc: dict[str, Any] | None, ref: ResourceR
 
 
 def measure(
-    layout: LabLayout, nodes: list[str], backend: str, per_node: int, runs: int, changes: int
-) -> dict:
+    layout: LabLayout, nodes: list[str], backend: str, per_node: int, runs: int, changes: int, via: str
+) -> dict[str, Any]:
+    """via "etcd": changes written straight into etcd (what the agents read); via "api": through the
+    Kubernetes API, mirrored into etcd by kube-controllers (the agents' applied revision cannot be matched
+    to an API write: only the kernel times count)."""
     watches = [NodeWatch(layout, node, backend) for node in nodes]
+    api = ApiWriter(layout.kubeconfig) if via == "api" else None
 
     async def go() -> dict[str, Any]:
         datastore = await open_datastore(_settings(layout))
@@ -158,8 +209,13 @@ def measure(
         try:
             docs = cluster(nodes, per_node)
             started = time.perf_counter()
+            # The cluster goes straight into etcd, also for the API path: Pods on lab nodes created through
+            # the API would be started by the lab kubelet; only the measured changes (a pod on no lab node)
+            # go through the API.
             for i in range(0, len(docs), BATCH):
                 revision = (await store.apply(docs[i : i + BATCH])).revision
+            if api is not None:
+                api.namespaces(NAMESPACES)
             loaded = time.perf_counter()
             for w in watches:  # every agent has the whole cluster in its kernel
                 await asyncio.to_thread(w.wait_agent, revision, started, [], [])
@@ -186,27 +242,34 @@ def measure(
                     )
                     doc = pod_doc(f"new{serial}", ns, "elsewhere", ip, 9, k)
                     ref = ref_of(doc)
+                    if api is not None:
+                        api.put(doc, with_status=False)  # created without an IP: nothing to enforce yet
                     for present in (True, False):
                         per_kernel: list[float] = []
                         per_agent: list[float] = []
                         start = time.perf_counter()
-                        rev = await write(store, doc if present else None, None if present else ref)
+                        if api is not None:
+                            await asyncio.to_thread(api.set_status if present else api.delete_pod, doc)
+                        else:
+                            rev = await write(store, doc if present else None, None if present else ref)
                         writes.append((time.perf_counter() - start) * 1000)
                         threads = [
                             threading.Thread(target=w.wait_kernel, args=(ip, present, start, per_kernel))
                             for w in watches
-                        ] + [
-                            threading.Thread(target=w.wait_agent, args=(rev, start, per_agent, apply_s))
-                            for w in watches
                         ]
+                        if api is None:
+                            threads += [
+                                threading.Thread(target=w.wait_agent, args=(rev, start, per_agent, apply_s))
+                                for w in watches
+                            ]
                         for t in threads:
                             t.start()
                         for t in threads:
                             await asyncio.to_thread(t.join)
-                        if len(per_kernel) != len(watches) or len(per_agent) != len(watches):
+                        if len(per_kernel) != len(watches) or len(per_agent) != (0 if api else len(watches)):
                             raise RuntimeError("a node did not converge (see the thread's error above)")
                         kernel.append(max(per_kernel))  # every node's kernel
-                        agent.append(max(per_agent))
+                        agent.append(max(per_agent, default=0.0))
                 apply_ms = [s * 1000 for s in apply_s]
                 result["runs"].append(
                     {"kernel": kernel, "agent": agent, "apply_ms": apply_ms, "write_ms": writes}
@@ -226,11 +289,46 @@ def _settings(layout: LabLayout) -> Any:
     return datastore_settings(layout)
 
 
+def report(res: dict[str, Any], backend: str, per_node: int, nodes: int, via: str, figs: Figures) -> None:
+    worst_kernel = worst_agent = 0.0
+    for i, run in enumerate(res["runs"]):
+        k99 = percentile(run["kernel"], 0.99)
+        worst_kernel = max(worst_kernel, k99)
+        line = (
+            f"  {backend} {per_node} pods/node via {via} run {i + 1}: kernel p50 "
+            f"{percentile(run['kernel'], 0.5):6.1f} p99 {k99:6.1f} ms | write p50 "
+            f"{percentile(run['write_ms'], 0.5):5.1f} ms"
+        )
+        if via == "etcd":
+            a99 = percentile(run["agent"], 0.99)
+            worst_agent = max(worst_agent, a99)
+            # The agent-status time less the datastore write and the slowest agent's apply: the watch's
+            # fan-out, the agent's event handling (parse, feed the calculation) and the status write.
+            applies = [max(run["apply_ms"][j : j + nodes]) for j in range(0, len(run["apply_ms"]), nodes)]
+            rest = [a - w - b for a, w, b in zip(run["agent"], run["write_ms"], applies, strict=True)]
+            line += (
+                f" | agent status p50 {percentile(run['agent'], 0.5):6.1f} p99 {a99:6.1f} ms | agent apply "
+                f"p50 {percentile(run['apply_ms'], 0.5):6.1f} ms | rest (fan-out, event handling) p50 "
+                f"{percentile(rest, 0.5):6.1f} ms"
+            )
+        print(line, flush=True)
+    print(f"  kernel dump per poll p50 {percentile(res['dump_ms'], 0.5):.1f} ms", flush=True)
+    tag = "" if via == "etcd" else "api."
+    figs.add(f"policy.e2e.{tag}{backend}.p99_ms.{per_node}pods", worst_kernel)
+    if via == "etcd":
+        figs.add(f"policy.e2e.{backend}.agent_p99_ms.{per_node}pods", worst_agent)
+        all_apply = [ms for run in res["runs"] for ms in run["apply_ms"]]
+        all_agent = [ms for run in res["runs"] for ms in run["agent"]]
+        share = percentile(all_apply, 0.5) / percentile(all_agent, 0.5)
+        figs.add(f"policy.e2e.{backend}.apply_share.{per_node}pods", share)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--pods", type=str, default="400,1000", help="pods per node, comma-separated")
     parser.add_argument("--backends", default="iptables,nftables")
+    parser.add_argument("--via", default="etcd,api", help="where changes are written: etcd, api or both")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--changes", type=int, default=20, help="changes per run (half adds, half deletes)")
     opts = parser.parse_args()
@@ -245,46 +343,22 @@ def main() -> int:
     )
     for per_node in (int(p) for p in opts.pods.split(",")):
         for backend in opts.backends.split(","):
-            layout = LabLayout("vb" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4)))
-            try:
-                info = labctl.up(
-                    build_topology(nodes=opts.nodes, azs=2),
-                    layout,
-                    agents=True,
-                    agent_settings={"VPCNET_POLICY_BACKEND": backend},
-                ).info
-                nodes = [n.name for n in info.nodes]
-                res = measure(layout, nodes, backend, per_node, opts.runs, opts.changes)
-            finally:
-                labctl.down(layout)
-            worst_kernel = 0.0
-            for i, run in enumerate(res["runs"]):
-                k99, a99 = percentile(run["kernel"], 0.99), percentile(run["agent"], 0.99)
-                worst_kernel = max(worst_kernel, k99)
-                # The agent-status time less the datastore write and the slowest agent's apply: the watch's
-                # fan-out, the agent's event handling (parse, feed the calculation) and the status write.
-                applies = [
-                    max(run["apply_ms"][i : i + opts.nodes])
-                    for i in range(0, len(run["apply_ms"]), opts.nodes)
-                ]
-                fanout = [a - w - b for a, w, b in zip(run["agent"], run["write_ms"], applies, strict=True)]
-                print(
-                    f"  {backend} {per_node} pods/node run {i + 1}: kernel p50 "
-                    f"{percentile(run['kernel'], 0.5):6.1f} p99 {k99:6.1f} ms | agent status p50 "
-                    f"{percentile(run['agent'], 0.5):6.1f} p99 {a99:6.1f} ms | agent apply p50 "
-                    f"{percentile(run['apply_ms'], 0.5):6.1f} ms | write p50 "
-                    f"{percentile(run['write_ms'], 0.5):5.1f} ms"
-                    f" | rest (fan-out, event handling) p50 {percentile(fanout, 0.5):6.1f} ms",
-                    flush=True,
-                )
-            print(f"  kernel dump per poll p50 {percentile(res['dump_ms'], 0.5):.1f} ms", flush=True)
-            figs.add(f"policy.e2e.{backend}.p99_ms.{per_node}pods", worst_kernel)
-            all_apply = [ms for run in res["runs"] for ms in run["apply_ms"]]
-            all_agent = [ms for run in res["runs"] for ms in run["agent"]]
-            figs.add(
-                f"policy.e2e.{backend}.apply_share.{per_node}pods",
-                percentile(all_apply, 0.5) / percentile(all_agent, 0.5),
-            )
+            for via in opts.via.split(","):
+                if via == "api" and per_node != 400:
+                    continue  # the API path once, at the headline size (its bulk load is slow)
+                layout = LabLayout("vb" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4)))
+                try:
+                    info = labctl.up(
+                        build_topology(nodes=opts.nodes, azs=2),
+                        layout,
+                        agents=True,
+                        agent_settings={"VPCNET_POLICY_BACKEND": backend},
+                    ).info
+                    nodes = [n.name for n in info.nodes]
+                    res = measure(layout, nodes, backend, per_node, opts.runs, opts.changes, via)
+                finally:
+                    labctl.down(layout)
+                report(res, backend, per_node, len(nodes), via, figs)
     figs.print()
     return 0
 
