@@ -37,7 +37,14 @@ def register(app: typer.Typer, groups: Groups) -> None:
         ),
         no_portmap: bool = typer.Option(False, "--no-portmap", help="do not chain portmap (hostPort)"),
         native: bool = typer.Option(
-            False, "--native", help="compile the native fast-path client (needs cc); else the Python launcher"
+            False, "--native", help="the native client or fail (default: native if possible, else Python)"
+        ),
+        python: bool = typer.Option(False, "--python", help="the Python shim, not the native client"),
+        native_binary: str = typer.Option(
+            "",
+            "--native-binary",
+            help="a prebuilt vpcnet-cni-native to install (default: VPCNET_CNI_NATIVE_BINARY, "
+            "vpcnet/cni/native/vpcnet-cni-native, /usr/lib/vpcnet/vpcnet-cni-native, else compiled with cc)",
         ),
         conf_only: bool = typer.Option(
             False,
@@ -45,9 +52,22 @@ def register(app: typer.Typer, groups: Groups) -> None:
             help="only the network config: the plugin is in place (the image's init step)",
         ),
     ) -> None:
-        """Install vpcnet-cni and, once the agent answers STATUS ready, its network config (last)."""
-        from vpcnet.cni.install import AgentNotReady, InstallError, NativeBuildError, install
+        """Install vpcnet-cni and, once the agent answers STATUS ready, its network config (last).
 
+        The plugin is the native client by default; where none can be found or compiled, the Python shim
+        (a log line says why)."""
+        import logging
+
+        from vpcnet.cni.install import AgentNotReady, InstallError, install
+        from vpcnet.cni.nativeclient import NativeBuildError
+
+        if native and python:
+            typer.echo("error: --native and --python exclude each other; nothing was written", err=True)
+            raise typer.Exit(2)
+        if python and native_binary:
+            typer.echo("error: --native-binary and --python exclude each other; nothing written", err=True)
+            raise typer.Exit(2)
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         try:
             target = install(
                 Path(bin_dir),
@@ -57,7 +77,8 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 mtu=mtu,
                 veth_prefix=veth_prefix,
                 portmap=not no_portmap,
-                native=native,
+                native=True if native else False if python else None,
+                native_binary=Path(native_binary) if native_binary else None,
                 binary=not conf_only,
             )
         except InstallError as exc:

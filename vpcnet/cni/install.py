@@ -1,26 +1,31 @@
-"""`vpcnet install-cni`: put the shim where runtimes look, and the network config last.
+"""`vpcnet install-cni`: put the plugin where runtimes look, and the network config last.
+
+The plugin is the native client (nativeclient.py) by default, the Python launcher where none can be had
+(or with --python); both answer the same, the native one hands everything but the plain request to the shim.
 
 As aws-node does, the config is written only once the agent answers STATUS ready: a runtime (kubelet)
 marks the node's network Ready when a config appears, so it must not appear before pods can be wired.
 Both files are written atomically (temporary file, then rename), so a runtime never reads half a file.
 
-The executable is a launcher: `#!<python> -I -S`, the shim's directory on sys.path, then the shim. -I -S
+The Python launcher is `#!<python> -I -S`, the shim's directory on sys.path, then the shim. -I -S
 skips site-packages, .pth files and importlib.metadata (pip's console-script wrapper costs ~15 ms more).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import py_compile
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from vpcnet.cni import shim, spec
+from vpcnet.cni import nativeclient, shim, spec
+from vpcnet.cni.nativeclient import NativeBuildError
+
+log = logging.getLogger(__name__)
 
 PLUGIN_TYPE = "vpcnet-cni"
 NETWORK_NAME = "vpcnet"
@@ -125,55 +130,60 @@ def install_binary(bin_dir: Path, socket_path: str) -> Path:
     return target
 
 
-NATIVE_SOURCE = Path(__file__).with_name("native") / "vpcnet-cni.c"
-
-
-class NativeBuildError(RuntimeError):
-    pass
-
-
-def _c_string(name: str, value: str) -> str:
-    if any(ch in value for ch in "'\"\\\n"):
-        raise NativeBuildError(f"{name} {value!r} cannot contain quotes, backslashes or newlines")
-    return f'-D{name}="{value}"'
-
-
 def install_native(
     bin_dir: Path,
     socket_path: str,
-    compiler: str | None = None,
+    binary: Path | None = None,
     *,
     python: str | None = None,
     shim_dir: str | None = None,
 ) -> Path:
-    """Compile the native fast-path client into bin_dir/vpcnet-cni (static if the C library allows).
-    It hands VERSION and every error to the Python shim, which install_native also prepares. The image
-    build passes `python` and `shim_dir` as they will be on the node, where it places the shim itself."""
-    cc = compiler or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise NativeBuildError("no C compiler (cc) found; install gcc or use the Python launcher")
-    if shim_dir is None:
+    """Install the native fast-path client as bin_dir/vpcnet-cni: the prebuilt one (binary, or one found
+    where nativeclient looks) or one compiled now, stamped with this node's paths and run once. It hands
+    VERSION and every error to the Python shim, which install_native also prepares. The image build passes
+    `python` and `shim_dir` as they will be on the node (it places the shim itself); such a client is for
+    another root, so it is not run here."""
+    for_this_node = python is None and shim_dir is None
+    values = {
+        "python": python or interpreter(),
+        "shim_dir": shim_dir or os.path.dirname(os.path.abspath(shim.__file__)),
+        "socket": socket_path,
+    }
+    for slot, value in values.items():
+        nativeclient.check_value(slot, value)  # before building anything
+    if for_this_node:
         py_compile.compile(shim.__file__, doraise=True)
-        shim_dir = os.path.dirname(os.path.abspath(shim.__file__))
+    data, origin = nativeclient.client_bytes(binary)
+    stamped = nativeclient.stamp(data, values)
     bin_dir.mkdir(parents=True, exist_ok=True)
     target = bin_dir / PLUGIN_TYPE
     temp = bin_dir / f".{PLUGIN_TYPE}.{os.getpid()}.tmp"
-    defines = [
-        _c_string("VPCNET_PYTHON", python or interpreter()),
-        _c_string("VPCNET_SHIM_DIR", shim_dir),
-        _c_string("VPCNET_SOCKET", socket_path),
-    ]
-    errors = ""
-    for static in (["-static"], []):
-        argv = [cc, "-O2", "-Wall", *static, *defines, "-o", str(temp), str(NATIVE_SOURCE)]
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if proc.returncode == 0:
-            os.chmod(temp, 0o755)
-            os.replace(temp, target)
-            return target
-        errors = proc.stderr.strip()
-    temp.unlink(missing_ok=True)
-    raise NativeBuildError(f"compiling {NATIVE_SOURCE} failed: {errors[-500:]}")
+    try:
+        temp.write_bytes(stamped)
+        os.chmod(temp, 0o755)
+        if for_this_node:
+            nativeclient.smoke_test(temp)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    log.info("installed the native CNI client (%s) as %s", origin, target)
+    return target
+
+
+def install_client(
+    bin_dir: Path, socket_path: str, native: bool | None = None, native_binary: Path | None = None
+) -> Path:
+    """The plugin executable: native=None (the default) the native client when one can be had, else the
+    Python launcher, saying why; True the native client or NativeBuildError; False the Python launcher."""
+    if native is False:
+        return install_binary(bin_dir, socket_path)
+    try:
+        return install_native(bin_dir, socket_path, native_binary)
+    except NativeBuildError as exc:
+        if native or native_binary is not None:
+            raise
+        log.warning("no native CNI client (%s); installing the Python shim (slower start, same answers)", exc)
+        return install_binary(bin_dir, socket_path)
 
 
 def install(
@@ -186,17 +196,16 @@ def install(
     mtu: int = 9001,
     veth_prefix: str = "eni",
     portmap: bool = True,
-    native: bool = False,
+    native: bool | None = None,
+    native_binary: Path | None = None,
     binary: bool = True,
 ) -> Path:
-    """Install the plugin (the Python launcher, or with native=True the compiled fast path), wait until the
-    agent is ready, then write the conflist; returns its path. Bad input raises InstallError first.
+    """Install the plugin (see install_client: the native fast path by default), wait until the agent is
+    ready, then write the conflist; returns its path. Bad input raises InstallError first.
     binary=False writes only the conflist: the image's init container has placed the plugin already."""
     check_input(bin_dir, conf_dir, socket_path, mtu=mtu, veth_prefix=veth_prefix)
-    if binary and native:
-        install_native(bin_dir, socket_path)
-    elif binary:
-        install_binary(bin_dir, socket_path)
+    if binary:
+        install_client(bin_dir, socket_path, native, native_binary)
     deadline = time.monotonic() + timeout
     while True:
         ready, why = agent_status(socket_path)

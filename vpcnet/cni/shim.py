@@ -372,7 +372,8 @@ def main(default_socket: str = DEFAULT_SOCKET) -> None:
     code, out = run(dict(posix.environ), stdin, default_socket)
     sys.stdout.buffer.write(out)
     sys.stdout.buffer.flush()
-    sys.exit(code)
+    # No interpreter finalization (module teardown, GC: 2-4 ms of a ~15 ms run): nothing is left to clean up.
+    posix._exit(code)
 
 
 if __name__ == "__main__":

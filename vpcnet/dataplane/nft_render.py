@@ -140,6 +140,12 @@ def print_layout(layout: Layout, ipsets: Mapping[str, IpSetSpec]) -> NftRender:
     return NftRender(chains=chains, sets=sets, maps=maps, family=family)
 
 
+def with_sets(render: NftRender, ipsets: Mapping[str, IpSetSpec]) -> NftRender:
+    """render with its sets replaced by ipsets (chains and maps kept): for a state of unchanged rules."""
+    sets = {name: _nft_set(spec, render.family) for name, spec in ipsets.items()}
+    return NftRender(chains=render.chains, sets=sets, maps=render.maps, family=render.family)
+
+
 @functools.lru_cache(maxsize=65536)
 def _nft_set(spec: IpSetSpec, family: IpFamily) -> NftSet:
     return NftSet(spec.name, spec.kind, spec.members, family)

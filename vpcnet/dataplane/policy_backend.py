@@ -18,6 +18,7 @@ from vpcnet.dataplane.ipset_apply import IpsetApplier
 from vpcnet.dataplane.iptables_apply import IptablesApplier
 from vpcnet.dataplane.kernel_cmd import CommandRunner
 from vpcnet.dataplane.nft_apply import NftApplier
+from vpcnet.dataplane.nft_render import NftRender
 from vpcnet.dataplane.policy_state import DesiredState
 
 BackendName = Literal["iptables", "nftables"]
@@ -54,6 +55,21 @@ class PolicyDataplane(Protocol):
         ...
 
 
+def same_rules(before: DesiredState | None, state: DesiredState) -> bool:
+    """Whether state's rules render exactly as before's did (only set members may differ): the layout reads
+    the family, prefixes, flow logs, endpoints and policies, never the sets' members. The calculation hands
+    out the very same endpoint and policy objects while they are unchanged, so the compare is by identity
+    first and cheap; the common change (a pod comes or goes elsewhere) then skips the whole render."""
+    return (
+        before is not None
+        and before.family is state.family
+        and before.interface_prefixes == state.interface_prefixes
+        and before.flow_logs == state.flow_logs
+        and before.endpoints == state.endpoints
+        and before.policies == state.policies
+    )
+
+
 def _check_family(state: DesiredState, family: IpFamily) -> None:
     if state.family is not family:
         raise ValueError(f"an IPv{state.family.value} desired state given to an IPv{family.value} data plane")
@@ -67,6 +83,7 @@ class IptablesDataplane:
         self.ipsets = IpsetApplier(runner, family)
         self.tables = IptablesApplier(runner, family=family)
         self._applied: DesiredState | None = None
+        self._rules: DesiredState | None = None  # the state whose rules the kernel holds (None: unsure)
 
     async def apply(self, state: DesiredState) -> ApplyStats:
         if state is self._applied:  # the calculation hands out the same object while nothing changed
@@ -74,13 +91,18 @@ class IptablesDataplane:
         _check_family(state, self.family)
         self._applied = None
         set_bytes = await self.ipsets.apply_updates(state.ipsets)
-        rule_bytes = await self.tables.apply(iptables_render.render(state))
+        rule_bytes = 0
+        if not same_rules(self._rules, state):
+            self._rules = None
+            rule_bytes = await self.tables.apply(iptables_render.render(state))
+            self._rules = state
         set_bytes += await self.ipsets.apply_deletes(state.ipsets)
         self._applied = state
         return ApplyStats(set_bytes, rule_bytes)
 
     def resync(self) -> None:
         self._applied = None
+        self._rules = None
         self.ipsets.forget()
         self.tables.forget()
 
@@ -89,6 +111,7 @@ class IptablesDataplane:
 
     async def remove_all(self) -> None:
         self._applied = None
+        self._rules = None
         await self.tables.remove_all()
         self.ipsets.forget()  # every set of ours the kernel has, not only the ones this process made
         await self.ipsets.apply_deletes({})
@@ -101,13 +124,19 @@ class NftDataplane:
         self.family = family
         self.table = NftApplier(runner, family)
         self._applied: DesiredState | None = None
+        self._rendered: tuple[DesiredState, NftRender] | None = None  # the last render and its state
 
     async def apply(self, state: DesiredState) -> ApplyStats:
         if state is self._applied:
             return ApplyStats(0, 0)
         _check_family(state, self.family)
         self._applied = None
-        sent = await self.table.apply(nft_render.render(state))
+        if self._rendered is not None and same_rules(self._rendered[0], state):
+            render = nft_render.with_sets(self._rendered[1], state.ipsets)  # chains and maps as they were
+        else:
+            render = nft_render.render(state)
+        self._rendered = (state, render)  # a pure function of state: valid whether the kernel took it or not
+        sent = await self.table.apply(render)
         self._applied = state
         return ApplyStats(0, sent)
 

@@ -152,3 +152,13 @@ def test_a_bad_knob_in_the_environment_is_named_not_a_crash(tmp_path: Path) -> N
         assert "Traceback" not in proc.stderr
     assert "AWS_VPC_ENI_MTU" in proc.stderr
     assert not (tmp_path / "bin").exists()
+
+
+@pytest.mark.parametrize(
+    "flags", [["--native", "--python"], ["--python", "--native-binary", "/usr/lib/vpcnet/vpcnet-cni-native"]]
+)
+def test_client_choices_that_exclude_each_other_are_refused(tmp_path: Path, flags: list[str]) -> None:
+    args = ["install-cni", "--bin-dir", str(tmp_path / "bin"), "--conf-dir", str(tmp_path / "net.d"), *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "exclude each other" in result.output
+    assert not (tmp_path / "bin").exists()

@@ -4,6 +4,7 @@ passed through, and VERSION and every error answered by the Python shim it hands
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vpcnet.cni import shim
-from vpcnet.cni.install import NativeBuildError, install_native
+from vpcnet.cni import nativeclient, shim
+from vpcnet.cni.install import install_client, install_native
+from vpcnet.cni.nativeclient import NativeBuildError
 from vpcnet.testing.memalloc import MemoryAllocator
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
@@ -97,3 +99,56 @@ def test_native_matches_python_shim(
     code, out = run(native, env, stdin)
     expected = shim.run({k.encode(): v.encode() for k, v in env.items()}, stdin, str(path))
     assert (code, out) == expected
+
+
+def test_a_prebuilt_client_is_stamped_per_node(tmp_path: Path, agent: tuple[Path, MemoryAllocator]) -> None:
+    """One binary built without options (as the image ships it) serves any socket path once stamped."""
+    path, _ = agent
+    prebuilt = nativeclient.compile_client(tmp_path / "vpcnet-cni-native")
+    unstamped = prebuilt.read_bytes()
+    binary = install_native(tmp_path / "bin", str(path), binary=prebuilt)
+    assert prebuilt.read_bytes() == unstamped  # the shipped file is not changed
+    env = {"CNI_COMMAND": "CHECK", "CNI_CONTAINERID": "pre1", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0"}
+    expected = shim.run({k.encode(): v.encode() for k, v in env.items()}, CONF, str(path))
+    assert run(binary, env, CONF) == expected
+    # an unstamped binary answers a clear error, not a crash
+    code, out = run(prebuilt, {"CNI_COMMAND": "VERSION"}, b"")
+    assert code == 1 and json.loads(out)["code"] == 999
+
+
+def test_stamp_refuses_what_it_cannot_fill(tmp_path: Path) -> None:
+    values = {"python": "/usr/bin/python3", "shim_dir": "/x", "socket": "/s.sock"}
+    with pytest.raises(NativeBuildError, match="no single python slot"):
+        nativeclient.stamp(b"\x7fELF not our client", values)
+    with pytest.raises(NativeBuildError, match="longer than"):
+        nativeclient.check_value("socket", "/" + "s" * 600)
+    with pytest.raises(NativeBuildError, match="does not exist"):
+        install_native(tmp_path / "bin", "/s.sock", binary=tmp_path / "missing")
+    assert not (tmp_path / "bin" / "vpcnet-cni").exists()
+
+
+def test_a_binary_that_does_not_run_is_not_installed(tmp_path: Path) -> None:
+    broken = tmp_path / "vpcnet-cni-native"
+    data = nativeclient.compile_client(tmp_path / "good").read_bytes()
+    broken.write_bytes(data[:4] + b"\0" * 16 + data[20:])  # a damaged ELF header: exec fails
+    with pytest.raises(NativeBuildError, match=r"does not run|answered VERSION"):
+        install_native(tmp_path / "bin", "/s.sock", binary=broken)
+    assert not (tmp_path / "bin").exists() or not any((tmp_path / "bin").iterdir())
+
+
+def test_default_install_is_native_and_falls_back_to_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    native = install_client(tmp_path / "a", "/s.sock")
+    assert native.read_bytes()[:4] == b"\x7fELF"
+    assert install_client(tmp_path / "b", "/s.sock", native=False).read_bytes()[:2] == b"#!"
+    # no prebuilt binary anywhere and no compiler: the Python shim, and a log line saying why
+    monkeypatch.setattr(nativeclient, "PREBUILT_PATHS", ())
+    monkeypatch.delenv(nativeclient.PREBUILT_ENV, raising=False)
+    monkeypatch.setattr(nativeclient.shutil, "which", lambda name: None)
+    with caplog.at_level(logging.WARNING):
+        fallback = install_client(tmp_path / "c", "/s.sock")
+    assert fallback.read_bytes()[:2] == b"#!"
+    assert "no C compiler" in caplog.text and "Python shim" in caplog.text
+    with pytest.raises(NativeBuildError, match="no C compiler"):
+        install_client(tmp_path / "d", "/s.sock", native=True)

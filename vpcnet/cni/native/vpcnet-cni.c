@@ -7,7 +7,10 @@
  * cannot be reached or answers nothing -- is handed to the Python shim (exec, with stdin replayed from a
  * memfd), so the spec's errors have one implementation.
  *
- * Built by install-cni with -DVPCNET_PYTHON, -DVPCNET_SHIM_DIR and -DVPCNET_SOCKET.
+ * Built once with no options (`cc -O2 -static -o vpcnet-cni-native vpcnet-cni.c`: the image ships such a
+ * binary), then stamped by install-cni: the interpreter, the shim's directory and the agent's socket are
+ * written into the three slots below in the installed copy (vpcnet/cni/nativeclient.py), so one binary
+ * serves any install path and a node needs no compiler.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -24,6 +27,18 @@
 
 extern char **environ;
 
+/* Slots install-cni fills: a marker, then NUL padding to SLOT_SIZE bytes (the value, NUL-terminated, replaces
+ * marker and padding). Not static and read through launder() below, so the compiler cannot fold the marker. */
+#define SLOT_SIZE 512
+char vpcnet_slot_python[SLOT_SIZE] = "@VPCNET-SLOT:python@";
+char vpcnet_slot_shim_dir[SLOT_SIZE] = "@VPCNET-SLOT:shim_dir@";
+char vpcnet_slot_socket[SLOT_SIZE] = "@VPCNET-SLOT:socket@";
+
+static const char *launder(const char *p) {
+    __asm__("" : "+r"(p));
+    return p;
+}
+
 static char *input;
 static size_t input_len;
 
@@ -35,10 +50,12 @@ static void fallback(void) {
             dup2(fd, 0);
         }
     }
-    static char code[] =
-        "import sys; sys.path.insert(0, '" VPCNET_SHIM_DIR "'); from shim import main; main('" VPCNET_SOCKET "')";
-    char *argv[] = {VPCNET_PYTHON, "-IS", "-c", code, NULL};
-    execv(VPCNET_PYTHON, argv);
+    static char code[3 * SLOT_SIZE];
+    const char *python = launder(vpcnet_slot_python);
+    snprintf(code, sizeof code, "import sys; sys.path.insert(0, '%s'); from shim import main; main('%s')",
+             launder(vpcnet_slot_shim_dir), launder(vpcnet_slot_socket));
+    char *argv[] = {(char *)python, "-IS", "-c", code, NULL};
+    if (python[0] == '/') execv(python, argv); /* an unstamped binary has no interpreter: the error below */
     static const char msg[] = "{\"cniVersion\": \"1.1.0\", \"code\": 999, \"msg\": \"vpcnet-cni: cannot run python\"}\n";
     (void)!write(1, msg, sizeof msg - 1);
     _exit(1);
@@ -81,7 +98,7 @@ int main(void) {
     if (!known) fallback();
 
     const char *path = getenv("VPCNET_AGENT_SOCKET");
-    if (!path || !*path) path = VPCNET_SOCKET;
+    if (!path || !*path) path = launder(vpcnet_slot_socket);
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path) fallback();
     strcpy(addr.sun_path, path);
