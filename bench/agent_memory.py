@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 from policy_e2e import BATCH, NodeWatch, cluster
 
 from vpcnet.datastore.open import open_datastore

@@ -27,7 +27,7 @@ import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.install import install_binary, install_client

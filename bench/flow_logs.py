@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
 from vpcnet.agent.flow_logs import FlowLog
 from vpcnet.api import load_documents

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
 VPCNET = [sys.executable, "-c", "from vpcnet.cli.main import main; main()"]
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
 from vpcnet.api.core import Pod
 from vpcnet.api.loader import parse_resource

@@ -39,7 +39,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
 from vpcnet.datastore.open import open_datastore
 from vpcnet.datastore.resources import ResourceRef, ResourceStore, ref_of

@@ -20,7 +20,7 @@ import random
 import sys
 import time
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
 from vpcnet.api.base import ObjectMeta, Resource
 from vpcnet.api.calico import CalicoNetworkPolicy, CalicoRule, EntityRule, GlobalNetworkPolicy, Tier

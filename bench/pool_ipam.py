@@ -29,7 +29,7 @@ import urllib.request
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
 from vpcnet.api.base import ObjectMeta
 from vpcnet.api.ippool import IPPool

@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from figures import Figures
+from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
 from vpcnet.cloud.throttle import Backoff
 from vpcnet.ipam.checkpoint import MemoryCheckpoint
