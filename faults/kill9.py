@@ -1,0 +1,168 @@
+"""Fault: kill -9 of a node agent in the middle of a burst of pod starts, then its restart.
+
+Each round: a burst of ADDs (EC2 slowed so ENIs are being attached when the kill lands), SIGKILL to the agent
+about a second in, `lab up` restarts it, the runtime retries every pod until it has an address. Then:
+  addresses_lost        pods whose address changed across the restart, or that the agent (or its
+                        checkpoint) does not hold for them
+  addresses_duplicated  addresses given to more than one pod
+  pods_unwired          pods that never got an address, or whose eth0 does not carry it
+  ec2_unknown           addresses EC2 holds on the node's ENIs that the agent does not, once its reconcile
+                        has had a minute (plus the converse, EC2 missing one the agent holds)
+all must be 0. The pods are deleted between rounds. Run as root: `python faults/kill9.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+from common import LabHandle, Scenario, log, poll
+from ipamd_lab import (
+    agent_view,
+    cni,
+    ec2_enis,
+    ec2_pod_addresses,
+    ipam,
+    kill_agent,
+    pod_netns,
+    restart_agents,
+    set_faults,
+    unattached_enis_of,
+)
+
+ENV = {
+    "VPCNET_POOL_INTERVAL": "0.5",
+    "VPCNET_RECONCILE_INTERVAL": "3",
+    "IP_COOLDOWN_PERIOD": "5",
+    "WARM_IP_TARGET": "1",
+    "VPCNET_LEAKED_ENI_GRACE": "3",
+}
+ITYPE = "m5.large"
+BURST = 20
+
+
+def retry_add(lab: LabHandle, pod: str, deadline: float) -> dict[str, Any] | None:
+    """ADD retried while the answer is 11 (as a runtime does); None if it never succeeds."""
+    while time.monotonic() < deadline:
+        rc, out = cni(lab, "node1", "ADD", pod)
+        if rc == 0:
+            return out
+        if out.get("code") != 11:
+            log(f"  ADD {pod} failed for good: {out}")
+            return None
+        time.sleep(0.3)
+    return None
+
+
+def wired(lab: LabHandle, pod: str, address: str) -> bool:
+    out = subprocess.run(
+        ["ip", "-n", pod_netns(lab, pod), "-j", "addr", "show", "dev", "eth0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return any(a.get("local") == address for link in json.loads(out or "[]") for a in link["addr_info"])
+
+
+def ec2_disagreement(lab: LabHandle, timeout: float) -> tuple[int, dict[str, Any]]:
+    """Waits for the agent's view to equal EC2's and hold still (see ipamd_lab.agreed_with_ec2); returns
+    how many addresses differ at the end (0 when they agreed) and the agent's last view."""
+    last: dict[str, Any] = {"diff": -1, "doc": {}}
+
+    def agreed() -> bool:
+        before = ipam(lab, "node1")
+        enis = ec2_enis(lab, "node1")
+        after = ipam(lab, "node1")
+        ec2 = ec2_pod_addresses(lab, "node1", enis)
+        mine = agent_view(after)[1]
+        last["diff"], last["doc"] = len(ec2 ^ mine), after
+        if ec2 != mine:
+            last["detail"] = f"only EC2: {sorted(ec2 - mine)}, only the agent: {sorted(mine - ec2)}"
+        return (
+            not after.get("ec2InProgress")
+            and after["totalIPs"] >= after["targetIPs"]
+            and agent_view(before) == agent_view(after)
+            and ec2 == mine
+        )
+
+    if not poll(agreed, timeout, 0.5):
+        log(f"  the agent and EC2 still differ after {timeout:g}s: {last.get('detail', 'not settled')}")
+        return max(int(last["diff"]), 0), last["doc"]
+    return 0, last["doc"]
+
+
+def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
+    set_faults(lab, {"latency": {"AttachNetworkInterface": 2.0, "AssignPrivateIpAddresses": 0.2}})
+    poll(lambda: ipam(lab, "node1")["totalIPs"] >= 1, 60)
+    pods = [f"k{r}x{i}" for i in range(BURST)]
+    before_kill: dict[str, str] = {}
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        futures = {ex.submit(cni, lab, "node1", "ADD", p): p for p in pods}
+        time.sleep(1.0)
+        kill_agent(lab, "node1")
+        for f in concurrent.futures.as_completed(futures):
+            rc, out = f.result()
+            if rc == 0:
+                before_kill[futures[f]] = out["ips"][0]["address"].split("/")[0]
+    cut = 0 < len(before_kill) < BURST
+    restart_agents(lab, ITYPE, ENV)
+    set_faults(lab, {"reset": True})
+    deadline = time.monotonic() + 120
+    final: dict[str, str] = {}
+    lost = unwired = 0
+    for p in pods:
+        out = retry_add(lab, p, deadline)
+        if out is None:
+            unwired += 1
+            continue
+        final[p] = out["ips"][0]["address"].split("/")[0]
+        if p in before_kill and final[p] != before_kill[p]:
+            log(f"  {p} had {before_kill[p]} before the kill and {final[p]} after")
+            lost += 1
+    duplicated = len(final) - len(set(final.values()))
+    unwired += sum(1 for p, a in final.items() if not wired(lab, p, a))
+    poll(lambda: unattached_enis_of(lab, "node1") == [], 30)
+    ec2_unknown, doc = ec2_disagreement(lab, 60)
+    held = {ip["address"]: ip.get("pod") for e in doc.get("ENIs", []) for ip in e["ips"] if ip["assigned"]}
+    checkpoint = json.loads(lab.layout.checkpoint_file("node1").read_text())
+    in_checkpoint = {a["ipv4"] for a in checkpoint["allocations"]}
+    missing = {a for a in final.values() if a not in held or a not in in_checkpoint}
+    if missing:
+        log(f"  addresses the agent or its checkpoint does not hold: {sorted(missing)}")
+    lost += len(missing)
+    log(
+        f"round {r + 1}/{sc.iterations}: {len(before_kill)}/{BURST} done before the kill"
+        f"{'' if cut else ' (the burst was not cut)'}; lost {lost}, duplicated {duplicated},"
+        f" unwired {unwired}, EC2 unknown {ec2_unknown}"
+    )
+    for p in pods:  # the next round starts from an empty node
+        cni(lab, "node1", "DEL", p)
+        subprocess.run(["ip", "netns", "del", pod_netns(lab, p)], capture_output=True, check=False)
+    return {
+        "addresses_lost": lost,
+        "addresses_duplicated": duplicated,
+        "pods_unwired": unwired,
+        "ec2_unknown": ec2_unknown,
+        "rounds_not_cut": 0 if cut else 1,
+    }
+
+
+def main() -> int:
+    sc = Scenario("kill9", __doc__ or "", iterations=(20, 3))
+    totals: dict[str, int] = {}
+    with sc.lab(nodes=1, instance_type=ITYPE, agents=True, agent_env=ENV) as lab:
+        for r in range(sc.iterations):
+            for k, v in one_round(lab, sc, r).items():
+                totals[k] = totals.get(k, 0) + v
+    sc.add("rounds", sc.iterations)
+    for k, v in totals.items():
+        sc.add(k, v)
+    return sc.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
