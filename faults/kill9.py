@@ -18,21 +18,10 @@ import json
 import subprocess
 import sys
 import time
-from typing import Any
 
 from common import LabHandle, Scenario, log, poll
-from ipamd_lab import (
-    agent_view,
-    cni,
-    ec2_enis,
-    ec2_pod_addresses,
-    ipam,
-    kill_agent,
-    pod_netns,
-    restart_agents,
-    set_faults,
-    unattached_enis_of,
-)
+from ipamd_lab import cni, ipam, kill_agent, pod_netns, restart_agents, set_faults, unattached_enis_of
+from nodecheck import assigned, ec2_disagreement, retry_add, wired
 
 ENV = {
     "VPCNET_POOL_INTERVAL": "0.5",
@@ -43,56 +32,6 @@ ENV = {
 }
 ITYPE = "m5.large"
 BURST = 20
-
-
-def retry_add(lab: LabHandle, pod: str, deadline: float) -> dict[str, Any] | None:
-    """ADD retried while the answer is 11 (as a runtime does); None if it never succeeds."""
-    while time.monotonic() < deadline:
-        rc, out = cni(lab, "node1", "ADD", pod)
-        if rc == 0:
-            return out
-        if out.get("code") != 11:
-            log(f"  ADD {pod} failed for good: {out}")
-            return None
-        time.sleep(0.3)
-    return None
-
-
-def wired(lab: LabHandle, pod: str, address: str) -> bool:
-    out = subprocess.run(
-        ["ip", "-n", pod_netns(lab, pod), "-j", "addr", "show", "dev", "eth0"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    return any(a.get("local") == address for link in json.loads(out or "[]") for a in link["addr_info"])
-
-
-def ec2_disagreement(lab: LabHandle, timeout: float) -> tuple[int, dict[str, Any]]:
-    """Waits for the agent's view to equal EC2's and hold still (see ipamd_lab.agreed_with_ec2); returns
-    how many addresses differ at the end (0 when they agreed) and the agent's last view."""
-    last: dict[str, Any] = {"diff": -1, "doc": {}}
-
-    def agreed() -> bool:
-        before = ipam(lab, "node1")
-        enis = ec2_enis(lab, "node1")
-        after = ipam(lab, "node1")
-        ec2 = ec2_pod_addresses(lab, "node1", enis)
-        mine = agent_view(after)[1]
-        last["diff"], last["doc"] = len(ec2 ^ mine), after
-        if ec2 != mine:
-            last["detail"] = f"only EC2: {sorted(ec2 - mine)}, only the agent: {sorted(mine - ec2)}"
-        return (
-            not after.get("ec2InProgress")
-            and after["totalIPs"] >= after["targetIPs"]
-            and agent_view(before) == agent_view(after)
-            and ec2 == mine
-        )
-
-    if not poll(agreed, timeout, 0.5):
-        log(f"  the agent and EC2 still differ after {timeout:g}s: {last.get('detail', 'not settled')}")
-        return max(int(last["diff"]), 0), last["doc"]
-    return 0, last["doc"]
 
 
 def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
@@ -127,7 +66,7 @@ def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
     unwired += sum(1 for p, a in final.items() if not wired(lab, p, a))
     poll(lambda: unattached_enis_of(lab, "node1") == [], 30)
     ec2_unknown, doc = ec2_disagreement(lab, 60)
-    held = {ip["address"]: ip.get("pod") for e in doc.get("ENIs", []) for ip in e["ips"] if ip["assigned"]}
+    held = assigned(doc)
     checkpoint = json.loads(lab.layout.checkpoint_file("node1").read_text())
     in_checkpoint = {a["ipv4"] for a in checkpoint["allocations"]}
     missing = {a for a in final.values() if a not in held or a not in in_checkpoint}

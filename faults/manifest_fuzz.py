@@ -2,7 +2,7 @@
 
 The cases come from the loader fuzz's generators (tests/unit/api/test_manifest_fuzz.py: random bytes, YAML-ish
 fragments, resource-shaped documents, valid manifests with values replaced), plus a valid namespace and policy
-(a namespace and a policy) around them so that a refused file would have had something to write. Each case:
+around them so that a refused file would have had something to write. Each case:
   apply  `vpcnet apply -f` in-process against the lab; a refused file (exit != 0) must change nothing
   api    the same documents as JSON (or the raw bytes) POSTed, PUT and PATCHed to the API's paths; an answer
          >= 400 must change nothing, and no answer may be a 5xx
