@@ -68,7 +68,8 @@ def assigned(doc: dict[str, Any]) -> dict[str, Any]:
     return {ip["address"]: ip.get("pod") for e in doc.get("ENIs", []) for ip in e["ips"] if ip["assigned"]}
 
 
-def host_veths(lab: LabHandle, node: str = "node1") -> list[str]:
-    """Pod-side veths on the node (host ends): what a DEL must remove."""
+def host_veths(lab: LabHandle, node: str = "node1", prefix: str = "eni") -> list[str]:
+    """The host ends of pods' veths on the node (named with the CNI's veth prefix): what a DEL removes.
+    (The lab's ENIs are veths too, named eth<N>.)"""
     links = json.loads(lab.exec(node, "ip", "-j", "link", "show", "type", "veth").stdout or "[]")
-    return [link["ifname"] for link in links]
+    return [link["ifname"] for link in links if link["ifname"].startswith(prefix)]
