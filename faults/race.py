@@ -91,7 +91,7 @@ def one_round(lab: LabHandle, sc: Scenario, r: int, rng: random.Random) -> dict[
 
 
 def main() -> int:
-    sc = Scenario("race", __doc__ or "", iterations=(10, 2))
+    sc = Scenario("race", __doc__ or "", iterations=(10, 1))
     rng = random.Random()
     totals: dict[str, int] = {}
     with sc.lab(nodes=1, instance_type=ITYPE, agents=True, agent_env=ENV) as lab:
