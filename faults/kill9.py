@@ -20,8 +20,8 @@ import sys
 import time
 
 from common import LabHandle, Scenario, log, poll
-from ipamd_lab import cni, ipam, kill_agent, pod_netns, restart_agents, set_faults, unattached_enis_of
-from nodecheck import assigned, ec2_disagreement, retry_add, wired
+from ipamd_lab import cni, ipam, kill_agent, pod_netns, set_faults, unattached_enis_of
+from nodecheck import assigned, ec2_disagreement, restart_agent, retry_add, wired
 
 ENV = {
     "VPCNET_POOL_INTERVAL": "0.5",
@@ -48,7 +48,7 @@ def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
             if rc == 0:
                 before_kill[futures[f]] = out["ips"][0]["address"].split("/")[0]
     cut = 0 < len(before_kill) < BURST
-    restart_agents(lab, ITYPE, ENV)
+    restart_agent(lab)
     set_faults(lab, {"reset": True})
     deadline = time.monotonic() + 120
     final: dict[str, str] = {}

@@ -11,6 +11,8 @@ from typing import Any
 from common import LabHandle, log, poll
 from ipamd_lab import agent_view, cni, ec2_enis, ec2_pod_addresses, ipam, pod_netns
 
+from vpcnet.lab import labctl, procs
+
 
 def retry_add(lab: LabHandle, pod: str, deadline: float, node: str = "node1") -> dict[str, Any] | None:
     """ADD retried while the answer is 11 (as a runtime does); None if it never succeeds."""
@@ -73,3 +75,11 @@ def host_veths(lab: LabHandle, node: str = "node1", prefix: str = "eni") -> list
     (The lab's ENIs are veths too, named eth<N>.)"""
     links = json.loads(lab.exec(node, "ip", "-j", "link", "show", "type", "veth").stdout or "[]")
     return [link["ifname"] for link in links if link["ifname"].startswith(prefix)]
+
+
+def restart_agent(lab: LabHandle, node: str = "node1") -> None:
+    """Start a dead agent again, as `vpcnet lab up` repairs a node (or a DaemonSet would), without taking the
+    machine-wide lab lock that `lab up` holds (another lab's slow `up` would stall the scenario). Does
+    nothing if the agent is alive (a supervisor may have restarted it already)."""
+    if not procs.alive(labctl.agent_pid_file(lab.layout, node), labctl.agent_marker(lab.layout, node)):
+        labctl.start_agent(lab.layout, node, lab.info)
