@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,6 +68,8 @@ class Scenario:
         self.cases: int = opts.cases or (quick_c if opts.quick else full_c)
         self.figures = Figures()
         self.started = time.monotonic()
+        # SIGTERM (a CI timeout, `kill`) unwinds like ^C, so the lab is still taken down in finally
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     def add(self, figure: str, value: float) -> None:
         self.figures.add(f"faults.{self.name}.{figure}", value)

@@ -1,7 +1,8 @@
 """Fault: kill -9 of a node agent in the middle of a burst of pod starts, then its restart.
 
-Each round: a burst of ADDs (EC2 slowed so ENIs are being attached when the kill lands), SIGKILL to the agent
-about a second in, `lab up` restarts it, the runtime retries every pod until it has an address. Then:
+Each round: a burst of ADDs from a small pool (EC2 slowed so ENIs are being attached when the kill lands),
+SIGKILL to the agent as the first pods get their addresses, the agent started again (as `lab up` repairs a
+node), the runtime retries every pod until it has an address. Then:
   addresses_lost        pods whose address changed across the restart, or that the agent (or its
                         checkpoint) does not hold for them
   addresses_duplicated  addresses given to more than one pod
@@ -26,12 +27,14 @@ from nodecheck import assigned, ec2_disagreement, restart_agent, retry_add, wire
 ENV = {
     "VPCNET_POOL_INTERVAL": "0.5",
     "VPCNET_RECONCILE_INTERVAL": "3",
-    "IP_COOLDOWN_PERIOD": "5",
+    "IP_COOLDOWN_PERIOD": "2",
     "WARM_IP_TARGET": "1",
     "VPCNET_LEAKED_ENI_GRACE": "3",
+    "VPCNET_RELEASE_DELAY": "1",  # surplus addresses go back soon after a round's pods (default 60 s)
 }
 ITYPE = "m5.large"
 BURST = 20
+SMALL_POOL = 4  # WARM_IP_TARGET=1 on an empty node: what the pool shrinks back to between rounds
 
 
 def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
@@ -41,7 +44,9 @@ def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
     before_kill: dict[str, str] = {}
     with concurrent.futures.ThreadPoolExecutor(10) as ex:
         futures = {ex.submit(cni, lab, "node1", "ADD", p): p for p in pods}
-        time.sleep(1.0)
+        # the kill lands once the first pods have their addresses (the rest wait on EC2)
+        concurrent.futures.wait(futures, timeout=10, return_when=concurrent.futures.FIRST_COMPLETED)
+        time.sleep(0.2)
         kill_agent(lab, "node1")
         for f in concurrent.futures.as_completed(futures):
             rc, out = f.result()
@@ -78,9 +83,11 @@ def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
         f"{'' if cut else ' (the burst was not cut)'}; lost {lost}, duplicated {duplicated},"
         f" unwired {unwired}, EC2 unknown {ec2_unknown}"
     )
-    for p in pods:  # the next round starts from an empty node
+    for p in pods:  # the next round starts from an empty node with a small pool (its burst waits on EC2)
         cni(lab, "node1", "DEL", p)
         subprocess.run(["ip", "netns", "del", pod_netns(lab, p)], capture_output=True, check=False)
+    if r + 1 < sc.iterations and not poll(lambda: ipam(lab, "node1")["totalIPs"] <= SMALL_POOL, 90, 0.5):
+        log(f"  the pool did not shrink back to {SMALL_POOL} addresses: {ipam(lab, 'node1')['totalIPs']}")
     return {
         "addresses_lost": lost,
         "addresses_duplicated": duplicated,
