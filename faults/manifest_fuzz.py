@@ -126,7 +126,7 @@ def diff(before: dict[Any, str], after: dict[Any, str]) -> list[str]:
 
 
 def main() -> int:
-    sc = Scenario("manifest_fuzz", __doc__ or "", iterations=(1, 1), cases=(1200, 120))
+    sc = Scenario("manifest_fuzz", __doc__ or "", iterations=(1, 1), cases=(800, 120))
     found = {"tracebacks": 0, "partial_writes": 0, "apply_refused": 0, "apply_accepted": 0, "api_refused": 0}
     runner = CliRunner()
     with sc.lab(nodes=1, instance_type="t3.medium") as lab, tempfile.TemporaryDirectory() as tmp:
