@@ -6,9 +6,12 @@ STAMPS := .make
 APT_PACKAGES := iproute2 iptables ipset nftables etcd-server containerd runc containernetworking-plugins \
 	busybox-static tcpdump procps python3-venv gcc libc6-dev chromium
 PYTEST_ARGS ?=
-LINT_PATHS = $(wildcard vpcnet tests bench scripts)
+LINT_PATHS = $(wildcard vpcnet tests bench faults scripts)
+# The fault suite's scenarios, in the order `make faults` runs them (faults/README-style notes in each file).
+FAULT_SCENARIOS := kill9 datastore_restart ec2_faults race cni_fuzz manifest_fuzz
+FAULTS_ARGS ?=
 
-.PHONY: all deps system venv kubectl lint format typecheck test unit demo bench image clean
+.PHONY: all deps system venv kubectl lint format typecheck test unit demo bench faults image clean
 
 all: test
 
@@ -95,6 +98,12 @@ image: venv
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	$(PY) scripts/image/build.py --output $(IMAGE)
+
+# Every fault scenario with its full counts (each brings up its own lab and takes it down); FIGURE lines as
+# bench prints them. `make faults FAULTS_ARGS=--quick` is the bounded form CI runs (tests/root/faults).
+faults: deps
+	@status=0; for s in $(FAULT_SCENARIOS); do echo "== faults/$$s.py $(FAULTS_ARGS)"; \
+		$(PY) faults/$$s.py $(FAULTS_ARGS) || status=1; done; exit $$status
 
 clean:
 	-$(VENV)/bin/vpcnet lab down 2>/dev/null

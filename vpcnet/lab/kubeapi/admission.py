@@ -40,6 +40,9 @@ def check_type_meta(rt: ResourceType, obj: Any) -> None:
         )
     if not isinstance(obj.get("metadata", {}), dict):
         raise bad_request("metadata must be an object")
+    for field in ("spec", "status"):  # the defaults below write into them (the fault suite's fuzz found this)
+        if obj.get(field) is not None and not isinstance(obj[field], dict):
+            raise bad_request(f"{field} must be an object, not {type(obj[field]).__name__}")
 
 
 def _name_causes(rt: ResourceType, name: str, path: str = "metadata.name") -> list[Cause]:
@@ -192,8 +195,9 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:
                 container.setdefault("terminationMessagePolicy", "File")
                 container.setdefault("resources", {})
     elif rt.kind == "Namespace":
-        obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
-        obj.setdefault("status", {}).setdefault("phase", "Active")
+        obj["spec"], obj["status"] = obj.get("spec") or {}, obj.get("status") or {}  # null: empty
+        obj["spec"].setdefault("finalizers", ["kubernetes"])
+        obj["status"].setdefault("phase", "Active")
     elif rt.schema is not None:
         prune(rt.schema, obj)
     elif rt.kind == "CustomResourceDefinition" and rt.builtin:

@@ -39,7 +39,7 @@ def load_object(body: bytes, content_type: str) -> Any:
             return json.loads(body)
         if kind in ("application/yaml", "application/x-yaml", "text/yaml"):
             return yaml.safe_load(body)
-    except (ValueError, yaml.YAMLError) as err:
+    except (ValueError, yaml.YAMLError, RecursionError) as err:  # RecursionError: nested thousands deep
         raise bad_request(f"the body of the request could not be decoded as {kind}: {err}") from None
     raise unsupported_media_type(
         f"the body of the request was in an unknown format - accepted media types include: {JSON}, "

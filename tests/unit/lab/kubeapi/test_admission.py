@@ -160,3 +160,21 @@ def test_bad_crd_is_invalid() -> None:
         prepare_create(CRD_TYPE, bad, None)
     fields = {c["field"] for c in err.value.status()["details"]["causes"]}
     assert fields == {"metadata.name", "spec.scope", "spec.versions"}
+
+
+NAMESPACES = rt("", "v1", "namespaces")
+
+
+@pytest.mark.parametrize("field", ["spec", "status"])
+def test_spec_or_status_not_an_object_is_400_not_a_crash(field: str) -> None:
+    # found by the fault suite's manifest fuzz: a Namespace with `spec: [["1"]]` answered 500
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}, field: [["1"]]}
+    with pytest.raises(ApiError) as err:
+        prepare_create(NAMESPACES, body, "")
+    assert err.value.code == 400 and field in err.value.message
+
+
+def test_namespace_with_null_spec_gets_its_defaults() -> None:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}, "spec": None, "status": None}
+    out = prepare_create(NAMESPACES, body, "")
+    assert out["spec"]["finalizers"] == ["kubernetes"] and out["status"]["phase"] == "Active"
