@@ -157,11 +157,9 @@ DATASTORES = ("kubernetes", "etcd")
 
 
 def lab_datastore(datastore: str | None, agent_settings: Mapping[str, str]) -> str:
-    """What the lab's agents read: as asked, else the lab's Kubernetes API; a calico-mode lab defaults to etcd
-    (its route withdrawal over the Kubernetes datastore failed in the lab suite; `--datastore kubernetes` asks
-    for it explicitly)."""
+    """What the lab's agents read: as asked, else the lab's Kubernetes API (as on a cluster)."""
     if datastore is None:
-        return "etcd" if agent_settings.get("VPCNET_MODE", "").strip().lower() == "calico" else "kubernetes"
+        return "kubernetes"
     if datastore not in DATASTORES:
         raise LabError(f"--datastore {datastore!r}: expected one of {', '.join(DATASTORES)}")
     return datastore

@@ -116,7 +116,7 @@ def test_bad_agent_settings_are_refused_before_anything_is_made(
     # The settings the lab's own tests use pass.
     calico = {"VPCNET_MODE": "calico", "AWS_VPC_K8S_CNI_VETHPREFIX": "cali"}
     calico_settings = {**calico, "CALICO_IPV4POOL_CIDR": "10.244.0.0/16"}
-    assert labctl.lab_datastore(None, calico_settings) == "etcd"
+    assert labctl.lab_datastore(None, calico_settings) == "kubernetes"
     labctl.check_agent_settings(lab, calico_settings, "etcd")
     labctl.check_agent_settings(lab, calico_settings, "kubernetes")
     assert labctl.lab_datastore(None, {}) == "kubernetes"
