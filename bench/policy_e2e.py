@@ -100,9 +100,9 @@ class ApiWriter:
     API resets the status on create); kube-controllers mirrors into etcd, which the agents read."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        from vpcnet.controllers.apiclient import server_from_kubeconfig
+        from vpcnet.lab.kubeapi.kubeconfig import server_url
 
-        url = urllib.parse.urlsplit(server_from_kubeconfig(kubeconfig))
+        url = urllib.parse.urlsplit(server_url(kubeconfig))
         self.conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80, timeout=30)
 
     def request(

@@ -29,10 +29,10 @@ from hypothesis import strategies as st
 sys.path.insert(0, str(ROOT / "tests" / "unit" / "api"))
 from test_manifest_fuzz import FRAGMENTS, mutated_manifest, resource_like
 from typer.testing import CliRunner
-from vpcnet.controllers.apiclient import server_from_kubeconfig
 
 from vpcnet.cli.main import app
 from vpcnet.lab import labctl
+from vpcnet.lab.kubeapi.kubeconfig import server_url
 
 # Written beside each fuzzed file (before or after it): a refused file would have had these to write. No
 # Pod: the lab here runs no node agents, so the kubelet step of `apply` could not start one.
@@ -57,7 +57,7 @@ def documents() -> st.SearchStrategy[bytes]:
 
 class Api:
     def __init__(self, lab: LabHandle) -> None:
-        self.base = server_from_kubeconfig(lab.layout.kubeconfig).rstrip("/")
+        self.base = server_url(lab.layout.kubeconfig).rstrip("/")
         self.lists = self._discover()
 
     def call(
