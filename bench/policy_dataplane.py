@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import random
 import statistics
 import string
@@ -84,7 +85,7 @@ FAMILY = IpFamily.V4  # the pods' family of the case being run (set by run_case)
 
 def ip_of(index: int) -> str:
     if FAMILY is IpFamily.V6:
-        return f"2001:db8:40:{index // 65536:x}::{index % 65536:x}"
+        return str(ipaddress.IPv6Address(f"2001:db8:40:{index // 65536:x}::{index % 65536:x}"))
     return f"10.{64 + index // 65536}.{(index // 256) % 256}.{index % 256}"
 
 
