@@ -44,6 +44,7 @@ COMMAND_MODULES = (
     "poolipam",
     "maxpods",
     "cni",
+    "uninstall",
 )
 
 
