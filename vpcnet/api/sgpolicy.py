@@ -10,15 +10,18 @@ policies gets the union of their groups, in a stable order. A policy with neithe
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any, ClassVar, Self
 
 from vpcnet.api.base import ObjectMeta, Resource, register_kind, spec_of
 from vpcnet.api.fields import Ctx, as_mapping, check_known, join, quote, str_list
 from vpcnet.api.networking import LabelSelector
 
+POD_ENI_ANNOTATION = "vpc.amazonaws.com/pod-eni"  # the controller writes it, the CNI reads it
 SGP_API_VERSION = "vpcresources.k8s.aws/v1beta1"
 SGP_KIND = "SecurityGroupPolicy"
 GROUP_ID = re.compile(r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$")
@@ -86,6 +89,20 @@ class SecurityGroupPolicy(Resource):
         return self.service_account_selector is None or self.service_account_selector.matches(account_labels)
 
 
+def stored_policy(body: Mapping[str, Any], where: str) -> SecurityGroupPolicy:
+    """A policy as the API stores it (server-set metadata and status dropped); ValidationError if bad."""
+    from vpcnet.api.loader import parse_resource
+
+    doc = {k: v for k, v in body.items() if k != "status"}
+    doc["metadata"] = {
+        k: v for k, v in dict(body.get("metadata") or {}).items() if k in ("name", "namespace")
+    }
+    policy = parse_resource(doc, where)
+    if not isinstance(policy, SecurityGroupPolicy):
+        raise ValueError(f"{where}: not a SecurityGroupPolicy")
+    return policy
+
+
 def pod_security_groups(
     policies: Iterable[SecurityGroupPolicy],
     namespace: str,
@@ -99,3 +116,53 @@ def pod_security_groups(
         if policy.selects(namespace, pod_labels, account_labels):
             out += [g for g in policy.group_ids if g not in out]
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class PodEni:
+    """A pod's branch ENI as the `vpc.amazonaws.com/pod-eni` annotation says it (the VPC resource
+    controller's format: a JSON list with one object per branch, eniId, ifAddress (its MAC), privateIp,
+    vlanId, subnetCidr)."""
+
+    eni_id: str
+    mac: str
+    address: IPv4Address
+    vlan_id: int
+    subnet_cidr: IPv4Network
+
+    def annotation(self) -> str:
+        entry = {
+            "eniId": self.eni_id,
+            "ifAddress": self.mac,
+            "privateIp": str(self.address),
+            "vlanId": self.vlan_id,
+            "subnetCidr": str(self.subnet_cidr),
+        }
+        return json.dumps([entry], separators=(",", ":"))
+
+    @classmethod
+    def parse(cls, raw: str) -> PodEni:
+        """The first branch of an annotation; ValueError naming the member that is wrong."""
+        where = POD_ENI_ANNOTATION
+        try:
+            entries = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"{where}: not JSON ({exc})") from None
+        if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+            raise ValueError(f"{where}: expected a list of branch objects, got {quote(raw)}")
+        entry = entries[0]
+        try:
+            vlan = entry["vlanId"]
+            if not isinstance(vlan, int) or not 1 <= vlan <= 4094:
+                raise ValueError(f"vlanId {vlan!r} is not a VLAN id (1-4094)")
+            return cls(
+                eni_id=str(entry["eniId"]),
+                mac=str(entry["ifAddress"]).lower(),
+                address=IPv4Address(entry["privateIp"]),
+                vlan_id=vlan,
+                subnet_cidr=IPv4Network(entry["subnetCidr"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"{where}[0]: {exc.args[0]} is missing") from None
+        except ValueError as exc:
+            raise ValueError(f"{where}[0]: {exc}") from None

@@ -21,15 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from typing import Any
 
-from vpcnet.api.loader import parse_resource
-from vpcnet.api.sgpolicy import SecurityGroupPolicy, pod_security_groups
+from vpcnet.api.sgpolicy import (
+    POD_ENI_ANNOTATION,
+    PodEni,
+    SecurityGroupPolicy,
+    pod_security_groups,
+    stored_policy,
+)
 from vpcnet.cloud.branch_ec2 import BranchEc2
 from vpcnet.cloud.ec2 import Ec2Error, NetworkInterface
 from vpcnet.datastore.resources import ResourceRef, StoredResource
@@ -39,7 +43,6 @@ from vpcnet.ipam.limits import UnknownInstanceType, instance_limits
 
 log = logging.getLogger(__name__)
 
-POD_ENI_ANNOTATION = "vpc.amazonaws.com/pod-eni"
 TRUNK_LABEL = "vpc.amazonaws.com/has-trunk-attached"
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 SGP_KIND = "securitygrouppolicy.vpcresources.k8s.aws"
@@ -73,18 +76,6 @@ def branch_limit(node: Mapping[str, Any]) -> int:
     except UnknownInstanceType:
         return 0
     return limits.branch_interfaces or 0 if limits.trunking else 0
-
-
-def pod_eni_annotation(branch: NetworkInterface, vlan_id: int, subnet_cidr: IPv4Network) -> str:
-    """The VPC resource controller's annotation: a JSON list with one entry per branch ENI."""
-    entry = {
-        "eniId": branch.eni_id,
-        "ifAddress": branch.mac,
-        "privateIp": str(branch.primary_ip),
-        "vlanId": vlan_id,
-        "subnetCidr": str(subnet_cidr),
-    }
-    return json.dumps([entry], separators=(",", ":"))
 
 
 @dataclass
@@ -230,7 +221,9 @@ class BranchController:
             vlan = free[0]
             trunk.used_vlans.add(vlan)
         assert branch is not None
-        annotation = pod_eni_annotation(branch, vlan, await self._subnet_cidr(branch.subnet_id))
+        annotation = PodEni(
+            branch.eni_id, branch.mac, branch.primary_ip, vlan, await self._subnet_cidr(branch.subnet_id)
+        ).annotation()
 
         def annotate(body: dict[str, Any]) -> dict[str, Any] | None:
             if body.get("metadata", {}).get("uid") != meta["uid"]:
@@ -310,15 +303,8 @@ class BranchController:
 def _policies(stored: list[StoredResource]) -> list[SecurityGroupPolicy]:
     out = []
     for item in stored:
-        body = {k: v for k, v in item.body.items() if k != "status"}
-        body["metadata"] = {
-            k: v for k, v in body.get("metadata", {}).items() if k in ("name", "namespace", "labels")
-        }
         try:
-            policy = parse_resource(body, str(item.ref))
+            out.append(stored_policy(item.body, str(item.ref)))
         except ValueError as exc:  # a policy that does not validate selects nothing (and says why)
             log.warning("%s ignored: %s", item.ref, exc)
-            continue
-        if isinstance(policy, SecurityGroupPolicy):
-            out.append(policy)
     return out

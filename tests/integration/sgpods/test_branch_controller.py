@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 
 from conftest import KubeApi
 
+from vpcnet.api.sgpolicy import POD_ENI_ANNOTATION
 from vpcnet.cloud.branch_ec2 import BranchEc2
 from vpcnet.controllers.branch_enis import (
     CLUSTER_TAG,
-    POD_ENI_ANNOTATION,
     POD_UID_TAG,
     TRUNK_LABEL,
     BranchController,

@@ -67,3 +67,29 @@ def test_bad_policies_name_the_field(selectors: str, groups: str, where: str) ->
     with pytest.raises(ValidationError) as err:
         load_documents(text)
     assert where in str(err.value)
+
+
+def test_pod_eni_annotation_round_trip_and_errors() -> None:
+    from ipaddress import IPv4Address, IPv4Network
+
+    from vpcnet.api.sgpolicy import PodEni
+
+    eni = PodEni("eni-1", "0a:00:00:00:00:01", IPv4Address("10.0.0.9"), 3, IPv4Network("10.0.0.0/20"))
+    raw = eni.annotation()
+    assert raw == (
+        '[{"eniId":"eni-1","ifAddress":"0a:00:00:00:00:01","privateIp":"10.0.0.9","vlanId":3,'
+        '"subnetCidr":"10.0.0.0/20"}]'
+    )
+    assert PodEni.parse(raw) == eni
+    for bad, says in (
+        ("{", "not JSON"),
+        ("[]", "expected a list"),
+        (
+            '[{"eniId":"e","ifAddress":"m","privateIp":"10.0.0.1","subnetCidr":"10.0.0.0/24"}]',
+            "vlanId is missing",
+        ),
+        (raw.replace('"vlanId":3', '"vlanId":5000'), "not a VLAN id"),
+        (raw.replace("10.0.0.9", "ten"), r"pod-eni\[0\]: .ten."),
+    ):
+        with pytest.raises(ValueError, match=says):
+            PodEni.parse(bad)

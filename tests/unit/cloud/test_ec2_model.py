@@ -1,6 +1,6 @@
 """The cut EC2 model: every action vpcnet sends (the query client, the branch ENI calls) is in it, it
-matches the installed botocore, the client
-built on it knows only those actions, and an action outside it still works through the full model."""
+matches the installed botocore, the client built on it knows only those actions, and an action outside
+it still works through the full model."""
 
 from __future__ import annotations
 
