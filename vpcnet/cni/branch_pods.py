@@ -158,6 +158,14 @@ class BranchPods:
                 await self.network.unwire(spec, spec.pod.host_veth)
         return True
 
+    async def gc(self, network: str, valid: set[tuple[str, str]]) -> None:
+        """Unwire the branch pods of this network the runtime no longer lists."""
+        for key, endpoint in list(self.endpoints.items()):
+            if key.network == network and (key.container_id, key.ifname) not in valid:
+                log.info("GC unwires branch pod %s", key)
+                del self.endpoints[key]
+                await self.network.unwire(endpoint.spec, endpoint.spec.pod.host_veth)
+
     async def check(self, key: IpamKey) -> bool:
         """CHECK of a branch pod this agent wired; False when it is not one."""
         known = self.endpoints.get(key)

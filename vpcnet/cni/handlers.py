@@ -274,6 +274,8 @@ class CniHandler:
     async def gc(self, request: CniRequest) -> None:
         """Release every attachment of this network the runtime no longer lists."""
         valid = set(request.conf.valid_attachments or ())
+        if self.branches is not None:
+            await self.branches.gc(request.conf.name, valid)
         allocator = self.allocator()
         for key, endpoint in list(self.endpoints.items()):
             if key.network != request.conf.name or (key.container_id, key.ifname) in valid:

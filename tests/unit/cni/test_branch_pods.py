@@ -121,3 +121,13 @@ def test_dummy_interface_carries_the_vlan_id() -> None:
     assert iface.name.startswith("dummy") and len(iface.name) <= 15 and iface.mac == "12"
     assert prev_result_vlan({"interfaces": [{"name": iface.name, "mac": "12"}]}) == 12
     assert prev_result_vlan({"interfaces": [{"name": "dummyx", "mac": "0"}]}) is None
+
+
+def test_gc_unwires_branch_pods_the_runtime_no_longer_lists() -> None:
+    network = Network()
+    pods = _pods(Lookup(ENI), network)
+    asyncio.run(pods.add(_request("ADD"), KEY))
+    asyncio.run(pods.gc("vpcnet", {("c1", "eth0")}))
+    assert network.unwired == []
+    asyncio.run(pods.gc("vpcnet", set()))
+    assert len(network.unwired) == 1 and pods.endpoints == {}
