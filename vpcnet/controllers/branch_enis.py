@@ -44,6 +44,7 @@ from vpcnet.ipam.limits import UnknownInstanceType, instance_limits
 log = logging.getLogger(__name__)
 
 TRUNK_LABEL = "vpc.amazonaws.com/has-trunk-attached"
+POD_ENI_RESOURCE = "vpc.amazonaws.com/pod-eni"  # the extended resource of a node's branch capacity
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 SGP_KIND = "securitygrouppolicy.vpcresources.k8s.aws"
 WATCHED = ("pod", "node", "serviceaccount", SGP_KIND)
@@ -177,6 +178,7 @@ class BranchController:
             log.info("node %s: trunk ENI %s attached", name, trunk.eni_id)
         if labels.get(TRUNK_LABEL) != "true":
             await self._set_trunk_label(name)
+        await self._advertise(name, limit)
         used = {a.vlan_id for a in await self.ec2.associations(trunk.eni_id)}
         return _Trunk(name, trunk, limit, used)
 
@@ -248,6 +250,29 @@ class BranchController:
             return body
 
         await self._update(ResourceRef("node", None, node), label)
+
+    async def _advertise(self, node: str, limit: int) -> None:
+        """The node's branch capacity as the extended resource pods of a SecurityGroupPolicy may request
+        (`vpc.amazonaws.com/pod-eni`), in its status' capacity and allocatable, as the resource controller
+        advertises it (the status subresource: a Kubernetes API store only)."""
+        replace_status = getattr(self.store, "replace_status", None)
+        if replace_status is None:
+            return
+        ref = ResourceRef("node", None, node)
+        for _ in range(WRITE_ATTEMPTS):
+            current = await self.store.get(ref)
+            if current is None:
+                return
+            status = copy.deepcopy(current.body.get("status") or {})
+            if all(
+                (status.get(k) or {}).get(POD_ENI_RESOURCE) == str(limit) for k in ("capacity", "allocatable")
+            ):
+                return
+            for key in ("capacity", "allocatable"):
+                status.setdefault(key, {})[POD_ENI_RESOURCE] = str(limit)
+            if await replace_status({**current.body, "status": status}, current.revision) is not None:
+                return
+        raise DatastoreError(f"node {node}: kept changing while the branch controller wrote its status")
 
     async def _update(
         self, ref: ResourceRef, mutate: Callable[[dict[str, Any]], dict[str, Any] | None]

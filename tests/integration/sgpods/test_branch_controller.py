@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import pytest
 from conftest import KubeApi
 
 from vpcnet.api.sgpolicy import POD_ENI_ANNOTATION
@@ -98,6 +99,9 @@ def test_selected_pod_gets_a_branch_with_its_groups_and_loses_it_with_the_pod(ku
         assert len(report.trunks_created) == 1 and set(report.branches_created) == {"default/web-1"}
         node = await store.get(ResourceRef("node", None, "node1"))
         assert node is not None and node.body["metadata"]["labels"][TRUNK_LABEL] == "true"
+        # The node's branch capacity (m5.large: 9) as the resource controller advertises it.
+        assert node.body["status"]["allocatable"]["vpc.amazonaws.com/pod-eni"] == "9"
+        assert node.body["status"]["capacity"]["vpc.amazonaws.com/pod-eni"] == "9"
 
         (entry,) = await _annotation(store, "web-1") or []
         branch = ec2.cloud.eni(entry["eniId"])
@@ -169,5 +173,48 @@ def test_a_branch_made_before_a_crash_is_reused(kube_api: KubeApi) -> None:
         (second,) = second_list
         assert second == first
         assert len([e for e in ec2.cloud.enis() if e.interface_type == "branch"]) == 1
+
+    _run(body, kube_api)
+
+
+async def _until(controller: BranchController, done: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 30
+    while not await done():
+        assert asyncio.get_running_loop().time() < deadline, what
+        await controller.reconcile()
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_churn_leaves_no_branch_address_or_vlan_behind(kube_api: KubeApi) -> None:
+    cycles = 100
+
+    async def body(store: KubeResourceStore, ec2: SimulatedEc2, w: dict[str, Any]) -> None:
+        await store.apply([_sgp("web", {"app": "web"}, [w["web"]])])
+        controller = BranchController(store, BranchEc2(ec2))
+        subnet = w["subnet"].id
+        free_before = None
+        vlans: set[int] = set()
+        for i in range(cycles):
+            name = f"churn-{i}"
+            await store.apply([_pod(name, {"app": "web"})])
+
+            async def annotated(name: str = name) -> bool:
+                return await _annotation(store, name) is not None
+
+            await _until(controller, annotated, f"{name} got no branch")
+            vlans.add((await _annotation(store, name) or [{}])[0]["vlanId"])
+            if free_before is None:  # after the trunk is made: the addresses a branch takes and gives back
+                free_before = ec2.cloud.available_ip_count(subnet) + 1
+            await store.delete([ResourceRef("pod", "default", name)])
+
+            async def released() -> bool:
+                return not [e for e in ec2.cloud.enis() if e.interface_type == "branch"]
+
+            await _until(controller, released, f"{name}'s branch was not deleted")
+        trunk = next(e for e in ec2.cloud.enis() if e.interface_type == "trunk")
+        assert ec2.cloud.trunk_associations() == [] and trunk.attachment is not None
+        assert ec2.cloud.available_ip_count(subnet) == free_before
+        assert vlans == {1}  # a freed VLAN id is the next pod's
 
     _run(body, kube_api)

@@ -5,9 +5,11 @@ policy behaves as before; deleting the pod deletes its branch and leaves no tabl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,27 +47,24 @@ def _labelled(name: str, node: str, labels: str) -> str:
     return pod_doc(name, node, NS).replace(f"labels: {{pod: {name}}}", f"labels: {{pod: {name}, {labels}}}")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    with running_lab(
-        nodes=2, azs=1, instance_type="m5.large", agents=True, agent_env={"ENABLE_POD_ENI": "true"}
-    ) as lab:
-        handle = Cluster(lab, tmp_path_factory.mktemp("sgpods"))
+@contextlib.contextmanager
+def _sgpods_lab(tmp: Path, mode: str) -> Iterator[Cluster]:
+    """2 m5.large nodes; group `web` (TCP 80 from the VPC) for pods labelled app=web by a policy; pods
+    web and plain on node1, client on node2, all running."""
+    env = {"ENABLE_POD_ENI": "true", "POD_SECURITY_GROUP_ENFORCING_MODE": mode}
+    with running_lab(nodes=2, azs=1, instance_type="m5.large", agents=True, agent_env=env) as lab:
+        handle = Cluster(lab, tmp)
         ec2 = lab.ec2()
         web = ec2.create_security_group(
             GroupName=f"{lab.prefix}-web", Description="TCP 80 only", VpcId=lab.info.vpc_id
         )["GroupId"]
-        ec2.authorize_security_group_ingress(
-            GroupId=web,
-            IpPermissions=[
-                {
-                    "IpProtocol": "tcp",
-                    "FromPort": 80,
-                    "ToPort": 80,
-                    "IpRanges": [{"CidrIp": lab.info.vpc_cidr}],
-                }
-            ],
-        )
+        tcp80 = {
+            "IpProtocol": "tcp",
+            "FromPort": 80,
+            "ToPort": 80,
+            "IpRanges": [{"CidrIp": lab.info.vpc_cidr}],
+        }
+        ec2.authorize_security_group_ingress(GroupId=web, IpPermissions=[tcp80])
         policy = (
             f"apiVersion: vpcresources.k8s.aws/v1beta1\nkind: SecurityGroupPolicy\n"
             f"metadata: {{name: web, namespace: {NS}}}\n"
@@ -95,6 +94,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         handle.web_group = web  # type: ignore[attr-defined]
         yield handle
     assert leftovers(lab.layout) == []
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with _sgpods_lab(tmp_path_factory.mktemp("sgpods"), "strict") as handle:
+        yield handle
 
 
 def test_a_selected_pod_runs_on_a_branch_eni_with_the_policys_groups(cluster: Cluster) -> None:
@@ -168,3 +173,19 @@ def test_deleting_the_pod_deletes_its_branch(cluster: Cluster) -> None:
     assert f"vlan.eth.{vlan}" not in links
     # The unselected pod is untouched.
     assert cluster.probe("TCP")[f"{NS}/client"][f"{NS}/plain"]
+
+
+def test_standard_mode_lets_the_node_reach_the_pod_directly(tmp_path: Path) -> None:
+    """POD_SECURITY_GROUP_ENFORCING_MODE=standard: the pod is still on its branch (the VPC drops UDP from
+    the other node), but its own node reaches it without crossing the VPC, and its host veth has the
+    normal prefix, so the node's network policy applies to it as well."""
+    with _sgpods_lab(tmp_path, "standard") as cluster:
+        web, plain, client = (f"{NS}/{p}" for p in ("web", "plain", "client"))
+        body = cluster.running("web")
+        (entry,) = json.loads(body["metadata"]["annotations"]["vpc.amazonaws.com/pod-eni"])
+        assert body["metadata"]["annotations"]["vpcnet.io/host-interface"].startswith("eni")
+        rules = cluster.lab.exec("node1", "ip", "rule").stdout
+        assert f"from {entry['privateIp']} lookup {entry['vlanId'] + 100}" in rules
+        udp = cluster.probe("UDP")
+        assert not udp[client][web]  # the branch's group, at the VPC
+        assert udp[plain][web]  # node-local: the VPC is not crossed
