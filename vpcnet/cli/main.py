@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "labprobe",
     "labkubeapi",
     "kubecontrollers",
+    "branchcontroller",
     "demo",
     "agent",
     "resources",
