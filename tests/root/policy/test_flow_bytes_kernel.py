@@ -7,6 +7,8 @@ counters.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -62,7 +64,7 @@ def node() -> Iterator[netkit.Node]:
         yield made
 
 
-def transfer(src: netkit.Pod, dst: netkit.Pod, port: int, sent: int, answered: int) -> int:
+def transfer(src: netkit.Pod, dst: netkit.Pod, port: int, sent: int, answered: int) -> tcp_transfer.Transfer:
     return tcp_transfer.transfer(
         tcp_transfer.End(f"/run/netns/{src.netns}", src.ip),
         tcp_transfer.End(f"/run/netns/{dst.netns}", dst.ip),
@@ -103,8 +105,8 @@ def records_of(records: list[dict[str, Any]], src: netkit.Pod, sport: int) -> li
     return [r for r in records if r["src"]["ip"] == src.ip and r["src"]["port"] == sport]
 
 
-def assert_counts_match(counts: dict[str, Any]) -> None:
-    assert tcp_transfer.counts_match(counts, SENT, ANSWERED), counts
+def assert_counts_match(counts: dict[str, Any], done: tcp_transfer.Transfer) -> None:
+    assert tcp_transfer.counts_match(counts, done), (counts, done)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -117,7 +119,8 @@ def test_allowed_flows_carry_the_bytes_sent_each_way(node: netkit.Node, backend:
     sock.open()
     dumper = ConntrackDumper(netns)
     try:
-        sport = transfer(web, db, 80, SENT, ANSWERED)
+        done = transfer(web, db, 80, SENT, ANSWERED)
+        sport = done.source_port
         flow_log = FlowLog(calc, "n1", sink=None, conntrack=FlowConntrack())
         collect(sock, flow_log, want_packets=2)  # the first packet, at web's egress and db's ingress
         flows = flow_log.drain()
@@ -131,7 +134,7 @@ def test_allowed_flows_carry_the_bytes_sent_each_way(node: netkit.Node, backend:
     for rec in found:
         assert rec["verdict"] == "allow" and rec["dst"]["port"] == 80
         assert rec["packets"] == 1  # NFLOG saw the first packet only
-        assert_counts_match(rec["counts"])
+        assert_counts_match(rec["counts"], done)
         assert rec["counts"]["final"] is False
         assert rec["reply"] == {"src": {"ip": db.ip, "port": 80}, "dst": {"ip": web.ip, "port": sport}}
     assert flow_log.conntrack is not None and flow_log.conntrack.status()["conntrackJoined"] == 2
@@ -145,7 +148,7 @@ def test_without_accounting_no_counts_are_made_up(node: netkit.Node) -> None:
     sock.open()
     dumper = ConntrackDumper(netns)
     try:
-        sport = transfer(web, db, 80, 5000, 100)
+        sport = transfer(web, db, 80, 5000, 100).source_port
         flow_log = FlowLog(calc, "n1", sink=None, conntrack=FlowConntrack())
         collect(sock, flow_log, want_packets=2)
         connections = dumper.dump()
@@ -173,7 +176,8 @@ def test_a_connection_that_ends_gets_an_end_record_with_final_counts(node: netki
     dumper = ConntrackDumper(netns)
     ended: list[Connection] = []
     try:
-        sport = transfer(web, db, 80, SENT, ANSWERED)
+        done = transfer(web, db, 80, SENT, ANSWERED)
+        sport = done.source_port
         flow_log = FlowLog(calc, "n1", sink=None, conntrack=FlowConntrack())
         collect(sock, flow_log, want_packets=2)
         flow_log.emit(flow_log.drain(), dumper.dump())
@@ -201,5 +205,66 @@ def test_a_connection_that_ends_gets_an_end_record_with_final_counts(node: netki
     for rec in end_records:
         assert rec["src"]["port"] == sport and rec["dst"]["pod"] == "db"
         assert rec["counts"]["final"] is True
-        assert_counts_match(rec["counts"])
+        assert_counts_match(rec["counts"], done)
         assert rec["end"] >= rec["start"]
+
+
+def echo(src: netkit.Pod, dst: netkit.Pod, count: int, payload: int, ident: int) -> int:
+    """`count` ICMP echo requests of `payload` bytes from src to dst (one echo id); the replies received."""
+    with netkit.entered(src.netns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    replies = 0
+    try:
+        sock.settimeout(5)
+        for seq in range(count):
+            body = bytes(payload)
+            header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+            checksum = _checksum(header + body)
+            sock.sendto(struct.pack("!BBHHH", 8, 0, checksum, ident, seq) + body, (dst.ip, 0))
+            while True:  # the raw socket sees every ICMP packet of the pod: wait for this one's reply
+                data, _ = sock.recvfrom(65536)
+                header_len = (data[0] & 0x0F) * 4
+                kind, _code, _sum, got_id, got_seq = struct.unpack_from("!BBHHH", data, header_len)
+                if kind == 0 and (got_id, got_seq) == (ident, seq):
+                    replies += 1
+                    break
+    finally:
+        sock.close()
+    return replies
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def test_icmp_echoes_carry_the_bytes_each_way(node: netkit.Node) -> None:
+    web, db, calc, spec = setup(node, "iptables")
+    netns = f"/run/netns/{node.netns}"
+    enable_accounting(netns)
+    sock = NflogSocket(spec.group, spec.snaplen, netns=netns)
+    sock.open()
+    dumper = ConntrackDumper(netns)
+    count, payload = 5, 1000
+    try:
+        # db -> web: no policy selects web, and db's egress has none: allowed, logged by "no policy decided"
+        assert echo(db, web, count, payload, ident=4242) == count
+        flow_log = FlowLog(calc, "n1", sink=None, conntrack=FlowConntrack())
+        collect(sock, flow_log, want_packets=2)
+        records = flow_log.emit(flow_log.drain(), dumper.dump())
+    finally:
+        sock.close()
+        dumper.close()
+    found = [
+        r for r in records if r["protocol"] == "icmp" and r["src"]["ip"] == db.ip and r["dst"]["ip"] == web.ip
+    ]
+    assert {r["direction"] for r in found} == {"egress", "ingress"}, records
+    size = 20 + 8 + payload  # IP header, ICMP header, payload: no segmentation, no options
+    for rec in found:
+        assert rec["verdict"] == "allow" and rec["icmp"] == {"type": 8, "code": 0}
+        assert rec["counts"]["orig"] == {"packets": count, "bytes": count * size}, rec
+        assert rec["counts"]["reply"] == {"packets": count, "bytes": count * size}, rec
