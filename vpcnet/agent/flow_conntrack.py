@@ -71,6 +71,9 @@ def connection_keys(conn: Connection) -> list[JoinKey]:
     return keys
 
 
+ConnectionIndex = Mapping[JoinKey, Sequence[Connection]]
+
+
 def index(connections: Iterable[Connection]) -> dict[JoinKey, list[Connection]]:
     """Counted connections by key (several under one key only for ICMP: echo ids are not in the key)."""
     out: dict[JoinKey, list[Connection]] = {}
@@ -114,7 +117,10 @@ class FlowConntrack:
 
     def annotate(self, records: Iterable[dict[str, Any]], connections: Iterable[Connection]) -> None:
         """Add counts and reply to each allowed record whose connection the dump holds."""
-        by_key = index(connections)
+        self.annotate_indexed(records, index(connections))
+
+    def annotate_indexed(self, records: Iterable[dict[str, Any]], by_key: ConnectionIndex) -> None:
+        """The same over a dump already indexed (the flow log indexes it off the loop, with the dump)."""
         for rec in records:
             if rec.get("verdict") != "allow":
                 continue

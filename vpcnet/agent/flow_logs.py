@@ -32,7 +32,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from vpcnet.agent.context import AgentContext
-from vpcnet.agent.flow_conntrack import FlowConntrack
+from vpcnet.agent.flow_conntrack import ConnectionIndex, FlowConntrack, index
 from vpcnet.agent.flow_sink import RotatingJsonLines
 from vpcnet.agent.flow_window import FlowCounts, FlowFilter, FlowKey, FlowWindow, record
 from vpcnet.agent.http import Response
@@ -115,8 +115,14 @@ class FlowLog:
         return flows
 
     def emit(
-        self, flows: Mapping[FlowKey, FlowCounts], connections: Sequence[Connection] | None = None
+        self,
+        flows: Mapping[FlowKey, FlowCounts],
+        connections: Sequence[Connection] | None = None,
+        *,
+        indexed: ConnectionIndex | None = None,
     ) -> list[dict[str, Any]]:
+        """The flows' records, published; allowed ones joined to a conntrack dump (connections, or the
+        same indexed) when given."""
         if not flows:
             return []
         self._refresh()
@@ -132,6 +138,8 @@ class FlowLog:
         records.sort(key=lambda r: (r["start"], r["src"]["ip"], r["dst"]["ip"]))
         if self.conntrack is not None and connections is not None:
             self.conntrack.annotate(records, connections)
+        elif self.conntrack is not None and indexed is not None:
+            self.conntrack.annotate_indexed(records, indexed)
         self.publish(records)
         return records
 
@@ -253,17 +261,20 @@ class FlowLogComponent:
 
     async def _window(self, flow_log: FlowLog) -> None:
         flows = flow_log.drain()
-        connections = None
+        indexed = None
         # A dump also reaps the expired entries it meets, so a joined connection that ended gets its destroy
         # event (its end record) within a window, not whenever conntrack's collector comes by (up to 60 s).
         waiting = flow_log.conntrack is not None and flow_log.conntrack.open
-        if (flows or waiting) and self.dumper is not None:
+        allowed = any(key.prefix[:1] in ("A", "N") for key in flows)  # denied packets have no entry
+        if (allowed or waiting) and self.dumper is not None:
             try:  # after the drain: every drained flow's connection is in the table by now
-                connections = await asyncio.to_thread(self.dumper.dump)
+                # parsed and indexed in a worker thread: a large table takes a while (bench/conntrack_join.py)
+                dumper = self.dumper
+                indexed = await asyncio.to_thread(lambda: index(dumper.dump()))
             except OSError as exc:
                 self.conntrack_error = f"conntrack dump: {exc}"
                 log.warning("flow log: %s", self.conntrack_error)
-        flow_log.emit(flows, connections)
+        flow_log.emit(flows, indexed=indexed)
 
     async def _flush_loop(self, window: float) -> None:
         assert self.flow_log is not None
