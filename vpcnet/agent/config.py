@@ -109,6 +109,9 @@ class AgentConfig:
     flow_log_file: Path | None = None  # None: flows.jsonl beside the agent socket
     flow_log_max_bytes: int = 10 * 1024 * 1024  # one file's size before it is rotated
     flow_log_files: int = 5  # rotated files kept (flows.jsonl.1 ... .N)
+    # allowed flows gain their connection's counters from conntrack (with flow_logs == all); the agent
+    # sets net.netfilter.nf_conntrack_acct=1 in its namespace for it
+    flow_log_conntrack: bool = True
     # --- Calico mode (vpcnet/agent/pool_ipam.py) ---
     ipam_node_grace: float = 900.0  # a node gone this long loses its blocks (Calico's LeakGracePeriod)
     ipam_node_ttl: float = 15.0  # the node record's lease (at least 5 s is used)
@@ -208,6 +211,7 @@ ENV_NAMES = {
     "flow_log_file": "VPCNET_FLOW_LOGS_FILE",
     "flow_log_max_bytes": "VPCNET_FLOW_LOGS_MAX_BYTES",
     "flow_log_files": "VPCNET_FLOW_LOGS_FILES",
+    "flow_log_conntrack": "VPCNET_FLOW_LOGS_CONNTRACK",
     "ipam_node_grace": "VPCNET_IPAM_NODE_GRACE_SECONDS",
     "ipam_node_ttl": "VPCNET_IPAM_NODE_TTL_SECONDS",
     "route_resync_interval": "VPCNET_ROUTE_RESYNC_SECONDS",
@@ -468,6 +472,7 @@ def _flow_log_settings(e: _Env) -> dict[str, Any]:
         "flow_log_file": Path(path) if path else None,
         "flow_log_max_bytes": e.int("VPCNET_FLOW_LOGS_MAX_BYTES", 10 * 1024 * 1024, lo=4096),
         "flow_log_files": e.int("VPCNET_FLOW_LOGS_FILES", 5, lo=1, hi=100),
+        "flow_log_conntrack": e.bool("VPCNET_FLOW_LOGS_CONNTRACK", True),
     }
 
 

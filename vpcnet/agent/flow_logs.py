@@ -9,8 +9,11 @@ counts them per policy and verdict in Prometheus.
 
 Bounded everywhere: the socket's buffer (the kernel drops beyond it, counted as lost), the window's flows
 (overflow counted), the recent records and each follower's queue (a slow follower misses records).
-Allowed flows carry the packets and bytes of the connection's first packet only: the policy chains see
-nothing after it (conntrack accepts the rest); conntrack's own counters are not read.
+Allowed flows carry the packets and bytes of the connection's first packet (the policy chains see nothing
+after it: conntrack accepts the rest); with VPCNET_FLOW_LOGS_CONNTRACK=on (the default, used when allowed
+flows are logged) they also carry the connection's counters from conntrack, each way, read at the
+window's end, and an end record with the final counters when the connection ends (vpcnet.agent.
+flow_conntrack). The agent turns conntrack accounting on in its network namespace (the node's) for that.
 """
 
 from __future__ import annotations
@@ -22,16 +25,19 @@ import logging
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from vpcnet.agent.context import AgentContext
+from vpcnet.agent.flow_conntrack import ConnectionIndex, FlowConntrack, index
 from vpcnet.agent.flow_sink import RotatingJsonLines
-from vpcnet.agent.flow_window import FlowFilter, FlowWindow, record
+from vpcnet.agent.flow_window import FlowCounts, FlowFilter, FlowKey, FlowWindow, record
 from vpcnet.agent.http import Response
+from vpcnet.dataplane.conntrack import Connection
+from vpcnet.dataplane.conntrack_socket import ConntrackDumper, ConntrackEvents, enable_accounting
 from vpcnet.dataplane.flow_points import Decider, decider_table, resolve
 from vpcnet.dataplane.nflog import LoggedPacket
 from vpcnet.dataplane.nflog_socket import NflogSocket
@@ -75,8 +81,10 @@ class FlowLog:
         sink: RotatingJsonLines | None,
         metrics: FlowMetrics | None = None,
         max_flows: int = 10000,
+        conntrack: FlowConntrack | None = None,
     ) -> None:
         self.calc = calc
+        self.conntrack = conntrack  # None: no conntrack counters joined
         self.node = node
         self.sink = sink
         self.metrics = metrics
@@ -95,11 +103,26 @@ class FlowLog:
         self.packets += len(packets)
         self.window.add(packets, time.time())
 
-    def flush(self) -> list[dict[str, Any]]:
+    def flush(self, connections: Sequence[Connection] | None = None) -> list[dict[str, Any]]:
+        """The window's records, written out (joined to connections, a conntrack dump, when given)."""
+        return self.emit(self.drain(), connections)
+
+    def drain(self) -> dict[FlowKey, FlowCounts]:
         flows, overflow = self.window.drain()
         self.overflow += overflow
         if self.metrics is not None and overflow:
             self.metrics.overflow.inc(overflow)
+        return flows
+
+    def emit(
+        self,
+        flows: Mapping[FlowKey, FlowCounts],
+        connections: Sequence[Connection] | None = None,
+        *,
+        indexed: ConnectionIndex | None = None,
+    ) -> list[dict[str, Any]]:
+        """The flows' records, published; allowed ones joined to a conntrack dump (connections, or the
+        same indexed) when given."""
         if not flows:
             return []
         self._refresh()
@@ -113,6 +136,21 @@ class FlowLog:
                 self.metrics.packets.labels(*labels).inc(counts.packets)
                 self.metrics.flows.labels(*labels).inc()
         records.sort(key=lambda r: (r["start"], r["src"]["ip"], r["dst"]["ip"]))
+        if self.conntrack is not None and connections is not None:
+            self.conntrack.annotate(records, connections)
+        elif self.conntrack is not None and indexed is not None:
+            self.conntrack.annotate_indexed(records, indexed)
+        self.publish(records)
+        return records
+
+    def ended(self, connections: list[Connection]) -> None:
+        """Conntrack destroy events: the end records of the joined connections among them."""
+        if self.conntrack is not None:
+            self.publish(self.conntrack.ended(connections))
+
+    def publish(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
         self.records += len(records)
         if self.sink is not None:
             self.sink.write(records)
@@ -121,7 +159,6 @@ class FlowLog:
             for rec in records:
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait(rec)
-        return records
 
     def _refresh(self) -> None:
         """The verdict points of the state now programmed; those of the previous state stay known (a packet
@@ -153,13 +190,16 @@ class FlowLog:
         }
 
     def status(self) -> dict[str, Any]:
-        return {
+        out = {
             "packets": self.packets,
             "records": self.records,
             "overflowPackets": self.overflow,
             "flowsInWindow": len(self.window.flows),
             "followers": len(self.followers),
         }
+        if self.conntrack is not None:
+            out.update(self.conntrack.status())
+        return out
 
 
 class FlowLogComponent:
@@ -169,8 +209,11 @@ class FlowLogComponent:
         self.ctx = ctx
         self.flow_log: FlowLog | None = None
         self.socket: NflogSocket | None = None
+        self.dumper: ConntrackDumper | None = None
+        self.events: ConntrackEvents | None = None
         self._task: asyncio.Task[None] | None = None
         self.error = ""
+        self.conntrack_error = ""
 
     async def start(self) -> None:
         cfg = self.ctx.config
@@ -182,7 +225,10 @@ class FlowLogComponent:
         path = cfg.flow_log_file or Path(cfg.agent_socket).parent / FLOWS_FILE
         node = cfg.node_name or self.ctx.policy.calc.node_name
         sink = RotatingJsonLines(path, cfg.flow_log_max_bytes, cfg.flow_log_files)
-        self.flow_log = FlowLog(self.ctx.policy.calc, node, sink, FlowMetrics(self.ctx.metrics))
+        joined = FlowConntrack() if cfg.flow_log_conntrack and spec.mode == "all" else None
+        self.flow_log = FlowLog(
+            self.ctx.policy.calc, node, sink, FlowMetrics(self.ctx.metrics), conntrack=joined
+        )
         self.socket = NflogSocket(spec.group, spec.snaplen)
         try:
             self.socket.open()
@@ -192,7 +238,43 @@ class FlowLogComponent:
             self.socket = None
             return
         self.socket.start_reading(self.flow_log.add)
+        if joined is not None:
+            self._open_conntrack(self.flow_log)
         self._task = asyncio.create_task(self._flush_loop(cfg.flow_log_window), name="flow-log")
+
+    def _open_conntrack(self, flow_log: FlowLog) -> None:
+        """Accounting on in this namespace (the node's), a dumper, and destroy events; without them the
+        flow log goes on with NFLOG's counts only (conntrack_error says why)."""
+        try:
+            enable_accounting()
+            dumper = ConntrackDumper()
+            dumper.open()
+            events = ConntrackEvents()
+            events.open()
+        except OSError as exc:
+            self.conntrack_error = f"conntrack counters off: {exc}"
+            log.error("flow log: %s", self.conntrack_error)
+            flow_log.conntrack = None
+            return
+        events.start_reading(flow_log.ended)
+        self.dumper, self.events = dumper, events
+
+    async def _window(self, flow_log: FlowLog) -> None:
+        flows = flow_log.drain()
+        indexed = None
+        # A dump also reaps the expired entries it meets, so a joined connection that ended gets its destroy
+        # event (its end record) within a window, not whenever conntrack's collector comes by (up to 60 s).
+        waiting = flow_log.conntrack is not None and flow_log.conntrack.open
+        allowed = any(key.prefix[:1] in ("A", "N") for key in flows)  # denied packets have no entry
+        if (allowed or waiting) and self.dumper is not None:
+            try:  # after the drain: every drained flow's connection is in the table by now
+                # parsed and indexed in a worker thread: a large table takes a while (bench/conntrack_join.py)
+                dumper = self.dumper
+                indexed = await asyncio.to_thread(lambda: index(dumper.dump()))
+            except OSError as exc:
+                self.conntrack_error = f"conntrack dump: {exc}"
+                log.warning("flow log: %s", self.conntrack_error)
+        flow_log.emit(flows, indexed=indexed)
 
     async def _flush_loop(self, window: float) -> None:
         assert self.flow_log is not None
@@ -200,7 +282,7 @@ class FlowLogComponent:
         while True:
             await asyncio.sleep(window)
             try:
-                self.flow_log.flush()
+                await self._window(self.flow_log)
             except Exception:
                 log.exception("flow log: writing a window failed")
             if self.socket is not None and self.flow_log.metrics is not None and self.socket.lost > lost:
@@ -222,7 +304,11 @@ class FlowLogComponent:
         return 200, "application/x-ndjson", "".join(line + "\n" for line in lines).encode()
 
     async def _status(self, query: str) -> Response:
-        body: dict[str, Any] = {"mode": self.ctx.config.flow_logs, "error": self.error}
+        body: dict[str, Any] = {
+            "mode": self.ctx.config.flow_logs,
+            "error": self.error,
+            "conntrackError": self.conntrack_error,
+        }
         if self.flow_log is not None:
             body.update(self.flow_log.status())
         if self.socket is not None:
@@ -257,6 +343,10 @@ class FlowLogComponent:
         if self.socket is not None:
             self.socket.close()
             self.socket = None
+        for closing in (self.events, self.dumper):
+            if closing is not None:
+                closing.close()
+        self.events = self.dumper = None
         if self.flow_log is not None:
             with contextlib.suppress(Exception):
                 self.flow_log.flush()

@@ -122,8 +122,20 @@ def table_line(rec: dict[str, Any]) -> str:
     verdict = "DENY " if rec["verdict"] == "deny" else "allow"
     return (
         f"{when} {rec['node']:<10} {verdict} {rec['direction']:<7} {rec['protocol']:<4} "
-        f"{_end(rec['src'])} -> {_end(rec['dst'])}  {rec['packets']} pkt {rec['bytes']} B  {_decided(rec)}"
+        f"{_end(rec['src'])} -> {_end(rec['dst'])}  {rec['packets']} pkt {rec['bytes']} B{_counted(rec)}  "
+        f"{_decided(rec)}"
     )
+
+
+def _counted(rec: dict[str, Any]) -> str:
+    """The connection's conntrack counters each way, when the record has them (an end record: final)."""
+    counts = rec.get("counts")
+    if not counts:
+        return ""
+    orig, reply = counts["orig"], counts["reply"]
+    head = "ended, conntrack" if rec.get("event") == "end" else "conntrack"
+    out = f"{orig['bytes']} B/{orig['packets']} pkt out"
+    return f" ({head} {out}, {reply['bytes']} B/{reply['packets']} pkt back)"
 
 
 def show(sources: list[Source], output: str, denied: bool, pod: str | None, policy: str | None) -> None:

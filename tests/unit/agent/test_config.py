@@ -69,6 +69,7 @@ def test_max_eni_zero_or_negative_means_unset() -> None:
         ({"AWS_EC2_ENDPOINT": "10.0.0.1:80"}, "AWS_EC2_ENDPOINT"),
         ({"INTROSPECTION_BIND_ADDRESS": "nowhere"}, "INTROSPECTION_BIND_ADDRESS"),
         ({"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true"}, "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG"),
+        ({"VPCNET_FLOW_LOGS_CONNTRACK": "sometimes"}, "VPCNET_FLOW_LOGS_CONNTRACK"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
@@ -196,3 +197,8 @@ def test_the_readme_lists_every_variable() -> None:
     readme = (Path(__file__).parents[3] / "README.md").read_text()
     missing = [name for name in ENV_NAMES.values() if f"`{name}`" not in readme]
     assert missing == []
+
+
+def test_conntrack_counters_are_on_unless_turned_off() -> None:
+    assert load_config({}).flow_log_conntrack is True
+    assert load_config({"VPCNET_FLOW_LOGS_CONNTRACK": "off"}).flow_log_conntrack is False

@@ -109,6 +109,10 @@ async function explain(f) {
     problem("explain");
   } catch (err) { problem("explain", err); }
 }
+function counted(f, what) {
+  // the connection's conntrack counters each way when the record has them, else what NFLOG saw
+  return f.counts ? f.counts.orig[what] + " out, " + f.counts.reply[what] + " back" : f[what];
+}
 async function loadFlows() {
   try {
     const doc = await api("/api/flows");
@@ -120,7 +124,8 @@ async function loadFlows() {
       const port = f.dst.port !== null && f.dst.port !== undefined ? ":" + f.dst.port : "";
       for (const [cls, text] of [["end", new Date(f.end * 1000).toLocaleTimeString()], ["node", f.node],
           ["verdict", f.verdict], ["dir", f.direction], ["proto", f.protocol], ["from", f.from],
-          ["to", f.to + port], ["packets", f.packets], ["bytes", f.bytes], ["decided", decided(f)]]) {
+          ["to", f.to + port], ["packets", counted(f, "packets")], ["bytes", counted(f, "bytes")],
+          ["decided", decided(f) + (f.event === "end" ? " (ended)" : "")]]) {
         tr.appendChild(el("td", {"class": cls}, String(text)));
       }
       if (f.verdict === "deny") tr.addEventListener("click", () => explain(f));

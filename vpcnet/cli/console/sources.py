@@ -1,9 +1,9 @@
-"""Where the console reads from: a lab (every node, from inside its namespace) or this node. Read only.
+"""Where the console reads from in the lab (every node, from inside its namespace), and the agents' HTTP.
 
 Lab: the EC2 state and kubelet records (`lab status`), the Kubernetes API the lab serves, and each node's
 agent on its own 127.0.0.1 (a socket made inside the node's namespace, then used from the event loop, as
 `vpcnet lab flows` does). A probe sends packets between pods (`vpcnet lab probe`) and changes nothing.
-Node: this node's agent (/v1/ipam, /v1/flows) and the Kubernetes API of a kubeconfig; no probe.
+A cluster outside the lab is read by vpcnet.cli.console.cluster (its datastore and its agents); no probe.
 """
 
 from __future__ import annotations
@@ -119,39 +119,6 @@ class LabSources:
         pods = probe_endpoints(self.layout)
         report = await probe_matrix(pods, pods, port, protocol, timeout=0.5, attempts=2)
         return report.matrix()
-
-
-class NodeSources:
-    """This node: its agent at `address` and the Kubernetes API of `kubeconfig`."""
-
-    can_probe = False
-
-    def __init__(self, node: str, address: tuple[str, int], kubeconfig: Path | None) -> None:
-        self.node = node
-        self.address = address
-        self.kubeconfig = kubeconfig
-
-    async def topology(self) -> Topology:
-        from vpcnet.cli.console.data import node_topology
-
-        return node_topology(self.node, json.loads(await agent_get("/v1/ipam", None, self.address)))
-
-    async def resources(self) -> list[Any]:
-        if self.kubeconfig is None:
-            return []
-        return await api_resources(self.kubeconfig)
-
-    def running_pods(self) -> list[str]:
-        return []
-
-    async def flows(self) -> dict[str, list[dict[str, Any]] | str]:
-        try:
-            return {self.node: json_lines(await agent_get("/v1/flows?follow=0", None, self.address))}
-        except (OSError, TimeoutError, ValueError) as exc:
-            return {self.node: f"the agent does not answer: {exc}"}
-
-    async def probe(self, port: int, protocol: str) -> Matrix:
-        raise OSError("probing needs the lab (`vpcnet lab console`)")
 
 
 def pod_refs(resources: Sequence[Any]) -> list[str]:
