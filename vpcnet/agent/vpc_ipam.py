@@ -24,6 +24,7 @@ from vpcnet.cloud.ec2 import Ec2Api, Ec2Error, InstanceTypeInfo
 from vpcnet.cloud.imds import Imds
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.cloud.throttle import Backoff
+from vpcnet.ipam.eni_target import EniTarget, EniTargets
 from vpcnet.ipam.limits import InstanceLimits, UnknownInstanceType, instance_limits
 from vpcnet.ipam.maxpods import max_pods
 from vpcnet.ipam.vpc import VpcAllocator, VpcSettings, capacity_for
@@ -72,11 +73,16 @@ class VpcIpamComponent:
                 f"ENABLE_PREFIX_DELEGATION=true: {node.instance_type} is not a Nitro instance type,"
                 " so EC2 cannot assign /28 prefixes to it"
             )
-        subnet_id, groups = None, ()
+        targets = EniTargets(custom_networking=cfg.custom_network_cfg)
         if cfg.custom_network_cfg:
             self.eni_config = load_eni_config(cfg, node)
-            subnet_id = str(self.eni_config["subnet"])
-            groups = tuple(self.eni_config.get("securityGroups", ()))
+            targets.use(
+                EniTarget(
+                    str(self.eni_config["subnet"]),
+                    tuple(self.eni_config.get("securityGroups", ())),
+                    f"ENIConfig {self.eni_config['name']} ({cfg.eni_config_file})",
+                )
+            )
         pods_max = cfg.max_pods or max_pods(
             limits,
             prefix_delegation=cfg.enable_prefix_delegation,
@@ -92,7 +98,7 @@ class VpcIpamComponent:
             custom_networking=cfg.custom_network_cfg,
             max_eni=cfg.max_eni,
         )
-        settings = vpc_settings(cfg, subnet_id, groups)
+        settings = vpc_settings(cfg)
         networking = KernelEniNetworking()
         self._closers.append(networking)
         pods = self.ctx.pod_existence or VethPodExistence(cfg.veth_prefix)
@@ -104,6 +110,7 @@ class VpcIpamComponent:
             networking=networking,
             checkpoint=FileCheckpoint(cfg.checkpoint_path),
             pods=pods,
+            eni_targets=targets,
         )
         await self.allocator.start()
         self.ctx.allocator = self.allocator
@@ -158,7 +165,7 @@ class VpcIpamComponent:
         return 200, "application/json", json.dumps(self.eni_config or {}, indent=1).encode()
 
 
-def vpc_settings(cfg: AgentConfig, subnet_id: str | None, groups: tuple[str, ...]) -> VpcSettings:
+def vpc_settings(cfg: AgentConfig) -> VpcSettings:
     return VpcSettings(
         targets=WarmTargets(
             warm_eni=cfg.warm_eni_target,
@@ -176,8 +183,6 @@ def vpc_settings(cfg: AgentConfig, subnet_id: str | None, groups: tuple[str, ...
         assign_wait=cfg.assign_wait,
         adaptive_window=cfg.adaptive_window,
         cluster_name=cfg.cluster_name,
-        eni_subnet_id=subnet_id,
-        eni_security_groups=groups,
     )
 
 
