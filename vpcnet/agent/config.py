@@ -66,8 +66,13 @@ class AgentConfig:
     veth_prefix: str = "eni"
     eni_mtu: int = 9001
     custom_network_cfg: bool = False
-    eni_config_name: str = ""  # ENIConfig to use; empty = the availability zone's name, then "default"
-    eni_config_file: Path | None = None  # ENIConfig objects (YAML/JSON) when there is no API server
+    # Custom networking reads the node's ENIConfig from the datastore, named by the node's annotation
+    # ENI_CONFIG_ANNOTATION_DEF or label ENI_CONFIG_LABEL_DEF (empty: k8s.amazonaws.com/eniConfig), as the
+    # VPC CNI does; or, given a file, from the file (ENI_CONFIG_NAME, else the zone's, else "default").
+    eni_config_annotation_def: str = ""
+    eni_config_label_def: str = ""
+    eni_config_name: str = ""  # file mode: the ENIConfig to use
+    eni_config_file: Path | None = None  # file mode: ENIConfig objects (YAML/JSON) when there is no API
     cluster_name: str = ""
     max_pods: int | None = None  # the node's max pods; None = the EKS AMI calculator's number
     metrics_port: int | None = 61678  # None = DISABLE_METRICS
@@ -167,6 +172,8 @@ ENV_NAMES = {
     "veth_prefix": "AWS_VPC_K8S_CNI_VETHPREFIX",
     "eni_mtu": "AWS_VPC_ENI_MTU",
     "custom_network_cfg": "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+    "eni_config_annotation_def": "ENI_CONFIG_ANNOTATION_DEF",
+    "eni_config_label_def": "ENI_CONFIG_LABEL_DEF",
     "eni_config_name": "ENI_CONFIG_NAME",
     "eni_config_file": "VPCNET_ENI_CONFIG_FILE",
     "cluster_name": "CLUSTER_NAME",
@@ -300,6 +307,16 @@ def _cidrs(name: str, value: str | None) -> tuple[IPv4Network, ...]:
     return tuple(out)
 
 
+def _label_key(name: str, value: str | None) -> str:
+    """A node label or annotation key (empty: the default); a bad one would never match, so it is refused."""
+    from vpcnet.api.fields import label_key_problem
+
+    key = (value or "").strip()
+    if key and (problem := label_key_problem(key)):
+        raise ConfigError(f"{name}={value!r}: {problem}")
+    return key
+
+
 def _address(name: str, value: str) -> str:
     host, sep, port = value.rpartition(":")
     if value.startswith("unix:"):
@@ -347,13 +364,13 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     cfg["veth_prefix"] = prefix
     cfg["eni_mtu"] = e.int("AWS_VPC_ENI_MTU", 9001, lo=576, hi=9001)
     cfg["custom_network_cfg"] = e.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", False)
+    cfg["eni_config_annotation_def"] = _label_key(
+        "ENI_CONFIG_ANNOTATION_DEF", e.raw("ENI_CONFIG_ANNOTATION_DEF")
+    )
+    cfg["eni_config_label_def"] = _label_key("ENI_CONFIG_LABEL_DEF", e.raw("ENI_CONFIG_LABEL_DEF"))
     cfg["eni_config_name"] = e.raw("ENI_CONFIG_NAME") or ""
     eni_file = e.raw("VPCNET_ENI_CONFIG_FILE")
     cfg["eni_config_file"] = Path(eni_file) if eni_file else None
-    if cfg["custom_network_cfg"] and cfg["eni_config_file"] is None:
-        raise ConfigError(
-            "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs VPCNET_ENI_CONFIG_FILE (the ENIConfig objects)"
-        )
     cfg["cluster_name"] = e.raw("CLUSTER_NAME") or ""
     max_pods = e.int("VPCNET_MAX_PODS", 0, lo=0)
     cfg["max_pods"] = max_pods or None

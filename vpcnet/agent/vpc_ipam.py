@@ -16,6 +16,7 @@ import yaml
 
 from vpcnet.agent.config import AgentConfig, ConfigError
 from vpcnet.agent.context import AgentContext
+from vpcnet.agent.eniconfig import EniConfigWatch
 from vpcnet.agent.http import Response
 from vpcnet.agent.ipam_metrics import ApiMetrics, PoolCollector
 from vpcnet.agent.vpc_ipam6 import Ipv6IpamComponent
@@ -46,7 +47,8 @@ class VpcIpamComponent:
         self.ctx = ctx
         self.allocator: VpcAllocator | None = None
         self._closers: list[Any] = []
-        self.eni_config: dict[str, Any] | None = None
+        self.eni_config: dict[str, Any] | None = None  # file mode: the ENIConfig read at start
+        self.eni_watch: EniConfigWatch | None = None  # datastore mode: the node's ENIConfig, followed
 
     def ready(self) -> bool:
         return self.allocator is not None and self.allocator.ready()
@@ -74,7 +76,10 @@ class VpcIpamComponent:
                 " so EC2 cannot assign /28 prefixes to it"
             )
         targets = EniTargets(custom_networking=cfg.custom_network_cfg)
-        if cfg.custom_network_cfg:
+        if cfg.custom_network_cfg and cfg.eni_config_file is None:
+            self.eni_watch = EniConfigWatch(cfg, targets)
+            await self.eni_watch.start()  # before the pool: its first ENI goes where the ENIConfig says
+        elif cfg.custom_network_cfg:
             self.eni_config = load_eni_config(cfg, node)
             targets.use(
                 EniTarget(
@@ -135,6 +140,8 @@ class VpcIpamComponent:
     async def stop(self) -> None:
         if self.allocator is not None:
             await self.allocator.stop()
+        if self.eni_watch is not None:
+            await self.eni_watch.stop()
         for c in self._closers:
             c.close()
         self._closers.clear()
@@ -162,7 +169,8 @@ class VpcIpamComponent:
         return 200, "application/json", json.dumps(doc, indent=1).encode()
 
     async def _eni_configs(self, query: str) -> Response:
-        return 200, "application/json", json.dumps(self.eni_config or {}, indent=1).encode()
+        doc = self.eni_watch.status() if self.eni_watch is not None else self.eni_config or {}
+        return 200, "application/json", json.dumps(doc, indent=1).encode()
 
 
 def vpc_settings(cfg: AgentConfig) -> VpcSettings:

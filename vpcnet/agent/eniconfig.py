@@ -1,0 +1,138 @@
+"""Custom networking from the datastore: which ENIConfig this node asks for, and what it says, kept current.
+
+The node's labels and annotations name its ENIConfig in the VPC CNI's order (vpcnet.api.eniconfig); the
+named ENIConfig's subnet and security groups become the allocator's target for new ENIs (EniTargets). A
+node that names an ENIConfig that does not exist (or is invalid) gets no new ENI, and the reason is logged
+once per change, shown at /v1/eni-configs and given to a pod that cannot get an address. Relabelling the
+node, or editing the ENIConfig, changes where the next ENI goes; attached ENIs stay as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from vpcnet.agent.config import AgentConfig
+from vpcnet.agent.node_events import NodeConfigFeed, NodeView
+from vpcnet.api import ENIConfig, ValidationError, parse_resource
+from vpcnet.api.eniconfig import DEFAULT_ANNOTATION, DEFAULT_LABEL, EniConfigKeys, node_eniconfig_name
+from vpcnet.ipam.eni_target import EniTarget, EniTargets
+
+log = logging.getLogger("vpcnet.agent.eniconfig")
+FIRST_VIEW_WAIT = 15.0  # start-up waits this long for the node's ENIConfig before the pool starts without
+
+
+class EniConfigChooser:
+    """Turns each view of the node and the ENIConfigs into the allocator's target (or its absence)."""
+
+    def __init__(self, targets: EniTargets, node_name: str, keys: EniConfigKeys) -> None:
+        self.targets = targets
+        self.node_name = node_name
+        self.keys = keys
+        self.name = ""  # the ENIConfig the node asks for
+        self.why = ""  # which label or annotation said so
+        self.spec: dict[str, Any] = {}
+
+    def on_view(self, view: NodeView) -> None:
+        before = self.targets.describe()
+        if view.node is None:
+            self.name, self.why, self.spec = "", "", {}
+            self.targets.unavailable(f"Node {self.node_name!r} is not in the datastore (yet)")
+        else:
+            meta = view.node.get("metadata") or {}
+            self.name, self.why = node_eniconfig_name(
+                _strings(meta.get("labels")), _strings(meta.get("annotations")), self.keys
+            )
+            self._choose(view)
+        after = self.targets.describe()
+        if after != before:
+            if after["problem"]:
+                log.error("custom networking: %s", after["problem"])
+            else:
+                log.info(
+                    "custom networking: new ENIs go to %s with %s (%s)",
+                    after["subnet"],
+                    ", ".join(after["securityGroups"]) or "the primary ENI's security groups",  # type: ignore[arg-type]
+                    after["source"],
+                )
+
+    def _choose(self, view: NodeView) -> None:
+        said = f"ENIConfig {self.name!r} (named by the node's {self.why})"
+        stored = view.eniconfigs.get(self.name)
+        if stored is None:
+            self.spec = {}
+            known = ", ".join(sorted(view.eniconfigs)) or "none"
+            self.targets.unavailable(f"{said} does not exist (ENIConfigs: {known})")
+            return
+        try:
+            if stored.invalid is not None:
+                raise ValueError(stored.invalid)
+            config = parse_resource(stored.body, f"ENIConfig {self.name}")
+        except (ValidationError, ValueError) as err:
+            self.spec = {}
+            self.targets.unavailable(f"{said} is not usable: {err}")
+            return
+        assert isinstance(config, ENIConfig)
+        self.spec = {"subnet": config.subnet, "securityGroups": list(config.security_groups)}
+        self.targets.use(EniTarget(config.subnet, config.security_groups, said))
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.name, "chosenBy": self.why, **self.spec, "target": self.targets.describe()}
+
+
+class EniConfigWatch:
+    """The feed and the chooser over an opened datastore, as one thing the ipam component starts and stops."""
+
+    def __init__(self, cfg: AgentConfig, targets: EniTargets) -> None:
+        self.cfg = cfg
+        node = cfg.node_name or socket.gethostname()
+        keys = EniConfigKeys(
+            annotation=cfg.eni_config_annotation_def or DEFAULT_ANNOTATION,
+            label=cfg.eni_config_label_def or DEFAULT_LABEL,
+        )
+        self.chooser = EniConfigChooser(targets, node, keys)
+        self.feed: NodeConfigFeed | None = None
+        self._opened: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from vpcnet.datastore.open import open_store
+
+        self._opened = await open_store(self.cfg.datastore_settings())
+        self.feed = NodeConfigFeed(self._opened.store, self.chooser.node_name, self.chooser.on_view)
+        self._task = asyncio.create_task(self.feed.run(), name="eniconfig")
+        try:
+            async with asyncio.timeout(FIRST_VIEW_WAIT):
+                await self.feed.synced.wait()
+        except TimeoutError:
+            log.warning(
+                "custom networking: the node's ENIConfig was not read within %.0f s (%s); no ENI is made"
+                " until it is",
+                FIRST_VIEW_WAIT,
+                self.feed.last_error or "no answer",
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        if self._opened is not None:
+            with contextlib.suppress(Exception):  # stop() must not raise
+                await self._opened.close()
+            self._opened = None
+
+    def status(self) -> dict[str, Any]:
+        out = self.chooser.status()
+        if self.feed is not None:
+            out["revision"], out["watchError"] = self.feed.revision, self.feed.last_error
+        return out
+
+
+def _strings(value: Any) -> Mapping[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
