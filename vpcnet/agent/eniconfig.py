@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Mapping
+import time
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from vpcnet.agent.config import AgentConfig
@@ -23,6 +25,7 @@ from vpcnet.api.eniconfig import DEFAULT_ANNOTATION, DEFAULT_LABEL, EniConfigKey
 from vpcnet.ipam.eni_target import EniTarget, EniTargets
 
 log = logging.getLogger("vpcnet.agent.eniconfig")
+EVENT_REASON = "ENIConfigUnavailable"
 FIRST_VIEW_WAIT = 15.0  # start-up waits this long for the node's ENIConfig before the pool starts without
 
 
@@ -36,9 +39,12 @@ class EniConfigChooser:
         self.name = ""  # the ENIConfig the node asks for
         self.why = ""  # which label or annotation said so
         self.spec: dict[str, Any] = {}
+        self.node_uid = ""
+        self.on_problem: Callable[[str], None] | None = None  # told each new problem (the Node's Event)
 
     def on_view(self, view: NodeView) -> None:
         before = self.targets.describe()
+        self.node_uid = str(((view.node or {}).get("metadata") or {}).get("uid", ""))
         if view.node is None:
             self.name, self.why, self.spec = "", "", {}
             self.targets.unavailable(f"Node {self.node_name!r} is not in the datastore (yet)")
@@ -52,6 +58,8 @@ class EniConfigChooser:
         if after != before:
             if after["problem"]:
                 log.error("custom networking: %s", after["problem"])
+                if self.on_problem is not None and after["problem"] != before["problem"]:
+                    self.on_problem(str(after["problem"]))
             else:
                 log.info(
                     "custom networking: new ENIs go to %s with %s (%s)",
@@ -98,11 +106,14 @@ class EniConfigWatch:
         self.feed: NodeConfigFeed | None = None
         self._opened: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._events: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         from vpcnet.datastore.open import open_store
 
         self._opened = await open_store(self.cfg.datastore_settings())
+        if self._opened.kv is None:  # the Kubernetes API: kubectl describe node shows the problem
+            self.chooser.on_problem = self._post_event
         self.feed = NodeConfigFeed(self._opened.store, self.chooser.node_name, self.chooser.on_view)
         self._task = asyncio.create_task(self.feed.run(), name="eniconfig")
         try:
@@ -116,7 +127,21 @@ class EniConfigWatch:
                 self.feed.last_error or "no answer",
             )
 
+    def _post_event(self, problem: str) -> None:
+        task = asyncio.create_task(self._write_event(problem), name="eniconfig-event")
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
+
+    async def _write_event(self, problem: str) -> None:
+        event = node_event(self.chooser.node_name, self.chooser.node_uid, problem, time.time())
+        try:
+            await self._opened.store.create(event)
+        except Exception as err:  # the log has said it already; an Event is a courtesy
+            log.warning("custom networking: could not write the Node's Event: %s", err)
+
     async def stop(self) -> None:
+        for event in list(self._events):
+            event.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
@@ -132,6 +157,27 @@ class EniConfigWatch:
         if self.feed is not None:
             out["revision"], out["watchError"] = self.feed.revision, self.feed.last_error
         return out
+
+
+def node_event(node: str, uid: str, problem: str, now: float) -> dict[str, Any]:
+    """A Warning Event on the Node (in "default", where kubelet files node events), as `kubectl describe
+    node` lists them."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{node}.{uuid.uuid4().hex[:16]}", "namespace": "default"},
+        "involvedObject": {"kind": "Node", "name": node, "uid": uid or node, "apiVersion": "v1"},
+        "reason": EVENT_REASON,
+        "message": problem,
+        "type": "Warning",
+        "source": {"component": "vpcnet-agent", "host": node},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "reportingComponent": "vpcnet-agent",
+        "reportingInstance": node,
+    }
 
 
 def _strings(value: Any) -> Mapping[str, str]:

@@ -97,6 +97,7 @@ KINDS: dict[str, KubeKind] = {
         _builtin("namespace", "v1", "Namespace", "namespaces", False),
         _builtin("node", "v1", "Node", "nodes", False),
         _builtin("serviceaccount", "v1", "ServiceAccount", "serviceaccounts", True),
+        _builtin("event", "v1", "Event", "events", True),  # what agents tell about their node (written only)
         _builtin("lease.coordination.k8s.io", "coordination.k8s.io/v1", "Lease", "leases", True),
         _builtin(
             "networkpolicy.networking.k8s.io",

@@ -58,6 +58,18 @@ def secondary_enis(lab: LabHandle) -> list[dict[str, Any]]:
     return [e for e in ec2_enis(lab, "node1") if e["Attachment"]["DeviceIndex"] != 0]
 
 
+def node_events(lab: LabHandle, tmp: Path) -> str:
+    """The messages of the ENIConfigUnavailable Warning Events on node1."""
+    doc = json.loads(kubectl(lab, tmp, "get", "events", "-n", "default", "-o", "json"))
+    return "\n".join(
+        e["message"]
+        for e in doc["items"]
+        if e.get("reason") == "ENIConfigUnavailable"
+        and e["involvedObject"]["name"] == "node1"
+        and e.get("type") == "Warning"
+    )
+
+
 def address(out: dict[str, Any]) -> ipaddress.IPv4Address:
     return ipaddress.IPv4Address(out["ips"][0]["address"].split("/")[0])
 
@@ -97,6 +109,8 @@ def test_pods_get_addresses_from_the_eniconfig_the_node_is_labelled_with(
         assert rc != 0 and "does not exist" in json.dumps(out), out
         assert secondary_enis(lab) == [], "an ENI was made without an ENIConfig"
         assert ipam(lab, "node1")["totalIPs"] == 0
+        if datastore == "kubernetes":  # and `kubectl describe node` shows it (etcd mode: the log alone)
+            wait_for("the Node's Warning Event", lambda: "'default'" in node_events(lab, tmp_path), 60)
 
         # Label the node to an ENIConfig that exists: the pool grows in its subnet, with its group.
         kubectl(lab, tmp_path, "apply", "-f", "-", stdin=eniconfig("pods-a", first["id"], groups["pods-a"]))
@@ -138,5 +152,7 @@ def test_pods_get_addresses_from_the_eniconfig_the_node_is_labelled_with(
         kubectl(lab, tmp_path, "label", "node", "node1", f"{LABEL}=nope", "--overwrite")
         wait_for("the agent to report 'nope'", lambda: "'nope'" in target(lab)["problem"], 90)
         assert "does not exist" in target(lab)["problem"]
+        if datastore == "kubernetes":
+            wait_for("the Event for 'nope'", lambda: "'nope'" in node_events(lab, tmp_path), 60)
         agreed_with_ec2(lab, "node1")
         assert {e["NetworkInterfaceId"] for e in secondary_enis(lab)} == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vpcnet.agent.eniconfig import EniConfigChooser
+from vpcnet.agent.eniconfig import EniConfigChooser, node_event
 from vpcnet.agent.node_events import NodeView
 from vpcnet.api.eniconfig import EniConfigKeys
 from vpcnet.datastore.resources import ResourceRef, StoredResource
@@ -73,3 +73,18 @@ def test_missing_invalid_or_no_node_say_why_and_give_no_target() -> None:
     c.on_view(NodeView(node({"k8s.amazonaws.com/eniConfig": "nope"}), bad))
     assert "is not usable" in c.targets.problem and "spec.subnet" in c.targets.problem
     assert c.targets.describe()["subnet"] == ""
+
+
+def test_each_new_problem_is_told_once_as_a_node_event() -> None:
+    c = chooser()
+    told: list[str] = []
+    c.on_problem = told.append
+    view = NodeView(node({"k8s.amazonaws.com/eniConfig": "nope"}), {})
+    c.on_view(view)
+    c.on_view(view)  # the same problem again: no second Event
+    c.on_view(NodeView(node({"k8s.amazonaws.com/eniConfig": "a"}), {"a": eniconfig("a", "subnet-0aaaaaaa")}))
+    assert len(told) == 1 and "'nope'" in told[0]
+    event = node_event("n1", "uid-1", told[0], 0.0)
+    assert (event["kind"], event["type"], event["reason"]) == ("Event", "Warning", "ENIConfigUnavailable")
+    assert event["involvedObject"] == {"kind": "Node", "name": "n1", "uid": "uid-1", "apiVersion": "v1"}
+    assert event["firstTimestamp"] == "1970-01-01T00:00:00Z" and event["message"] == told[0]
