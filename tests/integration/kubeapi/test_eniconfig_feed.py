@@ -87,6 +87,12 @@ async def follow(store: ResourceStoreLike, compact: Callable[[], object]) -> Non
         await until("b deleted", lambda: "'b'" in targets.problem and "does not exist" in targets.problem)
         await store.apply([node("n1", {"k8s.amazonaws.com/eniConfig": "a"})])
         await until("back to a", lambda: targets.describe()["subnet"] == "subnet-0aaaaaaa")
+        # the API's schema lets a malformed subnet through (as the real one does): the agent refuses it
+        await store.apply([eniconfig("a", "subnet-a")])
+        await until(
+            "a refused", lambda: "is not usable" in targets.problem and "spec.subnet" in targets.problem
+        )
+        assert targets.describe()["subnet"] == ""
         await store.delete([ResourceRef("node", None, "n1")])
         await until("node gone", lambda: "Node 'n1' is not in the datastore" in targets.problem)
     finally:
