@@ -18,10 +18,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vpcnet.agent.config import AgentConfig
+import yaml
+
+from vpcnet.agent.config import AgentConfig, ConfigError
 from vpcnet.agent.node_events import NodeConfigFeed, NodeView
 from vpcnet.api import ENIConfig, ValidationError, parse_resource
+from vpcnet.api.eniconfig import API_VERSION as ENICONFIG_API_VERSION
 from vpcnet.api.eniconfig import DEFAULT_ANNOTATION, DEFAULT_LABEL, EniConfigKeys, node_eniconfig_name
+from vpcnet.cloud.node import NodeInfo
 from vpcnet.ipam.eni_target import EniTarget, EniTargets
 
 log = logging.getLogger("vpcnet.agent.eniconfig")
@@ -178,6 +182,39 @@ def node_event(node: str, uid: str, problem: str, now: float) -> dict[str, Any]:
         "reportingComponent": "vpcnet-agent",
         "reportingInstance": node,
     }
+
+
+def load_eni_config(cfg: AgentConfig, node: NodeInfo) -> dict[str, Any]:
+    """File mode (no datastore): the ENIConfig for this node from VPCNET_ENI_CONFIG_FILE, validated as the
+    datastore's are; ENI_CONFIG_NAME, else the availability zone's, else "default"."""
+    assert cfg.eni_config_file is not None
+    where = f"VPCNET_ENI_CONFIG_FILE={cfg.eni_config_file}"
+    try:
+        docs = [d for d in yaml.safe_load_all(cfg.eni_config_file.read_text()) if d]
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    flat: list[Any] = []
+    for d in docs:
+        flat.extend(
+            d.get("items", []) if isinstance(d, dict) and "items" in d else d if isinstance(d, list) else [d]
+        )
+    configs: dict[str, ENIConfig] = {}
+    for i, d in enumerate(flat):
+        if not isinstance(d, dict) or d.get("kind", "ENIConfig") != "ENIConfig":
+            raise ConfigError(f"{where}: object {i} is not an ENIConfig")
+        try:
+            config = parse_resource({"apiVersion": ENICONFIG_API_VERSION, **d}, f"{where}: object {i}")
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from exc
+        assert isinstance(config, ENIConfig)
+        configs[config.name] = config
+    candidates = (cfg.eni_config_name,) if cfg.eni_config_name else (node.availability_zone, "default")
+    for name in candidates:
+        if name and name in configs:
+            c = configs[name]
+            return {"name": c.name, "subnet": c.subnet, "securityGroups": list(c.security_groups)}
+    wanted = cfg.eni_config_name or f"{node.availability_zone} or default"
+    raise ConfigError(f"{where}: no ENIConfig named {wanted} (have: {', '.join(sorted(configs)) or 'none'})")
 
 
 def _strings(value: Any) -> Mapping[str, str]:

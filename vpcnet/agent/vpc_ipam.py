@@ -12,18 +12,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vpcnet.agent.config import AgentConfig, ConfigError
 from vpcnet.agent.context import AgentContext
-from vpcnet.agent.eniconfig import EniConfigWatch
+from vpcnet.agent.eniconfig import EniConfigWatch, load_eni_config
 from vpcnet.agent.http import Response
 from vpcnet.agent.ipam_metrics import ApiMetrics, PoolCollector
 from vpcnet.agent.vpc_ipam6 import Ipv6IpamComponent
 from vpcnet.cloud.boto_ec2 import Boto3Ec2
 from vpcnet.cloud.ec2 import Ec2Api, Ec2Error, InstanceTypeInfo
 from vpcnet.cloud.imds import Imds
-from vpcnet.cloud.node import NodeInfo
 from vpcnet.cloud.throttle import Backoff
 from vpcnet.ipam.eni_target import EniTarget, EniTargets
 from vpcnet.ipam.limits import InstanceLimits, UnknownInstanceType, instance_limits
@@ -232,33 +229,3 @@ async def instance_type_limits(ec2: Ec2Api, instance_type: str, cache_dir: Path)
         raise ConfigError(
             f"instance type {instance_type!r} is unknown to EC2 and to the bundled table"
         ) from exc
-
-
-def load_eni_config(cfg: AgentConfig, node: NodeInfo) -> dict[str, Any]:
-    """The ENIConfig for this node: ENI_CONFIG_NAME, else the availability zone's, else "default"."""
-    assert cfg.eni_config_file is not None
-    where = f"VPCNET_ENI_CONFIG_FILE={cfg.eni_config_file}"
-    try:
-        docs = [d for d in yaml.safe_load_all(cfg.eni_config_file.read_text()) if d]
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    flat: list[Any] = []
-    for d in docs:
-        flat.extend(
-            d.get("items", []) if isinstance(d, dict) and "items" in d else d if isinstance(d, list) else [d]
-        )
-    configs: dict[str, dict[str, Any]] = {}
-    for i, d in enumerate(flat):
-        if not isinstance(d, dict) or d.get("kind", "ENIConfig") != "ENIConfig":
-            raise ConfigError(f"{where}: object {i} is not an ENIConfig")
-        name = d.get("metadata", {}).get("name")
-        spec = d.get("spec", {})
-        if not name or not isinstance(spec, dict) or not spec.get("subnet"):
-            raise ConfigError(f"{where}: object {i}: metadata.name and spec.subnet are required")
-        configs[str(name)] = {"name": str(name), **spec}
-    candidates = (cfg.eni_config_name,) if cfg.eni_config_name else (node.availability_zone, "default")
-    for name in candidates:
-        if name and name in configs:
-            return configs[name]
-    wanted = cfg.eni_config_name or f"{node.availability_zone} or default"
-    raise ConfigError(f"{where}: no ENIConfig named {wanted} (have: {', '.join(sorted(configs)) or 'none'})")
