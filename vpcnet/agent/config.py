@@ -68,8 +68,13 @@ class AgentConfig:
     custom_network_cfg: bool = False
     enable_pod_eni: bool = False  # security groups for pods: branch-ENI pods (the controller's annotation)
     pod_sg_enforcing_mode: str = "strict"  # strict | standard (dataplane/branchnet.py)
-    eni_config_name: str = ""  # ENIConfig to use; empty = the availability zone's name, then "default"
-    eni_config_file: Path | None = None  # ENIConfig objects (YAML/JSON) when there is no API server
+    # Custom networking reads the node's ENIConfig from the datastore, named by the node's annotation
+    # ENI_CONFIG_ANNOTATION_DEF or label ENI_CONFIG_LABEL_DEF (empty: k8s.amazonaws.com/eniConfig), as the
+    # VPC CNI does; or, given a file, from the file (ENI_CONFIG_NAME, else the zone's, else "default").
+    eni_config_annotation_def: str = ""
+    eni_config_label_def: str = ""
+    eni_config_name: str = ""  # file mode: the ENIConfig to use
+    eni_config_file: Path | None = None  # file mode: ENIConfig objects (YAML/JSON) when there is no API
     cluster_name: str = ""
     max_pods: int | None = None  # the node's max pods; None = the EKS AMI calculator's number
     metrics_port: int | None = 61678  # None = DISABLE_METRICS
@@ -174,6 +179,8 @@ ENV_NAMES = {
     "custom_network_cfg": "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
     "enable_pod_eni": "ENABLE_POD_ENI",
     "pod_sg_enforcing_mode": "POD_SECURITY_GROUP_ENFORCING_MODE",
+    "eni_config_annotation_def": "ENI_CONFIG_ANNOTATION_DEF",
+    "eni_config_label_def": "ENI_CONFIG_LABEL_DEF",
     "eni_config_name": "ENI_CONFIG_NAME",
     "eni_config_file": "VPCNET_ENI_CONFIG_FILE",
     "cluster_name": "CLUSTER_NAME",
@@ -308,6 +315,16 @@ def _cidrs(name: str, value: str | None) -> tuple[IPv4Network, ...]:
     return tuple(out)
 
 
+def _label_key(name: str, value: str | None) -> str:
+    """A node label or annotation key (empty: the default); a bad one would never match, so it is refused."""
+    from vpcnet.api.fields import label_key_problem
+
+    key = (value or "").strip()
+    if key and (problem := label_key_problem(key)):
+        raise ConfigError(f"{name}={value!r}: {problem}")
+    return key
+
+
 def _address(name: str, value: str) -> str:
     host, sep, port = value.rpartition(":")
     if value.startswith("unix:"):
@@ -360,13 +377,13 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     if enforcing not in ("strict", "standard"):
         raise ConfigError(f"POD_SECURITY_GROUP_ENFORCING_MODE={enforcing!r}: expected strict or standard")
     cfg["pod_sg_enforcing_mode"] = enforcing
+    cfg["eni_config_annotation_def"] = _label_key(
+        "ENI_CONFIG_ANNOTATION_DEF", e.raw("ENI_CONFIG_ANNOTATION_DEF")
+    )
+    cfg["eni_config_label_def"] = _label_key("ENI_CONFIG_LABEL_DEF", e.raw("ENI_CONFIG_LABEL_DEF"))
     cfg["eni_config_name"] = e.raw("ENI_CONFIG_NAME") or ""
     eni_file = e.raw("VPCNET_ENI_CONFIG_FILE")
     cfg["eni_config_file"] = Path(eni_file) if eni_file else None
-    if cfg["custom_network_cfg"] and cfg["eni_config_file"] is None:
-        raise ConfigError(
-            "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG=true needs VPCNET_ENI_CONFIG_FILE (the ENIConfig objects)"
-        )
     cfg["cluster_name"] = e.raw("CLUSTER_NAME") or ""
     max_pods = e.int("VPCNET_MAX_PODS", 0, lo=0)
     cfg["max_pods"] = max_pods or None

@@ -12,18 +12,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vpcnet.agent.config import AgentConfig, ConfigError
 from vpcnet.agent.context import AgentContext
+from vpcnet.agent.eniconfig import EniConfigWatch, load_eni_config
 from vpcnet.agent.http import Response
 from vpcnet.agent.ipam_metrics import ApiMetrics, PoolCollector
 from vpcnet.agent.vpc_ipam6 import Ipv6IpamComponent
 from vpcnet.cloud.boto_ec2 import Boto3Ec2
 from vpcnet.cloud.ec2 import Ec2Api, Ec2Error, InstanceTypeInfo
 from vpcnet.cloud.imds import Imds
-from vpcnet.cloud.node import NodeInfo
 from vpcnet.cloud.throttle import Backoff
+from vpcnet.ipam.eni_target import EniTarget, EniTargets
 from vpcnet.ipam.limits import InstanceLimits, UnknownInstanceType, instance_limits
 from vpcnet.ipam.maxpods import max_pods
 from vpcnet.ipam.vpc import VpcAllocator, VpcSettings, capacity_for
@@ -45,7 +44,8 @@ class VpcIpamComponent:
         self.ctx = ctx
         self.allocator: VpcAllocator | None = None
         self._closers: list[Any] = []
-        self.eni_config: dict[str, Any] | None = None
+        self.eni_config: dict[str, Any] | None = None  # file mode: the ENIConfig read at start
+        self.eni_watch: EniConfigWatch | None = None  # datastore mode: the node's ENIConfig, followed
 
     def ready(self) -> bool:
         return self.allocator is not None and self.allocator.ready()
@@ -72,11 +72,19 @@ class VpcIpamComponent:
                 f"ENABLE_PREFIX_DELEGATION=true: {node.instance_type} is not a Nitro instance type,"
                 " so EC2 cannot assign /28 prefixes to it"
             )
-        subnet_id, groups = None, ()
-        if cfg.custom_network_cfg:
+        targets = EniTargets(custom_networking=cfg.custom_network_cfg)
+        if cfg.custom_network_cfg and cfg.eni_config_file is None:
+            self.eni_watch = EniConfigWatch(cfg, targets)
+            await self.eni_watch.start()  # before the pool: its first ENI goes where the ENIConfig says
+        elif cfg.custom_network_cfg:
             self.eni_config = load_eni_config(cfg, node)
-            subnet_id = str(self.eni_config["subnet"])
-            groups = tuple(self.eni_config.get("securityGroups", ()))
+            targets.use(
+                EniTarget(
+                    str(self.eni_config["subnet"]),
+                    tuple(self.eni_config.get("securityGroups", ())),
+                    f"ENIConfig {self.eni_config['name']} ({cfg.eni_config_file})",
+                )
+            )
         pods_max = cfg.max_pods or max_pods(
             limits,
             prefix_delegation=cfg.enable_prefix_delegation,
@@ -92,7 +100,7 @@ class VpcIpamComponent:
             custom_networking=cfg.custom_network_cfg,
             max_eni=cfg.max_eni,
         )
-        settings = vpc_settings(cfg, subnet_id, groups)
+        settings = vpc_settings(cfg)
         networking = KernelEniNetworking()
         self._closers.append(networking)
         pods = self.ctx.pod_existence or VethPodExistence(cfg.veth_prefix)
@@ -104,6 +112,7 @@ class VpcIpamComponent:
             networking=networking,
             checkpoint=FileCheckpoint(cfg.checkpoint_path),
             pods=pods,
+            eni_targets=targets,
         )
         await self.allocator.start()
         self.ctx.allocator = self.allocator
@@ -128,6 +137,8 @@ class VpcIpamComponent:
     async def stop(self) -> None:
         if self.allocator is not None:
             await self.allocator.stop()
+        if self.eni_watch is not None:
+            await self.eni_watch.stop()
         for c in self._closers:
             c.close()
         self._closers.clear()
@@ -155,10 +166,11 @@ class VpcIpamComponent:
         return 200, "application/json", json.dumps(doc, indent=1).encode()
 
     async def _eni_configs(self, query: str) -> Response:
-        return 200, "application/json", json.dumps(self.eni_config or {}, indent=1).encode()
+        doc = self.eni_watch.status() if self.eni_watch is not None else self.eni_config or {}
+        return 200, "application/json", json.dumps(doc, indent=1).encode()
 
 
-def vpc_settings(cfg: AgentConfig, subnet_id: str | None, groups: tuple[str, ...]) -> VpcSettings:
+def vpc_settings(cfg: AgentConfig) -> VpcSettings:
     return VpcSettings(
         targets=WarmTargets(
             warm_eni=cfg.warm_eni_target,
@@ -176,8 +188,6 @@ def vpc_settings(cfg: AgentConfig, subnet_id: str | None, groups: tuple[str, ...
         assign_wait=cfg.assign_wait,
         adaptive_window=cfg.adaptive_window,
         cluster_name=cfg.cluster_name,
-        eni_subnet_id=subnet_id,
-        eni_security_groups=groups,
     )
 
 
@@ -219,33 +229,3 @@ async def instance_type_limits(ec2: Ec2Api, instance_type: str, cache_dir: Path)
         raise ConfigError(
             f"instance type {instance_type!r} is unknown to EC2 and to the bundled table"
         ) from exc
-
-
-def load_eni_config(cfg: AgentConfig, node: NodeInfo) -> dict[str, Any]:
-    """The ENIConfig for this node: ENI_CONFIG_NAME, else the availability zone's, else "default"."""
-    assert cfg.eni_config_file is not None
-    where = f"VPCNET_ENI_CONFIG_FILE={cfg.eni_config_file}"
-    try:
-        docs = [d for d in yaml.safe_load_all(cfg.eni_config_file.read_text()) if d]
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
-    flat: list[Any] = []
-    for d in docs:
-        flat.extend(
-            d.get("items", []) if isinstance(d, dict) and "items" in d else d if isinstance(d, list) else [d]
-        )
-    configs: dict[str, dict[str, Any]] = {}
-    for i, d in enumerate(flat):
-        if not isinstance(d, dict) or d.get("kind", "ENIConfig") != "ENIConfig":
-            raise ConfigError(f"{where}: object {i} is not an ENIConfig")
-        name = d.get("metadata", {}).get("name")
-        spec = d.get("spec", {})
-        if not name or not isinstance(spec, dict) or not spec.get("subnet"):
-            raise ConfigError(f"{where}: object {i}: metadata.name and spec.subnet are required")
-        configs[str(name)] = {"name": str(name), **spec}
-    candidates = (cfg.eni_config_name,) if cfg.eni_config_name else (node.availability_zone, "default")
-    for name in candidates:
-        if name and name in configs:
-            return configs[name]
-    wanted = cfg.eni_config_name or f"{node.availability_zone} or default"
-    raise ConfigError(f"{where}: no ENIConfig named {wanted} (have: {', '.join(sorted(configs)) or 'none'})")

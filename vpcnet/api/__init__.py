@@ -2,7 +2,7 @@
 
 Kinds: v1 Namespace and Pod (cluster state), networking.k8s.io/v1 NetworkPolicy, and
 projectcalico.org/v3 NetworkPolicy, GlobalNetworkPolicy, Tier, NetworkSet, GlobalNetworkSet, IPPool and
-IPAMConfiguration (Calico networking mode).
+IPAMConfiguration (Calico networking mode), crd.k8s.amazonaws.com/v1alpha1 ENIConfig (custom networking).
 `load_documents(text, source)` validates multi-document YAML and raises `ValidationError` (every
 fault with document and field path) or returns the resources; `Resource.to_dict()` serializes back;
 `kind_class(apiVersion, kind)` is the registry, `register_kind` extends it.
@@ -20,6 +20,7 @@ from vpcnet.api.calico import (
     Tier,
 )
 from vpcnet.api.core import Container, ContainerPort, Namespace, Pod
+from vpcnet.api.eniconfig import ENIConfig
 from vpcnet.api.errors import Fault, ValidationError
 from vpcnet.api.ippool import IPAMConfiguration, IPPool
 from vpcnet.api.loader import dump_documents, load_documents, load_files, parse_resource
@@ -39,6 +40,7 @@ __all__ = [
     "CalicoRule",
     "Container",
     "ContainerPort",
+    "ENIConfig",
     "EntityRule",
     "Fault",
     "GlobalNetworkPolicy",

@@ -97,6 +97,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 "ENABLE_IPv4": "false",
                 "ENABLE_PREFIX_DELEGATION": "true",
             } | settings
+        pods_per_az = int(pod_subnets)
         try:
             existing = read_info(layout)
         except LabError as e:
@@ -108,7 +109,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
             nodes = nodes if "nodes" in given else was.nodes
             instance_type = instance_type if "instance_type" in given else was.instance_type
             azs = azs if "azs" in given else was.azs
-            pod_subnets = pod_subnets if "pod_subnets" in given else was.pod_subnets
+            pods_per_az = int(pod_subnets) if "pod_subnets" in given else was.pod_subnets
             agents = agents if "agents" in given else was.agents
             if not given & {"mode", "agent_env", "ip_family"}:
                 settings = was.agent_settings
@@ -119,7 +120,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 nodes=nodes,
                 azs=azs,
                 instance_type=instance_type,
-                pod_subnets=pod_subnets,
+                pod_subnets=pods_per_az,
                 ip_family=ip_family,
             )
             instance_limits(instance_type)

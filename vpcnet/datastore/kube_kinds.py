@@ -20,10 +20,8 @@ CALICO_API_VERSION = "projectcalico.org/v3"
 CALICO_CRD_GROUP = "crd.projectcalico.org"
 CALICO_CRD_VERSION = "v1"
 CALICO_CRD_API_VERSION = f"{CALICO_CRD_GROUP}/{CALICO_CRD_VERSION}"
-ENICONFIG_API_VERSION = "crd.k8s.amazonaws.com/v1alpha1"
 SGP_API_VERSION = "vpcresources.k8s.aws/v1beta1"  # security groups for pods
-ENICONFIG_LABEL = "k8s.amazonaws.com/eniConfig"  # a node's ENIConfig, unless ENI_CONFIG_LABEL_DEF says
-ENICONFIG_LABEL_ENV = "ENI_CONFIG_LABEL_DEF"
+ENICONFIG_API_VERSION = "crd.k8s.amazonaws.com/v1alpha1"  # which ENIConfig a node uses: vpcnet.api.eniconfig
 
 
 class UnknownKind(LookupError):
@@ -101,6 +99,7 @@ KINDS: dict[str, KubeKind] = {
         _builtin("namespace", "v1", "Namespace", "namespaces", False),
         _builtin("node", "v1", "Node", "nodes", False),
         _builtin("serviceaccount", "v1", "ServiceAccount", "serviceaccounts", True),
+        _builtin("event", "v1", "Event", "events", True),  # what agents tell about their node (written only)
         _builtin("lease.coordination.k8s.io", "coordination.k8s.io/v1", "Lease", "leases", True),
         _builtin(
             "networkpolicy.networking.k8s.io",
@@ -159,8 +158,3 @@ def user_document(document: Mapping[str, Any]) -> Mapping[str, Any]:
         if k.api_version == CALICO_CRD_API_VERSION and k.kind == document.get("kind"):
             return k.from_api(document)
     return document
-
-
-def eniconfig_label(environ: Mapping[str, str]) -> str:
-    """The node label that names a node's ENIConfig (the VPC CNI's ENI_CONFIG_LABEL_DEF, else its default)."""
-    return environ.get(ENICONFIG_LABEL_ENV, "").strip() or ENICONFIG_LABEL

@@ -21,6 +21,7 @@ from vpcnet.cloud.ec2 import Ec2Api
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.ipam.checkpoint import Checkpoint
 from vpcnet.ipam.eni_pool import AddressPool, PoolStats
+from vpcnet.ipam.eni_target import EniTargets
 from vpcnet.ipam.interfaces import EniNetworking, PodExistence
 from vpcnet.ipam.types import Assignment, IpamKey, PodAddress
 from vpcnet.ipam.vpc_alloc import VpcAddressAllocator
@@ -43,10 +44,16 @@ class VpcAllocator:
         networking: EniNetworking,
         checkpoint: Checkpoint,
         pods: PodExistence,
+        eni_targets: EniTargets | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = VpcPoolState(
-            node=node, capacity=capacity, settings=settings, checkpoint=checkpoint, wall_clock=wall_clock
+            node=node,
+            capacity=capacity,
+            settings=settings,
+            checkpoint=checkpoint,
+            eni_targets=eni_targets,
+            wall_clock=wall_clock,
         )
         self.allocator = VpcAddressAllocator(self.state)
         self.controller = PoolController(self.state, ec2, networking)
@@ -187,6 +194,7 @@ class VpcAllocator:
             "maxIPs": cap.address_ceiling,
             "maxPods": cap.max_pods,
             "lastError": self.state.last_error,
+            "eniTarget": self.state.eni_targets.describe(),
             "ENIs": enis,
         }
 

@@ -121,6 +121,14 @@ class VpcAddressAllocator:
                 f"address limit reached: {cap.instance_type} allows {enis} x {cap.slots_per_eni} {what}"
                 f" = {cap.address_ceiling} pod addresses, all assigned"
             )
+        if (
+            st.eni_targets.problem
+            and s.cooling == 0
+            and not any(
+                e.carries_pods and e.used_slots < cap.slots_per_eni + 1 for e in st.pool.enis.values()
+            )
+        ):
+            return st.eni_targets.problem  # no ENI can be made, none attached has room
         if st.subnet_full is not None and st.subnet_full[0] > st.now():
             can_use_existing = any(
                 e.carries_pods and e.used_slots < cap.slots_per_eni + 1 and e.subnet_id != st.subnet_full[1]

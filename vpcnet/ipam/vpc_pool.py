@@ -26,6 +26,7 @@ from vpcnet.cloud.ec2 import (
     Ec2Error,
 )
 from vpcnet.ipam.eni_pool import Eni
+from vpcnet.ipam.eni_target import EniTargetUnavailable
 from vpcnet.ipam.interfaces import EniNetworking
 from vpcnet.ipam.vpc_state import VpcPoolState
 from vpcnet.ipam.warm import ADAPTIVE_RELEASE_DELAY, BATCH_HORIZON, adaptive_band, desired_total
@@ -162,10 +163,13 @@ class PoolController:
                 st.last_error = ""
                 if units < asked:  # EC2 gave addresses: whatever was full is not now
                     st.subnet_served()
+            except EniTargetUnavailable as exc:
+                self._no_target(exc)
+                return
             except Ec2Error as exc:
                 st.ec2_failed(exc)
                 if exc.code in SUBNET_FULL_CODES:  # its own bounded backoff replaces the general one
-                    wait = st.subnet_refused(st.settings.eni_subnet_id or st.node.subnet_id)
+                    wait = st.subnet_refused(self._subnet_of_new_enis())
                     st.backoff_until = st.now() + wait
                 return
             took = st.now() - started
@@ -198,6 +202,9 @@ class PoolController:
             started = st.now()
             try:
                 await self._new_eni(0)
+            except EniTargetUnavailable as exc:
+                self._no_target(exc)
+                return
             except Ec2Error as exc:
                 st.ec2_failed(exc)
                 return
@@ -232,10 +239,27 @@ class PoolController:
             i += 1
         return i
 
+    def _subnet_of_new_enis(self) -> str:
+        try:
+            return self.state.eni_targets.for_new_eni(self.state.node).subnet_id
+        except EniTargetUnavailable:
+            return self.state.node.subnet_id
+
+    def _no_target(self, exc: EniTargetUnavailable) -> None:
+        """No ENI can be made (custom networking without a usable ENIConfig): say so once, wait for the
+        ENIConfig watcher to wake the pool (no EC2 error backoff: EC2 was not asked)."""
+        st = self.state
+        if st.last_error != str(exc):
+            log.error("cannot grow the pool", extra={"error": str(exc)})
+        st.last_error = str(exc)
+        # Asking again cannot help until the ENIConfig changes, and that change wakes the pool (and resets
+        # this); without it a waiting pod and the pool would wake each other in a loop.
+        st.backoff_until = st.now() + st.settings.pool_interval
+
     async def _new_eni(self, units: int) -> Eni:
         st = self.state
-        subnet_id = st.settings.eni_subnet_id or st.node.subnet_id
-        groups = st.settings.eni_security_groups or st.node.security_groups
+        target = st.eni_targets.for_new_eni(st.node)  # read now: a label change applies to new ENIs only
+        subnet_id, groups = target.subnet_id, target.security_groups
         tags = {
             TAG_INSTANCE_ID: st.node.instance_id,
             TAG_CREATED_AT: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -293,7 +317,14 @@ class PoolController:
         st.counters.enis_created += 1
         log.info(
             "attached new ENI",
-            extra={"eni": eni.eni_id, "device": device, "table": eni.route_table, "ip": str(eni.primary_ip)},
+            extra={
+                "eni": eni.eni_id,
+                "device": device,
+                "table": eni.route_table,
+                "ip": str(eni.primary_ip),
+                "subnet": subnet_id,
+                "target": target.source,
+            },
         )
         return eni
 

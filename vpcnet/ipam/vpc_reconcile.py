@@ -242,7 +242,7 @@ class Reconciler:
             subnet_id=ni.subnet_id,
             subnet_cidr=cidr,
             is_primary=primary,
-            carries_pods=not (primary and st.settings.eni_subnet_id is not None),
+            carries_pods=not (primary and st.eni_targets.custom_networking),
             attachment_id=ni.attachment.attachment_id,
             added_at=st.now(),
         )

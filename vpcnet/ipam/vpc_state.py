@@ -19,6 +19,7 @@ from vpcnet.cloud.ec2 import Ec2Api, Ec2Error
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.ipam.checkpoint import Allocation, Checkpoint, CheckpointData
 from vpcnet.ipam.eni_pool import AddressPool, PoolStats
+from vpcnet.ipam.eni_target import EniTargets
 from vpcnet.ipam.warm import ArrivalForecast, Capacity, WarmTargets
 
 log = logging.getLogger("vpcnet.ipam")
@@ -42,9 +43,6 @@ class VpcSettings:
     assign_wait: float = 30.0
     adaptive_window: float = 3600.0
     cluster_name: str = ""
-    # Custom networking: new ENIs go to this subnet with these groups; the primary ENI carries no pods.
-    eni_subnet_id: str | None = None
-    eni_security_groups: tuple[str, ...] = ()
 
 
 @dataclass
@@ -76,9 +74,12 @@ class VpcPoolState:
         capacity: Capacity,
         settings: VpcSettings,
         checkpoint: Checkpoint,
+        eni_targets: EniTargets | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
+        # Where new ENIs go; with custom networking the primary ENI carries no pods.
+        self.eni_targets = eni_targets or EniTargets()
         self.capacity = capacity
         self.settings = settings
         self.checkpoint = checkpoint
@@ -101,6 +102,14 @@ class VpcPoolState:
         self.backoff_until = 0.0
         self.error_streak = 0
         self.last_error = ""
+        self.eni_targets.on_change = self._targets_changed
+
+    def _targets_changed(self) -> None:
+        """The node's ENIConfig changed: the pool may grow now, and waiting pods may have a new answer."""
+        if self.last_error.startswith("custom networking:"):
+            self.last_error, self.backoff_until = "", 0.0
+        self.wake.set()
+        self.notify()
 
     def now(self) -> float:
         return asyncio.get_running_loop().time()

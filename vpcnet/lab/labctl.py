@@ -577,7 +577,7 @@ class UpOptions:
     nodes: int
     instance_type: str
     azs: int
-    pod_subnets: bool
+    pod_subnets: int  # per AZ
     agents: bool
     agent_settings: dict[str, str]
     restart_backoff: str
@@ -588,7 +588,8 @@ def recorded_options(info: LabInfo) -> UpOptions:
         nodes=len(info.nodes),
         instance_type=info.nodes[0].instance_type if info.nodes else "t3.medium",
         azs=len({s["az"] for s in info.subnets.values()}),
-        pod_subnets=any(s.get("role") == "pod" for s in info.subnets.values()),
+        pod_subnets=sum(1 for s in info.subnets.values() if s.get("role") == "pod")
+        // max(1, len({s["az"] for s in info.subnets.values()})),
         agents=info.agents,
         agent_settings=dict(info.agent_settings),
         restart_backoff=info.restart_backoff,

@@ -100,11 +100,12 @@ def build_topology(
     instance_type: str = DEFAULT_INSTANCE_TYPE,
     vpc_cidr: str = DEFAULT_VPC_CIDR,
     region: str = DEFAULT_REGION,
-    pod_subnets: bool = False,
+    pod_subnets: int = 0,
     ip_family: str = "ipv4",
 ) -> LabTopology:
-    """Carve the VPC into /20s: one node subnet per AZ first, then (optionally) one pod subnet per AZ for
-    custom networking. Nodes go round-robin over the AZs: node1 in the first AZ, node2 in the second..."""
+    """Carve the VPC into /20s: one node subnet per AZ first, then `pod_subnets` pod subnets per AZ for
+    custom networking (True counts as one; a second lets ENIConfigs move a node between two subnets of its
+    zone). Nodes go round-robin over the AZs: node1 in the first AZ, node2 in the second..."""
     if not 1 <= nodes <= MAX_NODES:
         raise TopologyError(f"--nodes must be between 1 and {MAX_NODES}, got {nodes}")
     if not 1 <= azs <= MAX_AZS:
@@ -124,8 +125,10 @@ def build_topology(
 
     if ip_family not in IP_FAMILIES:
         raise TopologyError(f"--ip-family must be one of {', '.join(IP_FAMILIES)}, got {ip_family!r}")
+    if not 0 <= int(pod_subnets) <= 2:
+        raise TopologyError(f"pod subnets per AZ must be 0, 1 or 2, got {pod_subnets}")
     zones = az_names(region, azs)
-    wanted = len(zones) * (2 if pod_subnets else 1)
+    wanted = len(zones) * (1 + int(pod_subnets))
     blocks = list(vpc.subnets(new_prefix=SUBNET_PREFIX_LEN))
     # The control-plane endpoints sit at the top of the default VPC; keep subnets off them.
     reserved = [
@@ -138,9 +141,11 @@ def build_topology(
             f"{wanted} are needed ({azs} AZs{' with pod subnets' if pod_subnets else ''})"
         )
     subnets = [SubnetSpec(f"node-{az}", str(blocks[i]), az, "node") for i, az in enumerate(zones)]
-    if pod_subnets:
+    for k in range(int(pod_subnets)):  # pod-<az>, then pod2-<az>
+        base = len(zones) * (k + 1)
         subnets += [
-            SubnetSpec(f"pod-{az}", str(blocks[len(zones) + i]), az, "pod") for i, az in enumerate(zones)
+            SubnetSpec(f"pod{k + 1 if k else ''}-{az}", str(blocks[base + i]), az, "pod")
+            for i, az in enumerate(zones)
         ]
     vpc6 = DEFAULT_VPC_IPV6_CIDR if ip_family != "ipv4" else ""
     if vpc6:  # subnet i takes the /64 numbered i + 1 of the /56 (EC2 lets the owner pick the number)

@@ -68,8 +68,9 @@ def test_max_eni_zero_or_negative_means_unset() -> None:
         ({"VPCNET_MODE": "bgp"}, "VPCNET_MODE"),
         ({"AWS_EC2_ENDPOINT": "10.0.0.1:80"}, "AWS_EC2_ENDPOINT"),
         ({"INTROSPECTION_BIND_ADDRESS": "nowhere"}, "INTROSPECTION_BIND_ADDRESS"),
-        ({"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": "true"}, "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG"),
         ({"VPCNET_FLOW_LOGS_CONNTRACK": "sometimes"}, "VPCNET_FLOW_LOGS_CONNTRACK"),
+        ({"ENI_CONFIG_LABEL_DEF": "topology zone"}, "ENI_CONFIG_LABEL_DEF"),
+        ({"ENI_CONFIG_ANNOTATION_DEF": "/eniConfig"}, "ENI_CONFIG_ANNOTATION_DEF"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
@@ -85,6 +86,7 @@ def test_env_settings_are_keyed_by_the_variables_and_read_back_the_same() -> Non
         "ENABLE_PREFIX_DELEGATION": "true", "MAX_ENI": "2", "IP_COOLDOWN_PERIOD": "7.5",
         "AWS_VPC_K8S_CNI_EXTERNALSNAT": "true", "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": "10.9.0.0/16",
         "AWS_VPC_K8S_CNI_VETHPREFIX": "abc", "AWS_VPC_ENI_MTU": "1500", "ENI_CONFIG_NAME": "cfg",
+        "ENI_CONFIG_LABEL_DEF": "topology.kubernetes.io/zone", "ENI_CONFIG_ANNOTATION_DEF": "example.com/eni",
         "CLUSTER_NAME": "c1", "VPCNET_MAX_PODS": "40", "VPCNET_METRICS_PORT": "9100",
         "INTROSPECTION_BIND_ADDRESS": "127.0.0.1:9101", "AWS_VPC_K8S_CNI_LOGLEVEL": "DEBUG",
         "AWS_VPC_K8S_CNI_LOG_FILE": "/tmp/a.log", "VPCNET_WARM_MODE": "adaptive",

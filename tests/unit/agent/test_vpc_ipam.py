@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from vpcnet.agent.config import ConfigError, load_config
-from vpcnet.agent.vpc_ipam import instance_type_limits, load_eni_config
+from vpcnet.agent.eniconfig import load_eni_config
+from vpcnet.agent.vpc_ipam import instance_type_limits
 from vpcnet.cloud.ec2 import Ec2Error
 from vpcnet.cloud.node import NodeInfo
 from vpcnet.testing.simulated_ec2 import SimulatedEc2
@@ -23,12 +24,12 @@ ENICONFIGS = """
 apiVersion: crd.k8s.amazonaws.com/v1alpha1
 kind: ENIConfig
 metadata: {name: us-west-2a}
-spec: {subnet: subnet-pa, securityGroups: [sg-a]}
+spec: {subnet: subnet-0aaaaaaa, securityGroups: [sg-0aaaaaaa]}
 ---
 apiVersion: crd.k8s.amazonaws.com/v1alpha1
 kind: ENIConfig
 metadata: {name: us-west-2b}
-spec: {subnet: subnet-pb, securityGroups: [sg-b]}
+spec: {subnet: subnet-0bbbbbbb, securityGroups: [sg-0bbbbbbb]}
 """
 
 
@@ -42,9 +43,9 @@ def cfg(tmp_path: Path, text: str, name: str = "") -> object:
 
 
 def test_eniconfig_by_availability_zone_then_by_name(tmp_path: Path) -> None:
-    assert load_eni_config(cfg(tmp_path, ENICONFIGS), NODE)["subnet"] == "subnet-pb"  # type: ignore[arg-type]
+    assert load_eni_config(cfg(tmp_path, ENICONFIGS), NODE)["subnet"] == "subnet-0bbbbbbb"  # type: ignore[arg-type]
     chosen = load_eni_config(cfg(tmp_path, ENICONFIGS, "us-west-2a"), NODE)  # type: ignore[arg-type]
-    assert chosen["securityGroups"] == ["sg-a"]
+    assert chosen["securityGroups"] == ["sg-0aaaaaaa"]
 
 
 def test_eniconfig_errors_name_the_file_and_what_is_missing(tmp_path: Path) -> None:
@@ -52,6 +53,10 @@ def test_eniconfig_errors_name_the_file_and_what_is_missing(tmp_path: Path) -> N
         load_eni_config(cfg(tmp_path, ENICONFIGS, "nope"), NODE)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"VPCNET_ENI_CONFIG_FILE=.*spec.subnet"):
         load_eni_config(cfg(tmp_path, "kind: ENIConfig\nmetadata: {name: x}\nspec: {}\n"), NODE)  # type: ignore[arg-type]
+    bad_group = "kind: ENIConfig\nmetadata: {name: us-west-2b}\n"
+    bad_group += "spec: {subnet: subnet-0aaaaaaa, securityGroups: [web]}\n"
+    with pytest.raises(ConfigError, match=r"spec.securityGroups\[0\]: must be a security group id"):
+        load_eni_config(cfg(tmp_path, bad_group), NODE)  # type: ignore[arg-type]
 
 
 def test_limits_from_ec2_are_cached_and_the_table_is_the_fallback(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vpcnet.datastore.kube_kinds import KINDS, UnknownKind, eniconfig_label, kube_kind, user_document
+from vpcnet.datastore.kube_kinds import KINDS, UnknownKind, kube_kind, user_document
 from vpcnet.datastore.kube_settings import KubeSettings, KubeSettingsError
 
 IN_POD = {"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"}
@@ -71,11 +71,3 @@ def test_calico_documents_convert_both_ways() -> None:
     crd_form = {"apiVersion": "crd.projectcalico.org/v1", "kind": "Tier", "metadata": {"name": "t"}}
     assert user_document(crd_form)["apiVersion"] == "projectcalico.org/v3"
     assert user_document({"apiVersion": "v1", "kind": "Pod"}) == {"apiVersion": "v1", "kind": "Pod"}
-
-
-def test_eniconfig_label() -> None:
-    assert eniconfig_label({}) == "k8s.amazonaws.com/eniConfig"
-    assert (
-        eniconfig_label({"ENI_CONFIG_LABEL_DEF": "topology.kubernetes.io/zone"})
-        == "topology.kubernetes.io/zone"
-    )

@@ -11,6 +11,7 @@ from vpcnode import ec2_view, key, make_node, run, settle
 
 from vpcnet.cloud.ec2 import TAG_CREATED_AT, TAG_INSTANCE_ID
 from vpcnet.cloud.throttle import Backoff
+from vpcnet.ipam.eni_target import EniTarget, EniTargets
 from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady
 from vpcnet.ipam.vpc import VpcAllocator, VpcSettings, capacity_for
 from vpcnet.ipam.warm import ADAPTIVE_RELEASE_DELAY, WarmTargets
@@ -509,15 +510,12 @@ def test_custom_networking_puts_pods_on_the_eniconfig_subnet_not_the_primary_eni
             instance_type="m5.large", type_max_enis=3, ipv4_per_eni=10, max_pods=20,
             prefix_delegation=False, custom_networking=True, max_eni=None,
         )  # fmt: skip
-        settings = VpcSettings(
-            targets=WarmTargets(),
-            pool_interval=1.0,
-            eni_subnet_id=pods_subnet.id,
-            eni_security_groups=(pods_group,),
-        )
+        settings = VpcSettings(targets=WarmTargets(), pool_interval=1.0)
+        targets = EniTargets(custom_networking=True)
+        targets.use(EniTarget(pods_subnet.id, (pods_group,), "ENIConfig test"))
         a = VpcAllocator(
             ec2=node.ec2, node=node.info, capacity=cap, settings=settings, networking=node.net,
-            checkpoint=node.checkpoint, pods=node.pods,
+            checkpoint=node.checkpoint, pods=node.pods, eni_targets=targets,
         )  # fmt: skip
         await a.start()
         got = [await a.assign(key(i), "ns", f"p{i}") for i in range(18)]

@@ -57,17 +57,29 @@ def test_bad_input_names_the_parameter(kwargs: dict[str, object], needle: str) -
         build_topology(**kwargs)  # type: ignore[arg-type]
 
 
-@given(nodes=st.integers(1, 64), azs=st.integers(1, 6), pods=st.booleans())
-def test_subnets_disjoint_inside_vpc_and_nodes_round_robin(nodes: int, azs: int, pods: bool) -> None:
+@given(nodes=st.integers(1, 64), azs=st.integers(1, 6), pods=st.integers(0, 2))
+def test_subnets_disjoint_inside_vpc_and_nodes_round_robin(nodes: int, azs: int, pods: int) -> None:
+    if azs * (1 + pods) > 15:  # a /16 holds 16 /20s, one of them the control plane's
+        with pytest.raises(TopologyError, match="has room for 15"):
+            build_topology(nodes=nodes, azs=azs, pod_subnets=pods)
+        return
     topo = build_topology(nodes=nodes, azs=azs, pod_subnets=pods)
     vpc = ipaddress.ip_network(topo.vpc_cidr)
     nets = [ipaddress.ip_network(s.cidr) for s in topo.subnets]
     assert all(n.subnet_of(vpc) for n in nets)  # type: ignore[arg-type]
     assert all(not a.overlaps(b) for i, a in enumerate(nets) for b in nets[i + 1 :])
-    assert len(topo.subnets) == azs * (2 if pods else 1)
+    assert len(topo.subnets) == azs * (1 + pods)
     counts = [sum(1 for n in topo.nodes if n.az == az) for az in topo.azs]
     assert max(counts) - min(counts) <= 1
     assert len({n.name for n in topo.nodes}) == nodes
     for n in topo.nodes:
         assert topo.subnet(n.subnet).az == n.az
         assert topo.subnet(n.subnet).role == "node"
+
+
+def test_two_pod_subnets_per_zone() -> None:
+    topo = build_topology(azs=2, pod_subnets=2)
+    names = [s.name for s in topo.subnets if s.role == "pod"]
+    assert names == ["pod-us-east-1a", "pod-us-east-1b", "pod2-us-east-1a", "pod2-us-east-1b"]
+    with pytest.raises(TopologyError, match="0, 1 or 2"):
+        build_topology(pod_subnets=3)
