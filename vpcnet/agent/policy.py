@@ -342,7 +342,7 @@ class PolicyComponent:
         runner = SubprocessRunner()
         dataplane = make_dataplane(backend, runner)
         # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.
-        other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner)
+        other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner, in_process=False)
         try:
             await other.remove_all()
         except Exception as err:  # best effort: its tool may be missing (then it has no rules either)

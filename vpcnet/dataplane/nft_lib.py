@@ -25,6 +25,11 @@ from vpcnet.dataplane import nsenter
 from vpcnet.dataplane.kernel_cmd import CommandResult, CommandRunner, SubprocessRunner
 
 LIBRARY = "libnftables.so.1"
+# What goes to the binary even when the library is loaded: listings (a resync's read of the whole table) and
+# transactions over this size (a first apply, a resync's rewrite). Rare, and libnftables keeps what they
+# parse and list in its context's cache, and malloc keeps the freed memory in the worker thread's arena: tens
+# of MB for a node of 400 pods and 1,000 policies. A process frees all of it when it exits.
+LARGE = 64 * 1024
 _OUTPUT_JSON = 1 << 4  # NFT_CTX_OUTPUT_JSON (nftables/libnftables.h)
 log = logging.getLogger("vpcnet.dataplane.nft_lib")
 
@@ -81,9 +86,16 @@ class NftLib:
     def loaded(self) -> bool:
         return self._ctx is not None
 
+    def run_text(self, text: bytes) -> tuple[int, bytes, bytes]:
+        """Run nft commands (`nft -f` input) for a caller outside an event loop: (status, out, err)."""
+        if self._pool is None:
+            raise RuntimeError(f"{LIBRARY} is not loaded (or closed): run the nft binary instead")
+        self.calls += 1
+        return self._pool.submit(self._run, text, False).result()
+
     async def run(self, argv: Sequence[str], stdin: bytes | None = None) -> CommandResult:
         command = self._command(argv, stdin)
-        if command is None or self._pool is None:
+        if command is None or self._pool is None or command[1] or len(command[0]) > LARGE:
             return await self.fallback.run(argv, stdin)
         text, as_json = command
         self.calls += 1

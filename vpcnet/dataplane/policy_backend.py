@@ -153,9 +153,13 @@ class NftDataplane:
         await self.table.remove_all()
 
 
-def make_dataplane(backend: str, runner: CommandRunner, family: IpFamily = IpFamily.V4) -> PolicyDataplane:
+def make_dataplane(
+    backend: str, runner: CommandRunner, family: IpFamily = IpFamily.V4, in_process: bool = True
+) -> PolicyDataplane:
+    """in_process: nftables through libnftables held open in this process where runner runs here (False for
+    a one-off use, such as removing the other back end's leftovers, that should not load the library)."""
     if backend == "iptables":
         return IptablesDataplane(runner, family)
     if backend == "nftables":
-        return NftDataplane(nft_lib.runner_for(runner), family)  # libnftables in-process where it can
+        return NftDataplane(nft_lib.runner_for(runner) if in_process else runner, family)
     raise ValueError(f"policy back end {backend!r} must be one of {list(BACKENDS)}")

@@ -176,6 +176,6 @@ async def _changes(lib: NftLib, incremental: netkit.Node, reference: netkit.Node
     assert (await dataplane.apply(same)).total == 0 and lib.calls == before
     assert lib.calls > calls  # every change went through the library, not the binary
 
-    # After a resync the applier compares against what the kernel lists (read back through the library).
+    # After a resync the applier compares against what the kernel lists (a listing: through the binary).
     dataplane.resync()
     assert (await dataplane.apply(state(range(1, 6), clients, admins, web_port=8443))).total == 0
