@@ -170,8 +170,9 @@ def with_sets(
     return NftRender(chains=render.chains, sets=sets, maps=render.maps, family=render.family)
 
 
-@functools.lru_cache(maxsize=65536)
 def _nft_set(spec: IpSetSpec, family: IpFamily) -> NftSet:
+    # Not cached: a cache by content would keep every past member list of every set (a copy per change);
+    # with_sets keeps the unchanged ones by identity instead.
     return NftSet(spec.name, spec.kind, spec.members, family)
 
 
