@@ -8,9 +8,9 @@ so every node enforces policies of every namespace.
 
 A change: a new Pod (on no lab node) with a role a policy allows, so its IP enters a set on every node; then
 its deletion. For each change, from just before the etcd write until:
-  - kernel: the IP is in (or gone from) every node's sets, read in the node's namespace (`ipset save`, or
-    `list sets` through libnftables held open there) in a loop per node; the time is the end of the first
-    dump that shows it (an upper bound: a dump takes a few ms, printed);
+  - kernel: the IP is in (or gone from) every node's sets, read in the node's namespace (`ipset save` or
+    `nft list sets`) in a loop per node; the time is the end of the first dump that shows it (an upper
+    bound: a dump takes a few ms, printed);
   - agent: every node's agent reports an applied revision >= the write's (its policy-status.json).
 Each run measures CHANGES changes; RUNS runs back to back, p50/p99 per run. The agents' own
 calculation + render + kernel time per apply (last_apply_seconds) is read with each status, so the
@@ -41,8 +41,6 @@ from typing import Any
 
 from figures import Figures  # ends the run with its headline FIGURE <name> <value> lines
 
-from vpcnet.dataplane.kernel_cmd import SubprocessRunner
-from vpcnet.dataplane.nft_lib import NftLib
 from vpcnet.datastore.open import open_datastore
 from vpcnet.datastore.resources import ResourceRef, ResourceStore, ref_of
 from vpcnet.lab import labctl
@@ -151,30 +149,9 @@ class NodeWatch:
     def __init__(self, layout: LabLayout, node: str, backend: str) -> None:
         self.netns = layout.node_netns(node)
         self.status_path = layout.agent_socket(node).parent / "policy-status.json"
-        self.argv = ["ip", "netns", "exec", self.netns, "ipset", "save"]
-        self.backend = backend
+        tool = ["ipset", "save"] if backend == "iptables" else ["nft", "list", "sets"]
+        self.argv = ["ip", "netns", "exec", self.netns, *tool]
         self.dump_ms: list[float] = []
-        # nftables is read through libnftables held open in the node's namespace (opened on first use): an
-        # `nft list sets` process per poll cost more than the change it looked for (~120 ms at load 14).
-        self._nft: NftLib | None = None
-
-    def close(self) -> None:
-        if self._nft is not None:
-            self._nft.close()  # its thread holds the node's namespace
-            self._nft = None
-
-    def _dump(self) -> str:
-        if self.backend == "iptables":
-            return subprocess.run(self.argv, capture_output=True, text=True, check=True).stdout
-        if self._nft is None:
-            self._nft = NftLib(SubprocessRunner(self.netns), self.netns)
-        if not self._nft.loaded:
-            argv = ["ip", "netns", "exec", self.netns, "nft", "list", "sets"]
-            return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-        rc, out, err = self._nft.run_text(b"list sets")
-        if rc:
-            raise RuntimeError(f"{self.netns}: nft list sets: {err.decode(errors='replace')}")
-        return out.decode()
 
     def status(self) -> dict[str, Any]:
         try:
@@ -183,7 +160,7 @@ class NodeWatch:
             return {}
 
     def kernel_has(self, ip: str) -> tuple[bool, float]:
-        out = self._dump()
+        out = subprocess.run(self.argv, capture_output=True, text=True, check=True).stdout
         return re.search(re.escape(ip) + r"(?![0-9])", out) is not None, time.perf_counter()
 
     def wait_kernel(self, ip: str, present: bool, start: float, out: list[float]) -> None:
@@ -301,11 +278,7 @@ def measure(
         finally:
             await datastore.close()
 
-    try:
-        out = asyncio.run(go())
-    finally:
-        for w in watches:
-            w.close()
+    out = asyncio.run(go())
     out["dump_ms"] = [ms for w in watches for ms in w.dump_ms]
     return out
 
