@@ -65,6 +65,8 @@ def main() -> int:
             layout,
             agents=True,
             agent_settings={"VPCNET_POLICY_BACKEND": opts.backend, **dict(e.split("=", 1) for e in opts.env)},
+            # the agents read etcd, where this benchmark writes its cluster (a lab defaults to its API)
+            datastore="etcd",
         ).info
         node = info.nodes[0].name
         pid = int(labctl.agent_pid_file(layout, node).read_text().split()[0])

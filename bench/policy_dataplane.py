@@ -38,7 +38,8 @@ from figures import Figures  # ends the run with its headline FIGURE <name> <val
 from vpcnet.api.core import Pod
 from vpcnet.api.loader import parse_resource
 from vpcnet.dataplane.family import IpFamily
-from vpcnet.dataplane.kernel_cmd import SubprocessRunner
+from vpcnet.dataplane.kernel_cmd import CommandRunner, SubprocessRunner
+from vpcnet.dataplane.nft_lib import NftLib
 from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
 from vpcnet.policy.compile import compile_policy
@@ -136,15 +137,17 @@ async def timed_apply(calc: PolicyCalculator, dp: PolicyDataplane) -> tuple[floa
     return time.perf_counter() - started, stats.total
 
 
-class TimedRunner(SubprocessRunner):
-    """Adds up the wall time spent in the kernel tools (iptables-restore, ipset, nft)."""
+class TimedRunner:
+    """Adds up the wall time spent in the kernel tools (iptables-restore, ipset, nft or libnftables)."""
 
-    tool_seconds = 0.0
+    def __init__(self, inner: CommandRunner) -> None:
+        self.inner = inner
+        self.tool_seconds = 0.0
 
     async def run(self, argv: Any, stdin: bytes | None = None) -> Any:
         started = time.perf_counter()
         try:
-            return await super().run(argv, stdin)
+            return await self.inner.run(argv, stdin)
         finally:
             self.tool_seconds += time.perf_counter() - started
 
@@ -162,13 +165,16 @@ async def run_case(
     netns(ns_name, True)
     ref_ns = ns_name + "r"
     netns(ref_ns, True)
+    lib: NftLib | None = None
     try:
         calc = PolicyCalculator("n1", ["eni"], family=family)
         t0 = time.perf_counter()
         here = build_cluster(calc, local)
         calc_setup = time.perf_counter() - t0
         state = calc.desired()
-        runner = TimedRunner(ns_name)
+        # nftables through libnftables held open in the namespace, as the agent holds it in its own.
+        lib = NftLib(SubprocessRunner(ns_name), ns_name) if backend == "nftables" else None
+        runner = TimedRunner(lib or SubprocessRunner(ns_name))
         dp = make_dataplane(backend, runner, family)
         initial, initial_bytes = await timed_apply(calc, dp)
         # Reference, same run: the whole ruleset written through one restore into an empty namespace.
@@ -242,6 +248,8 @@ async def run_case(
             "sizes": sizes,
         }
     finally:
+        if lib is not None:
+            lib.close()  # its thread holds the namespace
         netns(ns_name, False)
         netns(ref_ns, False)
 

@@ -353,6 +353,8 @@ def main() -> int:
                         layout,
                         agents=True,
                         agent_settings={"VPCNET_POLICY_BACKEND": backend},
+                        # the agents read etcd, where the cluster is written (a lab defaults to its API)
+                        datastore="etcd",
                     ).info
                     nodes = [n.name for n in info.nodes]
                     res = measure(layout, nodes, backend, per_node, opts.runs, opts.changes, via)

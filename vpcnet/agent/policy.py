@@ -392,7 +392,9 @@ class PolicyComponent:
         for plane in self.planes:
             dataplane = make_dataplane(backend, runner, plane.family)
             # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.
-            other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner, plane.family)
+            other = make_dataplane(
+                "nftables" if backend == "iptables" else "iptables", runner, plane.family, in_process=False
+            )
             try:
                 await other.remove_all()
             except Exception as err:  # best effort: its tool may be missing (then it has no rules either)

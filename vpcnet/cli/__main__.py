@@ -1,3 +1,3 @@
-from vpcnet.cli.main import main
+from vpcnet.cli.entry import main
 
 main()

@@ -3,7 +3,8 @@
 The same layout as the iptables back end, in nftables' terms: the hooks become base chains filter-FORWARD /
 filter-INPUT (priority filter) of our table ("ip vpcnet", or "ip6 vpcnet" for IPv6); a Dispatch is a
 verdict map keyed by interface name (anything not in the map is dropped); selector, CIDR and named-port
-members are native sets (interval sets of ipv4_addr / ipv6_addr, and addr . inet_proto . inet_service).
+members are native sets (hash sets of ipv4_addr / ipv6_addr, interval sets where a member is a network, and
+addr . inet_proto . inet_service).
 Each layout rule is one nft rule: nft has anonymous sets and several statements per rule.
 Rules carry the same "vpcn:<hash>" ids as comments.
 """
@@ -66,11 +67,25 @@ class NftSet:
     members: frozenset[str]
     family: IpFamily = IpFamily.V4
 
+    @functools.cached_property
+    def interval(self) -> bool:
+        """Whether the set needs nft's interval flag: only when it holds a network wider than one address.
+        A set of host addresses is a plain hash set: adding or deleting an element of an interval set makes
+        libnftables read back and merge the set's intervals, which costs milliseconds at thousands."""
+        host = f"/{self.family.host_prefixlen}"
+        return self.kind == "hash:net" and not all(m.endswith(host) for m in self.members)
+
     @property
     def declaration(self) -> str:
         if self.kind == "hash:net":
-            return f"type {self.family.nft_address_type}; flags interval;"
+            return f"type {self.family.nft_address_type};{' flags interval;' if self.interval else ''}"
         return f"type {self.family.nft_address_type} . inet_proto . inet_service;"
+
+    def element(self, member: str) -> str:
+        """A member as this set's element text (a host address without its /32 in a hash set)."""
+        if self.kind == "hash:net" and not self.interval:
+            return member.rsplit("/", 1)[0]
+        return element(self.kind, member)
 
 
 @dataclass(frozen=True)
@@ -140,14 +155,24 @@ def print_layout(layout: Layout, ipsets: Mapping[str, IpSetSpec]) -> NftRender:
     return NftRender(chains=chains, sets=sets, maps=maps, family=family)
 
 
-def with_sets(render: NftRender, ipsets: Mapping[str, IpSetSpec]) -> NftRender:
-    """render with its sets replaced by ipsets (chains and maps kept): for a state of unchanged rules."""
-    sets = {name: _nft_set(spec, render.family) for name, spec in ipsets.items()}
+def with_sets(
+    render: NftRender, ipsets: Mapping[str, IpSetSpec], before: Mapping[str, IpSetSpec] | None = None
+) -> NftRender:
+    """render with its sets replaced by ipsets (chains and maps kept): for a state of unchanged rules.
+    before: the specs render was made from; a spec that is still the very same object keeps its NftSet."""
+    old = render.sets if before is not None else {}
+    sets = {
+        name: old[name]
+        if name in old and before and before.get(name) is spec
+        else _nft_set(spec, render.family)
+        for name, spec in ipsets.items()
+    }
     return NftRender(chains=render.chains, sets=sets, maps=render.maps, family=render.family)
 
 
-@functools.lru_cache(maxsize=65536)
 def _nft_set(spec: IpSetSpec, family: IpFamily) -> NftSet:
+    # Not cached: a cache by content would keep every past member list of every set (a copy per change);
+    # with_sets keeps the unchanged ones by identity instead.
     return NftSet(spec.name, spec.kind, spec.members, family)
 
 

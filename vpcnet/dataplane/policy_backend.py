@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from vpcnet.dataplane import iptables_render, nft_render
+from vpcnet.dataplane import iptables_render, nft_lib, nft_render
 from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.ipset_apply import IpsetApplier
 from vpcnet.dataplane.iptables_apply import IptablesApplier
@@ -133,7 +133,8 @@ class NftDataplane:
         _check_family(state, self.family)
         self._applied = None
         if self._rendered is not None and same_rules(self._rendered[0], state):
-            render = nft_render.with_sets(self._rendered[1], state.ipsets)  # chains and maps as they were
+            before, rendered = self._rendered  # chains and maps as they were, unchanged sets as they were
+            render = nft_render.with_sets(rendered, state.ipsets, before.ipsets)
         else:
             render = nft_render.render(state)
         self._rendered = (state, render)  # a pure function of state: valid whether the kernel took it or not
@@ -153,9 +154,13 @@ class NftDataplane:
         await self.table.remove_all()
 
 
-def make_dataplane(backend: str, runner: CommandRunner, family: IpFamily = IpFamily.V4) -> PolicyDataplane:
+def make_dataplane(
+    backend: str, runner: CommandRunner, family: IpFamily = IpFamily.V4, in_process: bool = True
+) -> PolicyDataplane:
+    """in_process: nftables through libnftables held open in this process where runner runs here (False for
+    a one-off use, such as removing the other back end's leftovers, that should not load the library)."""
     if backend == "iptables":
         return IptablesDataplane(runner, family)
     if backend == "nftables":
-        return NftDataplane(runner, family)
+        return NftDataplane(nft_lib.runner_for(runner) if in_process else runner, family)
     raise ValueError(f"policy back end {backend!r} must be one of {list(BACKENDS)}")

@@ -7,7 +7,6 @@ handful of execs rather than one per object. Named namespaces live in /run/netns
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import threading
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from vpcnet.dataplane import nsenter
+from vpcnet.dataplane.kernel_cmd import SubprocessRunner
+from vpcnet.dataplane.nft_lib import NftLib
 
 NETNS_DIR = Path("/run/netns")
 
@@ -130,77 +131,21 @@ def pids_in_netns(names: list[str]) -> list[int]:
     return found
 
 
-class NetnsWorker:
-    """One long-lived thread inside a namespace: run calls there without a thread (or exec) per call."""
-
-    def __init__(self, netns: str) -> None:
-        import concurrent.futures
-
-        path = NETNS_DIR / netns
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix=f"netns-{netns}",
-            initializer=lambda: nsenter.enter_for_good(path),
-        )
-
-    def call(self, fn: Callable[[], T]) -> T:
-        return self._pool.submit(fn).result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
 class Nft:
-    """libnftables (the library behind `nft`) through ctypes, inside one namespace: a ruleset load costs
-    about a millisecond instead of an exec. Falls back to `nft -f` when the library is missing."""
+    """nft rulesets loaded inside one namespace through libnftables held open (vpcnet.dataplane.nft_lib): a
+    load costs about a millisecond instead of an exec. Falls back to `nft -f` when the library is missing."""
 
     def __init__(self, netns: str) -> None:
         self.netns = netns
-        self._worker = NetnsWorker(netns)
-        self._lib: ctypes.CDLL | None = None
-        self._ctx: int | None = None
-        try:
-            lib = ctypes.CDLL("libnftables.so.1", use_errno=True)
-        except OSError:
-            return
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-        lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
-        lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
-        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
-        lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
-
-        def make() -> int:
-            ctx = lib.nft_ctx_new(0)
-            lib.nft_ctx_buffer_error(ctx)
-            lib.nft_ctx_buffer_output(ctx)
-            return int(ctx)
-
-        self._ctx = self._worker.call(make)
-        self._lib = lib
+        self._lib = NftLib(SubprocessRunner(netns), netns)
 
     def apply(self, ruleset: str) -> None:
-        lib, ctx = self._lib, self._ctx
-        if lib is None or ctx is None:
+        if not self._lib.loaded:
             nft_apply(ruleset, self.netns)
             return
-
-        def run() -> None:
-            rc = lib.nft_run_cmd_from_buffer(ctx, ruleset.encode())
-            if rc != 0:
-                err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace").strip()
-                raise KernelError(f"nft in {self.netns} failed: {err}")
-
-        self._worker.call(run)
+        rc, _, err = self._lib.run_text(ruleset.encode())
+        if rc != 0:
+            raise KernelError(f"nft in {self.netns} failed: {err.decode(errors='replace').strip()}")
 
     def close(self) -> None:
-        if self._lib is not None and self._ctx is not None:
-            lib, ctx = self._lib, self._ctx
-            self._worker.call(lambda: lib.nft_ctx_free(ctx))
-            self._ctx = None
-        self._worker.close()
+        self._lib.close()

@@ -132,7 +132,7 @@ def test_ipv6_in_an_nft_ip6_table() -> None:
     assert data is not None
     text = data.decode()
     assert text.startswith("add table ip6 vpcnet\n")
-    assert f"add set ip6 vpcnet {CLIENTS6} {{ type ipv6_addr; flags interval; }}" in text
+    assert f"add set ip6 vpcnet {CLIENTS6} {{ type ipv6_addr; }}" in text  # host addresses: a hash set
     assert f"add set ip6 vpcnet {HTTP6} {{ type ipv6_addr . inet_proto . inet_service; }}" in text
     assert f"add element ip6 vpcnet {HTTP6} {{ fd00:1::5 . tcp . 8080 }}" in text
     assert 'ip6 saddr != { fd00:1::5/128 } drop comment "vpcn:' in text
