@@ -79,6 +79,7 @@ class AgentConfig:
     warm_mode: WarmMode = WarmMode.STATIC
     ec2_endpoint: str | None = None  # None = the region's public endpoint
     imds_endpoint: str = "http://169.254.169.254"
+    block_imds: bool = False  # pods may not reach IMDS (the pod fence; EKS's guidance for node credentials)
     region: str | None = None  # None = from IMDS
     agent_socket: Path = DEFAULT_RUN_DIR / "agent.sock"
     checkpoint_path: Path = DEFAULT_RUN_DIR / "ipam.json"
@@ -179,6 +180,7 @@ ENV_NAMES = {
     "warm_mode": "VPCNET_WARM_MODE",
     "ec2_endpoint": "AWS_EC2_ENDPOINT",
     "imds_endpoint": "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "block_imds": "VPCNET_BLOCK_IMDS",
     "region": "AWS_REGION",
     "agent_socket": "VPCNET_AGENT_SOCKET",
     "checkpoint_path": "AWS_VPC_K8S_CNI_BACKING_STORE",
@@ -381,6 +383,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         _url("AWS_EC2_METADATA_SERVICE_ENDPOINT", e.raw("AWS_EC2_METADATA_SERVICE_ENDPOINT"))
         or "http://169.254.169.254"
     )
+    cfg["block_imds"] = e.bool("VPCNET_BLOCK_IMDS", False)
     cfg["region"] = e.raw("AWS_REGION") or e.raw("AWS_DEFAULT_REGION")
     sock = e.raw("VPCNET_AGENT_SOCKET")
     cfg["agent_socket"] = Path(sock) if sock else DEFAULT_RUN_DIR / "agent.sock"
