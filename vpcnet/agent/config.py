@@ -22,6 +22,7 @@ from vpcnet.datastore.settings import (
     DatastoreSettings,
     DatastoreSettingsError,
     DatastoreType,
+    EtcdTls,
     read_datastore_settings,
 )
 
@@ -85,6 +86,10 @@ class AgentConfig:
     checkpoint_path: Path = DEFAULT_RUN_DIR / "ipam.json"
     datastore_type: DatastoreType = DatastoreType.ETCD
     datastore_endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)  # etcd's
+    # TLS to etcd: the CA to trust, this node's client certificate and key (None: not set)
+    datastore_ca_cert_file: Path | None = None
+    datastore_cert_file: Path | None = None
+    datastore_key_file: Path | None = None
     kubeconfig: Path | None = None  # the Kubernetes datastore's API; None = in-cluster (or etcd)
     kube_context: str | None = None  # a kubeconfig context other than its current one
     ec2_rate_limit: float = 10.0  # EC2 requests per second this agent allows itself (burst = 2x)
@@ -149,7 +154,11 @@ class AgentConfig:
         kube = None
         if self.datastore_type is DatastoreType.KUBERNETES:
             kube = KubeSettings(self.kubeconfig, self.kube_context)
-        return DatastoreSettings(type=self.datastore_type, endpoints=self.datastore_endpoints, kube=kube)
+        files = (self.datastore_ca_cert_file, self.datastore_cert_file, self.datastore_key_file)
+        tls = EtcdTls(*files) if any(f is not None for f in files) else None
+        return DatastoreSettings(
+            type=self.datastore_type, endpoints=self.datastore_endpoints, kube=kube, tls=tls
+        )
 
 
 # AgentConfig field -> the environment variable load_config reads it from
@@ -186,6 +195,9 @@ ENV_NAMES = {
     "checkpoint_path": "AWS_VPC_K8S_CNI_BACKING_STORE",
     "datastore_type": "VPCNET_DATASTORE_TYPE",
     "datastore_endpoints": "VPCNET_DATASTORE_ENDPOINTS",  # or the deprecated VPCNET_ETCD_ENDPOINTS
+    "datastore_ca_cert_file": "VPCNET_DATASTORE_CA_CERT_FILE",
+    "datastore_cert_file": "VPCNET_DATASTORE_CERT_FILE",
+    "datastore_key_file": "VPCNET_DATASTORE_KEY_FILE",
     "kubeconfig": "KUBECONFIG",  # unset in a pod: the service account (in-cluster)
     "kube_context": "VPCNET_KUBE_CONTEXT",
     "ec2_rate_limit": "VPCNET_EC2_RATE_LIMIT",
@@ -395,6 +407,10 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         raise ConfigError(str(exc)) from None
     cfg["datastore_type"] = datastore.type
     cfg["datastore_endpoints"] = datastore.endpoints
+    if datastore.tls is not None:
+        cfg["datastore_ca_cert_file"] = datastore.tls.ca_file
+        cfg["datastore_cert_file"] = datastore.tls.cert_file
+        cfg["datastore_key_file"] = datastore.tls.key_file
     if datastore.kube is not None:
         cfg["kubeconfig"] = datastore.kube.kubeconfig
         cfg["kube_context"] = datastore.kube.context
