@@ -28,7 +28,7 @@ from common import LabHandle, Scenario, log, poll
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from ipamd_lab import ipam, kill_agent
-from nodecheck import restart_agent
+from nodecheck import restart_agent, stop_agent
 
 from vpcnet.cni import shim
 
@@ -296,7 +296,7 @@ def main() -> int:
         fz.campaign("up", per_state["up"], f"/run/netns/{real}", still_up)
         still_up()
         log(f"down: {per_state['down']} cases")
-        kill_agent(lab, "node1")
+        stop_agent(lab, "node1")
         fz.campaign("down", per_state["down"], None)
         log(f"starting: {per_state['starting']} cases over agent restarts")
         restarting = threading.Event()

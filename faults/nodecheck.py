@@ -4,12 +4,14 @@ retries it. Shared by the scenarios that drive pods through the node's CNI socke
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from typing import Any
 
 from common import LabHandle, log, poll
-from ipamd_lab import agent_view, cni, ec2_enis, ec2_pod_addresses, ipam, pod_netns
+from ipamd_lab import agent_view, cni, ec2_enis, ec2_pod_addresses, ipam, kill_agent, pod_netns
 
 from vpcnet.lab import labctl, procs
 
@@ -89,3 +91,16 @@ def restart_agent(lab: LabHandle, node: str = "node1") -> None:
         return
     if not procs.alive(labctl.agent_pid_file(lab.layout, node), marker):
         labctl.start_agent(lab.layout, node, lab.info)
+
+
+def stop_agent(lab: LabHandle, node: str = "node1") -> None:
+    """The node's agent down and staying down (kill -9): its supervisor goes first, or it would start the
+    agent again within its back-off and an "agent down" case would meet a live agent. restart_agent then
+    starts both again, as `lab up` repairs a node."""
+    if labctl.agent_supervised(lab.layout, node):
+        pid = int(labctl.supervisor_pid_file(lab.layout, node).read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        if not poll(lambda: not labctl.agent_supervised(lab.layout, node), 10, 0.05):
+            raise RuntimeError(f"{node}: the agent's supervisor (pid {pid}) did not die")
+    if procs.alive(labctl.agent_pid_file(lab.layout, node), labctl.agent_marker(lab.layout, node)):
+        kill_agent(lab, node)

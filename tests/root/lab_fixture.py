@@ -214,16 +214,20 @@ def running_lab(
     datastore: str | None = None,
     ip_family: str = "ipv4",
     pod_subnets: int = 0,
+    etcd_tls: bool = False,
 ) -> Iterator[LabHandle]:
     """A lab for the block; agent_env is extra environment for every node agent (e.g. VPCNET_MODE=calico);
     datastore: what the agents read (kubernetes or etcd; None: the lab's default, labctl.lab_datastore);
-    ip_family as `lab up --ip-family` (the agents' IPv6 settings are the caller's to pass)."""
+    ip_family as `lab up --ip-family` (the agents' IPv6 settings are the caller's to pass); etcd_tls as
+    `lab up --etcd-tls`."""
     layout = LabLayout(prefix or random_prefix())
     try:
         topo = build_topology(
             nodes=nodes, azs=azs, instance_type=instance_type, ip_family=ip_family, pod_subnets=pod_subnets
         )
-        result = labctl.up(topo, layout, agents=agents, agent_settings=agent_env, datastore=datastore)
+        result = labctl.up(
+            topo, layout, agents=agents, agent_settings=agent_env, datastore=datastore, etcd_tls=etcd_tls
+        )
         yield LabHandle(layout, result.info)
     finally:
         labctl.down(layout)

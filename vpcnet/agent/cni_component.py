@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from vpcnet.agent.branch_lookup import StoreBranchLookup
 from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane.hostnet import HostNetConfig
+from vpcnet.dataplane.podfence import IMDS_ADDRESS, PodFence, resolve_endpoints
+from vpcnet.datastore.settings import parse_endpoint
 from vpcnet.ipam.ipv6 import EGRESS_V4_CIDR
 
 PRIMARY_INTERFACE = "eth0"
@@ -28,6 +32,19 @@ def make_component(ctx: AgentContext) -> CniService:
             ipv6_egress_v4=EGRESS_V4_CIDR if cfg.enable_ipv6 else None,
         )
 
+    def fence() -> PodFence:
+        # The etcd endpoints the node is given, whichever datastore the agent reads (a lab on the Kubernetes
+        # datastore keeps its etcd behind the API); the API server itself is RBAC's to guard.
+        etcd = [parse_endpoint(e) for e in cfg.datastore_endpoints]
+        imds = urlsplit(cfg.imds_endpoint)
+        imds_addresses = resolve_endpoints([(imds.hostname or "", imds.port or 80)])
+        return PodFence(
+            veth_prefix=cfg.veth_prefix,
+            datastore=resolve_endpoints([(e.host, e.port) for e in etcd]),
+            block_imds=cfg.block_imds,
+            imds_address=imds_addresses[0][0] if imds_addresses else IMDS_ADDRESS,
+        )
+
     service = CniService(
         cfg.agent_socket,
         lambda: ctx.allocator,
@@ -36,6 +53,7 @@ def make_component(ctx: AgentContext) -> CniService:
         host=host if cfg.mode == Mode.VPC else None,
         # STATUS says "not available" while policy programming fails (ctx.policy is set by its start()).
         policy_problem=lambda: ctx.policy.programming_problem() if ctx.policy is not None else None,
+        fence=fence,
     )
     if cfg.enable_pod_eni:
         lookup = StoreBranchLookup(

@@ -22,6 +22,7 @@ from vpcnet.datastore.settings import (
     DatastoreSettings,
     DatastoreSettingsError,
     DatastoreType,
+    EtcdTls,
     read_datastore_settings,
 )
 
@@ -86,11 +87,16 @@ class AgentConfig:
     warm_mode: WarmMode = WarmMode.STATIC
     ec2_endpoint: str | None = None  # None = the region's public endpoint
     imds_endpoint: str = "http://169.254.169.254"
+    block_imds: bool = False  # pods may not reach IMDS (the pod fence; EKS's guidance for node credentials)
     region: str | None = None  # None = from IMDS
     agent_socket: Path = DEFAULT_RUN_DIR / "agent.sock"
     checkpoint_path: Path = DEFAULT_RUN_DIR / "ipam.json"
     datastore_type: DatastoreType = DatastoreType.ETCD
     datastore_endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)  # etcd's
+    # TLS to etcd: the CA to trust, this node's client certificate and key (None: not set)
+    datastore_ca_cert_file: Path | None = None
+    datastore_cert_file: Path | None = None
+    datastore_key_file: Path | None = None
     kubeconfig: Path | None = None  # the Kubernetes datastore's API; None = in-cluster (or etcd)
     kube_context: str | None = None  # a kubeconfig context other than its current one
     ec2_rate_limit: float = 10.0  # EC2 requests per second this agent allows itself (burst = 2x)
@@ -158,7 +164,11 @@ class AgentConfig:
         kube = None
         if self.datastore_type is DatastoreType.KUBERNETES:
             kube = KubeSettings(self.kubeconfig, self.kube_context)
-        return DatastoreSettings(type=self.datastore_type, endpoints=self.datastore_endpoints, kube=kube)
+        files = (self.datastore_ca_cert_file, self.datastore_cert_file, self.datastore_key_file)
+        tls = EtcdTls(*files) if any(f is not None for f in files) else None
+        return DatastoreSettings(
+            type=self.datastore_type, endpoints=self.datastore_endpoints, kube=kube, tls=tls
+        )
 
 
 # AgentConfig field -> the environment variable load_config reads it from
@@ -193,11 +203,15 @@ ENV_NAMES = {
     "warm_mode": "VPCNET_WARM_MODE",
     "ec2_endpoint": "AWS_EC2_ENDPOINT",
     "imds_endpoint": "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "block_imds": "VPCNET_BLOCK_IMDS",
     "region": "AWS_REGION",
     "agent_socket": "VPCNET_AGENT_SOCKET",
     "checkpoint_path": "AWS_VPC_K8S_CNI_BACKING_STORE",
     "datastore_type": "VPCNET_DATASTORE_TYPE",
     "datastore_endpoints": "VPCNET_DATASTORE_ENDPOINTS",  # or the deprecated VPCNET_ETCD_ENDPOINTS
+    "datastore_ca_cert_file": "VPCNET_DATASTORE_CA_CERT_FILE",
+    "datastore_cert_file": "VPCNET_DATASTORE_CERT_FILE",
+    "datastore_key_file": "VPCNET_DATASTORE_KEY_FILE",
     "kubeconfig": "KUBECONFIG",  # unset in a pod: the service account (in-cluster)
     "kube_context": "VPCNET_KUBE_CONTEXT",
     "ec2_rate_limit": "VPCNET_EC2_RATE_LIMIT",
@@ -411,6 +425,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         _url("AWS_EC2_METADATA_SERVICE_ENDPOINT", e.raw("AWS_EC2_METADATA_SERVICE_ENDPOINT"))
         or "http://169.254.169.254"
     )
+    cfg["block_imds"] = e.bool("VPCNET_BLOCK_IMDS", False)
     cfg["region"] = e.raw("AWS_REGION") or e.raw("AWS_DEFAULT_REGION")
     sock = e.raw("VPCNET_AGENT_SOCKET")
     cfg["agent_socket"] = Path(sock) if sock else DEFAULT_RUN_DIR / "agent.sock"
@@ -422,6 +437,10 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         raise ConfigError(str(exc)) from None
     cfg["datastore_type"] = datastore.type
     cfg["datastore_endpoints"] = datastore.endpoints
+    if datastore.tls is not None:
+        cfg["datastore_ca_cert_file"] = datastore.tls.ca_file
+        cfg["datastore_cert_file"] = datastore.tls.cert_file
+        cfg["datastore_key_file"] = datastore.tls.key_file
     if datastore.kube is not None:
         cfg["kubeconfig"] = datastore.kube.kubeconfig
         cfg["kube_context"] = datastore.kube.context

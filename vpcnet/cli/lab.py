@@ -78,6 +78,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
             help="run the node agents from this OCI archive (`make image`) as containers of a private "
             "containerd, shaped by deploy/'s DaemonSet and ConfigMap, instead of as processes",
         ),
+        etcd_tls: bool = typer.Option(
+            False,
+            "--etcd-tls",
+            help="etcd serves TLS only and asks every client for a certificate (made for the lab: a CA, "
+            "etcd's, and the client one the agents, the lab's API and the CLI use)",
+        ),
     ) -> None:
         """Bring the lab up: a VPC with a subnet per AZ, nodes as namespaces, the EC2 endpoint, IMDS and etcd.
         Running it again with the lab up changes nothing but restarting what died; options not given then
@@ -115,6 +121,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 settings = was.agent_settings
             restart_backoff = was.restart_backoff
             datastore = datastore if "datastore" in given else existing.datastore
+            etcd_tls = etcd_tls if "etcd_tls" in given else existing.etcd_tls
         try:
             topo = build_topology(
                 nodes=nodes,
@@ -148,6 +155,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                     progress=progress,
                     datastore=datastore,
                     image=image,
+                    etcd_tls=etcd_tls,
                 )
             except LabError as e:
                 typer.echo(f"error: {e}", err=True)

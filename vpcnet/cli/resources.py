@@ -60,15 +60,25 @@ def lab_layout(prefix: str | None) -> Any:
 def datastore_settings(layout: Any) -> Any:
     """The datastore the environment names (the CLI's own setting, read with the agent's rule in
     vpcnet.datastore.settings), else the running lab's etcd, else the local default."""
-    from vpcnet.datastore.settings import DEFAULT_ENDPOINT, DatastoreSettingsError, read_datastore_settings
+    from vpcnet.datastore.settings import (
+        DEFAULT_ENDPOINT,
+        DatastoreSettingsError,
+        endpoints_variable,
+        read_datastore_settings,
+    )
+    from vpcnet.lab.labetcd import client_tls_env
 
+    lab_tls: dict[str, str] = {}
     try:
         state = json.loads(layout.state_file.read_text())
         lab_endpoints = [str(state["endpoints"]["etcd_host"])]
+        lab_tls = client_tls_env(layout)  # the lab's client certificate, when its etcd asks for one
     except (OSError, ValueError, KeyError, TypeError):
         lab_endpoints = [DEFAULT_ENDPOINT]
     try:  # etcd whatever VPCNET_DATASTORE_TYPE says: what is read here lives only there
         env = {**os.environ, "VPCNET_DATASTORE_TYPE": "etcd"}
+        if endpoints_variable(os.environ) is None:  # the lab's etcd: its certificate too, unless one is set
+            env = {**lab_tls, **env}
         return read_datastore_settings(env, default_endpoints=lab_endpoints)
     except DatastoreSettingsError as exc:  # a typo in the setting is the user's to fix, not a traceback
         raise CliError(str(exc)) from exc

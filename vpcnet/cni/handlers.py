@@ -43,7 +43,14 @@ from vpcnet.dataplane.podnet import (
     PodSpec,
     WiringError,
 )
-from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Allocator, Assignment, IpamKey
+from vpcnet.ipam.types import (
+    AddressExhausted,
+    AddressManagerNotReady,
+    AddressWaitTimedOut,
+    Allocator,
+    Assignment,
+    IpamKey,
+)
 
 log = logging.getLogger("vpcnet.cni")
 
@@ -154,6 +161,11 @@ class CniHandler:
             assignment = await allocator.assign(key, env.pod_namespace, env.pod_name)
         except AddressManagerNotReady as exc:
             raise CniError(ERR_TRY_AGAIN_LATER, "the address manager is starting", str(exc)) from None
+        except AddressWaitTimedOut as exc:
+            # No limit was hit; EC2 was slow: the spec's "try again later", so the runtime retries the ADD.
+            raise CniError(
+                ERR_TRY_AGAIN_LATER, "add cmd: timed out waiting for an IP address; try again later", str(exc)
+            ) from None
         except AddressExhausted as exc:
             raise CniError(
                 ERR_NO_ADDRESS, "add cmd: failed to assign an IP address to container", str(exc)

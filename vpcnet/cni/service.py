@@ -1,4 +1,5 @@
-"""The CNI part of the node agent: the pod data plane, the node's SNAT/connmark rules, and the socket server.
+"""The CNI part of the node agent: the pod data plane, the node's SNAT/connmark rules, the pod fence, and the
+socket server.
 
 It has the agent's Component shape (name, async start/stop, ready) without importing the agent: the agent's
 adapter (vpcnet/agent/cni_component.py) builds it from the agent's context.
@@ -17,6 +18,7 @@ from vpcnet.cni.handlers import CniHandler, CniSettings
 from vpcnet.cni.server import CniServer
 from vpcnet.dataplane.branchnet import BranchNetwork
 from vpcnet.dataplane.hostnet import HostNetConfig, apply_host_network
+from vpcnet.dataplane.podfence import PodFence, apply_pod_fence
 from vpcnet.dataplane.podnet import PodNetwork
 from vpcnet.ipam.types import Allocator
 
@@ -34,14 +36,17 @@ class CniService:
         host: Callable[[], HostNetConfig] | None = None,
         node_netns: str | None = None,
         policy_problem: Callable[[], str | None] | None = None,
+        fence: Callable[[], PodFence] | None = None,
     ) -> None:
         """allocator and host are read at start() (the ipam component sets them up first); node_netns is
-        the node's namespace path, None when the agent runs inside it (always, outside tests)."""
+        the node's namespace path, None when the agent runs inside it (always, outside tests); fence: what
+        pods may never reach (vpcnet/dataplane/podfence.py), put in place before the first pod is wired."""
         self.socket_path = socket_path
         self.podnet = PodNetwork(node_netns)
         self.handler = CniHandler(allocator, self.podnet, settings, policy_problem)
         self.server = CniServer(socket_path, self.handler.handle)
         self._host = host
+        self._fence = fence
         self._allocator = allocator
         self.node_netns = node_netns
         self._on_start: list[Callable[[], Awaitable[None]]] = []
@@ -74,6 +79,8 @@ class CniService:
         try:
             if self._host is not None:
                 await apply_host_network(self._host(), self.node_netns)
+            if self._fence is not None:
+                await apply_pod_fence(self._fence(), self.node_netns)
             await self.server.start()
             self._tasks = [asyncio.create_task(self._retry(job)) for job in self._on_start]
         except BaseException:

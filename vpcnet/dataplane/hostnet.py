@@ -146,7 +146,7 @@ class IptablesError(RuntimeError):
     pass
 
 
-async def _run(argv: list[str], netns: str | None, stdin: str = "") -> str:
+async def run_iptables(argv: list[str], netns: str | None, stdin: str = "") -> str:
     if netns is not None:
         argv = ["nsenter", f"--net={netns}", "--", *argv]
     proc = await asyncio.create_subprocess_exec(
@@ -180,7 +180,7 @@ def parse_save(text: str) -> dict[str, set[str]]:
 async def read_tables(netns: str | None) -> dict[str, set[str]]:
     present: dict[str, set[str]] = {}
     for table in ("nat", "mangle"):
-        present.update(parse_save(await _run(["iptables-save", "-t", table], netns)))
+        present.update(parse_save(await run_iptables(["iptables-save", "-t", table], netns)))
     return present
 
 
@@ -205,7 +205,7 @@ async def apply_host_network(cfg: HostNetConfig, netns: str | None = None) -> No
     for name, value in node_sysctls(cfg):
         nsenter.write_sysctl(name, value, netns)
     present = await read_tables(netns)
-    await _run(["iptables-restore", "--noflush", "-w", "5"], netns, render(cfg, present))
+    await run_iptables(["iptables-restore", "--noflush", "-w", "5"], netns, render(cfg, present))
     if not cfg.external_snat or cfg.node_port_support:
         ipr = AsyncIPRoute(use_socket=nsenter.netlink_socket(netns))
         try:
@@ -225,7 +225,7 @@ async def apply_host_network(cfg: HostNetConfig, netns: str | None = None) -> No
 
 async def remove_host_network(cfg: HostNetConfig, netns: str | None = None) -> None:
     present = await read_tables(netns)
-    await _run(["iptables-restore", "--noflush", "-w", "5"], netns, render_removal(present, cfg))
+    await run_iptables(["iptables-restore", "--noflush", "-w", "5"], netns, render_removal(present, cfg))
     ipr = AsyncIPRoute(use_socket=nsenter.netlink_socket(netns))
     try:
         await ipr.rule(

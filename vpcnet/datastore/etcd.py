@@ -87,9 +87,22 @@ class EtcdDatastore:
         channel = self._channels.get(index)
         if channel is None:
             target = self._settings.endpoints[index].target
-            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            if self._settings.tls is None:
+                channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(target, self._credentials(), options=_CHANNEL_OPTIONS)
             self._channels[index] = channel
         return index, channel
+
+    def _credentials(self) -> Any:
+        """TLS credentials from the settings' files, read when a channel opens (a renewed certificate is
+        picked up by the next channel)."""
+        assert self._settings.tls is not None
+        try:
+            ca, key, chain = self._settings.tls.read()
+        except OSError as exc:
+            raise DatastoreError(f"etcd TLS: cannot read {exc.filename}: {exc.strerror}") from None
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain)
 
     def _failed(self, index: int) -> None:
         if self._current == index and len(self._settings.endpoints) > 1:

@@ -41,6 +41,11 @@ class AddressExhausted(Exception):
     """No address can be had now; the message names the limit that was reached."""
 
 
+class AddressWaitTimedOut(AddressExhausted):
+    """No hard limit was reached, but no address came within the assignment wait (EC2 slow or throttled):
+    a runtime should try again later, not give the pod up."""
+
+
 class AddressManagerNotReady(Exception):
     """The manager is starting (no pool yet); the caller should try again later."""
 

@@ -2,7 +2,8 @@
 
 It holds no EC2 client: assign and release touch only memory and the checkpoint (the warm path makes no
 cloud call). A pod that finds the pool empty wakes the pool controller and waits for its growth (up to
-`assign_wait`) instead of failing, unless a hard limit is reached: then AddressExhausted names it.
+`assign_wait`) instead of failing, unless a hard limit is reached: then AddressExhausted names it. A wait
+that runs out is AddressWaitTimedOut (CNI "try again later"): no limit was hit, EC2 was only slow.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import contextlib
 import math
 from ipaddress import IPv4Address
 
-from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, Assignment, IpamKey, PodAddress
+from vpcnet.ipam.types import (
+    AddressExhausted,
+    AddressManagerNotReady,
+    AddressWaitTimedOut,
+    Assignment,
+    IpamKey,
+    PodAddress,
+)
 from vpcnet.ipam.vpc_state import VpcPoolState
 
 
@@ -55,8 +63,8 @@ class VpcAddressAllocator:
                 raise AddressExhausted(reason)
             if now >= deadline:
                 st.counters.exhausted += 1
-                raise AddressExhausted(
-                    f"no address became available within {st.settings.assign_wait:g}s"
+                raise AddressWaitTimedOut(
+                    f"no address became available within {st.settings.assign_wait:g}s (VPCNET_ASSIGN_WAIT)"
                     + (f" (last EC2 error: {st.last_error})" if st.last_error else "")
                 )
             if not waited:

@@ -97,13 +97,14 @@ LAB_BOOKMARK_INTERVAL = 0.2
 
 async def start_kube_api(layout: LabLayout, etcd_url: str, host_port: int, vpc_sock: socket.socket) -> Any:
     """The API on the host loopback (its old port if still free) and on the VPC socket; waits for etcd."""
-    from vpcnet.datastore.settings import EtcdSettings
+    from vpcnet.datastore.settings import EtcdSettings, read_etcd_tls
     from vpcnet.lab import labetcd
     from vpcnet.lab.kubeapi.httpd import HttpServer
     from vpcnet.lab.kubeapi.server import start
 
     await asyncio.to_thread(labetcd.wait_healthy, layout, etcd_url)
-    settings = EtcdSettings.from_strings([etcd_url])
+    # `lab up --etcd-tls`: the lab passes its client certificate in VPCNET_DATASTORE_* (client_tls_env)
+    settings = EtcdSettings.from_strings([etcd_url], read_etcd_tls(os.environ))
     try:
         api = await start(settings, "127.0.0.1", host_port, bookmark_interval=LAB_BOOKMARK_INTERVAL)
     except OSError:
@@ -168,7 +169,7 @@ def serve(
             "ec2_host": servers[1].url,
             "ec2": f"http://{EC2_ENDPOINT_ADDRESS}",
             "imds": f"http://{IMDS_ADDRESS}",
-            "etcd": f"http://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
+            "etcd": f"{upstream.scheme}://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
             "etcd_upstream": etcd_url,
             "internet_http": f"http://{INTERNET_HOST_ADDRESS}",
             "kubeapi_host": api.url,

@@ -8,7 +8,8 @@ every answer is read live from the EC2 state, so it is always consistent with th
     GET /latest/dynamic/instance-identity/document                            -> the identity JSON
 
 The token answer travels with IP TTL = the hop limit (EC2's HttpPutResponseHopLimit, default 1 here as on
-EKS-recommended instances): the node gets it, a pod behind the node's routing (one hop more) does not.
+EKS-recommended instances): the node gets it, a pod behind the node's routing (one hop more) does not,
+not even from TCP's retransmissions (the connection keeps that TTL and closes after the answer).
 """
 
 from __future__ import annotations

@@ -95,6 +95,8 @@ class LabInfo:
     restart_backoff: str = DEFAULT_RESTART_BACKOFF
     # The image the node agents run from (`lab up --image`), in the lab's containerd; "" for processes.
     agent_image: str = ""
+    # etcd serves TLS and asks clients for certificates (`lab up --etcd-tls`; vpcnet.lab.labetcd)
+    etcd_tls: bool = False
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -202,7 +204,11 @@ def start_control(layout: LabLayout, name: str, info: LabInfo) -> None:
             "--progress-file", str(mirror_progress_file(layout)),
             "--marker", control_marker(layout, name),
         ]  # fmt: skip
-        env = {**os.environ, "VPCNET_DATASTORE_ENDPOINTS": info.endpoints["etcd_host"]}
+        env = {
+            **os.environ,
+            "VPCNET_DATASTORE_ENDPOINTS": info.endpoints["etcd_host"],
+            **labetcd.client_tls_env(layout),
+        }
         env.pop("VPCNET_ETCD_ENDPOINTS", None)
     elif name == "branch-controller":
         argv = [
@@ -310,7 +316,8 @@ def start_daemon(
         argv += ["--kube-host-port", str(kube_host_port)]
     if wait_for_go:
         argv.append("--wait-for-go")
-    procs.spawn(argv, log_file=daemon_log(layout), pid_file=daemon_pid_file(layout))
+    env = {**os.environ, **labetcd.client_tls_env(layout)}  # the Kubernetes API is an etcd client
+    procs.spawn(argv, log_file=daemon_log(layout), pid_file=daemon_pid_file(layout), env=env)
 
 
 def wait_daemon(layout: LabLayout, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
@@ -373,6 +380,7 @@ def _agent_env(
             "VPCNET_NODE_NAME": node,
             "VPCNET_DATASTORE_ENDPOINTS": endpoints["etcd"],
             "VPCNET_DATASTORE_TYPE": datastore,
+            **labetcd.client_tls_env(layout),
         }
     )
     if datastore == "kubernetes":  # the node-side kubeconfig: the API at its VPC address
@@ -606,6 +614,7 @@ def up(
     progress: Progress = lambda _msg: None,
     datastore: str | None = None,
     image: Path | None = None,
+    etcd_tls: bool = False,
 ) -> UpResult:
     """Bring the lab up (or find it up). agent_settings: extra environment for every node agent; datastore:
     what the agents read (lab_datastore's rule when None); restart_backoff: INITIAL:MAX seconds of the agents'
@@ -613,6 +622,8 @@ def up(
     from, as containers, instead of processes."""
     from vpcnet.lab.supervise import parse_backoff
 
+    if etcd_tls and image is not None:
+        raise LabError("--etcd-tls with --image: the image's agents get no client certificate yet")
     settings = dict(agent_settings or {})
     chosen = lab_datastore(datastore, settings)
     try:
@@ -633,6 +644,7 @@ def up(
             progress=progress,
             datastore=chosen,
             image=image,
+            etcd_tls=etcd_tls,
         )
 
 
@@ -646,6 +658,7 @@ def _up(
     progress: Progress,
     datastore: str,
     image: Path | None = None,
+    etcd_tls: bool = False,
 ) -> UpResult:
     info = read_info(layout)
     if info is not None:
@@ -654,6 +667,8 @@ def _up(
             differs = f"its agents read the {info.datastore} datastore"
         if not differs and agents and bool(info.agent_image) != (image is not None):
             differs = f"its agents run from {info.agent_image or 'processes'}"
+        if not differs and info.etcd_tls != etcd_tls:
+            differs = f"its etcd serves {'TLS' if info.etcd_tls else 'plain HTTP'}"
         if differs:
             raise LabError(
                 f"lab {layout.prefix} is already up and {differs}; run `vpcnet lab down` first "
@@ -673,6 +688,7 @@ def _up(
         progress=progress,
         datastore=datastore,
         image=image,
+        etcd_tls=etcd_tls,
     )
 
 
@@ -693,13 +709,14 @@ def _create(
     progress: Progress,
     datastore: str,
     image: Path | None = None,
+    etcd_tls: bool = False,
 ) -> UpResult:
     from vpcnet.lab.ec2.state import Cloud  # the EC2 emulator (imported here: it loads the instance table)
 
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         progress("starting etcd and the lab daemon (EC2 endpoint, IMDS, etcd relay)")
-        etcd_url = labetcd.start(layout)
+        etcd_url = labetcd.start(layout, tls=etcd_tls)
         # The daemon imports while the lab is built, and loads the EC2 state once told it is written.
         start_daemon(layout, etcd_url, wait_for_go=True)
         progress(f"creating namespaces: VPC, internet and {len(topo.nodes)} nodes")
@@ -742,6 +759,7 @@ def _create(
             datastore=datastore,
             restart_backoff=restart_backoff,
             agent_image=agent_image,
+            etcd_tls=etcd_tls,
         )
         _write_json(layout.state_file, info.to_json())
         controls = control_processes(info)
@@ -776,7 +794,7 @@ def _endpoints(ready: Mapping[str, Any], etcd_host: str) -> dict[str, str]:
         "ec2_host": str(ready["ec2_host"]),
         "ec2": f"http://{EC2_ENDPOINT_ADDRESS}",
         "imds": f"http://{IMDS_ADDRESS}",
-        "etcd": f"http://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
+        "etcd": f"{urlsplit(etcd_host).scheme}://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
         "etcd_host": etcd_host,
         "internet": INTERNET_CIDR,
         "internet_http": f"http://{INTERNET_HOST_ADDRESS}",

@@ -219,3 +219,25 @@ def test_custom_networking_pods_on_the_eniconfig_subnet(tmp_path: Any) -> None:
         kernel_checks(lab, "node1", doc)
     finally:
         labctl.down(layout)
+
+
+def test_an_add_that_outwaits_a_failing_ec2_is_try_again_later(lab_factory: Factory) -> None:
+    """EC2 fails every call that would grow the pool: the ADD that finds the pool empty waits
+    VPCNET_ASSIGN_WAIT and answers 11 (the runtime retries it), not 100; once EC2 answers again, the
+    retried ADD gets its address."""
+    env = {**FAST, "WARM_IP_TARGET": "1", "VPCNET_ASSIGN_WAIT": "3"}
+    with lab_factory(nodes=1, instance_type="t3.medium", agents=True, agent_env=env) as lab:
+        wait_for("the pool", lambda: ipam(lab, "node1")["totalIPs"] >= 1, 60)
+        failing = {"code": "InternalError", "probability": 1.0}
+        growth = ("AssignPrivateIpAddresses", "AttachNetworkInterface", "CreateNetworkInterface")
+        set_faults(lab, {"failures": {name: failing for name in growth}})
+        rc, out = cni(lab, "node1", "ADD", "w0")  # the warm address
+        assert rc == 0, out
+        rc, out = cni(lab, "node1", "ADD", "w1")
+        assert rc != 0 and out.get("code") == 11, out
+        assert "VPCNET_ASSIGN_WAIT" in out.get("details", ""), out
+        set_faults(lab, {"reset": True})
+        result = add_until_done(lab, "node1", "w1", time.monotonic() + 90)
+        assert result["ips"][0]["address"] != ""
+        for pod in ("w0", "w1"):
+            assert cni(lab, "node1", "DEL", pod)[0] == 0

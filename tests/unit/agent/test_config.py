@@ -152,7 +152,7 @@ def test_datastore_settings_canonical_and_deprecated_names(caplog: pytest.LogCap
             {"VPCNET_DATASTORE_TYPE": "kubernetes", "KUBECONFIG": "/nonexistent/kc"},
             "VPCNET_DATASTORE_TYPE=kubernetes: KUBECONFIG='/nonexistent/kc': /nonexistent/kc is not",
         ),
-        ({"VPCNET_DATASTORE_ENDPOINTS": "https://e:2379"}, "VPCNET_DATASTORE_ENDPOINTS: etcd endpoint"),
+        ({"VPCNET_DATASTORE_ENDPOINTS": "ftp://e:2379"}, "VPCNET_DATASTORE_ENDPOINTS: etcd endpoint"),
         ({"VPCNET_ETCD_ENDPOINTS": "e:x"}, "VPCNET_ETCD_ENDPOINTS: etcd endpoint 'e:x': bad port"),
         ({"CALICO_IPV4POOL_BLOCK_SIZE": "x"}, "CALICO_IPV4POOL_BLOCK_SIZE='x': expected an integer"),
         ({"CALICO_IPV4POOL_NAT_OUTGOING": "maybe"}, "CALICO_IPV4POOL_NAT_OUTGOING='maybe'"),

@@ -11,7 +11,7 @@ from cnifakes import FakePodNetwork
 from vpcnet.cni.handlers import CniHandler
 from vpcnet.cni.shim import encode_request
 from vpcnet.dataplane.podnet import PodSpec, WiredPod, WiringError
-from vpcnet.ipam.types import Assignment, IpamKey
+from vpcnet.ipam.types import AddressWaitTimedOut, Assignment, IpamKey
 from vpcnet.testing.memalloc import MemoryAllocator
 
 CONF = json.dumps({"cniVersion": "1.0.0", "name": "vpcnet", "type": "vpcnet-cni"}).encode()
@@ -78,6 +78,25 @@ def test_exhausted_pool_is_the_vpc_cni_error() -> None:
     assert asyncio.run(handler.handle(request("ADD", "c1"))).startswith(b"0\n")
     body = json.loads(asyncio.run(handler.handle(request("ADD", "c2"))).partition(b"\n")[2])
     assert body["code"] == 100 and body["msg"] == "add cmd: failed to assign an IP address to container"
+
+
+class SlowEc2Allocator(MemoryAllocator):
+    """An allocator whose pool did not grow within its wait (EC2 slow or throttled), as VpcAddressAllocator
+    says it (tests/unit/ipam/test_vpc_alloc.py checks that it does)."""
+
+    async def assign(self, key: IpamKey, pod_namespace: str, pod_name: str) -> Assignment:
+        raise AddressWaitTimedOut("no address became available within 30s (VPCNET_ASSIGN_WAIT)")
+
+
+def test_an_add_that_outwaits_the_assignment_wait_is_try_again_later() -> None:
+    """Not a hard limit: the runtime must retry (11, the spec's "try again later"), not give up on 100."""
+    allocator = SlowEc2Allocator.from_ranges([("10.0.1.0/24", 5, 0)])
+    handler = CniHandler(lambda: allocator, FakePodNetwork())  # type: ignore[arg-type]
+    head, _, body = asyncio.run(handler.handle(request("ADD", "c1"))).partition(b"\n")
+    error = json.loads(body)
+    assert head == b"1" and error["code"] == 11, error
+    assert "timed out waiting for an IP address" in error["msg"]
+    assert "VPCNET_ASSIGN_WAIT" in error["details"]
 
 
 class CountingAllocator(MemoryAllocator):

@@ -15,7 +15,7 @@ from vpcnet.cli.main import app
 @pytest.mark.parametrize(
     ("variable", "value", "problem"),
     [
-        ("VPCNET_ETCD_ENDPOINTS", "https://etcd.example:2379", "scheme 'https' is not supported"),
+        ("VPCNET_ETCD_ENDPOINTS", "ftp://etcd.example:2379", "scheme 'ftp' is not supported"),
         ("VPCNET_ETCD_ENDPOINTS", "http://127.0.0.1:2379,http://:99", "no host"),
         ("VPCNET_DATASTORE_ENDPOINTS", "127.0.0.1:notaport", "bad port"),
     ],
@@ -54,7 +54,7 @@ def test_the_cli_finds_the_datastore_setting_then_the_lab_then_the_default(
 
     monkeypatch.delenv("VPCNET_ETCD_ENDPOINTS", raising=False)
     monkeypatch.delenv("VPCNET_DATASTORE_ENDPOINTS", raising=False)
-    layout = SimpleNamespace(state_file=tmp_path / "state.json")
+    layout = SimpleNamespace(state_file=tmp_path / "state.json", run_dir=tmp_path)
     assert datastore_settings(layout).endpoints == ("http://127.0.0.1:2379",)
     layout.state_file.write_text(json.dumps({"endpoints": {"etcd_host": "http://127.0.0.1:23791"}}))
     assert datastore_settings(layout).endpoints == ("http://127.0.0.1:23791",)
@@ -62,3 +62,19 @@ def test_the_cli_finds_the_datastore_setting_then_the_lab_then_the_default(
     assert datastore_settings(layout).endpoints == ("http://10.9.0.1:2379",)
     monkeypatch.setenv("VPCNET_DATASTORE_ENDPOINTS", "http://10.9.0.2:2379")  # the canonical name wins
     assert datastore_settings(layout).endpoints == ("http://10.9.0.2:2379",)
+
+
+def test_the_cli_uses_a_tls_labs_client_certificate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from vpcnet.cli.resources import datastore_settings
+
+    for name in ("VPCNET_ETCD_ENDPOINTS", "VPCNET_DATASTORE_ENDPOINTS", "VPCNET_DATASTORE_CA_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    tls = tmp_path / "etcd-tls"
+    tls.mkdir()
+    for name in ("ca.pem", "client.pem", "client-key.pem"):
+        (tls / name).write_text("pem")
+    layout = SimpleNamespace(state_file=tmp_path / "state.json", run_dir=tmp_path)
+    layout.state_file.write_text(json.dumps({"endpoints": {"etcd_host": "https://127.0.0.1:23791"}}))
+    settings = datastore_settings(layout)
+    assert settings.tls is not None and settings.tls.cert_file == tls / "client.pem"
+    assert settings.etcd().endpoints[0].tls

@@ -12,6 +12,7 @@ from vpcnet.datastore.settings import (
     DatastoreSettingsError,
     DatastoreType,
     Endpoint,
+    EtcdTls,
     parse_endpoint,
     read_datastore_settings,
 )
@@ -38,7 +39,7 @@ def test_ipv6_target_has_brackets() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("https://a:1", "scheme 'https'"),
+        ("ftp://a:1", "scheme 'ftp'"),
         ("http://a:99999", "bad port"),
         ("", "empty"),
         ("http://a:1/x", "path"),
@@ -182,3 +183,46 @@ def test_prefix_range_end() -> None:
         "a\xff"
     )  # non-ASCII encodes to several bytes
     assert prefix_range_end("/vpcnet/v1/") == b"/vpcnet/v10"
+
+
+def tls_files(tmp: Path) -> dict[str, str]:
+    for name in ("ca.pem", "client.pem", "client-key.pem"):
+        (tmp / name).write_text("pem")
+    return {
+        "VPCNET_DATASTORE_CA_CERT_FILE": str(tmp / "ca.pem"),
+        "VPCNET_DATASTORE_CERT_FILE": str(tmp / "client.pem"),
+        "VPCNET_DATASTORE_KEY_FILE": str(tmp / "client-key.pem"),
+    }
+
+
+def test_tls_files_make_the_endpoints_https(tmp_path: Path) -> None:
+    env = {**tls_files(tmp_path), ENDPOINTS_VARIABLE: "10.0.0.1:2379,https://10.0.0.2:2379"}
+    settings = read_datastore_settings(env)
+    assert settings.tls == EtcdTls(tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client-key.pem")
+    etcd = settings.etcd()
+    assert [e.tls for e in etcd.endpoints] == [True, True] and etcd.tls == settings.tls
+    assert etcd.tls is not None and etcd.tls.read() == (b"pem", b"pem", b"pem")
+
+
+def test_https_alone_is_tls_with_the_system_roots() -> None:
+    etcd = read_datastore_settings({ENDPOINTS_VARIABLE: "https://e:2379"}).etcd()
+    assert etcd.tls == EtcdTls() and etcd.endpoints[0].tls
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({ENDPOINTS_VARIABLE: "http://e:2379"}, "http beside TLS certificate files"),
+        ({"VPCNET_DATASTORE_KEY_FILE": ""}, "VPCNET_DATASTORE_CERT_FILE is set but VPCNET_DATASTORE_KEY"),
+        ({"VPCNET_DATASTORE_CA_CERT_FILE": "/nonexistent/ca.pem"}, "VPCNET_DATASTORE_CA_CERT_FILE='/nonex"),
+    ],
+)
+def test_bad_tls_settings_name_the_variable(tmp_path: Path, change: dict[str, str], message: str) -> None:
+    env = {**tls_files(tmp_path), ENDPOINTS_VARIABLE: "https://e:2379", **change}
+    with pytest.raises(DatastoreSettingsError, match=message):
+        read_datastore_settings(env)
+
+
+def test_mixed_schemes_are_refused() -> None:
+    with pytest.raises(DatastoreSettingsError, match="http and https mixed"):
+        read_datastore_settings({ENDPOINTS_VARIABLE: "https://a:1,http://b:2"})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from vpcnode import Node, adopt_primary, key, make_node, run
 
-from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady
+from vpcnet.ipam.types import AddressExhausted, AddressManagerNotReady, AddressWaitTimedOut
 from vpcnet.ipam.vpc_alloc import VpcAddressAllocator
 from vpcnet.ipam.vpc_state import VpcPoolState
 from vpcnet.ipam.warm import WarmTargets
@@ -83,7 +83,10 @@ def test_waiting_past_assign_wait_names_the_last_ec2_error() -> None:
         st.last_error = "AttachNetworkInterface: AttachmentLimitExceeded: no"
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with pytest.raises(AddressExhausted, match=r"within 10s \(last EC2 error: AttachNetworkInterface"):
+        with pytest.raises(
+            AddressWaitTimedOut,
+            match=r"within 10s \(VPCNET_ASSIGN_WAIT\) \(last EC2 error: AttachNetworkInterface",
+        ):
             await VpcAddressAllocator(st).assign(key(1), "ns", "p")
         assert loop.time() - started == pytest.approx(10.0, abs=0.1)
 

@@ -182,6 +182,31 @@ def test_token_answers_carry_the_hop_limit_as_ttl(cloud: Cloud, hop_limit: int) 
     assert get.body == inst.id.encode() and get.ip_ttl is None  # metadata answers: the default TTL
 
 
+def test_a_ttl_answer_ends_its_connection_and_others_keep_it() -> None:
+    """The TTL is never set back on a socket that answered with one (a retransmission would carry the
+    default: tests/root/lab/test_imds_hop_limit_wire.py), so that connection closes after the answer."""
+    import http.client
+
+    from vpcnet.lab.ec2.httpserve import RunningServer, bind_local, make_server
+
+    def app(request: Request) -> Response:
+        return Response(200, b"t", ip_ttl=1 if request.method == "PUT" else None)
+
+    running = RunningServer(make_server(app, bind_local()))
+    try:
+        host, port = running.server.server_address[:2]
+        conn = http.client.HTTPConnection(str(host), int(port), timeout=10)
+        conn.request("GET", "/x")
+        first = conn.getresponse()
+        assert first.read() == b"t" and first.getheader("Connection") != "close"
+        conn.request("PUT", "/latest/api/token")  # the same connection: it was kept alive
+        token = conn.getresponse()
+        assert token.read() == b"t" and token.getheader("Connection") == "close" and token.will_close
+        conn.close()
+    finally:
+        running.close()
+
+
 def test_hop_limit_is_checked(cloud: Cloud) -> None:
     with pytest.raises(ValueError, match="hop limit must be 1-64"):
         ImdsApp(cloud, hop_limit=0)

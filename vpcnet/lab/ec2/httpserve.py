@@ -34,7 +34,8 @@ class Response:
     body: bytes = b""
     content_type: str = "text/plain"
     headers: dict[str, str] = field(default_factory=dict)
-    ip_ttl: int | None = None  # the IP TTL this answer travels with (IMDS's hop limit); None: the default
+    ip_ttl: int | None = None  # the IP TTL this answer travels with (IMDS's hop limit; the connection then
+    # closes); None: the default
 
 
 App = Callable[[Request], Response]
@@ -76,21 +77,24 @@ def _handler_for(app: App) -> type[BaseHTTPRequestHandler]:
             except Exception:
                 log.exception("lab HTTP app failed on %s %s", self.command, self.path)
                 response = Response(500, b"internal error\n")
-            if response.ip_ttl is not None:  # this answer only (the connection may be kept alive)
-                default_ttl = self.connection.getsockopt(socket.IPPROTO_IP, socket.IP_TTL)
+            if response.ip_ttl is not None:
+                # The TTL must hold for every segment of this answer, retransmissions included: TCP resends
+                # a segment dropped one hop away (a pod behind the node) long after write() returned, with
+                # the socket's TTL of that moment. So it is never restored: the connection ends with this
+                # answer (the client's next request opens a new one, with the default TTL).
                 self.wfile.flush()
                 self.connection.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, response.ip_ttl)
+                self.close_connection = True
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Content-Length", str(len(response.body)))
             for name, value in response.headers.items():
                 self.send_header(name, value)
+            if response.ip_ttl is not None:
+                self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(response.body)
-            if response.ip_ttl is not None:
-                self.wfile.flush()
-                self.connection.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, default_ttl)
 
         do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve
 
