@@ -330,6 +330,12 @@ class PolicyComponent:
         self.agent: PolicyAgent | None = None
         self._task: asyncio.Task[None] | None = None
         self._datastore: Any = None
+        self._guarded: Any = None  # the IPv6 guard's data plane (Calico mode with IPv6 pods)
+
+    def _any_policy(self) -> bool:
+        """Whether the IPv6 guard must be closed: any policy known, or the policies not known yet (the
+        agent applies only after it has loaded the datastore's snapshot)."""
+        return self.agent is None or bool(self.agent.calc.rules.policies)
 
     async def start(self) -> None:
         from vpcnet.datastore.open import open_store
@@ -341,6 +347,10 @@ class PolicyComponent:
         self._datastore = await open_store(cfg.datastore_settings())
         runner = SubprocessRunner()
         dataplane = make_dataplane(backend, runner)
+        if cfg.mode is Mode.CALICO and cfg.enable_ipv6:  # IPv6 pods: their traffic fails closed
+            from vpcnet.agent.policy_guard6 import GuardedDataplane
+
+            dataplane = self._guarded = GuardedDataplane(dataplane, runner, prefixes, self._any_policy)
         # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.
         other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner)
         try:
@@ -363,6 +373,8 @@ class PolicyComponent:
 
     async def _introspect(self, query: str) -> Response:
         body = self.agent.status() if self.agent else {"started": False}
+        if self._guarded is not None:
+            body["ipv6"] = self._guarded.status()
         return 200, "application/json", json.dumps(body, indent=2).encode()
 
     async def stop(self) -> None:

@@ -1,6 +1,8 @@
 """Which policy component a node runs, by its pods' family.
 
-IPv4 pods: the policy agent (vpcnet.agent.policy). IPv6 pods (ENABLE_IPv6): policy for IPv6 is not
+IPv4 pods, and Calico mode in any family: the policy agent (vpcnet.agent.policy; in Calico mode with IPv6
+pods its IPv6 guard fails their IPv6 traffic closed while policies exist: vpcnet.agent.policy_guard6).
+VPC mode's IPv6 pods (ENABLE_IPv6): policy for IPv6 is not
 enforced yet (issue 15 item 4), and the IPv4 data plane must not see those pods: its fail-closed dispatch
 would drop every pod veth it has no IPv4 endpoint for, the IPv4 egress of IPv6 pods included. So the node
 programs no policy rules, says so in its log and on /v1/policy, and reports ready.
@@ -13,6 +15,7 @@ import logging
 
 from vpcnet.agent import policy
 from vpcnet.agent.component import Component
+from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
 
@@ -22,7 +25,7 @@ NOT_ENFORCED = "NetworkPolicy is not enforced for IPv6 pods yet (ENABLE_IPv6=tru
 
 
 def make_component(ctx: AgentContext) -> Component:
-    if ctx.config.enable_ipv6:
+    if ctx.config.enable_ipv6 and ctx.config.mode is Mode.VPC:
         return PolicyNotEnforced(ctx)
     return policy.make_component(ctx)
 

@@ -12,6 +12,9 @@ Routes come from block affinities in the datastore (each node watches them), not
 Both families go the same way, each over its own underlay: IPv6 blocks via the peer's IPv6 address (a
 direct route within this node's IPv6 subnet, onlink: EC2 gives a node a /128) or through
 `vxlan-v6.calico` (VXLAN over IPv6, as Calico's IPv6 VXLAN device), and IPv6 natOutgoing in ip6tables.
+A direct IPv6 next hop also gets a permanent neighbour entry on the uplink with the peer's ENI MAC: what
+the VPC answers to neighbour discovery for it (the lab's fabric answers with its router's MAC instead, and
+its router has no route to pool addresses).
 """
 
 from __future__ import annotations
@@ -110,6 +113,8 @@ class PoolDataplane:
     nat_rules: tuple[str, ...] = ()  # the rules of NAT_CHAIN, as iptables-save prints them
     nat6_rules: tuple[str, ...] = ()  # the same for the IPv6 pools, as ip6tables-save prints them
     notes: tuple[str, ...] = field(default=())  # what could not be routed, and why
+    uplink: str = "eth0"
+    uplink_subnet6: Cidr | None = None  # where our IPv6 next hops' neighbour entries on the uplink live
 
 
 def vtep_mac(node: str, salt: str = "vtep") -> str:
@@ -193,6 +198,8 @@ def render(
             # where the fabric knows pool addresses.
             onlink = dst.version == 6 or not underlay(local, 4).has(far.address)
             routes.add(Route(dst, "unicast", far.address, uplink, onlink=onlink))
+            if dst.version == 6 and peer.uplink_mac and underlay(local, 6).has(far.address):
+                neighbors.add(Neighbor(uplink, far.address, peer.uplink_mac))
         elif how == "vxlan":
             if not far.vtep_mac:
                 notes.append(f"{dst}: node {peer.name} has no IPv{dst.version} VTEP MAC yet")
@@ -245,6 +252,8 @@ def render(
         nat_rules=nat_rules(pools, 4),
         nat6_rules=nat_rules(pools, 6),
         notes=tuple(notes),
+        uplink=uplink,
+        uplink_subnet6=local.subnet6,
     )
 
 

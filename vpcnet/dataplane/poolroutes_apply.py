@@ -29,6 +29,7 @@ from vpcnet.dataplane.poolroutes import (
     render_ip_batch,
     render_nat_restore,
 )
+from vpcnet.ipam.blocks import Cidr
 
 
 class IpipUnsupported(DataplaneError):
@@ -92,11 +93,17 @@ async def _link(runner: CommandRunner, name: str) -> dict[str, Any] | None:
     return links[0] if links else None
 
 
-async def current_neighbors(runner: CommandRunner, dev: str) -> set[Neighbor]:
+async def current_neighbors(runner: CommandRunner, dev: str, within: Cidr | None = None) -> set[Neighbor]:
+    """Permanent neighbours on dev (on the uplink: only IPv6 ones inside within, the node's /64, the
+    only ones we pin there)."""
     out = set()
-    for entry in await _json(runner, ["ip", "-j", "neigh", "show", "dev", dev, "nud", "permanent"]):
-        if "lladdr" in entry:
-            out.add(Neighbor(dev, ip_address(entry["dst"]), entry["lladdr"]))
+    family = ["-6"] if within is not None else []
+    for entry in await _json(runner, ["ip", "-j", *family, "neigh", "show", "dev", dev, "nud", "permanent"]):
+        if "lladdr" not in entry:
+            continue
+        address = ip_address(entry["dst"])
+        if within is None or (address.version == within.version and address in within):
+            out.add(Neighbor(dev, address, entry["lladdr"]))
     return out
 
 
@@ -243,6 +250,8 @@ async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | N
     for dev in vxlan_devs:
         neighbors |= await current_neighbors(runner, dev)
         fdb |= await current_fdb(runner, dev)
+    if desired.uplink_subnet6 is not None:
+        neighbors |= await current_neighbors(runner, desired.uplink, desired.uplink_subnet6)
     fdb_lines = render_fdb_batch(fdb, desired)
     if fdb_lines:
         stdin = ("\n".join(fdb_lines) + "\n").encode()

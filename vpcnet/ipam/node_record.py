@@ -26,6 +26,7 @@ class NodeRecord:
     address6: IPv6Address | None = None
     subnet6: IPv6Network | None = None
     vtep_mac6: str = ""
+    uplink_mac: str = ""  # its primary ENI's MAC: the IPv6 next hop's link address within a subnet
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -40,6 +41,7 @@ class NodeRecord:
                         "address6": str(self.address6),
                         "subnet6": str(self.subnet6),
                         "vtep_mac6": self.vtep_mac6,
+                        "uplink_mac": self.uplink_mac,
                     }
                     if self.address6 is not None and self.subnet6 is not None
                     else {}
@@ -63,4 +65,5 @@ class NodeRecord:
             address6=IPv6Address(data["address6"]) if data.get("address6") else None,
             subnet6=IPv6Network(data["subnet6"]) if data.get("subnet6") else None,
             vtep_mac6=str(data.get("vtep_mac6", "")),
+            uplink_mac=str(data.get("uplink_mac", "")),
         )
