@@ -39,10 +39,10 @@ class Cluster(LabCli):
         return f"/run/netns/{self.lab.layout.pod_netns('x', pod)}"
 
     def probe(self, version: int, protocol: str = "TCP") -> list[tuple[str, str, str]]:
-        endpoints = [
-            ProbeEndpoint(f"x/{pod}", self.netns(pod), self.ips(pod)[0 if version == 4 else 1])
-            for pod in PLACEMENT
-        ]
+        def ip(pod: str) -> str:
+            return next(a for a in self.ips(pod) if ipaddress.ip_address(a).version == version)
+
+        endpoints = [ProbeEndpoint(f"x/{pod}", self.netns(pod), ip(pod)) for pod in PLACEMENT]
 
         async def run() -> Any:
             return await Prober(80, protocol, timeout=2.0, attempts=3).run(endpoints, endpoints)
