@@ -40,11 +40,15 @@ class GuardedDataplane:
         self.name: BackendName = inner.name
         self.guard = Ipv6Guard(runner, prefixes)
         self.closed = closed
+        self._recheck = True  # read the kernel's guard back on the next apply (first apply, resync)
 
     async def apply(self, state: DesiredState) -> ApplyStats:
         stats = await self.inner.apply(state)
         closed, was = self.closed(), self.guard.closed
+        if closed == was and not self._recheck:
+            return stats  # unchanged since the last apply: no ip6tables-save per policy change
         await self.guard.apply(closed)
+        self._recheck = False
         if closed != was:
             state_word = "closed: IPv6 pod traffic dropped" if closed else "open: no policy exists"
             log.warning("policy: IPv6 guard %s (%s)", state_word, NOT_ENFORCED6)
@@ -52,6 +56,7 @@ class GuardedDataplane:
 
     def resync(self) -> None:
         self.inner.resync()
+        self._recheck = True
 
     async def installed(self) -> bool:
         return await self.inner.installed()
