@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMPS := .make
 APT_PACKAGES := iproute2 iptables ipset nftables etcd-server containerd runc containernetworking-plugins \
-	busybox-static tcpdump procps python3-venv gcc libc6-dev chromium
+	busybox-static tcpdump procps python3-venv gcc libc6-dev chromium mmdebstrap
 PYTEST_ARGS ?=
 LINT_PATHS = $(wildcard vpcnet tests bench faults scripts)
 # The fault suite's scenarios, in the order `make faults` runs them (faults/README-style notes in each file).
@@ -87,17 +87,11 @@ bench: deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # The node image, offline from Debian packages and PyPI (no Docker daemon, no registry): scripts/image/build.py.
-# Needs root (mmdebstrap's root mode), network access to deb.debian.org and PyPI; about 2-3 minutes.
+# Needs root (mmdebstrap's root mode), network access to deb.debian.org and PyPI; about 2 minutes. A build
+# whose inputs (sources, lock, build scripts) match $(IMAGE).stamp is skipped.
 IMAGE ?= vpcnet.oci.tar
-IMAGE_PACKAGES := mmdebstrap gcc libc6-dev
-image: venv
-	@missing=$$(for p in $(IMAGE_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing image build packages: $$missing"; \
-		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
-	$(PY) scripts/image/build.py --output $(IMAGE)
+image: system venv
+	$(PY) scripts/image/build.py --output $(IMAGE) --stamp $(IMAGE).stamp --reuse
 
 # Every fault scenario with its full counts (each brings up its own lab and takes it down); FIGURE lines as
 # bench prints them. `make faults FAULTS_ARGS=--quick` is the bounded form CI runs (tests/root/faults).
@@ -107,4 +101,4 @@ faults: deps
 
 clean:
 	-$(VENV)/bin/vpcnet lab down 2>/dev/null
-	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache build/image vpcnet.oci.tar
+	rm -rf $(VENV) $(STAMPS) .mypy_cache .ruff_cache .pytest_cache build/image build/e2e-image vpcnet.oci.tar vpcnet.oci.tar.stamp

@@ -11,8 +11,12 @@ a full rewrite of the whole ruleset through one restore into an empty namespace 
 diffing sends for every change). Bytes per incremental change vs the full ruleset's bytes.
 Anchor: Calico felix p90 ~1.7 s at 400 pods/node (felix#2072). Goal: p99 <= 100 ms.
 
+--families 6 (or 4,6) runs the same with IPv6 pods (ip6tables + inet6 sets, or an ip6 table): the policy
+programming time of the IPv6 plane of a node with IPv6 pods, beside IPv4's in the same run.
+
 Runs as root in a network namespace of its own ("vb" + 4 random letters), removed at the end.
 Usage: python bench/policy_dataplane.py [--repeat N] [--backends iptables,nftables] [--local 100,400]
+       [--families 4,6]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import random
 import statistics
 import string
@@ -32,6 +37,7 @@ from figures import Figures  # ends the run with its headline FIGURE <name> <val
 
 from vpcnet.api.core import Pod
 from vpcnet.api.loader import parse_resource
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
 from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
 from vpcnet.dataplane.policy_calc import PolicyCalculator
@@ -74,7 +80,12 @@ def policy(name: str, ns: str, app: str, role: str, port: int) -> Policy:
     return compile_policy(resource)  # type: ignore[arg-type]
 
 
+FAMILY = IpFamily.V4  # the pods' family of the case being run (set by run_case)
+
+
 def ip_of(index: int) -> str:
+    if FAMILY is IpFamily.V6:
+        return str(ipaddress.IPv6Address(f"2001:db8:40:{index // 65536:x}::{index % 65536:x}"))
     return f"10.{64 + index // 65536}.{(index // 256) % 256}.{index % 256}"
 
 
@@ -142,24 +153,28 @@ def netns(name: str, add: bool) -> None:
     subprocess.run(["ip", "netns", "add" if add else "del", name], check=add, capture_output=True)
 
 
-async def run_case(backend: str, local: int, repeat: int, tag: str) -> dict[str, Any]:
-    ns_name = f"{tag}-{backend[:3]}{local}"
+async def run_case(
+    backend: str, local: int, repeat: int, tag: str, family: IpFamily = IpFamily.V4
+) -> dict[str, Any]:
+    global FAMILY
+    FAMILY = family
+    ns_name = f"{tag}-{backend[:3]}{local}v{family.value}"
     netns(ns_name, True)
     ref_ns = ns_name + "r"
     netns(ref_ns, True)
     try:
-        calc = PolicyCalculator("n1", ["eni"])
+        calc = PolicyCalculator("n1", ["eni"], family=family)
         t0 = time.perf_counter()
         here = build_cluster(calc, local)
         calc_setup = time.perf_counter() - t0
         state = calc.desired()
         runner = TimedRunner(ns_name)
-        dp = make_dataplane(backend, runner)
+        dp = make_dataplane(backend, runner, family)
         initial, initial_bytes = await timed_apply(calc, dp)
         # Reference, same run: the whole ruleset written through one restore into an empty namespace.
         reference = []
         for _ in range(3):
-            ref_dp = make_dataplane(backend, SubprocessRunner(ref_ns))
+            ref_dp = make_dataplane(backend, SubprocessRunner(ref_ns), family)
             started = time.perf_counter()
             await ref_dp.apply(state)
             reference.append(time.perf_counter() - started)
@@ -210,6 +225,7 @@ async def run_case(backend: str, local: int, repeat: int, tag: str) -> dict[str,
         final = calc.desired()
         return {
             "backend": backend,
+            "family": family,
             "local": local,
             "endpoints": len(final.endpoints),
             "active_policies": len({pid for pid, _ in final.policies}),
@@ -233,7 +249,8 @@ async def run_case(backend: str, local: int, repeat: int, tag: str) -> dict[str,
 def report(case: dict[str, Any], figs: Figures) -> None:
     ms = 1000.0
     print(
-        f"\n== {case['backend']}: {case['local']} pods on the node ({case['endpoints']} endpoints), "
+        f"\n== {case['backend']}, IPv{case['family'].value}: {case['local']} pods on the node "
+        f"({case['endpoints']} endpoints), "
         f"{CLUSTER_PODS} pods / {NAMESPACES * POLICIES_PER_NS} policies in the cluster; "
         f"{case['active_policies']} policies active here, {case['ipsets']} sets"
     )
@@ -270,7 +287,8 @@ def report(case: dict[str, Any], figs: Figures) -> None:
         f"   worst p99 {worst * ms:.1f} ms vs goal 100 ms; "
         f"vs felix#2072 p90 ~1700 ms: {1.7 / worst:.0f}x faster"
     )
-    figs.add(f"{case['backend']}_{case['local']}pods_worst_p99_ms", worst * ms)
+    family = "_ipv6" if case["family"] is IpFamily.V6 else ""
+    figs.add(f"{case['backend']}_{case['local']}pods{family}_worst_p99_ms", worst * ms)
 
 
 async def main() -> None:
@@ -280,12 +298,15 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--backends", default="iptables,nftables")
     parser.add_argument("--local", default="100,400")
+    parser.add_argument("--families", default="4", help="4, 6 or 4,6: the pods' address families")
     args = parser.parse_args()
+    families = [IpFamily(int(f)) for f in args.families.split(",")]
     tag = "vb" + "".join(random.choices(string.ascii_lowercase, k=4))
     figs = Figures()
     for backend in args.backends.split(","):
         for local in (int(x) for x in args.local.split(",")):
-            report(await run_case(backend, local, args.repeat, tag), figs)
+            for family in families:
+                report(await run_case(backend, local, args.repeat, tag, family), figs)
     figs.print()
 
 

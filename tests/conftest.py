@@ -13,7 +13,7 @@ from vpcnet.lab.kubectl import venv_kubectl
 
 # What the root and end-to-end tests use (installed by `make system`).
 REQUIRED_TOOLS = ("ip", "bridge", "iptables", "iptables-restore", "ipset", "nft", "etcd", "containerd", "ctr",
-                  "runc", "busybox", "tcpdump", "cc")  # fmt: skip
+                  "runc", "busybox", "tcpdump", "cc", "mmdebstrap")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,8 +2,8 @@
 containerd with `ctr images import`, it runs the CLI, the native CNI client, and the DaemonSet's init step,
 whose output then answers on the node side (the node's python3 running the copied shim).
 
-The build needs network access to deb.debian.org and PyPI (about 2-3 minutes); VPCNET_IMAGE=path/to/archive
-tests an archive built before instead. containerd runs with its own root, state and socket under the test's
+The archive is the session's (tests/e2e/imagebuild.py: built, or reused while its inputs are unchanged, or
+VPCNET_IMAGE). containerd runs with its own root, state and socket under the test's
 temporary directory (no CRI plugin), so the host's containerd, if any, is not involved.
 """
 
@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 import tomllib
@@ -27,33 +26,12 @@ import pytest
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD_TIMEOUT = 420
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-IMAGE = f"localhost/vpcnet-e2e-{secrets.token_hex(3)}:{VERSION}"
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    given = os.environ.get("VPCNET_IMAGE")
-    if given:
-        return Path(given)
-    if os.geteuid() != 0:
-        pytest.skip("the image build runs as root")
-    if shutil.which("mmdebstrap") is None or shutil.which("gcc") is None:
-        pytest.skip("mmdebstrap and gcc are not installed (make image installs them)")
-    work = tmp_path_factory.mktemp("image")
-    out = work / "vpcnet.oci.tar"
-    argv = [sys.executable, str(ROOT / "scripts/image/build.py"), "--output", str(out)]
-    proc = subprocess.run(
-        [*argv, "--work", str(work / "build"), "--name", IMAGE],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    shutil.rmtree(work / "build", ignore_errors=True)  # the root filesystem: ~250 MB
-    return out
+def archive(image_archive: Path) -> Path:
+    return image_archive
 
 
 @pytest.fixture(scope="module")

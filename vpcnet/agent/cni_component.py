@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vpcnet.agent.branch_lookup import StoreBranchLookup
 from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.cni.handlers import CniSettings
@@ -36,5 +37,11 @@ def make_component(ctx: AgentContext) -> CniService:
         # STATUS says "not available" while policy programming fails (ctx.policy is set by its start()).
         policy_problem=lambda: ctx.policy.programming_problem() if ctx.policy is not None else None,
     )
+    if cfg.enable_pod_eni:
+        lookup = StoreBranchLookup(
+            lambda: ctx.policy.store if ctx.policy is not None else None, cfg.node_name
+        )
+        service.enable_branches(lookup, cfg.pod_sg_enforcing_mode, cfg.veth_prefix, cfg.eni_mtu)
+        service.on_start(lookup.ask_for_trunk)
     ctx.cni = service
     return service

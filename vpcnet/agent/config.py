@@ -66,6 +66,8 @@ class AgentConfig:
     veth_prefix: str = "eni"
     eni_mtu: int = 9001
     custom_network_cfg: bool = False
+    enable_pod_eni: bool = False  # security groups for pods: branch-ENI pods (the controller's annotation)
+    pod_sg_enforcing_mode: str = "strict"  # strict | standard (dataplane/branchnet.py)
     eni_config_name: str = ""  # ENIConfig to use; empty = the availability zone's name, then "default"
     eni_config_file: Path | None = None  # ENIConfig objects (YAML/JSON) when there is no API server
     cluster_name: str = ""
@@ -172,6 +174,8 @@ ENV_NAMES = {
     "veth_prefix": "AWS_VPC_K8S_CNI_VETHPREFIX",
     "eni_mtu": "AWS_VPC_ENI_MTU",
     "custom_network_cfg": "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+    "enable_pod_eni": "ENABLE_POD_ENI",
+    "pod_sg_enforcing_mode": "POD_SECURITY_GROUP_ENFORCING_MODE",
     "eni_config_name": "ENI_CONFIG_NAME",
     "eni_config_file": "VPCNET_ENI_CONFIG_FILE",
     "cluster_name": "CLUSTER_NAME",
@@ -356,6 +360,11 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
     cfg["veth_prefix"] = prefix
     cfg["eni_mtu"] = e.int("AWS_VPC_ENI_MTU", 9001, lo=576, hi=9001)
     cfg["custom_network_cfg"] = e.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", False)
+    cfg["enable_pod_eni"] = e.bool("ENABLE_POD_ENI", False)
+    enforcing = (e.raw("POD_SECURITY_GROUP_ENFORCING_MODE") or "strict").strip().lower()
+    if enforcing not in ("strict", "standard"):
+        raise ConfigError(f"POD_SECURITY_GROUP_ENFORCING_MODE={enforcing!r}: expected strict or standard")
+    cfg["pod_sg_enforcing_mode"] = enforcing
     cfg["eni_config_name"] = e.raw("ENI_CONFIG_NAME") or ""
     eni_file = e.raw("VPCNET_ENI_CONFIG_FILE")
     cfg["eni_config_file"] = Path(eni_file) if eni_file else None

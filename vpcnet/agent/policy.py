@@ -6,6 +6,10 @@ retried with exponential backoff against the newest state; nothing is opened whi
 stay behind the dispatch chains' drop). Every `resync_interval` seconds the applier re-reads the kernel
 and repairs what someone changed by hand.
 
+A node has one plane per address family its pods use (vpcnet.agent.policy_family chooses): each is a
+calculation and a data plane of that family (ip6tables + inet6 sets, or an ip6 table), fed the same events
+and applied in the same loop; the enforced revision is the one every plane has programmed.
+
 Settings (ctx.config): policy_backend (VPCNET_POLICY_BACKEND = iptables (default) | nftables) and
 policy_resync_interval (VPCNET_POLICY_RESYNC_SECONDS, default 90). The enforced revision is written to
 `<node dir>/policy-status.json` ({"revision": R, "pid": P, "pid_start": T, ...}; the contract `vpcnet lab
@@ -21,7 +25,8 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +36,11 @@ from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
 from vpcnet.agent.liveness import own_stamp
-from vpcnet.dataplane.calc.feed import KINDS, feed_invalid, feed_stored
+from vpcnet.dataplane.calc.feed import KINDS, Calculation, Fanout, feed_invalid, feed_stored
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.kernel_cmd import SubprocessRunner
-from vpcnet.dataplane.policy_backend import PolicyDataplane, make_dataplane
-from vpcnet.dataplane.policy_calc import PolicyCalculator
+from vpcnet.dataplane.policy_backend import ApplyStats, PolicyDataplane, make_dataplane
+from vpcnet.dataplane.policy_calc import LocalAddresses, PolicyCalculator
 from vpcnet.dataplane.policy_state import DesiredState
 from vpcnet.datastore.resources import ResourceEvent, ResourceRef, StoredResource
 from vpcnet.datastore.store import ResourceStoreLike
@@ -75,9 +81,18 @@ class PolicyMetrics:
         )
 
 
+@dataclass(frozen=True)
+class PolicyPlane:
+    """One address family's calculation and the data plane it programs."""
+
+    calc: PolicyCalculator
+    dataplane: PolicyDataplane
+
+
 class PolicyAgent:
     """Drives one node's policy data plane from a resource store (over etcd or the Kubernetes API); usable
-    without the daemon (tests, bench)."""
+    without the daemon (tests, bench). calculator and dataplane are the first plane (the pods' family: flow
+    logs read it); extra_planes are the others, fed and applied alike."""
 
     def __init__(
         self,
@@ -90,11 +105,14 @@ class PolicyAgent:
         max_backoff: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         metrics: PolicyMetrics | None = None,
+        extra_planes: Sequence[PolicyPlane] = (),
     ) -> None:
         self.metrics = metrics
         self.store = store
         self.calc = calculator
         self.dataplane = dataplane
+        self.planes = (PolicyPlane(calculator, dataplane), *extra_planes)
+        self._feed: Calculation = Fanout([p.calc for p in self.planes]) if extra_planes else calculator
         self.status_path = status_path
         self.resync_interval = resync_interval
         self.max_backoff = max_backoff
@@ -137,13 +155,13 @@ class PolicyAgent:
 
     def _fail_closed(self, ref: ResourceRef) -> str:
         """Put the invalid ref's fail-closed stand-in in place; says what was done, for the log."""
-        if feed_invalid(self.calc, ref):
+        if feed_invalid(self._feed, ref):
             scope = f"every pod of namespace {ref.namespace}" if ref.namespace else "every pod"
             return f"denying {scope} in both directions until it is fixed or deleted"
         return "skipped (the last valid version, if any, stays in force)"
 
     def _handle(self, ref: ResourceRef, stored: StoredResource | None) -> None:
-        feed_stored(self.calc, ref, stored)
+        feed_stored(self._feed, ref, stored)
 
     # ------------------------------------------------------------------ the loop
 
@@ -168,7 +186,8 @@ class PolicyAgent:
                     self.handle(event.ref, event.resource if event.type is EventType.PUT else None)
                     self.seen_revision = max(self.seen_revision, event.revision)
                 if self.clock() >= next_resync:  # even under a steady stream of changes
-                    self.dataplane.resync()
+                    for plane in self.planes:
+                        plane.dataplane.resync()
                     next_resync = self.clock() + self.resync_interval
                 elif batch is None:
                     continue
@@ -246,7 +265,7 @@ class PolicyAgent:
         while True:
             started = time.perf_counter()
             try:
-                stats = await self.dataplane.apply(self.calc.desired())
+                stats = await self._apply_planes()
             except Exception as exc:
                 self.failures += 1
                 self.apply_failing = True
@@ -279,6 +298,14 @@ class PolicyAgent:
             self._write_status()
             return
 
+    async def _apply_planes(self) -> ApplyStats:
+        set_bytes = rule_bytes = 0
+        for plane in self.planes:  # a failure leaves the planes after it for the retry
+            stats = await plane.dataplane.apply(plane.calc.desired())
+            set_bytes += stats.set_bytes
+            rule_bytes += stats.rule_bytes
+        return ApplyStats(set_bytes, rule_bytes)
+
     def programming_problem(self) -> str | None:
         """Why this node cannot be called ready for pods (health, CNI STATUS), or None: the first apply has
         not succeeded, or the last one failed (changes are not enforced; new endpoints stay dropped)."""
@@ -299,6 +326,10 @@ class PolicyAgent:
             "apply_failing": self.apply_failing,
             "last_apply_seconds": round(self.last_apply_seconds, 6),
             "ignored_resources": {str(ref): why for ref, why in self._bad.items()},
+            "planes": [
+                {"family": f"IPv{p.calc.family.value}", "endpoints": len(p.calc.local_endpoints)}
+                for p in self.planes
+            ],
         }
 
     def _write_status(self) -> None:
@@ -317,25 +348,36 @@ async def close_bare_node(dataplane: PolicyDataplane, prefixes: tuple[str, ...])
     they cover keep working and new veths already meet the dispatch drop. True when it programmed."""
     if await dataplane.installed():
         return False
-    await dataplane.apply(DesiredState(prefixes, {}, {}, {}))
-    log.info("policy: no rules of ours yet: dispatch installed, unknown %s veths dropped", "/".join(prefixes))
+    family = dataplane.family
+    await dataplane.apply(DesiredState(prefixes, {}, {}, {}, family=family))
+    log.info(
+        "policy: no IPv%d rules of ours yet: dispatch installed, unknown %s veths dropped",
+        family.value,
+        "/".join(prefixes),
+    )
     return True
+
+
+@dataclass(frozen=True)
+class Plane:
+    """What one plane of a node is: its family, and where its local endpoints' addresses come from (None:
+    the pods' IPs of that family)."""
+
+    family: IpFamily
+    local_addresses: LocalAddresses | None = None
 
 
 class PolicyComponent:
     name = "policy"
 
-    def __init__(self, ctx: AgentContext) -> None:
+    def __init__(self, ctx: AgentContext, planes: Sequence[Plane] = (Plane(IpFamily.V4),)) -> None:
+        if not planes or len({p.family for p in planes}) != len(planes):
+            raise ValueError(f"policy planes {planes!r}: one or more, at most one per family")
         self.ctx = ctx
+        self.planes = tuple(planes)
         self.agent: PolicyAgent | None = None
         self._task: asyncio.Task[None] | None = None
         self._datastore: Any = None
-        self._guarded: Any = None  # the IPv6 guard's data plane (Calico mode with IPv6 pods)
-
-    def _any_policy(self) -> bool:
-        """Whether the IPv6 guard must be closed: any policy known, or the policies not known yet (the
-        agent applies only after it has loaded the datastore's snapshot)."""
-        return self.agent is None or bool(self.agent.calc.rules.policies)
 
     async def start(self) -> None:
         from vpcnet.datastore.open import open_store
@@ -346,26 +388,29 @@ class PolicyComponent:
         prefixes = ("cali",) if cfg.mode is Mode.CALICO else (cfg.veth_prefix,)
         self._datastore = await open_store(cfg.datastore_settings())
         runner = SubprocessRunner()
-        dataplane = make_dataplane(backend, runner)
-        if cfg.mode is Mode.CALICO and cfg.enable_ipv6:  # IPv6 pods: their traffic fails closed
-            from vpcnet.agent.policy_guard6 import GuardedDataplane
-
-            dataplane = self._guarded = GuardedDataplane(dataplane, runner, prefixes, self._any_policy)
-        # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.
-        other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner)
-        try:
-            await other.remove_all()
-        except Exception as err:  # best effort: its tool may be missing (then it has no rules either)
-            log.warning("could not remove the %s back end's rules (ignored): %s", other.name, err)
-        # Before the CNI component starts wiring pods (it starts after this one).
-        await close_bare_node(dataplane, prefixes)
+        planes = []
+        for plane in self.planes:
+            dataplane = make_dataplane(backend, runner, plane.family)
+            # The other back end's leftovers (a switch of setting) would keep enforcing stale rules.
+            other = make_dataplane("nftables" if backend == "iptables" else "iptables", runner, plane.family)
+            try:
+                await other.remove_all()
+            except Exception as err:  # best effort: its tool may be missing (then it has no rules either)
+                log.warning("could not remove the %s back end's rules (ignored): %s", other.name, err)
+            # Before the CNI component starts wiring pods (it starts after this one).
+            await close_bare_node(dataplane, prefixes)
+            calc = PolicyCalculator(
+                node, prefixes, cfg.flow_log_spec(), plane.family, local_addresses=plane.local_addresses
+            )
+            planes.append(PolicyPlane(calc, dataplane))
         self.agent = PolicyAgent(
             self._datastore.store,
-            PolicyCalculator(node, prefixes, cfg.flow_log_spec()),
-            dataplane,
+            planes[0].calc,
+            planes[0].dataplane,
             status_path=cfg.agent_socket.parent / STATUS_FILE,
             resync_interval=cfg.policy_resync_interval,
             metrics=PolicyMetrics(self.ctx.metrics),
+            extra_planes=planes[1:],
         )
         self.ctx.policy = self.agent  # the flow log reads the calculation (pods, verdict points)
         self.ctx.introspection.route("/v1/policy", self._introspect)
@@ -373,8 +418,6 @@ class PolicyComponent:
 
     async def _introspect(self, query: str) -> Response:
         body = self.agent.status() if self.agent else {"started": False}
-        if self._guarded is not None:
-            body["ipv6"] = self._guarded.status()
         return 200, "application/json", json.dumps(body, indent=2).encode()
 
     async def stop(self) -> None:

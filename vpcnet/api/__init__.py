@@ -32,6 +32,7 @@ from vpcnet.api.networking import (
     NetworkPolicyPort,
     NetworkPolicyRule,
 )
+from vpcnet.api.sgpolicy import SecurityGroupPolicy
 
 __all__ = [
     "CalicoNetworkPolicy",
@@ -58,6 +59,7 @@ __all__ = [
     "Pod",
     "Resource",
     "ResourceKey",
+    "SecurityGroupPolicy",
     "Tier",
     "ValidationError",
     "dump_documents",

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "labprobe",
     "labkubeapi",
     "kubecontrollers",
+    "branchcontroller",
     "demo",
     "agent",
     "resources",
@@ -44,6 +45,7 @@ COMMAND_MODULES = (
     "poolipam",
     "maxpods",
     "cni",
+    "uninstall",
 )
 
 

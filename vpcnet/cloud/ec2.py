@@ -79,6 +79,7 @@ class NetworkInterface:
     tags: Mapping[str, str] = field(default_factory=dict)
     attachment: Attachment | None = None
     security_groups: tuple[str, ...] = ()
+    interface_type: str = "interface"  # "trunk" or "branch" for security groups for pods
 
 
 @dataclass(frozen=True)

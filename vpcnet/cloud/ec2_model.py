@@ -17,6 +17,7 @@ from typing import Any
 ACTIONS = frozenset(
     {
         "AssignPrivateIpAddresses",
+        "AssociateTrunkInterface",
         "AttachNetworkInterface",
         "CreateTags",
         "CreateNetworkInterface",
@@ -24,7 +25,9 @@ ACTIONS = frozenset(
         "DescribeInstanceTypes",
         "DescribeNetworkInterfaces",
         "DescribeSubnets",
+        "DescribeTrunkInterfaceAssociations",
         "DetachNetworkInterface",
+        "DisassociateTrunkInterface",
         "ModifyNetworkInterfaceAttribute",
         "UnassignPrivateIpAddresses",
     }

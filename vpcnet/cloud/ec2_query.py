@@ -24,6 +24,10 @@ class Ec2QueryClient(ABC):
     async def _call(self, api: str, **params: Any) -> dict[str, Any]:
         """Run one EC2 action (with the subclass's retries); raise Ec2Error on an error answer."""
 
+    async def call(self, api: str, **params: Any) -> dict[str, Any]:
+        """One action by name, for callers that speak an area of EC2 of their own (cloud/branch_ec2.py)."""
+        return await self._call(api, **params)
+
     # --- reads ---
 
     async def describe_instance_type(self, instance_type: str) -> InstanceTypeInfo:
@@ -71,7 +75,7 @@ class Ec2QueryClient(ABC):
         out: list[NetworkInterface] = []
         while True:
             page = await self._call("DescribeNetworkInterfaces", **params)
-            out.extend(_eni(row) for row in page.get("NetworkInterfaces", []))
+            out.extend(eni_from_answer(row) for row in page.get("NetworkInterfaces", []))
             token = page.get("NextToken")
             if not token:
                 return out
@@ -106,7 +110,7 @@ class Ec2QueryClient(ABC):
         if prefix_count:
             params["Ipv4PrefixCount"] = prefix_count
         out = await self._call("CreateNetworkInterface", **params)
-        return _eni(out["NetworkInterface"])
+        return eni_from_answer(out["NetworkInterface"])
 
     async def attach_network_interface(self, eni_id: str, instance_id: str, device_index: int) -> str:
         out = await self._call(
@@ -191,7 +195,7 @@ class Ec2QueryClient(ABC):
         )
 
 
-def _eni(row: Mapping[str, Any]) -> NetworkInterface:
+def eni_from_answer(row: Mapping[str, Any]) -> NetworkInterface:
     primary = IPv4Address(row["PrivateIpAddress"])
     secondary = tuple(
         IPv4Address(a["PrivateIpAddress"])
@@ -228,4 +232,5 @@ def _eni(row: Mapping[str, Any]) -> NetworkInterface:
         tags=tags,
         attachment=attachment,
         security_groups=tuple(g["GroupId"] for g in row.get("Groups", [])),
+        interface_type=str(row.get("InterfaceType", "interface")),
     )

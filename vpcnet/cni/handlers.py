@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from vpcnet.cni.branch_pods import BranchPods
 from vpcnet.cni.spec import (
     ERR_CHECK_FAILED,
     ERR_INTERNAL,
@@ -74,9 +75,12 @@ class CniHandler:
         podnet: PodNetwork,
         settings: CniSettings | None = None,
         policy_problem: Callable[[], str | None] | None = None,
+        branches: BranchPods | None = None,
     ) -> None:
-        """policy_problem: why the policy data plane is not ready (None: ready, or no policy here)."""
+        """policy_problem: why the policy data plane is not ready (None: ready, or no policy here);
+        branches: branch-ENI pods (security groups for pods), None when the node has none."""
         self._allocator = allocator
+        self.branches = branches
         self._policy_problem = policy_problem
         self.podnet = podnet
         self.settings = settings or CniSettings()
@@ -136,6 +140,13 @@ class CniHandler:
         env, conf = request.env, request.conf
         # Validate before allocating: a refused ADD must not take an address into its cooldown.
         self._check_netns(env.netns)
+        if self.branches is not None:
+            try:
+                branch_answer = await self.branches.add(request, key)
+            except (PodNamespaceGone, NotANetworkNamespace) as exc:
+                raise netns_error(exc, env.netns) from None
+            if branch_answer is not None:
+                return branch_answer
         allocator = self.allocator()
         if not allocator.ready():
             raise CniError(ERR_TRY_AGAIN_LATER, "the address manager is starting (no pool yet)")
@@ -191,6 +202,8 @@ class CniHandler:
             log.exception("releasing %s after a failed ADD failed", key)
 
     async def delete(self, request: CniRequest, key: IpamKey) -> None:
+        if self.branches is not None and await self.branches.delete(request, key):
+            return  # a branch pod's address is its branch's: nothing for the address manager
         allocator = self.allocator()
         if not allocator.ready():
             # The address can only be released by the address manager: let the runtime retry.
@@ -220,6 +233,8 @@ class CniHandler:
         # removal of the namespace takes it.
 
     async def check(self, request: CniRequest, key: IpamKey) -> None:
+        if self.branches is not None and await self.branches.check(key):
+            return
         assignment = await self.allocator().lookup(key)
         if assignment is None:
             raise CniError(ERR_CHECK_FAILED, "CHECK: the agent holds no address for this container", str(key))
@@ -263,6 +278,8 @@ class CniHandler:
     async def gc(self, request: CniRequest) -> None:
         """Release every attachment of this network the runtime no longer lists."""
         valid = set(request.conf.valid_attachments or ())
+        if self.branches is not None:
+            await self.branches.gc(request.conf.name, valid)
         allocator = self.allocator()
         for key, endpoint in list(self.endpoints.items()):
             if key.network != request.conf.name or (key.container_id, key.ifname) in valid:

@@ -33,6 +33,7 @@ MIRRORED = (
     "serviceaccount",
     "networkpolicy.networking.k8s.io",
     "eniconfig.crd.k8s.amazonaws.com",
+    "securitygrouppolicy.vpcresources.k8s.aws",
     "networkpolicy.projectcalico.org",
     "globalnetworkpolicy.projectcalico.org",
     "networkset.projectcalico.org",

@@ -244,6 +244,33 @@ class PodNetwork:
 
     async def wire(self, spec: PodSpec) -> WiredPod:
         """Make the pod's interface and the host's routes and rules; on failure undo everything and raise."""
+        wired = await self.wire_link(spec)
+        try:
+            host_side = self._host_side_messages(spec, wired.host_index)
+            for address in spec.addresses:
+                if address.version == 6:
+                    host_side.append(
+                        rtnl.permanent_neighbour(
+                            wired.host_index, str(address), wired.pod_mac, family=IpFamily.V6
+                        )
+                    )
+            self.netlink.run(host_side)
+        except BaseException as exc:
+            try:
+                for address in spec.addresses:
+                    self._unwire_host(address, wired.host_index)
+            except Exception:
+                log.exception("rollback of %s failed", spec.host_veth)
+            self.delete_veth_later(spec.host_veth)
+            if isinstance(exc, OSError):
+                raise WiringError(f"wiring {spec.host_veth} ({spec.address}) failed: {exc}") from exc
+            raise
+        return wired
+
+    async def wire_link(self, spec: PodSpec) -> WiredPod:
+        """The veth and the pod's side of it (address, gateway, default route), nothing on the host's
+        side beyond the veth; on failure the veth is deleted again. (`wire` adds the host's routes and
+        rules; a branch-ENI pod gets its own, dataplane/branchnet.py.)"""
         await self._wait_pending(spec.host_veth)
         self.check_netns(spec.netns)
         host_mac, pod_mac = random_mac(), random_mac()
@@ -260,20 +287,8 @@ class PodNetwork:
                 created = self._create_veth(spec, host_mac, pod_mac)
             self._host_sysctls(spec.host_veth)
             self._wire_pod_side(spec, created.peer_index, host_mac)
-            host_side = self._host_side_messages(spec, created.index)
-            for address in spec.addresses:
-                if address.version == 6:
-                    host_side.append(
-                        rtnl.permanent_neighbour(created.index, str(address), pod_mac, family=IpFamily.V6)
-                    )
-            self.netlink.run(host_side)
         except BaseException as exc:
             if created is not None:
-                try:
-                    for address in spec.addresses:
-                        self._unwire_host(address, created.index)
-                except Exception:
-                    log.exception("rollback of %s failed", spec.host_veth)
                 self.delete_veth_later(spec.host_veth)
             if isinstance(exc, OSError):
                 raise WiringError(f"wiring {spec.host_veth} ({spec.address}) failed: {exc}") from exc

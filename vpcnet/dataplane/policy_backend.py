@@ -37,6 +37,7 @@ class ApplyStats:
 
 class PolicyDataplane(Protocol):
     name: BackendName
+    family: IpFamily
 
     async def apply(self, state: DesiredState) -> ApplyStats:
         """Make the kernel match state, sending only what differs; 0 bytes when it already does."""

@@ -8,11 +8,16 @@ rules, resolver); this class wires them and decides which endpoints are local, a
 
 `desired()` returns the DesiredState; objects that did not change are the same objects as last time,
 so renders are cached and the appliers skip them by identity.
+
+A calculator is of one address family (its data plane's): pods' addresses, network sets' CIDRs and rules
+of that family only. `local_addresses` gives a local pod's own addresses in that family where they are not
+its pod IPs: an IPv6 pod's node-local IPv4 for egress (169.254.172.0/22) makes it an endpoint of the IPv4
+plane, whose peers' selectors still match pod IPs only (that address is node-local, not the pod's name).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from vpcnet.api.base import ResourceKey
 from vpcnet.api.calico import GlobalNetworkSet, NetworkSet
@@ -22,19 +27,30 @@ from vpcnet.dataplane.calc.activerules import ActiveRules
 from vpcnet.dataplane.calc.ipsets import IpSetCalculator
 from vpcnet.dataplane.calc.labelindex import LabelIndex, PodEntry, pod_ref
 from vpcnet.dataplane.calc.resolver import EndpointResolver
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.policy_state import DesiredState, FlowLogSpec
 from vpcnet.policy.model import Policy, TierSpec
+
+LocalAddresses = Callable[[Pod], tuple[str, ...]]
 
 
 class PolicyCalculator:
     def __init__(
-        self, node_name: str, interface_prefixes: Iterable[str], flow_logs: FlowLogSpec | None = None
+        self,
+        node_name: str,
+        interface_prefixes: Iterable[str],
+        flow_logs: FlowLogSpec | None = None,
+        family: IpFamily = IpFamily.V4,
+        local_addresses: LocalAddresses | None = None,
     ) -> None:
         self.node_name = node_name
         self.flow_logs = flow_logs  # the verdict points' log actions (vpcnet.dataplane.flow_points)
         self.interface_prefixes = tuple(interface_prefixes)
         self.veth_prefix = self.interface_prefixes[0]
-        self.index = LabelIndex()
+        self.family = family
+        # None: a local pod's endpoint addresses are its pod IPs of the family.
+        self._local_addresses = local_addresses
+        self.index = LabelIndex(family)
         self.ipsets = IpSetCalculator(self.index)
         self.rules = ActiveRules(self.ipsets)
         self.resolver = EndpointResolver()
@@ -75,7 +91,7 @@ class PolicyCalculator:
         if old is not None and old.labels == entry.labels and old.ips == entry.ips and old.pod == pod:
             return
         self.ipsets.pod_changed(ref, old, entry)
-        if pod.node_name == self.node_name and entry.ips:
+        if pod.node_name == self.node_name and self._endpoint_addresses(entry):
             self._local.add(ref)
             self.rules.put_endpoint(ref, entry.labels)
             self._resolve({ref})
@@ -116,6 +132,7 @@ class PolicyCalculator:
                 dict(self.resolver.endpoints),
                 dict(self.rules.chains),
                 dict(self.ipsets.sets),
+                family=self.family,
                 flow_logs=self.flow_logs,
             )
             for part in parts:
@@ -128,6 +145,11 @@ class PolicyCalculator:
         return dict(self.resolver.iface_of)
 
     # ---------------------------------------------------------------- local endpoints
+
+    def _endpoint_addresses(self, entry: PodEntry) -> tuple[str, ...]:
+        """A local pod's own addresses as /32 (/128) CIDRs: the only sources its veth may send from."""
+        ips = entry.ips if self._local_addresses is None else self._local_addresses(entry.pod)
+        return tuple(f"{ip}/{self.family.host_prefixlen}" for ip in ips)
 
     def _drop_local(self, ref: str) -> None:
         self._local.discard(ref)
@@ -145,7 +167,7 @@ class PolicyCalculator:
         self.resolver.put_endpoint(
             entry.ref,
             iface,
-            tuple(f"{ip}/32" for ip in entry.ips),
+            self._endpoint_addresses(entry),
             self.rules.selected(entry.ref, "ingress"),
             self.rules.selected(entry.ref, "egress"),
         )

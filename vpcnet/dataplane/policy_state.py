@@ -206,6 +206,16 @@ def protocol_number(protocol: str) -> int:
 
 
 def canonical_nets(cidrs: Iterable[str]) -> frozenset[str]:
-    """CIDRs collapsed so no two overlap (nft interval sets refuse overlaps; ipset does not care)."""
-    networks = [ipaddress.IPv4Network(c, strict=False) for c in cidrs]
-    return frozenset(str(n) for n in ipaddress.collapse_addresses(networks))
+    """CIDRs (of either family) collapsed so no two overlap (nft interval sets refuse overlaps; ipset does not
+    care), with a /0 given as its two /1 halves: an ipset hash:net refuses prefix length 0 ("the value of the
+    CIDR parameter is invalid"), and an ipBlock of 0.0.0.0/0 or ::/0 is common."""
+    by_version: dict[int, list[ipaddress.IPv4Network | ipaddress.IPv6Network]] = {4: [], 6: []}
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr, strict=False)
+        by_version[network.version].append(network)
+    out: set[str] = set()
+    for networks in by_version.values():
+        for network in ipaddress.collapse_addresses(networks):  # type: ignore[type-var]
+            halves = network.subnets(1) if network.prefixlen == 0 else (network,)
+            out.update(str(half) for half in halves)
+    return frozenset(out)

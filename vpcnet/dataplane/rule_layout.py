@@ -7,7 +7,9 @@ The layout is Calico felix's, with our own "vpcn-" prefix:
   INPUT    -> vpcn-INPUT (inserted first)
   vpcn-FORWARD: clear our mark bits; in <prefix>* -> vpcn-from-wl-dispatch;
                 out <prefix>* -> vpcn-to-wl-dispatch
-  vpcn-INPUT:   clear our mark bits; in <prefix>* -> vpcn-from-wl-dispatch (a pod talking to its node)
+  vpcn-INPUT:   clear our mark bits; [IPv6: ICMPv6 neighbour discovery, router solicitations and
+                advertisements and MLD from <prefix>* accepted]; in <prefix>* -> vpcn-from-wl-dispatch
+                (a pod talking to its node)
   dispatch:     by interface to the endpoint's chain (goto); anything else is dropped ("unknown interface":
                 fail closed for veths we have not programmed)
   vpcn-fw-<veth> (egress) / vpcn-tw-<veth> (ingress): [fw: drop unless the source is the pod's own address],
@@ -251,7 +253,7 @@ def layout(state: DesiredState) -> Layout:
     ifaces = tuple(sorted(state.endpoints))
     items: list[Chain | Dispatch] = [
         forward_chain(prefixes),
-        input_chain(prefixes),
+        input_chain(prefixes, family),
         dispatch(names.FROM_WL_DISPATCH, "in", prefixes, ifaces),
         dispatch(names.TO_WL_DISPATCH, "out", prefixes, ifaces),
     ]
@@ -275,9 +277,23 @@ def forward_chain(prefixes: tuple[str, ...]) -> Chain:
     return Chain(names.FORWARD_CHAIN, tuple(rules))
 
 
+# ICMPv6 a pod sends its node whatever policy says (felix allows the same), before anti-spoofing: these come
+# from the pod's link-local address (or ::), and without them the pod and the node lose each other as
+# neighbours. MLD listener query/report/done (130-132) and MLDv2 report (143), router solicitation and
+# advertisement (133, 134), neighbour solicitation and advertisement (135, 136). They are link-local
+# (hop limit 255): never forwarded, so the INPUT path is the only one that sees them.
+ICMPV6_LINK_TYPES = (130, 131, 132, 133, 134, 135, 136, 143)
+
+
 @functools.cache
-def input_chain(prefixes: tuple[str, ...]) -> Chain:
+def input_chain(prefixes: tuple[str, ...], family: IpFamily = IpFamily.V4) -> Chain:
     rules = [Rule((), (MarkClear(MARK_ALL),))]
+    if family is IpFamily.V6:
+        rules += [
+            Rule((Iface("in", p, True), Protocol("icmp"), Icmp(t)), (ACCEPT,), "ICMPv6 link protocol")
+            for p in prefixes
+            for t in ICMPV6_LINK_TYPES
+        ]
     rules += [Rule((Iface("in", p, True),), (Jump(names.FROM_WL_DISPATCH),)) for p in prefixes]
     return Chain(names.INPUT_CHAIN, tuple(rules))
 

@@ -6,7 +6,8 @@ users write as `projectcalico.org/v3`; in the Kubernetes datastore (Calico's KDD
 resources of the CRDs in `crd.projectcalico.org/v1` with the same metadata and spec, so an object written by
 calicoctl or by Calico's own components means the same here. The store converts at its edge: documents
 go out as `crd.projectcalico.org/v1` and come back as `projectcalico.org/v3`; consumers never see the CRD
-form. ENIConfig is the VPC CNI's CRD, `crd.k8s.amazonaws.com/v1alpha1`, served as it is.
+form. ENIConfig is the VPC CNI's CRD, `crd.k8s.amazonaws.com/v1alpha1`, and SecurityGroupPolicy the VPC
+resource controller's, `vpcresources.k8s.aws/v1beta1`; both served as they are.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ CALICO_CRD_GROUP = "crd.projectcalico.org"
 CALICO_CRD_VERSION = "v1"
 CALICO_CRD_API_VERSION = f"{CALICO_CRD_GROUP}/{CALICO_CRD_VERSION}"
 ENICONFIG_API_VERSION = "crd.k8s.amazonaws.com/v1alpha1"
+SGP_API_VERSION = "vpcresources.k8s.aws/v1beta1"  # security groups for pods
 ENICONFIG_LABEL = "k8s.amazonaws.com/eniConfig"  # a node's ENIConfig, unless ENI_CONFIG_LABEL_DEF says
 ENICONFIG_LABEL_ENV = "ENI_CONFIG_LABEL_DEF"
 
@@ -118,6 +120,13 @@ KINDS: dict[str, KubeKind] = {
         _calico("IPAMBlock", "ipamblocks", False),
         _calico("IPAMHandle", "ipamhandles", False),
         _builtin("eniconfig.crd.k8s.amazonaws.com", ENICONFIG_API_VERSION, "ENIConfig", "eniconfigs", False),
+        _builtin(
+            "securitygrouppolicy.vpcresources.k8s.aws",
+            SGP_API_VERSION,
+            "SecurityGroupPolicy",
+            "securitygrouppolicies",
+            True,
+        ),
         # What the lab's control plane writes: leader election, and the CRDs that make the kinds above served.
         _builtin("lease.coordination.k8s.io", "coordination.k8s.io/v1", "Lease", "leases", True),
         _builtin(

@@ -165,6 +165,13 @@ class Ipv6Allocator:
 
     # ------------------------------------------------------------------ what the agent reads
 
+    def egress_v4_of(self, address: PodAddress) -> IPv4Address | None:
+        """The node-local IPv4 of the pod that holds IPv6 address (the policy's IPv4 plane: the only
+        source that pod may use over IPv4); None when no pod here holds it."""
+        key = self._by_address.get(address)
+        held = self._held.get(key) if key is not None and address.version == 6 else None
+        return held.assignment.egress_v4 if held is not None else None
+
     def describe(self) -> dict[str, Any]:
         return {
             "ipv6Prefix": str(self.prefix) if self.prefix is not None else None,

@@ -151,8 +151,9 @@ def daemon_marker(layout: LabLayout) -> str:
 
 
 # The lab's control-plane processes beside the daemon: kube-controllers (the API mirrored into etcd, which
-# the agents read in etcd mode) and the lab kubelet (pods of the API run on the nodes).
-CONTROL_PROCESSES = ("kube-controllers", "kubelet")
+# the agents read in etcd mode), the branch controller (security groups for pods: trunk and branch ENIs,
+# the VPC resource controller's job) and the lab kubelet (pods of the API run on the nodes).
+CONTROL_PROCESSES = ("kube-controllers", "branch-controller", "kubelet")
 DATASTORES = ("kubernetes", "etcd")
 
 
@@ -167,7 +168,7 @@ def lab_datastore(datastore: str | None, agent_settings: Mapping[str, str]) -> s
 
 def control_processes(info: LabInfo) -> tuple[str, ...]:
     """kube-controllers only in etcd mode: over the Kubernetes datastore the agents watch the API."""
-    return CONTROL_PROCESSES if info.datastore == "etcd" else ("kubelet",)
+    return CONTROL_PROCESSES if info.datastore == "etcd" else ("branch-controller", "kubelet")
 
 
 def control_pid_file(layout: LabLayout, name: str) -> Path:
@@ -203,6 +204,16 @@ def start_control(layout: LabLayout, name: str, info: LabInfo) -> None:
         ]  # fmt: skip
         env = {**os.environ, "VPCNET_DATASTORE_ENDPOINTS": info.endpoints["etcd_host"]}
         env.pop("VPCNET_ETCD_ENDPOINTS", None)
+    elif name == "branch-controller":
+        argv = [
+            sys.executable, "-c", "from vpcnet.cli.main import main; main()", "branch-controller",
+            "--kubeconfig", str(layout.kubeconfig),
+            "--region", info.region,
+            "--ec2-endpoint", info.endpoints["ec2_host"],
+            "--cluster-name", layout.prefix,
+            "--marker", control_marker(layout, name),
+        ]  # fmt: skip
+        env = {**os.environ, **LAB_CREDENTIALS}
     else:
         argv = [
             sys.executable, "-m", "vpcnet.lab.kubeletd", "--prefix", layout.prefix,

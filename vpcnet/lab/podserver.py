@@ -132,17 +132,17 @@ class _ServedPod:
     ports: frozenset[PortSpec]
     servers: list[asyncio.AbstractServer] = field(default_factory=list)
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
-    raw: socket.socket | None = None
+    raws: list[socket.socket] = field(default_factory=list)  # raw SCTP sockets: IPv4, and IPv6 if it is on
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         for server in self.servers:
             server.close()
         for transport in self.transports:
             transport.close()
-        if self.raw is not None:
-            loop.remove_reader(self.raw.fileno())
-            self.raw.close()
-            self.raw = None
+        for raw in self.raws:
+            loop.remove_reader(raw.fileno())
+            raw.close()
+        self.raws.clear()
 
 
 def _netns_inode(path: str) -> int:
@@ -196,10 +196,13 @@ class PodServer:
                     elif spec.protocol == "UDP":
                         dgram_socks += _listen(socket.SOCK_DGRAM, spec.port)
                 if sctp_ports:
-                    pod.raw = sctp.raw_socket()
+                    pod.raws.append(sctp.raw_socket(socket.AF_INET))
+                    with contextlib.suppress(OSError):  # a kernel without IPv6
+                        pod.raws.append(sctp.raw_socket(socket.AF_INET6))
         except BaseException:
-            for sock in stream_socks + dgram_socks:
+            for sock in stream_socks + dgram_socks + pod.raws:
                 sock.close()
+            pod.raws.clear()
             raise
 
         async def answer_tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -216,8 +219,7 @@ class PodServer:
         for sock in dgram_socks:
             transport, _ = await loop.create_datagram_endpoint(lambda: _UdpAnswer(reply), sock=sock)
             pod.transports.append(transport)
-        if pod.raw is not None:
-            raw = pod.raw
+        for raw in pod.raws:
             loop.add_reader(raw.fileno(), _answer_sctp, raw, sctp_ports, reply.rstrip(b"\n"))
 
     def listing(self) -> dict[str, Any]:
@@ -237,24 +239,25 @@ class PodServer:
 def _answer_sctp(raw: socket.socket, ports: frozenset[int], cookie: bytes) -> None:
     while True:
         try:
-            data = raw.recv(65535)
+            src, data = sctp.recv_datagram(raw)
         except (BlockingIOError, InterruptedError):
             return
+        except sctp.SctpError:
+            continue  # a real SCTP stack silently discards what it cannot parse
         except OSError as exc:
             log.warning("sctp recv: %s", exc)
             return
         try:
-            datagram = sctp.decode_ipv4(data)
-            packet = sctp.decode_packet(datagram.payload)
+            packet = sctp.decode_packet(data)
             if packet.first_chunk_type != sctp.CHUNK_INIT or packet.vtag != 0 or packet.dst_port not in ports:
                 continue
             answer = sctp.init_ack_packet(packet, random.randint(1, 2**32 - 1), cookie)
         except sctp.SctpError:
             continue  # a real SCTP stack silently discards what it cannot parse
         try:
-            raw.sendto(answer.encode(), (datagram.src, 0))
+            raw.sendto(answer.encode(), (src, 0))
         except OSError as exc:  # the prober retries its INIT; one lost answer is a lost packet
-            log.debug("sctp INIT-ACK to %s not sent: %s", datagram.src, exc)
+            log.debug("sctp INIT-ACK to %s not sent: %s", src, exc)
 
 
 class ControlServer:

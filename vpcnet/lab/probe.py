@@ -65,36 +65,46 @@ class ProbeReport:
 
 
 class _SctpListener:
-    """One raw SCTP socket in a source namespace, matching INIT-ACKs to the probes waiting for them."""
+    """Raw SCTP sockets in a source namespace (IPv4, and IPv6 where the kernel has it), matching INIT-ACKs
+    to the probes waiting for them."""
 
     def __init__(self, netns: str) -> None:
+        self.socks: dict[int, socket.socket] = {}
         with in_netns(netns):
-            self.sock = sctp.raw_socket()
+            self.socks[socket.AF_INET] = sctp.raw_socket(socket.AF_INET)
+            with contextlib.suppress(OSError):
+                self.socks[socket.AF_INET6] = sctp.raw_socket(socket.AF_INET6)
         self.waiting: dict[tuple[str, int, int, int], asyncio.Future[sctp.Packet]] = {}
         self.loop = asyncio.get_running_loop()
-        self.loop.add_reader(self.sock.fileno(), self._readable)
+        for sock in self.socks.values():
+            self.loop.add_reader(sock.fileno(), self._readable, sock)
 
-    def _readable(self) -> None:
+    def sock_for(self, ip: str) -> socket.socket:
+        sock = self.socks.get(_family(ip))
+        if sock is None:
+            raise OSError(f"no raw SCTP socket for {ip}'s family")
+        return sock
+
+    def _readable(self, sock: socket.socket) -> None:
         while True:
             try:
-                data = self.sock.recv(65535)
+                src, data = sctp.recv_datagram(sock)
+                packet = sctp.decode_packet(data)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:
-                return
-            try:
-                datagram = sctp.decode_ipv4(data)
-                packet = sctp.decode_packet(datagram.payload)
             except sctp.SctpError:
                 continue
-            key = (datagram.src, packet.src_port, packet.dst_port, packet.vtag)
+            except OSError:
+                return
+            key = (src, packet.src_port, packet.dst_port, packet.vtag)
             future = self.waiting.get(key)
             if future is not None and not future.done():
                 future.set_result(packet)
 
     def close(self) -> None:
-        self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        for sock in self.socks.values():
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
 
 
 class Prober:
@@ -198,7 +208,9 @@ class Prober:
         future: asyncio.Future[sctp.Packet] = asyncio.get_running_loop().create_future()
         listener.waiting[key] = future
         try:
-            listener.sock.sendto(sctp.init_packet(local_port, self.port, tag).encode(), (target.ip, 0))
+            listener.sock_for(target.ip).sendto(
+                sctp.init_packet(local_port, self.port, tag).encode(), (target.ip, 0)
+            )
             answer = await asyncio.wait_for(future, self.timeout)
         finally:
             listener.waiting.pop(key, None)
@@ -212,7 +224,7 @@ class Prober:
             return b""
         with contextlib.suppress(OSError):
             abort = sctp.abort_packet(local_port, self.port, ack.initiate_tag)
-            listener.sock.sendto(abort.encode(), (target.ip, 0))
+            listener.sock_for(target.ip).sendto(abort.encode(), (target.ip, 0))
         return ack.cookie or b""
 
 

@@ -204,10 +204,22 @@ def decode_ipv4(data: bytes) -> Ipv4Datagram:
     )
 
 
-def raw_socket() -> socket.socket:
-    """A raw IPv4 socket of protocol 132 (needs CAP_NET_RAW). The kernel writes the IP header on send;
-    recv returns the whole IP packet. With such a socket open, the kernel does not answer incoming SCTP
-    with ICMP protocol-unreachable."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_SCTP)
+def raw_socket(family: int = socket.AF_INET) -> socket.socket:
+    """A raw socket of protocol 132 of family (AF_INET or AF_INET6; needs CAP_NET_RAW). The kernel writes
+    the IP header on send; recv returns the whole IP packet in IPv4, the payload only in IPv6 (see
+    recv_datagram). With such a socket open, the kernel does not answer incoming SCTP with ICMP
+    protocol-unreachable."""
+    sock = socket.socket(family, socket.SOCK_RAW, IPPROTO_SCTP)
     sock.setblocking(False)
     return sock
+
+
+def recv_datagram(sock: socket.socket) -> tuple[str, bytes]:
+    """(source address, SCTP packet) of what a raw socket of either family received; SctpError for an IPv4
+    packet that is not well-formed. (SCTP's CRC32c covers no pseudo-header: the packet is the same in both
+    families.) Raises BlockingIOError when nothing is waiting."""
+    data, address = sock.recvfrom(65535)
+    if sock.family == socket.AF_INET6:
+        return str(address[0]), data
+    datagram = decode_ipv4(data)
+    return datagram.src, datagram.payload

@@ -1,6 +1,7 @@
 """Calico mode with IPv6-only pods in a real lab (`lab up --mode calico --ip-family ipv6`): each pod has one
 address, from the IPv6 pool, and no IPv4; the agents make the default IPv6 pool (and no IPv4 one); pods
-reach each other on a node, within a subnet and across subnets; `lab wait` passes."""
+reach each other on a node, within a subnet and across subnets; `lab wait` passes; a NetworkPolicy holds
+over IPv6."""
 
 from __future__ import annotations
 
@@ -47,3 +48,18 @@ def test_pods_have_only_an_ipv6_address_from_the_ipv6_pool(cluster: Cluster) -> 
 @pytest.mark.parametrize("protocol", ["TCP", "UDP"])
 def test_every_pod_reaches_every_pod(cluster: Cluster, protocol: str) -> None:
     assert cluster.probe(6, protocol) == []
+
+
+def test_policy_holds_for_ipv6_only_pods(cluster: Cluster) -> None:
+    only_a = (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-a, namespace: x}\n"
+        "spec:\n  podSelector: {matchLabels: {pod: d}}\n  ingress:\n  - from:\n"
+        "    - podSelector: {matchLabels: {pod: a}}\n"
+    )
+    cluster.apply(only_a, "only-a.yaml")
+    try:
+        assert {(src, dst) for src, dst, _ in cluster.probe(6)} == {("x/b", "x/d"), ("x/c", "x/d")}
+    finally:
+        cluster.cli("delete", "networkpolicy", "x/only-a")
+        cluster.cli("lab", "wait")
+    assert cluster.probe(6) == []

@@ -51,7 +51,7 @@ def test_up_is_idempotent_status_exec_and_down_leaves_nothing(prefix: str) -> No
 
     doc = json.loads(cli("lab", "status", "-o", "json", "--prefix", prefix).stdout)
     # The lab's default datastore is its Kubernetes API: no kube-controllers mirror to run.
-    expected = {"etcd": True, "cloudd": True, "kubelet": True}
+    expected = {"etcd": True, "cloudd": True, "branch-controller": True, "kubelet": True}
     assert doc["up"] and doc["processes"] == expected and doc["datastore"] == "kubernetes"
     assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
     n1, n2 = doc["nodes"]

@@ -30,12 +30,15 @@ class TwoPods:
         self.client = client
         self.a = ProbeEndpoint("x/a", f"/run/netns/{prefix}-a", "10.251.0.1")
         self.b = ProbeEndpoint("y/b", f"/run/netns/{prefix}-b", "10.251.0.2")
+        # the same pods over IPv6 (a ULA inside these two namespaces only)
+        self.a6 = ProbeEndpoint("x/a", self.a.netns, "fdfb:251::1")
+        self.b6 = ProbeEndpoint("y/b", self.b.netns, "fdfb:251::2")
 
     def ns(self, pod: ProbeEndpoint) -> str:
         return Path(pod.netns).name
 
-    def matrix(self, port: int, protocol: str) -> dict[str, dict[str, bool]]:
-        pods = [self.a, self.b]
+    def matrix(self, port: int, protocol: str, ipv6: bool = False) -> dict[str, dict[str, bool]]:
+        pods = [self.a6, self.b6] if ipv6 else [self.a, self.b]
         report = asyncio.run(probe_matrix(pods, pods, port, protocol, timeout=0.5, attempts=1))
         return report.matrix()
 
@@ -66,6 +69,8 @@ def two_pods(tmp_path: Path) -> Iterator[TwoPods]:
         )
         for name, ip in (("a", "10.251.0.1"), ("b", "10.251.0.2")):
             sh("ip", "-n", f"{prefix}-{name}", "addr", "add", f"{ip}/24", "dev", "eth0")
+            ip6 = "fdfb:251::1" if name == "a" else "fdfb:251::2"
+            sh("ip", "-n", f"{prefix}-{name}", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad")
             sh("ip", "-n", f"{prefix}-{name}", "link", "set", "eth0", "up")
         client = start_pod_server(
             tmp_path / "podserver.sock", tmp_path / "podserver.log", pid_path=tmp_path / "podserver.pid"
@@ -89,6 +94,13 @@ def full(value: bool) -> dict[str, dict[str, bool]]:
 @pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])
 def test_every_protocol_answers_on_a_served_port(two_pods: TwoPods, protocol: str) -> None:
     assert two_pods.matrix(80, protocol) == full(True)
+
+
+@pytest.mark.parametrize("protocol", ["TCP", "UDP", "SCTP"])
+def test_every_protocol_answers_over_ipv6(two_pods: TwoPods, protocol: str) -> None:
+    assert two_pods.matrix(80, protocol, ipv6=True) == full(True)
+    if protocol != "TCP":
+        assert two_pods.matrix(82, protocol, ipv6=True) == full(False)
 
 
 @pytest.mark.parametrize("protocol", ["UDP", "SCTP"])
@@ -127,7 +139,8 @@ def test_bad_requests_are_refused_with_a_reason(two_pods: TwoPods) -> None:
     assert "x/c" not in two_pods.client.listing()
 
 
-def test_sctp_passes_stateful_netfilter_in_one_direction_only(two_pods: TwoPods) -> None:
+@pytest.mark.parametrize("ipv6", [False, True], ids=["ipv4", "ipv6"])
+def test_sctp_passes_stateful_netfilter_in_one_direction_only(two_pods: TwoPods, ipv6: bool) -> None:
     """conntrack must see the INIT-ACK as the INIT's reply (tags right), or the stateful rules drop it."""
     rules = {
         # a accepts only replies; b accepts new SCTP to port 80 and replies.
@@ -140,14 +153,22 @@ def test_sctp_passes_stateful_netfilter_in_one_direction_only(two_pods: TwoPods)
         ],
     }
     for name, lines in rules.items():
+        if ipv6:  # neighbour discovery, or a and b never learn each other's MAC
+            lines = ["-A INPUT -p ipv6-icmp -j ACCEPT", *lines]
         text = "*filter\n" + "\n".join(lines) + "\nCOMMIT\n"
         subprocess.run(
-            ["ip", "netns", "exec", f"{two_pods.prefix}-{name}", "iptables-restore"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                f"{two_pods.prefix}-{name}",
+                "ip6tables-restore" if ipv6 else "iptables-restore",
+            ],
             input=text.encode(),
             check=True,
             capture_output=True,
         )
-    matrix = two_pods.matrix(80, "SCTP")
+    matrix = two_pods.matrix(80, "SCTP", ipv6)
     assert matrix["x/a"]["y/b"] is True
     assert matrix["y/b"]["x/a"] is False
     assert matrix["y/b"]["y/b"] is True  # loopback: lo traffic also passes conntrack as NEW then reply

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from vpcnet.agent.policy import PolicyAgent, PolicyMetrics
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.policy_backend import ApplyStats, BackendName
 from vpcnet.dataplane.policy_calc import PolicyCalculator
 from vpcnet.dataplane.policy_state import DesiredState, TierPolicies
@@ -68,6 +69,7 @@ class SnapshotStore:
 
 class Recording:
     name: BackendName = "iptables"
+    family = IpFamily.V4
 
     def __init__(self) -> None:
         self.applied: list[DesiredState] = []

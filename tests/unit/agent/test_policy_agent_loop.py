@@ -14,6 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from vpcnet.agent.policy import PolicyAgent, PolicyMetrics
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.kernel_cmd import DataplaneError
 from vpcnet.dataplane.policy_backend import ApplyStats, BackendName
 from vpcnet.dataplane.policy_calc import PolicyCalculator
@@ -78,6 +79,7 @@ class MemoryStore:
 
 class ScriptedDataplane:
     name: BackendName = "iptables"
+    family = IpFamily.V4
 
     def __init__(self, failures: int) -> None:
         self.failures = failures

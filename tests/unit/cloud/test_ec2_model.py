@@ -1,5 +1,6 @@
-"""The cut EC2 model: every action vpcnet sends is in it, it matches the installed botocore, the client
-built on it knows only those actions, and an action outside it still works through the full model."""
+"""The cut EC2 model: every action vpcnet sends (the query client, the branch ENI calls) is in it, it
+matches the installed botocore, the client built on it knows only those actions, and an action outside
+it still works through the full model."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from vpcnet.cloud import ec2_model, ec2_query
+from vpcnet.cloud import branch_ec2, ec2_model, ec2_query
 from vpcnet.cloud.boto_ec2 import Boto3Ec2
 from vpcnet.lab.ec2.auth import LAB_CREDENTIALS
 from vpcnet.lab.ec2.local import LocalCloud
 
 
 def test_actions_are_the_ones_the_query_client_sends() -> None:
-    source = Path(ec2_query.__file__).read_text()
-    sent = set(re.findall(r'_call\(\s*"([A-Za-z]+)"', source))
+    source = Path(ec2_query.__file__).read_text() + Path(branch_ec2.__file__).read_text()
+    sent = set(re.findall(r'(?:_call|\.call)\(\s*"([A-Za-z]+)"', source))
     assert sent == set(ec2_model.ACTIONS), "update vpcnet.cloud.ec2_model.ACTIONS and rerun it"
 
 

@@ -161,7 +161,7 @@ def test_post_start_writes_the_conflist_with_options_install_cni_has() -> None:
 
 def test_image_runs_vpcnet_from_its_path() -> None:
     build = script("build")
-    config = build.image_config()
+    config = build.image_config(build.version())
     assert config["Entrypoint"] == ["vpcnet"] and config["Cmd"] == ["agent"]
     assert f"{build.VENV}/bin" in next(e for e in config["Env"] if e.startswith("PATH=")).split("=", 1)[1]
     assert agent_container()["command"] == ["vpcnet"] and agent_container()["args"] == ["agent"]

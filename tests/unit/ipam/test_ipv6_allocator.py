@@ -216,3 +216,19 @@ def test_checkpoint_round_trips_both_families() -> None:
     assert a6.address == IPv6Address("2001:db8::5") and a6.egress_v4 == IPv4Address("169.254.172.9")
     assert a4.address == IPv4Address("10.0.0.5") and a4.egress_v4 is None
     assert CheckpointData.from_json(data.to_json(), "again").allocations == data.allocations
+
+
+def test_a_pods_egress_ipv4_is_found_by_its_ipv6_address() -> None:
+    node = Ipv6Node()
+
+    async def body() -> None:
+        alloc = node.allocator()
+        await alloc.start()
+        a = await alloc.assign(key(1), "default", "a")
+        b = await alloc.assign(key(2), "default", "b")
+        assert alloc.egress_v4_of(a.address) == a.egress_v4 and alloc.egress_v4_of(b.address) == b.egress_v4
+        assert a.egress_v4 is not None and alloc.egress_v4_of(a.egress_v4) is None  # not by the IPv4 itself
+        await alloc.release(key(1))
+        assert alloc.egress_v4_of(a.address) is None
+
+    run(body)

@@ -1,6 +1,6 @@
 """Calico mode's families: ENABLE_IPv4/ENABLE_IPv6 (and FELIX_IPV6SUPPORT), the default IPv6 pool from
-CALICO_IPV6POOL_*, the CNI result of a dual-stack pod, `lab up --ip-family` per mode, and the IPv6 guard's
-rules (pure parts; the kernel side is in tests/root/ipv6/test_lab_calico_dual.py)."""
+CALICO_IPV6POOL_*, the CNI result of a dual-stack pod, `lab up --ip-family` per mode, and the policy planes
+per family (pure parts; the kernel side is in tests/root/ipv6/test_lab_calico_dual.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from vpcnet.agent.pool_ipam import default_pool_document, pod_versions
 from vpcnet.api import ValidationError
 from vpcnet.cli.lab import family_settings
 from vpcnet.cni.spec import Interface, add_result
-from vpcnet.dataplane.ipv6_guard import chain_rules, parse_save, render_restore
 
 CALICO = {"VPCNET_MODE": "calico"}
 
@@ -76,13 +75,18 @@ def test_lab_ip_family_per_mode() -> None:
     assert family_settings("dual", {}) == {} and family_settings("ipv4", {"VPCNET_MODE": "calico"}) == {}
 
 
-def test_ipv6_guard_closed_keeps_neighbour_discovery_and_open_is_empty() -> None:
-    closed = chain_rules(("cali",), True)
-    assert closed[-2:] == ("-A vpcn6-guard -i cali+ -j DROP", "-A vpcn6-guard -o cali+ -j DROP")
-    assert "-A vpcn6-guard -p ipv6-icmp -m icmp6 --icmpv6-type 135 -j RETURN" in closed
-    assert chain_rules(("cali",), False) == ()
-    text = render_restore(closed, jump_present=False)
-    assert text.startswith("*filter\n:vpcn6-guard - [0:0]\n") and text.endswith("COMMIT\n")
-    assert '-I FORWARD 1 -m comment --comment "vpcnet IPv6 guard" -j vpcn6-guard' in text
-    saved = text.replace("-I FORWARD 1", "-A FORWARD")
-    assert parse_save(saved) == (True, closed)
+def test_calico_policy_planes_follow_the_pods_families() -> None:
+    from types import SimpleNamespace
+
+    from vpcnet.agent.policy_family import planes_for
+    from vpcnet.dataplane.family import IpFamily
+
+    def planes(env: dict[str, str]) -> list[tuple[IpFamily, bool]]:
+        ctx = SimpleNamespace(config=load_config(CALICO | env))
+        return [(p.family, p.local_addresses is None) for p in planes_for(ctx)]  # type: ignore[arg-type]
+
+    assert planes({}) == [(IpFamily.V4, True)]
+    assert planes({"ENABLE_IPv6": "true"}) == [(IpFamily.V4, True), (IpFamily.V6, True)]
+    # IPv6 only: an IPv4 plane with no local addresses keeps every pod's IPv4 closed.
+    only6 = planes({"ENABLE_IPv6": "true", "ENABLE_IPv4": "false"})
+    assert only6 == [(IpFamily.V6, True), (IpFamily.V4, False)]

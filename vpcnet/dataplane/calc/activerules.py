@@ -109,7 +109,7 @@ class ActiveRules:
             self._activate(pid)
 
     def _activate(self, pid: str) -> None:
-        scanned = scan_policy(self.policies[pid])
+        scanned = scan_policy(self.policies[pid], self.ipsets.index.family)
         for d, chain in scanned.chains.items():
             self.chains[(pid, d)] = chain
         for request in scanned.sets:

@@ -38,6 +38,53 @@ class Calculation(Protocol):
     def delete_network_set(self, key: ResourceKey) -> None: ...
 
 
+class Fanout:
+    """Several calculations fed as one (a node's planes, one per address family): each gets every call."""
+
+    def __init__(self, calcs: list[Calculation]) -> None:
+        self.calcs = calcs
+
+    def upsert_pod(self, pod: Pod) -> None:
+        for calc in self.calcs:
+            calc.upsert_pod(pod)
+
+    def delete_pod(self, ref: str) -> None:
+        for calc in self.calcs:
+            calc.delete_pod(ref)
+
+    def upsert_namespace(self, namespace: Namespace) -> None:
+        for calc in self.calcs:
+            calc.upsert_namespace(namespace)
+
+    def delete_namespace(self, name: str) -> None:
+        for calc in self.calcs:
+            calc.delete_namespace(name)
+
+    def upsert_policy(self, policy: Policy) -> None:
+        for calc in self.calcs:
+            calc.upsert_policy(policy)
+
+    def delete_policy(self, policy_id: str) -> None:
+        for calc in self.calcs:
+            calc.delete_policy(policy_id)
+
+    def upsert_tier(self, tier: TierSpec) -> None:
+        for calc in self.calcs:
+            calc.upsert_tier(tier)
+
+    def delete_tier(self, name: str) -> None:
+        for calc in self.calcs:
+            calc.delete_tier(name)
+
+    def upsert_network_set(self, network_set: NetworkSet | GlobalNetworkSet) -> None:
+        for calc in self.calcs:
+            calc.upsert_network_set(network_set)
+
+    def delete_network_set(self, key: ResourceKey) -> None:
+        for calc in self.calcs:
+            calc.delete_network_set(key)
+
+
 def _kind(resource_type: type[Resource]) -> str:
     return kind_path(resource_type.API_VERSION, resource_type.KIND)
 

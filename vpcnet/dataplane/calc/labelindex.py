@@ -1,7 +1,8 @@
 """The label index: every labelled thing selectors can match (felix's label index / inherit index).
 
-It keeps the cluster's namespaces (as the ``pcns.`` labels they give), pods (endpoint labels and IPv4
-addresses, computed once per change by vpcnet.policy.labels) and network sets (labels and IPv4 CIDRs),
+It keeps the cluster's namespaces (as the ``pcns.`` labels they give), pods (endpoint labels and their
+addresses of the index's family, computed once per change by vpcnet.policy.labels) and network sets
+(labels and CIDRs of that family: a data plane is of one family, and a peer matches in its own),
 indexed by namespace and by address so that a selector pinned to one namespace (every namespaced
 policy's selectors are) only looks at that namespace's pods.
 """
@@ -16,6 +17,7 @@ from vpcnet.api.base import ResourceKey
 from vpcnet.api.calico import GlobalNetworkSet, NetworkSet
 from vpcnet.api.core import Pod
 from vpcnet.api.selector import And, Compare, Selector
+from vpcnet.dataplane.family import IpFamily
 from vpcnet.policy.labels import endpoint_labels, namespace_labels, network_set_labels, pod_namespace
 from vpcnet.policy.model import NAMESPACE_LABEL
 
@@ -24,7 +26,7 @@ from vpcnet.policy.model import NAMESPACE_LABEL
 class PodEntry:
     pod: Pod
     labels: dict[str, str]
-    ips: tuple[str, ...]  # IPv4 only: the data plane is IPv4
+    ips: tuple[str, ...]  # of the index's family only: a data plane is of one family
 
     @property
     def ref(self) -> str:
@@ -32,14 +34,14 @@ class PodEntry:
 
     @property
     def addresses(self) -> frozenset[str]:
-        return frozenset(f"{ip}/32" for ip in self.ips)
+        return frozenset(f"{ip}/{128 if ':' in ip else 32}" for ip in self.ips)
 
 
 @dataclass(frozen=True)
 class NetworkSetEntry:
     resource: NetworkSet | GlobalNetworkSet
     labels: dict[str, str]
-    nets: tuple[str, ...]  # IPv4 CIDRs
+    nets: tuple[str, ...]  # CIDRs of the index's family
 
 
 def pod_ref(pod: Pod) -> str:
@@ -63,18 +65,20 @@ def _pinned(node: object) -> str | None:
     return None
 
 
-def ipv4_addresses(ips: Iterable[str]) -> tuple[str, ...]:
-    return tuple(str(a) for a in map(ipaddress.ip_address, ips) if a.version == 4)
+def family_addresses(ips: Iterable[str], family: IpFamily) -> tuple[str, ...]:
+    """The addresses among ips of family (a dual-stack pod lists one of each)."""
+    return tuple(str(a) for a in map(ipaddress.ip_address, ips) if a.version == family.value)
 
 
-def ipv4_nets(nets: Iterable[str]) -> tuple[str, ...]:
-    return tuple(
-        str(ipaddress.ip_network(n if "/" in n else n + "/32", strict=False)) for n in nets if ":" not in n
-    )
+def family_nets(nets: Iterable[str], family: IpFamily) -> tuple[str, ...]:
+    """The CIDRs among nets of family (a bare address is its /32 or /128)."""
+    parsed = (ipaddress.ip_network(n, strict=False) for n in nets)
+    return tuple(str(n) for n in parsed if n.version == family.value)
 
 
 class LabelIndex:
-    def __init__(self) -> None:
+    def __init__(self, family: IpFamily = IpFamily.V4) -> None:
+        self.family = family
         self._ns_labels: dict[str, dict[str, str]] = {}  # namespace -> its pcns. labels
         self.pods: dict[str, PodEntry] = {}  # by ref
         self._by_namespace: dict[str, set[str]] = {}  # namespace -> refs of its pods
@@ -109,7 +113,7 @@ class LabelIndex:
 
     def entry_for(self, pod: Pod) -> PodEntry:
         labels = endpoint_labels(pod, self.namespace_labels(pod_namespace(pod)))
-        return PodEntry(pod, labels, ipv4_addresses(pod.pod_ips))
+        return PodEntry(pod, labels, family_addresses(pod.pod_ips, self.family))
 
     def put_pod(self, entry: PodEntry) -> PodEntry | None:
         """Store entry; returns the one it replaces."""
@@ -161,7 +165,7 @@ class LabelIndex:
         namespace = network_set.metadata.namespace if isinstance(network_set, NetworkSet) else None
         ns_labels = self.namespace_labels(namespace) if namespace is not None else None
         labels = network_set_labels(network_set.metadata.labels, namespace, ns_labels)
-        entry = NetworkSetEntry(network_set, labels, ipv4_nets(network_set.nets))
+        entry = NetworkSetEntry(network_set, labels, family_nets(network_set.nets, self.family))
         self.network_sets[network_set.key] = entry
 
     def remove_network_set(self, key: ResourceKey) -> bool:

@@ -1,0 +1,191 @@
+"""Security groups for pods in a real lab (2 m5.large nodes, agents with ENABLE_POD_ENI=true, the branch
+controller): a pod a SecurityGroupPolicy selects runs on a branch ENI with the policy's groups, reachable
+only as those groups say (TCP 80 in; UDP 80 dropped at the fabric), while a pod on the same node without a
+policy behaves as before; deleting the pod deletes its branch and leaves no table, rule or device."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lab_fixture import LabCli, leftovers, pod_doc, running_lab
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+NS = "sg"
+DEADLINE = 120.0
+
+
+class Cluster(LabCli):
+    def pod(self, name: str) -> dict[str, Any]:
+        body = json.loads(self.cli("get", "pod", f"{NS}/{name}", "-o", "json"))
+        assert isinstance(body, dict)
+        return body
+
+    def running(self, name: str) -> dict[str, Any]:
+        """The pod once it runs (a branch pod waits for its branch: the kubelet retries its ADD)."""
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            body = self.pod(name)
+            if body.get("status", {}).get("phase") == "Running" and body["status"].get("podIP"):
+                return body
+            assert time.monotonic() < deadline, f"pod {name} did not run: {body.get('status')}"
+            time.sleep(0.5)
+
+    def probe(self, protocol: str) -> dict[str, dict[str, bool]]:
+        matrix = json.loads(self.cli("lab", "probe", "--port", "80", "--protocol", protocol))
+        assert isinstance(matrix, dict)
+        return matrix
+
+
+def _labelled(name: str, node: str, labels: str) -> str:
+    return pod_doc(name, node, NS).replace(f"labels: {{pod: {name}}}", f"labels: {{pod: {name}, {labels}}}")
+
+
+@contextlib.contextmanager
+def _sgpods_lab(tmp: Path, mode: str) -> Iterator[Cluster]:
+    """2 m5.large nodes; group `web` (TCP 80 from the VPC) for pods labelled app=web by a policy; pods
+    web and plain on node1, client on node2, all running."""
+    env = {"ENABLE_POD_ENI": "true", "POD_SECURITY_GROUP_ENFORCING_MODE": mode}
+    with running_lab(nodes=2, azs=1, instance_type="m5.large", agents=True, agent_env=env) as lab:
+        handle = Cluster(lab, tmp)
+        ec2 = lab.ec2()
+        web = ec2.create_security_group(
+            GroupName=f"{lab.prefix}-web", Description="TCP 80 only", VpcId=lab.info.vpc_id
+        )["GroupId"]
+        tcp80 = {
+            "IpProtocol": "tcp",
+            "FromPort": 80,
+            "ToPort": 80,
+            "IpRanges": [{"CidrIp": lab.info.vpc_cidr}],
+        }
+        ec2.authorize_security_group_ingress(GroupId=web, IpPermissions=[tcp80])
+        policy = (
+            f"apiVersion: vpcresources.k8s.aws/v1beta1\nkind: SecurityGroupPolicy\n"
+            f"metadata: {{name: web, namespace: {NS}}}\n"
+            f"spec:\n  podSelector: {{matchLabels: {{app: web}}}}\n  securityGroups: {{groupIds: [{web}]}}\n"
+        )
+        docs = [
+            f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n",
+            policy,
+            _labelled("plain", "node1", "app: plain"),
+            _labelled("client", "node2", "app: client"),
+        ]
+        path = handle.tmp / "sgpods.yaml"
+        path.write_text("---\n".join(docs))
+        handle.cli("apply", "-f", str(path))
+        # The selected pod: its first ADD may come before the controller has made its branch (the CNI then
+        # answers 11, try again later, and the lab kubelet retries once the pod is annotated).
+        (handle.tmp / "web.yaml").write_text(_labelled("web", "node1", "app: web"))
+        from vpcnet.cli.main import app
+
+        result = handle.runner.invoke(
+            app, ["apply", "-f", str(handle.tmp / "web.yaml"), "--prefix", lab.prefix]
+        )
+        assert result.exit_code == 0 or "branch ENI is not ready yet" in result.output, result.output
+        for name in ("web", "plain", "client"):
+            handle.running(name)
+        handle.cli("lab", "wait", "--timeout", "60")
+        handle.web_group = web  # type: ignore[attr-defined]
+        yield handle
+    assert leftovers(lab.layout) == []
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with _sgpods_lab(tmp_path_factory.mktemp("sgpods"), "strict") as handle:
+        yield handle
+
+
+def test_a_selected_pod_runs_on_a_branch_eni_with_the_policys_groups(cluster: Cluster) -> None:
+    web = cluster.running("web")
+    (entry,) = json.loads(web["metadata"]["annotations"]["vpc.amazonaws.com/pod-eni"])
+    assert web["status"]["podIP"] == entry["privateIp"]
+    eni = cluster.lab.ec2().describe_network_interfaces(NetworkInterfaceIds=[entry["eniId"]])[
+        "NetworkInterfaces"
+    ][0]
+    assert eni["InterfaceType"] == "branch"
+    assert [g["GroupId"] for g in eni["Groups"]] == [cluster.web_group]  # type: ignore[attr-defined]
+    assert eni["MacAddress"] == entry["ifAddress"]
+    # The node's side: the branch's device, the pod's table (VLAN id + 100), strict mode's iif rules.
+    vlan = entry["vlanId"]
+    rules = cluster.lab.exec("node1", "ip", "rule").stdout
+    assert f"iif vlan.eth.{vlan} lookup {vlan + 100}" in rules
+    table = cluster.lab.exec("node1", "ip", "route", "show", "table", str(vlan + 100)).stdout
+    assert f"default via {entry['subnetCidr'].rsplit('.', 1)[0]}.1 dev vlan.eth.{vlan}" in table
+    # A pod no policy selects is an ordinary pod: an address of the node's ENIs, no branch.
+    plain = cluster.running("plain")
+    assert "vpc.amazonaws.com/pod-eni" not in plain["metadata"].get("annotations", {})
+    assert plain["metadata"]["annotations"]["vpcnet.io/eni"] != entry["eniId"]
+
+
+def test_the_branch_groups_decide_what_reaches_the_pod(cluster: Cluster) -> None:
+    web, plain, client = (f"{NS}/{p}" for p in ("web", "plain", "client"))
+    tcp = cluster.probe("TCP")
+    assert tcp[client][web] and tcp[plain][web] and tcp[client][plain]
+    udp = cluster.probe("UDP")
+    # The group allows TCP 80 only: UDP to the branch pod is dropped by the VPC, from the other node and
+    # (strict mode: its traffic always crosses the VPC) from its own node; the unselected pod is reached.
+    assert not udp[client][web] and not udp[plain][web]
+    assert udp[client][plain]
+    # The other way the nodes' group decides: it admits its members only, and the branch pod is not one
+    # (as on EKS, where the node group must allow the pod's group).
+    assert not tcp[web][client] and not tcp[web][plain]
+    ec2 = cluster.lab.ec2()
+    inst = ec2.describe_instances(InstanceIds=[cluster.lab.node("node2").instance_id])["Reservations"][0]
+    node_group = inst["Instances"][0]["NetworkInterfaces"][0]["Groups"][0]["GroupId"]
+    from_web = [
+        {
+            "IpProtocol": "tcp",
+            "FromPort": 80,
+            "ToPort": 80,
+            "UserIdGroupPairs": [{"GroupId": cluster.web_group}],
+        }
+    ]  # type: ignore[attr-defined]
+    ec2.authorize_security_group_ingress(GroupId=node_group, IpPermissions=from_web)
+    try:
+        tcp = cluster.probe("TCP")
+        assert tcp[web][client] and tcp[web][plain]  # the referenced group's members: the branch's address
+    finally:
+        ec2.revoke_security_group_ingress(GroupId=node_group, IpPermissions=from_web)
+
+
+def test_deleting_the_pod_deletes_its_branch(cluster: Cluster) -> None:
+    web = cluster.running("web")
+    (entry,) = json.loads(web["metadata"]["annotations"]["vpc.amazonaws.com/pod-eni"])
+    vlan = entry["vlanId"]
+    cluster.cli("delete", "pod", f"{NS}/web")
+    ec2 = cluster.lab.ec2()
+    deadline = time.monotonic() + DEADLINE
+    while ec2.describe_network_interfaces(
+        Filters=[{"Name": "network-interface-id", "Values": [entry["eniId"]]}]
+    )["NetworkInterfaces"]:
+        assert time.monotonic() < deadline, "the branch ENI outlived its pod"
+        time.sleep(0.5)
+    assert f"lookup {vlan + 100}" not in cluster.lab.exec("node1", "ip", "rule").stdout
+    assert not cluster.lab.exec("node1", "ip", "route", "show", "table", str(vlan + 100)).stdout.strip()
+    links = cluster.lab.exec("node1", "ip", "-o", "link").stdout
+    assert f"vlan.eth.{vlan}" not in links
+    # The unselected pod is untouched.
+    assert cluster.probe("TCP")[f"{NS}/client"][f"{NS}/plain"]
+
+
+def test_standard_mode_lets_the_node_reach_the_pod_directly(tmp_path: Path) -> None:
+    """POD_SECURITY_GROUP_ENFORCING_MODE=standard: the pod is still on its branch (the VPC drops UDP from
+    the other node), but its own node reaches it without crossing the VPC, and its host veth has the
+    normal prefix, so the node's network policy applies to it as well."""
+    with _sgpods_lab(tmp_path, "standard") as cluster:
+        web, plain, client = (f"{NS}/{p}" for p in ("web", "plain", "client"))
+        body = cluster.running("web")
+        (entry,) = json.loads(body["metadata"]["annotations"]["vpc.amazonaws.com/pod-eni"])
+        assert body["metadata"]["annotations"]["vpcnet.io/host-interface"].startswith("eni")
+        rules = cluster.lab.exec("node1", "ip", "rule").stdout
+        assert f"from {entry['privateIp']} lookup {entry['vlanId'] + 100}" in rules
+        udp = cluster.probe("UDP")
+        assert not udp[client][web]  # the branch's group, at the VPC
+        assert udp[plain][web]  # node-local: the VPC is not crossed
