@@ -6,8 +6,11 @@ namespace, interleaved pod by pod so both see the same noise. Then 50 concurrent
 Each sample is the wall time of one plugin process as a runtime sees it: exec, env + stdin, exit. The
 agent is a process of its own in the node's namespace (this script in agent mode), as in production.
 Warm path: the agent's allocator has free addresses in memory (no cloud call), as on a node with a warm pool.
-Run as root: `python bench/cni_latency.py [--pods 100] [--concurrent 50]`. Creates namespaces "vb<4>node"
-and "vb<4>p<N>" / "vb<4>g<N>" only, and removes them.
+Run as root: `python bench/cni_latency.py [--pods 100] [--concurrent 50] [--ip-family ipv6]`. Creates
+namespaces "vb<4>node" and "vb<4>p<N>" / "vb<4>g<N>" only, and removes them.
+--ip-family ipv6: IPv6 pods as Calico mode wires them (a /128 from fd00:10:244::/64, no node-local IPv4,
+no VPC SNAT), against ptp + host-local with an IPv6 range; its figures are named cni.ipv6.* (the IPv4
+run's names stay as they are).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from vpcnet.dataplane.hostnet import HostNetConfig
 from vpcnet.testing.memalloc import MemoryAllocator
 
 GO_PLUGINS = "/usr/lib/cni"
+POD_RANGE6 = "fd00:10:244::/64"
 REFERENCE = "ptp+host-local"
 
 
@@ -89,17 +93,20 @@ def line(label: str, ours: list[float], ref: list[float]) -> str:
     )
 
 
-def serve_agent(socket_path: Path, stats: Path, addresses: int) -> int:
+def serve_agent(socket_path: Path, stats: Path, addresses: int, family: str = "ipv4") -> int:
     """Agent mode (run by the benchmark inside the node's namespace, a process of its own as in production):
     the CNI service with an in-memory warm pool; on SIGTERM, the agent-side time per request goes to stats."""
 
     async def run() -> None:
-        allocator = MemoryAllocator.from_ranges([("10.0.0.0/16", addresses, 0)])
+        ipv6 = family == "ipv6"
+        allocator = MemoryAllocator.from_ranges([(POD_RANGE6 if ipv6 else "10.0.0.0/16", addresses, 0)])
         service = CniService(
             socket_path,
             lambda: allocator,
             CniSettings(mtu=1500),
-            host=lambda: HostNetConfig(
+            host=None  # Calico mode's IPv6 pods: no VPC SNAT chain
+            if ipv6
+            else lambda: HostNetConfig(
                 IPv4Address("10.0.0.5"), (IPv4Network("10.0.0.0/16"),), primary_interface="lo"
             ),
         )
@@ -133,9 +140,11 @@ def main() -> int:
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # agent mode (internal)
     parser.add_argument("--stats", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--addresses", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--ip-family", choices=("ipv4", "ipv6"), default="ipv4", help="the pods' family")
     opts = parser.parse_args()
     if opts.serve is not None:
-        return serve_agent(opts.serve, opts.stats, opts.addresses)
+        return serve_agent(opts.serve, opts.stats, opts.addresses, opts.ip_family)
+    ipv6 = opts.ip_family == "ipv6"
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -152,7 +161,8 @@ def main() -> int:
         count = 2 * (opts.pods + opts.concurrent) + 10
         agent = subprocess.Popen(
             ["ip", "netns", "exec", node, sys.executable, __file__, "--serve", str(tmp / "agent.sock"),
-             "--stats", str(tmp / "agent-stats.json"), "--addresses", str(count)],
+             "--stats", str(tmp / "agent-stats.json"), "--addresses", str(count),
+             "--ip-family", opts.ip_family],
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
@@ -178,8 +188,8 @@ def main() -> int:
                 "mtu": 1500,
                 "ipam": {
                     "type": "host-local",
-                    "subnet": "10.244.0.0/16",
-                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "subnet": "fd00:10:245::/64" if ipv6 else "10.244.0.0/16",
+                    "routes": [{"dst": "::/0" if ipv6 else "0.0.0.0/0"}],
                     "dataDir": str(tmp / "host-local"),
                 },
             }
@@ -191,6 +201,10 @@ def main() -> int:
             name = f"{prefix}{kind}{i}"
             subprocess.run(["ip", "netns", "add", name], check=True)
             made.append(name)
+            if ipv6:  # no duplicate address detection for the reference either (ours adds with nodad):
+                # ptp waits for its address to leave "tentative", which DAD makes take seconds
+                dad = "net.ipv6.conf.default.accept_dad=0"
+                subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", dad], check=True)
             return f"/run/netns/{name}"
 
         spaces = {
@@ -253,10 +267,11 @@ def main() -> int:
 
         figs = Figures()
         # Figure prefix per client: the default install is the headline ("cni."), the fallback "cni.python.".
-        prefixes = dict(zip(clients, ("cni.", "cni.python."), strict=True))
+        base = "cni.ipv6." if ipv6 else "cni."
+        prefixes = dict(zip(clients, (base, f"{base}python."), strict=True))
         print(
-            f"CNI latency: {opts.pods} pods per plugin, warm path, one node namespace, interleaved; "
-            f"load {os.getloadavg()[0]:.1f}"
+            f"CNI latency ({opts.ip_family} pods): {opts.pods} pods per plugin, warm path, one node "
+            f"namespace, interleaved; load {os.getloadavg()[0]:.1f}"
         )
         for label in clients:
             print(line(f"ADD {label}", adds[label], adds[REFERENCE]))
@@ -271,6 +286,10 @@ def main() -> int:
             f" bare start: {interpreter} -IS {pct(starts_py, 0.5):.2f} ms, a Go plugin (VERSION) "
             f"{pct(starts_go, 0.5):.2f} ms"
         )
+        # Absolute times beside the ratios: what the family costs is read across two runs' figures.
+        default = next(iter(clients))
+        figs.add(f"{base}add_p50_ms", pct(adds[default], 0.5))
+        figs.add(f"{base}agent_add_p50_ms", pct(agent_ms["ADD"], 0.5))
         ref_wall, ref_samples = bursts[REFERENCE]
         for label in clients:
             wall, burst_samples = bursts[label]

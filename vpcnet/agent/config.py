@@ -134,6 +134,11 @@ class AgentConfig:
     default_pool_vxlan_mode: str = "CrossSubnet"  # this kernel family often has VXLAN but no ipip module
     default_pool_ipip_mode: str = "Never"
     default_pool_nat_outgoing: bool = True
+    # the IPv6 pool created beside it when IPv6 is on (ENABLE_IPv6), from Calico's CALICO_IPV6POOL_* names
+    default_pool6_cidr: str = "fd00:10:244::/64"
+    default_pool6_block_size: int = 122
+    default_pool6_vxlan_mode: str = "CrossSubnet"
+    default_pool6_nat_outgoing: bool = False  # Calico's default for IPv6 pools
 
     def env_settings(self) -> dict[str, Any]:
         """The settings as JSON-able values under the environment variables they come from, as the VPC CNI's
@@ -242,6 +247,10 @@ ENV_NAMES = {
     "default_pool_vxlan_mode": "CALICO_IPV4POOL_VXLAN",
     "default_pool_ipip_mode": "CALICO_IPV4POOL_IPIP",
     "default_pool_nat_outgoing": "CALICO_IPV4POOL_NAT_OUTGOING",
+    "default_pool6_cidr": "CALICO_IPV6POOL_CIDR",
+    "default_pool6_block_size": "CALICO_IPV6POOL_BLOCK_SIZE",
+    "default_pool6_vxlan_mode": "CALICO_IPV6POOL_VXLAN",
+    "default_pool6_nat_outgoing": "CALICO_IPV6POOL_NAT_OUTGOING",
 }
 
 
@@ -472,8 +481,12 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
 
 
 def _family_settings(e: _Env, cfg: dict[str, Any]) -> dict[str, Any]:
-    """ENABLE_IPv4 / ENABLE_IPv6 with the VPC CNI's rules: exactly one (no dual-stack pods), and IPv6
-    needs prefix delegation (a /80 on the primary ENI)."""
+    """ENABLE_IPv4 / ENABLE_IPv6: the pods' families. VPC mode, with the VPC CNI's rules: exactly one (no
+    dual-stack pods), and IPv6 needs prefix delegation (a /80 on the primary ENI). Calico mode: either or
+    both (dual stack: Calico's CNI assign_ipv4/assign_ipv6); FELIX_IPV6SUPPORT, Calico's own switch,
+    is read when ENABLE_IPv6 is not set, and may not contradict it when both are."""
+    if cfg["mode"] is Mode.CALICO:
+        return _calico_families(e)
     v4, v6 = e.bool("ENABLE_IPv4", True), e.bool("ENABLE_IPv6", False)
     if v4 == v6:
         raise ConfigError(
@@ -486,6 +499,20 @@ def _family_settings(e: _Env, cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 "ENABLE_IPv6=true needs ENABLE_PREFIX_DELEGATION=true (pods get a /80's addresses)"
             )
+    return {"enable_ipv4": v4, "enable_ipv6": v6}
+
+
+def _calico_families(e: _Env) -> dict[str, Any]:
+    v4 = e.bool("ENABLE_IPv4", True)
+    felix = e.raw("FELIX_IPV6SUPPORT")
+    felix_v6 = e.bool("FELIX_IPV6SUPPORT", False) if felix is not None else None
+    v6 = e.bool("ENABLE_IPv6", felix_v6 or False)
+    if felix_v6 is not None and e.raw("ENABLE_IPv6") is not None and felix_v6 != v6:
+        raise ConfigError(
+            f"ENABLE_IPv6={str(v6).lower()} and FELIX_IPV6SUPPORT={str(felix_v6).lower()} disagree"
+        )
+    if not (v4 or v6):
+        raise ConfigError("ENABLE_IPv4=false and ENABLE_IPv6=false: pods need at least one family")
     return {"enable_ipv4": v4, "enable_ipv6": v6}
 
 
@@ -525,4 +552,8 @@ def _calico_settings(e: _Env) -> dict[str, Any]:
         "default_pool_vxlan_mode": e.raw("CALICO_IPV4POOL_VXLAN") or "CrossSubnet",
         "default_pool_ipip_mode": e.raw("CALICO_IPV4POOL_IPIP") or "Never",
         "default_pool_nat_outgoing": e.bool("CALICO_IPV4POOL_NAT_OUTGOING", True),
+        "default_pool6_cidr": e.raw("CALICO_IPV6POOL_CIDR") or "fd00:10:244::/64",
+        "default_pool6_block_size": e.int("CALICO_IPV6POOL_BLOCK_SIZE", 122, lo=0),
+        "default_pool6_vxlan_mode": e.raw("CALICO_IPV6POOL_VXLAN") or "CrossSubnet",
+        "default_pool6_nat_outgoing": e.bool("CALICO_IPV6POOL_NAT_OUTGOING", False),
     }

@@ -11,6 +11,10 @@ Settings come from ctx.config (vpcnet/agent/config.py): ipam_node_grace (VPCNET_
 (VPCNET_ROUTE_RESYNC_SECONDS, 60), source_dest_check (VPCNET_SOURCE_DEST_CHECK, false: leave it alone when
 true). With no IPPool in the datastore, the first agent creates one as calico-node does, from the
 default_pool_* settings (CALICO_IPV4POOL_CIDR, _BLOCK_SIZE, _VXLAN, _IPIP, _NAT_OUTGOING).
+The pods' families are ENABLE_IPv4 / ENABLE_IPv6 (both: dual stack, one address of each). With IPv6 on,
+the node's record carries its IPv6 address and /64 (from IMDS; a node without them is refused at start),
+and with no IPv6 pool the first agent creates one from CALICO_IPV6POOL_CIDR, _BLOCK_SIZE, _VXLAN and
+_NAT_OUTGOING (default-ipv6-ippool).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import Response
 from vpcnet.agent.pool_routes import PoolRouteSync
 from vpcnet.cloud.node import NodeInfo
-from vpcnet.dataplane.poolroutes import vtep_mac
+from vpcnet.dataplane.poolroutes import vtep_mac, vtep_mac6
 from vpcnet.datastore.store import ResourceStoreLike
 from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolalloc import PoolAllocator, PoolIpam
@@ -37,6 +41,11 @@ from vpcnet.ipam.poolnodes import NodeRegistration
 log = logging.getLogger(__name__)
 UPLINK = "eth0"
 DEFAULT_POOL_NAME = "default-ipv4-ippool"
+DEFAULT_POOL6_NAME = "default-ipv6-ippool"
+
+
+class NodeWithoutIpv6(Exception):
+    """IPv6 pods were asked for on an instance without an IPv6 address (its subnet has no IPv6 CIDR)."""
 
 
 def node_labels(name: str, node: NodeInfo) -> dict[str, str]:
@@ -58,38 +67,73 @@ async def disable_source_dest_check(ctx: AgentContext, node: NodeInfo) -> None:
     log.info("source/dest check off on %s (pod addresses come from the pool)", node.primary_eni_id)
 
 
-def default_pool_document(cfg: AgentConfig) -> dict[str, Any]:
-    """The pool calico-node creates when there is none, from the same (CALICO_IPV4POOL_*) settings."""
+def default_pool_document(cfg: AgentConfig, version: int = 4) -> dict[str, Any]:
+    """The pool calico-node creates when there is none of that IP version, from the same settings
+    (CALICO_IPV4POOL_* or CALICO_IPV6POOL_*)."""
+    if version == 4:
+        name, spec = (
+            DEFAULT_POOL_NAME,
+            {
+                "cidr": cfg.default_pool_cidr,
+                "blockSize": cfg.default_pool_block_size,
+                "vxlanMode": cfg.default_pool_vxlan_mode,
+                "ipipMode": cfg.default_pool_ipip_mode,
+                "natOutgoing": cfg.default_pool_nat_outgoing,
+            },
+        )
+    else:
+        name, spec = (
+            DEFAULT_POOL6_NAME,
+            {
+                "cidr": cfg.default_pool6_cidr,
+                "blockSize": cfg.default_pool6_block_size,
+                "vxlanMode": cfg.default_pool6_vxlan_mode,
+                "natOutgoing": cfg.default_pool6_nat_outgoing,
+            },
+        )
     document = {
         "apiVersion": "projectcalico.org/v3",
         "kind": "IPPool",
-        "metadata": {"name": DEFAULT_POOL_NAME},
-        "spec": {
-            "cidr": cfg.default_pool_cidr,
-            "blockSize": cfg.default_pool_block_size,
-            "vxlanMode": cfg.default_pool_vxlan_mode,
-            "ipipMode": cfg.default_pool_ipip_mode,
-            "natOutgoing": cfg.default_pool_nat_outgoing,
-        },
+        "metadata": {"name": name},
+        "spec": spec,
     }
+    from vpcnet.api.errors import Fault, ValidationError
+    from vpcnet.api.ippool import IPPool
     from vpcnet.api.loader import parse_resource
 
-    parse_resource(document, "the default IPPool (CALICO_IPV4POOL_* environment)")  # raises naming the field
+    where = f"the default IPv{version} IPPool (CALICO_IPV{version}POOL_* environment)"
+    pool = parse_resource(document, where)  # raises naming the field
+    if isinstance(pool, IPPool) and pool.cidr.version != version:
+        raise ValidationError([Fault(where, "spec.cidr", f"{spec['cidr']} is not an IPv{version} CIDR")])
     return document
 
 
-async def ensure_default_pool(store: ResourceStoreLike, cfg: AgentConfig) -> bool:
-    """Create the default pool when no IPPool exists (first agent wins); True when this one created it."""
-    from vpcnet.ipam.poolobjects import IPPOOL_KIND
+def pod_versions(cfg: AgentConfig) -> tuple[int, ...]:
+    """The pods' IP versions: (4,), (6,) or (4, 6)."""
+    return tuple(v for v, on in ((4, cfg.enable_ipv4), (6, cfg.enable_ipv6)) if on)
 
-    pools, _ = await store.list(IPPOOL_KIND)
-    if pools:
-        return False
-    document = default_pool_document(cfg)
-    created = await store.create(document)
-    if created is not None:
-        log.info("created the default IPPool %s", document["spec"])
-    return created is not None
+
+async def ensure_default_pool(store: ResourceStoreLike, cfg: AgentConfig) -> bool:
+    """Create the default pool of each of the pods' IP versions that has no IPPool yet (first agent wins);
+    True when this one created one."""
+    from vpcnet.ipam.poolobjects import IPPOOL_KIND
+    from vpcnet.ipam.poolstore import parse_pool_config
+
+    listed, _ = await store.list(IPPOOL_KIND)
+    pools = parse_pool_config(listed).pools
+    if listed and not pools:
+        return False  # pools that do not parse: not ours to add to
+    have = {pool.cidr.version for pool in pools}
+    made = False
+    for version in pod_versions(cfg):
+        if version in have:
+            continue
+        document = default_pool_document(cfg, version)
+        created = await store.create(document)
+        if created is not None:
+            log.info("created the default IPPool %s", document["spec"])
+        made |= created is not None
+    return made
 
 
 async def warn_if_ipip_unsupported(store: ResourceStoreLike) -> None:
@@ -137,8 +181,23 @@ class PoolIpamComponent:
         self.opened = await open_store(cfg.datastore_settings())
         self.store = store = self.opened.store
         labels = node_labels(name, node)
+        ipv6 = cfg.enable_ipv6
+        if ipv6 and (node.primary_ip6 is None or node.subnet6_cidr is None):
+            raise NodeWithoutIpv6(
+                f"ENABLE_IPv6=true but instance {node.instance_id} has no IPv6 address on its primary ENI "
+                "(its subnet needs an IPv6 CIDR)"
+            )
         record = NodeRecord(
-            name, node.primary_ip, node.subnet_cidr, vtep_mac(name), node.availability_zone, labels
+            name,
+            node.primary_ip,
+            node.subnet_cidr,
+            vtep_mac(name),
+            node.availability_zone,
+            labels,
+            address6=node.primary_ip6 if ipv6 else None,
+            subnet6=node.subnet6_cidr if ipv6 else None,
+            vtep_mac6=vtep_mac6(name) if ipv6 else "",
+            uplink_mac=node.primary_mac if ipv6 else "",
         )
         if not self.keep_sdc:
             await disable_source_dest_check(self.ctx, node)
@@ -146,7 +205,7 @@ class PoolIpamComponent:
         await warn_if_ipip_unsupported(store)
         self.registration = NodeRegistration(store, record, self.ttl)
         await self.registration.start()
-        self.allocator = PoolAllocator(PoolIpam(store, name, labels))
+        self.allocator = PoolAllocator(PoolIpam(store, name, labels), pod_versions(cfg))
         from vpcnet.dataplane.poolroutes_apply import link_mtu
 
         mtu = await link_mtu(UPLINK)  # the VXLAN device gets this less its 50 bytes of headers

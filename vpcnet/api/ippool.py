@@ -1,15 +1,16 @@
 """projectcalico.org/v3 IPPool and IPAMConfiguration: the address pools of the Calico networking mode.
 
-Validation follows Calico's: cidr strictly masked (host bits set is an error), IPv4 only here, not
-link-local and not smaller than a block; blockSize 20-32 (default 26); ipipMode and vxlanMode each
-Never, Always or CrossSubnet and not both enabled; nodeSelector a Calico selector (default all()).
+Validation follows Calico's: cidr strictly masked (host bits set is an error), IPv4 or IPv6, not
+link-local and not smaller than a block; blockSize 20-32 for IPv4 (default 26), 116-128 for IPv6
+(default 122); ipipMode and vxlanMode each Never, Always or CrossSubnet and not both enabled, and no
+IP-in-IP for IPv6 (Calico's rule: VXLAN is the IPv6 overlay); nodeSelector a Calico selector (default all()).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any, ClassVar, Self
 
 from vpcnet.api.base import ObjectMeta, Resource, register_kind, spec_of
@@ -19,7 +20,10 @@ from vpcnet.api.selector import SelectorError, parse_selector
 API_VERSION = "projectcalico.org/v3"
 ENCAP_MODES = ("Never", "Always", "CrossSubnet")
 LINK_LOCAL = IPv4Network("169.254.0.0/16")
+LINK_LOCAL6 = IPv6Network("fe80::/10")
 DEFAULT_BLOCK_SIZE = 26
+DEFAULT_BLOCK_SIZE6 = 122
+BLOCK_SIZES = {4: (20, 32, DEFAULT_BLOCK_SIZE), 6: (116, 128, DEFAULT_BLOCK_SIZE6)}  # lo, hi, default
 
 
 @register_kind
@@ -30,7 +34,7 @@ class IPPool(Resource):
     NAMESPACED: ClassVar[bool] = False
 
     metadata: ObjectMeta
-    cidr: IPv4Network
+    cidr: IPv4Network | IPv6Network
     block_size: int = DEFAULT_BLOCK_SIZE
     ipip_mode: str = "Never"
     vxlan_mode: str = "Never"
@@ -67,9 +71,10 @@ class IPPool(Resource):
         spec = spec_of(ctx, doc)
         check_known(ctx, spec, "spec", cls.SPEC_FIELDS)
         cidr = _pool_cidr(ctx, spec.get("cidr"))
-        block_size = opt_int(ctx, spec, "blockSize", "spec", 20, 32)
+        lo, hi, default = BLOCK_SIZES[cidr.version if cidr is not None else 4]
+        block_size = opt_int(ctx, spec, "blockSize", "spec", lo, hi)
         if block_size is None:
-            block_size = DEFAULT_BLOCK_SIZE
+            block_size = default
         if cidr is not None and cidr.prefixlen > block_size:
             ctx.fault(
                 "spec.blockSize", f"the pool /{cidr.prefixlen} is smaller than one block (/{block_size})"
@@ -83,6 +88,8 @@ class IPPool(Resource):
             modes[key] = mode
         if modes["ipipMode"] != "Never" and modes["vxlanMode"] != "Never":
             ctx.fault("spec.vxlanMode", "ipipMode and vxlanMode cannot both be enabled")
+        elif modes["ipipMode"] != "Never" and cidr is not None and cidr.version == 6:
+            ctx.fault("spec.ipipMode", "IP-in-IP is not supported on an IPv6 pool (use vxlanMode)")
         selector = opt_str(ctx, spec, "nodeSelector", "spec") or "all()"
         try:
             parse_selector(selector)
@@ -116,7 +123,7 @@ class IPPool(Resource):
         return out
 
 
-def _pool_cidr(ctx: Ctx, value: Any) -> IPv4Network | None:
+def _pool_cidr(ctx: Ctx, value: Any) -> IPv4Network | IPv6Network | None:
     if value is None:
         ctx.fault("spec.cidr", "required")
         return None
@@ -128,14 +135,12 @@ def _pool_cidr(ctx: Ctx, value: Any) -> IPv4Network | None:
     except ValueError as exc:
         ctx.fault("spec.cidr", f"invalid CIDR {quote(value)}: {reason(exc)}")
         return None
-    if not isinstance(network, IPv4Network):
-        ctx.fault("spec.cidr", "IPv6 pools are not supported by vpcnet")
-        return None
     if str(network) != value:
         ctx.fault("spec.cidr", f"{quote(value)} has host bits set (did you mean {network}?)")
         return None
-    if network.overlaps(LINK_LOCAL):
-        ctx.fault("spec.cidr", f"{value} overlaps the link-local range {LINK_LOCAL}")
+    link_local = LINK_LOCAL if network.version == 4 else LINK_LOCAL6
+    if network.overlaps(link_local):
+        ctx.fault("spec.cidr", f"{value} overlaps the link-local range {link_local}")
         return None
     return network
 

@@ -57,8 +57,9 @@ def register(app: typer.Typer, groups: Groups) -> None:
         ip_family: str = typer.Option(
             "ipv4",
             "--ip-family",
-            help="ipv4; dual (an IPv6 /56 in the VPC, a /64 per subnet, nodes dual stack); "
-            "ipv6 (dual, and the agents in IPv6 mode: ENABLE_IPv6, prefix delegation)",
+            help="ipv4; dual (an IPv6 /56 in the VPC, a /64 per subnet, nodes dual stack; with --mode "
+            "calico, dual-stack pods); ipv6 (dual, and IPv6 pods: VPC mode's ENABLE_IPv6 with prefix "
+            "delegation, or Calico mode's IPv6 pool)",
         ),
         datastore: str | None = typer.Option(
             None,
@@ -97,12 +98,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
         _need_root()
         layout = _layout(prefix)
         settings = _agent_settings(mode, agent_env)
-        if ip_family == "ipv6":  # the VPC CNI's IPv6 mode: IPv6 pods from a /80, prefix delegation required
-            settings = {
-                "ENABLE_IPv6": "true",
-                "ENABLE_IPv4": "false",
-                "ENABLE_PREFIX_DELEGATION": "true",
-            } | settings
+        settings = family_settings(ip_family, settings) | settings
         pods_per_az = int(pod_subnets)
         try:
             existing = read_info(layout)
@@ -309,6 +305,21 @@ def _given(ctx: typer.Context) -> set[str]:
         if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
             given.add(name)
     return given
+
+
+def family_settings(ip_family: str, settings: dict[str, str]) -> dict[str, str]:
+    """The agents' family settings for --ip-family (what --agent-env gives wins). VPC mode: ipv6 is the
+    VPC CNI's IPv6 mode (IPv6 pods from a /80, prefix delegation on); dual gives the nodes both families
+    and the pods IPv4. Calico mode: ipv6 gives the pods IPv6 only, dual one address of each family."""
+    if settings.get("VPCNET_MODE") == "calico":
+        if ip_family == "ipv6":
+            return {"ENABLE_IPv6": "true", "ENABLE_IPv4": "false"}
+        if ip_family == "dual":
+            return {"ENABLE_IPv6": "true", "ENABLE_IPv4": "true"}
+        return {}
+    if ip_family == "ipv6":
+        return {"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true"}
+    return {}
 
 
 def _agent_settings(mode: str | None, pairs: list[str]) -> dict[str, str]:

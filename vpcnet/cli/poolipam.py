@@ -55,13 +55,14 @@ def _fail(message: str, code: int = 2) -> None:
 
 async def show_data(store: Any) -> dict[str, Any]:
     """What `ipam show` prints, from a resource store (ResourceStoreLike)."""
+    from vpcnet.ipam.blocks import within
     from vpcnet.ipam.poolstore import read_pool_config, read_state
 
     config = await read_pool_config(store)
     state = await read_state(store)
     pools = []
     for pool in config.pools:
-        blocks = [b for c, (b, _) in state.blocks.items() if c.subnet_of(pool.cidr)]
+        blocks = [b for c, (b, _) in state.blocks.items() if within(c, pool.cidr)]
         pools.append(
             {
                 "name": pool.name,
@@ -84,7 +85,7 @@ async def show_data(store: Any) -> dict[str, Any]:
             "size": block.size,
             "borrowedOut": sum(1 for a in block.allocations.values() if a.node != block.affinity),
         }
-        for cidr, (block, _) in sorted(state.blocks.items())
+        for cidr, (block, _) in sorted(state.blocks.items(), key=lambda item: (item[0].version, item[0]))
     ]
     nodes = [
         {"name": n.name, "address": str(n.address), "subnet": str(n.subnet), "zone": n.zone}

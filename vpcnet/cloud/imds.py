@@ -11,7 +11,7 @@ import asyncio
 import random
 import urllib.error
 import urllib.request
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from vpcnet.cloud.node import NodeInfo
 
@@ -82,6 +82,12 @@ class Imds:
             return []
         return [IPv6Network(p) for p in text.split()]
 
+    async def _optional(self, path: str) -> str:
+        try:
+            return (await self.get(path)).strip()
+        except ImdsNotFound:
+            return ""
+
     async def node_info(self) -> NodeInfo:
         instance_id = (await self.get("instance-id")).strip()
         instance_type = (await self.get("instance-type")).strip()
@@ -105,6 +111,8 @@ class Imds:
             groups = tuple((await self.get(f"{base}/security-group-ids")).split())
         except ImdsNotFound:
             groups = ()
+        ipv6s = (await self._optional(f"{base}/ipv6s")).split()
+        subnet6 = (await self._optional(f"{base}/subnet-ipv6-cidr-blocks")).split()
         return NodeInfo(
             instance_id=instance_id,
             instance_type=instance_type,
@@ -118,4 +126,6 @@ class Imds:
             vpc_id=vpc_id,
             vpc_cidrs=vpc_cidrs,
             security_groups=groups,
+            primary_ip6=IPv6Address(ipv6s[0]) if ipv6s else None,
+            subnet6_cidr=IPv6Network(subnet6[0]) if subnet6 else None,
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 
 @dataclass(frozen=True)
@@ -20,3 +20,6 @@ class NodeInfo:
     vpc_id: str
     vpc_cidrs: tuple[IPv4Network, ...]
     security_groups: tuple[str, ...]
+    # The primary ENI's first IPv6 address and its subnet's /64 (a dual-stack subnet); None in IPv4 only.
+    primary_ip6: IPv6Address | None = None
+    subnet6_cidr: IPv6Network | None = None

@@ -178,6 +178,7 @@ class CniHandler:
             route_table=assignment.route_table,
             mtu=conf.mtu or self.settings.mtu,
             egress_v4=assignment.egress_v4,
+            address6=assignment.address6,
         )
         try:
             wired = await self.podnet.wire(spec)
@@ -195,7 +196,7 @@ class CniHandler:
                 Interface(wired.host_veth, wired.host_mac),
                 Interface(env.ifname, wired.pod_mac, sandbox=env.netns),
             ],
-            assignment.address,
+            assignment.addresses,
             conf.prev_result,
         )
         return answer(0, result)
@@ -223,10 +224,12 @@ class CniHandler:
         known = self.endpoints.pop(key, None)
         if assignment is not None:
             veth = self._veth(request, assignment.pod_namespace, assignment.pod_name)
-            await self.podnet.unwire(assignment.address, veth)
+            await self.podnet.unwire(assignment.address, veth, assignment.addresses[1:])
             return
         if known is not None:
-            await self.podnet.unwire(known.assignment.address, known.host_veth)
+            await self.podnet.unwire(
+                known.assignment.address, known.host_veth, known.assignment.addresses[1:]
+            )
             return
         # Unknown key (nothing in the checkpoint): prevResult is only the runtime's word. Its addresses are
         # cleaned up only when no key holds them; an address the allocator gives to a live pod keeps that
@@ -248,11 +251,11 @@ class CniHandler:
         if assignment is None:
             raise CniError(ERR_CHECK_FAILED, "CHECK: the agent holds no address for this container", str(key))
         expected = prev_result_addresses(request.conf.prev_result)
-        if expected and assignment.address not in expected:
+        if expected and any(address not in expected for address in assignment.addresses):
             raise CniError(
                 ERR_CHECK_FAILED,
                 "CHECK: prevResult's address differs from the assigned one",
-                f"{[str(a) for a in expected]} != {assignment.address}",
+                f"{[str(a) for a in expected]} != {[str(a) for a in assignment.addresses]}",
             )
         spec = PodSpec(
             netns=request.env.netns,
@@ -262,6 +265,7 @@ class CniHandler:
             route_table=assignment.route_table,
             mtu=request.conf.mtu or self.settings.mtu,
             egress_v4=assignment.egress_v4,
+            address6=assignment.address6,
         )
         problems = await self.podnet.check(spec)
         if problems:
@@ -295,7 +299,9 @@ class CniHandler:
             log.info("GC releases %s", key)
             await allocator.release(key)
             del self.endpoints[key]
-            await self.podnet.unwire(endpoint.assignment.address, endpoint.host_veth)
+            await self.podnet.unwire(
+                endpoint.assignment.address, endpoint.host_veth, endpoint.assignment.addresses[1:]
+            )
 
 
 def netns_error(exc: WiringError, netns: str) -> CniError:

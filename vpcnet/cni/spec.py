@@ -188,12 +188,13 @@ class Interface:
 def add_result(
     version: str,
     interfaces: list[Interface],
-    address: IPv4Address | IPv6Address,
+    addresses: IPv4Address | IPv6Address | tuple[IPv4Address | IPv6Address, ...],
     prev: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ADD result: the host veth, the pod's interface (sandbox = netns) and its /32 via 169.254.1.1
     (an IPv6 pod: its /128 via fe80::1; its node-local IPv4 is not reported, as the VPC CNI's egress
-    plugin does not: the pod's IP is the IPv6 one).
+    plugin does not: the pod's IP is the IPv6 one). A dual-stack pod (Calico mode) has one entry and one
+    default route per family, IPv4 first, as Calico's CNI reports them.
 
     If a previous plugin produced a result, ours is appended to it (its interface indices kept)."""
     prev = prev or {}
@@ -207,12 +208,17 @@ def add_result(
             entry["sandbox"] = iface.sandbox
         ifaces.append(entry)
     sandbox_index = base + next((i for i, x in enumerate(interfaces) if x.sandbox), len(interfaces) - 1)
-    gateway, plen = (GATEWAY, 32) if address.version == 4 else (GATEWAY6, 128)
-    ip: dict[str, Any] = {"address": f"{address}/{plen}", "gateway": str(gateway), "interface": sandbox_index}
-    if version == "0.4.0":
-        ip = {"version": str(address.version), **ip}
-    ips.append(ip)
-    routes.append({"dst": "0.0.0.0/0" if address.version == 4 else "::/0", "gw": str(gateway)})
+    for address in addresses if isinstance(addresses, tuple) else (addresses,):
+        gateway, plen = (GATEWAY, 32) if address.version == 4 else (GATEWAY6, 128)
+        ip: dict[str, Any] = {
+            "address": f"{address}/{plen}",
+            "gateway": str(gateway),
+            "interface": sandbox_index,
+        }
+        if version == "0.4.0":
+            ip = {"version": str(address.version), **ip}
+        ips.append(ip)
+        routes.append({"dst": "0.0.0.0/0" if address.version == 4 else "::/0", "gw": str(gateway)})
     result: dict[str, Any] = {"cniVersion": version, "interfaces": ifaces, "ips": ips, "routes": routes}
     result["dns"] = prev.get("dns", {}) if isinstance(prev.get("dns", {}), dict) else {}
     return result

@@ -31,7 +31,7 @@ import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
@@ -87,6 +87,11 @@ class PodSpec:
     route_table: int  # 254 on the primary ENI; the ENI's table otherwise
     mtu: int
     egress_v4: IPv4Address | None = None  # an IPv6 pod's node-local IPv4 (see ipam.types.Assignment)
+    address6: IPv6Address | None = None  # a dual-stack pod's IPv6 address (address is its IPv4 one)
+
+    @property
+    def addresses(self) -> tuple[PodAddress, ...]:
+        return (self.address,) if self.address6 is None else (self.address, self.address6)
 
     @property
     def family(self) -> IpFamily:
@@ -207,7 +212,15 @@ class PodNetwork:
             )
 
     def _host_side_messages(self, spec: PodSpec, host_index: int) -> list[rtnl.Message]:
-        ip, family = str(spec.address), spec.family
+        messages = []
+        for address in spec.addresses:
+            messages += self._address_messages(spec, address, host_index)
+        if spec.egress_v4 is not None:
+            messages.append(rtnl.replace_route(str(spec.egress_v4), 32, host_index))
+        return messages
+
+    def _address_messages(self, spec: PodSpec, address: PodAddress, host_index: int) -> list[rtnl.Message]:
+        ip, family = str(address), IpFamily(address.version)
         messages = [
             rtnl.replace_route(ip, family.host_prefixlen, host_index, family=family),
             rtnl.add_rule(TO_POD_PRIORITY, MAIN_TABLE, dst=ip, family=family),
@@ -217,8 +230,6 @@ class PodNetwork:
         ]
         if spec.route_table != MAIN_TABLE:
             messages.append(rtnl.add_rule(FROM_POD_PRIORITY, spec.route_table, src=ip, family=family))
-        if spec.egress_v4 is not None:
-            messages.append(rtnl.replace_route(str(spec.egress_v4), 32, host_index))
         return messages
 
     def check_netns(self, netns: str) -> None:
@@ -236,16 +247,18 @@ class PodNetwork:
         wired = await self.wire_link(spec)
         try:
             host_side = self._host_side_messages(spec, wired.host_index)
-            if spec.family is IpFamily.V6:
-                host_side.append(
-                    rtnl.permanent_neighbour(
-                        wired.host_index, str(spec.address), wired.pod_mac, family=IpFamily.V6
+            for address in spec.addresses:
+                if address.version == 6:
+                    host_side.append(
+                        rtnl.permanent_neighbour(
+                            wired.host_index, str(address), wired.pod_mac, family=IpFamily.V6
+                        )
                     )
-                )
             self.netlink.run(host_side)
         except BaseException as exc:
             try:
-                self._unwire_host(spec.address, wired.host_index)
+                for address in spec.addresses:
+                    self._unwire_host(address, wired.host_index)
             except Exception:
                 log.exception("rollback of %s failed", spec.host_veth)
             self.delete_veth_later(spec.host_veth)
@@ -285,7 +298,7 @@ class PodNetwork:
         )
 
     def _wire_pod_side(self, spec: PodSpec, index: int, host_mac: str) -> None:
-        if spec.family is IpFamily.V6:  # as the VPC CNI: IPv6 on in the pod, whatever the runtime's default
+        if spec.family is IpFamily.V6 or spec.address6 is not None:  # IPv6 on in the pod (as the VPC CNI)
             nsenter.write_sysctls(
                 [(f"net/ipv6/conf/{name}/disable_ipv6", "0") for name in (spec.ifname, "lo")], spec.netns
             )
@@ -302,6 +315,8 @@ class PodNetwork:
             if spec.family is IpFamily.V4 or spec.egress_v4 is not None:
                 v4 = spec.egress_v4 if spec.egress_v4 is not None else spec.address
                 messages += _pod_side_messages(index, v4, GATEWAY, host_mac, IpFamily.V4)
+            if spec.address6 is not None:  # dual stack: the IPv6 address and default route beside the IPv4
+                messages += _pod_side_messages(index, spec.address6, GATEWAY6, host_mac, IpFamily.V6)
             pod.run(messages)
         finally:
             pod.close()
@@ -328,12 +343,17 @@ class PodNetwork:
             raise error
         return routed
 
-    async def unwire(self, address: PodAddress, host_veth: str | None) -> None:
+    async def unwire(
+        self, address: PodAddress, host_veth: str | None, also: tuple[PodAddress, ...] = ()
+    ) -> None:
         """Remove the host side of a pod by its address (and veth name, when known): rules and route now,
         the veth by the reaper. Idempotent: what is already gone is skipped. When the veth is gone (its
         namespace was removed) the kernel took the route with it. A veth of that name that does not carry
-        this address belongs to a newer pod of the same name (a late DEL of an old sandbox): it stays."""
+        this address belongs to a newer pod of the same name (a late DEL of an old sandbox): it stays.
+        also: a dual-stack pod's other address, whose rules and route go too."""
         link = self.netlink.find_link(host_veth) if host_veth is not None else None
+        for other in also:
+            self._unwire_host(other, link.index if link is not None else None)
         routed = self._unwire_host(address, link.index if link is not None else None)
         if routed and host_veth is not None:
             self.delete_veth_later(host_veth)
@@ -371,6 +391,10 @@ class PodNetwork:
             pod_routes = [r async for r in await pod.route("dump", table=MAIN_TABLE, family=family.af)]
             if not any(r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY") == gateway for r in pod_routes):
                 problems.append(f"the pod's default route via {gateway} is missing")
+            if spec.address6 is not None and not any(
+                a.get_attr("IFA_ADDRESS") == str(spec.address6) and a["prefixlen"] == 128 for a in addrs
+            ):
+                problems.append(f"{spec.ifname} in the pod lacks {spec.address6}/128")
         finally:
             pod.close()
         return problems

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import ip_address, ip_network
 from typing import Any
 
 from vpcnet.dataplane.kernel_cmd import CommandRunner, DataplaneError, SubprocessRunner
@@ -29,6 +29,7 @@ from vpcnet.dataplane.poolroutes import (
     render_ip_batch,
     render_nat_restore,
 )
+from vpcnet.ipam.blocks import Cidr
 
 
 class IpipUnsupported(DataplaneError):
@@ -60,20 +61,28 @@ async def _json(runner: CommandRunner, argv: list[str]) -> Any:
     return json.loads(text) if text else []
 
 
-async def current_routes(runner: CommandRunner) -> set[Route]:
+async def current_routes(runner: CommandRunner, families: tuple[str, ...] = ("-4", "-6")) -> set[Route]:
     routes = set()
-    for entry in await _json(
-        runner, ["ip", "-j", "-4", "route", "show", "table", "main", "proto", str(ROUTE_PROTOCOL)]
-    ):
-        dst = IPv4Network(entry["dst"])
-        if entry.get("type") == "blackhole":
-            routes.add(Route(dst, "blackhole"))
-        elif "gateway" in entry:
-            onlink = "onlink" in entry.get("flags", [])
-            routes.add(Route(dst, "unicast", IPv4Address(entry["gateway"]), entry["dev"], onlink))
-        else:
-            routes.add(Route(dst, "other", None, entry.get("dev")))  # not one we make: replaced
+    for family in families:
+        for entry in await _json(
+            runner, ["ip", "-j", family, "route", "show", "table", "main", "proto", str(ROUTE_PROTOCOL)]
+        ):
+            dst = ip_network(_full_prefix(entry["dst"], family))
+            if entry.get("type") == "blackhole":
+                routes.add(Route(dst, "blackhole"))
+            elif "gateway" in entry:
+                onlink = "onlink" in entry.get("flags", [])
+                routes.add(Route(dst, "unicast", ip_address(entry["gateway"]), entry["dev"], onlink))
+            else:
+                routes.add(Route(dst, "other", None, entry.get("dev")))  # not one we make: replaced
     return routes
+
+
+def _full_prefix(dst: str, family: str) -> str:
+    """`ip -j` prints a host route without its length (10.0.0.1, fd00::1)."""
+    if "/" in dst:
+        return dst
+    return f"{dst}/{32 if family == '-4' else 128}"
 
 
 async def _link(runner: CommandRunner, name: str) -> dict[str, Any] | None:
@@ -84,11 +93,17 @@ async def _link(runner: CommandRunner, name: str) -> dict[str, Any] | None:
     return links[0] if links else None
 
 
-async def current_neighbors(runner: CommandRunner, dev: str) -> set[Neighbor]:
+async def current_neighbors(runner: CommandRunner, dev: str, within: Cidr | None = None) -> set[Neighbor]:
+    """Permanent neighbours on dev (on the uplink: only IPv6 ones inside within, the node's /64, the
+    only ones we pin there)."""
     out = set()
-    for entry in await _json(runner, ["ip", "-j", "-4", "neigh", "show", "dev", dev, "nud", "permanent"]):
-        if "lladdr" in entry:
-            out.add(Neighbor(dev, IPv4Address(entry["dst"]), entry["lladdr"]))
+    family = ["-6"] if within is not None else []
+    for entry in await _json(runner, ["ip", "-j", *family, "neigh", "show", "dev", dev, "nud", "permanent"]):
+        if "lladdr" not in entry:
+            continue
+        address = ip_address(entry["dst"])
+        if within is None or (address.version == within.version and address in within):
+            out.add(Neighbor(dev, address, entry["lladdr"]))
     return out
 
 
@@ -96,7 +111,7 @@ async def current_fdb(runner: CommandRunner, dev: str) -> set[FdbEntry]:
     out = set()
     for entry in await _json(runner, ["bridge", "-j", "fdb", "show", "dev", dev]):
         if "dst" in entry and entry.get("state") == "permanent":
-            out.add(FdbEntry(dev, entry["mac"], IPv4Address(entry["dst"])))
+            out.add(FdbEntry(dev, entry["mac"], ip_address(entry["dst"])))
     return out
 
 
@@ -115,7 +130,8 @@ async def ensure_tunnel(runner: CommandRunner, tunnel: Tunnel) -> bool:
         return link is None
     data = ((link or {}).get("linkinfo") or {}).get("info_data") or {}
     wanted = (tunnel.vni, str(tunnel.local), tunnel.port)
-    if link is not None and (data.get("id"), data.get("local"), data.get("port")) == wanted:
+    local = data.get("local") or data.get("local6")  # iproute2 names an IPv6 local "local6"
+    if link is not None and (data.get("id"), local, data.get("port")) == wanted:
         if (
             link.get("address") == tunnel.mac
             and link.get("mtu") == tunnel.mtu
@@ -146,9 +162,13 @@ async def ensure_tunnel(runner: CommandRunner, tunnel: Tunnel) -> bool:
     return True
 
 
-async def _nat_state(runner: CommandRunner) -> tuple[bool, bool, tuple[str, ...]]:
+def _tables(version: int) -> str:
+    return "iptables" if version == 4 else "ip6tables"
+
+
+async def _nat_state(runner: CommandRunner, version: int = 4) -> tuple[bool, bool, tuple[str, ...]]:
     """(chain exists, jump exists, the chain's rules)."""
-    text = (await runner.run(["iptables-save", "-t", "nat"])).check().stdout.decode()
+    text = (await runner.run([f"{_tables(version)}-save", "-t", "nat"])).check().stdout.decode()
     chain = jump = False
     rules = []
     for line in text.splitlines():
@@ -161,8 +181,8 @@ async def _nat_state(runner: CommandRunner) -> tuple[bool, bool, tuple[str, ...]
     return chain, jump, tuple(rules)
 
 
-async def apply_nat(runner: CommandRunner, rules: tuple[str, ...]) -> bool:
-    chain, jump, present = await _nat_state(runner)
+async def apply_nat(runner: CommandRunner, rules: tuple[str, ...], version: int = 4) -> bool:
+    chain, jump, present = await _nat_state(runner, version)
     if rules:
         if chain and jump and present == rules:
             return False
@@ -175,7 +195,8 @@ async def apply_nat(runner: CommandRunner, rules: tuple[str, ...]) -> bool:
             + (f"-D {nat_jump()[3:]}\n" if jump else "")
             + f"-F {NAT_CHAIN}\n-X {NAT_CHAIN}\nCOMMIT\n"
         )
-    (await runner.run(["iptables-restore", "--noflush", "-w", "5"], text.encode())).check(text.encode())
+    argv = [f"{_tables(version)}-restore", "--noflush", "-w", "5"]
+    (await runner.run(argv, text.encode())).check(text.encode())
     return True
 
 
@@ -187,13 +208,20 @@ async def link_mtu(name: str, runner: CommandRunner | None = None) -> int:
     return int(link["mtu"])
 
 
-async def ensure_forwarding(runner: CommandRunner) -> bool:
-    """The node routes pod traffic: IPv4 forwarding on (VPC mode's host network setup does it there)."""
-    current = (await runner.run(["sysctl", "-n", "net.ipv4.ip_forward"])).check().stdout.decode().strip()
+async def ensure_forwarding(runner: CommandRunner, key: str = "net.ipv4.ip_forward") -> bool:
+    """The node routes pod traffic: forwarding on (VPC mode's host network setup does it there); for
+    IPv6 pods key is net.ipv6.conf.all.forwarding."""
+    current = (await runner.run(["sysctl", "-n", key])).check().stdout.decode().strip()
     if current == "1":
         return False
-    (await runner.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])).check()
+    (await runner.run(["sysctl", "-qw", f"{key}=1"])).check()
     return True
+
+
+async def _has_ipv6_routes(runner: CommandRunner) -> bool:
+    """Whether IPv6 routes of ours are left to remove (an IPv4-only node skips reading IPv6 back)."""
+    result = await runner.run(["ip", "-6", "route", "show", "table", "main", "proto", str(ROUTE_PROTOCOL)])
+    return result.returncode == 0 and bool(result.stdout.strip())
 
 
 async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | None = None) -> ApplyStats:
@@ -203,6 +231,8 @@ async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | N
     stats = ApplyStats()
     if desired.routes or desired.tunnels:
         stats.forwarding_enabled = await ensure_forwarding(runner)
+    if any(r.dst.version == 6 for r in desired.routes):
+        stats.forwarding_enabled |= await ensure_forwarding(runner, "net.ipv6.conf.all.forwarding")
     unsupported: IpipUnsupported | None = None
     for tunnel in desired.tunnels:
         try:
@@ -220,16 +250,23 @@ async def apply_pool_dataplane(desired: PoolDataplane, runner: CommandRunner | N
     for dev in vxlan_devs:
         neighbors |= await current_neighbors(runner, dev)
         fdb |= await current_fdb(runner, dev)
+    if desired.uplink_subnet6 is not None:
+        neighbors |= await current_neighbors(runner, desired.uplink, desired.uplink_subnet6)
     fdb_lines = render_fdb_batch(fdb, desired)
     if fdb_lines:
         stdin = ("\n".join(fdb_lines) + "\n").encode()
         (await runner.run(["bridge", "-batch", "-"], stdin)).check(stdin)
-    ip_lines = render_ip_batch(await current_routes(runner), desired, neighbors)
+    ipv6 = any(r.dst.version == 6 for r in desired.routes) or await _has_ipv6_routes(runner)
+    ip_lines = render_ip_batch(
+        await current_routes(runner, ("-4", "-6") if ipv6 else ("-4",)), desired, neighbors
+    )
     if ip_lines:
         stdin = ("\n".join(ip_lines) + "\n").encode()
         (await runner.run(["ip", "-batch", "-"], stdin)).check(stdin)
     stats.ip_lines, stats.fdb_lines = len(ip_lines), len(fdb_lines)
     stats.nat_changed = await apply_nat(runner, desired.nat_rules)
+    if desired.nat6_rules or ipv6:
+        stats.nat_changed |= await apply_nat(runner, desired.nat6_rules, 6)
     if unsupported is not None:
         raise unsupported
     return stats

@@ -1,21 +1,35 @@
 """Calico-style address blocks: the unit of affinity and of compare-and-swap (pure; no I/O).
 
-A block is a small CIDR (a /26 by default) carved from an IPPool. It may be affine to one node, which
-then allocates from it first and routes it. Inside a block, each address (ordinal) is free or held by
-one allocation. Free ordinals form a FIFO: allocation takes the head, release appends to the tail, so
-the address free the longest is reused first. Every allocation gets the block's next sequence number;
-a release names the sequence number it means to free, so a late release (after the address was freed
-and handed to someone else) frees nothing.
+A block is a small CIDR (a /26 by default, a /122 in an IPv6 pool) carved from an IPPool. It may be
+affine to one node, which then allocates from it first and routes it. Inside a block, each address
+(ordinal) is free or held by one allocation. Free ordinals form a FIFO: allocation takes the head,
+release appends to the tail, so the address free the longest is reused first. Every allocation gets the
+block's next sequence number; a release names the sequence number it means to free, so a late release
+(after the address was freed and handed to someone else) frees nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Any
 
+# A block or pool CIDR, and an address in one: either family (a pool, and so its blocks, has one).
+Cidr = IPv4Network | IPv6Network
+BlockAddress = IPv4Address | IPv6Address
+
 AFFINITY_PREFIX = "host:"  # Calico's block affinity for a node ("virtual:" ones are not used here)
+
+
+def cidr_key(cidr: Cidr) -> tuple[int, Cidr]:
+    """A sort key over both families (Python refuses to compare an IPv4Network with an IPv6Network)."""
+    return cidr.version, cidr
+
+
+def within(net: Cidr, pool: Cidr) -> bool:
+    """net lies inside pool (False across families, where subnet_of raises)."""
+    return net.version == pool.version and net.subnet_of(pool)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -29,14 +43,14 @@ class Allocation:
 
 @dataclass
 class Block:
-    cidr: IPv4Network
+    cidr: Cidr
     affinity: str | None  # node name, or None for a block whose node is gone
     allocations: dict[int, Allocation] = field(default_factory=dict)
     unallocated: list[int] = field(default_factory=list)
     sequence: int = 0  # the sequence number the next allocation gets
 
     @classmethod
-    def new(cls, cidr: IPv4Network, affinity: str | None) -> Block:
+    def new(cls, cidr: Cidr, affinity: str | None) -> Block:
         return cls(cidr, affinity, {}, list(range(cidr.num_addresses)), 0)
 
     @property
@@ -51,11 +65,11 @@ class Block:
     def empty(self) -> bool:
         return not self.allocations
 
-    def address(self, ordinal: int) -> IPv4Address:
+    def address(self, ordinal: int) -> BlockAddress:
         return self.cidr.network_address + ordinal
 
-    def ordinal(self, address: IPv4Address) -> int:
-        if address not in self.cidr:
+    def ordinal(self, address: BlockAddress) -> int:
+        if address.version != self.cidr.version or address not in self.cidr:
             raise ValueError(f"{address} is not in block {self.cidr}")
         return int(address) - int(self.cidr.network_address)
 
@@ -127,7 +141,7 @@ class Block:
     def from_spec(cls, spec: dict[str, Any]) -> Block:
         """A block from Calico's IPAMBlock spec (see to_spec); raises ValueError naming the bad field."""
         try:
-            cidr = IPv4Network(spec["cidr"])
+            cidr = ip_network(spec["cidr"])
             affinity = spec.get("affinity") or None
             if affinity is not None and not str(affinity).startswith(AFFINITY_PREFIX):
                 raise ValueError(f"affinity {affinity!r}: only host affinities are supported")
@@ -157,16 +171,18 @@ class Block:
             raise ValueError(f"IPAMBlock spec {spec.get('cidr')!r}: {err}") from None
 
 
-def block_cidrs(pool: IPv4Network, block_size: int, start_hint: str = "") -> Iterator[IPv4Network]:
+def block_cidrs(pool: Cidr, block_size: int, start_hint: str = "") -> Iterator[Cidr]:
     """The pool's blocks, rotated to start at a place derived from start_hint (the node's name), so that
     nodes claiming blocks at the same time mostly try different ones instead of fighting over the first.
-    A generator: a /12 pool has 16,384 blocks of /26 and a claim usually needs the first few."""
+    A generator: a /12 pool has 16,384 blocks of /26 (an IPv6 /64 has 2**58 of /122) and a claim usually
+    needs the first few."""
     count = 1 << (block_size - pool.prefixlen)
-    step = 1 << (32 - block_size)
+    step = 1 << (pool.max_prefixlen - block_size)
+    make = IPv4Network if pool.version == 4 else IPv6Network
     start = _stable_hash(start_hint) % count if start_hint else 0
     base = int(pool.network_address)
     for i in range(count):
-        yield IPv4Network((base + ((start + i) % count) * step, block_size))
+        yield make((base + ((start + i) % count) * step, block_size))
 
 
 def _stable_hash(text: str) -> int:
@@ -177,6 +193,9 @@ def _stable_hash(text: str) -> int:
     return value
 
 
-def block_name(cidr: IPv4Network) -> str:
-    """A block's object name: 10.244.0.0/26 -> 10-244-0-0-26 (as Calico's KDD names IPAMBlocks)."""
-    return str(cidr).replace(".", "-").replace("/", "-")
+def block_name(cidr: Cidr) -> str:
+    """A block's object name: 10.244.0.0/26 -> 10-244-0-0-26, fd00:10:244::40/122 -> fd00-10-244--40-122
+    (as Calico's KDD names IPAMBlocks: '.', ':' and '/' become '-'). An IPv6 block at a ::-leading or
+    all-zero address would start with '-', which no object name may: such a name gets a leading 'x'."""
+    name = str(cidr).replace(".", "-").replace(":", "-").replace("/", "-")
+    return f"x{name}" if name.startswith("-") else name

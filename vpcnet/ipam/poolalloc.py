@@ -1,7 +1,8 @@
 """Calico-mode address management: blocks affine to nodes, every write a compare-and-swap on one object.
 
-`PoolIpam` hands out addresses for one node: from its own blocks first, then from a newly claimed block,
-then (unless strictAffinity) borrowed from any block with room. The writes and their order (handle, then
+`PoolIpam` hands out addresses for one node, one IP version at a time (a dual-stack pod's handle holds one
+address of each, as Calico's): from its own blocks first, then from a newly claimed block, then (unless
+strictAffinity) borrowed from any block with room. The writes and their order (handle, then
 block; the invariant that keeps a crash from leaking) are in vpcnet/ipam/poolwrites.py. When another writer
 won a compare-and-swap, the attempt starts again from fresh reads. `PoolAllocator` adapts it to the CNI
 server's Allocator protocol. It takes any ResourceStoreLike: etcd or the Kubernetes API.
@@ -15,11 +16,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv6Address
 
 from vpcnet.datastore.store import ResourceStoreLike
 from vpcnet.datastore.types import DatastoreUnavailable
-from vpcnet.ipam.blocks import Block, block_cidrs
+from vpcnet.ipam.blocks import Block, Cidr, block_cidrs, cidr_key, within
 from vpcnet.ipam.poolobjects import (
     AFFINITY_KIND,
     BLOCK_KIND,
@@ -56,7 +57,14 @@ from vpcnet.ipam.types import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConflictRetriesExhausted", "IpamCounters", "PoolAllocator", "PoolIpam", "release_handle"]
+__all__ = [
+    "ConflictRetriesExhausted",
+    "IpamCounters",
+    "PoolAllocator",
+    "PoolIpam",
+    "release_handle",
+    "release_handle_all",
+]
 
 
 @dataclass
@@ -91,8 +99,8 @@ class PoolIpam:
         self._rng = rng or random.Random()
         self._clock = clock
         self.counters = IpamCounters()
-        self._affine: list[IPv4Network] | None = None  # blocks affine to this node, as last read
-        self._blocks: dict[IPv4Network, tuple[Block, int]] = {}  # our blocks as we last wrote them
+        self._affine: list[Cidr] | None = None  # blocks affine to this node, as last read
+        self._blocks: dict[Cidr, tuple[Block, int]] = {}  # our blocks as we last wrote them
         # One change at a time from this node (Calico's CNI takes a host-wide lock for the same reason):
         # concurrent ADDs on one node would all pick the same block and fail each other's CAS.
         self._lock = asyncio.Lock()
@@ -101,31 +109,37 @@ class PoolIpam:
         return await read_pool_config(self.store)
 
     async def lookup(self, handle: str) -> HandleRecord | None:
+        held = await self.lookup_all(handle)
+        return held[0] if held else None
+
+    async def lookup_all(self, handle: str) -> list[HandleRecord]:
+        """Every address the handle holds (one per IP version for a dual-stack pod), IPv4 first."""
         stored = await self.store.get(handle_ref(handle))
         if stored is None:
-            return None
+            return []
         _, records = await handle_holdings(self.store, stored)
-        return records[0] if records else None
+        return sorted(records, key=lambda r: r.address.version)
 
     async def _backoff(self, attempt: int) -> None:
         self.counters.conflicts += 1
         await backoff(attempt, self._rng)
 
-    async def assign(self, handle: str, namespace: str = "", pod: str = "") -> HandleRecord:
-        """The handle's address: the one it holds already, or a new one. Raises AddressExhausted."""
+    async def assign(self, handle: str, namespace: str = "", pod: str = "", version: int = 4) -> HandleRecord:
+        """The handle's address of that IP version: the one it holds already, or a new one from a pool of
+        that version. Raises AddressExhausted."""
         async with self._lock:
             try:
-                return await self._assign_locked(handle, namespace, pod)
+                return await self._assign_locked(handle, namespace, pod, version)
             except (AddressExhausted, ConflictRetriesExhausted):
                 # An attempt that lost its block CAS may have left the handle counting an address it never
                 # got: take that back now rather than leave it to the GC.
                 await recount_handle(self.store, handle, self._clock)
                 raise
 
-    async def _assign_locked(self, handle: str, namespace: str, pod: str) -> HandleRecord:
+    async def _assign_locked(self, handle: str, namespace: str, pod: str, version: int) -> HandleRecord:
         for attempt in range(MAX_ATTEMPTS):
             try:
-                record = await self._assign_once(handle, namespace, pod)
+                record = await self._assign_once(handle, namespace, pod, version)
             except DatastoreUnavailable:
                 # The outcome of our writes is unknown: the next attempt reads the handle and finds out.
                 await asyncio.sleep(0.2)
@@ -136,10 +150,10 @@ class PoolIpam:
             await self._backoff(attempt)
         raise ConflictRetriesExhausted(f"assign {handle}: still conflicting after {MAX_ATTEMPTS} attempts")
 
-    async def _assign_once(self, handle: str, namespace: str, pod: str) -> HandleRecord | None:
+    async def _assign_once(self, handle: str, namespace: str, pod: str, version: int) -> HandleRecord | None:
         """One attempt; None when a compare-and-swap lost (the caller starts again)."""
         try:
-            block, revision = await self._choose_block()
+            block, revision = await self._choose_block(version)
         except _Lost:
             return None
         taken = block.allocate(handle, self.node, namespace, pod)
@@ -148,7 +162,7 @@ class PoolIpam:
             return None
         ordinal, sequence = taken
         # 1. The handle, counting the allocation about to be made (see poolwrites: handle first).
-        written = await self._count_in_handle(handle, block.cidr)
+        written = await self._count_in_handle(handle, block.cidr, version)
         if isinstance(written, HandleRecord):
             return written  # the handle holds an address already (a repeated ADD)
         if not written:
@@ -167,9 +181,9 @@ class PoolIpam:
             handle, block.address(ordinal), block.cidr, ordinal, sequence, self.node, held.namespace, held.pod
         )
 
-    async def _count_in_handle(self, handle: str, cidr: IPv4Network) -> HandleRecord | bool:
-        """Create the handle counting one address in cidr, or (it exists) return the address it holds, or
-        recount it plus one. False on a conflict."""
+    async def _count_in_handle(self, handle: str, cidr: Cidr, version: int) -> HandleRecord | bool:
+        """Create the handle counting one address in cidr, or (it exists) return the address of this
+        version it holds, or recount it plus one. False on a conflict."""
         created = await self.store.create(handle_document(handle, {cidr: 1}, self._clock()))
         if created is not None:
             return True
@@ -177,21 +191,23 @@ class PoolIpam:
         if stored is None:
             return False  # deleted between the two calls: start again
         counts, records = await handle_holdings(self.store, stored)
-        if records:
-            return records[0]
+        for record in records:
+            if record.address.version == version:
+                return record
         counts[cidr] = counts.get(cidr, 0) + 1
         replaced = await self.store.replace(handle_document(handle, counts, self._clock()), stored.revision)
         return replaced is not None
 
-    async def _choose_block(self) -> tuple[Block, int]:
-        """A block with room for this node: its own, a newly claimed one, or (unless strictAffinity) any."""
+    async def _choose_block(self, version: int) -> tuple[Block, int]:
+        """A block of that IP version with room for this node: its own, a newly claimed one, or (unless
+        strictAffinity) any."""
         # 1. A block this node holds (the list of them is kept in memory; a block that is gone or no longer
         # ours makes us read the affinities again).
         for _ in range(2):
             fresh = self._affine is None
             if self._affine is None:
                 self._affine = await self._read_affine()
-            for cidr in list(self._affine):
+            for cidr in [c for c in self._affine if c.version == version]:
                 read = self._blocks.get(cidr) or await read_block(self.store, cidr)
                 if read is None or read[0].affinity != self.node:
                     self._affine, self._blocks = None, {}
@@ -201,12 +217,12 @@ class PoolIpam:
             if fresh:
                 break
             self._affine = None  # make sure no block of ours was claimed meanwhile elsewhere
-        affine_count = len(self._affine or [])
+        affine_count = len(self._affine or [])  # maxBlocksPerHost counts both families, as Calico's
         # 2. A new block.
         config = await self.config()
-        pools = config.usable_by(self.node_labels)
+        pools = config.usable_by(self.node_labels, version)
         if not pools:
-            raise AddressExhausted(f"node {self.node}: no enabled IPPool selects this node")
+            raise AddressExhausted(f"node {self.node}: no enabled IPPool selects this node (IPv{version})")
         may_claim = not (config.strict_affinity and config.max_blocks_per_host) or (
             affine_count < config.max_blocks_per_host
         )
@@ -234,7 +250,7 @@ class PoolIpam:
         # 3. Borrow an address from any block with room (another node's), unless strictAffinity.
         if not config.strict_affinity:
             for block, revision in blocks:
-                if block.free and any(block.cidr.subnet_of(p.cidr) for p in pools):
+                if block.free and any(within(block.cidr, p.cidr) for p in pools):
                     return block, revision
         limit = (
             f"maxBlocksPerHost {config.max_blocks_per_host} reached and strictAffinity forbids borrowing"
@@ -246,7 +262,7 @@ class PoolIpam:
             f"node {self.node}: no address in pools {', '.join(str(p.cidr) for p in pools)}: {limit}"
         )
 
-    async def _read_affine(self) -> list[IPv4Network]:
+    async def _read_affine(self) -> list[Cidr]:
         """This node's blocks: its affinities (a pending one whose block names us is confirmed now)."""
         listed, _ = await self.store.list(AFFINITY_KIND)
         mine = []
@@ -260,15 +276,21 @@ class PoolIpam:
                     continue  # a claim in progress, or one that lost: not ours
                 await confirm_affinity(self.store, self.node, affinity.cidr)
             mine.append(affinity.cidr)
-        return sorted(mine)
+        return sorted(mine, key=cidr_key)
 
     async def release(self, handle: str) -> HandleRecord | None:
-        """Free the handle's address (only the allocation it names, by sequence number); None if none."""
+        """Free the handle's addresses (only the allocations it names, by sequence number); the first one
+        (IPv4 first), or None if it held none."""
+        freed = await self.release_all(handle)
+        return freed[0] if freed else None
+
+    async def release_all(self, handle: str) -> list[HandleRecord]:
+        """Free every address of the handle (both of a dual-stack pod); what was freed, IPv4 first."""
         async with self._lock:
-            record = await release_handle(self.store, handle, counters=self.counters, clock=self._clock)
-            if record is not None:
+            freed = await release_handle_all(self.store, handle, counters=self.counters, clock=self._clock)
+            for record in freed:
                 self._blocks.pop(record.block, None)
-            return record
+            return freed
 
 
 class _Lost(Exception):
@@ -284,23 +306,40 @@ async def release_handle(
 ) -> HandleRecord | None:
     """Release every allocation of handle (blocks first, then the handle: see poolwrites); the first one
     released, or None when it held nothing."""
+    freed = await release_handle_all(store, handle, counters=counters, clock=clock)
+    return freed[0] if freed else None
+
+
+async def release_handle_all(
+    store: ResourceStoreLike,
+    handle: str,
+    *,
+    counters: IpamCounters | None = None,
+    clock: Callable[[], float] = time.time,
+) -> list[HandleRecord]:
+    """Release every allocation of handle; the ones released, IPv4 first."""
     stored = await store.get(handle_ref(handle))
     if stored is None:
-        return None
+        return []
     freed: list[HandleRecord] = []
-    for cidr in sorted(parse_handle(stored).blocks):
+    for cidr in sorted(parse_handle(stored).blocks, key=cidr_key):
         freed += await release_in_block(store, cidr, lambda b: records_in(b, handle))
     await recount_handle(store, handle, clock)
     if freed and counters:
         counters.released += 1
-    return freed[0] if freed else None
+    return sorted(freed, key=lambda r: r.address.version)
 
 
 class PoolAllocator:
-    """The Allocator protocol (vpcnet/ipam/types.py) over PoolIpam, for the agent's CNI server."""
+    """The Allocator protocol (vpcnet/ipam/types.py) over PoolIpam, for the agent's CNI server. versions:
+    the pods' IP versions, (4,), (6,) or (4, 6) for dual stack: one address of each (IPv4 the primary,
+    as Calico's CNI lists it first)."""
 
-    def __init__(self, ipam: PoolIpam) -> None:
+    def __init__(self, ipam: PoolIpam, versions: tuple[int, ...] = (4,)) -> None:
+        if not versions or set(versions) - {4, 6}:
+            raise ValueError(f"IP versions {versions!r}: want 4, 6 or both")
         self.ipam = ipam
+        self.versions = tuple(sorted(set(versions)))
         self._ready = False
 
     def set_ready(self, ready: bool = True) -> None:
@@ -310,35 +349,47 @@ class PoolAllocator:
         return self._ready
 
     @staticmethod
-    def _assignment(record: HandleRecord) -> Assignment:
+    def _assignment(records: list[HandleRecord]) -> Assignment:
+        first = records[0]
+        second = next((r.address for r in records[1:] if isinstance(r.address, IPv6Address)), None)
         return Assignment(
-            address=record.address,
+            address=first.address,
             device_number=-1,
             route_table=MAIN_ROUTE_TABLE,
             eni_id="",
-            subnet=record.block,
-            pod_namespace=record.namespace,
-            pod_name=record.pod,
+            subnet=first.block,
+            pod_namespace=first.namespace,
+            pod_name=first.pod,
+            address6=second if first.address.version == 4 else None,
         )
 
     async def assign(self, key: IpamKey, pod_namespace: str, pod_name: str) -> Assignment:
         if not self._ready:
             raise AddressManagerNotReady("the Calico pool IPAM is starting")
-        return self._assignment(await self.ipam.assign(handle_id(key), pod_namespace, pod_name))
+        handle = handle_id(key)
+        records = []
+        try:
+            for version in self.versions:
+                records.append(await self.ipam.assign(handle, pod_namespace, pod_name, version))
+        except BaseException:
+            if records:  # a dual-stack pod gets both families or neither
+                await self.ipam.release_all(handle)
+            raise
+        return self._assignment(records)
 
     async def release(self, key: IpamKey) -> Assignment | None:
-        record = await self.ipam.release(handle_id(key))
-        return self._assignment(record) if record else None
+        records = await self.ipam.release_all(handle_id(key))
+        return self._assignment(records) if records else None
 
     async def lookup(self, key: IpamKey) -> Assignment | None:
-        record = await self.ipam.lookup(handle_id(key))
-        return self._assignment(record) if record else None
+        records = await self.ipam.lookup_all(handle_id(key))
+        return self._assignment(records) if records else None
 
     async def holds(self, address: PodAddress) -> bool:
         """Whether the block holding address allocates it (to any node: borrowed addresses count)."""
         listed, _ = await self.ipam.store.list(BLOCK_KIND)
         for stored in listed:
             block = parse_block(stored)
-            if isinstance(address, IPv4Address) and address in block.cidr:
+            if address.version == block.cidr.version and address in block.cidr:
                 return block.ordinal(address) in block.allocations
         return False

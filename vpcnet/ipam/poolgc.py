@@ -23,11 +23,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import ip_network
 from typing import Any
 
 from vpcnet.datastore.store import ResourceStoreLike
-from vpcnet.ipam.blocks import Block
+from vpcnet.ipam.blocks import Block, Cidr, cidr_key
 from vpcnet.ipam.poolalloc import release_handle
 from vpcnet.ipam.poolobjects import (
     PENDING_DELETION,
@@ -92,6 +92,11 @@ class CheckReport:
         }
 
 
+def _first_cidr(item: tuple[Cidr, Any]) -> tuple[int, Cidr]:
+    """Sort (block, ...) pairs of both families by block."""
+    return cidr_key(item[0])
+
+
 def check_state(
     state: IpamState,
     pods: set[tuple[str, str]] | None,
@@ -103,8 +108,8 @@ def check_state(
     address the pod does not have belongs to an earlier pod of the same name (deleted without its CNI DEL,
     then made again)."""
     report = CheckReport(revision=state.revision)
-    held: dict[tuple[str, IPv4Network], int] = {}  # (handle, block) -> allocations
-    for cidr, (block, _) in sorted(state.blocks.items()):
+    held: dict[tuple[str, Cidr], int] = {}  # (handle, block) -> allocations
+    for cidr, (block, _) in sorted(state.blocks.items(), key=_first_cidr):
         report.inconsistent += block.check()
         if block.affinity is not None and block.affinity not in state.nodes:
             report.gone_node_blocks.append(
@@ -152,7 +157,7 @@ def check_state(
         if not holds and state.now - handle.written_at >= dangling_grace:
             report.dangling_handles.append(handle_id)
     for node, claims in sorted(state.affinities.items()):
-        for cidr, (affinity, _) in sorted(claims.items()):
+        for cidr, (affinity, _) in sorted(claims.items(), key=_first_cidr):
             block_entry = state.blocks.get(cidr)
             if affinity.state != "pending" and (block_entry is None or block_entry[0].affinity != node):
                 report.inconsistent.append(
@@ -198,7 +203,7 @@ class ReleaseResult:
 async def release_leak(store: ResourceStoreLike, leak: LeakedAllocation) -> bool:
     """Free one leaked allocation if the block still holds it with the same sequence number and handle
     (block first, then the handle recounted: see poolwrites)."""
-    cidr = IPv4Network(leak.block)
+    cidr = ip_network(leak.block)
 
     def pick(block: Block) -> list[HandleRecord]:
         return [
@@ -272,7 +277,7 @@ async def cleanup_gone_nodes(
         if now() - since < grace_seconds:
             continue
         # Its allocations first (in every block: borrowed ones too), then its blocks.
-        for cidr, (block, _) in sorted(state.blocks.items()):
+        for cidr, (block, _) in sorted(state.blocks.items(), key=_first_cidr):
             for ordinal, allocation in sorted(block.allocations.items()):
                 if allocation.node != node:
                     continue
@@ -292,7 +297,7 @@ async def cleanup_gone_nodes(
         affine = set(state.affinities.get(node, {})) | {
             c for c, (b, _) in state.blocks.items() if b.affinity == node
         }
-        for cidr in sorted(affine):
+        for cidr in sorted(affine, key=cidr_key):
             if await give_up_block(store, node, cidr):
                 out.released_blocks.append(str(cidr))
     await _forget_gone_nodes(store, now)
@@ -328,7 +333,7 @@ async def repair(store: ResourceStoreLike, state: IpamState, dangling_grace: flo
 async def delete_empty_unclaimed_blocks(store: ResourceStoreLike) -> list[str]:
     """Blocks nobody claims (their node went away while others borrowed from them) go once empty."""
     deleted = []
-    for cidr, (block, revision) in sorted((await read_state(store)).blocks.items()):
+    for cidr, (block, revision) in sorted((await read_state(store)).blocks.items(), key=_first_cidr):
         if block.affinity is None and block.empty and await store.delete_at(block_ref(cidr), revision):
             deleted.append(str(cidr))
     return deleted

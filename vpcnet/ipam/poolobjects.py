@@ -23,12 +23,12 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import ip_network
 from typing import Any
 
 from vpcnet.api.ippool import IPAMConfiguration, IPPool
 from vpcnet.datastore.resources import ResourceRef, StoredResource, kind_path
-from vpcnet.ipam.blocks import Block, block_name
+from vpcnet.ipam.blocks import Block, BlockAddress, Cidr, block_name, cidr_key
 from vpcnet.ipam.node_record import NodeRecord
 
 CALICO_API = "projectcalico.org/v3"
@@ -71,7 +71,7 @@ def parse_timestamp(text: str) -> float:
 # ---------------------------------------------------------------------------------------------- blocks
 
 
-def block_ref(cidr: IPv4Network) -> ResourceRef:
+def block_ref(cidr: Cidr) -> ResourceRef:
     return ResourceRef(BLOCK_KIND, None, block_name(cidr))
 
 
@@ -94,15 +94,15 @@ def parse_block(stored: StoredResource) -> Block:
 @dataclass(frozen=True)
 class Affinity:
     node: str
-    cidr: IPv4Network
+    cidr: Cidr
     state: str
 
 
-def affinity_ref(node: str, cidr: IPv4Network) -> ResourceRef:
+def affinity_ref(node: str, cidr: Cidr) -> ResourceRef:
     return ResourceRef(AFFINITY_KIND, None, f"{object_name(node)}-{block_name(cidr)}")
 
 
-def affinity_document(node: str, cidr: IPv4Network, state: str) -> dict[str, Any]:
+def affinity_document(node: str, cidr: Cidr, state: str) -> dict[str, Any]:
     return {
         "apiVersion": CALICO_API,
         "kind": "BlockAffinity",
@@ -113,7 +113,7 @@ def affinity_document(node: str, cidr: IPv4Network, state: str) -> dict[str, Any
 
 def parse_affinity(stored: StoredResource) -> Affinity:
     spec = stored.body.get("spec") or {}
-    return Affinity(str(spec.get("node", "")), IPv4Network(spec["cidr"]), str(spec.get("state", "")))
+    return Affinity(str(spec.get("node", "")), ip_network(spec["cidr"]), str(spec.get("state", "")))
 
 
 # ---------------------------------------------------------------------------------------------- handles
@@ -122,7 +122,7 @@ def parse_affinity(stored: StoredResource) -> Affinity:
 @dataclass(frozen=True)
 class Handle:
     handle_id: str
-    blocks: dict[IPv4Network, int]  # block -> how many of this handle's addresses it holds
+    blocks: dict[Cidr, int]  # block -> how many of this handle's addresses it holds
     written_at: float  # when last written (0 when unknown: treated as old)
 
 
@@ -130,7 +130,7 @@ def handle_ref(handle_id: str) -> ResourceRef:
     return ResourceRef(HANDLE_KIND, None, object_name(handle_id))
 
 
-def handle_document(handle_id: str, blocks: dict[IPv4Network, int], now: float) -> dict[str, Any]:
+def handle_document(handle_id: str, blocks: dict[Cidr, int], now: float) -> dict[str, Any]:
     return {
         "apiVersion": CALICO_API,
         "kind": "IPAMHandle",
@@ -140,7 +140,11 @@ def handle_document(handle_id: str, blocks: dict[IPv4Network, int], now: float) 
         },
         "spec": {
             "handleID": handle_id,
-            "block": {str(cidr): count for cidr, count in sorted(blocks.items()) if count > 0},
+            "block": {
+                str(cidr): count
+                for cidr, count in sorted(blocks.items(), key=lambda item: cidr_key(item[0]))
+                if count > 0
+            },
             "deleted": False,
         },
     }
@@ -151,7 +155,7 @@ def parse_handle(stored: StoredResource) -> Handle:
     written = ((stored.body.get("metadata") or {}).get("annotations") or {}).get(WRITTEN_ANNOTATION)
     return Handle(
         str(spec.get("handleID", stored.ref.name)),
-        {IPv4Network(cidr): int(count) for cidr, count in (spec.get("block") or {}).items()},
+        {ip_network(cidr): int(count) for cidr, count in (spec.get("block") or {}).items()},
         parse_timestamp(written) if written else 0.0,
     )
 
@@ -162,8 +166,8 @@ class HandleRecord:
     the block: the handle object says only which block)."""
 
     handle: str
-    address: IPv4Address
-    block: IPv4Network
+    address: BlockAddress
+    block: Cidr
     ordinal: int
     sequence: int
     node: str

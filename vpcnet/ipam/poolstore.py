@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from ipaddress import IPv4Network
 from typing import Any
 
 import vpcnet.api.ippool  # noqa: F401  (registers IPPool and IPAMConfiguration)
@@ -20,7 +19,7 @@ from vpcnet.api.loader import parse_resource
 from vpcnet.api.selector import parse_selector
 from vpcnet.datastore.resources import ResourceRef, StoredResource
 from vpcnet.datastore.store import ResourceStoreLike
-from vpcnet.ipam.blocks import Block
+from vpcnet.ipam.blocks import Block, Cidr
 from vpcnet.ipam.node_record import NodeRecord
 from vpcnet.ipam.poolobjects import (
     AFFINITY_KIND,
@@ -48,8 +47,8 @@ class IpamState:
 
     revision: int  # the newest of the listings' revisions
     now: float  # the wall clock when read (liveness of leases)
-    blocks: dict[IPv4Network, tuple[Block, int]]  # block -> (block, revision)
-    affinities: dict[str, dict[IPv4Network, tuple[Affinity, int]]]  # node -> block -> (affinity, revision)
+    blocks: dict[Cidr, tuple[Block, int]]  # block -> (block, revision)
+    affinities: dict[str, dict[Cidr, tuple[Affinity, int]]]  # node -> block -> (affinity, revision)
     handles: dict[str, tuple[Handle, int]]  # handle id -> (handle, revision)
     leases: dict[str, tuple[NodeLease, int]]  # node -> (lease, revision)
 
@@ -64,7 +63,7 @@ class IpamState:
         """Nodes whose lease ran out, and since when."""
         return {n: lease.expires for n, (lease, _) in self.leases.items() if not lease.live(self.now)}
 
-    def claimed(self, node: str) -> set[IPv4Network]:
+    def claimed(self, node: str) -> set[Cidr]:
         """The blocks node claims (a pending affinity is no claim yet)."""
         return {c for c, (a, _) in self.affinities.get(node, {}).items() if a.state != "pending"}
 
@@ -81,7 +80,7 @@ async def read_state(store: ResourceStoreLike, now: float | None = None) -> Ipam
         except ValueError:
             continue  # not ours to judge here; `ipam check` of a malformed block is out of scope
         blocks[block.cidr] = (block, stored.revision)
-    affinities: dict[str, dict[IPv4Network, tuple[Affinity, int]]] = {}
+    affinities: dict[str, dict[Cidr, tuple[Affinity, int]]] = {}
     for stored in affinities_listed:
         affinity = parse_affinity(stored)
         affinities.setdefault(affinity.node, {})[affinity.cidr] = (affinity, stored.revision)
@@ -105,9 +104,16 @@ class PoolConfig:
     strict_affinity: bool = False
     max_blocks_per_host: int = 0
 
-    def usable_by(self, labels: dict[str, str]) -> list[IPPool]:
-        """Enabled pools whose nodeSelector matches the node's labels, in name order."""
-        return [p for p in self.pools if not p.disabled and parse_selector(p.node_selector).matches(labels)]
+    def usable_by(self, labels: dict[str, str], version: int | None = None) -> list[IPPool]:
+        """Enabled pools (of that IP version, when given) whose nodeSelector matches the node's labels, in
+        name order."""
+        return [
+            p
+            for p in self.pools
+            if not p.disabled
+            and (version is None or p.cidr.version == version)
+            and parse_selector(p.node_selector).matches(labels)
+        ]
 
 
 async def read_pool_config(resources: ResourceStoreLike) -> PoolConfig:

@@ -25,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from ipaddress import IPv4Network
 
 from vpcnet.datastore.resources import StoredResource
 from vpcnet.datastore.store import ResourceStoreLike
-from vpcnet.ipam.blocks import Block
+from vpcnet.ipam.blocks import Block, Cidr, cidr_key
 from vpcnet.ipam.poolobjects import (
     CONFIRMED,
     PENDING,
@@ -60,7 +59,7 @@ async def backoff(attempt: int, rng: random.Random | None = None) -> None:
     await asyncio.sleep((rng or random).uniform(0, min(0.002 * (2 ** min(attempt, 6)), 0.1)))
 
 
-async def read_block(store: ResourceStoreLike, cidr: IPv4Network) -> tuple[Block, int] | None:
+async def read_block(store: ResourceStoreLike, cidr: Cidr) -> tuple[Block, int] | None:
     stored = await store.get(block_ref(cidr))
     return (parse_block(stored), stored.revision) if stored else None
 
@@ -73,12 +72,12 @@ async def write_block(store: ResourceStoreLike, block: Block, revision: int) -> 
 
 async def handle_holdings(
     store: ResourceStoreLike, stored: StoredResource
-) -> tuple[dict[IPv4Network, int], list[HandleRecord]]:
+) -> tuple[dict[Cidr, int], list[HandleRecord]]:
     """What a handle really holds: per block it names, the number of its allocations there; and those."""
     handle = parse_handle(stored)
-    counts: dict[IPv4Network, int] = {}
+    counts: dict[Cidr, int] = {}
     records: list[HandleRecord] = []
-    for cidr in sorted(handle.blocks):
+    for cidr in sorted(handle.blocks, key=cidr_key):
         read = await read_block(store, cidr)
         found = records_in(read[0], handle.handle_id) if read else []
         counts[cidr] = len(found)
@@ -89,7 +88,7 @@ async def handle_holdings(
 async def write_handle(
     store: ResourceStoreLike,
     handle_id: str,
-    counts: dict[IPv4Network, int],
+    counts: dict[Cidr, int],
     revision: int,
     now: Callable[[], float],
 ) -> bool:
@@ -113,7 +112,7 @@ async def recount_handle(store: ResourceStoreLike, handle_id: str, now: Callable
 
 
 async def release_in_block(
-    store: ResourceStoreLike, cidr: IPv4Network, pick: Callable[[Block], list[HandleRecord]]
+    store: ResourceStoreLike, cidr: Cidr, pick: Callable[[Block], list[HandleRecord]]
 ) -> list[HandleRecord]:
     """Free the allocations pick(block) names, by CAS on the block (re-read and picked again on a
     conflict); what was freed."""
@@ -131,7 +130,7 @@ async def release_in_block(
     raise ConflictRetriesExhausted(f"block {cidr}: still conflicting after {MAX_ATTEMPTS} attempts")
 
 
-async def claim_block(store: ResourceStoreLike, node: str, cidr: IPv4Network) -> tuple[Block, int] | None:
+async def claim_block(store: ResourceStoreLike, node: str, cidr: Cidr) -> tuple[Block, int] | None:
     """Claim cidr for node (pending affinity -> block -> confirmed); the block and its revision, or None
     when another node has the block."""
     affinity = await store.create(affinity_document(node, cidr, PENDING))
@@ -153,7 +152,7 @@ async def claim_block(store: ResourceStoreLike, node: str, cidr: IPv4Network) ->
     return block, revision
 
 
-async def confirm_affinity(store: ResourceStoreLike, node: str, cidr: IPv4Network) -> None:
+async def confirm_affinity(store: ResourceStoreLike, node: str, cidr: Cidr) -> None:
     """Make node's affinity to cidr confirmed (its block names node)."""
     for attempt in range(MAX_ATTEMPTS):
         current = await store.get(affinity_ref(node, cidr))
@@ -168,7 +167,7 @@ async def confirm_affinity(store: ResourceStoreLike, node: str, cidr: IPv4Networ
     raise ConflictRetriesExhausted(f"affinity {node} {cidr}: still conflicting after {MAX_ATTEMPTS} attempts")
 
 
-async def give_up_block(store: ResourceStoreLike, node: str, cidr: IPv4Network) -> bool:
+async def give_up_block(store: ResourceStoreLike, node: str, cidr: Cidr) -> bool:
     """Release node's claim on cidr: affinity pendingDeletion -> block deleted when empty, else kept with
     no affinity (its addresses are borrowed by live nodes; it goes once empty) -> affinity deleted.
     False when something changed under us (the caller tries again on its next round)."""

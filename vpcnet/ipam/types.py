@@ -35,6 +35,13 @@ class Assignment:
     # An IPv6 pod's node-local IPv4 (169.254.172.0/22), SNATed to the node's IPv4 on the way out, as the
     # VPC CNI's egress-v4 plugin gives it; None for IPv4 pods.
     egress_v4: IPv4Address | None = None
+    # A dual-stack pod's IPv6 address (Calico mode, both families on): `address` is then its IPv4 one.
+    address6: IPv6Address | None = None
+
+    @property
+    def addresses(self) -> tuple[PodAddress, ...]:
+        """The pod's own addresses: its primary, then (dual stack) its IPv6 one."""
+        return (self.address,) if self.address6 is None else (self.address, self.address6)
 
 
 class AddressExhausted(Exception):

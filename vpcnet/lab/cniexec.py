@@ -237,6 +237,18 @@ def result_ip(result: Mapping[str, Any]) -> str | None:
     return next((a for a in addresses if ":" not in a), addresses[0] if addresses else None)
 
 
+def result_ips(result: Mapping[str, Any]) -> list[str]:
+    """Every address of the pod in a CNI result, the one result_ip picks first (a dual-stack pod: its
+    IPv4, then its IPv6, as status.podIPs lists them)."""
+    addresses = [
+        str(entry["address"]).split("/")[0]
+        for entry in result.get("ips") or []
+        if isinstance(entry, dict) and isinstance(entry.get("address"), str)
+    ]
+    first = result_ip(result)
+    return [a for a in addresses if a == first] + [a for a in addresses if a != first]
+
+
 def result_host_interface(result: Mapping[str, Any]) -> str | None:
     """The host-side interface of the pod (the one without a sandbox), as the VPC CNI reports its veth."""
     for entry in result.get("interfaces") or []:

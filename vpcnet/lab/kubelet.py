@@ -44,6 +44,7 @@ from vpcnet.lab.cniexec import (
     load_network_list,
     result_host_interface,
     result_ip,
+    result_ips,
 )
 from vpcnet.lab.layout import LabLayout
 from vpcnet.lab.podserver import PodServerClient, PodServerError, PortSpec, start_pod_server
@@ -460,8 +461,9 @@ def pod_status_patch(body: dict[str, Any], record: PodRecord, host_ip: str) -> d
     if host_ip:
         status["hostIP"] = host_ip
     if record.ip:
+        ips = result_ips(record.cni_result) if record.cni_result else [record.ip]
         status["podIP"] = record.ip
-        status["podIPs"] = [{"ip": record.ip}]
+        status["podIPs"] = [{"ip": ip} for ip in ips or [record.ip]]
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 from vpcnet.ipam.types import MAIN_ROUTE_TABLE, AddressExhausted, Assignment, IpamKey, PodAddress
 
@@ -15,8 +15,8 @@ from vpcnet.ipam.types import MAIN_ROUTE_TABLE, AddressExhausted, Assignment, Ip
 class PoolSlice:
     """Addresses of one ENI: device 0 routes by table main, device d by table d + 1."""
 
-    subnet: IPv4Network
-    addresses: tuple[IPv4Address, ...]
+    subnet: IPv4Network | IPv6Network
+    addresses: tuple[IPv4Address | IPv6Address, ...]
     device_number: int = 0
     eni_id: str = "eni-0"
 
@@ -33,10 +33,10 @@ class MemoryAllocator:
 
     @classmethod
     def from_ranges(cls, ranges: Iterable[tuple[str, int, int]]) -> MemoryAllocator:
-        """ranges: (cidr, how many addresses from its .10, device number)."""
+        """ranges: (cidr, how many addresses from its .10 (or ::a), device number); IPv4 or IPv6."""
         slices = []
         for cidr, count, device in ranges:
-            net = IPv4Network(cidr)
+            net = ip_network(cidr)
             first = net.network_address + 10
             slices.append(PoolSlice(net, tuple(first + i for i in range(count)), device, f"eni-{device}"))
         return cls(slices)

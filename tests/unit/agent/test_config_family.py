@@ -20,10 +20,8 @@ def test_ipv4_by_default_and_shown_under_the_vpc_cni_names() -> None:
         ({"ENABLE_IPv4": "false"}, "exactly one"),
         ({"ENABLE_IPv6": "true"}, "exactly one"),
         ({"ENABLE_IPv4": "false", "ENABLE_IPv6": "true"}, "ENABLE_PREFIX_DELEGATION=true"),
-        (
-            {"ENABLE_IPv4": "false", "ENABLE_IPv6": "true", "VPCNET_MODE": "calico"},
-            "VPC-mode",
-        ),
+        # Calico mode takes either family or both, but not neither.
+        ({"ENABLE_IPv4": "false", "VPCNET_MODE": "calico"}, "at least one family"),
         ({"ENABLE_IPv6": "maybe"}, "ENABLE_IPv6"),
     ],
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from vpcnet.dataplane.podnet import NotANetworkNamespace, PodSpec, WiredPod
 
@@ -21,8 +21,11 @@ class FakePodNetwork:
         self.wired[spec.host_veth] = spec
         return WiredPod(spec.host_veth, "02:00:00:00:00:01", "02:00:00:00:00:02", 7)
 
-    async def unwire(self, address: IPv4Address, host_veth: str | None) -> None:
+    async def unwire(
+        self, address: IPv4Address, host_veth: str | None, also: tuple[IPv4Address | IPv6Address, ...] = ()
+    ) -> None:
         self.unwired.append(address)
+        self.unwired.extend(also)  # type: ignore[arg-type]
         if host_veth is not None:
             self.wired.pop(host_veth, None)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vpcnet.ipam.blocks import Block, block_cidrs, block_name
+from vpcnet.ipam.blocks import Block, block_cidrs, block_name, cidr_key, within
 
 CIDR = IPv4Network("10.244.1.0/29")
 
@@ -76,3 +77,31 @@ def test_random_allocate_release_keeps_the_block_consistent(ops: list[tuple[bool
         assert block.check() == []
         assert {o: a.sequence for o, a in block.allocations.items()} == held
     assert len(set(held.values())) == len(held)  # sequence numbers never repeat
+
+
+def test_ipv6_blocks_of_122_and_their_names() -> None:
+    pool = IPv6Network("fd00:10:244::/64")
+    first = next(block_cidrs(pool, 122))
+    assert first == IPv6Network("fd00:10:244::/122")
+    block = Block.new(IPv6Network("fd00:10:244::40/122"), "n1")
+    assert block.size == 64
+    assert block.allocate("h", "n1") == (0, 0)
+    assert block.address(5) == IPv6Address("fd00:10:244::45")
+    assert block.ordinal(IPv6Address("fd00:10:244::7f")) == 63
+    # Another family's address is never in a block (no comparison error either).
+    with pytest.raises(ValueError, match="not in block"):
+        block.ordinal(IPv4Address("10.0.0.1"))
+    assert Block.from_spec(block.to_spec()) == block
+    assert block_name(block.cidr) == "fd00-10-244--40-122"
+    assert block_name(IPv6Network("::/122")) == "x---122"  # an object name may not start with '-'
+    # Two nodes' rotations start apart in a pool with 2**58 blocks, and stay inside it.
+    a, b = next(block_cidrs(pool, 122, "node-a")), next(block_cidrs(pool, 122, "node-b"))
+    assert a != b and a.subnet_of(pool) and b.subnet_of(pool)
+
+
+def test_cidr_key_sorts_both_families_and_within_refuses_across() -> None:
+    nets = [IPv6Network("fd00::/122"), IPv4Network("10.0.0.0/26"), IPv4Network("9.0.0.0/26")]
+    assert sorted(nets, key=cidr_key)[0] == IPv4Network("9.0.0.0/26")
+    assert sorted(nets, key=cidr_key)[-1] == IPv6Network("fd00::/122")
+    assert within(IPv6Network("fd00::/122"), IPv6Network("fd00::/64"))
+    assert not within(IPv4Network("10.0.0.0/26"), IPv6Network("fd00::/64"))

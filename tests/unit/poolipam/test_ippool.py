@@ -26,12 +26,24 @@ def test_defaults_and_round_trip() -> None:
     assert again[0] == pool
 
 
+def test_ipv6_pool_defaults_to_122_blocks() -> None:
+    (pool,) = load_documents(pool_doc("{cidr: 'fd00:10:244::/64', vxlanMode: CrossSubnet}"))
+    assert isinstance(pool, IPPool)
+    assert (str(pool.cidr), pool.block_size, pool.encapsulation) == ("fd00:10:244::/64", 122, "vxlan")
+    (small,) = load_documents(pool_doc("{cidr: 'fd00:10:244::/120', blockSize: 124}"))
+    assert isinstance(small, IPPool) and small.block_size == 124
+
+
 @pytest.mark.parametrize(
     ("spec", "fault"),
     [
         ("{}", "spec.cidr: required"),
         ("{cidr: 10.244.0.1/16}", "host bits set"),
-        ("{cidr: 'fd00::/64'}", "IPv6"),
+        ("{cidr: 'fd00::1/64'}", "host bits set"),
+        ("{cidr: 'fe80::/64'}", "link-local range fe80::/10"),
+        ("{cidr: 'fd00::/64', blockSize: 26}", "spec.blockSize"),
+        ("{cidr: 'fd00::/124'}", "smaller than one block"),
+        ("{cidr: 'fd00::/64', ipipMode: Always}", "IP-in-IP is not supported on an IPv6 pool"),
         ("{cidr: 169.254.0.0/24}", "link-local"),
         ("{cidr: 10.0.0.0/28}", "smaller than one block"),
         ("{cidr: 10.0.0.0/16, blockSize: 19}", "spec.blockSize"),

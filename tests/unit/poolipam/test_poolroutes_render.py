@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from vpcnet.api.base import ObjectMeta
 from vpcnet.api.ippool import IPPool
 from vpcnet.dataplane.poolroutes import (
+    FdbEntry,
+    Neighbor,
     PoolDataplane,
     Route,
     encapsulate,
@@ -15,6 +17,7 @@ from vpcnet.dataplane.poolroutes import (
     render_ip_batch,
     render_nat_restore,
     vtep_mac,
+    vtep_mac6,
 )
 from vpcnet.ipam.blocks import Block
 from vpcnet.ipam.node_record import NodeRecord
@@ -147,3 +150,75 @@ def test_a_disabled_pool_keeps_its_routes_and_nat_for_the_pods_that_have_its_add
             "-A vpcn-nat-outgoing -s 10.244.0.0/16 -j MASQUERADE",
         )
     )
+
+
+def node6(name: str, address: str, subnet: str, address6: str, subnet6: str) -> NodeRecord:
+    return NodeRecord(
+        name,
+        IPv4Address(address),
+        IPv4Network(subnet),
+        vtep_mac(name),
+        address6=IPv6Address(address6),
+        subnet6=IPv6Network(subnet6),
+        vtep_mac6=vtep_mac6(name),
+    )
+
+
+D1 = node6("d1", "10.0.1.11", "10.0.1.0/24", "2001:db8:0:1::11", "2001:db8:0:1::/64")
+D2 = node6("d2", "10.0.1.12", "10.0.1.0/24", "2001:db8:0:1::12", "2001:db8:0:1::/64")
+D3 = node6("d3", "10.0.2.13", "10.0.2.0/24", "2001:db8:0:2::13", "2001:db8:0:2::/64")
+
+
+def pool6(cidr: str, **kw: object) -> IPPool:
+    name = cidr.replace("/", "-").replace(":", "-")
+    return IPPool(ObjectMeta(name=name), IPv6Network(cidr), block_size=122, **kw)  # type: ignore[arg-type]
+
+
+def test_dual_stack_routes_each_family_over_its_own_underlay() -> None:
+    v4, v6 = (
+        pool("10.244.0.0/16", vxlan_mode="CrossSubnet"),
+        pool6("fd00:10:244::/64", vxlan_mode="CrossSubnet"),
+    )
+    b4 = [Block.new(IPv4Network("10.244.0.64/26"), "d2"), Block.new(IPv4Network("10.244.0.128/26"), "d3")]
+    b6 = [
+        Block.new(IPv6Network("fd00:10:244::/122"), "d1"),
+        Block.new(IPv6Network("fd00:10:244::40/122"), "d2"),
+        Block.new(IPv6Network("fd00:10:244::80/122"), "d3"),
+    ]
+    b6[1].allocate("borrowed", "d3")  # d3 uses fd00:10:244::40 from d2's block
+    nodes = {n.name: n for n in (D1, D2, D3)}
+    desired = render(D1, nodes, b4 + b6, [v4, v6], uplink_mtu=9001)
+    routes = {r.ip_args() for r in desired.routes}
+    assert "blackhole fd00:10:244::/122 proto 86" in routes
+    # Same IPv6 subnet: straight to the peer's IPv6 address, onlink (the node has a /128).
+    assert "fd00:10:244::40/122 via 2001:db8:0:1::12 dev eth0 onlink proto 86" in routes
+    # Across subnets: VXLAN over IPv6 on vxlan-v6.calico, beside the IPv4 vxlan.calico.
+    assert "fd00:10:244::80/122 via 2001:db8:0:2::13 dev vxlan-v6.calico onlink proto 86" in routes
+    assert "fd00:10:244::40/128 via 2001:db8:0:2::13 dev vxlan-v6.calico onlink proto 86" in routes
+    assert "10.244.0.128/26 via 10.0.2.13 dev vxlan.calico onlink proto 86" in routes
+    assert Neighbor("vxlan-v6.calico", IPv6Address("2001:db8:0:2::13"), vtep_mac6("d3")) in desired.neighbors
+    assert FdbEntry("vxlan-v6.calico", vtep_mac6("d3"), IPv6Address("2001:db8:0:2::13")) in desired.fdb
+    tunnels = {t.name: t for t in desired.tunnels}
+    assert tunnels["vxlan-v6.calico"].local == IPv6Address("2001:db8:0:1::11")
+    assert (tunnels["vxlan-v6.calico"].mtu, tunnels["vxlan.calico"].mtu) == (8931, 8951)
+    # Both families in one batch, in a stable order (no comparison of IPv4 with IPv6).
+    lines = render_ip_batch(set(), desired, set())
+    assert lines == render_ip_batch(set(), desired, set()) and len(lines) == len(desired.routes) + 2
+
+
+def test_ipv6_nat_outgoing_in_its_own_rules_and_ipv4_only_peers_are_noted() -> None:
+    v4 = pool("10.244.0.0/16", nat_outgoing=True)
+    v6 = pool6("fd00:10:244::/64", nat_outgoing=True)
+    desired = render(
+        D1, {"d1": D1, "n2": N2}, [Block.new(IPv6Network("fd00:10:244::40/122"), "n2")], [v4, v6]
+    )
+    assert desired.nat_rules == (
+        "-A vpcn-nat-outgoing -d 10.244.0.0/16 -j RETURN",
+        "-A vpcn-nat-outgoing -s 10.244.0.0/16 -j MASQUERADE",
+    )
+    assert desired.nat6_rules == (
+        "-A vpcn-nat-outgoing -d fd00:10:244::/64 -j RETURN",
+        "-A vpcn-nat-outgoing -s fd00:10:244::/64 -j MASQUERADE",
+    )
+    assert not desired.routes
+    assert any("node n2 has no IPv6 address" in note for note in desired.notes)
