@@ -10,7 +10,10 @@ same engine (vpcnet.ipam.vpc.VpcAllocator) runs each mode over the same trace an
   EC2 calls mutating EC2 requests made (and per 1,000 pod starts)
 
 and, per trace, the oracle (vpcnet.ipam.warm_oracle): the least mean idle count of a pool that knows the
-future and still makes no pod wait for EC2, with the same assign latency and cooldown.
+future and still makes no pod wait for EC2, with the same assign latency and cooldown, and (the one the
+goal divides by) within the goal's call budget: 2x the default's mutating calls per 1,000 pod starts. The
+oracle without a budget is printed too (warm.idle_vs_free_oracle.<trace>): it buys its low idle count with
+a call per change of its pool size.
 
 Traces (one node's pods): spread (rollouts over a 10-node cluster), bursts (every rollout on this node),
 daily (a day's arrival cycle compressed into the run, with a rolling deploy at the peak).
@@ -42,7 +45,7 @@ from vpcnet.ipam.maxpods import max_pods
 from vpcnet.ipam.types import AddressExhausted, IpamKey
 from vpcnet.ipam.vpc import VpcAllocator, VpcSettings, capacity_for
 from vpcnet.ipam.warm import WarmTargets
-from vpcnet.ipam.warm_oracle import PodLife, oracle
+from vpcnet.ipam.warm_oracle import PodLife, budgeted_oracle, oracle
 from vpcnet.testing.simulated_ec2 import DEFAULT_LATENCY, SimulatedEc2
 from vpcnet.testing.virtual_time import run_virtual
 
@@ -238,16 +241,16 @@ def main() -> int:
         trace = make_trace(args.hours, args.seed, int(0.7 * (max_pods(limits) - 2)), scenario)
         lives = [PodLife(p.arrive, p.arrive + p.lifetime) for p in trace]
         span = (0.0, max(life.end for life in lives))  # the replay samples until the last release
-        bound = oracle(lives, lead=lead, cooldown=COOLDOWN, ceiling=cap_addresses, span=span)
+        free = oracle(lives, lead=lead, cooldown=COOLDOWN, ceiling=cap_addresses, span=span)
         floor = oracle(lives, lead=0.0, cooldown=COOLDOWN, ceiling=cap_addresses, span=span)
         print(
-            f"\ntrace {scenario}: {len(trace)} pods; oracle (knows the future, assign lead {lead:g} s):"
-            f" idle mean {bound.mean_idle:.2f}, of which cooling (the floor at lead 0) {floor.mean_idle:.2f}"
+            f"\ntrace {scenario}: {len(trace)} pods; oracle without a call budget (knows the future, assign"
+            f" lead {lead:g} s): idle mean {free.mean_idle:.2f}, of which cooling (the floor at lead 0)"
+            f" {floor.mean_idle:.2f}"
         )
         print(
             f"{'mode':40} {'pods':>5} {'waits':>5} {'refused':>7} {'p50 s':>6} {'p99 s':>6}"
-            f" {'idle mean':>9} {'idle max':>8} {'/oracle':>7} {'EC2 calls':>9} {'/1k pods':>8}"
-            f" {'ENIs made':>9}"
+            f" {'idle mean':>9} {'idle max':>8} {'EC2 calls':>9} {'/1k pods':>8} {'ENIs made':>9}"
         )
         results = []
         for name, targets in modes:
@@ -257,12 +260,23 @@ def main() -> int:
             print(
                 f"{name:40} {len(r.latencies):5d} {r.waits:5d} {r.refused:7d} {pct(r.latencies, 0.5):6.2f}"
                 f" {pct(r.latencies, 0.99):6.2f} {statistics.fmean(r.idle):9.1f} {max(r.idle):8d}"
-                f" {statistics.fmean(r.idle) / bound.mean_idle:7.2f} {r.ec2_mutating:9d}"
-                f" {calls_per_1k(r):8.1f} {r.enis_created:9d}   ({time.perf_counter() - wall:.1f} s wall)"
+                f" {r.ec2_mutating:9d} {calls_per_1k(r):8.1f} {r.enis_created:9d}"
+                f"   ({time.perf_counter() - wall:.1f} s wall)"
             )
         base, best = results[0], results[-1]
+        # the goal's call budget (2x the default's calls per 1,000 pod starts) for this trace's pods
+        budget = int(2 * calls_per_1k(base) * len(trace) / 1000)
+        bound = budgeted_oracle(
+            lives, lead=lead, cooldown=COOLDOWN, max_calls=budget, ceiling=cap_addresses, span=span
+        )
+        print(
+            f"oracle within the goal's call budget ({budget} mutating calls, 2x the default's):"
+            f" idle mean >= {bound.mean_idle:.2f} (a plan of {bound.feasible_calls} calls found:"
+            f" {bound.feasible_mean_idle:.2f})"
+        )
         saving = 1 - statistics.fmean(best.idle) / statistics.fmean(base.idle)
         vs_oracle = statistics.fmean(best.idle) / bound.mean_idle
+        figs.add(f"warm.idle_vs_free_oracle.{scenario}", statistics.fmean(best.idle) / free.mean_idle)
         calls = calls_per_1k(best) / calls_per_1k(base)
         figs.add(f"{TRACES[scenario]}_adaptive_idle_saving", saving)
         figs.add(f"{TRACES[scenario]}_adaptive_waits", best.waits)

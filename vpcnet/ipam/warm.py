@@ -15,8 +15,8 @@ COLD_START_SECONDS = 900.0  # the adaptive mode trusts its arrival history after
 FORECAST_MARGIN = 1  # one more than the worst burst seen: the next one may be a little bigger
 # EC2 calls are what a busy cluster runs out of (throttling), so adaptive mode asks in batches and gives back
 # lazily: a refill brings the arrivals of BATCH_HORIZON seconds, and a surplus goes back only after it
-# has lasted ADAPTIVE_RELEASE_DELAY seconds and is worth a call (half a batch or more).
-BATCH_HORIZON = 120.0
+# has lasted ADAPTIVE_RELEASE_DELAY seconds and is worth a call (the pool controller's RELEASE_MIN_SHARE).
+BATCH_HORIZON = 90.0  # 120 s made 1-2 fewer calls an hour for ~1.5 more idle addresses
 ADAPTIVE_RELEASE_DELAY = 300.0
 
 

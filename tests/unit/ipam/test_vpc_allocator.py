@@ -420,10 +420,11 @@ def test_adaptive_mode_sizes_the_pool_from_recent_bursts_and_keeps_an_eni_ahead(
         # 3 in the next 120 s) that serves the next pods without an EC2 call each
         assert a.controller.band() == (4, 7)
         assert a.stats().total > 7
-        await settle(2 * ADAPTIVE_RELEASE_DELAY + 60)  # a surplus window, and a second once the first ends
+        # surplus windows, one EC2 call (one ENI's addresses) in each, until what is left is not worth one
+        await settle(4 * ADAPTIVE_RELEASE_DELAY + 60)
         low, high = a.controller.band()
         assert low == 4
-        assert high < a.stats().total <= 7  # what is left over the top is less than a batch: not worth a call
+        assert high <= a.stats().total <= 7  # given back to the top, or left with less than a batch over it
         # the next burst of 4 is served from the pool, and it refills
         await asyncio.gather(*(a.assign(key(100 + i), "ns", f"q{i}") for i in range(4)))
         assert a.counters.waited_for_ec2 == 0

@@ -1,10 +1,21 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vpcnet.ipam.warm_oracle import PodLife, held_curve, integral, oracle, used_curve
+from vpcnet.ipam.warm_oracle import (
+    PodLife,
+    assigned_curve,
+    budgeted_oracle,
+    held_curve,
+    integral,
+    oracle,
+    pieces_of,
+    used_curve,
+)
 
 
 def test_one_pod_held_from_one_lead_before_until_its_cooldown_ends() -> None:
@@ -86,3 +97,50 @@ def test_held_matches_a_brute_force_maximum(lives: list[tuple[int, int]], lead: 
     r = oracle(pods, lead=lead / 2, cooldown=cooldown / 2, span=(0.0, 40.0))
     assert r.mean_idle >= -1e-9
     assert integral(held, *r.span) >= 0
+
+
+def _brute_budgeted_area(times: list[float], values: list[int], max_calls: int) -> float:
+    """The least area of a step function >= values with at most max_calls changes, by trying every set of
+    change points."""
+    from itertools import combinations
+
+    n = len(values)
+    best = float("inf")
+    for k in range(0, min(max_calls, n - 1) + 1):
+        for cuts in combinations(range(1, n), k):
+            bounds = [0, *cuts, n]
+            area = sum(max(values[a:b]) * (times[b] - times[a]) for a, b in itertools.pairwise(bounds))
+            best = min(best, area)
+    return best
+
+
+@given(
+    lives=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 20)), min_size=1, max_size=7),
+    max_calls=st.integers(0, 5),
+)
+def test_budgeted_bound_is_below_the_best_plan_and_a_plan_meets_the_budget(
+    lives: list[tuple[int, int]], max_calls: int
+) -> None:
+    pods = [PodLife(float(s), float(s + d)) for s, d in lives]
+    span = (0.0, 70.0)
+    r = budgeted_oracle(pods, lead=1.0, cooldown=2.0, max_calls=max_calls, span=span)
+    times, values = pieces_of(held_curve(used_curve(pods, 2.0), 1.0), *span)
+    assigned = integral(assigned_curve(pods), *span)
+    exact = (_brute_budgeted_area(times, values, max_calls) - assigned) / 70.0
+    assert r.mean_idle <= exact + 1e-6  # a lower bound: no plan within the budget does better
+    assert r.feasible_calls <= max_calls
+    assert r.feasible_mean_idle >= exact - 1e-6  # a real plan: not better than the best one
+    free = oracle(pods, lead=1.0, cooldown=2.0, span=span)
+    assert r.mean_idle >= free.mean_idle - 1e-6  # a budget never helps
+
+
+def test_no_budget_left_holds_the_peak_all_along() -> None:
+    pods = [PodLife(10, 20), PodLife(30, 40), PodLife(30, 40)]
+    r = budgeted_oracle(pods, lead=0.0, cooldown=0.0, max_calls=0, span=(0.0, 50.0))
+    assert r.feasible_mean_idle == pytest.approx((2 * 50 - 30) / 50)
+    assert r.mean_idle == pytest.approx(r.feasible_mean_idle)
+    # two calls: up to 2 at 30, down at 40 -> holding 0 first would need a third; best is 1 on [0,30)
+    r = budgeted_oracle(pods, lead=0.0, cooldown=0.0, max_calls=2, span=(0.0, 50.0))
+    assert r.feasible_mean_idle == pytest.approx((30 + 20 - 30) / 50)
+    with pytest.raises(ValueError, match="max_calls"):
+        budgeted_oracle(pods, lead=0.0, cooldown=0.0, max_calls=-1)
