@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address, IPv6Address
 from urllib.parse import urlsplit
 
 from vpcnet.agent.branch_lookup import StoreBranchLookup
@@ -10,7 +11,7 @@ from vpcnet.agent.context import AgentContext
 from vpcnet.cni.handlers import CniSettings
 from vpcnet.cni.service import CniService
 from vpcnet.dataplane.hostnet import HostNetConfig
-from vpcnet.dataplane.podfence import IMDS_ADDRESS, PodFence, resolve_endpoints
+from vpcnet.dataplane.podfence import IMDS_ADDRESS, IMDS_ADDRESS6, PodFence, resolve_endpoints
 from vpcnet.datastore.settings import parse_endpoint
 from vpcnet.ipam.ipv6 import EGRESS_V4_CIDR
 
@@ -37,12 +38,17 @@ def make_component(ctx: AgentContext) -> CniService:
         # datastore keeps its etcd behind the API); the API server itself is RBAC's to guard.
         etcd = [parse_endpoint(e) for e in cfg.datastore_endpoints]
         imds = urlsplit(cfg.imds_endpoint)
-        imds_addresses = resolve_endpoints([(imds.hostname or "", imds.port or 80)])
+        # IMDS where the node is told it is, in its family; the other family's at its well-known address
+        imds_addresses = [a for a, _ in resolve_endpoints([(imds.hostname or "", imds.port or 80)])]
+        v4 = [a for a in imds_addresses if isinstance(a, IPv4Address)]
+        v6 = [a for a in imds_addresses if isinstance(a, IPv6Address)]
         return PodFence(
             veth_prefix=cfg.veth_prefix,
             datastore=resolve_endpoints([(e.host, e.port) for e in etcd]),
             block_imds=cfg.block_imds,
-            imds_address=imds_addresses[0][0] if imds_addresses else IMDS_ADDRESS,
+            imds_address=v4[0] if v4 else IMDS_ADDRESS,
+            ipv6=cfg.enable_ipv6,  # IPv6 pods (VPC mode's ENABLE_IPv6, or Calico's IPv6 pool)
+            imds_address6=v6[0] if v6 else IMDS_ADDRESS6,
         )
 
     service = CniService(

@@ -6,8 +6,9 @@ the pods keep working on the kernel state the agent left, as with aws-node or ca
 - the CNI network config (10-vpcnet.conflist) and plugin (vpcnet-cni, vpcnet-shim/); portmap and loopback
   stay (plugins other networks chain too, often owned by a distribution package);
 - iptables and ip6tables chains of ours, in every table: vpcn-* (policy, pool NAT) and the host network's
-  AWS-*-CHAIN-0 (the VPC CNI's names, vpcnet/dataplane/hostnet.py), with the rules in built-in chains that
-  jump to them and the host network's connmark restore rule;
+  AWS-*-CHAIN-0 (the VPC CNI's names, vpcnet/dataplane/hostnet.py) and the pod fence's VPCNET-POD-FENCE
+  (vpcnet/dataplane/podfence.py), with the rules in built-in chains that jump to them and the host
+  network's connmark restore rule;
 - ipsets whose names start with vpcn4/vpcn6, and the nftables tables named vpcnet;
 - the host network's fwmark rule, and routes of our protocol (86, the pool routes) in every table.
 
@@ -26,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vpcnet.cni.install import CONFLIST_NAME, PLUGIN_TYPE
-from vpcnet.dataplane import hostnet, names, poolroutes
+from vpcnet.dataplane import hostnet, names, podfence, poolroutes
 
 SHIM_DIR = "vpcnet-shim"
 IPTABLES_TABLES = ("raw", "mangle", "nat", "filter")
-HOST_CHAINS = (hostnet.SNAT_CHAIN, hostnet.CONNMARK_CHAIN, hostnet.NODEPORT_CHAIN)
+# Chains of ours named outside vpcn-*: the host network's (the VPC CNI's names) and the pod fence's.
+HOST_CHAINS = (hostnet.SNAT_CHAIN, hostnet.CONNMARK_CHAIN, hostnet.NODEPORT_CHAIN, podfence.FENCE_CHAIN)
 # The one rule of ours in a built-in chain that jumps to no chain of ours (hostnet.jump_rules).
 RESTORE_MARK_RULE = (
     f'-A PREROUTING -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark '

@@ -147,3 +147,10 @@ def test_an_unassigned_ipv6_address_gets_nothing(cluster: Cluster) -> None:
     assert ping(stray).returncode != 0
     ok = ping(cluster.ip("a"))  # and a pod's address answers the same ping
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_the_ipv6_node_keeps_the_pod_fence_in_both_families(cluster: Cluster) -> None:
+    # ENABLE_IPv6 agents fence in ip6tables too (tests/root/ipv6/test_podfence6_kernel.py shows the resets).
+    for command in ("iptables-save", "ip6tables-save"):
+        saved = cluster.lab.exec("node1", command, "-t", "filter").stdout
+        assert saved.count("-j VPCNET-POD-FENCE") == 2, (command, saved)  # FORWARD and INPUT

@@ -60,3 +60,21 @@ def test_names_that_are_ours() -> None:
         "removed file: /x",
         "removed ipset: vpcn4s-a",
     ]
+
+
+FILTER6 = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:VPCNET-POD-FENCE - [0:0]
+-A INPUT -i eni+ -m comment --comment "vpcnet, pod fence" -j VPCNET-POD-FENCE
+-A FORWARD -i eni+ -m comment --comment "vpcnet, pod fence" -j VPCNET-POD-FENCE
+-A FORWARD -j KUBE-FORWARD
+-A VPCNET-POD-FENCE -d fd00:ec2::254/128 -p tcp -j REJECT --reject-with tcp-reset
+COMMIT
+"""
+
+
+def test_the_pod_fence_chain_and_its_jumps_are_removed() -> None:
+    data, rules, chains = removal_input(FILTER6, "filter")
+    assert chains == ["VPCNET-POD-FENCE"] and len(rules) == 2
+    assert "-X VPCNET-POD-FENCE" in data.splitlines() and "KUBE-FORWARD" not in data

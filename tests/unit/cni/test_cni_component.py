@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 
 from vpcnet.agent.cni_component import make_component
@@ -56,3 +56,23 @@ def test_component_from_agent_context(tmp_path: Path) -> None:
 def test_calico_mode_has_no_vpc_snat(tmp_path: Path) -> None:
     ctx = AgentContext(config=AgentConfig(agent_socket=tmp_path / "a.sock", mode=Mode.CALICO))
     assert make_component(ctx)._host is None
+
+
+def test_the_fence_takes_ipv6_pods_and_each_familys_addresses(tmp_path: Path) -> None:
+    cfg = AgentConfig(
+        agent_socket=tmp_path / "a.sock",
+        datastore_endpoints=("http://10.0.255.10:2379", "https://[fd00:10::a]:2379"),
+        imds_endpoint="http://[fd00:ec2::254]",
+        block_imds=True,
+        enable_ipv6=True,
+        enable_ipv4=False,
+    )
+    fence_of = make_component(AgentContext(config=cfg))._fence
+    assert fence_of is not None
+    fence = fence_of()
+    assert fence.ipv6 and fence.families() == (4, 6)
+    assert set(fence.datastore) == {(IPv4Address("10.0.255.10"), 2379), (IPv6Address("fd00:10::a"), 2379)}
+    assert fence.imds_address6 == IPv6Address("fd00:ec2::254")
+    assert fence.imds_address == IPv4Address("169.254.169.254")  # the other family's well-known address
+    ipv4_only = make_component(AgentContext(config=AgentConfig(agent_socket=tmp_path / "b.sock")))._fence
+    assert ipv4_only is not None and ipv4_only().families() == (4,)
