@@ -61,14 +61,10 @@ class PoolController:
         s = st.pool.stats(now)
         forecast = 0
         if st.settings.targets.adaptive:
-            forecast = st.forecast.forecast(now, self.refill_window())
+            # Free addresses cover one refill's lead (the measured, decaying worst assign time): later
+            # pods are served by the refill the burst's first pod started.
+            forecast = st.forecast.forecast(now, self._fast_lead)
         return desired_total(s.used + st.waiters, st.settings.targets, st.capacity, forecast)
-
-    def refill_window(self) -> float:
-        """Seconds of arrivals the free addresses must cover: one refill's lead (the measured, decaying worst
-        time of an assign call). Pods arriving later are served by the refill the burst's first pod started;
-        two leads and a pad (the earlier rule) held 1-3 more addresses on bursty traces for no fewer waits."""
-        return self._fast_lead
 
     def band(self) -> tuple[int, int]:
         """(grow below, shrink above): the target itself in static modes; in adaptive mode the target and a
@@ -79,7 +75,7 @@ class PoolController:
             return want, want
         now = st.now()
         s = st.pool.stats(now)
-        forecast = st.forecast.forecast(now, self.refill_window())
+        forecast = st.forecast.forecast(now, self._fast_lead)  # one refill's lead, as in desired()
         batch = st.forecast.batch(now, BATCH_HORIZON, st.capacity.per_eni)
         return adaptive_band(s.used + st.waiters, st.settings.targets, st.capacity, forecast, batch)
 
@@ -245,11 +241,7 @@ class PoolController:
 
     def _free_device_index(self) -> int:
         st = self.state
-        taken = {e.device_index for e in st.pool.enis.values()} | st.foreign_devices
-        i = 1
-        while i in taken:
-            i += 1
-        return i
+        return lowest_free_index({e.device_index for e in st.pool.enis.values()} | st.foreign_devices)
 
     def _subnet_of_new_enis(self) -> str:
         try:
@@ -368,9 +360,8 @@ class PoolController:
                 st.ec2_failed(exc)
 
     def _enis_to_keep(self) -> int:
-        """ENIs worth keeping attached even when empty. Adaptive mode keeps every ENI it attached: an empty
-        one holds no pod address (only its own primary, one subnet address), while deleting it and attaching
-        one again for the next peak costs five mutating EC2 calls and an attach time a pod may wait."""
+        """ENIs kept attached even when empty: adaptive mode keeps all it attached (an empty one holds one
+        subnet address; deleting and re-attaching it costs five EC2 calls, and an attach a pod waits for)."""
         st = self.state
         return st.capacity.pod_enis if st.settings.targets.adaptive else 1
 
@@ -380,8 +371,8 @@ class PoolController:
         by_eni: dict[str, list[IPv4Address]] = {}
         for a in chosen:
             by_eni.setdefault(pool.slots[a].eni_id, []).append(a)
-        if self.state.settings.targets.adaptive:  # one EC2 call per round (the ENI emptied first): the rest
-            by_eni = dict(list(by_eni.items())[:1])  # waits for the next round, if it is still surplus then
+        if self.state.settings.targets.adaptive:  # one EC2 call per round; the rest waits for the next
+            by_eni = dict(list(by_eni.items())[:1])
         for eni_id, addresses in by_eni.items():
             for a in addresses:  # out of the pool first, so no pod gets one while EC2 takes it back
                 pool.remove_address(a)
@@ -448,3 +439,11 @@ class PoolController:
 
     def _end(self, fn: str) -> None:
         self.in_progress[fn] -= 1
+
+
+def lowest_free_index(taken: set[int]) -> int:
+    """The lowest device index from 1 up that no ENI holds (0 is the primary's)."""
+    i = 1
+    while i in taken:
+        i += 1
+    return i
