@@ -68,3 +68,24 @@ def lookup_enis(layout: LabLayout, addresses: Iterable[str]) -> dict[str, str]:
     for page in paginator.paginate(Filters=filters):
         interfaces += page.get("NetworkInterfaces", [])
     return eni_owners(interfaces, wanted)
+
+
+def lab_security_groups(layout: LabLayout) -> tuple[list[Any], dict[str, Any]] | None:
+    """Every ENI of the lab's VPC (branches too) and every group with its rules, as `sgverdict` takes them,
+    asked of the lab's EC2 endpoint; None when the lab has no EC2 endpoint to ask."""
+    from vpcnet.lab.sgverdict import enis_from_ec2, groups_from_ec2
+
+    try:
+        state = json.loads(layout.state_file.read_text())
+        endpoint, region = state["endpoints"]["ec2_host"], str(state.get("region", "us-east-1"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    client = _client(endpoint, region)
+
+    def every(operation: str, key: str) -> list[dict[str, Any]]:
+        return [item for page in client.get_paginator(operation).paginate() for item in page.get(key, [])]
+
+    interfaces = every("describe_network_interfaces", "NetworkInterfaces")
+    groups = every("describe_security_groups", "SecurityGroups")
+    rules = every("describe_security_group_rules", "SecurityGroupRules")
+    return enis_from_ec2(interfaces), groups_from_ec2(groups, rules)
