@@ -62,7 +62,12 @@ def expected_matrix(
 
 
 def security_group_denials(
-    security: tuple[list[Any], dict[str, Any]] | None, pods: list[Any], port: int, protocol: str
+    security: tuple[list[Any], dict[str, Any]] | None,
+    pods: list[Any],
+    port: int,
+    protocol: str,
+    *,
+    strict: bool = True,
 ) -> dict[tuple[str, str], str]:
     """(source, target) -> why the security groups drop the pair's new flows, for each pair they drop."""
     from vpcnet.lab.sgverdict import EC2_PROTOCOLS, SgFlow, sg_verdict
@@ -73,7 +78,8 @@ def security_group_denials(
     out: dict[tuple[str, str], str] = {}
     for src in pods:
         for dst in pods:
-            verdict = sg_verdict(enis, groups, SgFlow(src.ip, dst.ip, EC2_PROTOCOLS[protocol], port))
+            flow = SgFlow(src.ip, dst.ip, EC2_PROTOCOLS[protocol], port)
+            verdict = sg_verdict(enis, groups, flow, strict=strict)
             if not verdict.allowed:
                 out[(src.name, dst.name)] = verdict.reason
     return out
@@ -162,7 +168,9 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 from vpcnet.lab.eniinfo import lab_security_groups
 
                 by_policy = _expected(layout, file_resources, list(measured), port, protocol)
-                denials = security_group_denials(lab_security_groups(layout), pods, port, protocol)
+                denials = security_group_denials(
+                    lab_security_groups(layout), pods, port, protocol, strict=_strict_branches(layout)
+                )
                 expected, by_groups = with_security_groups(by_policy, denials)
                 diffs = disagreements(measured, expected, ignore_loopback=ignore_loopback)
         except CliError as exc:
@@ -256,6 +264,15 @@ def lab_datastore(layout: Any) -> str:
     except (OSError, ValueError):
         return "etcd"
     return str(state.get("datastore", "etcd")) if isinstance(state, dict) else "etcd"
+
+
+def _strict_branches(layout: Any) -> bool:
+    """The lab agents' POD_SECURITY_GROUP_ENFORCING_MODE is strict (the default)."""
+    from vpcnet.lab.labctl import read_info
+
+    info = read_info(layout)
+    settings = info.agent_settings if info is not None else {}
+    return settings.get("POD_SECURITY_GROUP_ENFORCING_MODE", "strict").lower() != "standard"
 
 
 def _expected(

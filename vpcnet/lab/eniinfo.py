@@ -88,4 +88,12 @@ def lab_security_groups(layout: LabLayout) -> tuple[list[Any], dict[str, Any]] |
     interfaces = every("describe_network_interfaces", "NetworkInterfaces")
     groups = every("describe_security_groups", "SecurityGroups")
     rules = every("describe_security_group_rules", "SecurityGroupRules")
-    return enis_from_ec2(interfaces), groups_from_ec2(groups, rules)
+    associations: list[dict[str, Any]] = []
+    token: dict[str, str] = {}
+    while True:  # botocore has no paginator for this one
+        page = client.describe_trunk_interface_associations(**token)
+        associations += page.get("InterfaceAssociations", [])
+        if not page.get("NextToken"):
+            break
+        token = {"NextToken": page["NextToken"]}
+    return enis_from_ec2(interfaces, associations), groups_from_ec2(groups, rules)

@@ -9,8 +9,10 @@ of every ENI that carries it).
 
 Which flows cross the VPC: an address no ENI holds has no groups on that end (a Calico pool's, an outside
 host's), and an address's traffic to itself has none. Two addresses of the same instance's ENIs meet on the
-node and never reach the VPC, unless one is a branch ENI's (a pod with its own groups: in the strict
-enforcing mode all its traffic crosses the VPC; the standard mode's direct node-to-pod path is not modelled).
+node and never reach the VPC, unless one is a branch ENI's in the strict enforcing mode (everything a strict
+pod sends or receives crosses the VPC); in the standard mode a branch pod and its own node meet on the node
+(every pod's `to <ip> lookup main` rule at 512 comes before the `from <ip>` one), so a branch counts as its
+trunk's instance.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class SgEni:
     """What the verdict needs of an ENI."""
 
     id: str
-    instance: str  # the instance it is attached to ("" for a branch or a detached ENI)
+    instance: str  # the instance it is attached to (a branch: its trunk's); "" when detached
     branch: bool
     addresses: tuple[str, ...]
     prefixes: tuple[str, ...]
@@ -114,12 +116,16 @@ def _side(
     )
 
 
-def sg_verdict(enis: Sequence[SgEni], groups: Mapping[str, SgGroup], flow: SgFlow) -> SgVerdict:
-    """The VPC's verdict on a new flow: the sender's egress first, then the receiver's ingress."""
+def sg_verdict(
+    enis: Sequence[SgEni], groups: Mapping[str, SgGroup], flow: SgFlow, *, strict: bool = True
+) -> SgVerdict:
+    """The VPC's verdict on a new flow: the sender's egress first, then the receiver's ingress. `strict`:
+    POD_SECURITY_GROUP_ENFORCING_MODE=strict (a branch's traffic crosses the VPC even to its own node)."""
     src, dst = eni_of(enis, flow.src), eni_of(enis, flow.dst)
     if (src is None and dst is None) or flow.src == flow.dst:  # an address to itself stays on its host
         return SgVerdict(True, "")
-    if src and dst and src.instance and src.instance == dst.instance and not (src.branch or dst.branch):
+    crosses = strict and ((src is not None and src.branch) or (dst is not None and dst.branch))
+    if src and dst and src.instance and src.instance == dst.instance and not crosses:
         return SgVerdict(True, "")  # meets on the node, never in the VPC
     for eni, egress in ((src, True), (dst, False)):
         if eni is not None:
@@ -129,14 +135,24 @@ def sg_verdict(enis: Sequence[SgEni], groups: Mapping[str, SgGroup], flow: SgFlo
     return SgVerdict(True, "security groups allow")
 
 
-def enis_from_ec2(interfaces: Iterable[Mapping[str, Any]]) -> list[SgEni]:
-    """SgEnis from DescribeNetworkInterfaces entries."""
+def enis_from_ec2(
+    interfaces: Iterable[Mapping[str, Any]], associations: Iterable[Mapping[str, Any]] = ()
+) -> list[SgEni]:
+    """SgEnis from DescribeNetworkInterfaces entries and DescribeTrunkInterfaceAssociations' (which
+    instance a branch is on: its trunk's)."""
+    interfaces = list(interfaces)
+    attached = {
+        str(e["NetworkInterfaceId"]): str((e.get("Attachment") or {}).get("InstanceId", ""))
+        for e in interfaces
+    }
+    trunk_of = {str(a["BranchInterfaceId"]): str(a["TrunkInterfaceId"]) for a in associations}
     out = []
     for eni in interfaces:
+        eni_id = str(eni["NetworkInterfaceId"])
         out.append(
             SgEni(
-                id=str(eni["NetworkInterfaceId"]),
-                instance=str((eni.get("Attachment") or {}).get("InstanceId", "")),
+                id=eni_id,
+                instance=attached[eni_id] or attached.get(trunk_of.get(eni_id, ""), ""),
                 branch=eni.get("InterfaceType") == "branch",
                 addresses=tuple(str(a["PrivateIpAddress"]) for a in eni.get("PrivateIpAddresses") or []),
                 prefixes=tuple(str(p["Ipv4Prefix"]) for p in eni.get("Ipv4Prefixes") or []),

@@ -11,6 +11,7 @@ from vpcnet.lab.sgverdict import (
     SgEni,
     SgFlow,
     SgGroup,
+    SgVerdict,
     enis_from_ec2,
     groups_from_ec2,
     sg_verdict,
@@ -150,3 +151,22 @@ def test_a_rule_more_never_denies_and_the_verdict_is_both_sides(
     in_ok = verdict([*a_rules, SgRule("o", True, "-1", -1, -1, cidr="0.0.0.0/0")], b_rules)
     assert before == (out_ok and in_ok)
     assert not verdict([], b_rules) and not verdict(a_rules, [])
+
+
+def test_a_branch_is_on_its_trunks_instance_and_standard_mode_keeps_its_node_local() -> None:
+    enis = enis_from_ec2(
+        [
+            {"NetworkInterfaceId": "eni-t", "InterfaceType": "trunk", "Attachment": {"InstanceId": "i-1"},
+             "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.1.4"}], "Groups": [{"GroupId": "sg-n"}]},
+            {"NetworkInterfaceId": "eni-p", "Attachment": {"InstanceId": "i-1"},
+             "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.1.9"}], "Groups": [{"GroupId": "sg-n"}]},
+            {"NetworkInterfaceId": "eni-b", "InterfaceType": "branch",
+             "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.1.5"}], "Groups": [{"GroupId": "sg-w"}]},
+        ],
+        [{"BranchInterfaceId": "eni-b", "TrunkInterfaceId": "eni-t", "VlanId": 1}],
+    )  # fmt: skip
+    assert [e.instance for e in enis] == ["i-1", "i-1", "i-1"]
+    groups = {"sg-n": SgGroup("sg-n", "nodes", (ALL_OUT,)), "sg-w": SgGroup("sg-w", "web", (ALL_OUT,))}
+    to_branch = SgFlow("10.0.1.9", "10.0.1.5", "udp", 80)
+    assert not sg_verdict(enis, groups, to_branch).allowed  # strict: crosses the VPC, sg-w admits nothing
+    assert sg_verdict(enis, groups, to_branch, strict=False) == SgVerdict(True, "")
