@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from vpcnet.cli.resources import (
     with_api,
     with_store,
 )
+
+if TYPE_CHECKING:
+    from vpcnet.lab.sgverdict import SgView
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
@@ -62,24 +65,17 @@ def expected_matrix(
 
 
 def security_group_denials(
-    security: tuple[list[Any], dict[str, Any]] | None,
-    pods: list[Any],
-    port: int,
-    protocol: str,
-    *,
-    strict: bool = True,
+    view: SgView | None, pods: list[Any], port: int, protocol: str
 ) -> dict[tuple[str, str], str]:
     """(source, target) -> why the security groups drop the pair's new flows, for each pair they drop."""
-    from vpcnet.lab.sgverdict import EC2_PROTOCOLS, SgFlow, sg_verdict
+    from vpcnet.lab.sgverdict import EC2_PROTOCOLS, SgFlow
 
-    if security is None:
+    if view is None:
         return {}
-    enis, groups = security
     out: dict[tuple[str, str], str] = {}
     for src in pods:
         for dst in pods:
-            flow = SgFlow(src.ip, dst.ip, EC2_PROTOCOLS[protocol], port)
-            verdict = sg_verdict(enis, groups, flow, strict=strict)
+            verdict = view.verdict(SgFlow(src.ip, dst.ip, EC2_PROTOCOLS[protocol], port))
             if not verdict.allowed:
                 out[(src.name, dst.name)] = verdict.reason
     return out
@@ -168,9 +164,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 from vpcnet.lab.eniinfo import lab_security_groups
 
                 by_policy = _expected(layout, file_resources, list(measured), port, protocol)
-                denials = security_group_denials(
-                    lab_security_groups(layout), pods, port, protocol, strict=_strict_branches(layout)
-                )
+                denials = security_group_denials(lab_security_groups(layout), pods, port, protocol)
                 expected, by_groups = with_security_groups(by_policy, denials)
                 diffs = disagreements(measured, expected, ignore_loopback=ignore_loopback)
         except CliError as exc:
@@ -264,15 +258,6 @@ def lab_datastore(layout: Any) -> str:
     except (OSError, ValueError):
         return "etcd"
     return str(state.get("datastore", "etcd")) if isinstance(state, dict) else "etcd"
-
-
-def _strict_branches(layout: Any) -> bool:
-    """The lab agents' POD_SECURITY_GROUP_ENFORCING_MODE is strict (the default)."""
-    from vpcnet.lab.labctl import read_info
-
-    info = read_info(layout)
-    settings = info.agent_settings if info is not None else {}
-    return settings.get("POD_SECURITY_GROUP_ENFORCING_MODE", "strict").lower() != "standard"
 
 
 def _expected(

@@ -11,9 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vpcnet.lab.layout import LabLayout
+
+if TYPE_CHECKING:
+    from vpcnet.lab.sgverdict import SgView
 
 
 def _client(endpoint: str, region: str) -> Any:
@@ -70,10 +73,10 @@ def lookup_enis(layout: LabLayout, addresses: Iterable[str]) -> dict[str, str]:
     return eni_owners(interfaces, wanted)
 
 
-def lab_security_groups(layout: LabLayout) -> tuple[list[Any], dict[str, Any]] | None:
-    """Every ENI of the lab's VPC (branches too) and every group with its rules, as `sgverdict` takes them,
-    asked of the lab's EC2 endpoint; None when the lab has no EC2 endpoint to ask."""
-    from vpcnet.lab.sgverdict import enis_from_ec2, groups_from_ec2
+def lab_security_groups(layout: LabLayout) -> SgView | None:
+    """Every ENI of the lab's VPC (branches too), every group with its rules, asked of the lab's EC2 endpoint,
+    and the agents' POD_SECURITY_GROUP_ENFORCING_MODE; None when the lab has no EC2 endpoint to ask."""
+    from vpcnet.lab.sgverdict import SgView, enis_from_ec2, groups_from_ec2
 
     try:
         state = json.loads(layout.state_file.read_text())
@@ -96,4 +99,6 @@ def lab_security_groups(layout: LabLayout) -> tuple[list[Any], dict[str, Any]] |
         if not page.get("NextToken"):
             break
         token = {"NextToken": page["NextToken"]}
-    return enis_from_ec2(interfaces, associations), groups_from_ec2(groups, rules)
+    settings = state.get("agent_settings") or {}
+    strict = str(settings.get("POD_SECURITY_GROUP_ENFORCING_MODE", "strict")).lower() != "standard"
+    return SgView(tuple(enis_from_ec2(interfaces, associations)), groups_from_ec2(groups, rules), strict)

@@ -135,6 +135,23 @@ def sg_verdict(
     return SgVerdict(True, "security groups allow")
 
 
+@dataclass(frozen=True)
+class SgView:
+    """A VPC's ENIs and groups, and the enforcing mode of its branch pods: what judges any flow in it."""
+
+    enis: tuple[SgEni, ...]
+    groups: Mapping[str, SgGroup]
+    strict: bool = True
+
+    def verdict(self, flow: SgFlow) -> SgVerdict:
+        return sg_verdict(self.enis, self.groups, flow, strict=self.strict)
+
+
+def ec2_protocol(number: int) -> str:
+    """A protocol number as EC2 writes it in a rule."""
+    return {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}.get(number, str(number))
+
+
 def enis_from_ec2(
     interfaces: Iterable[Mapping[str, Any]], associations: Iterable[Mapping[str, Any]] = ()
 ) -> list[SgEni]:

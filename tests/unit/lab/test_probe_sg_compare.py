@@ -6,13 +6,13 @@ from __future__ import annotations
 from vpcnet.cli.labprobe import disagreements, security_group_denials, with_security_groups
 from vpcnet.lab.ec2.model import SgRule
 from vpcnet.lab.probe import ProbeEndpoint
-from vpcnet.lab.sgverdict import SgEni, SgGroup
+from vpcnet.lab.sgverdict import SgEni, SgGroup, SgView
 
 OUT = SgRule("sgr-o", True, "-1", -1, -1, cidr="0.0.0.0/0")
 WEB = SgRule("sgr-w", False, "tcp", 80, 80, cidr="10.0.1.0/24")
 
 
-def _security() -> tuple[list[SgEni], dict[str, SgGroup]]:
+def _security() -> SgView:
     enis = [
         SgEni("eni-a", "i-1", False, ("10.0.1.10",), (), ("sg-a",)),
         SgEni("eni-b", "i-2", False, ("10.0.2.20",), (), ("sg-b",)),
@@ -23,7 +23,7 @@ def _security() -> tuple[list[SgEni], dict[str, SgGroup]]:
         "sg-b": SgGroup("sg-b", "b", (OUT, SgRule("sgr-b", False, "-1", -1, -1, group_id="sg-b"))),
         "sg-c": SgGroup("sg-c", "c", (OUT, WEB)),
     }
-    return enis, groups
+    return SgView(tuple(enis), groups)
 
 
 PODS = [
