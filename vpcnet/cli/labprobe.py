@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,6 +18,9 @@ from vpcnet.cli.resources import (
     with_api,
     with_store,
 )
+
+if TYPE_CHECKING:
+    from vpcnet.lab.sgverdict import SgView
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
@@ -59,6 +62,37 @@ def expected_matrix(
             flow = Flow(endpoint(state, src), endpoint(state, dst), number, port)
             row[dst] = dst in serving and evaluate(state, flow).allowed
     return out
+
+
+def security_group_denials(
+    view: SgView | None, pods: list[Any], port: int, protocol: str
+) -> dict[tuple[str, str], str]:
+    """(source, target) -> why the security groups drop the pair's new flows, for each pair they drop."""
+    from vpcnet.lab.sgverdict import EC2_PROTOCOLS, SgFlow
+
+    if view is None:
+        return {}
+    out: dict[tuple[str, str], str] = {}
+    for src in pods:
+        for dst in pods:
+            verdict = view.verdict(SgFlow(src.ip, dst.ip, EC2_PROTOCOLS[protocol], port))
+            if not verdict.allowed:
+                out[(src.name, dst.name)] = verdict.reason
+    return out
+
+
+def with_security_groups(
+    expected: dict[str, dict[str, bool]], denials: dict[tuple[str, str], str]
+) -> tuple[dict[str, dict[str, bool]], list[tuple[str, str, str]]]:
+    """The policy engine's matrix with the security groups' drops applied, and the pairs policy allows that a
+    security group denies (source, target, the group's missing rule)."""
+    combined = {src: dict(row) for src, row in expected.items()}
+    by_groups = []
+    for (src, dst), reason in sorted(denials.items()):
+        if combined.get(src, {}).get(dst):
+            combined[src][dst] = False
+            by_groups.append((src, dst, reason))
+    return combined, by_groups
 
 
 def disagreements(
@@ -124,9 +158,14 @@ def register(app: typer.Typer, groups: Groups) -> None:
             report = asyncio.run(probe_matrix(pods, pods, port, protocol, timeout=timeout, attempts=attempts))
             measured = report.matrix()
             diffs: list[tuple[str, str, bool, bool]] = []
+            by_groups: list[tuple[str, str, str]] = []
             expected = None
             if compare:
-                expected = _expected(layout, file_resources, list(measured), port, protocol)
+                from vpcnet.lab.eniinfo import lab_security_groups
+
+                by_policy = _expected(layout, file_resources, list(measured), port, protocol)
+                denials = security_group_denials(lab_security_groups(layout), pods, port, protocol)
+                expected, by_groups = with_security_groups(by_policy, denials)
                 diffs = disagreements(measured, expected, ignore_loopback=ignore_loopback)
         except CliError as exc:
             raise fail(exc) from exc
@@ -143,11 +182,14 @@ def register(app: typer.Typer, groups: Groups) -> None:
             body = {
                 "measured": measured,
                 "disagreements": [{"from": s, "to": d, "measured": g, "expected": w} for s, d, g, w in diffs],
+                "denied_by_security_groups": [{"from": s, "to": d, "reason": r} for s, d, r in by_groups],
             }
             typer.echo(json.dumps(body, indent=2))
         else:
             print_matrix(measured, f"{protocol}/{port}, measured with real packets")
             if compare:
+                for src, dst, reason in by_groups:
+                    typer.echo(f"{src} -> {dst}: policy allows, denied by {reason}")
                 for src, dst, got, want in diffs:
                     typer.echo(
                         f"{src} -> {dst}: kernel {'allows' if got else 'blocks'}, "

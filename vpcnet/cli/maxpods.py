@@ -20,6 +20,9 @@ def register(app: typer.Typer, groups: Groups) -> None:
         ),
         max_eni: int | None = typer.Option(None, "--max-eni", min=1, help="MAX_ENI setting"),
         no_cap: bool = typer.Option(False, "--no-cap", help="do not cap at 110 / 250"),
+        pod_eni: bool = typer.Option(
+            False, "--pod-eni", help="security groups for pods: the trunk takes an ENI, branches add pods"
+        ),
     ) -> None:
         """Print the maximum pods for INSTANCE_TYPE, as the EKS AMI calculator gives it."""
         try:
@@ -31,6 +34,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 custom_networking=custom_networking,
                 max_eni=max_eni,
                 cap=not no_cap,
+                pod_eni=pod_eni,
             )
         except UnknownInstanceType as exc:
             typer.echo(f"error: {exc}; `vpcnet max-pods` knows every type in the bundled EC2 table", err=True)

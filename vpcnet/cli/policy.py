@@ -14,6 +14,8 @@ from vpcnet.cli.matrix_table import print_matrix
 
 if TYPE_CHECKING:
     from vpcnet.api.base import ResourceKey
+    from vpcnet.lab.sgverdict import SgVerdict
+    from vpcnet.policy.evaluate import Flow, Verdict
     from vpcnet.policy.model import Direction, Policy
     from vpcnet.policy.state import ClusterState
 
@@ -81,6 +83,42 @@ def _origin(policy: Policy, direction: Direction, index: int) -> str:
     return f" (from spec.{direction.value.lower()}[{policy.spec_rule_index(direction, index)}])"
 
 
+def explain_both(verdict: Verdict, groups: SgVerdict | None) -> str:
+    """Network policy's explanation, then the security groups' line; the first line's verdict is both layers'
+    and names the layer that denied ("security group", "network policy", or both)."""
+    if groups is None:
+        return verdict.explanation + "\n  security groups: not judged (an end without an address)"
+    layers = [
+        name
+        for name, ok in (("network policy", verdict.allowed), ("security group", groups.allowed))
+        if not ok
+    ]
+    head = f"{verdict.flow.describe()}: " + (f"DENIED by {' and '.join(layers)}" if layers else "ALLOWED")
+    rest = verdict.explanation.split("\n", 1)[1]
+    if not groups.reason:
+        line = "security groups: not crossed (the flow stays on its node or outside the VPC)"
+    else:
+        line = groups.reason if not groups.allowed else "security groups: allowed (egress and ingress rules)"
+    return f"{head}\n{rest}\n  {line}"
+
+
+def _lab_groups_verdict(flow: Flow, prefix: str | None) -> SgVerdict | None:
+    from vpcnet.cli.resources import CliError, fail, lab_layout
+    from vpcnet.lab.eniinfo import lab_security_groups
+    from vpcnet.lab.sgverdict import SgFlow, ec2_protocol
+
+    if flow.src.ip is None or flow.dst.ip is None:
+        return None
+    try:
+        view = lab_security_groups(lab_layout(prefix))
+        if view is None:
+            raise CliError("the lab has no EC2 endpoint to ask (is it up?)", 1)
+    except CliError as exc:
+        raise fail(exc) from exc
+    port = flow.icmp_type if flow.protocol in (1, 58) else flow.dst_port
+    return view.verdict(SgFlow(str(flow.src.ip), str(flow.dst.ip), ec2_protocol(flow.protocol), port))
+
+
 def register(app: typer.Typer, groups: Groups) -> None:
     policy_app = typer.Typer(
         help="Network policy, offline: who can reach whom, and which rule decides.", no_args_is_help=True
@@ -116,8 +154,13 @@ def register(app: typer.Typer, groups: Groups) -> None:
         src_port: int | None = typer.Option(None, "--source-port", min=0, max=65535),
         icmp_type: int | None = typer.Option(None, "--icmp-type", min=0, max=255),
         icmp_code: int | None = typer.Option(None, "--icmp-code", min=0, max=255),
+        lab: bool = typer.Option(
+            False, "--lab", help="also ask the lab VPC's security groups (the pods' addresses from the files)"
+        ),
+        prefix: str | None = typer.Option(None, "--prefix", help="with --lab: which lab"),
     ) -> None:
-        """Allowed or denied, and which tier, policy and rule decided (source egress, destination ingress)."""
+        """Allowed or denied, and which layer decided: network policy (tier, policy and rule; source egress,
+        destination ingress) and, with --lab, the security groups (the group and direction missing a rule)."""
         from vpcnet.policy.evaluate import Flow, endpoint, evaluate
 
         state = _load_state(files)
@@ -128,8 +171,13 @@ def register(app: typer.Typer, groups: Groups) -> None:
             )
         except (KeyError, ValueError) as exc:
             raise _fail(str(exc.args[0]) if exc.args else str(exc)) from exc
+        if prefix is not None and not lab:
+            raise _fail("--prefix goes with --lab")
         verdict = evaluate(state, flow)
-        typer.echo(verdict.explanation)
+        if not lab:
+            typer.echo(verdict.explanation)
+            return
+        typer.echo(explain_both(verdict, _lab_groups_verdict(flow, prefix)))
 
     @policy_app.command("show")
     def show_command(

@@ -11,9 +11,12 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vpcnet.lab.layout import LabLayout
+
+if TYPE_CHECKING:
+    from vpcnet.lab.sgverdict import SgView
 
 
 def _client(endpoint: str, region: str) -> Any:
@@ -68,3 +71,34 @@ def lookup_enis(layout: LabLayout, addresses: Iterable[str]) -> dict[str, str]:
     for page in paginator.paginate(Filters=filters):
         interfaces += page.get("NetworkInterfaces", [])
     return eni_owners(interfaces, wanted)
+
+
+def lab_security_groups(layout: LabLayout) -> SgView | None:
+    """Every ENI of the lab's VPC (branches too), every group with its rules, asked of the lab's EC2 endpoint,
+    and the agents' POD_SECURITY_GROUP_ENFORCING_MODE; None when the lab has no EC2 endpoint to ask."""
+    from vpcnet.lab.sgverdict import SgView, enis_from_ec2, groups_from_ec2
+
+    try:
+        state = json.loads(layout.state_file.read_text())
+        endpoint, region = state["endpoints"]["ec2_host"], str(state.get("region", "us-east-1"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    client = _client(endpoint, region)
+
+    def every(operation: str, key: str) -> list[dict[str, Any]]:
+        return [item for page in client.get_paginator(operation).paginate() for item in page.get(key, [])]
+
+    interfaces = every("describe_network_interfaces", "NetworkInterfaces")
+    groups = every("describe_security_groups", "SecurityGroups")
+    rules = every("describe_security_group_rules", "SecurityGroupRules")
+    associations: list[dict[str, Any]] = []
+    token: dict[str, str] = {}
+    while True:  # botocore has no paginator for this one
+        page = client.describe_trunk_interface_associations(**token)
+        associations += page.get("InterfaceAssociations", [])
+        if not page.get("NextToken"):
+            break
+        token = {"NextToken": page["NextToken"]}
+    settings = state.get("agent_settings") or {}
+    strict = str(settings.get("POD_SECURITY_GROUP_ENFORCING_MODE", "strict")).lower() != "standard"
+    return SgView(tuple(enis_from_ec2(interfaces, associations)), groups_from_ec2(groups, rules), strict)

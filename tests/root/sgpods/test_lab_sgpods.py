@@ -155,6 +155,53 @@ def test_the_branch_groups_decide_what_reaches_the_pod(cluster: Cluster) -> None
         ec2.revoke_security_group_ingress(GroupId=node_group, IpPermissions=from_web)
 
 
+def test_probe_compare_names_the_group_that_dropped_a_pair(cluster: Cluster) -> None:
+    """No policy denies anything, so every pair the VPC drops is a security group's doing: `--compare` labels
+    it with the group and direction instead of reporting the kernel and the engine as disagreeing."""
+    web, plain, client = (f"{NS}/{p}" for p in ("web", "plain", "client"))
+    labelled: dict[str, dict[tuple[str, str], str]] = {}
+    for protocol in ("UDP", "TCP"):
+        body = json.loads(
+            cluster.cli("lab", "probe", "--port", "80", "--protocol", protocol, "--compare", "-o", "json")
+        )
+        assert body["disagreements"] == [], (protocol, body)
+        by_groups = {(d["from"], d["to"]): d["reason"] for d in body["denied_by_security_groups"]}
+        for src, dst in ((s, d) for s, row in body["measured"].items() for d, ok in row.items() if not ok):
+            if src != dst:
+                assert (src, dst) in by_groups, (protocol, src, dst, body)
+        labelled[protocol] = by_groups
+    web_group = cluster.web_group  # type: ignore[attr-defined]
+    named = f"no ingress rule of {web_group} ({cluster.lab.prefix}-web)"
+    assert named in labelled["UDP"][(client, web)] and "allows UDP/80 from" in labelled["UDP"][(client, web)]
+    assert (client, web) not in labelled["TCP"]  # TCP 80 is what the group admits
+    assert "no ingress rule of" in labelled["TCP"][(web, plain)]  # the nodes' group admits its members only
+    # `policy explain --lab` says the same of one pair, from the pods as the API has them.
+    files = [cluster.tmp / "ns.yaml"]
+    files[0].write_text(f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n")
+    for name in ("client", "web"):
+        files.append(cluster.tmp / f"{name}.json")
+        files[-1].write_text(json.dumps(cluster.pod(name)))
+    args = [arg for path in files for arg in ("-f", str(path))]
+    explained = cluster.cli(
+        "policy",
+        "explain",
+        *args,
+        "--from",
+        client,
+        "--to",
+        web,
+        "--port",
+        "80",
+        "--protocol",
+        "UDP",
+        "--lab",
+    ).splitlines()
+    assert explained[0].endswith(": DENIED by security group"), explained
+    assert named in explained[-1], explained
+    allowed = cluster.cli("policy", "explain", *args, "--from", client, "--to", web, "--port", "80", "--lab")
+    assert allowed.splitlines()[0].endswith(": ALLOWED"), allowed
+
+
 def test_deleting_the_pod_deletes_its_branch(cluster: Cluster) -> None:
     web = cluster.running("web")
     (entry,) = json.loads(web["metadata"]["annotations"]["vpc.amazonaws.com/pod-eni"])
@@ -189,3 +236,9 @@ def test_standard_mode_lets_the_node_reach_the_pod_directly(tmp_path: Path) -> N
         udp = cluster.probe("UDP")
         assert not udp[client][web]  # the branch's group, at the VPC
         assert udp[plain][web]  # node-local: the VPC is not crossed
+        compared = json.loads(
+            cluster.cli("lab", "probe", "--port", "80", "--protocol", "UDP", "--compare", "-o", "json")
+        )
+        assert compared["disagreements"] == [], compared
+        dropped = {(d["from"], d["to"]) for d in compared["denied_by_security_groups"]}
+        assert (client, web) in dropped and (plain, web) not in dropped

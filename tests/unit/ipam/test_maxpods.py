@@ -58,3 +58,29 @@ def test_cli_prints_the_number_and_rejects_unknown_types() -> None:
     assert "m5.enormous" in bad.output
     with pytest.raises(UnknownInstanceType):
         instance_limits("m5.enormous")
+
+
+@pytest.mark.parametrize(
+    ("itype", "kwargs", "expected"),
+    [
+        ("m5.large", {}, 2 * 9 + 2 + 9),  # the trunk's 9 addresses become 9 branches
+        ("m5.24xlarge", {"cap": False}, 14 * 49 + 2 + 107),
+        ("m5.large", {"prefix_delegation": True, "cap": False}, 2 * 9 * 16 + 2 + 9),
+        ("m5.large", {"custom_networking": True}, 1 * 9 + 2 + 9),
+    ],
+)
+def test_pod_eni_trades_the_trunks_slot_for_the_types_branches(
+    itype: str, kwargs: dict[str, object], expected: int
+) -> None:
+    assert max_pods(instance_limits(itype), pod_eni=True, **kwargs) == expected  # type: ignore[arg-type]
+
+
+def test_pod_eni_needs_a_trunking_type_and_an_eni_left() -> None:
+    with pytest.raises(MaxPodsError, match="takes no trunk ENI"):
+        max_pods(instance_limits("t3.medium"), pod_eni=True)
+    with pytest.raises(MaxPodsError, match="no ENI is left"):
+        max_pods(instance_limits("m5.large"), pod_eni=True, max_eni=1)
+    result = CliRunner().invoke(app, ["max-pods", "t3.medium", "--pod-eni"])
+    assert result.exit_code == 2 and "takes no trunk ENI" in result.output
+    result = CliRunner().invoke(app, ["max-pods", "m5.24xlarge", "--pod-eni", "--no-cap"])
+    assert result.exit_code == 0 and result.output.strip() == str(14 * 49 + 2 + 107)
