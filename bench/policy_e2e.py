@@ -16,6 +16,11 @@ Each run measures CHANGES changes; RUNS runs back to back, p50/p99 per run. The 
 calculation + render + kernel time per apply (last_apply_seconds) is read with each status, so the
 rest of the agent-status time is the datastore's fan-out (etcd watch) and the agent's batching.
 
+Two datastores (--via): "etcd", a lab whose agents read etcd and every write goes straight into etcd; "api",
+a lab on the Kubernetes datastore (as on EKS): the agents watch the lab's Kubernetes API, and the cluster and
+every change are written through that API. In the API lab the lab kubelet is stopped first: the Pod
+objects are only objects (their nodes' kubelet would otherwise try to run 1,200 containers).
+
 Root. Uses a lab with a random prefix ("vb" + 4 letters), removed at the end.
 Usage: python bench/policy_e2e.py [--nodes 3] [--pods 400] [--backends iptables,nftables] [--runs 5]
 """
@@ -97,7 +102,7 @@ def cluster(nodes: list[str], per_node: int) -> list[dict[str, Any]]:
 class ApiWriter:
     """Writes to the lab's Kubernetes API over plain HTTP (no client library: its start-up and machinery stay
     out of the measurement). A Pod is created, then given its IP through /status, as a kubelet does (the
-    API resets the status on create); kube-controllers mirrors into etcd, which the agents read."""
+    API resets the status on create)."""
 
     def __init__(self, kubeconfig: Path) -> None:
         from vpcnet.lab.kubeapi.kubeconfig import server_url
@@ -137,6 +142,11 @@ class ApiWriter:
             body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"ns{n}"}}
             self.request("POST", "/api/v1/namespaces", body, ok=(409,))
 
+    def load(self, docs: list[dict[str, Any]]) -> None:
+        self.namespaces(NAMESPACES)
+        for doc in docs:
+            self.put(doc)
+
 
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
@@ -144,14 +154,39 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 class NodeWatch:
-    """One node's kernel sets and agent status, polled in a thread of its own."""
+    """One node's kernel sets and agent status, polled in a thread of its own. nftables: the kernel's own
+    notifications (`nft monitor`, one line per committed set change, read as it comes); iptables: `ipset
+    save` in a loop (ipset has no monitor), so a time there includes up to one dump."""
 
     def __init__(self, layout: LabLayout, node: str, backend: str) -> None:
         self.netns = layout.node_netns(node)
         self.status_path = layout.agent_socket(node).parent / "policy-status.json"
-        tool = ["ipset", "save"] if backend == "iptables" else ["nft", "list", "sets"]
-        self.argv = ["ip", "netns", "exec", self.netns, *tool]
+        self.argv = ["ip", "netns", "exec", self.netns, "ipset", "save"]
         self.dump_ms: list[float] = []
+        self.monitor: subprocess.Popen[str] | None = None
+        self.events: dict[tuple[str, bool], list[float]] = {}  # (ip, added) -> when the kernel said so
+        self.lock = threading.Lock()
+        if backend == "nftables":
+            # stdbuf: nft's stdout is a pipe here, block-buffered unless told otherwise
+            argv = ["ip", "netns", "exec", self.netns, "stdbuf", "-oL", "nft", "monitor", "elements"]
+            self.monitor = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+            threading.Thread(target=self._read_monitor, daemon=True).start()
+
+    def _read_monitor(self) -> None:
+        assert self.monitor is not None and self.monitor.stdout is not None
+        for line in self.monitor.stdout:
+            now = time.perf_counter()
+            verb = line.split(" ", 1)[0]
+            if verb not in ("add", "delete"):
+                continue
+            with self.lock:
+                for ip in re.findall(r"(?<![0-9.])\d+\.\d+\.\d+\.\d+(?![0-9.])", line):
+                    self.events.setdefault((ip, verb == "add"), []).append(now)
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.terminate()
+            self.monitor.wait(10)
 
     def status(self) -> dict[str, Any]:
         try:
@@ -164,6 +199,9 @@ class NodeWatch:
         return re.search(re.escape(ip) + r"(?![0-9])", out) is not None, time.perf_counter()
 
     def wait_kernel(self, ip: str, present: bool, start: float, out: list[float]) -> None:
+        if self.monitor is not None:
+            self._wait_monitor(ip, present, start, out)
+            return
         while True:
             begin = time.perf_counter()
             has, end = self.kernel_has(ip)
@@ -173,6 +211,17 @@ class NodeWatch:
                 return
             if end - start > 60:
                 raise RuntimeError(f"{self.netns}: {ip} {'never appeared' if present else 'never left'}")
+
+    def _wait_monitor(self, ip: str, present: bool, start: float, out: list[float]) -> None:
+        while True:
+            with self.lock:
+                after = [t for t in self.events.get((ip, present), []) if t >= start]
+            if after:
+                out.append((min(after) - start) * 1000)
+                return
+            if time.perf_counter() - start > 60:
+                raise RuntimeError(f"{self.netns}: {ip} {'never appeared' if present else 'never left'}")
+            time.sleep(0.001)
 
     def wait_agent(self, revision: int, start: float, out: list[float], apply_s: list[float]) -> None:
         while True:
@@ -197,9 +246,9 @@ async def write(store: ResourceStore, doc: dict[str, Any] | None, ref: ResourceR
 def measure(
     layout: LabLayout, nodes: list[str], backend: str, per_node: int, runs: int, changes: int, via: str
 ) -> dict[str, Any]:
-    """via "etcd": changes written straight into etcd (what the agents read); via "api": through the
-    Kubernetes API, mirrored into etcd by kube-controllers (the agents' applied revision cannot be matched
-    to an API write: only the kernel times count)."""
+    """via "etcd": the cluster and the changes written straight into etcd (what the agents read); via "api":
+    all through the Kubernetes API the agents watch (only the kernel times count there: a change's revision
+    is not known before the kernel shows it)."""
     watches = [NodeWatch(layout, node, backend) for node in nodes]
     api = ApiWriter(layout.kubeconfig) if via == "api" else None
 
@@ -209,13 +258,13 @@ def measure(
         try:
             docs = cluster(nodes, per_node)
             started = time.perf_counter()
-            # The cluster goes straight into etcd, also for the API path: Pods on lab nodes created through
-            # the API would be started by the lab kubelet; only the measured changes (a pod on no lab node)
-            # go through the API.
-            for i in range(0, len(docs), BATCH):
-                revision = (await store.apply(docs[i : i + BATCH])).revision
             if api is not None:
-                api.namespaces(NAMESPACES)
+                await asyncio.to_thread(api.load, docs)
+                # the API's resourceVersions are etcd revisions: the last write's is etcd's current one
+                revision = await datastore.current_revision()
+            else:
+                for i in range(0, len(docs), BATCH):
+                    revision = (await store.apply(docs[i : i + BATCH])).revision
             loaded = time.perf_counter()
             for w in watches:  # every agent has the whole cluster in its kernel
                 await asyncio.to_thread(w.wait_agent, revision, started, [], [])
@@ -278,9 +327,23 @@ def measure(
         finally:
             await datastore.close()
 
-    out = asyncio.run(go())
+    try:
+        out = asyncio.run(go())
+    finally:
+        for w in watches:
+            w.close()
     out["dump_ms"] = [ms for w in watches for ms in w.dump_ms]
     return out
+
+
+def stop_kubelet(layout: LabLayout) -> None:
+    """The lab kubelet would run the benchmark's Pod objects; stopped, they stay objects (`lab down` takes a
+    stopped control process in its stride)."""
+    from vpcnet.lab import procs
+
+    name = "kubelet"
+    if not procs.stop(labctl.control_pid_file(layout, name), labctl.control_marker(layout, name)):
+        raise RuntimeError("the lab kubelet did not stop")
 
 
 def _settings(layout: LabLayout) -> Any:
@@ -312,7 +375,10 @@ def report(res: dict[str, Any], backend: str, per_node: int, nodes: int, via: st
                 f"{percentile(rest, 0.5):6.1f} ms"
             )
         print(line, flush=True)
-    print(f"  kernel dump per poll p50 {percentile(res['dump_ms'], 0.5):.1f} ms", flush=True)
+    if res["dump_ms"]:
+        print(f"  kernel dump per poll p50 {percentile(res['dump_ms'], 0.5):.1f} ms", flush=True)
+    else:
+        print("  kernel: nft monitor events (no dumps)", flush=True)
     tag = "" if via == "etcd" else "api."
     figs.add(f"policy.e2e.{tag}{backend}.p99_ms.{per_node}pods", worst_kernel)
     if via == "etcd":
@@ -345,7 +411,7 @@ def main() -> int:
         for backend in opts.backends.split(","):
             for via in opts.via.split(","):
                 if via == "api" and per_node != 400:
-                    continue  # the API path once, at the headline size (its bulk load is slow)
+                    continue  # the API path once, at the headline size (its bulk load takes a while)
                 layout = LabLayout("vb" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4)))
                 try:
                     info = labctl.up(
@@ -353,9 +419,10 @@ def main() -> int:
                         layout,
                         agents=True,
                         agent_settings={"VPCNET_POLICY_BACKEND": backend},
-                        # the agents read etcd, where the cluster is written (a lab defaults to its API)
-                        datastore="etcd",
+                        datastore="kubernetes" if via == "api" else "etcd",
                     ).info
+                    if via == "api":
+                        stop_kubelet(layout)
                     nodes = [n.name for n in info.nodes]
                     res = measure(layout, nodes, backend, per_node, opts.runs, opts.changes, via)
                 finally:
