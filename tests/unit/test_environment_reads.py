@@ -1,5 +1,5 @@
-"""Configuration you can see: below the commands (cli) and the lab, the process environment is read only by the
-modules whose job that is, so every setting a component obeys is in one place and shown by the agent."""
+"""Configuration you can see: below the commands (cli) and the lab, the process environment is read only by
+the modules whose job that is, so every setting a component obeys is in one place and shown by the agent."""
 
 from __future__ import annotations
 
@@ -28,9 +28,12 @@ def _reads_environment(tree: ast.Module) -> list[int]:
             and node.value.id in ("os", "posix")
         ):
             lines.append(node.lineno)
-        elif isinstance(node, ast.ImportFrom) and node.module in ("os", "posix"):
-            if any(alias.name in ("environ", "getenv") for alias in node.names):
-                lines.append(node.lineno)
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module in ("os", "posix")
+            and any(alias.name in ("environ", "getenv") for alias in node.names)
+        ):
+            lines.append(node.lineno)
     return lines
 
 
