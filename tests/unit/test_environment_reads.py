@@ -18,23 +18,29 @@ READERS = {
 }
 
 
+def _is_environment_access(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr in ("environ", "getenv", "environb", "getenvb")
+        and isinstance(node.value, ast.Name)
+        and node.value.id in ("os", "posix")
+    )
+
+
+def _imports_environment(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.ImportFrom)
+        and node.module in ("os", "posix")
+        and any(alias.name in ("environ", "getenv") for alias in node.names)
+    )
+
+
 def _reads_environment(tree: ast.Module) -> list[int]:
-    lines = []
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Attribute)
-            and node.attr in ("environ", "getenv", "environb", "getenvb")
-            and isinstance(node.value, ast.Name)
-            and node.value.id in ("os", "posix")
-        ):
-            lines.append(node.lineno)
-        elif (
-            isinstance(node, ast.ImportFrom)
-            and node.module in ("os", "posix")
-            and any(alias.name in ("environ", "getenv") for alias in node.names)
-        ):
-            lines.append(node.lineno)
-    return lines
+    return [
+        getattr(node, "lineno", 0)
+        for node in ast.walk(tree)
+        if _is_environment_access(node) or _imports_environment(node)
+    ]
 
 
 def test_only_the_configuration_modules_read_the_environment() -> None:
