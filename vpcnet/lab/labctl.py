@@ -31,8 +31,8 @@ from vpcnet.datastore.open import preload
 from vpcnet.datastore.settings import DatastoreType
 from vpcnet.lab import labetcd, netns, procs
 from vpcnet.lab.cloudd import go_file
-from vpcnet.lab.ec2.auth import LAB_CREDENTIALS as LAB_CREDENTIALS  # its home; agents sign with it
 from vpcnet.lab.ec2.errors import Ec2Error
+from vpcnet.lab.ec2.identity import LAB_CREDENTIALS as LAB_CREDENTIALS  # its home; agents sign with it
 from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric, FabricError
 from vpcnet.lab.layout import (
     EC2_ENDPOINT_ADDRESS,
