@@ -154,15 +154,20 @@ def _select(settings: KubeSettings) -> tuple[dict[str, Any], dict[str, Any], dic
     context = _named(config, "contexts", "context", str(name), where)
     cluster = _named(config, "clusters", "cluster", str(context.get("cluster", "")), where)
     user_name = context.get("user")
-    user = _named(config, "users", "user", str(user_name), where) if user_name else {}
+    # A context naming no user, or one the file lacks: no credentials (as kubernetes_asyncio reads it).
+    user = _named(config, "users", "user", str(user_name), where, missing_ok=True) if user_name else {}
     return config, cluster, user, settings.kubeconfig.absolute().parent
 
 
-def _named(config: Mapping[str, Any], section: str, key: str, name: str, where: str) -> dict[str, Any]:
+def _named(
+    config: Mapping[str, Any], section: str, key: str, name: str, where: str, missing_ok: bool = False
+) -> dict[str, Any]:
     for entry in config.get(section) or []:
         if isinstance(entry, dict) and entry.get("name") == name:
             value = entry.get(key)
             return value if isinstance(value, dict) else {}
+    if missing_ok:
+        return {}
     raise DatastoreError(f"Kubernetes API configuration from {where}: no {section[:-1]} named {name!r}")
 
 

@@ -81,6 +81,10 @@ def test_token_and_context_from_a_plain_kubeconfig(tmp_path: Path) -> None:
     assert conn.authorization() == "Bearer abc"
     bare = load_connection(KubeSettings(path, context="bare"))
     assert bare.server == "http://x:1" and bare.authorization() is None
+    config = yaml.safe_load(path.read_text())
+    config["users"] = []  # a context's user the file lacks: no credentials, as kubernetes_asyncio reads it
+    path.write_text(yaml.safe_dump(config))
+    assert load_connection(KubeSettings(path)).authorization() is None
 
 
 def test_token_file_is_relative_to_the_kubeconfig_and_read_again(
