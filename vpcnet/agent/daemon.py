@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import time
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
@@ -22,14 +23,19 @@ from vpcnet.agent.config import AgentConfig
 from vpcnet.agent.context import AgentContext
 from vpcnet.agent.http import HttpServer, Response
 from vpcnet.agent.ipam_metrics import vpc_cni_exposition
+from vpcnet.agent.start_gate import wait_for_gate
+from vpcnet.datastore.open import preload
 
 log = logging.getLogger("vpcnet.agent")
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, entries: tuple[Entry, ...] = COMPONENTS) -> None:
+    def __init__(
+        self, config: AgentConfig, entries: tuple[Entry, ...] = COMPONENTS, start_gate: Path | None = None
+    ) -> None:
         self.ctx = AgentContext(config=config)
         self.entries = entries
+        self.start_gate = start_gate  # vpcnet/agent/start_gate.py
         self.components: list[Component] = []
         self.started: list[Component] = []
         self.metrics_server = HttpServer("metrics")
@@ -42,7 +48,11 @@ class Agent:
             "Seconds from agent start to all components serving",
             registry=self.ctx.metrics,
         )
-        for name, factory in load_factories(cfg.mode, self.entries):
+        factories = load_factories(cfg.mode, self.entries)  # imports every component's code
+        if self.start_gate is not None:
+            preload(cfg.datastore_settings().type)  # what the components open first, while the lab starts
+            await wait_for_gate(self.start_gate)
+        for name, factory in factories:
             component = factory(self.ctx)
             self.components.append(component)
             log.info("starting component", extra={"component": name})
@@ -106,5 +116,5 @@ class Agent:
         return 200, "application/json", json.dumps(self.ctx.config.env_settings(), indent=1).encode()
 
 
-def run_agent(config: AgentConfig) -> None:
-    asyncio.run(Agent(config).run())
+def run_agent(config: AgentConfig, start_gate: Path | None = None) -> None:
+    asyncio.run(Agent(config, start_gate=start_gate).run())

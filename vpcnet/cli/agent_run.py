@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 # option -> environment variable it sets (the environment is the agent's one source of configuration)
 OPTION_ENV = {
@@ -24,6 +25,7 @@ def run_agent_with(given: Mapping[str, str | None]) -> int:
     from vpcnet.agent.config import ConfigError, load_config
     from vpcnet.agent.daemon import run_agent
     from vpcnet.agent.logs import setup_logging
+    from vpcnet.agent.start_gate import START_GATE_ENV
 
     env = dict(os.environ)
     for option, value in given.items():
@@ -35,8 +37,9 @@ def run_agent_with(given: Mapping[str, str | None]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_file)
+    gate = env.get(START_GATE_ENV, "").strip()
     try:
-        run_agent(config)
+        run_agent(config, start_gate=Path(gate) if gate else None)
     except Exception as exc:
         import logging
 

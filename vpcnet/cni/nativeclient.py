@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -87,14 +88,21 @@ def prebuilt(explicit: Path | None = None) -> Path | None:
     return next((path for path in PREBUILT_PATHS if path.is_file()), None)
 
 
+_compiled: list[bytes] = []  # this process's compile, kept: it is the same for every node
+_compile_lock = threading.Lock()
+
+
 def client_bytes(explicit: Path | None = None) -> tuple[bytes, str]:
-    """The unstamped client and where it came from: prebuilt if there is one, else compiled now."""
+    """The unstamped client and where it came from: prebuilt if there is one, else compiled (once per
+    process: `lab up` installs on every node at once, and one compile serves them all)."""
     found = prebuilt(explicit)
     if found is not None:
         return found.read_bytes(), str(found)
-    with tempfile.TemporaryDirectory(prefix="vpcnet-cni-build-") as tmp:
-        built = compile_client(Path(tmp) / PREBUILT_NAME)
-        return built.read_bytes(), f"compiled from {SOURCE}"
+    with _compile_lock:
+        if not _compiled:
+            with tempfile.TemporaryDirectory(prefix="vpcnet-cni-build-") as tmp:
+                _compiled.append(compile_client(Path(tmp) / PREBUILT_NAME).read_bytes())
+    return _compiled[0], f"compiled from {SOURCE}"
 
 
 def smoke_test(path: Path) -> None:

@@ -1,32 +1,40 @@
-"""The HTTP edge of the Kubernetes datastore: kubernetes_asyncio for configuration, authentication and
-transport, our own code for everything a watch needs.
+"""The HTTP edge of the Kubernetes datastore: aiohttp for transport, our own code for configuration
+(datastore/kube_connect.py) and for everything a watch needs; kubernetes_asyncio only for a kubeconfig whose
+user needs a credential plugin.
 
-Why kubernetes_asyncio (36.1, read in its watch code; the choice is argued in the README's design section):
-- `kubernetes_asyncio` (aiohttp): every list call takes `allow_watch_bookmarks` and BOOKMARKs update its
+The clients weighed (read in their watch code; the choice is argued in the README's design section):
+- `kubernetes_asyncio` 36.1 (aiohttp): every list call takes `allow_watch_bookmarks` and BOOKMARKs update its
   resume point; without timeoutSeconds its Watch retries a 410 once with the *same* resourceVersion (which
   can only fail again) and then raises, so the caller must relist anyway; it loads kubeconfig (certificates,
-  tokens, exec plugins with refresh) and the in-cluster service account; py.typed; ~0.3 s to import.
+  tokens, exec plugins with refresh) and the in-cluster service account; py.typed; but importing any of it
+  imports its `client` package, every generated API and model: 0.4-1.4 s of each process's start-up.
 - `lightkube` 1.0 (httpx2, msgspec): on 410 its WatchDriver drops the resourceVersion and watches again from
   "now", so deletions in the gap are never seen; there is no bookmark parameter; ~0.1 s to import.
 - `kubernetes` 37 (official) now ships `kubernetes.aio`, whose watch is the same code as
   kubernetes_asyncio's; its informer (relist and diff on 410) runs on a thread over the sync client; it
   pulls requests, oauthlib, websocket-client and pydantic as well.
 
-None gives a reflector we can use in an asyncio agent, so the reflector is ours (datastore/reflector.py)
-and we take from the client only what is hard to get right: configuration and authenticated transport. We
-call its ApiClient with raw paths and read responses ourselves (one code path for built-in kinds and CRDs,
-no generated models), and import it only when the Kubernetes datastore is opened.
+None gives a reflector we can use in an asyncio agent, so the reflector is ours (datastore/reflector.py).
+We send raw paths and read responses ourselves (one code path for built-in kinds and CRDs, no generated
+models) over an aiohttp session, the transport kubernetes_asyncio itself uses; the kubeconfig or service
+account is read by kube_connect.py. Credential plugins (`exec`, `auth-provider`: a cloud CLI, OIDC refresh)
+are the library's to run, so such a kubeconfig goes through its ApiClient (PluginTransport), imported then.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode
 
+from vpcnet.datastore.kube_connect import KubeConnection, load_connection, plugin_needed
 from vpcnet.datastore.kube_settings import KubeSettings
 from vpcnet.datastore.reflector import Gone, ListResult, WatchEvent
 from vpcnet.datastore.types import DatastoreError, DatastoreUnavailable
+
+if TYPE_CHECKING:
+    from aiohttp import ClientResponse
 
 JSON = "application/json"
 
@@ -45,54 +53,125 @@ def status_error(method: str, path: str, code: int, body: Any) -> ApiStatusError
     return ApiStatusError(method, path, code, str(body.get("reason", "")), str(body.get("message", body)))
 
 
-class KubeApi:
-    """Authenticated JSON requests and watch streams against one API server."""
+class Transport(Protocol):
+    """Sends one request; the aiohttp response, unread."""
 
-    def __init__(self, api_client: Any, request_timeout: float) -> None:
+    async def send(
+        self, method: str, path: str, query: Mapping[str, str], body: Any, timeout: Any
+    ) -> ClientResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class SessionTransport:
+    """Our own: an aiohttp session to the server a KubeConnection names, with its Authorization."""
+
+    def __init__(self, conn: KubeConnection) -> None:
+        import aiohttp
+
+        self._conn = conn
+        # trust_env: HTTPS_PROXY/NO_PROXY as any client honours them; read_bufsize: a watch event carries a
+        # whole object, up to etcd's 1.5 MiB request limit (kubernetes_asyncio's session does the same).
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=conn.ssl_context if conn.ssl_context is not None else True),
+            trust_env=True,
+            read_bufsize=2**21,
+        )
+
+    async def send(
+        self, method: str, path: str, query: Mapping[str, str], body: Any, timeout: Any
+    ) -> ClientResponse:
+        import aiohttp
+
+        headers = {"Accept": JSON, "Content-Type": JSON}
+        authorization = self._conn.authorization()
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        url = self._conn.server + path + ("?" + urlencode(query) if query else "")
+        if not isinstance(timeout, aiohttp.ClientTimeout):
+            timeout = aiohttp.ClientTimeout(total=timeout)
+        return await self._session.request(
+            method,
+            url,
+            headers=headers,
+            data=None if body is None else json.dumps(body),
+            timeout=timeout,
+            proxy=self._conn.proxy,
+            server_hostname=self._conn.server_hostname,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class PluginTransport:
+    """kubernetes_asyncio's ApiClient, for a kubeconfig whose user needs a credential plugin (`exec`,
+    `auth-provider`): the library runs and refreshes those. Importing it costs about a second."""
+
+    def __init__(self, api_client: Any) -> None:
         self._client = api_client
-        self._timeout = request_timeout
 
     @classmethod
-    async def connect(cls, settings: KubeSettings) -> KubeApi:
+    async def connect(cls, settings: KubeSettings) -> PluginTransport:
         from kubernetes_asyncio import config
         from kubernetes_asyncio.client import ApiClient, Configuration
 
         configuration = Configuration()
         try:
-            if settings.kubeconfig is None:
-                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            else:
-                await config.load_kube_config(
-                    config_file=str(settings.kubeconfig),
-                    context=settings.context,
-                    client_configuration=configuration,
-                )
-        except Exception as err:  # ConfigException and the file errors under it
-            where = (
-                "the in-cluster service account" if settings.kubeconfig is None else str(settings.kubeconfig)
+            await config.load_kube_config(
+                config_file=str(settings.kubeconfig),
+                context=settings.context,
+                client_configuration=configuration,
             )
-            raise DatastoreError(f"Kubernetes API configuration from {where}: {err}") from None
-        return cls(ApiClient(configuration), settings.request_timeout)
+        except Exception as err:  # ConfigException and the file errors under it
+            raise DatastoreError(f"Kubernetes API configuration from {settings.kubeconfig}: {err}") from None
+        return cls(ApiClient(configuration))
+
+    async def send(
+        self, method: str, path: str, query: Mapping[str, str], body: Any, timeout: Any
+    ) -> ClientResponse:
+        response: ClientResponse = await self._client.call_api(
+            path,
+            method,
+            query_params=dict(query),
+            header_params={"Accept": JSON, "Content-Type": JSON},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout,
+        )
+        return response
 
     async def close(self) -> None:
         await self._client.close()
 
+
+class KubeApi:
+    """Authenticated JSON requests and watch streams against one API server."""
+
+    def __init__(self, transport: Transport, request_timeout: float) -> None:
+        self._transport = transport
+        self._timeout = request_timeout
+
+    @classmethod
+    async def connect(cls, settings: KubeSettings) -> KubeApi:
+        transport: Transport
+        if plugin_needed(settings):
+            transport = await PluginTransport.connect(settings)
+        else:
+            transport = SessionTransport(load_connection(settings))
+        return cls(transport, settings.request_timeout)
+
+    async def close(self) -> None:
+        await self._transport.close()
+
     async def _send(
         self, method: str, path: str, query: Mapping[str, str] | None, body: Any, timeout: Any
-    ) -> Any:
+    ) -> ClientResponse:
         import aiohttp
 
         try:
-            return await self._client.call_api(
-                path,
-                method,
-                query_params=dict(query or {}),
-                header_params={"Accept": JSON, "Content-Type": JSON},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout,
-            )
+            return await self._transport.send(method, path, dict(query or {}), body, timeout)
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             raise DatastoreUnavailable(f"{method} {path}: {type(err).__name__}: {err}") from None
 

@@ -129,6 +129,8 @@ def serve(
     from vpcnet.lab.imds import ImdsService
 
     service_model()  # botocore's EC2 model: the slow part of starting, done while `lab up` builds the lab
+    from vpcnet.lab.kubeapi import httpd, server  # noqa: F401  (start_kube_api's, loaded before the go too)
+
     if wait_for_go:
         _wait_for_go(layout)
     fabric = Fabric(layout)

@@ -24,9 +24,17 @@ CRD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "crds"
 
 
 def write_kubeconfigs(layout: LabLayout, host_url: str, vpc_url: str) -> None:
-    name = f"vpcnet-lab-{layout.prefix}"
-    write_kubeconfig(layout.kubeconfig, host_url, name)
-    write_kubeconfig(layout.node_kubeconfig, vpc_url, name)
+    write_kubeconfig(layout.kubeconfig, host_url, _name(layout))
+    write_node_kubeconfig(layout, vpc_url)
+
+
+def write_node_kubeconfig(layout: LabLayout, vpc_url: str) -> None:
+    """The nodes' kubeconfig alone: the API's VPC address is fixed, so it is written before the API is up."""
+    write_kubeconfig(layout.node_kubeconfig, vpc_url, _name(layout))
+
+
+def _name(layout: LabLayout) -> str:
+    return f"vpcnet-lab-{layout.prefix}"
 
 
 def crd_documents(directory: Path = CRD_DIR) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,17 +25,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from vpcnet.agent.start_gate import START_GATE_ENV
 from vpcnet.cni.install import CONFLIST_NAME
+from vpcnet.datastore.open import preload
+from vpcnet.datastore.settings import DatastoreType
 from vpcnet.lab import labetcd, netns, procs
 from vpcnet.lab.cloudd import go_file
-from vpcnet.lab.ec2.auth import LAB_CREDENTIALS as LAB_CREDENTIALS  # its home; agents sign with it
 from vpcnet.lab.ec2.errors import Ec2Error
+from vpcnet.lab.ec2.identity import LAB_CREDENTIALS as LAB_CREDENTIALS  # its home; agents sign with it
 from vpcnet.lab.fabric import INTERNET_HOST_ADDRESS, NODE_TAG, Fabric, FabricError
 from vpcnet.lab.layout import (
     EC2_ENDPOINT_ADDRESS,
     ETCD_ENDPOINT_ADDRESS,
     IMDS_ADDRESS,
     INTERNET_CIDR,
+    KUBEAPI_ADDRESS,
+    KUBEAPI_PORT,
     RUN_ROOT,
     LabLayout,
 )
@@ -413,6 +419,16 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
     if info.agent_image:
         start_agent_container(layout, node, info)
         return
+    spawn_agent(layout, node, agent_env(layout, node, info), info.restart_backoff)
+
+
+def agents_gate(layout: LabLayout) -> Path:
+    """The file `lab up` writes when the agents it started early may start their components."""
+    return layout.run_dir / "agents.go"
+
+
+def spawn_agent(layout: LabLayout, node: str, env: Mapping[str, str], restart_backoff: str) -> None:
+    """The agent and its supervisor, in the node's namespace with env (every agent start comes here)."""
     argv = [
         sys.executable,
         "-m",
@@ -420,7 +436,7 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
         "--pid-file",
         str(agent_pid_file(layout, node)),
         "--backoff",
-        info.restart_backoff,
+        restart_backoff,
         "--",
         sys.executable,
         "-m",
@@ -434,7 +450,7 @@ def start_agent(layout: LabLayout, node: str, info: LabInfo) -> None:
         log_file=layout.agent_log(node),
         pid_file=supervisor_pid_file(layout, node),
         in_netns=layout.node_netns(node),
-        env=agent_env(layout, node, info),
+        env=env,
     )
 
 
@@ -509,7 +525,7 @@ def install_cni(layout: LabLayout, info: LabInfo, nodes: Sequence[str]) -> None:
             layout.cni_conf_dir(node),
             str(layout.agent_socket(node)),
             timeout=AGENT_READY_TIMEOUT,
-            interval=0.1,
+            interval=0.05,  # a STATUS request on a local socket: cheap, and each poll period is added to up
             mtu=mtu,
             veth_prefix=veth_prefix,
         )
@@ -722,6 +738,25 @@ def _create(
         progress(f"creating namespaces: VPC, internet and {len(topo.nodes)} nodes")
         fabric = Fabric(layout)
         fabric.create_base(topo.vpc_cidr, [n.name for n in topo.nodes], topo.vpc_ipv6_cidr or None)
+        early = agents and image is None
+        if early:
+            # Their start-up is mostly imports, which need nothing of the lab: they load while it is built
+            # and start their components once the gate opens (vpcnet/agent/start_gate.py).
+            progress(f"starting node agents on {len(topo.nodes)} nodes (they load, then wait for the lab)")
+            from vpcnet.lab.labapi import write_node_kubeconfig
+
+            write_node_kubeconfig(layout, _vpc_endpoints(etcd_url)["kubeapi"])  # the agents check it first
+            gated = {START_GATE_ENV: str(agents_gate(layout))}
+            for spec in topo.nodes:
+                env = _agent_env(
+                    layout,
+                    spec.name,
+                    _vpc_endpoints(etcd_url),
+                    agent_settings,
+                    datastore,
+                    layout.node_kubeconfig,
+                )
+                spawn_agent(layout, spec.name, {**env, **gated}, restart_backoff)
         progress("creating the VPC, subnets and instances")
         cloud = Cloud(layout.ec2_state_file, hooks=fabric, region=topo.region)
         fabric.set_subnet_lookup(lambda sid: cloud.subnet(sid).cidr)
@@ -738,6 +773,9 @@ def _create(
         nodes = [_launch(cloud, layout, topo, n, subnet_ids, node_group) for n in topo.nodes]
         fabric.close()  # from here on the lab daemon's fabric follows the cloud
         go_file(layout).touch()
+        # bootstrap_api's client loads while the daemon starts (the lab's API is always a Kubernetes one)
+        loading = threading.Thread(target=preload, args=(DatastoreType.KUBERNETES,), daemon=True)
+        loading.start()
         progress("waiting for the lab daemon and etcd")
         ready = wait_daemon(layout)
         labetcd.wait_healthy(layout, etcd_url)
@@ -765,12 +803,15 @@ def _create(
         controls = control_processes(info)
         progress(f"registering CRDs and Nodes in the lab's Kubernetes API; starting {', '.join(controls)}")
         bootstrap_api(layout, info)
+        if early:
+            agents_gate(layout).touch()
         for name in controls:
             start_control(layout, name, info)
         if info.agents:
-            progress(f"starting node agents on {len(nodes)} nodes")
-            for n in nodes:
-                start_agent(layout, n.name, info)
+            if not early:
+                progress(f"starting node agents on {len(nodes)} nodes")
+                for n in nodes:
+                    start_agent(layout, n.name, info)
             progress("waiting for the nodes to turn Ready (agent up, CNI config installed)")
             install_cni(layout, info, [n.name for n in nodes])
         if "kube-controllers" in controls:
@@ -787,14 +828,21 @@ def _subnet_json(s: SubnetSpec, subnet_id: str) -> dict[str, str]:
     return {"id": subnet_id, "cidr": s.cidr, "az": s.az, "role": s.role}
 
 
-def _endpoints(ready: Mapping[str, Any], etcd_host: str) -> dict[str, str]:
+def _vpc_endpoints(etcd_host: str) -> dict[str, str]:
+    """What the agents reach, at fixed VPC addresses: known before the lab daemon is up."""
     return {
-        "kubeapi": str(ready["kubeapi"]),
-        "kubeapi_host": str(ready["kubeapi_host"]),
-        "ec2_host": str(ready["ec2_host"]),
         "ec2": f"http://{EC2_ENDPOINT_ADDRESS}",
         "imds": f"http://{IMDS_ADDRESS}",
         "etcd": f"{urlsplit(etcd_host).scheme}://{ETCD_ENDPOINT_ADDRESS}:{ETCD_VPC_PORT}",
+        "kubeapi": f"http://{KUBEAPI_ADDRESS}:{KUBEAPI_PORT}",
+    }
+
+
+def _endpoints(ready: Mapping[str, Any], etcd_host: str) -> dict[str, str]:
+    return {
+        "kubeapi_host": str(ready["kubeapi_host"]),
+        "ec2_host": str(ready["ec2_host"]),
+        **_vpc_endpoints(etcd_host),
         "etcd_host": etcd_host,
         "internet": INTERNET_CIDR,
         "internet_http": f"http://{INTERNET_HOST_ADDRESS}",

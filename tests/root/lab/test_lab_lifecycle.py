@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +184,8 @@ def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
     layout = LabLayout(prefix)
     seen_env: dict[str, dict[str, str]] = {}
 
-    def stand_in(layout_: LabLayout, node: str, info: labctl.LabInfo) -> None:
-        env = labctl.agent_env(layout_, node, info)
-        seen_env[node] = env
+    def stand_in(layout_: LabLayout, node: str, env: Mapping[str, str], restart_backoff: str) -> None:
+        seen_env[node] = dict(env)
         procs.spawn(
             # The socket path in the command line is what the pid file is checked against.
             [sys.executable, "-c", "import time; time.sleep(300)", str(layout_.agent_socket(node))],
@@ -201,7 +200,7 @@ def test_node_agents_run_in_their_node_namespace_and_down_stops_them(
         for node in nodes:
             (layout_.cni_conf_dir(node) / CONFLIST_NAME).write_text("{}")
 
-    monkeypatch.setattr(labctl, "start_agent", stand_in)
+    monkeypatch.setattr(labctl, "spawn_agent", stand_in)  # every agent start, early (gated) or a repair
     monkeypatch.setattr(labctl, "install_cni", stand_in_install)
     topo = build_topology(nodes=2)
     result = labctl.up(topo, layout, agents=True, agent_settings={"VPCNET_MODE": "calico"})

@@ -4,6 +4,7 @@ import asyncio
 import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,24 @@ def test_a_factory_that_does_not_import_is_an_error_not_skipped() -> None:
     entries = (Entry("missing", "vpcnet_no_such_module_xyz:make"),)
     with pytest.raises(ModuleNotFoundError):
         load_factories(Mode.VPC, entries)
+
+
+def test_a_start_gate_holds_the_components_until_its_file_appears(
+    probe_module: types.ModuleType, tmp_path: Path
+) -> None:
+    """The lab starts agents early (agent/start_gate.py): code loaded, nothing started until the gate."""
+    entries = (Entry("first", "vpcnet_test_probe:first"),)
+    cfg = load_config({"DISABLE_METRICS": "true"})
+    gate = tmp_path / "agents.go"
+
+    async def main() -> None:
+        agent = Agent(cfg, entries, start_gate=gate)
+        starting = asyncio.create_task(agent.start())
+        await asyncio.sleep(0.2)
+        assert EVENTS == [] and not starting.done()
+        gate.touch()
+        await asyncio.wait_for(starting, 10)
+        assert EVENTS == ["start first"]
+        await agent.stop()
+
+    asyncio.run(main())

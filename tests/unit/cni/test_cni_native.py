@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -142,7 +143,9 @@ def test_default_install_is_native_and_falls_back_to_python(
     native = install_client(tmp_path / "a", "/s.sock")
     assert native.read_bytes()[:4] == b"\x7fELF"
     assert install_client(tmp_path / "b", "/s.sock", native=False).read_bytes()[:2] == b"#!"
-    # no prebuilt binary anywhere and no compiler: the Python shim, and a log line saying why
+    # no prebuilt binary anywhere and no compiler (nor a compile kept from before): the Python shim, and a
+    # log line saying why
+    monkeypatch.setattr(nativeclient, "_compiled", [])
     monkeypatch.setattr(nativeclient, "PREBUILT_PATHS", ())
     monkeypatch.delenv(nativeclient.PREBUILT_ENV, raising=False)
     monkeypatch.setattr(nativeclient.shutil, "which", lambda name: None)
@@ -152,3 +155,23 @@ def test_default_install_is_native_and_falls_back_to_python(
     assert "no C compiler" in caplog.text and "Python shim" in caplog.text
     with pytest.raises(NativeBuildError, match="no C compiler"):
         install_client(tmp_path / "d", "/s.sock", native=True)
+
+
+def test_parallel_installs_share_one_compile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lab up` installs on every node at once: one compile, every node's copy stamped from it."""
+    monkeypatch.setattr(nativeclient, "_compiled", [])
+    monkeypatch.setattr(nativeclient, "PREBUILT_PATHS", ())
+    monkeypatch.delenv(nativeclient.PREBUILT_ENV, raising=False)
+    compiles: list[Path] = []
+    real = nativeclient.compile_client
+
+    def counted(out: Path, compiler: str | None = None) -> Path:
+        compiles.append(out)
+        return real(out, compiler)
+
+    monkeypatch.setattr(nativeclient, "compile_client", counted)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        paths = list(pool.map(lambda i: install_client(tmp_path / f"n{i}", f"/n{i}.sock"), range(3)))
+    assert len(compiles) == 1
+    assert all(p.read_bytes()[:4] == b"\x7fELF" for p in paths)
+    assert len({p.read_bytes() for p in paths}) == 3  # each stamped with its own socket

@@ -20,9 +20,7 @@ from botocore.credentials import Credentials
 
 from vpcnet.lab.ec2.errors import Ec2Error
 from vpcnet.lab.ec2.httpserve import Request
-
-# Not a secret: the lab's own account, so that requests are signed as against EC2 and checked for real.
-LAB_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIAVPCNETLAB0000000", "AWS_SECRET_ACCESS_KEY": "vpcnet-lab-secret"}
+from vpcnet.lab.ec2.identity import LAB_CREDENTIALS as LAB_CREDENTIALS  # its home
 
 _AUTHORIZATION = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*SignedHeaders=(?P<headers>[^,\s]+),"
