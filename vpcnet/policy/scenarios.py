@@ -29,10 +29,12 @@ A file looks like::
 Strings in applied documents may name pod addresses as ``{x/b}``; `load_scenarios` substitutes the
 topology's addresses (or the ones passed in, e.g. a lab's). A pod may have an address of each family:
 ``{x/b}`` is its first, ``{x/b@4}`` and ``{x/b@6}`` the one of that family. A prefix length after a
-placeholder (``{x/b}/24``) is written for IPv4 and becomes 96 more over an IPv6 address: the files' blocks
-then cover the same pods in both families when a pod's IPv6 address carries its IPv4 one in its low 32
-bits, as `embedded_ipv6` makes it. An expectation without a family holds over the family of the pods' first
-addresses (the one the placeholders were written in); one with a family holds over that family only.
+placeholder (``{x/b}/24``) is written for IPv4; over an IPv6 address one of 8 bits or fewer is kept
+(upstream's wide block, ``/4`` over a pod's address in both families: every pod of the cluster) and a longer
+one becomes 96 more (``/32``: ``/128``), so the files' blocks cover the same pods in both families when a
+pod's IPv6 address carries its IPv4 one in its low 32 bits, as `embedded_ipv6` makes it. An expectation
+without a family holds over the family of the pods' first addresses (the one the placeholders were written
+in); one with a family holds over that family only.
 The diagonal (a pod to itself) is policy-consistent, as upstream computes it; upstream ignores it when
 probing and so may a data plane test, because traffic to a pod's own address never leaves the pod.
 """
@@ -214,8 +216,7 @@ def _substitute(value: Any, ips: Mapping[str, list[str]], where: str) -> Any:
                 return address
             if int(length) > 32:
                 raise ScenarioError(f"{where}: {m.group(0)!r}: prefix lengths are written for IPv4 (0-32)")
-            bits = int(length) + (96 if ipaddress.ip_address(address).version == 6 else 0)
-            return f"{address}/{bits}"
+            return f"{address}/{ipv6_prefix(int(length)) if ':' in address else length}"
 
         return _PLACEHOLDER.sub(repl, value)
     if isinstance(value, list):
@@ -223,6 +224,14 @@ def _substitute(value: Any, ips: Mapping[str, list[str]], where: str) -> Any:
     if isinstance(value, dict):
         return {k: _substitute(v, ips, where) for k, v in value.items()}
     return value
+
+
+def ipv6_prefix(ipv4_length: int) -> int:
+    """The IPv6 prefix length of a scenario block written for IPv4 (see the module's docstring)."""
+    return ipv4_length if ipv4_length <= WIDE_BLOCK_BITS else ipv4_length + 96
+
+
+WIDE_BLOCK_BITS = 8
 
 
 def _scenario_checks(

@@ -3,10 +3,10 @@ pods and on dual-stack pods, enforced by the kernel on one node with real TCP, U
 both back ends; every probed pair is checked against the files' cells and against the policy engine.
 
 The pods are wired as Calico mode wires them, and the node runs the planes the agent runs for them
-(agent/policy_family.calico_planes): IPv6-only pods an IPv6 plane and an IPv4 one with no addresses;
-dual-stack pods a plane per family. A pod's IPv6 address carries its IPv4 one in its low 32 bits
-(`embedded_ipv6`), so the files' ipBlocks, written in IPv6 (prefix lengths + 96), cover the same pods and
-the cells hold as written. Dual-stack pods are also probed over IPv4, where those IPv6 blocks must match
+(agent/policy_family.calico_planes): IPv6-only pods an IPv6 plane and an IPv4 one with no addresses; dual-
+stack pods a plane per family. A pod's IPv6 address carries its IPv4 one in its low 32 bits
+(`embedded_ipv6`), so the files' ipBlocks, written in IPv6 (vpcnet/policy/scenarios.py), cover the same pods
+and the cells hold as written. Dual-stack pods are also probed over IPv4, where those IPv6 blocks must match
 nothing: there the engine is the reference (and the cases of ipblock_family.yaml and dual/dual_stack.yaml
 state both families' cells).
 """

@@ -96,6 +96,36 @@ def test_expected_matrix_uses_the_policy_engine_and_the_served_ports() -> None:
     }
 
 
+DUAL_STACK = """
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}, {ip: "fd00::1"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {pod: b}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.0.0.2, podIPs: [{ip: 10.0.0.2}, {ip: "fd00::2"}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b-from-v6, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress: [{from: [{ipBlock: {cidr: "fd00::/64"}}]}]
+"""
+
+
+def test_expected_matrix_over_one_family_of_dual_stack_pods() -> None:
+    resources = load_documents(DUAL_STACK)
+    refs = ["x/a", "x/b"]
+    over = {v: expected_matrix(resources, refs, 80, "TCP", v) for v in (None, 4, 6)}
+    assert over[None] == over[4] == {"x/a": {"x/a": True, "x/b": False}, "x/b": {"x/a": True, "x/b": False}}
+    assert over[6] == {"x/a": {"x/a": True, "x/b": True}, "x/b": {"x/a": True, "x/b": True}}
+
+
 def test_disagreements() -> None:
     measured = {"x/a": {"x/a": True, "x/b": True}, "x/b": {"x/a": False, "x/b": True}}
     expected = {"x/a": {"x/a": True, "x/b": False}, "x/b": {"x/a": False}}

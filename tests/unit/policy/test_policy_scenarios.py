@@ -78,12 +78,24 @@ def test_every_family_runs_the_upstream_cases() -> None:
     assert {c.probe_family for c in DUAL if "dual_stack" in c.source} == {4, 6}
 
 
-def test_ipv6_blocks_are_the_ipv4_ones_shifted_by_96_bits() -> None:
-    checks = load_scenarios([DATA / "upstream_tcp.yaml"], pod_ips=IPS6)
-    except_case = next(c for c in checks if c.name == "egress-cidr-except")
-    policy = next(r for r in except_case.resources if r.KIND == "NetworkPolicy")
-    block = policy.to_dict()["spec"]["egress"][0]["to"][0]["ipBlock"]
-    assert block == {"cidr": "fd00:77::a00:10a/100", "except": ["fd00:77::a00:10b/128"]}
+def test_ipv6_blocks_keep_upstreams_wide_block_and_shift_the_rest_by_96_bits() -> None:
+    checks = load_scenarios([DATA / "upstream_tcp.yaml", DATA / "beyond_upstream.yaml"], pod_ips=IPS6)
+
+    def block(name: str, direction: str, key: str) -> object:
+        check = next(c for c in checks if c.name == name)
+        policy = next(r for r in check.resources if r.KIND == "NetworkPolicy")
+        return policy.to_dict()["spec"][direction][0][key][0]["ipBlock"]
+
+    # upstream: the pod's address /4 in both families, the except a host mask (/32 or /128)
+    assert block("egress-cidr-except", "egress", "to") == {
+        "cidr": "fd00:77::a00:10a/4",
+        "except": ["fd00:77::a00:10b/128"],
+    }
+    # one namespace's /24 over the embedded IPv4 addresses
+    assert block("ingress-from-ipblock-with-except", "ingress", "from") == {
+        "cidr": "fd00:77::a00:20a/120",
+        "except": ["fd00:77::a00:20b/128"],
+    }
 
 
 def test_a_family_the_pod_lacks_is_a_clear_error() -> None:
