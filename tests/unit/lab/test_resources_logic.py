@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from vpcnet.api import load_documents
 from vpcnet.cli.labprobe import disagreements, expected_matrix
+from vpcnet.cli.main import app
 from vpcnet.cli.resources import CliError, merge_pod, resolve_kind
 from vpcnet.lab.kubelet import ANNOTATION_CONTAINER_ID
 
@@ -181,3 +183,8 @@ def test_the_default_namespace_exists_as_in_kubernetes() -> None:
     with pytest.raises(CliError, match=r"Pod shop/web: metadata.namespace: namespace 'shop' does not exist"):
         asyncio.run(apply_resources(store, load_documents(other), ["node1"]))
     assert store.applied == []
+
+
+def test_lab_probe_refuses_a_family_that_is_neither_4_nor_6() -> None:
+    result = CliRunner().invoke(app, ["lab", "probe", "--family", "5", "--prefix", "vtnone"])
+    assert result.exit_code != 0 and "--family 5: expected 4 or 6" in result.output, result.output
