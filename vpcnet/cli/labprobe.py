@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -25,25 +26,36 @@ if TYPE_CHECKING:
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
-def probe_endpoints(layout: Any) -> list[Any]:
-    """Every running pod of the lab, from the kubelet's records (the kernel's truth, no datastore needed)."""
+def probe_endpoints(layout: Any, version: int | None = None) -> list[Any]:
+    """Every running pod of the lab, from the kubelet's records (the kernel's truth, no datastore needed), at
+    its first address, or at its address of one family (a pod with none of that family is left out)."""
+    from vpcnet.lab.cniexec import result_ips
     from vpcnet.lab.kubelet import PodRuntime, lab_nodes
     from vpcnet.lab.probe import ProbeEndpoint
 
     nodes = [n.name for n in lab_nodes(layout)]
     if not nodes:
         raise CliError(f"lab {layout.prefix} is not up", 1)
-    records = PodRuntime(layout).records(nodes)
-    return [ProbeEndpoint(r.ref, r.netns_path, r.ip) for r in sorted(records, key=lambda r: r.ref) if r.ip]
+    out = []
+    for record in sorted(PodRuntime(layout).records(nodes), key=lambda r: r.ref):
+        if not record.ip:
+            continue
+        addresses = result_ips(record.cni_result) if record.cni_result else [record.ip]
+        if version is not None:
+            addresses = [a for a in addresses if ipaddress.ip_address(a).version == version]
+        if addresses:
+            out.append(ProbeEndpoint(record.ref, record.netns_path, addresses[0]))
+    return out
 
 
 def expected_matrix(
-    resources: list[Any], refs: list[str], port: int, protocol: str
+    resources: list[Any], refs: list[str], port: int, protocol: str, version: int | None = None
 ) -> dict[str, dict[str, bool]]:
-    """What the policy engine says for every pair of `refs`; a target that does not serve the port (no such
-    containerPort) is expected unreachable, since its pod server does not answer there."""
+    """What the policy engine says for every pair of `refs` (between the pods' addresses of `version`, or
+    their first ones); a target that does not serve the port (no such containerPort) is expected
+    unreachable, since its pod server does not answer there."""
     from vpcnet.api import Pod
-    from vpcnet.policy.evaluate import Flow, endpoint, evaluate
+    from vpcnet.policy.evaluate import Flow, endpoint, endpoint_in_family, evaluate
     from vpcnet.policy.model import protocol_from_text
     from vpcnet.policy.state import ClusterState
 
@@ -55,11 +67,15 @@ def expected_matrix(
         if isinstance(r, Pod)
         and any(p.container_port == port and p.protocol == protocol for c in r.containers for p in c.ports)
     }
+    at = {
+        ref: endpoint(state, ref) if version is None else endpoint_in_family(state, ref, version)
+        for ref in refs
+    }
     out: dict[str, dict[str, bool]] = {}
     for src in refs:
         row = out.setdefault(src, {})
         for dst in refs:
-            flow = Flow(endpoint(state, src), endpoint(state, dst), number, port)
+            flow = Flow(at[src], at[dst], number, port)
             row[dst] = dst in serving and evaluate(state, flow).allowed
     return out
 
@@ -135,6 +151,12 @@ def register(app: typer.Typer, groups: Groups) -> None:
             "--ignore-loopback/--count-loopback",
             help="with --compare: skip a pod's traffic to itself, as the upstream tests do",
         ),
+        family: int | None = typer.Option(
+            None,
+            "--family",
+            help="4 or 6: probe between the pods' addresses of this family (a dual-stack pod has one of "
+            "each; pods without one are left out), and --compare over it; default: each pod's first address",
+        ),
         prefix: str | None = typer.Option(None, "--prefix", help=PREFIX_HELP),
     ) -> None:
         """Probe every pod pair with real packets; print the matrix as `vpcnet policy matrix` does."""
@@ -150,10 +172,13 @@ def register(app: typer.Typer, groups: Groups) -> None:
                 raise CliError(f"--output {output!r}: expected json, table or svg")
             if files and not compare:
                 raise CliError("-f POLICIES goes with --compare")
+            if family not in (None, 4, 6):
+                raise CliError(f"--family {family}: expected 4 or 6")
             layout = lab_layout(prefix)
-            pods = probe_endpoints(layout)
+            pods = probe_endpoints(layout, family)
             if not pods:
-                raise CliError(f"lab {layout.prefix} runs no pods; `vpcnet apply -f` some first", 1)
+                having = f" with an IPv{family} address" if family else ""
+                raise CliError(f"lab {layout.prefix} runs no pods{having}; `vpcnet apply -f` some first", 1)
             file_resources = load_resources(files) if files else []
             report = asyncio.run(probe_matrix(pods, pods, port, protocol, timeout=timeout, attempts=attempts))
             measured = report.matrix()
@@ -163,7 +188,7 @@ def register(app: typer.Typer, groups: Groups) -> None:
             if compare:
                 from vpcnet.lab.eniinfo import lab_security_groups
 
-                by_policy = _expected(layout, file_resources, list(measured), port, protocol)
+                by_policy = _expected(layout, file_resources, list(measured), port, protocol, family)
                 denials = security_group_denials(lab_security_groups(layout), pods, port, protocol)
                 expected, by_groups = with_security_groups(by_policy, denials)
                 diffs = disagreements(measured, expected, ignore_loopback=ignore_loopback)
@@ -261,7 +286,7 @@ def lab_datastore(layout: Any) -> str:
 
 
 def _expected(
-    layout: Any, file_resources: list[Any], refs: list[str], port: int, protocol: str
+    layout: Any, file_resources: list[Any], refs: list[str], port: int, protocol: str, version: int | None
 ) -> dict[str, dict[str, bool]]:
     from vpcnet.api import ValidationError, parse_resource
     from vpcnet.cli.resources import kind_paths
@@ -286,6 +311,6 @@ def _expected(
         policy_kinds = ("NetworkPolicy", "GlobalNetworkPolicy")
         resources = [r for r in resources if r.KIND not in policy_kinds] + file_resources
     try:
-        return expected_matrix(resources, refs, port, protocol)
+        return expected_matrix(resources, refs, port, protocol, version)
     except ValidationError as exc:
         raise CliError(str(exc)) from exc

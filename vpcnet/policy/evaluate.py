@@ -77,6 +77,14 @@ def endpoint(state: ClusterState, ref: str | Pod | IPAddress) -> Endpoint:
     return Endpoint(pods[0] if pods else None, ip)
 
 
+def endpoint_in_family(state: ClusterState, ref: str, version: int) -> Endpoint:
+    """A pod ("<ns>/<name>") at its address of one family (a dual-stack pod has one of each); no address
+    when it has none of that family."""
+    pod = state.pod(ref)
+    found = (ipaddress.ip_address(ip) for ip in pod.pod_ips)
+    return Endpoint(pod, next((ip for ip in found if ip.version == version), None))
+
+
 def _looks_like_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)

@@ -20,22 +20,31 @@ A file looks like::
         expect:
         - port: 80
           protocol: TCP
+          family: 6               # optional: the expectation holds over IPv6 only (4: IPv4 only)
           default: allow          # or deny
           cells:                  # applied in order, later lines win; '*' is a wildcard
           - deny * -> x/*
           - allow x/b -> x/a
 
 Strings in applied documents may name pod addresses as ``{x/b}``; `load_scenarios` substitutes the
-topology's addresses (or the ones passed in, e.g. a lab's). The diagonal (a pod to itself) is
-policy-consistent, as upstream computes it; upstream ignores it when probing and so may a data plane
-test, because traffic to a pod's own address never leaves the pod.
+topology's addresses (or the ones passed in, e.g. a lab's). A pod may have an address of each family:
+``{x/b}`` is its first, ``{x/b@4}`` and ``{x/b@6}`` the one of that family. A prefix length after a
+placeholder (``{x/b}/24``) is written for IPv4; over an IPv6 address one of 8 bits or fewer is kept
+(upstream's wide block, ``/4`` over a pod's address in both families: every pod of the cluster) and a longer
+one becomes 96 more (``/32``: ``/128``), so the files' blocks cover the same pods in both families when a
+pod's IPv6 address carries its IPv4 one in its low 32 bits, as `embedded_ipv6` makes it. An expectation
+without a family holds over the family of the pods' first addresses (the one the placeholders were written
+in); one with a family holds over that family only.
+The diagonal (a pod to itself) is policy-consistent, as upstream computes it; upstream ignores it when
+probing and so may a data plane test, because traffic to a pod's own address never leaves the pod.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +55,17 @@ from vpcnet.api.base import ObjectMeta, Resource, ResourceKey
 from vpcnet.api.core import Container, ContainerPort, Namespace, Pod
 from vpcnet.api.loader import parse_resource
 
-_PLACEHOLDER = re.compile(r"\{([a-z0-9-]+/[a-z0-9-]+)\}")
+_PLACEHOLDER = re.compile(r"\{([a-z0-9-]+/[a-z0-9-]+)(?:@([46]))?\}(?:/(\d+))?")
+EMBEDDING_NET6 = ipaddress.IPv6Network("fd00:77::/96")
+
+
+def embedded_ipv6(ipv4: str, net: ipaddress.IPv6Network = EMBEDDING_NET6) -> str:
+    """The IPv6 address a scenario run gives a pod beside (or instead of) an IPv4 one: the IPv4 address in
+    the low 32 bits of a /96, so that an IPv4 block of N bits and the IPv6 block of N+96 bits over the
+    embedded addresses hold the same pods."""
+    if net.prefixlen != 96:
+        raise ScenarioError(f"embedding network {net} must be a /96")
+    return str(ipaddress.IPv6Address(int(net.network_address) | int(ipaddress.IPv4Address(ipv4))))
 
 
 @dataclass(frozen=True)
@@ -67,9 +86,9 @@ class Topology:
             for j, pod in enumerate(self.pods)
         }
 
-    def resources(self, ips: Mapping[str, str] | None = None) -> list[Resource]:
-        """Namespaces and pods of the model (pods carry status.podIP from `ips` or the defaults)."""
-        addresses = dict(ips) if ips is not None else self.default_ips()
+    def resources(self, ips: Mapping[str, PodAddresses] | None = None) -> list[Resource]:
+        """Namespaces and pods of the model (pods carry status.podIPs from `ips` or the defaults)."""
+        addresses = _address_lists(ips if ips is not None else self.default_ips())
         out: list[Resource] = [Namespace.named(ns) for ns in self.namespaces]
         for ns in self.namespaces:
             for pod in self.pods:
@@ -81,16 +100,21 @@ class Topology:
                     for port in self.ports
                     for proto in self.protocols
                 ]
-                ref = f"{ns}/{pod}"
-                ip = addresses.get(ref)
                 out.append(
                     Pod(
                         ObjectMeta(name=pod, namespace=ns, labels={"pod": pod}),
                         containers=containers,
-                        pod_ips=[ip] if ip else [],
+                        pod_ips=list(addresses.get(f"{ns}/{pod}", [])),
                     )
                 )
         return out
+
+
+PodAddresses = str | Sequence[str]  # one address, or a pod's addresses (first: the one `{x/b}` names)
+
+
+def _address_lists(ips: Mapping[str, PodAddresses]) -> dict[str, list[str]]:
+    return {ref: [a] if isinstance(a, str) else [x for x in a if x] for ref, a in ips.items() if a}
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,17 @@ class ScenarioCheck:
     protocol: str
     expected: dict[str, dict[str, bool]]
     source: str  # "<file>: <scenario>", for messages
+    family: int | None = None  # 4 or 6: the cells hold over that family only; None: the pods' first family
+
+    @property
+    def probe_family(self) -> int:
+        """The family the cells hold over: the expectation's own, else that of the pods' first addresses."""
+        if self.family is not None:
+            return self.family
+        for resource in self.resources:
+            if isinstance(resource, Pod) and resource.pod_ips:
+                return ipaddress.ip_address(resource.pod_ips[0]).version
+        return 4
 
     def expected_cells(self) -> Iterable[tuple[str, str, bool]]:
         for src, row in self.expected.items():
@@ -115,7 +150,7 @@ class ScenarioError(ValueError):
 
 
 def load_scenarios(
-    paths: Iterable[str | Path], pod_ips: Mapping[str, str] | None = None
+    paths: Iterable[str | Path], pod_ips: Mapping[str, PodAddresses] | None = None
 ) -> list[ScenarioCheck]:
     """Every check of every scenario in the given files (or *.yaml files of given directories)."""
     out: list[ScenarioCheck] = []
@@ -131,12 +166,14 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def load_scenario_file(path: str | Path, pod_ips: Mapping[str, str] | None = None) -> list[ScenarioCheck]:
+def load_scenario_file(
+    path: str | Path, pod_ips: Mapping[str, PodAddresses] | None = None
+) -> list[ScenarioCheck]:
     data = yaml.safe_load(Path(path).read_text())
     if not isinstance(data, dict) or not isinstance(data.get("scenarios"), list):
         raise ScenarioError(f"{path}: expected a mapping with a 'scenarios' list")
     topo = _topology(data.get("topology") or {}, str(path))
-    ips = dict(pod_ips) if pod_ips is not None else topo.default_ips()
+    ips = _address_lists(pod_ips if pod_ips is not None else topo.default_ips())
     out: list[ScenarioCheck] = []
     names: set[str] = set()
     for i, scenario in enumerate(data["scenarios"]):
@@ -163,14 +200,23 @@ def _topology(data: dict[str, Any], where: str) -> Topology:
     )
 
 
-def _substitute(value: Any, ips: Mapping[str, str], where: str) -> Any:
+def _substitute(value: Any, ips: Mapping[str, list[str]], where: str) -> Any:
     if isinstance(value, str):
 
         def repl(m: re.Match[str]) -> str:
-            ref = m.group(1)
-            if ref not in ips:
-                raise ScenarioError(f"{where}: no address for pod {ref!r}")
-            return ips[ref]
+            ref, family, length = m.group(1), m.group(2), m.group(3)
+            addresses = ips.get(ref, [])
+            if family is not None:
+                addresses = [a for a in addresses if ipaddress.ip_address(a).version == int(family)]
+            if not addresses:
+                what = f"IPv{family} address" if family else "address"
+                raise ScenarioError(f"{where}: no {what} for pod {ref!r}")
+            address = addresses[0]
+            if length is None:
+                return address
+            if int(length) > 32:
+                raise ScenarioError(f"{where}: {m.group(0)!r}: prefix lengths are written for IPv4 (0-32)")
+            return f"{address}/{ipv6_prefix(int(length)) if ':' in address else length}"
 
         return _PLACEHOLDER.sub(repl, value)
     if isinstance(value, list):
@@ -180,8 +226,16 @@ def _substitute(value: Any, ips: Mapping[str, str], where: str) -> Any:
     return value
 
 
+def ipv6_prefix(ipv4_length: int) -> int:
+    """The IPv6 prefix length of a scenario block written for IPv4 (see the module's docstring)."""
+    return ipv4_length if ipv4_length <= WIDE_BLOCK_BITS else ipv4_length + 96
+
+
+WIDE_BLOCK_BITS = 8
+
+
 def _scenario_checks(
-    scenario: dict[str, Any], topo: Topology, ips: Mapping[str, str], where: str
+    scenario: dict[str, Any], topo: Topology, ips: Mapping[str, list[str]], where: str
 ) -> list[ScenarioCheck]:
     state: dict[ResourceKey, Resource] = {r.key: r for r in topo.resources(ips)}
     steps = scenario.get("steps")
@@ -204,8 +258,12 @@ def _scenario_checks(
         for e, expect in enumerate(step.get("expect") or []):
             port = int(expect["port"])
             protocol = str(expect.get("protocol", "TCP"))
-            matrix = _expected_matrix(topo, expect, f"{swhere} expect[{e}]")
-            out.append(ScenarioCheck(name, tuple(state.values()), port, protocol, matrix, where))
+            ewhere = f"{swhere} expect[{e}]"
+            matrix = _expected_matrix(topo, expect, ewhere)
+            family = expect.get("family")
+            if family not in (None, 4, 6):
+                raise ScenarioError(f"{ewhere}: family must be 4 or 6, got {family!r}")
+            out.append(ScenarioCheck(name, tuple(state.values()), port, protocol, matrix, where, family))
     return out
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from vpcnet.api import load_documents
 from vpcnet.cli.labprobe import disagreements, expected_matrix
+from vpcnet.cli.main import app
 from vpcnet.cli.resources import CliError, merge_pod, resolve_kind
 from vpcnet.lab.kubelet import ANNOTATION_CONTAINER_ID
 
@@ -96,6 +98,36 @@ def test_expected_matrix_uses_the_policy_engine_and_the_served_ports() -> None:
     }
 
 
+DUAL_STACK = """
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}, {ip: "fd00::1"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {pod: b}}
+spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {podIP: 10.0.0.2, podIPs: [{ip: 10.0.0.2}, {ip: "fd00::2"}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b-from-v6, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress: [{from: [{ipBlock: {cidr: "fd00::/64"}}]}]
+"""
+
+
+def test_expected_matrix_over_one_family_of_dual_stack_pods() -> None:
+    resources = load_documents(DUAL_STACK)
+    refs = ["x/a", "x/b"]
+    over = {v: expected_matrix(resources, refs, 80, "TCP", v) for v in (None, 4, 6)}
+    assert over[None] == over[4] == {"x/a": {"x/a": True, "x/b": False}, "x/b": {"x/a": True, "x/b": False}}
+    assert over[6] == {"x/a": {"x/a": True, "x/b": True}, "x/b": {"x/a": True, "x/b": True}}
+
+
 def test_disagreements() -> None:
     measured = {"x/a": {"x/a": True, "x/b": True}, "x/b": {"x/a": False, "x/b": True}}
     expected = {"x/a": {"x/a": True, "x/b": False}, "x/b": {"x/a": False}}
@@ -151,3 +183,8 @@ def test_the_default_namespace_exists_as_in_kubernetes() -> None:
     with pytest.raises(CliError, match=r"Pod shop/web: metadata.namespace: namespace 'shop' does not exist"):
         asyncio.run(apply_resources(store, load_documents(other), ["node1"]))
     assert store.applied == []
+
+
+def test_lab_probe_refuses_a_family_that_is_neither_4_nor_6() -> None:
+    result = CliRunner().invoke(app, ["lab", "probe", "--family", "5", "--prefix", "vtnone"])
+    assert result.exit_code != 0 and "--family 5: expected 4 or 6" in result.output, result.output
