@@ -305,6 +305,9 @@ def test_a_gone_pods_branch_cools_down_holding_its_vlan_then_serves_a_pod_with_i
 
         await _until(controller, all_released, "branches were not released")
         assert len(_branches(ec2)) == 3
+        # A restarted controller keeps the clocks: the release times are the branches' tags.
+        controller = BranchController(store, BranchEc2(ec2), cooldown=CoolDown(60, 120), clock=clock)
+        assert not (await controller.reconcile()).branches_deleted
         clock.now += 60 + 120
 
         async def none_left() -> bool:
@@ -340,8 +343,11 @@ def test_a_full_trunk_waits_for_a_cooling_branch_then_takes_its_vlan(kube_api: K
 
         await _until(controller, released, "web-4's branch was not released")
         await store.apply([_pod("db-1", {"app": "db"})])
-        report = await controller.reconcile()
-        assert "9 branches" in report.waiting.get("default/db-1", ""), report
+        deadline = asyncio.get_running_loop().time() + 30
+        while "default/db-1" not in (report := await controller.reconcile()).waiting:  # once the cache has it
+            assert asyncio.get_running_loop().time() < deadline, report
+            await asyncio.sleep(0.02)
+        assert "9 branches" in report.waiting["default/db-1"] and not report.branches_created, report
         clock.now += 60
         await _until(controller, lambda: _has_annotation(store, "db-1"), "db-1 got no branch")
         (entry,) = await _annotation(store, "db-1") or []
