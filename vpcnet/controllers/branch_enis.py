@@ -6,7 +6,9 @@ primary ENI's subnet and groups) and sets the label to "true". For every pod on 
 SecurityGroupPolicy selects (vpcnet.api.sgpolicy) it creates a branch ENI with the selected groups,
 associates it with the node's trunk under the lowest free VLAN id (1 up to the instance type's branch
 limit) and writes the pod's `vpc.amazonaws.com/pod-eni` annotation, which the CNI waits for. A branch whose
-pod is gone (by uid) is disassociated and deleted.
+pod is gone (by uid) is released: it keeps its VLAN id through a cool-down, may then serve a new pod on
+its trunk that needs exactly its groups, and is disassociated and deleted when nobody took it
+(vpcnet.controllers.branch_cooldown); a pod that finds no free VLAN id has a cooled branch deleted for it.
 
 Level-triggered: every pass compares the API (pods, policies, service accounts, nodes) with EC2 (the
 branches tagged with this cluster) and repairs the difference, so a controller restarted mid-way finishes
@@ -21,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
@@ -36,6 +40,7 @@ from vpcnet.api.sgpolicy import (
 )
 from vpcnet.cloud.branch_ec2 import BranchEc2
 from vpcnet.cloud.ec2 import Ec2Error, NetworkInterface
+from vpcnet.controllers.branch_cooldown import RELEASED_TAG, CoolDown
 from vpcnet.datastore.resources import ResourceRef, StoredResource
 from vpcnet.datastore.store import ResourceStoreLike
 from vpcnet.datastore.types import DatastoreError, WatchCompacted
@@ -84,7 +89,10 @@ class PassReport:
     trunks_created: list[str] = field(default_factory=list)
     branches_created: dict[str, str] = field(default_factory=dict)  # pod ref -> branch ENI id
     branches_deleted: list[str] = field(default_factory=list)
+    branches_released: list[str] = field(default_factory=list)  # their pods gone: cooling down
+    branches_reused: dict[str, str] = field(default_factory=dict)  # pod ref -> the cooled branch it got
     waiting: dict[str, str] = field(default_factory=dict)  # pod ref -> why it has no branch yet
+    next_due: float | None = None  # seconds until a released branch cools or expires
 
 
 @dataclass
@@ -96,10 +104,19 @@ class _Trunk:
 
 
 class BranchController:
-    def __init__(self, store: ResourceStoreLike, ec2: BranchEc2, cluster: str = "vpcnet") -> None:
+    def __init__(
+        self,
+        store: ResourceStoreLike,
+        ec2: BranchEc2,
+        cluster: str = "vpcnet",
+        cooldown: CoolDown | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.ec2 = ec2
         self.cluster = cluster
+        self.cooldown = cooldown or CoolDown()
+        self.clock = clock  # wall clock: release times are tags on the ENIs, read again after a restart
         self._subnets: dict[str, IPv4Network] = {}
 
     # ------------------------------------------------------------------ one pass
@@ -122,7 +139,8 @@ class BranchController:
             if trunk is not None:
                 trunks[node_item.ref.name] = trunk
         ours = await self.ec2.branches({CLUSTER_TAG: self.cluster})
-        by_uid = {b.tags.get(POD_UID_TAG, ""): b for b in ours}
+        released = [b for b in ours if b.tags.get(RELEASED_TAG)]
+        by_uid = {b.tags.get(POD_UID_TAG, ""): b for b in ours if not b.tags.get(RELEASED_TAG)}
         live: set[str] = set()
         for stored in by_kind["pod"]:
             pod = stored.body
@@ -141,8 +159,11 @@ class BranchController:
             if not groups:
                 continue
             ref = f"{namespace}/{meta.get('name')}"
+            existing = by_uid.get(uid)
             try:
-                branch_id = await self._give_branch(stored, trunks[node], groups, by_uid.get(uid))
+                if existing is None:
+                    existing = await self._reuse(stored, trunks[node], groups, released, report)
+                branch_id = await self._give_branch(stored, trunks[node], groups, existing, released, report)
             except (BranchCapacity, Ec2Error) as exc:
                 report.waiting[ref] = str(exc)
                 log.warning("pod %s: no branch ENI yet: %s", ref, exc)
@@ -150,12 +171,52 @@ class BranchController:
             if branch_id is not None:
                 report.branches_created[ref] = branch_id
                 log.info("pod %s: branch ENI %s with %s", ref, branch_id, ",".join(groups))
+        now = self.clock()
         for uid, branch in by_uid.items():
             if uid not in live:
+                released.append(await self._release(branch, now))
+                report.branches_released.append(branch.eni_id)
+                log.info(
+                    "branch ENI %s released: its pod %s is gone", branch.eni_id, branch.tags.get(POD_TAG)
+                )
+        for branch in list(released):
+            if self.cooldown.expired(branch, now):
                 await self._delete_branch(branch)
+                released.remove(branch)
                 report.branches_deleted.append(branch.eni_id)
-                log.info("branch ENI %s deleted: its pod %s is gone", branch.eni_id, branch.tags.get(POD_TAG))
+                log.info("branch ENI %s deleted: cooled and not reused", branch.eni_id)
+        report.next_due = self.cooldown.next_due(released, now)
         return report
+
+    async def _release(self, branch: NetworkInterface, now: float) -> NetworkInterface:
+        """Start the branch's cool-down: it keeps its VLAN id and its trunk until it is reused or deleted."""
+        tags = {RELEASED_TAG: f"{now:.3f}"}
+        await self.ec2.client.create_tags([branch.eni_id], tags)
+        return dataclasses.replace(branch, tags={**branch.tags, **tags})
+
+    async def _reuse(
+        self,
+        pod: StoredResource,
+        trunk: _Trunk,
+        groups: tuple[str, ...],
+        released: list[NetworkInterface],
+        report: PassReport,
+    ) -> NetworkInterface | None:
+        """A cooled branch of the pod's trunk with exactly its groups, made the pod's (one tag write)."""
+        branch = self.cooldown.reusable(released, trunk.eni.eni_id, groups, self.clock(), TRUNK_TAG)
+        if branch is None:
+            return None
+        meta = pod.body["metadata"]
+        tags = {
+            POD_TAG: f"{meta.get('namespace')}/{meta['name']}",
+            POD_UID_TAG: str(meta["uid"]),
+            RELEASED_TAG: "",
+        }
+        await self.ec2.client.create_tags([branch.eni_id], tags)
+        released.remove(branch)
+        report.branches_reused[f"{meta.get('namespace')}/{meta['name']}"] = branch.eni_id
+        log.info("pod %s/%s: cooled branch ENI %s reused", meta.get("namespace"), meta["name"], branch.eni_id)
+        return dataclasses.replace(branch, tags={**branch.tags, **tags})
 
     async def _trunk(self, node: dict[str, Any], report: PassReport) -> _Trunk | None:
         meta = node.get("metadata", {})
@@ -188,7 +249,13 @@ class BranchController:
         return self._subnets[subnet_id]
 
     async def _give_branch(
-        self, pod: StoredResource, trunk: _Trunk, groups: tuple[str, ...], existing: NetworkInterface | None
+        self,
+        pod: StoredResource,
+        trunk: _Trunk,
+        groups: tuple[str, ...],
+        existing: NetworkInterface | None,
+        released: list[NetworkInterface],
+        report: PassReport,
     ) -> str | None:
         """Make (or find) the pod's branch, associate it, annotate the pod; the branch id if one was made."""
         meta = pod.body["metadata"]
@@ -202,6 +269,8 @@ class BranchController:
             vlan = assocs[0].vlan_id if assocs else None
         if vlan is None:
             free = [v for v in range(1, trunk.limit + 1) if v not in trunk.used_vlans]
+            if not free:
+                free = await self._evict(trunk, released, report)
             if not free:
                 raise BranchCapacity(
                     f"trunk {trunk.eni.eni_id} of {trunk.node} has all {trunk.limit} branches"
@@ -235,6 +304,21 @@ class BranchController:
 
         await self._update(pod.ref, annotate)
         return made
+
+    async def _evict(self, trunk: _Trunk, released: list[NetworkInterface], report: PassReport) -> list[int]:
+        """Delete a cooled branch of the trunk to free its VLAN id (none if all released ones still cool)."""
+        branch = self.cooldown.evictable(released, trunk.eni.eni_id, self.clock(), TRUNK_TAG)
+        if branch is None:
+            return []
+        vlans = [
+            a.vlan_id for a in await self.ec2.associations(trunk.eni.eni_id) if a.branch_id == branch.eni_id
+        ]
+        await self._delete_branch(branch)
+        released.remove(branch)
+        report.branches_deleted.append(branch.eni_id)
+        log.info("branch ENI %s deleted: its VLAN id is wanted on %s", branch.eni_id, trunk.node)
+        trunk.used_vlans.difference_update(vlans)
+        return sorted(vlans)
 
     async def _delete_branch(self, branch: NetworkInterface) -> None:
         trunk_id = branch.tags.get(TRUNK_TAG)
@@ -294,16 +378,21 @@ class BranchController:
     async def run(self, resync: float = RESYNC) -> None:
         changed = asyncio.Event()
         watcher = asyncio.create_task(self._watch(changed))
+        wait = resync
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), resync)
+                    await asyncio.wait_for(changed.wait(), wait)
                 await asyncio.sleep(SETTLE)
                 changed.clear()
+                wait = resync
                 try:
-                    await self.reconcile()
+                    due = (await self.reconcile()).next_due
                 except (DatastoreError, Ec2Error, OSError) as exc:
                     log.warning("branch controller pass failed: %s", exc)
+                    continue
+                if due is not None:  # wake for the next branch to cool or expire
+                    wait = min(resync, due + SETTLE)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -223,6 +223,8 @@ def start_control(layout: LabLayout, name: str, info: LabInfo) -> None:
             "--region", info.region,
             "--ec2-endpoint", info.endpoints["ec2_host"],
             "--cluster-name", layout.prefix,
+            "--branch-eni-cooldown", "30",  # EKS's floor: the lab's tests wait it out
+            "--branch-reuse-window", "30",
             "--marker", control_marker(layout, name),
         ]  # fmt: skip
         env = {**os.environ, **LAB_CREDENTIALS}

@@ -131,3 +131,34 @@ def test_crd_then_its_kind(kubectl: Kubectl) -> None:
     kubectl("delete", "crd", "eniconfigs.crd.k8s.amazonaws.com")
     gone = kubectl("get", "eniconfigs", check=False)  # kubectl's cached discovery may still map the kind
     assert "NotFound" in gone or "the server doesn't have a resource type" in gone
+
+
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+
+
+def test_apply_deploy_installs_every_object(kubectl: Kubectl) -> None:
+    """`kubectl apply -k deploy/` (the README's install) against the lab's API: every object is created,
+    the CRDs' kinds are then served (a SecurityGroupPolicy applies), and a second apply succeeds."""
+    import yaml
+
+    rendered = kubectl("kustomize", str(DEPLOY))
+    expected = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered) if d}
+    assert ("Deployment", "vpcnet-branch-controller") in expected
+    out = kubectl("apply", "-k", str(DEPLOY))
+    created = {line.split(" ", 1)[0] for line in out.splitlines() if line.endswith(" created")}
+    assert len(created) == len(expected), out
+    for kind, name in expected:
+        if kind in {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}:
+            kubectl("get", kind.lower(), name, "-o", "name")
+        else:
+            kubectl("get", kind.lower(), name, "-n", "kube-system", "-o", "name")
+    sgp = (
+        "apiVersion: vpcresources.k8s.aws/v1beta1\nkind: SecurityGroupPolicy\nmetadata: {name: web}\n"
+        "spec:\n  podSelector: {matchLabels: {app: web}}\n"
+        "  securityGroups: {groupIds: [sg-0123456789abcdef0]}\n"
+    )
+    assert "securitygrouppolicy.vpcresources.k8s.aws/web created" in kubectl("apply", "-f", "-", stdin=sgp)
+    again = kubectl("apply", "-k", str(DEPLOY))
+    # (Debian's kubectl 1.20 predates policy/v1, so it patches the PodDisruptionBudget every time.)
+    assert all(line.endswith((" unchanged", " configured")) for line in again.splitlines() if line.strip())
+    assert "deployment.apps/vpcnet-branch-controller unchanged" in again, again

@@ -1,7 +1,8 @@
 """The branch controller against the lab's Kubernetes API (real etcd) and the lab's EC2 engine (in-process,
 through the same query client boto3 uses): a selected pod gets a branch ENI with its policy's groups, on its
 node's trunk, and the VPC CNI's annotation; an unselected pod gets nothing; a gone pod's branch is deleted;
-a trunk full at the type's branch limit leaves the next pod waiting; a restart mid-way reuses the branch."""
+a trunk full at the type's branch limit leaves the next pod waiting; a restart mid-way reuses the branch;
+a gone pod's branch cools down holding its VLAN id, then serves a new pod with its groups or is deleted."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from conftest import KubeApi
 
 from vpcnet.api.sgpolicy import POD_ENI_ANNOTATION
 from vpcnet.cloud.branch_ec2 import BranchEc2
+from vpcnet.controllers.branch_cooldown import RELEASED_TAG, CoolDown
 from vpcnet.controllers.branch_enis import (
     CLUSTER_TAG,
     POD_UID_TAG,
@@ -94,7 +96,7 @@ def test_selected_pod_gets_a_branch_with_its_groups_and_loses_it_with_the_pod(ku
                 _pod("plain", {"app": "other"}),
             ]
         )
-        controller = BranchController(store, BranchEc2(ec2), cluster="test")
+        controller = BranchController(store, BranchEc2(ec2), cluster="test", cooldown=CoolDown(0, 0))
         report = await controller.reconcile()
         assert len(report.trunks_created) == 1 and set(report.branches_created) == {"default/web-1"}
         node = await store.get(ResourceRef("node", None, "node1"))
@@ -185,13 +187,32 @@ async def _until(controller: BranchController, done: Callable[[], Awaitable[bool
         await asyncio.sleep(0.02)
 
 
+class Clock:
+    """The controller's wall clock, moved by the test (release times are compared with it)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _branches(ec2: SimulatedEc2) -> list[Any]:
+    return [e for e in ec2.cloud.enis() if e.interface_type == "branch"]
+
+
 @pytest.mark.slow
-def test_churn_leaves_no_branch_address_or_vlan_behind(kube_api: KubeApi) -> None:
+@pytest.mark.parametrize("reuse", [False, True], ids=["delete-each", "reuse-cooled"])
+def test_churn_leaves_no_branch_address_or_vlan_behind(kube_api: KubeApi, reuse: bool) -> None:
+    """100 pods one after another: each pod's branch is deleted once it is gone (no reuse window), or the
+    one cooled branch serves every next pod (one CreateNetworkInterface in all) and is deleted at the end."""
     cycles = 100
 
     async def body(store: KubeResourceStore, ec2: SimulatedEc2, w: dict[str, Any]) -> None:
         await store.apply([_sgp("web", {"app": "web"}, [w["web"]])])
-        controller = BranchController(store, BranchEc2(ec2))
+        clock = Clock()
+        window = 300.0 if reuse else 0.0
+        controller = BranchController(store, BranchEc2(ec2), cooldown=CoolDown(0, window), clock=clock)
         subnet = w["subnet"].id
         free_before = None
         vlans: set[int] = set()
@@ -209,12 +230,128 @@ def test_churn_leaves_no_branch_address_or_vlan_behind(kube_api: KubeApi) -> Non
             await store.delete([ResourceRef("pod", "default", name)])
 
             async def released() -> bool:
-                return not [e for e in ec2.cloud.enis() if e.interface_type == "branch"]
+                return all(b.tags.get(RELEASED_TAG) for b in _branches(ec2)) if reuse else not _branches(ec2)
 
-            await _until(controller, released, f"{name}'s branch was not deleted")
+            await _until(controller, released, f"{name}'s branch was not released")
+            clock.now += 1.0
+        assert ec2.calls.count("CreateNetworkInterface") == (2 if reuse else cycles + 1)  # with the trunk
+        clock.now += window
+
+        async def deleted() -> bool:
+            return not _branches(ec2)
+
+        await _until(controller, deleted, "the cooled branch was not deleted")
         trunk = next(e for e in ec2.cloud.enis() if e.interface_type == "trunk")
         assert ec2.cloud.trunk_associations() == [] and trunk.attachment is not None
         assert ec2.cloud.available_ip_count(subnet) == free_before
         assert vlans == {1}  # a freed VLAN id is the next pod's
+
+    _run(body, kube_api)
+
+
+def test_a_gone_pods_branch_cools_down_holding_its_vlan_then_serves_a_pod_with_its_groups(
+    kube_api: KubeApi,
+) -> None:
+    async def body(store: KubeResourceStore, ec2: SimulatedEc2, w: dict[str, Any]) -> None:
+        db = ec2.add_security_group("db")
+        await store.apply(
+            [
+                _sgp("web", {"app": "web"}, [w["web"]]),
+                _sgp("db", {"app": "db"}, [db]),
+                _pod("web-1", {"app": "web"}),
+            ]
+        )
+        clock = Clock()
+        controller = BranchController(store, BranchEc2(ec2), cooldown=CoolDown(60, 120), clock=clock)
+        await controller.reconcile()
+        (first,) = await _annotation(store, "web-1") or []
+        await store.delete([ResourceRef("pod", "default", "web-1")])
+
+        async def released() -> bool:
+            return bool(ec2.cloud.eni(first["eniId"]).tags.get(RELEASED_TAG))
+
+        await _until(controller, released, "the gone pod's branch was not released")
+        # Cooling: still associated under its VLAN id, so a new pod gets another branch and VLAN id.
+        assert ec2.cloud.eni(first["eniId"]).trunk_association is not None
+        await store.apply([_pod("web-2", {"app": "web"})])
+        await _until(controller, lambda: _has_annotation(store, "web-2"), "web-2 got no branch")
+        (second,) = await _annotation(store, "web-2") or []
+        assert second["eniId"] != first["eniId"] and second["vlanId"] == 2
+
+        # Cooled: a pod with other groups does not take it; one with the same groups does, at no
+        # Create/Associate, with its address and VLAN id.
+        clock.now += 61
+        creates = ec2.calls.count("CreateNetworkInterface")
+        associates = ec2.calls.count("AssociateTrunkInterface")
+        await store.apply([_pod("db-1", {"app": "db"}), _pod("web-3", {"app": "web"})])
+        await _until(controller, lambda: _has_annotation(store, "web-3"), "web-3 got no branch")
+        await _until(controller, lambda: _has_annotation(store, "db-1"), "db-1 got no branch")
+        (third,) = await _annotation(store, "web-3") or []
+        assert third == first
+        branch = ec2.cloud.eni(first["eniId"])
+        pod = await store.get(ResourceRef("pod", "default", "web-3"))
+        assert pod is not None and branch.tags[POD_UID_TAG] == pod.body["metadata"]["uid"]
+        assert not branch.tags.get(RELEASED_TAG)
+        (dbe,) = await _annotation(store, "db-1") or []
+        assert dbe["eniId"] != first["eniId"] and dbe["vlanId"] == 3
+        assert ec2.calls.count("CreateNetworkInterface") == creates + 1  # db-1's only
+        assert ec2.calls.count("AssociateTrunkInterface") == associates + 1
+
+        # All gone: released, cooled, not reused: deleted, every VLAN id and address back.
+        await store.delete([ResourceRef("pod", "default", n) for n in ("web-2", "web-3", "db-1")])
+
+        async def all_released() -> bool:
+            return all(b.tags.get(RELEASED_TAG) for b in _branches(ec2))
+
+        await _until(controller, all_released, "branches were not released")
+        assert len(_branches(ec2)) == 3
+        # A restarted controller keeps the clocks: the release times are the branches' tags.
+        controller = BranchController(store, BranchEc2(ec2), cooldown=CoolDown(60, 120), clock=clock)
+        assert not (await controller.reconcile()).branches_deleted
+        clock.now += 60 + 120
+
+        async def none_left() -> bool:
+            return not _branches(ec2)
+
+        await _until(controller, none_left, "cooled branches were not deleted")
+        assert ec2.cloud.trunk_associations() == []
+
+    _run(body, kube_api)
+
+
+async def _has_annotation(store: KubeResourceStore, name: str) -> bool:
+    return await _annotation(store, name) is not None
+
+
+def test_a_full_trunk_waits_for_a_cooling_branch_then_takes_its_vlan(kube_api: KubeApi) -> None:
+    """At the branch limit, a cooling branch keeps its VLAN id (the next pod waits, as the resource
+    controller counts its delete queue); once cooled, it is deleted for a pod with other groups."""
+
+    async def body(store: KubeResourceStore, ec2: SimulatedEc2, w: dict[str, Any]) -> None:
+        limit = 9
+        db = ec2.add_security_group("db")
+        pods = [_pod(f"web-{i}", {"app": "web"}) for i in range(limit)]
+        await store.apply([_sgp("web", {"app": "web"}, [w["web"]]), _sgp("db", {"app": "db"}, [db]), *pods])
+        clock = Clock()
+        controller = BranchController(store, BranchEc2(ec2), cooldown=CoolDown(60, 600), clock=clock)
+        assert len((await controller.reconcile()).branches_created) == limit
+        (gone,) = await _annotation(store, "web-4") or []
+        await store.delete([ResourceRef("pod", "default", "web-4")])
+
+        async def released() -> bool:
+            return bool(ec2.cloud.eni(gone["eniId"]).tags.get(RELEASED_TAG))
+
+        await _until(controller, released, "web-4's branch was not released")
+        await store.apply([_pod("db-1", {"app": "db"})])
+        deadline = asyncio.get_running_loop().time() + 30
+        while "default/db-1" not in (report := await controller.reconcile()).waiting:  # once the cache has it
+            assert asyncio.get_running_loop().time() < deadline, report
+            await asyncio.sleep(0.02)
+        assert "9 branches" in report.waiting["default/db-1"] and not report.branches_created, report
+        clock.now += 60
+        await _until(controller, lambda: _has_annotation(store, "db-1"), "db-1 got no branch")
+        (entry,) = await _annotation(store, "db-1") or []
+        assert entry["vlanId"] == gone["vlanId"] and entry["eniId"] != gone["eniId"]
+        assert gone["eniId"] not in {e.id for e in ec2.cloud.enis()}
 
     _run(body, kube_api)

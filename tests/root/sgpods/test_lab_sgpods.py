@@ -1,7 +1,8 @@
 """Security groups for pods in a real lab (2 m5.large nodes, agents with ENABLE_POD_ENI=true, the branch
 controller): a pod a SecurityGroupPolicy selects runs on a branch ENI with the policy's groups, reachable
 only as those groups say (TCP 80 in; UDP 80 dropped at the fabric), while a pod on the same node without a
-policy behaves as before; deleting the pod deletes its branch and leaves no table, rule or device."""
+policy behaves as before; a deleted pod's branch cools down, serves the next pod with its groups, and is
+deleted when nobody takes it, leaving no table, rule or device."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 from lab_fixture import LabCli, leftovers, pod_doc, running_lab
+
+from vpcnet.controllers.branch_cooldown import RELEASED_TAG
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -79,15 +82,7 @@ def _sgpods_lab(tmp: Path, mode: str) -> Iterator[Cluster]:
         path = handle.tmp / "sgpods.yaml"
         path.write_text("---\n".join(docs))
         handle.cli("apply", "-f", str(path))
-        # The selected pod: its first ADD may come before the controller has made its branch (the CNI then
-        # answers 11, try again later, and the lab kubelet retries once the pod is annotated).
-        (handle.tmp / "web.yaml").write_text(_labelled("web", "node1", "app: web"))
-        from vpcnet.cli.main import app
-
-        result = handle.runner.invoke(
-            app, ["apply", "-f", str(handle.tmp / "web.yaml"), "--prefix", lab.prefix]
-        )
-        assert result.exit_code == 0 or "branch ENI is not ready yet" in result.output, result.output
+        _apply_selected(handle, "web")
         for name in ("web", "plain", "client"):
             handle.running(name)
         handle.cli("lab", "wait", "--timeout", "60")
@@ -133,6 +128,24 @@ def test_the_branch_groups_decide_what_reaches_the_pod(cluster: Cluster) -> None
     # (strict mode: its traffic always crosses the VPC) from its own node; the unselected pod is reached.
     assert not udp[client][web] and not udp[plain][web]
     assert udp[client][plain]
+    # It is the group that drops the same-node pair (the packets leave through the branch's VLAN): let UDP 80
+    # in and the pod on the same node reaches it too; take the rule back and it does not.
+    udp80 = [
+        {
+            "IpProtocol": "udp",
+            "FromPort": 80,
+            "ToPort": 80,
+            "IpRanges": [{"CidrIp": cluster.lab.info.vpc_cidr}],
+        }
+    ]
+    sg = cluster.lab.ec2()
+    sg.authorize_security_group_ingress(GroupId=cluster.web_group, IpPermissions=udp80)  # type: ignore[attr-defined]
+    try:
+        opened = cluster.probe("UDP")
+        assert opened[plain][web] and opened[client][web]
+    finally:
+        sg.revoke_security_group_ingress(GroupId=cluster.web_group, IpPermissions=udp80)  # type: ignore[attr-defined]
+    assert not cluster.probe("UDP")[plain][web]
     # The other way the nodes' group decides: it admits its members only, and the branch pod is not one
     # (as on EKS, where the node group must allow the pod's group).
     assert not tcp[web][client] and not tcp[web][plain]
@@ -202,24 +215,66 @@ def test_probe_compare_names_the_group_that_dropped_a_pair(cluster: Cluster) -> 
     assert allowed.splitlines()[0].endswith(": ALLOWED"), allowed
 
 
-def test_deleting_the_pod_deletes_its_branch(cluster: Cluster) -> None:
+def _tags(ec2: Any, eni_id: str) -> dict[str, str] | None:
+    """The ENI's tags (None: it is gone)."""
+    found = ec2.describe_network_interfaces(Filters=[{"Name": "network-interface-id", "Values": [eni_id]}])
+    rows = found["NetworkInterfaces"]
+    return {t["Key"]: t["Value"] for t in rows[0].get("TagSet", [])} if rows else None
+
+
+def _apply_selected(cluster: Cluster, name: str) -> None:
+    """A pod the policy selects, through `vpcnet apply` (its first ADD may find no branch yet: the kubelet
+    retries once the controller has annotated it)."""
+    from vpcnet.cli.main import app
+
+    (cluster.tmp / f"{name}.yaml").write_text(_labelled(name, "node1", "app: web"))
+    args = ["apply", "-f", str(cluster.tmp / f"{name}.yaml"), "--prefix", cluster.lab.prefix]
+    result = cluster.runner.invoke(app, args)
+    assert result.exit_code == 0 or "branch ENI is not ready yet" in result.output, result.output
+
+
+def test_a_gone_pods_branch_cools_down_serves_the_next_pod_then_is_deleted(cluster: Cluster) -> None:
+    """The lab runs the controller with EKS's shortest cool-down (30 s) and a 30 s reuse window."""
     web = cluster.running("web")
     (entry,) = json.loads(web["metadata"]["annotations"]["vpc.amazonaws.com/pod-eni"])
-    vlan = entry["vlanId"]
+    vlan, eni = entry["vlanId"], entry["eniId"]
     cluster.cli("delete", "pod", f"{NS}/web")
     ec2 = cluster.lab.ec2()
     deadline = time.monotonic() + DEADLINE
-    while ec2.describe_network_interfaces(
-        Filters=[{"Name": "network-interface-id", "Values": [entry["eniId"]]}]
-    )["NetworkInterfaces"]:
-        assert time.monotonic() < deadline, "the branch ENI outlived its pod"
+    while not (_tags(ec2, eni) or {}).get(RELEASED_TAG):
+        assert time.monotonic() < deadline, "the gone pod's branch was not released"
         time.sleep(0.5)
+    # Cooling: still on the trunk under its VLAN id, the node's wiring for the old pod gone.
+    assocs = ec2.describe_trunk_interface_associations()["InterfaceAssociations"]
+    assert [a["VlanId"] for a in assocs if a["BranchInterfaceId"] == eni] == [vlan]
+    assert f"lookup {vlan + 100}" not in cluster.lab.exec("node1", "ip", "rule").stdout
+    released = float((_tags(ec2, eni) or {})[RELEASED_TAG])
+    while time.time() < released + 31:  # cooled: wait out the cool-down (nothing to poll but the clock)
+        time.sleep(0.5)
+    # A new pod with the same groups on that node gets the cooled branch: its address and VLAN id.
+    _apply_selected(cluster, "web2")
+    again = cluster.running("web2")
+    assert json.loads(again["metadata"]["annotations"]["vpc.amazonaws.com/pod-eni"]) == [entry]
+    assert again["status"]["podIP"] == entry["privateIp"]
+    web2, client = f"{NS}/web2", f"{NS}/client"
+    assert cluster.probe("TCP")[client][web2] and not cluster.probe("UDP")[client][web2]
+    # Gone again and not reused: deleted after the cool-down and the reuse window.
+    cluster.cli("delete", "pod", web2)
+    deadline = time.monotonic() + DEADLINE
+    while _tags(ec2, eni) is not None:
+        assert time.monotonic() < deadline, "the branch ENI outlived its cool-down and reuse window"
+        time.sleep(0.5)
+    assert not [
+        a
+        for a in ec2.describe_trunk_interface_associations()["InterfaceAssociations"]
+        if a["BranchInterfaceId"] == eni
+    ]
     assert f"lookup {vlan + 100}" not in cluster.lab.exec("node1", "ip", "rule").stdout
     assert not cluster.lab.exec("node1", "ip", "route", "show", "table", str(vlan + 100)).stdout.strip()
     links = cluster.lab.exec("node1", "ip", "-o", "link").stdout
     assert f"vlan.eth.{vlan}" not in links
     # The unselected pod is untouched.
-    assert cluster.probe("TCP")[f"{NS}/client"][f"{NS}/plain"]
+    assert cluster.probe("TCP")[client][f"{NS}/plain"]
 
 
 def test_standard_mode_lets_the_node_reach_the_pod_directly(tmp_path: Path) -> None:

@@ -196,3 +196,27 @@ def test_kube_controllers_has_a_lease_and_a_disruption_budget() -> None:
         cluster_role = find("ClusterRole", name)
         assert "leases" not in str(cluster_role), f"{name}: leases only through the namespaced Role"
         assert "*" not in str(cluster_role["rules"]), f"{name}: no wildcard rights"
+
+
+def test_branch_controller_deployment_runs_the_command_with_variables_it_reads() -> None:
+    deployment = find("Deployment", "vpcnet-branch-controller")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "vpcnet-branch-controller"
+    (container,) = spec["containers"]
+    assert container["command"] == ["vpcnet"]
+    command = _command(container["args"])
+    # Read by the command: its options' variables, and the region and endpoint it takes from the environment.
+    read = {p.envvar for p in command.params if p.envvar} | {"AWS_REGION", "AWS_EC2_ENDPOINT"}
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env) <= read
+    for entry in env.values():
+        ref = entry.get("valueFrom", {}).get("configMapKeyRef")
+        if ref is not None:
+            assert ref["name"] == "vpcnet-config" and ref["key"] in configmap()
+    role = find("ClusterRole", "vpcnet-branch-controller")
+    assert "*" not in str(role["rules"]) and "delete" not in str(role["rules"])
+    binding = find("ClusterRoleBinding", "vpcnet-branch-controller")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "vpcnet-branch-controller", "namespace": "kube-system"}
+    ]

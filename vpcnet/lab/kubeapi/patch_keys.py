@@ -1,7 +1,8 @@
 """Which lists a strategic merge patch merges, per kind: the upstream types' patchStrategy/patchMergeKey tags.
 
 Source: the `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` extensions that kube-apiserver's
-OpenAPI publishes from the Go struct tags of k8s.io/api (core/v1, networking/v1, coordination/v1) and
+OpenAPI publishes from the Go struct tags of k8s.io/api (core/v1, networking/v1, coordination/v1; apps/v1,
+policy/v1 and rbac/v1 for the kinds deploy/ installs, whose pod templates take the Pod's rules) and
 apiextensions v1, read from the published schemas of Kubernetes 1.25, 1.30, 1.32 and 1.37; the table is their
 union (a field a client version does not know never appears in its patches).
 
@@ -89,6 +90,14 @@ _POD: dict[str, ListMerge] = {
     "status/nodeAllocatableResourceClaimStatuses/[]/overhead": ListMerge("name"),
 }
 
+
+def _pod_template(prefix: str = "spec/template") -> dict[str, ListMerge]:
+    """A workload's pod template: the Pod's metadata and spec rules under `prefix` (apps/v1 types)."""
+    return {f"{prefix}/{path}": rule for path, rule in _POD.items() if not path.startswith("status/")}
+
+
+_WORKLOAD = {**_metadata(), **_pod_template(), "status/conditions": ListMerge("type")}
+
 MERGED_LISTS: dict[str, dict[str, ListMerge]] = {
     "v1/Pod": _POD,
     "v1/Namespace": {**_metadata(), "status/conditions": ListMerge("type")},
@@ -104,6 +113,14 @@ MERGED_LISTS: dict[str, dict[str, ListMerge]] = {
     "networking.k8s.io/v1/NetworkPolicy": _metadata(),
     "coordination.k8s.io/v1/Lease": _metadata(),
     "apiextensions.k8s.io/v1/CustomResourceDefinition": _metadata(),
+    # Stored only in the lab (deploy/'s objects); their lists as apps/v1, policy/v1 and rbac/v1 tag them.
+    "apps/v1/Deployment": _WORKLOAD,
+    "apps/v1/DaemonSet": _WORKLOAD,
+    "policy/v1/PodDisruptionBudget": {**_metadata(), "status/conditions": ListMerge("type")},
+    **{
+        f"rbac.authorization.k8s.io/v1/{kind}": _metadata()
+        for kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    },
 }
 
 

@@ -110,6 +110,29 @@ BUILTIN: tuple[ResourceType, ...] = (
         ("netpol",),
     ),
     CRD_TYPE,
+    # Stored and served only (no controller acts on them): what deploy/ installs besides the above, so that
+    # `kubectl apply -k deploy/` runs against the lab as against a cluster.
+    ResourceType("apps", "v1", "DaemonSet", "daemonsets", "daemonset", True, True, ("ds",)),
+    ResourceType("apps", "v1", "Deployment", "deployments", "deployment", True, True, ("deploy",)),
+    ResourceType(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        True,
+        True,
+        ("pdb",),
+    ),
+    *(
+        ResourceType("rbac.authorization.k8s.io", "v1", kind, f"{kind.lower()}s", kind.lower(), namespaced)
+        for kind, namespaced in (
+            ("ClusterRole", False),
+            ("ClusterRoleBinding", False),
+            ("Role", True),
+            ("RoleBinding", True),
+        )
+    ),
 )
 
 

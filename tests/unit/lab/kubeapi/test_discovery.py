@@ -10,7 +10,15 @@ from vpcnet.lab.kubeapi.routing import Target, parse_resource_path
 def test_group_list_and_resource_lists() -> None:
     registry = Registry()
     groups = {g["name"]: g for g in discovery.api_group_list(registry)["groups"]}
-    assert set(groups) == {"coordination.k8s.io", "networking.k8s.io", "apiextensions.k8s.io"}
+    assert set(groups) == {
+        "coordination.k8s.io",
+        "networking.k8s.io",
+        "apiextensions.k8s.io",
+        # stored for deploy/'s objects (kubectl apply -k deploy/)
+        "apps",
+        "policy",
+        "rbac.authorization.k8s.io",
+    }
     assert groups["networking.k8s.io"]["preferredVersion"]["groupVersion"] == "networking.k8s.io/v1"
     core = discovery.resource_list(registry, "", "v1")
     assert core is not None and core["groupVersion"] == "v1"
@@ -23,8 +31,12 @@ def test_group_list_and_resource_lists() -> None:
         and "watch" in pods["verbs"]
         and "po" in pods["shortNames"]
     )
-    assert discovery.resource_list(registry, "apps", "v1") is None
-    assert discovery.api_group(registry, "apps") is None
+    apps = discovery.resource_list(registry, "apps", "v1")
+    assert apps is not None and {"deployments", "daemonsets", "deployments/status"} <= {
+        r["name"] for r in apps["resources"]
+    }
+    assert discovery.resource_list(registry, "batch", "v1") is None
+    assert discovery.api_group(registry, "batch") is None
 
 
 def test_openapi_protobuf_is_a_gnostic_document() -> None:

@@ -45,7 +45,22 @@ def test_every_kind_of_the_brief_is_known() -> None:
         "networking.k8s.io/v1/NetworkPolicy",
         "coordination.k8s.io/v1/Lease",
         "apiextensions.k8s.io/v1/CustomResourceDefinition",
+        # stored for deploy/'s objects
+        "apps/v1/Deployment",
+        "apps/v1/DaemonSet",
+        "policy/v1/PodDisruptionBudget",
+        "rbac.authorization.k8s.io/v1/ClusterRole",
+        "rbac.authorization.k8s.io/v1/ClusterRoleBinding",
+        "rbac.authorization.k8s.io/v1/Role",
+        "rbac.authorization.k8s.io/v1/RoleBinding",
     }
+    # A Deployment's pod template merges containers by name, as a Pod's spec does.
+    merged = apply_strategic_merge_patch(
+        {"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b"}]}}}},
+        {"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "y"}]}}}},
+        "apps/v1/Deployment",
+    )
+    assert merged["spec"]["template"]["spec"]["containers"] == [{"name": "a", "image": "y"}, {"name": "b"}]
     for kind in known_kinds():
         schema = schema_for(kind)
         assert schema is not None
@@ -74,7 +89,7 @@ def test_table_paths_match_upstream_tags() -> None:
     }
 
 
-@pytest.mark.parametrize("kind", ["example.com/v1/Widget", "v1/Secretz", "", "apps/v1/Deployment"])
+@pytest.mark.parametrize("kind", ["example.com/v1/Widget", "v1/Secretz", "", "batch/v1/Job"])
 def test_unknown_kind_is_refused(kind: str) -> None:
     with pytest.raises(PatchError, match="strategic merge patch is not supported for"):
         apply_strategic_merge_patch({"a": 1}, {"a": 2}, kind)
