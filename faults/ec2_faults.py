@@ -10,6 +10,10 @@ HUNG_S). The runtime then retries the failed ones until they succeed, the faults
   adds_hung       ADDs with no answer within HUNG_S (must be 0)
   leaks           EC2 addresses the agent does not know, ENIs left unattached, addresses the agent holds for
                   no pod; after deleting every pod, addresses still assigned (must be 0)
+A last round makes the faults outlast an ADD's wait (VPCNET_ASSIGN_WAIT, 30 s): every call that would grow
+the pool fails, so the ADDs the warm pool cannot serve must answer 11 within HUNG_S; EC2 then recovers and the
+runtime's retries succeed. The same checks apply, and:
+  outwait_rounds_not_outwaited  such rounds in which no ADD answered 11 (the round tested nothing: must be 0)
 Run as root: `python faults/ec2_faults.py [--quick]`.
 """
 
@@ -45,6 +49,15 @@ FAULTS = {
         "CreateNetworkInterface": {"code": "InternalError", "probability": 0.2},
     },
 }
+# The outwait round: EC2 fails every call that would grow the pool for as long as the ADDs wait, so a burst
+# larger than the warm pool (SMALL_POOL) must outwait it.
+OUTWAIT_BURST = 8
+OUTWAIT_FAULTS = {
+    "failures": {
+        name: {"code": "InternalError", "probability": 1.0}
+        for name in ("AssignPrivateIpAddresses", "AttachNetworkInterface", "CreateNetworkInterface")
+    }
+}
 
 
 def timed_add(lab: LabHandle, pod: str) -> tuple[int, int, float]:
@@ -54,9 +67,11 @@ def timed_add(lab: LabHandle, pod: str) -> tuple[int, int, float]:
     return rc, (0 if rc == 0 else int(out.get("code", -1))), time.monotonic() - start
 
 
-def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
-    pods = [f"e{r}x{i}" for i in range(BURST)]
-    set_faults(lab, {"reset": True, **FAULTS})
+def one_round(lab: LabHandle, r: int, rounds: int, outwait: bool = False) -> dict[str, int]:
+    """Round r of rounds: a burst under FAULTS (retried with the faults still on), or with outwait a burst
+    under OUTWAIT_FAULTS (retried once EC2 recovers, as nothing could grow the pool before)."""
+    pods = [f"e{r}x{i}" for i in range(OUTWAIT_BURST if outwait else BURST)]
+    set_faults(lab, {"reset": True, **(OUTWAIT_FAULTS if outwait else FAULTS)})
     with concurrent.futures.ThreadPoolExecutor(12) as ex:
         results = dict(zip(pods, ex.map(lambda p: timed_add(lab, p), pods), strict=True))
     codes = [code for _, code, _ in results.values()]
@@ -66,6 +81,8 @@ def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
     for p, (_, code, _) in results.items():
         if code not in (0, 11):
             log(f"  ADD {p} failed with code {code}")
+    if outwait:
+        set_faults(lab, {"reset": True})
     deadline = time.monotonic() + 180
     final = {}
     unwired = 0
@@ -90,15 +107,16 @@ def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
     left = assigned(ipam(lab, "node1"))
     leaks += len(left)
     # the next round starts from a small pool again, so that its burst goes to EC2 (not to warm addresses)
-    if r + 1 < sc.iterations and not poll(lambda: ipam(lab, "node1")["totalIPs"] <= SMALL_POOL, 90, 0.5):
+    if r + 1 < rounds and not poll(lambda: ipam(lab, "node1")["totalIPs"] <= SMALL_POOL, 90, 0.5):
         log(f"  the pool did not shrink back to {SMALL_POOL} addresses: {ipam(lab, 'node1')['totalIPs']}")
     log(
-        f"round {r + 1}/{sc.iterations}: first tries ok {codes.count(0)}, retryable {retryable},"
+        f"round {r + 1}/{rounds}{' (outwait)' if outwait else ''}: first tries ok {codes.count(0)},"
+        f" retryable {retryable},"
         f" other {other}, hung {hung} (slowest {max(t for _, _, t in results.values()):.1f}s); leaks {leaks},"
         f" duplicated {duplicated}, unwired {unwired}"
     )
-    return {
-        "adds": BURST,
+    figures = {
+        "adds": len(pods),
         "adds_ok_first_try": codes.count(0),
         "adds_retryable": retryable,
         "adds_failed_other": other,
@@ -107,6 +125,9 @@ def one_round(lab: LabHandle, sc: Scenario, r: int) -> dict[str, int]:
         "pods_unwired": unwired,
         "leaks": leaks,
     }
+    if outwait:
+        figures["outwait_rounds_not_outwaited"] = int(retryable == 0)
+    return figures
 
 
 def main() -> int:
@@ -114,10 +135,12 @@ def main() -> int:
     totals: dict[str, int] = {}
     with sc.lab(nodes=1, instance_type=ITYPE, agents=True, agent_env=ENV) as lab:
         poll(lambda: ipam(lab, "node1")["totalIPs"] >= 1, 60)
-        for r in range(sc.iterations):
-            for k, v in one_round(lab, sc, r).items():
+        rounds = sc.iterations + 1
+        for r in range(rounds):
+            for k, v in one_round(lab, r, rounds, outwait=r == rounds - 1).items():
                 totals[k] = totals.get(k, 0) + v
     sc.add("rounds", sc.iterations)
+    sc.add("outwait_rounds", 1)
     for k, v in totals.items():
         sc.add(k, v)
     return sc.finish()

@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,29 @@ class Api:
         return None
 
 
+def segment(value: str) -> str:
+    """value as one percent-encoded path segment (UTF-8; a lone surrogate YAML let through kept as its
+    bytes): a fuzzed name is the API's to refuse, and must neither break the request line nor pick another
+    path."""
+    return urllib.parse.quote(value.encode("utf-8", "surrogatepass"), safe="")
+
+
+def object_targets(coll: str, doc: dict[str, Any], body: bytes) -> list[tuple[str, str, bytes, str]]:
+    """The requests one resource-shaped document makes: POST to its collection (in its namespace, for a
+    namespaced kind), PUT and PATCH to its name."""
+    meta = doc.get("metadata")
+    ns, name = (meta.get("namespace"), meta.get("name")) if isinstance(meta, dict) else (None, None)
+    if isinstance(ns, str) and ns and "/api/v1/namespaces" not in coll:
+        head, _, plural = coll.rpartition("/")
+        coll = f"{head}/namespaces/{segment(ns)}/{plural}"
+    targets = [("POST", coll, body, "application/json")]
+    if isinstance(name, str) and name and "/" not in name:
+        one = f"{coll}/{segment(name)}"
+        targets.append(("PUT", one, body, "application/json"))
+        targets.append(("PATCH", one, body, "application/merge-patch+json"))
+    return targets
+
+
 def diff(before: dict[Any, str], after: dict[Any, str]) -> list[str]:
     keys = set(before) | set(after)
     return sorted(f"{k}" for k in keys if before.get(k) != after.get(k))
@@ -175,16 +199,7 @@ def main() -> int:
                     body = json.dumps(doc).encode()
                 except (TypeError, ValueError):
                     continue
-                meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
-                ns, name = meta.get("namespace"), meta.get("name")
-                if isinstance(ns, str) and ns and "/api/v1/namespaces" not in coll:
-                    head, _, plural = coll.rpartition("/")
-                    coll = f"{head}/namespaces/{ns}/{plural}"
-                targets.append(("POST", coll, body, "application/json"))
-                if isinstance(name, str) and name and "/" not in name:
-                    one = f"{coll}/{urllib.request.quote(name)}"
-                    targets.append(("PUT", one, body, "application/json"))
-                    targets.append(("PATCH", one, body, "application/merge-patch+json"))
+                targets += object_targets(coll, doc, body)
             if not targets:  # raw bytes at a real collection
                 targets.append(("POST", "/api/v1/namespaces/default/pods", data, "application/yaml"))
                 targets.append(("POST", "/api/v1/namespaces", data, "application/json"))

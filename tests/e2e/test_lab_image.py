@@ -213,3 +213,30 @@ def test_etcd_lab_runs_kube_controllers_from_the_image(archives: tuple[Path, Pat
     finally:
         labctl.down(layout)
     assert leftovers(layout) == []
+
+
+def test_etcd_tls_lab_gives_the_image_its_client_certificate(image_archive: Path) -> None:
+    """`lab up --etcd-tls --image`: etcd asks every client for a certificate, and the image's agents and
+    kube-controllers get the lab's as a Secret volume would give it (read-only, the container's own paths);
+    they read the datastore, so the demo's policy is enforced as the engine says."""
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.skip("containerd is not installed (make system)")
+    layout = LabLayout(random_prefix())
+    topo = build_topology(nodes=2, azs=2, instance_type="t3.medium")
+    try:
+        labctl.up(topo, layout, image=image_archive, datastore="etcd", etcd_tls=True)
+        env = (layout.node_dir("node1") / "agent-container.env").read_text().splitlines()
+        assert "VPCNET_DATASTORE_CERT_FILE=/etc/vpcnet/etcd-tls/client.pem" in env
+        assert any(line.startswith("VPCNET_DATASTORE_ENDPOINTS=https://") for line in env), env
+        tasks = containerd.ctr(layout, "tasks", "ls").splitlines()[1:]
+        assert {"kube-controllers", "RUNNING"} <= {w for line in tasks for w in line.split()}, tasks
+        cli(layout, "apply", "-f", str(DEMO / "pods.yaml"))
+        cli(layout, "lab", "sync")
+        cli(layout, "apply", "-f", str(DEMO / "policy.yaml"))
+        cli(layout, "lab", "wait", "--timeout", "60")
+        body = json.loads(cli(layout, "lab", "probe", "--port", "80", "--protocol", "TCP", "--compare"))
+        assert body["disagreements"] == [], body
+        assert not probe(layout, *CLOSED_PAIR) and probe(layout, *OPEN_PAIRS[0])
+    finally:
+        labctl.down(layout)
+    assert leftovers(layout) == []

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vpcnet.datastore.settings import CA_CERT_VARIABLE, CERT_VARIABLE, KEY_VARIABLE
 from vpcnet.lab import containerd, procs
 from vpcnet.lab.layout import LabLayout
 
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
 AGENT_CONTAINER = "vpcnet-node"  # the DaemonSet's agent container
 CONTAINER_KUBECONFIG = "/etc/vpcnet/kubeconfig"  # where the node-side kubeconfig is mounted
+CONTAINER_ETCD_TLS = "/etc/vpcnet/etcd-tls"  # where the etcd client Secret is mounted (`lab up --etcd-tls`)
+TLS_VARIABLES = (CA_CERT_VARIABLE, CERT_VARIABLE, KEY_VARIABLE)
 # The lab's own settings for an agent (from labctl.agent_env); everything else is the manifests'.
 LAB_KEYS = (
     "AWS_ACCESS_KEY_ID",
@@ -109,16 +113,41 @@ def container_mounts(manifest: AgentManifest, layout: LabLayout, node: str) -> l
     return out
 
 
+def etcd_client_secret(layout: LabLayout, lab_env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The etcd client certificate the lab gives its process agents (the VPCNET_DATASTORE_* TLS files of
+    lab_env) as a container gets it from a Secret volume: the files copied into the run dir's
+    etcd-client-secret/ (mode 0644, a Secret's defaultMode: kube-controllers runs as a user), mounted
+    read-only at CONTAINER_ETCD_TLS. Returns (mounts, the variables naming the container's paths); ([], {})
+    without TLS."""
+    files = {var: Path(lab_env[var]) for var in TLS_VARIABLES if lab_env.get(var)}
+    if not files:
+        return [], {}
+    secret = layout.run_dir / "etcd-client-secret"
+    secret.mkdir(mode=0o755, exist_ok=True)
+    env = {}
+    for var, source in files.items():
+        shutil.copyfile(source, secret / source.name)
+        (secret / source.name).chmod(0o644)
+        env[var] = f"{CONTAINER_ETCD_TLS}/{source.name}"
+    return [f"type=bind,src={secret},dst={CONTAINER_ETCD_TLS},options=rbind:ro"], env
+
+
 def container_env(
-    manifest: AgentManifest, lab_env: Mapping[str, str], settings: Mapping[str, str], node: str
+    manifest: AgentManifest,
+    lab_env: Mapping[str, str],
+    settings: Mapping[str, str],
+    node: str,
+    secret_env: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The ConfigMap's and DaemonSet's environment; the caller's values of ConfigMap keys (as a process
-    agent would see them); the lab's endpoints and identity; the lab's agent settings last."""
+    agent would see them); the lab's endpoints and identity, and the container paths of its etcd client
+    Secret (secret_env, from etcd_client_secret); the lab's agent settings last."""
     env = dict(manifest.env)
     node_vars = manifest.node_name_vars
     env.update({k: v for k, v in os.environ.items() if k in manifest.env and k not in node_vars})
     env.update({k: node for k in manifest.node_name_vars})
     env.update({k: lab_env[k] for k in LAB_KEYS if k in lab_env})
+    env.update(secret_env or {})
     if "KUBECONFIG" in lab_env:
         env["KUBECONFIG"] = CONTAINER_KUBECONFIG
     env.update(settings)
@@ -146,7 +175,8 @@ def start(
         if old.startswith(agent_container_prefix(node)):
             containerd.remove_container(layout, old)
     env_file = layout.node_dir(node) / "agent-container.env"
-    env = container_env(manifest, lab_env, settings, node)
+    secret_mounts, secret_env = etcd_client_secret(layout, lab_env)
+    env = container_env(manifest, lab_env, settings, node, secret_env)
     env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
     container_id = agent_container_prefix(node) + secrets.token_hex(3)
     argv = containerd.run_argv(
@@ -155,7 +185,7 @@ def start(
         container_id,
         manifest.command,
         netns_path=f"/run/netns/{layout.node_netns(node)}",
-        mounts=container_mounts(manifest, layout, node),
+        mounts=container_mounts(manifest, layout, node) + secret_mounts,
         env_file=env_file,
         labels=[f"vpcnet.lab.agent-socket={marker}", f"vpcnet.lab.image={image}"],
     )
@@ -219,6 +249,7 @@ def start_controllers(
     *,
     kubeconfig: Path,
     etcd_endpoints: str,
+    tls_env: Mapping[str, str],
     progress_file: Path,
     pid_file: Path,
     log_file: Path,
@@ -226,7 +257,8 @@ def start_controllers(
 ) -> None:
     """kube-controllers from image, as the Deployment runs it (its user, its environment) on the host's
     network (where the lab's API and etcd answer on loopback); progress_file becomes a link into the
-    container's writable dir."""
+    container's writable dir. tls_env: the lab's etcd client files (labetcd.client_tls_env), mounted as a
+    Secret."""
     manifest = load_controllers_manifest()
     for old in containerd.containers(layout):
         if old == CONTROLLERS_ID:
@@ -242,6 +274,8 @@ def start_controllers(
     progress_file.symlink_to(host_dir / "progress.json")
     env = {**manifest.env, **{k: CONTROLLERS_ID for k in manifest.pod_name_vars}}
     env.update({"VPCNET_DATASTORE_TYPE": "etcd", "VPCNET_DATASTORE_ENDPOINTS": etcd_endpoints})
+    secret_mounts, secret_env = etcd_client_secret(layout, tls_env)
+    env.update(secret_env)
     env_file = host_dir / "env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in sorted(env.items())))
     command = [
@@ -257,7 +291,7 @@ def start_controllers(
         CONTROLLERS_ID,
         command,
         netns_path=None,
-        mounts=[f"type=bind,src={host_dir},dst={CONTROLLERS_DIR},options=rbind:rw"],
+        mounts=[f"type=bind,src={host_dir},dst={CONTROLLERS_DIR},options=rbind:rw", *secret_mounts],
         env_file=env_file,
         labels=[f"vpcnet.lab.marker={marker}", f"vpcnet.lab.image={image}"],
         privileged=False,

@@ -248,6 +248,7 @@ def start_controllers_container(layout: LabLayout, info: LabInfo) -> None:
             info.agent_image,
             kubeconfig=layout.kubeconfig,
             etcd_endpoints=info.endpoints["etcd_host"],
+            tls_env=labetcd.client_tls_env(layout),
             progress_file=mirror_progress_file(layout),
             pid_file=control_pid_file(layout, "kube-controllers"),
             log_file=control_log(layout, "kube-controllers"),
@@ -640,8 +641,6 @@ def up(
     from, as containers, instead of processes."""
     from vpcnet.lab.supervise import parse_backoff
 
-    if etcd_tls and image is not None:
-        raise LabError("--etcd-tls with --image: the image's agents get no client certificate yet")
     settings = dict(agent_settings or {})
     chosen = lab_datastore(datastore, settings)
     try:

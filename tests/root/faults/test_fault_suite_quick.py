@@ -23,6 +23,7 @@ MUST_BE_ZERO = {
         "leaks",
         "addresses_duplicated",
         "pods_unwired",
+        "outwait_rounds_not_outwaited",
         "leftovers",
     ],
     "race": ["leaks", "addresses_duplicated", "pods_unwired", "leftovers"],

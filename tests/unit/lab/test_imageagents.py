@@ -102,3 +102,40 @@ def test_bad_image_is_refused_before_anything_is_made(tmp_path: Path) -> None:
         check_image(tmp_path / "junk.tar", agents=True)
     with pytest.raises(LabError, match="--no-agents"):
         check_image(tmp_path / "junk.tar", agents=False)
+
+
+def test_etcd_client_certificate_is_mounted_as_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `lab up --etcd-tls`, a container gets the client certificate the process agents get, as from a
+    Secret volume: copies readable by the container's user, mounted read-only, the variables naming them
+    inside the container (the lab's host paths mean nothing there)."""
+    layout = LabLayout("unit")
+    monkeypatch.setattr(LabLayout, "run_dir", property(lambda self: tmp_path / self.prefix))
+    tls = tmp_path / "unit" / "etcd-tls"
+    tls.mkdir(parents=True)
+    lab_env = {"HOME": "/root"}
+    for var, name in zip(imageagents.TLS_VARIABLES, ("ca.pem", "client.pem", "client-key.pem"), strict=True):
+        (tls / name).write_text(f"{name} data")
+        (tls / name).chmod(0o600)
+        lab_env[var] = str(tls / name)
+    mounts, env = imageagents.etcd_client_secret(layout, lab_env)
+    secret = tmp_path / "unit" / "etcd-client-secret"
+    assert mounts == [f"type=bind,src={secret},dst=/etc/vpcnet/etcd-tls,options=rbind:ro"]
+    assert env == {
+        "VPCNET_DATASTORE_CA_CERT_FILE": "/etc/vpcnet/etcd-tls/ca.pem",
+        "VPCNET_DATASTORE_CERT_FILE": "/etc/vpcnet/etcd-tls/client.pem",
+        "VPCNET_DATASTORE_KEY_FILE": "/etc/vpcnet/etcd-tls/client-key.pem",
+    }
+    assert (secret / "client-key.pem").read_text() == "client-key.pem data"
+    assert (secret / "client-key.pem").stat().st_mode & 0o777 == 0o644
+    assert "etcd-tls" not in str(sorted(secret.iterdir()))  # no CA or server key beside them
+    manifest = imageagents.AgentManifest([], {"VPCNET_DATASTORE_CERT_FILE": ""}, [], [])
+    assert imageagents.container_env(manifest, lab_env, {}, "node1", env) == env
+
+
+def test_no_secret_without_etcd_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = LabLayout("unit")
+    monkeypatch.setattr(LabLayout, "run_dir", property(lambda self: tmp_path / self.prefix))
+    assert imageagents.etcd_client_secret(layout, {"HOME": "/root"}) == ([], {})
+    assert not (tmp_path / "unit").exists()

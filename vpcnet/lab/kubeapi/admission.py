@@ -4,6 +4,7 @@ validation that answers 422 Invalid with the field paths of every problem (as th
 from __future__ import annotations
 
 import copy
+import json
 import re
 import secrets
 import uuid
@@ -45,9 +46,11 @@ def check_type_meta(rt: ResourceType, obj: Any) -> None:
             raise bad_request(f"{field} must be an object, not {type(obj[field]).__name__}")
 
 
-def _name_causes(rt: ResourceType, name: str, path: str = "metadata.name") -> list[Cause]:
-    if not name:
+def _name_causes(rt: ResourceType, name: object, path: str = "metadata.name") -> list[Cause]:
+    if name is None or name == "":
         return [Cause(path, "Required value: name or generateName is required", "FieldValueRequired")]
+    if not isinstance(name, str):  # a fuzzed `name: true` once reached len() and answered 500
+        return [Cause(path, f"Invalid value: {json.dumps(name)}: must be a string")]
     pattern, what, limit = (
         (_DNS_LABEL, "RFC 1123 label", 63)
         if rt.kind in _LABEL_NAMED
@@ -222,7 +225,7 @@ def prepare_create(rt: ResourceType, obj: dict[str, Any], namespace: str | None)
         meta["namespace"] = namespace
     else:
         meta.pop("namespace", None)
-    if not meta.get("name") and meta.get("generateName"):
+    if not meta.get("name") and isinstance(meta.get("generateName"), str) and meta["generateName"]:
         meta["name"] = meta["generateName"] + "".join(secrets.choice(_GENERATE_ALPHABET) for _ in range(5))
     meta["uid"] = str(uuid.uuid4())
     meta["creationTimestamp"] = now()

@@ -178,3 +178,21 @@ def test_namespace_with_null_spec_gets_its_defaults() -> None:
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}, "spec": None, "status": None}
     out = prepare_create(NAMESPACES, body, "")
     assert out["spec"]["finalizers"] == ["kubernetes"] and out["status"]["phase"] == "Active"
+
+
+@pytest.mark.parametrize("name", [True, 4.1652575598318984e16, ["a"], {"a": 1}])
+def test_a_name_that_is_not_a_string_is_invalid_not_a_crash(name: object) -> None:
+    # found by the fault suite's manifest fuzz: a Pod named `true` or a float answered 500 (len() of a bool)
+    pod = {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    with pytest.raises(ApiError) as err:
+        prepare_create(PODS, pod, "default")
+    assert err.value.code == 422
+    assert [c["field"] for c in err.value.status()["details"]["causes"]] == ["metadata.name"]
+
+
+@pytest.mark.parametrize("generate", [7, True, ["web-"]])
+def test_a_generate_name_that_is_not_a_string_is_invalid_not_a_crash(generate: object) -> None:
+    pod = {"metadata": {"generateName": generate}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    with pytest.raises(ApiError) as err:
+        prepare_create(PODS, pod, "default")
+    assert err.value.code == 422
