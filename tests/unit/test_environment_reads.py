@@ -13,6 +13,7 @@ READERS = {
     "agent/config.py": "every setting of the node agent",
     "datastore/settings.py": "the datastore's endpoints and credentials (agent, CLI and controllers)",
     "datastore/kube_settings.py": "the Kubernetes datastore's in-cluster or kubeconfig settings",
+    "datastore/kube_connect.py": "the in-cluster API address (KUBERNETES_SERVICE_HOST/_PORT)",
     "cni/shim.py": "the CNI_* variables of a CNI call",
     "cni/nativeclient.py": "install-cni's prebuilt client, when one is named",
 }
