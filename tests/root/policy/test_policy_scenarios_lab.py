@@ -95,11 +95,12 @@ def placement(ref: str) -> str:
     return NODES[index % len(NODES)]
 
 
+# (mode, back end, family, datastore): both datastores run the same scenarios, and must give the same verdicts
 LABS = [
-    ("vpc", "iptables", "ipv4"),
-    ("calico", "nftables", "ipv4"),
-    ("vpc", "nftables", "ipv6"),
-    ("calico", "iptables", "dual"),
+    ("vpc", "iptables", "ipv4", "etcd"),
+    ("calico", "nftables", "ipv4", "kubernetes"),
+    ("vpc", "nftables", "ipv6", "kubernetes"),
+    ("calico", "iptables", "dual", "kubernetes"),
 ]
 FAMILY_ENV = {
     ("vpc", "ipv6"): {"ENABLE_IPv6": "true", "ENABLE_IPv4": "false", "ENABLE_PREFIX_DELEGATION": "true"},
@@ -113,7 +114,7 @@ def scenario_lab(
 ) -> Iterator[ScenarioLab]:
     from lab_fixture import running_lab
 
-    mode, backend, family = request.param
+    mode, backend, family, datastore = request.param
     veth_prefix = "eni" if mode == "vpc" else "cali"
     env = {"VPCNET_POLICY_BACKEND": backend, **FAMILY_ENV.get((mode, family), {})}
     if mode == "calico":
@@ -125,7 +126,9 @@ def scenario_lab(
                 "CALICO_IPV4POOL_VXLAN": "CrossSubnet",
             }
         )
-    with running_lab(nodes=3, azs=2, agents=True, agent_env=env, ip_family=family) as lab:
+    with running_lab(
+        nodes=3, azs=2, agents=True, agent_env=env, ip_family=family, datastore=datastore
+    ) as lab:
         for node in lab.node_names:
             args = [
                 "install-cni",
