@@ -184,7 +184,27 @@ rm -rf "$root/tmp/wheels"
 """
 
 
+def unmount_below(path: Path) -> list[str]:
+    """Unmount whatever is mounted at or under path, deepest first. A build killed mid-way (SIGKILL:
+    mmdebstrap cannot clean up) leaves the chroot's /sys, /dev/pts and /dev/shm mounted in the old
+    rootfs; removing that tree without this would walk into them. Returns the points it unmounted."""
+    root = os.path.realpath(path)
+    points = []
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            # field 5 is the mount point, with space, tab, newline and backslash octal-escaped
+            point = line.split()[4].encode().decode("unicode_escape")
+            if point == root or point.startswith(root + "/"):
+                points.append(point)
+    deepest_first = sorted(points, key=len, reverse=True)
+    for point in deepest_first:
+        subprocess.run(["umount", "--lazy", point], check=True)
+    return deepest_first
+
+
 def build_rootfs(rootfs: Path, wheels: Path, native: Path, env: dict[str, str], vpcnet_version: str) -> None:
+    if rootfs.exists():
+        unmount_below(rootfs)
     shutil.rmtree(rootfs, ignore_errors=True)
     script = rootfs.parent / "customize.sh"
     pip_wheel = next(wheels.glob("pip-*.whl")).name  # pip runs from its wheel
