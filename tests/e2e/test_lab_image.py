@@ -45,10 +45,14 @@ DEMO_PODS = [f"shop/{p}" for p in ("web", "cart", "search")] + [
 ]
 
 
-@pytest.fixture(scope="module")
-def archives(image_archive: Path, next_image_archive: Path) -> tuple[Path, Path]:
+def needs_containerd() -> None:
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
         pytest.skip("containerd is not installed (make system)")
+
+
+@pytest.fixture(scope="module")
+def archives(image_archive: Path, next_image_archive: Path) -> tuple[Path, Path]:
+    needs_containerd()
     assert containerd.image_name(image_archive) != containerd.image_name(next_image_archive)
     return image_archive, next_image_archive
 
@@ -94,6 +98,18 @@ def probe(layout: LabLayout, source: str, target: str) -> bool:
     prober = Prober(80, "TCP", timeout=1.0, attempts=2)
     result = asyncio.run(prober.probe(pod_endpoint(layout, source), pod_endpoint(layout, target)))
     return result.ok
+
+
+def demo_policy_is_enforced(layout: LabLayout) -> None:
+    """The demo's pods and policy into a fresh lab: the kernel agrees with the engine, one denied pair and
+    one allowed pair checked with packets."""
+    cli(layout, "apply", "-f", str(DEMO / "pods.yaml"))
+    cli(layout, "lab", "sync")
+    cli(layout, "apply", "-f", str(DEMO / "policy.yaml"))
+    cli(layout, "lab", "wait", "--timeout", "60")
+    body = json.loads(cli(layout, "lab", "probe", "--port", "80", "--protocol", "TCP", "--compare"))
+    assert body["disagreements"] == [], body
+    assert not probe(layout, *CLOSED_PAIR) and probe(layout, *OPEN_PAIRS[0])
 
 
 class ProbeLoop(threading.Thread):
@@ -203,13 +219,7 @@ def test_etcd_lab_runs_kube_controllers_from_the_image(archives: tuple[Path, Pat
         pids = {line.split()[0]: int(line.split()[1]) for line in tasks if "RUNNING" in line}
         assert "kube-controllers" in pids, tasks
         assert Path(f"/proc/{pids['kube-controllers']}/status").read_text().count("\t65534") >= 2
-        cli(layout, "apply", "-f", str(DEMO / "pods.yaml"))
-        cli(layout, "lab", "sync")
-        cli(layout, "apply", "-f", str(DEMO / "policy.yaml"))
-        cli(layout, "lab", "wait", "--timeout", "60")
-        body = json.loads(cli(layout, "lab", "probe", "--port", "80", "--protocol", "TCP", "--compare"))
-        assert body["disagreements"] == [], body
-        assert not probe(layout, *CLOSED_PAIR) and probe(layout, *OPEN_PAIRS[0])
+        demo_policy_is_enforced(layout)
     finally:
         labctl.down(layout)
     assert leftovers(layout) == []
@@ -219,8 +229,7 @@ def test_etcd_tls_lab_gives_the_image_its_client_certificate(image_archive: Path
     """`lab up --etcd-tls --image`: etcd asks every client for a certificate, and the image's agents and
     kube-controllers get the lab's as a Secret volume would give it (read-only, the container's own paths);
     they read the datastore, so the demo's policy is enforced as the engine says."""
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.skip("containerd is not installed (make system)")
+    needs_containerd()
     layout = LabLayout(random_prefix())
     topo = build_topology(nodes=2, azs=2, instance_type="t3.medium")
     try:
@@ -230,13 +239,7 @@ def test_etcd_tls_lab_gives_the_image_its_client_certificate(image_archive: Path
         assert any(line.startswith("VPCNET_DATASTORE_ENDPOINTS=https://") for line in env), env
         tasks = containerd.ctr(layout, "tasks", "ls").splitlines()[1:]
         assert {"kube-controllers", "RUNNING"} <= {w for line in tasks for w in line.split()}, tasks
-        cli(layout, "apply", "-f", str(DEMO / "pods.yaml"))
-        cli(layout, "lab", "sync")
-        cli(layout, "apply", "-f", str(DEMO / "policy.yaml"))
-        cli(layout, "lab", "wait", "--timeout", "60")
-        body = json.loads(cli(layout, "lab", "probe", "--port", "80", "--protocol", "TCP", "--compare"))
-        assert body["disagreements"] == [], body
-        assert not probe(layout, *CLOSED_PAIR) and probe(layout, *OPEN_PAIRS[0])
+        demo_policy_is_enforced(layout)
     finally:
         labctl.down(layout)
     assert leftovers(layout) == []

@@ -746,16 +746,12 @@ def _create(
             progress(f"starting node agents on {len(topo.nodes)} nodes (they load, then wait for the lab)")
             from vpcnet.lab.labapi import write_node_kubeconfig
 
-            write_node_kubeconfig(layout, _vpc_endpoints(etcd_url)["kubeapi"])  # the agents check it first
+            endpoints = _vpc_endpoints(etcd_url)
+            write_node_kubeconfig(layout, endpoints["kubeapi"])  # the agents check it first
             gated = {START_GATE_ENV: str(agents_gate(layout))}
             for spec in topo.nodes:
                 env = _agent_env(
-                    layout,
-                    spec.name,
-                    _vpc_endpoints(etcd_url),
-                    agent_settings,
-                    datastore,
-                    layout.node_kubeconfig,
+                    layout, spec.name, endpoints, agent_settings, datastore, layout.node_kubeconfig
                 )
                 spawn_agent(layout, spec.name, {**env, **gated}, restart_backoff)
         progress("creating the VPC, subnets and instances")

@@ -25,10 +25,10 @@ def kubeconfig(server_url: str, name: str = "vpcnet-lab", token: str | None = No
 def server_url(path: Path) -> str:
     """The API server address a kubeconfig's current context points at (what lab tools use when they talk
     to the lab's API without a client library)."""
-    config = yaml.safe_load(path.read_text())
-    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])["context"]
-    cluster = next(c for c in config["clusters"] if c["name"] == context["cluster"])["cluster"]
-    return str(cluster["server"])
+    from vpcnet.datastore.kube_connect import load_connection  # the one reader of a kubeconfig's contexts
+    from vpcnet.datastore.kube_settings import KubeSettings
+
+    return load_connection(KubeSettings(kubeconfig=path)).server
 
 
 def write_kubeconfig(path: Path, server_url: str, name: str = "vpcnet-lab", token: str | None = None) -> Path:
