@@ -13,7 +13,7 @@ from typing import Any
 
 from vpcnet.lab.kubeapi.errors import Cause, bad_request, invalid
 from vpcnet.lab.kubeapi.resources import ResourceType
-from vpcnet.lab.kubeapi.schema import prune, schema_causes
+from vpcnet.lab.kubeapi.schema import prune, schema_causes, shape_causes
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -95,23 +95,42 @@ def _pod_causes(obj: dict[str, Any]) -> list[Cause]:
         name = container.get("name")
         if not name:
             causes.append(Cause(f"{where}.name", "Required value", "FieldValueRequired"))
+        elif not isinstance(name, str):  # an object here once reached the set below (unhashable)
+            causes.append(Cause(f"{where}.name", f"Invalid value: {json.dumps(name)}: must be a string"))
         elif name in names:
             causes.append(Cause(f"{where}.name", f'Duplicate value: "{name}"', "FieldValueDuplicate"))
         else:
             names.add(name)
-        if not container.get("image"):
+        image = container.get("image")
+        if not image:
             causes.append(Cause(f"{where}.image", "Required value", "FieldValueRequired"))
+        elif not isinstance(image, str):
+            causes.append(Cause(f"{where}.image", f"Invalid value: {json.dumps(image)}: must be a string"))
     return causes
+
+
+def _string_causes(fields: dict[str, Any], where: str) -> list[Cause]:
+    """Fields of a CRD that must be strings when present (an object there once reached `in` and `+`)."""
+    return [
+        Cause(f"{where}.{name}", f"Invalid value: {json.dumps(value)}: must be a string")
+        for name, value in fields.items()
+        if value is not None and not isinstance(value, str)
+    ]
 
 
 def _crd_causes(obj: dict[str, Any]) -> list[Cause]:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         return [Cause("spec", "Required value", "FieldValueRequired")]
-    causes = []
-    group = spec.get("group") or ""
     raw_names = spec.get("names")
     names: dict[str, Any] = raw_names if isinstance(raw_names, dict) else {}
+    mistyped = _string_causes({"group": spec.get("group")}, "spec") + _string_causes(
+        {k: names.get(k) for k in ("plural", "kind", "singular", "listKind")}, "spec.names"
+    )
+    if mistyped:
+        return mistyped
+    causes = []
+    group = spec.get("group") or ""
     plural, kind = names.get("plural") or "", names.get("kind") or ""
     if not group:
         causes.append(Cause("spec.group", "Required value", "FieldValueRequired"))
@@ -149,9 +168,12 @@ def _crd_causes(obj: dict[str, Any]) -> list[Cause]:
                 )
             )
         for i, version in enumerate(versions):
+            schema = version.get("schema") if isinstance(version, dict) else None
             if not isinstance(version, dict) or not version.get("name"):
                 causes.append(Cause(f"spec.versions[{i}].name", "Required value", "FieldValueRequired"))
-            elif not isinstance((version.get("schema") or {}).get("openAPIV3Schema"), dict):
+            elif not isinstance(version["name"], str):
+                causes.append(Cause(f"spec.versions[{i}].name", "Invalid value: must be a string"))
+            elif not isinstance(schema, dict) or not isinstance(schema.get("openAPIV3Schema"), dict):
                 causes.append(
                     Cause(
                         f"spec.versions[{i}].schema.openAPIV3Schema",
@@ -159,7 +181,43 @@ def _crd_causes(obj: dict[str, Any]) -> list[Cause]:
                         "FieldValueRequired",
                     )
                 )
+            else:
+                causes += _version_causes(version, f"spec.versions[{i}]")
+    return causes + _name_list_causes(names)
+
+
+def _version_causes(version: dict[str, Any], where: str) -> list[Cause]:
+    """The parts of a served version that the server reads when it serves, checks and prints objects."""
+    causes = shape_causes(version["schema"]["openAPIV3Schema"], f"{where}.schema.openAPIV3Schema")
+    for flag in ("served", "storage"):
+        if flag in version and not isinstance(version[flag], bool):
+            causes.append(Cause(f"{where}.{flag}", "Invalid value: must be a boolean"))
+    if version.get("subresources") is not None and not isinstance(version["subresources"], dict):
+        causes.append(Cause(f"{where}.subresources", "Invalid value: must be an object"))
+    columns = version.get("additionalPrinterColumns")
+    if columns is not None and not isinstance(columns, list):
+        causes.append(Cause(f"{where}.additionalPrinterColumns", "Invalid value: must be an array"))
+    for j, column in enumerate(columns if isinstance(columns, list) else []):
+        at = f"{where}.additionalPrinterColumns[{j}]"
+        if not isinstance(column, dict):
+            causes.append(Cause(at, "Invalid value: must be an object"))
+            continue
+        for key in ("name", "jsonPath"):
+            if not isinstance(column.get(key), str) or not column[key]:
+                causes.append(Cause(f"{at}.{key}", "Required value", "FieldValueRequired"))
+        priority = column.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool) or priority < 0:
+            causes.append(Cause(f"{at}.priority", "Invalid value: must be a non-negative integer"))
     return causes
+
+
+def _name_list_causes(names: dict[str, Any]) -> list[Cause]:
+    return [
+        Cause(f"spec.names.{key}", "Invalid value: must be an array of strings")
+        for key in ("shortNames", "categories")
+        if names.get(key) is not None
+        and not (isinstance(names[key], list) and all(isinstance(n, str) for n in names[key]))
+    ]
 
 
 def validate(rt: ResourceType, obj: dict[str, Any]) -> None:
@@ -191,7 +249,8 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:
         spec.setdefault("terminationGracePeriodSeconds", 30)
         spec.setdefault("securityContext", {})
         spec.setdefault("enableServiceLinks", True)
-        for container in spec.get("containers") or []:
+        containers = spec.get("containers")  # defaulting runs before validation: any shape can be here
+        for container in containers if isinstance(containers, list) else []:
             if isinstance(container, dict) and isinstance(container.get("image"), str):
                 container.setdefault("imagePullPolicy", _image_pull_policy(container["image"]))
                 container.setdefault("terminationMessagePath", "/dev/termination-log")
@@ -204,7 +263,8 @@ def apply_defaults(rt: ResourceType, obj: dict[str, Any]) -> None:
     elif rt.schema is not None:
         prune(rt.schema, obj)
     elif rt.kind == "CustomResourceDefinition" and rt.builtin:
-        for version in (obj.get("spec") or {}).get("versions") or []:
+        versions = (obj.get("spec") or {}).get("versions")
+        for version in versions if isinstance(versions, list) else []:
             if isinstance(version, dict):
                 version.setdefault("served", True)
 

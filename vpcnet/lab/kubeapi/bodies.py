@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import yaml
@@ -31,14 +32,38 @@ def dump(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _loads(body: bytes) -> Any:
+    """JSON as the real server reads it: NaN and Infinity (which Python's decoder takes) are refused,
+    or a stored object could no longer be served as JSON."""
+    return json.loads(body, parse_constant=_no_constant)
+
+
+def _finite(doc: Any) -> Any:
+    """doc, if it holds no YAML `.nan` or `.inf` (ValueError otherwise, as for JSON)."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            raise ValueError(f"{node} is not a JSON number")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return doc
+
+
 def load_object(body: bytes, content_type: str) -> Any:
     """A create or replace body (JSON, or YAML as the real server also takes)."""
     kind = media_type(content_type) or JSON
     try:
         if kind == JSON:
-            return json.loads(body)
+            return _loads(body)
         if kind in ("application/yaml", "application/x-yaml", "text/yaml"):
-            return yaml.safe_load(body)
+            return _finite(yaml.safe_load(body))
     except (ValueError, yaml.YAMLError, RecursionError) as err:  # RecursionError: nested thousands deep
         raise bad_request(f"the body of the request could not be decoded as {kind}: {err}") from None
     raise unsupported_media_type(
@@ -66,8 +91,8 @@ def apply_patch(rt: ResourceType, current: dict[str, Any], body: bytes, content_
             f"{JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}"
         )
     try:
-        patch = json.loads(body)
-    except ValueError as err:
+        patch = _loads(body)
+    except (ValueError, RecursionError) as err:
         raise bad_request(f"the patch could not be decoded as JSON: {err}") from None
     try:
         if kind == MERGE_PATCH:

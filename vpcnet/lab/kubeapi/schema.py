@@ -147,3 +147,59 @@ def prune(schema: dict[str, Any], value: Any, root: bool = True) -> None:
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for item in value:
             prune(schema["items"], item, False)
+
+
+_BOOL_KEYS = ("nullable", "x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields")
+_NUMBER_KEYS = ("minimum", "maximum")
+_COUNT_KEYS = ("minLength", "maxLength")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def shape_causes(schema: Any, path: str) -> list[Cause]:
+    """Where a CRD's schema is not itself a well-formed structural schema (checked before it is served,
+    so that checking and pruning objects against it cannot meet a shape they do not expect)."""
+    if not isinstance(schema, dict):
+        return [Cause(path, "Invalid value: must be an object")]
+    causes: list[Cause] = []
+    kind = schema.get("type")
+    if kind is not None and not (isinstance(kind, str) and kind in _TYPES):
+        allowed = ", ".join(f'"{name}"' for name in _TYPES)
+        causes.append(
+            Cause(
+                f"{path}.type",
+                f"Unsupported value: {kind!r}: supported values: {allowed}",
+                "FieldValueNotSupported",
+            )
+        )
+    for key in _BOOL_KEYS:
+        if key in schema and not isinstance(schema[key], bool):
+            causes.append(Cause(f"{path}.{key}", "Invalid value: must be a boolean"))
+    for key in _NUMBER_KEYS:
+        if key in schema and not _is_number(schema[key]):
+            causes.append(Cause(f"{path}.{key}", "Invalid value: must be a number"))
+    for key in _COUNT_KEYS:
+        if key in schema and not (isinstance(schema[key], int) and not isinstance(schema[key], bool)):
+            causes.append(Cause(f"{path}.{key}", "Invalid value: must be an integer"))
+    if "enum" in schema and not isinstance(schema["enum"], list):
+        causes.append(Cause(f"{path}.enum", "Invalid value: must be an array"))
+    required = schema.get("required")
+    if required is not None and not (
+        isinstance(required, list) and all(isinstance(r, str) for r in required)
+    ):
+        causes.append(Cause(f"{path}.required", "Invalid value: must be an array of strings"))
+    properties = schema.get("properties")
+    if properties is not None:
+        if not isinstance(properties, dict):
+            causes.append(Cause(f"{path}.properties", "Invalid value: must be an object"))
+        else:
+            for name, sub in properties.items():
+                causes += shape_causes(sub, f"{path}.properties[{name}]")
+    extra = schema.get("additionalProperties")
+    if extra is not None and not isinstance(extra, bool):
+        causes += shape_causes(extra, f"{path}.additionalProperties")
+    if "items" in schema:
+        causes += shape_causes(schema["items"], f"{path}.items")
+    return causes
