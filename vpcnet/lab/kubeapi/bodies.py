@@ -36,10 +36,17 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Python's decoder would make it inf
+        raise ValueError(f"{text[:40]} is out of range for a JSON number")
+    return value
+
+
 def _loads(body: bytes) -> Any:
-    """JSON as the real server reads it: NaN and Infinity (which Python's decoder takes) are refused,
-    or a stored object could no longer be served as JSON."""
-    return json.loads(body, parse_constant=_no_constant)
+    """JSON as the real server reads it: NaN, Infinity and numbers out of a float's range (which Python's
+    decoder takes) are refused, or a stored object could no longer be served as JSON."""
+    return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
 
 
 def _finite(doc: Any) -> Any:
