@@ -3,8 +3,10 @@ tests skipped; CI (CI=true) must run them all, so there a missing tool stops the
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 from etcd_fixture import etcd_prefix, etcd_server, fresh_etcd_server  # noqa: F401  (pytest fixtures)
@@ -33,3 +35,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _thaw_the_heap() -> Iterator[None]:
+    """An agent run in this process (the policy loop) freezes the heap (vpcnet.agent.heap); thaw it after
+    each test, so one test's frozen objects stay collectable for the next."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()

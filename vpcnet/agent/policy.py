@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from vpcnet.agent.config import Mode
 from vpcnet.agent.context import AgentContext
+from vpcnet.agent.heap import HeapSettler
 from vpcnet.agent.http import Response
 from vpcnet.agent.liveness import own_stamp
 from vpcnet.dataplane.calc.feed import KINDS, Calculation, Fanout, feed_invalid, feed_stored
@@ -106,8 +107,11 @@ class PolicyAgent:
         clock: Callable[[], float] = time.monotonic,
         metrics: PolicyMetrics | None = None,
         extra_planes: Sequence[PolicyPlane] = (),
+        heap: HeapSettler | None = None,
     ) -> None:
         self.metrics = metrics
+        # what the snapshot and the watch bring in lives long: keep full collections from walking it
+        self.heap = heap or HeapSettler()
         self.store = store
         self.calc = calculator
         self.dataplane = dataplane
@@ -171,6 +175,7 @@ class PolicyAgent:
         try:
             await self._apply_with_retry(revision)
             self.synced.set()
+            self.heap.after_apply(snapshot=True)
             next_resync = self.clock() + self.resync_interval
             while True:
                 timeout = max(0.0, next_resync - self.clock())
@@ -180,6 +185,7 @@ class PolicyAgent:
                     revision = await self._load_snapshot()
                     watcher = asyncio.create_task(self._watch(revision + 1))
                     await self._apply_with_retry(revision)
+                    self.heap.after_apply(snapshot=True)
                     continue
                 for event in batch or ():
                     assert event is not None
@@ -192,6 +198,8 @@ class PolicyAgent:
                 elif batch is None:
                     continue
                 await self._apply_with_retry(self.seen_revision if batch else self.applied_revision)
+                self.heap.taken(len(batch or ()))
+                self.heap.after_apply()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from vpcnet.agent.heap import HeapSettler
 from vpcnet.agent.policy import PolicyAgent, PolicyMetrics
 from vpcnet.dataplane.family import IpFamily
 from vpcnet.dataplane.kernel_cmd import DataplaneError
@@ -200,6 +201,41 @@ def test_a_broken_watch_reloads_a_snapshot_and_drops_what_is_gone(tmp_path: Path
         assert store.snapshots == 2
         addresses = sorted(e.addresses[0] for e in dataplane.applied[-1].endpoints.values())
         assert addresses == ["10.0.0.2/32", "10.0.0.3/32"]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_the_loop_settles_the_heap_after_each_snapshot_and_every_few_events(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        settles: list[int] = []
+        heap = HeapSettler(every=3, settle=lambda: settles.append(store.revision))
+        agent = PolicyAgent(
+            store,
+            PolicyCalculator("n1", ["eni"]),
+            ScriptedDataplane(failures=0),
+            heap=heap,  # type: ignore[arg-type]
+        )
+        task = asyncio.create_task(agent.run())
+
+        async def until(what: str, done: Callable[[], bool]) -> None:
+            for _ in range(250):
+                if done():
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"timed out waiting for {what}")
+
+        await until("the first apply", agent.synced.is_set)
+        assert len(settles) == 1  # the snapshot
+        for i in range(3):
+            store.put_pod(f"p{i}", f"10.0.1.{i + 1}")
+            await until(f"pod p{i} applied", lambda: agent.applied_revision >= store.revision)
+        assert len(settles) == 2  # three events taken in
+        store.events.put_nowait(None)  # the watch breaks: a new snapshot
+        await until("the reload", lambda: store.snapshots == 2 and len(settles) == 3)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
