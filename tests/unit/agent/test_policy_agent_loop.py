@@ -213,16 +213,12 @@ def test_the_loop_settles_the_heap_after_each_snapshot_and_every_few_events(tmp_
         store = MemoryStore()
         settles: list[int] = []
         heap = HeapSettler(every=3, settle=lambda: settles.append(store.revision))
-        agent = PolicyAgent(
-            store,
-            PolicyCalculator("n1", ["eni"]),
-            ScriptedDataplane(failures=0),
-            heap=heap,  # type: ignore[arg-type]
-        )
+        dataplane = ScriptedDataplane(failures=0)
+        agent = PolicyAgent(store, PolicyCalculator("n1", ["eni"]), dataplane, heap=heap)  # type: ignore[arg-type]
         task = asyncio.create_task(agent.run())
 
         async def until(what: str, done: Callable[[], bool]) -> None:
-            for _ in range(250):
+            for _ in range(500):  # 10 s: a loaded machine
                 if done():
                     return
                 await asyncio.sleep(0.02)
