@@ -198,8 +198,7 @@ class PolicyAgent:
                 elif batch is None:
                     continue
                 await self._apply_with_retry(self.seen_revision if batch else self.applied_revision)
-                self.heap.taken(len(batch or ()))
-                self.heap.after_apply()
+                self.heap.after_apply(events=len(batch or ()))
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

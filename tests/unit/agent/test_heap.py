@@ -39,11 +39,9 @@ def test_the_settler_settles_after_a_snapshot_and_after_enough_events() -> None:
     settler = HeapSettler(every=5, settle=lambda: calls.append(1))
     settler.after_apply(snapshot=True)
     assert len(calls) == 1
-    settler.taken(3)
-    settler.after_apply()
+    settler.after_apply(events=3)
     assert len(calls) == 1  # 3 events: not yet
-    settler.taken(2)
-    settler.after_apply()
+    settler.after_apply(events=2)
     assert len(calls) == 2 and settler.pending == 0
     settler.after_apply()
     assert len(calls) == 2

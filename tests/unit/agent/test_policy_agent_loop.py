@@ -208,22 +208,22 @@ def test_a_broken_watch_reloads_a_snapshot_and_drops_what_is_gone(tmp_path: Path
     asyncio.run(main())
 
 
+async def until(what: str, done: Callable[[], bool]) -> None:
+    for _ in range(500):  # 10 s: a loaded machine
+        if done():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_the_loop_settles_the_heap_after_each_snapshot_and_every_few_events(tmp_path: Path) -> None:
     async def main() -> None:
         store = MemoryStore()
         settles: list[int] = []
-        heap = HeapSettler(every=3, settle=lambda: settles.append(store.revision))
+        heap = HeapSettler(every=3, settle=lambda: settles.append(1))
         dataplane = ScriptedDataplane(failures=0)
         agent = PolicyAgent(store, PolicyCalculator("n1", ["eni"]), dataplane, heap=heap)  # type: ignore[arg-type]
         task = asyncio.create_task(agent.run())
-
-        async def until(what: str, done: Callable[[], bool]) -> None:
-            for _ in range(500):  # 10 s: a loaded machine
-                if done():
-                    return
-                await asyncio.sleep(0.02)
-            raise AssertionError(f"timed out waiting for {what}")
-
         await until("the first apply", agent.synced.is_set)
         assert len(settles) == 1  # the snapshot
         for i in range(3):
